@@ -1,0 +1,217 @@
+"""Competition configs: where the data is and what a submission looks like.
+
+A competition is a TOML file (default `competition/competition.toml`, or `--competition`
+/ `$FKAGGLE_COMPETITION`). Explicit `--train/--test/...` paths override it, so a user
+can point at files without writing a config. See docs/artifacts.md for the keys.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from fmnist_kaggle import atomic
+from fmnist_kaggle.data import FORMATS, ImageSet, check_pair, load_images
+from fmnist_kaggle.errors import DataError, FkaggleError
+
+DEFAULT_CONFIG = Path("competition/competition.toml")
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+_PATH_KEYS = ("train", "train_labels", "test", "test_labels", "sample_submission")
+
+
+@dataclass(frozen=True)
+class Competition:
+    name: str = "custom"
+    slug: str | None = None  # Kaggle competition slug
+    format: str = "auto"
+    train: Path | None = None
+    train_labels: Path | None = None  # separate labels file (IDX / X,y .npy); guessed when absent
+    test: Path | None = None
+    test_labels: Path | None = None  # known test truth, for offline scoring
+    sample_submission: Path | None = None
+    id_column: str = "Id"
+    label_column: str = "Label"
+    class_names: tuple[str, ...] = ()
+    config_path: Path | None = None
+    data_dirs: tuple[str, ...] = field(default=(), repr=False)
+
+    # ---------------------------------------------------------------- loading
+    @cached_property
+    def train_set(self) -> ImageSet:
+        if self.train is None:
+            raise FkaggleError("no training file: pass --train PATH or a competition config with `train`")
+        data = load_images(self.train, self.format, self.train_labels)
+        if data.labels is None:
+            raise DataError("training file has no labels (expected a label/target column or a labels file)", self.train)
+        return data
+
+    @cached_property
+    def test_set(self) -> ImageSet | None:
+        if self.test is None:
+            return None
+        values = self.train_set.label_values
+        data = load_images(self.test, self.format, self.test_labels, label_values=values)
+        check_pair(self.train_set, data)
+        return data
+
+    def class_name(self, index: int) -> str:
+        if len(self.class_names) == self.train_set.num_classes:
+            return self.class_names[index]
+        if self.train_set.num_classes == 10 and self.train_set.label_values == tuple(range(10)):
+            return FASHION_MNIST_CLASSES[index]
+        return str(self.train_set.label_values[index])
+
+    @property
+    def names(self) -> list[str]:
+        return [self.class_name(i) for i in range(self.train_set.num_classes)]
+
+    def to_toml(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        if self.slug:
+            out["slug"] = self.slug
+        out["format"] = self.format
+        for key in _PATH_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = str(value)
+        out["id_column"] = self.id_column
+        out["label_column"] = self.label_column
+        if self.class_names:
+            out["class_names"] = list(self.class_names)
+        return {"competition": out}
+
+
+def _resolve(value: str, base: Path, data_dirs: tuple[str, ...]) -> Path:
+    """A relative path is looked up in each data dir in turn; the first that has it wins."""
+    path = Path(os.path.expanduser(value))
+    if path.is_absolute():
+        return path
+    roots = []
+    for d in data_dirs or ("",):
+        expanded = os.path.expandvars(d)
+        if "$" in expanded:  # an unset variable: skip this entry
+            continue
+        root = Path(os.path.expanduser(expanded))
+        roots.append(root if root.is_absolute() else base / root)
+    for root in roots:
+        if (root / path).exists():
+            return root / path
+    return (roots[0] if roots else base) / path
+
+
+def load_competition(path: str | Path) -> Competition:
+    path = Path(path)
+    if not path.exists():
+        raise FkaggleError("competition config not found", path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise FkaggleError(f"invalid TOML ({exc})", path) from None
+    table = doc.get("competition", doc)
+    known = {f for f in Competition.__dataclass_fields__ if f != "config_path"}
+    unknown = set(table) - known
+    if unknown:
+        raise FkaggleError(f"unknown key(s) {', '.join(sorted(unknown))} in [competition]", path)
+    data_dirs = tuple(table.get("data_dirs", ("",)))
+    kw: dict[str, Any] = {k: v for k, v in table.items() if k not in _PATH_KEYS and k != "data_dirs"}
+    for key in _PATH_KEYS:
+        if table.get(key):
+            kw[key] = _resolve(table[key], path.parent, data_dirs)
+    if "class_names" in kw:
+        kw["class_names"] = tuple(kw["class_names"])
+    if kw.get("format", "auto") not in FORMATS:
+        raise FkaggleError(f"unknown format {kw['format']!r}", path)
+    return Competition(config_path=path, data_dirs=data_dirs, **kw)
+
+
+def resolve_competition(
+    competition: str | Path | None = None,
+    train: str | Path | None = None,
+    test: str | Path | None = None,
+    sample_submission: str | Path | None = None,
+    format: str | None = None,
+    train_labels: str | Path | None = None,
+    test_labels: str | Path | None = None,
+) -> Competition:
+    """The competition a command works on: config file, then explicit paths on top."""
+    config = competition or os.environ.get("FKAGGLE_COMPETITION")
+    if config:
+        comp = load_competition(config)
+    elif DEFAULT_CONFIG.exists():
+        comp = load_competition(DEFAULT_CONFIG)
+    elif train is not None:
+        comp = Competition()
+    else:
+        raise FkaggleError(f"no competition config at {DEFAULT_CONFIG}: pass --competition FILE or --train PATH")
+    overrides = {
+        "train": train,
+        "test": test,
+        "sample_submission": sample_submission,
+        "train_labels": train_labels,
+        "test_labels": test_labels,
+    }
+    kw: dict[str, Any] = {k: Path(v) for k, v in overrides.items() if v is not None}
+    if train is not None and train_labels is None:
+        kw["train_labels"] = None  # the config's labels belong to the config's train file
+    if test is not None and test_labels is None:
+        kw["test_labels"] = None
+    if format is not None:
+        kw["format"] = format
+    return replace(comp, **kw) if kw else comp
+
+
+def write_config(comp: Competition, target: str | Path) -> Path:
+    """Write a competition config (TOML) atomically; paths stay as given."""
+    import tomli_w
+
+    target = Path(target)
+    atomic.write_text(target, tomli_w.dumps(comp.to_toml()))
+    return target
+
+
+def summary(comp: Competition) -> dict[str, Any]:
+    """What `fkaggle data check` prints: rows, classes, pixel range, ids, formats."""
+    train = comp.train_set
+    test = comp.test_set
+    out: dict[str, Any] = {
+        "competition": comp.name,
+        "config": str(comp.config_path) if comp.config_path else None,
+        "train": {
+            "path": str(train.path),
+            "format": train.format,
+            "rows": len(train),
+            "classes": train.num_classes,
+            "label_values": list(train.label_values),
+            "class_counts": {comp.class_name(i): c for i, c in enumerate(train.class_counts().values())},
+            "pixel_dtype": str(train.images.dtype),
+            "pixel_range": [int(train.images.min()), int(train.images.max())],
+            "stored_scale": train.source_scale,
+            "fingerprint": train.fingerprint()[:16],
+        },
+    }
+    if test is not None:
+        out["test"] = {
+            "path": str(test.path),
+            "format": test.format,
+            "rows": len(test),
+            "id_column": test.id_column,
+            "ids_synthesized": test.ids_synthesized,
+            "has_labels": test.labels is not None,
+            "pixel_range": [int(test.images.min()), int(test.images.max())],
+            "stored_scale": test.source_scale,
+        }
+    if comp.sample_submission is not None:
+        from fmnist_kaggle.submission import read_sample_submission
+
+        sample = read_sample_submission(comp)
+        out["sample_submission"] = {"path": str(comp.sample_submission), "columns": list(sample.columns), "rows": len(sample)}
+    return out
+
+
+def as_dict(comp: Competition) -> dict[str, Any]:
+    d = asdict(comp)
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}

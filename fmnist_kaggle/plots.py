@@ -1,0 +1,111 @@
+"""PNG figures people would rather look at than read. All writes are atomic."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fmnist_kaggle import atomic
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], target: str | Path, per_class: int = 8, seed: int = 0) -> Path:
+    """A row of random examples per class: the first look every report starts with."""
+    plt = _plt()
+    rng = np.random.default_rng(seed)
+    k = len(class_names)
+    fig, axes = plt.subplots(k, per_class, figsize=(per_class * 0.9, k * 0.95))
+    axes = np.atleast_2d(axes)
+    for c in range(k):
+        idx = np.flatnonzero(labels == c)
+        pick = rng.choice(idx, size=min(per_class, len(idx)), replace=False) if len(idx) else []
+        for j in range(per_class):
+            ax = axes[c, j]
+            ax.axis("off")
+            if j < len(pick):
+                ax.imshow(images[pick[j]], cmap="gray_r", vmin=0, vmax=255)
+        axes[c, 0].set_title(class_names[c], fontsize=7, loc="left")
+    fig.tight_layout()
+    atomic.save_figure(target, fig)
+    return Path(target)
+
+
+def learning_curves(history: "Sequence[dict]", target: str | Path, title: str = "") -> Path:
+    """Train/val loss and accuracy per epoch, one line per fold (history rows as in history.csv)."""
+    plt = _plt()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    folds = sorted({(int(r["fold"]), int(r["seed"])) for r in history})
+    for fold, seed in folds:
+        rows = [r for r in history if int(r["fold"]) == fold and int(r["seed"]) == seed]
+        ep = [int(r["epoch"]) for r in rows]
+        tag = f"f{fold}" + (f"s{seed}" if len({s for _, s in folds}) > 1 else "")
+        line = ax_loss.plot(ep, [float(r["train_loss"]) for r in rows], "--", alpha=0.7)[0]
+        ax_loss.plot(ep, [float(r["val_loss"]) for r in rows], "-", color=line.get_color(), label=tag)
+        ax_acc.plot(ep, [float(r["train_acc"]) for r in rows], "--", color=line.get_color(), alpha=0.7)
+        ax_acc.plot(ep, [float(r["val_acc"]) for r in rows], "-", color=line.get_color(), label=tag)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss (dashed: train, solid: val)")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy (dashed: train, solid: val)")
+    ax_loss.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    atomic.save_figure(target, fig)
+    return Path(target)
+
+
+def confusion_matrix(cm: np.ndarray, class_names: Sequence[str], target: str | Path, title: str = "") -> Path:
+    """Heatmap with counts, rows = true class, columns = predicted class."""
+    plt = _plt()
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.65 * k, 0.8 + 0.6 * k))
+    im = ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), class_names, fontsize=8)
+    thresh = cm.max() / 2 if cm.size else 0
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7, color="white" if cm[i, j] > thresh else "black")
+    ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    atomic.save_figure(target, fig)
+    return Path(target)
+
+
+def sweep_scores(rows: "Sequence[dict]", params: Sequence[str], target: str | Path, metric: str = "cv_acc") -> Path:
+    """Score against each swept parameter (categorical x axis, one panel per parameter)."""
+    plt = _plt()
+    params = list(params) or ["trial"]
+    fig, axes = plt.subplots(1, len(params), figsize=(3.6 * len(params), 3.2), squeeze=False)
+    for ax, p in zip(axes[0], params):
+        xs = [str(r.get(p, "")) for r in rows]
+        cats = sorted(set(xs), key=lambda s: (_num(s) is None, _num(s) if _num(s) is not None else s))
+        pos = {c: i for i, c in enumerate(cats)}
+        ys = [float(r[metric]) for r in rows]
+        ax.scatter([pos[x] for x in xs], ys, alpha=0.8)
+        for c in cats:
+            vals = [y for x, y in zip(xs, ys) if x == c]
+            ax.hlines(max(vals), pos[c] - 0.25, pos[c] + 0.25, color="C1")
+        ax.set_xticks(range(len(cats)), cats, rotation=30, fontsize=8)
+        ax.set(xlabel=p, ylabel=metric)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic.save_figure(target, fig)
+    return Path(target)
+
+
+def _num(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None

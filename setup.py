@@ -1,0 +1,28 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="fmnist_kaggle",
+    version="0.1.0",
+    description="Win Kaggle-style Fashion-MNIST competitions: data checks, k-fold OOF training, blending, submission.",
+    packages=find_packages(include=["fmnist_kaggle", "fmnist_kaggle.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        # torch/torchvision unpinned on purpose: the newest registry builds (see README).
+        "torch",
+        "torchvision",
+        "timm",
+        "albumentations",
+        "pandas",
+        "pyarrow",  # pandas' fast CSV engine
+        "numpy",
+        "scipy",
+        "scikit-learn",
+        "matplotlib",
+        "tqdm",
+        "tomli-w",
+        "kaggle",
+        "six",  # kaggle 2.2.x imports six without declaring it
+    ],
+    extras_require={"dev": ["pytest", "pytest-timeout"], "optuna": ["optuna"]},
+    entry_points={"console_scripts": ["fkaggle=fmnist_kaggle.cli:main"]},
+)
