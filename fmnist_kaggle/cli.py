@@ -105,6 +105,261 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- training
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from fmnist_kaggle.models import count_params, create_model, list_models
+
+    rows = []
+    for name in list_models():
+        k = 5 if name.startswith("keras_model") else 10
+        rows.append({"model": name, "params": count_params(create_model(name, num_classes=k)), "classes": k})
+    if args.json:
+        _print_json(rows)
+        return 0
+    for r in rows:
+        print(f"{r['model']:<16} {r['params']:>10,}  ({r['classes']} classes)")
+    print("timm:<name>      any timm model (e.g. timm:resnet18), with input_size / pretrained / freeze_backbone")
+    return 0
+
+
+def _parse_ints(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise FkaggleError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _model_kwargs(pairs: list[str] | None) -> dict[str, Any]:
+    from fmnist_kaggle.config import parse_value
+
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise FkaggleError(f"--model-arg expects KEY=VALUE, got {pair!r}")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = parse_value(v.strip())
+    return out
+
+
+def _train_config(args: argparse.Namespace):
+    from fmnist_kaggle.config import build_config
+
+    kwargs = _model_kwargs(args.model_arg)
+    if args.pretrained:
+        kwargs["pretrained"] = args.pretrained
+    if args.freeze_backbone:
+        kwargs["freeze_backbone"] = True
+    if args.input_size:
+        kwargs["input_size"] = args.input_size
+    return build_config(
+        recipe=args.recipe,
+        config_file=args.config,
+        model=args.model, model_kwargs=kwargs, folds=args.folds, fold_seed=args.fold_seed, seeds=_parse_ints(args.seeds),
+        subset=args.subset, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
+        label_smoothing=args.label_smoothing, loss=args.loss, augment=args.augment, augment_backend=args.augment_backend,
+        tta=args.tta, patience=args.patience, normalize=args.normalize, amp=args.amp, compile=args.compile or None,
+        device=args.device, num_workers=args.num_workers,
+    )  # fmt: skip
+
+
+def cmd_fold_train(args: argparse.Namespace) -> int:
+    from fmnist_kaggle.runs import fold_train
+
+    cfg = _train_config(args)
+    comp = _competition(args)
+    manifest = fold_train(
+        comp, cfg, run=args.run, workdir=args.workdir, only_folds=_parse_ints(args.fold),
+        overwrite=args.overwrite, progress=not args.no_progress, recipe=args.recipe,
+    )  # fmt: skip
+    if args.json:
+        _print_json({k: manifest.get(k) for k in ("run", "complete", "missing_folds", "cv", "test_metrics")})
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from fmnist_kaggle.runs import run_status
+
+    m = run_status(args.run, args.workdir)
+    if args.json:
+        _print_json({k: m.get(k) for k in ("run", "complete", "fold_status", "missing_folds", "cv", "test_metrics")})
+        return 0
+    print(f"run {m['run']}: {m['model']}, {m['data']['folds']} folds, {'complete' if m['complete'] else 'incomplete'}")
+    by_fold = {fm["fold"]: fm for fm in m["fold_metrics"]}
+    for f, s in m["fold_status"].items():
+        extra = f"  acc {by_fold[int(f)]['acc']:.4f}  logloss {by_fold[int(f)]['logloss']:.4f}" if int(f) in by_fold else ""
+        print(f"  fold {f}: {s}{extra}")
+    if m["missing_folds"]:
+        print(f"missing folds: {','.join(map(str, m['missing_folds']))}  (fkaggle fold-train ... --fold {','.join(map(str, m['missing_folds']))})")
+    if m.get("cv"):
+        print(f"CV accuracy {m['cv']['acc']:.4f}  log-loss {m['cv']['logloss']:.4f}")
+    return 0 if m["complete"] else 1
+
+
+# ----------------------------------------------------------------------------- scoring, blending, submitting
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    from fmnist_kaggle.runs import load_run
+    from fmnist_kaggle.scoring import cv, format_cv
+
+    runs = [load_run(r, args.workdir) for r in args.runs]
+    names = runs[0].manifest["data"]["class_names"]
+    result = cv(runs, names, png_dir=Path(args.workdir) / "oof" / "cv")
+    if args.json:
+        _print_json(result)
+    else:
+        print(format_cv(result))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from fmnist_kaggle.scoring import score_submission
+
+    res = score_submission(args.submission, _competition(args))
+    if args.json:
+        _print_json(res)
+    else:
+        print(f"{res['file']}: test accuracy {res['acc']:.4f}  macro-F1 {res['macro_f1']:.4f}")
+    return 0
+
+
+def cmd_blend(args: argparse.Namespace) -> int:
+    from fmnist_kaggle.tracking import make_submission
+
+    name = args.name or ("blend-" + args.method if len(args.runs) > 1 else args.runs[0].rstrip("/").split("/")[-1])
+    res = make_submission(_competition(args), args.runs, args.method, name, args.workdir, space=args.space, temperature=args.temperature)
+    if args.json:
+        _print_json(res)
+        return 0
+    cv = res["cv"]
+    print(f"{res['method']} of {len(res['runs'])} run(s): CV accuracy {cv['acc']:.4f}  log-loss {cv['logloss']:.4f}{'  (nested: fitted on k-1 folds)' if cv['nested'] else ''}")
+    if "cv_in_sample" in res:
+        print(f"  in-sample (optimistic, for contrast): accuracy {res['cv_in_sample']['acc']:.4f}  log-loss {res['cv_in_sample']['logloss']:.4f}")
+    for key in ("weights",):
+        if key in res["details"]:
+            print(f"  {key}: " + ", ".join(f"{k}={v}" for k, v in res["details"][key].items()))
+    if "test" in res:
+        print(f"  test accuracy {res['test']['acc']:.4f}  log-loss {res['test']['logloss']:.4f}")
+    print(f"wrote {res['csv']} and {res['json']}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from fmnist_kaggle.submission import validate_file
+
+    problems = validate_file(args.submission, _competition(args))
+    if args.json:
+        _print_json({"file": args.submission, "valid": not problems, "problems": problems})
+        return 0 if not problems else 2
+    if problems:
+        for p in problems:
+            print(f"{args.submission}: {p}", file=sys.stderr)
+        return 2
+    print(f"{args.submission}: valid")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from fmnist_kaggle.tracking import submit_file
+
+    res = submit_file(_competition(args), args.submission, args.message, slug=args.slug, dry_run=args.dry_run, workdir=args.workdir)
+    if args.json:
+        _print_json(res)
+    elif res.get("dry_run"):
+        print(f"{args.submission}: valid; dry run, not uploaded to {res['slug']}")
+    else:
+        print(f"submitted {res['file']} to {res['slug']} (ref {res['ref']}): {res['reply']}")
+    return 0
+
+
+def cmd_submissions(args: argparse.Namespace) -> int:
+    from fmnist_kaggle.tracking import submissions_table
+
+    rows = submissions_table(_competition(args), slug=args.slug, workdir=args.workdir, fetch=not args.local)
+    if args.json:
+        _print_json(rows)
+        return 0
+    print(f"{'time':<26} {'file':<28} {'ref':>8} {'cv_acc':>7} {'status':<9} {'public':>8}  message")
+    for r in rows:
+        cv = f"{float(r['cv_acc']):.4f}" if r.get("cv_acc") not in (None, "") else "-"
+        lb = str(r["public_score"]) if r.get("public_score") not in (None, "") else "-"
+        print(f"{str(r['time'])[:26]:<26} {str(r['file'])[:28]:<28} {str(r['ref']):>8} {cv:>7} {str(r['status']):<9} {lb:>8}  {r.get('message') or ''}")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from fmnist_kaggle import kaggle_client
+
+    slug = args.slug or _competition(args).slug
+    if not slug:
+        raise FkaggleError("no Kaggle competition slug: pass --slug or set `slug` in the competition config")
+    rows = kaggle_client.leaderboard(slug, top=args.top)
+    if args.json:
+        _print_json(rows)
+        return 0
+    for r in rows:
+        print(f"{r['rank']:>4}  {str(r['team'])[:30]:<30} {r['score']}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from fmnist_kaggle.sweep import format_table, parse_grid, parse_ranges, run_sweep
+
+    base = _train_config(args)
+    models = [m for spec in (args.model or [base.model]) for m in spec.split(",") if m]
+    name = args.name or "sweep"
+    devices = [d for d in args.device.split(",")] if args.device else None
+    result = run_sweep(
+        _competition(args), base, name, models, parse_grid(args.grid), parse_ranges(args.range), trials=args.trials,
+        use_optuna=args.optuna, devices=devices, workdir=args.workdir, progress=not args.no_progress, seed=args.search_seed,
+    )  # fmt: skip
+    if args.json:
+        _print_json(result)
+        return 0
+    print(format_table(result))
+    print(f"table: {result['table_csv']} and {result['markdown']}; plot: {result['png']}; best config: {result['best_config']}")
+    return 0
+
+
+def _train_options(p: argparse.ArgumentParser, sweep: bool = False) -> None:
+    g = p.add_argument_group("training (flags override --recipe and --config)")
+    g.add_argument("--recipe", help="preset bundle: cpu, strong, report000..report004")
+    g.add_argument("--config", help="TOML file with a [train] table (see `fkaggle sweep` best configs)")
+    g.add_argument("--model", action="append" if sweep else "store", help="registry name or timm:<name> (see `fkaggle models`)" + ("; repeat or comma-separate to compare models" if sweep else ""))
+    g.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model keyword, e.g. dropout3=0.3, width=32, act=tanh")
+    g.add_argument("--pretrained", help="local weights file for a timm: model")
+    g.add_argument("--freeze-backbone", action="store_true", help="train only the classifier of a timm: model")
+    g.add_argument("--input-size", type=int, help="timm: models: pad/resize 28x28 inputs to this size")
+    g.add_argument("--folds", type=int)
+    g.add_argument("--fold-seed", type=int)
+    g.add_argument("--seeds", help="comma-separated seeds; each fold is trained once per seed and averaged")
+    g.add_argument("--subset", type=int, help="train on a stratified subset of N rows (quick experiments)")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop"])
+    g.add_argument("--lr", type=float)
+    g.add_argument("--momentum", type=float)
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--schedule", choices=["constant", "cosine", "onecycle"])
+    g.add_argument("--warmup-epochs", type=float)
+    g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--loss", choices=["softmax", "sigmoid"])
+    g.add_argument("--augment", choices=["none", "jitter", "cropflip", "strong", "custom"])
+    g.add_argument("--augment-backend", choices=["auto", "tensor", "albumentations"])
+    g.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="hflip test-time augmentation")
+    g.add_argument("--patience", type=int, help="early-stopping patience in epochs")
+    g.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"])
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--device", help="auto, cpu, cuda, cuda:1 ..." + ("; a list runs trials in parallel, one per device" if sweep else ""))
+    g.add_argument("--num-workers", type=int)
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -134,6 +389,95 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--out", default="competition/competition.toml")
     init.add_argument("--force", action="store_true")
     init.set_defaults(func=cmd_init)
+
+    models = sub.add_parser("models", help="list registered models with parameter counts")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=cmd_models)
+
+    ft = sub.add_parser("fold-train", help="stratified k-fold training: OOF logits + fold-averaged test logits")
+    _data_options(ft)
+    _train_options(ft)
+    ft.add_argument("--run", help="run name (default: model-recipe-kK-confighash)")
+    ft.add_argument("--workdir", default=".", help="competition workspace holding oof/ and submissions/")
+    ft.add_argument("--fold", help="only these folds, e.g. 0,2 (shard a run over machines)")
+    ft.add_argument("--overwrite", action="store_true", help="replace an existing run whose config differs")
+    ft.add_argument("--no-progress", action="store_true")
+    ft.add_argument("--json", action="store_true")
+    ft.set_defaults(func=cmd_fold_train)
+
+    st = sub.add_parser("status", help="which folds of a run are done, partial or missing")
+    st.add_argument("run")
+    st.add_argument("--workdir", default=".")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+
+    sw = sub.add_parser("sweep", help="cross-validated grid / random / Optuna search; every trial is a run")
+    _data_options(sw)
+    _train_options(sw, sweep=True)
+    sw.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="values to try (config keys or model keywords)")
+    sw.add_argument("--range", action="append", metavar="KEY=LO:HI[:log][:int]", help="random/Optuna search range")
+    sw.add_argument("--trials", type=int, default=0, help="random search (or Optuna) with N trials instead of the full grid")
+    sw.add_argument("--optuna", action="store_true", help="Optuna TPE search (needs optuna installed)")
+    sw.add_argument("--search-seed", type=int, default=0)
+    sw.add_argument("--name", help="sweep name: results in oof/sweeps/NAME.csv")
+    sw.add_argument("--workdir", default=".")
+    sw.add_argument("--no-progress", action="store_true")
+    sw.add_argument("--json", action="store_true")
+    sw.set_defaults(func=cmd_sweep)
+
+    cvp = sub.add_parser("cv", help="offline CV report of runs: metrics per fold and class, confusion, correlation")
+    cvp.add_argument("runs", nargs="+")
+    cvp.add_argument("--workdir", default=".")
+    cvp.add_argument("--json", action="store_true")
+    cvp.set_defaults(func=cmd_cv)
+
+    sc = sub.add_parser("score", help="score a submission file against the competition's known test labels")
+    sc.add_argument("submission")
+    _data_options(sc)
+    sc.add_argument("--json", action="store_true")
+    sc.set_defaults(func=cmd_score)
+
+    bl = sub.add_parser("blend", help="blend runs (or take one) into submissions/NAME.csv with an honest CV")
+    bl.add_argument("runs", nargs="+")
+    bl.add_argument("--method", default="mean", choices=["mean", "geomean", "rank", "weighted", "hillclimb", "stack"])
+    bl.add_argument("--space", default="prob", choices=["prob", "logit"], help="mean: average probabilities or logits")
+    bl.add_argument("--temperature", action="store_true", help="stack: temperature-scale the level-2 output")
+    bl.add_argument("--name", help="submission name (default blend-METHOD, or the run's name)")
+    bl.add_argument("--workdir", default=".")
+    _data_options(bl)
+    bl.add_argument("--json", action="store_true")
+    bl.set_defaults(func=cmd_blend)
+
+    va = sub.add_parser("validate", help="check a submission against the sample submission / test ids")
+    va.add_argument("submission")
+    _data_options(va)
+    va.add_argument("--json", action="store_true")
+    va.set_defaults(func=cmd_validate)
+
+    sm = sub.add_parser("submit", help="validate and upload a submission with the official kaggle client")
+    sm.add_argument("submission")
+    sm.add_argument("-m", "--message", required=True)
+    sm.add_argument("--slug", help="Kaggle competition slug (default: the config's)")
+    sm.add_argument("--dry-run", action="store_true", help="validate only")
+    sm.add_argument("--workdir", default=".")
+    _data_options(sm)
+    sm.add_argument("--json", action="store_true")
+    sm.set_defaults(func=cmd_submit)
+
+    ss = sub.add_parser("submissions", help="local upload records with Kaggle status and public score (CV vs LB)")
+    ss.add_argument("--slug")
+    ss.add_argument("--local", action="store_true", help="do not contact Kaggle")
+    ss.add_argument("--workdir", default=".")
+    _data_options(ss)
+    ss.add_argument("--json", action="store_true")
+    ss.set_defaults(func=cmd_submissions)
+
+    lb = sub.add_parser("leaderboard", help="the top of the competition's public leaderboard")
+    lb.add_argument("--slug")
+    lb.add_argument("--top", type=int, default=20)
+    _data_options(lb)
+    lb.add_argument("--json", action="store_true")
+    lb.set_defaults(func=cmd_leaderboard)
     return p
 
 

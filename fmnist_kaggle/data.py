@@ -379,18 +379,22 @@ def _targets_to_values(targets: np.ndarray, n: int, path: Path) -> np.ndarray:
     if targets.dtype.kind == "f":
         if np.isnan(targets).any() or not np.array_equal(targets, np.rint(targets)):
             bad = targets[np.isnan(targets) | (targets != np.rint(targets))][0]
-            raise DataError(f"label {bad!r} is not an integer", path)
+            raise DataError(f"label {_plain(bad)!r} is not an integer", path)
         targets = targets.astype(np.int64)
     elif targets.dtype.kind in "OUS":
         try:
             as_num = np.array([float(t) for t in targets])
         except (TypeError, ValueError):
             bad = next(t for t in targets if not _is_number(str(t)))
-            raise DataError(f"label {bad!r} is not an integer", path) from None
+            raise DataError(f"label {_plain(bad)!r} is not an integer", path) from None
         return _targets_to_values(as_num, n, path)
     elif targets.dtype.kind not in "iub":
         raise DataError(f"labels have dtype {targets.dtype}, expected integers", path)
     return targets.astype(np.int64)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _check_ids(ids: np.ndarray, n: int, path: Path) -> np.ndarray:
@@ -399,7 +403,7 @@ def _check_ids(ids: np.ndarray, n: int, path: Path) -> np.ndarray:
         raise DataError(f"{len(ids)} ids for {n} images", path)
     uniq, counts = np.unique(ids.astype(str), return_counts=True)
     if (counts > 1).any():
-        raise DataError(f"duplicate id {uniq[counts > 1][0]!r} ({int((counts > 1).sum())} ids repeated)", path)
+        raise DataError(f"duplicate id {_plain(uniq[counts > 1][0])!r} ({int((counts > 1).sum())} ids repeated)", path)
     return ids
 
 

@@ -1,0 +1,136 @@
+"""Augmentation presets, two ways.
+
+- `BatchAugment`: whole-batch tensor ops on the device that holds the images (GPU or
+  CPU): no worker processes, no per-sample Python. The default ("fast path").
+- `albumentations_pipeline`: the same presets (and any custom pipeline from config) as
+  per-sample albumentations transforms, for a DataLoader.
+
+Presets: none; jitter (brightness/contrast +-0.2, report 000); cropflip (pad 2 + random
+28x28 crop + horizontal flip, report 003); strong (cropflip + random erasing).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from fmnist_kaggle.errors import FkaggleError
+
+PAD = 2
+JITTER = 0.2
+ERASE_P = 0.5
+ERASE_SCALE = (0.02, 0.25)
+ERASE_RATIO = (0.3, 3.3)
+
+
+def _u(n: int, lo: float, hi: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.rand(n, generator=gen, device=device) * (hi - lo) + lo
+
+
+def jitter(x: torch.Tensor, gen: torch.Generator, strength: float = JITTER) -> torch.Tensor:
+    """Brightness then contrast factors in [1-s, 1+s] per image (torchvision ColorJitter semantics)."""
+    n = x.shape[0]
+    b = _u(n, 1 - strength, 1 + strength, gen, x.device).view(n, 1, 1, 1)
+    c = _u(n, 1 - strength, 1 + strength, gen, x.device).view(n, 1, 1, 1)
+    x = (x * b).clamp_(0, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return ((x - mean) * c + mean).clamp_(0, 1)
+
+
+def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = PAD) -> torch.Tensor:
+    """Zero-pad by `pad`, take a random crop of the original size, flip half horizontally."""
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # (n, h)
+    cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])  # (n, w)
+    flip = torch.rand(n, generator=gen, device=x.device) < 0.5
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    idx_n = torch.arange(n, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]  # (n, h, w, c)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def random_erase(x: torch.Tensor, gen: torch.Generator, p: float = ERASE_P) -> torch.Tensor:
+    """Zero one random rectangle (2-25% of the area, aspect 0.3-3.3) in a fraction p of images."""
+    n, _, h, w = x.shape
+    area = _u(n, *ERASE_SCALE, gen, x.device) * h * w
+    log_r = _u(n, float(np.log(ERASE_RATIO[0])), float(np.log(ERASE_RATIO[1])), gen, x.device)
+    ratio = torch.exp(log_r)
+    eh = torch.sqrt(area * ratio).round().clamp(1, h).long()
+    ew = torch.sqrt(area / ratio).round().clamp(1, w).long()
+    y0 = (torch.rand(n, generator=gen, device=x.device) * (h - eh + 1)).long()
+    x0 = (torch.rand(n, generator=gen, device=x.device) * (w - ew + 1)).long()
+    apply = torch.rand(n, generator=gen, device=x.device) < p
+    ys = torch.arange(h, device=x.device)[None, :]
+    xs = torch.arange(w, device=x.device)[None, :]
+    in_y = (ys >= y0[:, None]) & (ys < (y0 + eh)[:, None])  # (n, h)
+    in_x = (xs >= x0[:, None]) & (xs < (x0 + ew)[:, None])  # (n, w)
+    mask = (in_y[:, :, None] & in_x[:, None, :] & apply[:, None, None])[:, None]
+    return x.masked_fill(mask, 0.0)
+
+
+class BatchAugment:
+    """Batch-level preset on float images in [0, 1], shape (N, 1, 28, 28)."""
+
+    def __init__(self, preset: str) -> None:
+        if preset not in ("none", "jitter", "cropflip", "strong"):
+            raise FkaggleError(f"no tensor implementation of augment preset {preset!r}")
+        self.preset = preset
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        if self.preset == "jitter":
+            return jitter(x, gen)
+        if self.preset in ("cropflip", "strong"):
+            x = crop_flip(x, gen)
+        if self.preset == "strong":
+            x = random_erase(x, gen)
+        return x
+
+
+def albumentations_pipeline(preset: str, custom: list[dict[str, Any]] | None = None) -> Any:
+    """The preset (or a custom list of {name: ..., **params}) as an albumentations Compose."""
+    import albumentations as A
+
+    if preset == "custom":
+        steps = []
+        for spec in custom or []:
+            spec = dict(spec)
+            name = spec.pop("name", None) or spec.pop("transform", None)
+            if not name or not hasattr(A, name):
+                raise FkaggleError(f"unknown albumentations transform {name!r} in augment_pipeline")
+            try:
+                steps.append(getattr(A, name)(**spec))
+            except Exception as exc:
+                raise FkaggleError(f"albumentations {name}: {exc}") from None
+        return A.Compose(steps)
+    steps = []
+    if preset == "jitter":
+        # brightness_by_max=False: multiplicative brightness like torchvision's ColorJitter
+        steps.append(A.RandomBrightnessContrast(brightness_limit=JITTER, contrast_limit=JITTER, brightness_by_max=False, p=1.0))
+    if preset in ("cropflip", "strong"):
+        steps += [
+            A.PadIfNeeded(28 + 2 * PAD, 28 + 2 * PAD, border_mode=0, fill=0),
+            A.RandomCrop(28, 28),
+            A.HorizontalFlip(p=0.5),
+        ]
+    if preset == "strong":
+        steps.append(A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.14, 0.5), hole_width_range=(0.14, 0.5), fill=0, p=ERASE_P))
+    return A.Compose(steps)
+
+
+class AlbumentationsDataset(torch.utils.data.Dataset):
+    """Per-sample albumentations on uint8 HxW images -> float tensor (1, 28, 28) in [0, 1]."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, pipeline: Any) -> None:
+        self.images, self.labels, self.pipeline = images, labels, pipeline
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img = self.pipeline(image=self.images[i][:, :, None])["image"]
+        return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0), int(self.labels[i])

@@ -1,0 +1,226 @@
+"""Blend the OOF/test logits of several runs, with an honest CV estimate.
+
+Every method returns log-probabilities for the OOF rows and the test rows. Methods that
+fit something on OOF predictions (weights, a selection, a level-2 model, a temperature)
+are scored nested: fitted on k-1 folds, scored on the held-out fold, with the runs' own
+fold assignment. The final fit uses all OOF rows and is applied to the test logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fmnist_kaggle import metrics
+from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.runs import Run
+
+METHODS = ("mean", "geomean", "rank", "weighted", "hillclimb", "stack")
+FITTED = ("weighted", "hillclimb", "stack")
+
+
+def check_compatible(runs: list[Run]) -> None:
+    """Refuse runs trained on different data or folds: their OOF rows would leak."""
+    if not runs:
+        raise FkaggleError("no runs to blend")
+    ref = runs[0].manifest["data"]
+    for run in runs[1:]:
+        d = run.manifest["data"]
+        for key, what in (("data_fingerprint", "training data"), ("folds_fingerprint", "fold assignment"), ("test_fingerprint", "test data"), ("label_values", "classes")):
+            if d.get(key) != ref.get(key):
+                raise FkaggleError(
+                    f"run {run.name} has a different {what} than {runs[0].name}; blending them would leak validation rows "
+                    f"into the CV estimate (retrain with the same data, --folds and --fold-seed)"
+                )
+
+
+@dataclass
+class BlendResult:
+    method: str
+    oof: np.ndarray  # log-probabilities (N_train, K)
+    test: np.ndarray  # log-probabilities (N_test, K)
+    cv_acc: float
+    cv_logloss: float
+    insample_acc: float | None = None  # fitted methods: the optimistic in-sample score, for contrast
+    insample_logloss: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _logprobs(logits: np.ndarray) -> np.ndarray:
+    return metrics.log_softmax(np.asarray(logits, dtype=np.float64))
+
+
+def _mix(logps: list[np.ndarray], w: np.ndarray) -> np.ndarray:
+    p = sum(wi * np.exp(lp) for wi, lp in zip(w, logps))
+    return np.log(np.clip(p, 1e-15, None))
+
+
+def _nll(logp: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.clip(logp[np.arange(len(y)), y], np.log(1e-15), 0).mean())
+
+
+# ----------------------------------------------------------------------------- unfitted
+
+
+def blend_mean(oofs: list[np.ndarray], tests: list[np.ndarray], space: str = "prob") -> tuple[np.ndarray, np.ndarray]:
+    if space == "logit":
+        return _logprobs(np.mean(oofs, axis=0)), _logprobs(np.mean(tests, axis=0))
+    w = np.full(len(oofs), 1 / len(oofs))
+    return _mix([_logprobs(o) for o in oofs], w), _mix([_logprobs(t) for t in tests], w)
+
+
+def blend_geomean(oofs: list[np.ndarray], tests: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    return _logprobs(np.mean([_logprobs(o) for o in oofs], axis=0)), _logprobs(np.mean([_logprobs(t) for t in tests], axis=0))
+
+
+def _rank(p: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(p, axis=0) / len(p)
+
+
+def blend_rank(oofs: list[np.ndarray], tests: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Average per-class ranks (rows ranked within each class column), normalized per row.
+
+    Good for AUC-like metrics; its 'probabilities' are not calibrated, so its log-loss is poor.
+    """
+
+    def go(arrs: list[np.ndarray]) -> np.ndarray:
+        r = np.mean([_rank(metrics.softmax(a)) for a in arrs], axis=0)
+        return np.log(np.clip(r / r.sum(axis=1, keepdims=True), 1e-15, None))
+
+    return go(oofs), go(tests)
+
+
+# ----------------------------------------------------------------------------- fitted
+
+
+def fit_weights(logps: list[np.ndarray], y: np.ndarray) -> np.ndarray:
+    """Simplex weights minimizing log-loss of the probability mixture (softmax-parametrized)."""
+    from scipy.optimize import minimize
+
+    probs = np.stack([np.exp(lp[np.arange(len(y)), y]) for lp in logps], axis=1)  # (N, R): p of the true class
+
+    def f(z: np.ndarray) -> tuple[float, np.ndarray]:
+        w = np.exp(z - z.max())
+        w /= w.sum()
+        mix = np.clip(probs @ w, 1e-15, None)
+        loss = -np.log(mix).mean()
+        grad_w = -(probs / mix[:, None]).mean(axis=0)
+        grad_z = w * (grad_w - (w * grad_w).sum())
+        return float(loss), grad_z
+
+    res = minimize(f, np.zeros(len(logps)), jac=True, method="L-BFGS-B")
+    w = np.exp(res.x - res.x.max())
+    return w / w.sum()
+
+
+def fit_hillclimb(logps: list[np.ndarray], y: np.ndarray, iters: int = 30, bags: int = 10, bag_frac: float = 0.6, seed: int = 0) -> np.ndarray:
+    """Caruana ensemble selection with replacement, bagged over random model subsets.
+
+    Returns selection counts normalized to weights.
+    """
+    rng = np.random.default_rng(seed)
+    r = len(logps)
+    probs = [np.exp(lp) for lp in logps]
+    counts = np.zeros(r)
+    for _ in range(bags):
+        pool = np.arange(r) if r <= 2 else rng.choice(r, size=max(2, int(round(bag_frac * r))), replace=False)
+        chosen: list[int] = []
+        total = np.zeros_like(probs[0])
+        best_loss = np.inf
+        for _ in range(iters):
+            losses = [_nll(np.log(np.clip((total + probs[m]) / (len(chosen) + 1), 1e-15, None)), y) for m in pool]
+            m = int(pool[int(np.argmin(losses))])
+            if min(losses) > best_loss + 1e-12 and chosen:
+                break
+            best_loss = min(losses)
+            chosen.append(m)
+            total = total + probs[m]
+        for m in chosen:
+            counts[m] += 1 / len(chosen)
+    return counts / counts.sum()
+
+
+class _Stacker:
+    """Level-2 logistic regression on the runs' log-probabilities, optional temperature."""
+
+    def __init__(self, C: float = 1.0, temperature: bool = False) -> None:
+        self.C, self.temperature, self.T = C, temperature, 1.0
+
+    def _features(self, logps: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(logps, axis=1)
+
+    def fit(self, logps: list[np.ndarray], y: np.ndarray) -> "_Stacker":
+        from sklearn.linear_model import LogisticRegression
+
+        self.model = LogisticRegression(C=self.C, max_iter=500).fit(self._features(logps), y)
+        if self.temperature:
+            from scipy.optimize import minimize_scalar
+
+            z = self.model.decision_function(self._features(logps))
+            res = minimize_scalar(lambda t: _nll(metrics.log_softmax(z / t), y), bounds=(0.05, 20), method="bounded")
+            self.T = float(res.x)
+        return self
+
+    def predict(self, logps: list[np.ndarray]) -> np.ndarray:
+        z = self.model.decision_function(self._features(logps))
+        return metrics.log_softmax(z / self.T)
+
+
+def _nested(fit_predict: Callable[[list[np.ndarray], np.ndarray, list[np.ndarray]], np.ndarray], logps: list[np.ndarray], y: np.ndarray, fold_of: np.ndarray) -> np.ndarray:
+    """OOF predictions of a fitted blender: fit on k-1 folds, predict the held-out fold."""
+    out = np.zeros_like(logps[0])
+    for f in np.unique(fold_of):
+        tr, va = fold_of != f, fold_of == f
+        out[va] = fit_predict([lp[tr] for lp in logps], y[tr], [lp[va] for lp in logps])
+    return out
+
+
+def blend(runs: list[Run], labels: np.ndarray, method: str = "mean", space: str = "prob", temperature: bool = False, seed: int = 0) -> BlendResult:
+    """Blend finished runs; `labels` are the training labels (0..K-1) the OOF rows belong to."""
+    if method not in METHODS:
+        raise FkaggleError(f"unknown blend method {method!r} (choose from {', '.join(METHODS)})")
+    check_compatible(runs)
+    oofs = [r.oof_logits for r in runs]
+    tests = [r.test_logits for r in runs]
+    fold_of = runs[0].fold_of
+    details: dict[str, Any] = {"runs": [r.name for r in runs]}
+    if method in ("mean", "geomean", "rank"):
+        oof, test = {"mean": lambda: blend_mean(oofs, tests, space), "geomean": lambda: blend_geomean(oofs, tests), "rank": lambda: blend_rank(oofs, tests)}[method]()
+        details["space"] = space if method == "mean" else ("log-prob" if method == "geomean" else "rank")
+        return BlendResult(method, oof, test, metrics.accuracy(oof, labels), _nll(oof, labels), details=details)
+
+    lo = [_logprobs(o) for o in oofs]
+    lt = [_logprobs(t) for t in tests]
+    if method == "stack":
+
+        def fit_predict(a: list[np.ndarray], y: np.ndarray, b: list[np.ndarray]) -> np.ndarray:
+            return _Stacker(temperature=temperature).fit(a, y).predict(b)
+
+        final = _Stacker(temperature=temperature).fit(lo, labels)
+        test, insample = final.predict(lt), final.predict(lo)
+        details.update(level2="LogisticRegression(C=1.0)", temperature=final.T)
+    else:
+        fit = fit_weights if method == "weighted" else (lambda a, y: fit_hillclimb(a, y, seed=seed))
+
+        def fit_predict(a: list[np.ndarray], y: np.ndarray, b: list[np.ndarray]) -> np.ndarray:
+            return _mix(b, fit(a, y))
+
+        w = fit(lo, labels)
+        test, insample = _mix(lt, w), _mix(lo, w)
+        details["weights"] = {r.name: round(float(wi), 4) for r, wi in zip(runs, w)}
+    nested = _nested(fit_predict, lo, labels, fold_of)
+    return BlendResult(
+        method, nested, test, metrics.accuracy(nested, labels), _nll(nested, labels),
+        insample_acc=metrics.accuracy(insample, labels), insample_logloss=_nll(insample, labels), details=details,
+    )  # fmt: skip
+
+
+def single_run(run: Run, labels: np.ndarray) -> BlendResult:
+    """A run on its own, in the same shape as a blend (for `fkaggle blend RUN`)."""
+    oof, test = _logprobs(run.oof_logits), _logprobs(run.test_logits)
+    return BlendResult("single", oof, test, metrics.accuracy(oof, labels), _nll(oof, labels), details={"runs": [run.name]})

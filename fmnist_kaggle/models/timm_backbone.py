@@ -1,0 +1,100 @@
+"""Any timm model as `timm:<name>`, adapted to 1-channel 28x28 images.
+
+- `in_chans=1` goes to timm, which also folds 3-channel pretrained stems into one channel.
+- `input_size`: 28 keeps native resolution; larger sizes pad (`resize="pad"`, as report 004
+  zero-pads to 32) or interpolate (`resize="interpolate"`) for ImageNet-style stems.
+- `pretrained`: a LOCAL weights file (no hub access at run time), loaded by timm's own
+  pretrained path (`pretrained_cfg_overlay=dict(file=...)`), which adapts the stem and
+  drops a classifier of the wrong size.
+- `freeze_backbone`: train only the classifier, BatchNorm frozen too (report 004's transfer setting).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fmnist_kaggle.errors import FkaggleError
+
+
+class InputAdapter(nn.Module):
+    """Pads or resizes 28x28 batches to the backbone's input size."""
+
+    def __init__(self, backbone: nn.Module, input_size: int, resize: str) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.input_size = input_size
+        self.resize = resize
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.input_size:
+            if self.resize == "pad":
+                p = self.input_size - x.shape[-1]
+                x = F.pad(x, (p // 2, p - p // 2, p // 2, p - p // 2))
+            else:
+                x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        return self.backbone(x)
+
+
+class FrozenBackbone(nn.Module):
+    """Only the classifier trains; the backbone stays in eval mode (BN statistics frozen)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        head = {id(p) for p in model.get_classifier().parameters()}
+        for p in model.parameters():
+            p.requires_grad = id(p) in head
+
+    def train(self, mode: bool = True) -> "FrozenBackbone":
+        super().train(mode)
+        self.model.eval()
+        self.model.get_classifier().train(mode)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def create_timm_model(
+    name: str,
+    num_classes: int = 10,
+    in_chans: int = 1,
+    input_size: int = 28,
+    resize: str = "pad",
+    pretrained: str | Path | None = None,
+    freeze_backbone: bool = False,
+    **kwargs,
+) -> nn.Module:
+    import timm
+
+    if not timm.is_model(name):
+        raise FkaggleError(f"timm has no model {name!r}")
+    if resize not in ("pad", "interpolate"):
+        raise FkaggleError(f"resize must be 'pad' or 'interpolate', not {resize!r}")
+    if input_size < 28:
+        raise FkaggleError(f"input_size {input_size} is smaller than the 28x28 images")
+    extra = {}
+    if pretrained:
+        path = Path(pretrained)
+        if not path.exists():
+            raise FkaggleError("pretrained weights file not found", path)
+        extra = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path), "num_classes": _file_num_classes(path)}}
+    try:
+        model = timm.create_model(name, num_classes=num_classes, in_chans=in_chans, **extra, **kwargs)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise FkaggleError(f"timm:{name}: {str(exc).splitlines()[0]}") from None
+    if freeze_backbone:
+        model = FrozenBackbone(model)
+    return InputAdapter(model, input_size, resize) if input_size != 28 else model
+
+
+def _file_num_classes(path: Path) -> int:
+    """Classifier size stored in a weights file, so timm knows whether to drop it."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    biases = [v for k, v in state.items() if k.endswith("bias") and v.ndim == 1]
+    return int(biases[-1].shape[0]) if biases else 1000

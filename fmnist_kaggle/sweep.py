@@ -1,0 +1,245 @@
+"""Cross-validated grid / random / Optuna search. Every trial is an ordinary run.
+
+Trials share the fold assignment (same data, k, fold seed), so any of them can be
+blended later. Results append to `oof/sweeps/NAME.csv` as trials finish; a killed
+sweep re-run with the same arguments skips trials already in that file (and a trial
+killed mid-way resumes from its finished folds and epoch checkpoint).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import itertools
+import json
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmnist_kaggle import atomic
+from fmnist_kaggle.competition import Competition
+from fmnist_kaggle.config import TrainConfig, parse_value, to_toml
+from fmnist_kaggle.errors import FkaggleError
+
+_CONFIG_KEYS = {f.name for f in fields(TrainConfig)} - {"model", "model_kwargs"}
+
+
+def parse_grid(specs: list[str]) -> dict[str, list[Any]]:
+    """['lr=1e-3,3e-3', 'act=relu,tanh'] -> {'lr': [0.001, 0.003], 'act': ['relu', 'tanh']}."""
+    grid: dict[str, list[Any]] = {}
+    for spec in specs or []:
+        if "=" not in spec:
+            raise FkaggleError(f"--grid expects KEY=V1,V2,..., got {spec!r}")
+        key, values = spec.split("=", 1)
+        grid[key.strip()] = [parse_value(v.strip()) for v in values.split(",") if v.strip()]
+        if not grid[key.strip()]:
+            raise FkaggleError(f"--grid {key}: no values")
+    return grid
+
+
+def parse_ranges(specs: list[str]) -> dict[str, tuple[float, float, bool, bool]]:
+    """['lr=1e-4:1e-2:log', 'epochs=2:6:int'] -> {key: (lo, hi, log, integer)}."""
+    out = {}
+    for spec in specs or []:
+        try:
+            key, rng = spec.split("=", 1)
+            parts = rng.split(":")
+            lo, hi = float(parts[0]), float(parts[1])
+            flags = set(parts[2:])
+        except (ValueError, IndexError):
+            raise FkaggleError(f"--range expects KEY=LO:HI[:log][:int], got {spec!r}") from None
+        if hi <= lo or ("log" in flags and lo <= 0):
+            raise FkaggleError(f"--range {key}: need LO < HI (and LO > 0 for log)")
+        out[key.strip()] = (lo, hi, "log" in flags, "int" in flags)
+    return out
+
+
+def apply_params(base: TrainConfig, model: str, params: dict[str, Any]) -> TrainConfig:
+    """Config keys go to the config; anything else is a model keyword (dropout1, act, width...)."""
+    top = {k: v for k, v in params.items() if k in _CONFIG_KEYS}
+    kw = {k: v for k, v in params.items() if k not in _CONFIG_KEYS}
+    model_kwargs = dict(base.model_kwargs) if model == base.model else {}
+    return replace(base, model=model, model_kwargs={**model_kwargs, **kw}, **top).validate()
+
+
+def trial_name(sweep: str, model: str, params: dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps([model, params], sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{sweep}-{model.replace('timm:', 'timm-')}-{digest}"
+
+
+def grid_trials(models: list[str], grid: dict[str, list[Any]]) -> list[tuple[str, dict[str, Any]]]:
+    keys = list(grid)
+    return [(m, dict(zip(keys, combo))) for m in models for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def random_trials(models: list[str], grid: dict[str, list[Any]], ranges: dict[str, tuple], n: int, seed: int) -> list[tuple[str, dict[str, Any]]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        params: dict[str, Any] = {k: v[int(rng.integers(len(v)))] for k, v in grid.items()}
+        for k, (lo, hi, log, integer) in ranges.items():
+            x = float(np.exp(rng.uniform(math.log(lo), math.log(hi)))) if log else float(rng.uniform(lo, hi))
+            params[k] = int(round(x)) if integer else float(f"{x:.4g}")
+        out.append((models[int(rng.integers(len(models)))], params))
+    return out
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(path.open())) if path.exists() else []
+
+
+def _trial_row(run_manifest: dict[str, Any], model: str, params: dict[str, Any], seconds: float, trial: int) -> dict[str, Any]:
+    folds = run_manifest["fold_metrics"]
+    accs = [f["acc"] for f in folds]
+    losses = [f["logloss"] for f in folds]
+    epochs = [e for f in folds for e in f["best_epochs"]]
+    row: dict[str, Any] = {"trial": trial, "run": run_manifest["run"], "model": model}
+    row.update({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in params.items()})
+    hist_dir = Path(run_manifest.get("_dir", ""))
+    train_acc = val_acc = ""
+    if (hist_dir / "history.csv").exists():
+        hist = list(csv.DictReader((hist_dir / "history.csv").open()))
+        best = {}
+        for h in hist:  # the selected (lowest val loss) epoch of each fold/seed
+            key = (h["fold"], h["seed"])
+            if key not in best or float(h["val_loss"]) < float(best[key]["val_loss"]):
+                best[key] = h
+        train_acc = round(float(np.mean([float(b["train_acc"]) for b in best.values()])), 4)
+        val_acc = round(float(np.mean([float(b["val_acc"]) for b in best.values()])), 4)
+    row.update({
+        "cv_acc": round(run_manifest["cv"]["acc"], 5), "cv_acc_std": round(float(np.std(accs)), 5),
+        "cv_logloss": round(run_manifest["cv"]["logloss"], 5), "cv_logloss_std": round(float(np.std(losses)), 5),
+        "train_acc": train_acc, "val_acc": val_acc,
+        "test_acc": round(run_manifest["test_metrics"]["acc"], 5) if run_manifest.get("test_metrics") else "",
+        "epochs_trained": round(float(np.mean(epochs)), 2) if epochs else "", "seconds": round(seconds, 1),
+        "params": run_manifest.get("params", ""),
+    })  # fmt: skip
+    return row
+
+
+def run_sweep(
+    comp: Competition,
+    base: TrainConfig,
+    name: str,
+    models: list[str],
+    grid: dict[str, list[Any]],
+    ranges: dict[str, tuple] | None = None,
+    trials: int = 0,
+    use_optuna: bool = False,
+    devices: list[str] | None = None,
+    workdir: str | Path = ".",
+    progress: bool = False,
+    seed: int = 0,
+    log: Any = print,
+) -> dict[str, Any]:
+    from fmnist_kaggle.runs import fold_train, oof_root
+
+    ranges = ranges or {}
+    sweeps = oof_root(workdir) / "sweeps"
+    results_csv = sweeps / f"{name}.csv"
+    lock = threading.Lock()
+    swept = list(grid) + list(ranges)
+
+    def run_one(trial: int, model: str, params: dict[str, Any], device: str | None) -> dict[str, Any]:
+        run = trial_name(name, model, params)
+        with lock:
+            done = {r["run"]: r for r in _read_rows(results_csv)}
+        if run in done:
+            log(f"trial {trial}: {run} done already, skipped")
+            return done[run]
+        cfg = apply_params(base, model, params)
+        if device:
+            cfg = replace(cfg, device=device)
+        t0 = time.perf_counter()
+        manifest = fold_train(comp, cfg, run=run, workdir=workdir, progress=progress, log=lambda *_: None)
+        manifest["_dir"] = str(oof_root(workdir) / run)
+        row = _trial_row(manifest, model, params, time.perf_counter() - t0, trial)
+        with lock:
+            atomic.append_csv_row(results_csv, row)
+        log(f"trial {trial}: {model} {params} -> CV acc {row['cv_acc']:.4f} (+-{row['cv_acc_std']:.4f}) log-loss {row['cv_logloss']:.4f}  {row['seconds']:.0f}s")
+        return row
+
+    if use_optuna:
+        _optuna_search(run_one, name, sweeps, models, grid, ranges, trials or 10, seed)
+    else:
+        plan = random_trials(models, grid, ranges, trials, seed) if (trials or ranges) else grid_trials(models, grid)
+        if not plan:
+            raise FkaggleError("nothing to sweep: give --grid, --range with --trials, or several --model")
+        devices = devices or [None]
+        if len(devices) == 1:
+            for i, (m, p) in enumerate(plan):
+                run_one(i, m, p, devices[0])
+        else:  # one trial per device at a time; kernels release the GIL
+            with ThreadPoolExecutor(max_workers=len(devices)) as pool:
+                futures = [pool.submit(run_one, i, m, p, devices[i % len(devices)]) for i, (m, p) in enumerate(plan)]
+                for f in futures:
+                    f.result()
+    return finish(name, swept, base, workdir)
+
+
+def _optuna_search(run_one: Any, name: str, sweeps: Path, models: list[str], grid: dict, ranges: dict, n: int, seed: int) -> None:
+    try:
+        import optuna
+    except ImportError:
+        raise FkaggleError("--optuna needs the optuna package (pip install 'fmnist_kaggle[optuna]')") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sweeps.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(
+        study_name=name, direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
+        storage=f"sqlite:///{(sweeps / f'{name}.optuna.db').resolve()}", load_if_exists=True,
+    )  # fmt: skip
+    remaining = n - len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE])
+
+    def objective(trial: Any) -> float:
+        params: dict[str, Any] = {k: trial.suggest_categorical(k, v) for k, v in grid.items()}
+        for k, (lo, hi, log, integer) in ranges.items():
+            params[k] = trial.suggest_int(k, int(lo), int(hi), log=log) if integer else trial.suggest_float(k, lo, hi, log=log)
+        model = trial.suggest_categorical("model", models) if len(models) > 1 else models[0]
+        return float(run_one(trial.number, model, params, None)["cv_acc"])
+
+    if remaining > 0:
+        study.optimize(objective, n_trials=remaining)
+
+
+def finish(name: str, swept: list[str], base: TrainConfig, workdir: str | Path = ".") -> dict[str, Any]:
+    """Sorted table (CSV + Markdown), score-vs-parameter plot, best config as TOML."""
+    from fmnist_kaggle.plots import sweep_scores
+    from fmnist_kaggle.runs import oof_root
+
+    sweeps = oof_root(workdir) / "sweeps"
+    rows = _read_rows(sweeps / f"{name}.csv")
+    if not rows:
+        raise FkaggleError(f"sweep {name!r} has no finished trials")
+    rows.sort(key=lambda r: (-float(r["cv_acc"]), float(r["cv_logloss"])))
+    cols = ["model", *[c for c in swept if c in rows[0]], "cv_acc", "cv_acc_std", "cv_logloss", "train_acc", "val_acc", "test_acc", "epochs_trained", "seconds", "params", "run"]
+    cols = [c for c in dict.fromkeys(cols) if c in rows[0]]
+    out = [",".join(cols)] + [",".join(_csv_cell(r.get(c, "")) for c in cols) for r in rows]
+    atomic.write_text(sweeps / f"{name}_table.csv", "\n".join(out) + "\n")
+    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    atomic.write_text(sweeps / f"{name}.md", "\n".join(md) + "\n")
+    plot_params = [p for p in swept if p in rows[0]] + (["model"] if len({r["model"] for r in rows}) > 1 else [])
+    sweep_scores(rows, plot_params, sweeps / f"{name}.png")
+    best = rows[0]
+    params = {c: parse_value(best[c]) for c in swept if c in best and best[c] != ""}
+    best_cfg = apply_params(base, best["model"], params)
+    atomic.write_text(sweeps / f"{name}_best.toml", f"# best of sweep {name}: CV acc {best['cv_acc']} (run {best['run']})\n" + to_toml(best_cfg))
+    return {"rows": rows, "columns": cols, "table_csv": str(sweeps / f"{name}_table.csv"), "markdown": str(sweeps / f"{name}.md"), "png": str(sweeps / f"{name}.png"), "best_config": str(sweeps / f"{name}_best.toml"), "best": best}
+
+
+def _csv_cell(value: Any) -> str:
+    text = str(value)
+    return f'"{text}"' if ("," in text or '"' in text) and not text.startswith('"') else text
+
+
+def format_table(result: dict[str, Any]) -> str:
+    cols = [c for c in result["columns"] if c != "run"]
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in result["rows"])) for c in cols}
+    lines = ["  ".join(c.ljust(widths[c]) for c in cols)]
+    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols) for r in result["rows"]]
+    return "\n".join(lines)
