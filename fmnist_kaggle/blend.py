@@ -118,30 +118,31 @@ def fit_weights(logps: list[np.ndarray], y: np.ndarray) -> np.ndarray:
     return w / w.sum()
 
 
-def fit_hillclimb(logps: list[np.ndarray], y: np.ndarray, iters: int = 30, bags: int = 10, bag_frac: float = 0.6, seed: int = 0) -> np.ndarray:
-    """Caruana ensemble selection with replacement, bagged over random model subsets.
+def fit_hillclimb(logps: list[np.ndarray], y: np.ndarray, iters: int = 40, bags: int = 10, bag_frac: float = 0.6, seed: int = 0) -> np.ndarray:
+    """Caruana ensemble selection: greedily add (with replacement) the run that most lowers
+    the OOF log-loss of the averaged probabilities, keep the best prefix of that path.
 
-    Returns selection counts normalized to weights.
+    Bagged over random subsets of runs when there are enough of them (>= 6) to make
+    subsets meaningful. Returns selection counts normalized to weights.
     """
     rng = np.random.default_rng(seed)
     r = len(logps)
     probs = [np.exp(lp) for lp in logps]
     counts = np.zeros(r)
-    for _ in range(bags):
-        pool = np.arange(r) if r <= 2 else rng.choice(r, size=max(2, int(round(bag_frac * r))), replace=False)
-        chosen: list[int] = []
+    for _ in range(bags if r >= 6 else 1):
+        pool = rng.choice(r, size=max(2, int(round(bag_frac * r))), replace=False) if r >= 6 else np.arange(r)
         total = np.zeros_like(probs[0])
-        best_loss = np.inf
-        for _ in range(iters):
-            losses = [_nll(np.log(np.clip((total + probs[m]) / (len(chosen) + 1), 1e-15, None)), y) for m in pool]
+        path: list[int] = []
+        best_loss, best_len = np.inf, 0
+        for step in range(1, iters + 1):
+            losses = [_nll(np.log(np.clip((total + probs[m]) / step, 1e-15, None)), y) for m in pool]
             m = int(pool[int(np.argmin(losses))])
-            if min(losses) > best_loss + 1e-12 and chosen:
-                break
-            best_loss = min(losses)
-            chosen.append(m)
+            path.append(m)
             total = total + probs[m]
-        for m in chosen:
-            counts[m] += 1 / len(chosen)
+            if min(losses) < best_loss - 1e-12:
+                best_loss, best_len = min(losses), step
+        for m in path[:best_len]:
+            counts[m] += 1 / best_len
     return counts / counts.sum()
 
 

@@ -7,6 +7,7 @@ Every `FkaggleError` becomes one line on stderr and exit status 2. Heavy imports
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -14,6 +15,11 @@ from typing import Any
 
 from fmnist_kaggle import __version__
 from fmnist_kaggle.errors import FkaggleError
+
+
+def _logger(args: argparse.Namespace) -> Any:
+    """Progress lines go to stderr when stdout carries --json."""
+    return (lambda msg: print(msg, file=sys.stderr)) if getattr(args, "json", False) else print
 
 
 def _print_json(obj: Any) -> None:
@@ -95,7 +101,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         from fmnist_kaggle.submission import read_sample_submission
 
         cols = list(read_sample_submission(comp).columns)
-        comp = Competition(**{**comp.__dict__, "id_column": cols[0], "label_column": cols[1]})
+        comp = dataclasses.replace(comp, id_column=cols[0], label_column=cols[1])
     summary(comp)  # loads and checks every file before anything is written
     target = Path(args.out)
     if target.exists() and not args.force:
@@ -174,7 +180,7 @@ def cmd_fold_train(args: argparse.Namespace) -> int:
     comp = _competition(args)
     manifest = fold_train(
         comp, cfg, run=args.run, workdir=args.workdir, only_folds=_parse_ints(args.fold),
-        overwrite=args.overwrite, progress=not args.no_progress, recipe=args.recipe,
+        overwrite=args.overwrite, progress=not args.no_progress, recipe=args.recipe, log=_logger(args),
     )  # fmt: skip
     if args.json:
         _print_json({k: manifest.get(k) for k in ("run", "complete", "missing_folds", "cv", "test_metrics")})
@@ -317,6 +323,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     result = run_sweep(
         _competition(args), base, name, models, parse_grid(args.grid), parse_ranges(args.range), trials=args.trials,
         use_optuna=args.optuna, devices=devices, workdir=args.workdir, progress=not args.no_progress, seed=args.search_seed,
+        log=_logger(args),
     )  # fmt: skip
     if args.json:
         _print_json(result)

@@ -442,7 +442,7 @@ def load_images(
         raw = {"npy": _read_npy, "npz": _read_npz, "idx": _read_idx}[fmt](path, labels_path)
         images, scale = _to_uint8(np.asarray(raw.pixels), path)
     n = len(images)
-    if labels_path is not None and fmt == "csv":
+    if labels_path is not None and raw.targets is None:  # labels kept in a separate file
         raw.targets = _as_array(load_images_labels(labels_path), labels_path, "labels")
     labels = None
     values = tuple(label_values) if label_values is not None else ()

@@ -171,6 +171,7 @@ def fit(
         opt.load_state_dict(ck["opt"])
         scaler.load_state_dict(ck["scaler"])
         state = ck["state"]
+        tqdm.write(f"{desc} resuming after epoch {state['epoch']} from {checkpoint.name}")
 
     gen = torch.Generator(device=device)
     step = state["epoch"] * steps_per_epoch

@@ -1,0 +1,50 @@
+# Two entry points, each doing all set-up on a fresh Debian/Ubuntu machine (Python 3.11+):
+#   make demo   real data -> data check -> 5-fold training (cpu recipe) -> CV report -> blend -> validated submission
+#   make test   the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+FMNIST := /usr/share/datasets/fashion-mnist
+# A cpu-recipe run plus two small report models: the blend needs diverse runs.
+DEMO_RUNS := demo-cpu demo-lenet5 demo-cnn4
+
+.PHONY: demo test install data bench clean-demo
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch/torchvision unpinned: the registry's newest builds (README explains why not a local +cpu wheel)
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python -c "import torch, torchvision.ops, timm, albumentations, kaggle" >/dev/null
+	touch $@
+
+# The real Fashion-MNIST: Debian's dataset-fashion-mnist (installed when root), or $$FKAGGLE_DATA.
+data:
+	@if [ -n "$$FKAGGLE_DATA" ] || [ -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	else echo "note: real Fashion-MNIST missing (sudo apt-get install dataset-fashion-mnist); tests on it will skip"; fi
+
+demo: install data
+	$(BIN)/fkaggle data check
+	$(BIN)/fkaggle fold-train --recipe cpu --run demo-cpu
+	$(BIN)/fkaggle fold-train --model lenet5 --epochs 6 --batch-size 128 --optimizer adam --lr 2e-3 --tta --run demo-lenet5
+	$(BIN)/fkaggle fold-train --model cnn4 --epochs 4 --batch-size 128 --optimizer adam --lr 3e-3 --tta --run demo-cnn4
+	$(BIN)/fkaggle cv $(DEMO_RUNS)
+	$(BIN)/fkaggle blend demo-cpu --name demo-single
+	$(BIN)/fkaggle blend $(DEMO_RUNS) --method hillclimb --name demo-blend
+	$(BIN)/fkaggle validate submissions/demo-blend.csv
+	$(BIN)/fkaggle score submissions/demo-blend.csv
+
+test: install data
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: install data
+	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/io_and_blend.py
+	$(BIN)/python bench/time_to_accuracy.py --recipe cpu
+
+clean-demo:
+	rm -rf oof/demo-* oof/cv oof/data-check submissions/demo-*

@@ -1,0 +1,142 @@
+"""Blending: every method on realistic OOF arrays, honest nested CV, leakage refusal, end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from fmnist_kaggle import metrics
+from fmnist_kaggle.blend import METHODS, blend, check_compatible
+from fmnist_kaggle.competition import Competition
+from fmnist_kaggle.config import build_config
+from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.folds import make_folds
+from fmnist_kaggle.runs import Run, fold_train
+
+
+def _fake_run(name: str, y: np.ndarray, fold_of: np.ndarray, strength: float, confusion_seed: int, n_test: int = 500, data_fp: str = "d" * 64, folds_fp: str = "f" * 64) -> Run:
+    """OOF logits like a real model's: right class boosted, plus run-specific class confusions and noise."""
+    rng = np.random.default_rng(confusion_seed)
+    k = 10
+    confuse = rng.normal(0, 0.8, (k, k))  # systematic, model-specific mistakes (e.g. shirt vs T-shirt)
+
+    def logits(labels: np.ndarray) -> np.ndarray:
+        z = strength * np.eye(k)[labels] + confuse[labels] + rng.normal(0, 1.3, (len(labels), k))
+        return z.astype(np.float32)
+
+    y_test = np.arange(n_test) % k
+    manifest = {"run": name, "model": name, "data": {"data_fingerprint": data_fp, "folds_fingerprint": folds_fp, "test_fingerprint": "t", "label_values": list(range(k))}}
+    return Run(name=name, dir=Path("."), manifest=manifest, oof_logits=logits(y), test_logits=logits(y_test), fold_of=fold_of)
+
+
+@pytest.fixture(scope="module")
+def realistic(fmnist) -> tuple[list[Run], np.ndarray]:
+    y = fmnist["y_train"][:3000]
+    fold_of = make_folds(y, 5, 42)
+    runs = [_fake_run(f"run{i}", y, fold_of, s, i) for i, s in enumerate([3.2, 2.9, 2.7, 2.4])]
+    return runs, y
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_produces_valid_log_probabilities(realistic, method):
+    runs, y = realistic
+    res = blend(runs, y, method)
+    for arr, n in ((res.oof, len(y)), (res.test, 500)):
+        assert arr.shape == (n, 10) and np.isfinite(arr).all()
+        assert np.allclose(np.exp(arr).sum(1), 1, atol=1e-6)
+    assert 0.5 < res.cv_acc <= 1 and res.cv_logloss > 0
+
+
+def test_blend_of_diverse_runs_beats_best_single_run(realistic):
+    runs, y = realistic
+    best_single = min(metrics.log_loss(r.oof_logits, y) for r in runs)
+    for method in ("mean", "geomean", "weighted", "hillclimb", "stack"):
+        res = blend(runs, y, method)
+        assert res.cv_logloss < best_single, method
+    assert blend(runs, y, "mean").cv_acc > max(metrics.accuracy(r.oof_logits, y) for r in runs)
+
+
+def test_nested_cv_is_not_better_than_in_sample(realistic):
+    runs, y = realistic
+    for method in ("weighted", "hillclimb", "stack"):
+        res = blend(runs, y, method)
+        assert res.insample_logloss is not None
+        assert res.cv_logloss >= res.insample_logloss - 1e-9, method
+
+
+def test_weighted_blend_prefers_the_better_run(realistic):
+    runs, y = realistic
+    w = blend(runs, y, "weighted").details["weights"]
+    assert w["run0"] > w["run3"] and abs(sum(w.values()) - 1) < 1e-3
+
+
+def test_stack_temperature_scaling_improves_calibration(realistic):
+    runs, y = realistic
+    plain, scaled = blend(runs, y, "stack"), blend(runs, y, "stack", temperature=True)
+    assert scaled.details["temperature"] != 1.0
+    assert scaled.insample_logloss <= plain.insample_logloss + 1e-9
+
+
+def test_runs_with_other_folds_or_data_are_refused(realistic):
+    runs, y = realistic
+    other_folds = _fake_run("x", y, runs[0].fold_of, 3.0, 9, folds_fp="g" * 64)
+    with pytest.raises(FkaggleError, match="different fold assignment .* leak"):
+        check_compatible([runs[0], other_folds])
+    other_data = _fake_run("z", y, runs[0].fold_of, 3.0, 9, data_fp="e" * 64)
+    with pytest.raises(FkaggleError, match="different training data"):
+        blend([runs[0], other_data], y, "mean")
+
+
+def test_five_class_labels_map_back_end_to_end(tmp_path, five_class_npy):
+    """Train two tiny runs on a 1..5 NPY-dict competition, blend, write, validate, score."""
+    f = five_class_npy
+    cfg_toml = tmp_path / "comp.toml"
+    cfg_toml.write_text(
+        f'[competition]\nname = "five"\nslug = "five-class"\ntrain = "{f["train"]}"\ntest = "{f["test"]}"\n'
+        f'test_labels = "{f["truth"]}"\nsample_submission = "{f["sample"]}"\n'
+    )
+    base = dict(folds=3, epochs=1, batch_size=32, optimizer="adam", lr=2e-3, schedule="constant", eval_batch_size=256)
+    from fmnist_kaggle.competition import load_competition
+
+    comp = load_competition(cfg_toml)
+    for name, model in (("k1", "keras_model1"), ("ln", "lenet5")):
+        fold_train(comp, build_config(model=model, **base), run=name, workdir=tmp_path, progress=False, log=lambda *_: None)
+    res = run_cli("blend", "k1", "ln", "--method", "stack", "--name", "five", "--competition", str(cfg_toml), "--workdir", str(tmp_path), "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["cv"]["nested"] and "cv_in_sample" in out
+    csv = (tmp_path / "submissions/five.csv").read_text().splitlines()
+    assert csv[0] == "Id,Category"
+    labels = {int(line.split(",")[1]) for line in csv[1:]}
+    assert labels <= {1, 2, 3, 4, 5} and len(labels) >= 2
+    assert [line.split(",")[0] for line in csv[1:]] == [str(i) for i in range(1, len(csv))]
+    meta = json.loads((tmp_path / "submissions/five.json").read_text())
+    assert [r["run"] for r in meta["runs"]] == ["k1", "ln"] and meta["runs"][0]["folds_fingerprint"]
+    v = run_cli("validate", str(tmp_path / "submissions/five.csv"), "--competition", str(cfg_toml))
+    assert v.returncode == 0 and "valid" in v.stdout
+    s = run_cli("score", str(tmp_path / "submissions/five.csv"), "--competition", str(cfg_toml), "--json")
+    assert s.returncode == 0, s.stderr
+    assert abs(json.loads(s.stdout)["acc"] - meta["test"]["acc"]) < 1e-9
+    cv = run_cli("cv", "k1", "ln", "--workdir", str(tmp_path))
+    assert cv.returncode == 0, cv.stderr
+    assert "OOF probability correlation" in cv.stdout and "confusion" in cv.stdout
+    assert (tmp_path / "oof/cv/k1_confusion.png").exists()
+
+
+def test_blend_refuses_runs_on_different_folds_via_cli(tmp_path, small):
+    from conftest import write_csv
+
+    train = write_csv(tmp_path / "train.csv", small["x_train"], small["y_train"])
+    test = write_csv(tmp_path / "test.csv", small["x_test"])
+    comp = Competition(name="t", train=train, test=test)
+    base = dict(model="lenet5", folds=3, epochs=1, batch_size=64, schedule="constant")
+    fold_train(comp, build_config(**base), run="a", workdir=tmp_path, progress=False, log=lambda *_: None)
+    fold_train(comp, build_config(**base, fold_seed=1), run="b", workdir=tmp_path, progress=False, log=lambda *_: None)
+    res = run_cli("blend", "a", "b", "--train", str(train), "--test", str(test), "--workdir", str(tmp_path))
+    assert res.returncode == 2
+    assert "different fold assignment" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "submissions").exists()

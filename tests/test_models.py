@@ -1,0 +1,90 @@
+"""Every registry model: forward/backward on 28x28 and the parameter count its report gives."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.models import count_params, create_model, list_models
+
+# (model, classes) -> trainable parameters, as printed in ../shared/reports
+REPORT_COUNTS = {
+    ("seed000_bncnn", 10): 315_148,
+    ("lenet5", 10): 61_706,
+    ("seed002_vggish", 10): 6_484_330,
+    ("cnn1", 10): 240_256 + 3_807_754,  # conv + FC as computed in report 003
+    ("cnn2", 10): 240_256 + 3_807_754 + 704,  # + BN parameters
+    ("cnn3", 10): 240_256 + 3_807_754 + 704,
+    ("cnn4", 10): 65_994,  # "~65000"
+    ("cnn5", 10): 1_853_002,  # "~1800000"
+    ("keras_model1", 5): 240_901,
+    ("keras_model2", 5): 241_605,
+    ("keras_model3", 5): 1_219_109,
+    ("keras_model4", 5): 3_381_797,
+}
+
+
+@pytest.mark.parametrize("name,classes", sorted(REPORT_COUNTS))
+def test_report_models_match_parameter_counts(name, classes):
+    assert count_params(create_model(name, num_classes=classes)) == REPORT_COUNTS[(name, classes)]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_forward_backward_on_28x28(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=7)
+    x = torch.rand(4, 1, 28, 28)
+    out = model(x)
+    assert out.shape == (4, 7)
+    out.logsumexp(1).mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid", "gelu"])
+def test_activation_is_a_knob(act):
+    model = create_model("seed000_bncnn", act=act)
+    kinds = {type(m).__name__.lower() for m in model.modules()}
+    assert {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "gelu": "gelu"}[act] in kinds
+
+
+def test_keras_model4_adds_l2_on_conv_kernels():
+    model = create_model("keras_model4")
+    expected = 1e-3 * sum((m.weight**2).sum() for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert torch.isclose(model.regularization_loss(), expected)
+    assert create_model("keras_model3").regularization_loss() == 0.0
+
+
+def test_unknown_model_and_bad_kwarg_are_clear_errors():
+    with pytest.raises(FkaggleError, match="unknown model 'nope'"):
+        create_model("nope")
+    with pytest.raises(FkaggleError, match="unexpected keyword"):
+        create_model("lenet5", width=3)
+    with pytest.raises(FkaggleError, match="timm has no model"):
+        create_model("timm:not_a_model")
+
+
+def test_timm_model_loads_local_pretrained_weights_into_one_channel(tmp_path):
+    import timm
+
+    torch.manual_seed(0)
+    src = timm.create_model("resnet18", num_classes=1000, in_chans=3)  # an "ImageNet" checkpoint, saved locally
+    path = tmp_path / "resnet18_local.pth"
+    torch.save(src.state_dict(), path)
+    model = create_model("timm:resnet18", num_classes=10, pretrained=str(path))
+    # timm folds RGB stem weights into one channel by summing over input channels
+    assert torch.allclose(model.conv1.weight, src.conv1.weight.sum(dim=1, keepdim=True), atol=1e-5)
+    assert torch.equal(model.layer4[1].conv2.weight, src.layer4[1].conv2.weight)
+    assert model.fc.out_features == 10
+    scratch = create_model("timm:resnet18", num_classes=10)
+    assert not torch.equal(scratch.layer4[1].conv2.weight, src.layer4[1].conv2.weight)
+
+
+def test_timm_freeze_backbone_and_pad_to_32():
+    model = create_model("timm:resnet18", num_classes=5, input_size=32, freeze_backbone=True)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(".fc." in n for n in trainable)
+    model.train()
+    assert not model.backbone.model.layer1.training  # frozen BN keeps its statistics
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 5)

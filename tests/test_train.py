@@ -1,0 +1,217 @@
+"""K-fold training on tiny slices of the real data (CPU, 1-2 epochs)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli, write_csv
+from fmnist_kaggle.augment import BatchAugment, crop_flip, jitter, random_erase
+from fmnist_kaggle.competition import Competition
+from fmnist_kaggle.config import build_config
+from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.models import create_model
+from fmnist_kaggle.runs import fold_train, load_run, run_status
+
+TINY = dict(model="lenet5", folds=3, epochs=1, batch_size=64, lr=2e-3, optimizer="adam", schedule="constant", eval_batch_size=256)
+
+
+@pytest.fixture()
+def comp(tmp_path, small) -> Competition:
+    train = write_csv(tmp_path / "train.csv", small["x_train"], small["y_train"])
+    test = write_csv(tmp_path / "test.csv", small["x_test"], small["y_test"])
+    return Competition(name="tiny", train=train, test=test)
+
+
+def quiet(*_a, **_k):
+    pass
+
+
+def test_every_training_row_is_predicted_once_by_a_model_that_did_not_see_it(tmp_path, comp):
+    cfg = build_config(**TINY)
+    m = fold_train(comp, cfg, run="r", workdir=tmp_path, progress=False, log=quiet)
+    assert m["complete"] and m["cv"]["acc"] > 0.2  # 1 epoch on 267 rows: well above 10% chance
+    run = load_run("r", tmp_path)
+    n = len(comp.train_set)
+    assert run.oof_logits.shape == (n, 10) and run.oof_logits.dtype == np.float32
+    assert not np.isnan(run.oof_logits).any()
+    assert sorted(np.unique(run.fold_of)) == [0, 1, 2]
+    for f in range(3):
+        val = run.fold_of == f
+        model = create_model("lenet5", num_classes=10)
+        model.load_state_dict(torch.load(run.dir / f"fold_{f}" / "model_seed_0.pt", weights_only=True))
+        model.eval()
+        x = torch.from_numpy(comp.train_set.images).unsqueeze(1).float() / 255
+        with torch.no_grad():
+            logits = model(x).numpy()
+        # the OOF rows of fold f are exactly fold f's model predicting its held-out rows
+        assert np.allclose(run.oof_logits[val], logits[val], atol=1e-4)
+        # and that model was trained on the other folds only: its held-out rows score no better than chance-free fit
+    assert run.test_logits.shape == (100, 10)
+    for name in ("manifest.json", "history.csv", "learning_curves.png", "config.toml", "folds.npy"):
+        assert (run.dir / name).exists(), name
+    man = json.loads((run.dir / "manifest.json").read_text())
+    assert man["data"]["label_values"] == list(range(10)) and man["versions"]["torch"]
+    assert man["fold_status"] == {"0": "done", "1": "done", "2": "done"} and "test_metrics" in man
+
+
+def test_folds_are_identical_across_runs_and_fingerprinted(tmp_path, comp):
+    a = fold_train(comp, build_config(**TINY), run="a", workdir=tmp_path, progress=False, log=quiet)
+    b = fold_train(comp, build_config(**{**TINY, "model": "cnn4"}), run="b", workdir=tmp_path, progress=False, log=quiet)
+    assert a["data"]["folds_fingerprint"] == b["data"]["folds_fingerprint"]
+    assert np.array_equal(np.load(tmp_path / "oof/a/folds.npy"), np.load(tmp_path / "oof/b/folds.npy"))
+    c = fold_train(comp, build_config(**{**TINY, "fold_seed": 7}), run="c", workdir=tmp_path, progress=False, log=quiet)
+    assert c["data"]["folds_fingerprint"] != a["data"]["folds_fingerprint"]
+    # stratified: every fold holds each class in proportion
+    fold_of = np.load(tmp_path / "oof/a/folds.npy")
+    for f in range(3):
+        counts = np.bincount(comp.train_set.labels[fold_of == f], minlength=10)
+        assert counts.min() >= 13 and counts.max() <= 14
+
+
+def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, comp, monkeypatch):
+    cfg = build_config(**{**TINY, "epochs": 3, "folds": 2})
+    ref = fold_train(comp, cfg, run="ref", workdir=tmp_path / "ref", progress=False, log=quiet)
+
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def flaky_save(obj, f, *a, **k):
+        if isinstance(obj, dict) and "opt" in obj:  # epoch checkpoints only
+            calls["n"] += 1
+            if calls["n"] == 5:  # fold 0 done (3 checkpoints), fold 1 has saved epoch 1, dies in epoch 2
+                raise KeyboardInterrupt
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", flaky_save)
+    with pytest.raises(KeyboardInterrupt):
+        fold_train(comp, cfg, run="r", workdir=tmp_path, progress=False, log=quiet)
+    monkeypatch.setattr(torch, "save", real_save)
+    status = run_status("r", tmp_path)
+    assert status["fold_status"] == {"0": "done", "1": "partial"}
+    fold0_mtime = (tmp_path / "oof/r/fold_0/metrics.json").stat().st_mtime_ns
+    logs: list[str] = []
+    fold_train(comp, cfg, run="r", workdir=tmp_path, progress=False, log=logs.append)
+    assert any("fold 0: done already, skipped" in line for line in logs)
+    assert (tmp_path / "oof/r/fold_0/metrics.json").stat().st_mtime_ns == fold0_mtime
+    hist = [r for r in __import__("csv").DictReader((tmp_path / "oof/r/fold_1/history.csv").open())]
+    assert [int(r["epoch"]) for r in hist] == [1, 2, 3]
+    # resumed from the epoch-1 checkpoint with the same batch order: same result as never stopping
+    assert np.allclose(load_run("r", tmp_path).oof_logits, load_run("ref", tmp_path / "ref").oof_logits, atol=1e-4)
+    assert not list((tmp_path / "oof/r").glob("fold_*/checkpoint_seed_*.pt"))
+
+
+def test_sharded_folds_assemble_into_one_run(tmp_path, comp):
+    a = run_cli_train(tmp_path / "a", comp, "--fold", "0")
+    assert a.returncode == 0, a.stderr
+    st = run_cli("status", "tiny-run", "--workdir", str(tmp_path / "a"))
+    assert st.returncode == 1 and "missing folds: 1,2" in st.stdout
+    b = run_cli_train(tmp_path / "b", comp, "--fold", "1,2")
+    assert b.returncode == 0, b.stderr
+    for f in (1, 2):
+        shutil.copytree(tmp_path / f"b/oof/tiny-run/fold_{f}", tmp_path / f"a/oof/tiny-run/fold_{f}")
+    st = run_cli("status", "tiny-run", "--workdir", str(tmp_path / "a"))
+    assert st.returncode == 0, st.stdout + st.stderr
+    assert "complete" in st.stdout and "CV accuracy" in st.stdout
+    run = load_run("tiny-run", tmp_path / "a")
+    assert not np.isnan(run.oof_logits).any()
+
+
+def run_cli_train(workdir, comp, *extra):
+    return run_cli(
+        "fold-train", "--train", str(comp.train), "--test", str(comp.test), "--model", "lenet5", "--folds", "3", "--epochs", "1",
+        "--batch-size", "64", "--run", "tiny-run", "--workdir", str(workdir), "--no-progress", *extra,
+    )  # fmt: skip
+
+
+def test_changed_config_is_refused_unless_overwrite(tmp_path, comp):
+    fold_train(comp, build_config(**TINY), run="r", workdir=tmp_path, progress=False, log=quiet)
+    with pytest.raises(FkaggleError, match=r"config differs \(lr\)"):
+        fold_train(comp, build_config(**{**TINY, "lr": 0.01}), run="r", workdir=tmp_path, progress=False, log=quiet)
+    m = fold_train(comp, build_config(**{**TINY, "lr": 0.01}), run="r", workdir=tmp_path, overwrite=True, progress=False, log=quiet)
+    assert m["complete"] and m["config"]["lr"] == 0.01
+    # device/speed settings are not part of a run's identity: a shard may run elsewhere
+    fold_train(comp, build_config(**{**TINY, "lr": 0.01, "eval_batch_size": 64}), run="r", workdir=tmp_path, progress=False, log=quiet)
+
+
+def test_seeds_are_averaged_and_options_train(tmp_path, comp):
+    cfg = build_config(**{**TINY, "folds": 2, "seeds": [0, 1], "loss": "sigmoid", "label_smoothing": 0.1, "tta": True, "augment": "strong", "optimizer": "sgd", "schedule": "onecycle", "lr": 0.05})
+    fold_train(comp, cfg, run="s", workdir=tmp_path, progress=False, log=quiet)
+    d = tmp_path / "oof/s/fold_0"
+    mean = (np.load(d / "seed_0_val.npy") + np.load(d / "seed_1_val.npy")) / 2
+    assert np.allclose(np.load(d / "val_logits.npy"), mean, atol=1e-6)
+    assert not np.allclose(np.load(d / "seed_0_val.npy"), np.load(d / "seed_1_val.npy"))
+
+
+def test_albumentations_backend_and_custom_pipeline_train(tmp_path, comp):
+    cfg = build_config(**{**TINY, "folds": 2, "augment": "cropflip", "augment_backend": "albumentations"})
+    assert fold_train(comp, cfg, run="al", workdir=tmp_path, progress=False, log=quiet)["complete"]
+    custom = build_config(**{**TINY, "folds": 2, "augment": "custom", "augment_pipeline": [{"name": "HorizontalFlip", "p": 0.5}, {"name": "Affine", "translate_px": 2, "p": 0.5}]})
+    assert fold_train(comp, custom, run="cu", workdir=tmp_path, progress=False, log=quiet)["complete"]
+    with pytest.raises(FkaggleError, match="unknown albumentations transform 'Nope'"):
+        fold_train(comp, replace(custom, augment_pipeline=[{"name": "Nope"}]), run="bad", workdir=tmp_path, progress=False, log=quiet)
+
+
+def test_timm_model_with_local_pretrained_weights_fold_trains(tmp_path, comp):
+    import timm
+
+    weights = tmp_path / "w.pth"
+    torch.save(timm.create_model("resnet18", num_classes=1000, in_chans=3).state_dict(), weights)
+    res = run_cli(
+        "fold-train", "--train", str(comp.train), "--test", str(comp.test), "--model", "timm:resnet18", "--pretrained", str(weights),
+        "--input-size", "32", "--folds", "2", "--epochs", "1", "--batch-size", "64", "--subset", "200", "--run", "tm", "--workdir", str(tmp_path), "--no-progress", "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.split("\n", 1)[1] if not res.stdout.startswith("{") else res.stdout)
+    assert out["complete"]
+    man = json.loads((tmp_path / "oof/tm/manifest.json").read_text())
+    assert man["config"]["model_kwargs"] == {"pretrained": str(weights), "input_size": 32} and man["data"]["rows"] == 200
+
+
+def test_batch_augmentations_on_tensors():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 1, 28, 28)
+    y = crop_flip(x, gen)
+    assert y.shape == x.shape
+    # a crop of the zero-padded image: every output pixel is an input pixel or zero padding
+    assert ((y == 0) | torch.isin(y, x)).all()
+    assert not torch.equal(y, x)
+    e = random_erase(torch.ones(256, 1, 28, 28), gen, p=0.5)
+    erased = (e == 0).flatten(1).any(1).float().mean().item()
+    assert 0.35 < erased < 0.65
+    j = jitter(x, gen)
+    assert j.min() >= 0 and j.max() <= 1 and not torch.equal(j, x)
+    assert torch.equal(BatchAugment("none")(x, gen), x)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA fast path: needs a GPU")
+def test_cuda_fast_path_with_amp(tmp_path, comp):
+    cfg = build_config(**{**TINY, "model": "seed000_bncnn", "device": "cuda", "augment": "strong", "amp": "auto"})
+    m = fold_train(comp, cfg, run="gpu", workdir=tmp_path, progress=False, log=quiet)
+    assert m["complete"] and m["cv"]["acc"] > 0.2
+
+
+@pytest.mark.parametrize("preset", ["jitter", "cropflip", "strong"])
+def test_tensor_presets_match_albumentations_statistically(small, preset):
+    """The fast path and the albumentations path draw from the same augmentation distribution."""
+    from fmnist_kaggle.augment import albumentations_pipeline
+
+    imgs = np.concatenate([small["x_train"]] * 5)  # 2000 real images
+    gen = torch.Generator().manual_seed(0)
+    fast = BatchAugment(preset)(torch.from_numpy(imgs).unsqueeze(1).float() / 255, gen).squeeze(1).numpy()
+    pipe = albumentations_pipeline(preset)
+    slow = np.stack([pipe(image=im[:, :, None])["image"][:, :, 0] for im in imgs]).astype(np.float32) / 255
+    orig = imgs.astype(np.float32) / 255
+    # mean intensity, its spread across images, the fraction of zero pixels, and left/right mass balance
+    def stats(a):
+        half = a[:, :, :14].sum((1, 2)) / np.maximum(a.sum((1, 2)), 1e-6)
+        return np.array([a.mean(), a.mean((1, 2)).std(), (a == 0).mean(), np.abs(half - 0.5).mean()])
+
+    s_fast, s_slow, s_orig = stats(fast), stats(slow), stats(orig)
+    assert np.allclose(s_fast, s_slow, rtol=0.12, atol=0.01), (s_fast, s_slow, s_orig)
+    assert not np.allclose(fast, orig)
