@@ -30,13 +30,20 @@ def _u(n: int, lo: float, hi: float, gen: torch.Generator, device: torch.device)
 
 
 def jitter(x: torch.Tensor, gen: torch.Generator, strength: float = JITTER) -> torch.Tensor:
-    """Brightness then contrast factors in [1-s, 1+s] per image (torchvision ColorJitter semantics)."""
+    """torchvision ColorJitter(brightness=s, contrast=s) on grayscale, per image: factors in
+    [1-s, 1+s], applied in a random order (saturation is a no-op on one channel)."""
     n = x.shape[0]
     b = _u(n, 1 - strength, 1 + strength, gen, x.device).view(n, 1, 1, 1)
     c = _u(n, 1 - strength, 1 + strength, gen, x.device).view(n, 1, 1, 1)
-    x = (x * b).clamp_(0, 1)
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return ((x - mean) * c + mean).clamp_(0, 1)
+    contrast_first = (torch.rand(n, generator=gen, device=x.device) < 0.5).view(n, 1, 1, 1)
+
+    def contrast(t: torch.Tensor) -> torch.Tensor:
+        mean = t.mean(dim=(1, 2, 3), keepdim=True)
+        return ((t - mean) * c + mean).clamp(0, 1)
+
+    b_then_c = contrast((x * b).clamp(0, 1))
+    c_then_b = (contrast(x) * b).clamp(0, 1)
+    return torch.where(contrast_first, c_then_b, b_then_c)
 
 
 def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = PAD) -> torch.Tensor:
@@ -109,8 +116,8 @@ def albumentations_pipeline(preset: str, custom: list[dict[str, Any]] | None = N
         return A.Compose(steps)
     steps = []
     if preset == "jitter":
-        # brightness_by_max=False: multiplicative brightness like torchvision's ColorJitter
-        steps.append(A.RandomBrightnessContrast(brightness_limit=JITTER, contrast_limit=JITTER, brightness_by_max=False, p=1.0))
+        # albumentations' ColorJitter is a port of torchvision's (report 000 used torchvision)
+        steps.append(A.ColorJitter(brightness=JITTER, contrast=JITTER, saturation=0.0, hue=0.0, p=1.0))
     if preset in ("cropflip", "strong"):
         steps += [
             A.PadIfNeeded(28 + 2 * PAD, 28 + 2 * PAD, border_mode=0, fill=0),
