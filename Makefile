@@ -30,8 +30,8 @@ data:
 demo: install data
 	$(BIN)/fkaggle data check
 	$(BIN)/fkaggle fold-train --recipe cpu --run demo-cpu
-	$(BIN)/fkaggle fold-train --model lenet5 --epochs 6 --batch-size 128 --optimizer adam --lr 2e-3 --tta --run demo-lenet5
-	$(BIN)/fkaggle fold-train --model cnn4 --epochs 4 --batch-size 128 --optimizer adam --lr 3e-3 --tta --run demo-cnn4
+	$(BIN)/fkaggle fold-train --model lenet5 --epochs 6 --batch-size 128 --optimizer adam --lr 2e-3 --run demo-lenet5
+	$(BIN)/fkaggle fold-train --model cnn4 --epochs 4 --batch-size 128 --optimizer adam --lr 3e-3 --run demo-cnn4
 	$(BIN)/fkaggle cv $(DEMO_RUNS)
 	$(BIN)/fkaggle blend demo-cpu --name demo-single
 	$(BIN)/fkaggle blend $(DEMO_RUNS) --method hillclimb --name demo-blend

@@ -314,7 +314,7 @@ def _parse_idx(path: Path) -> np.ndarray:
     payload = len(data) - 4 - 4 * ndim
     if payload != expected:
         raise DataError(f"IDX header says {'x'.join(map(str, dims))} ({expected} bytes) but the file holds {payload}", path)
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims).copy()  # writable, for torch
 
 
 def _read_idx(path: Path, labels_path: Path | None) -> _Raw:

@@ -133,6 +133,8 @@ def fold_train(
     _write_manifest(run_dir, base, cfg)
 
     device = resolve_device(cfg.device)
+    for warning in cfg.warnings():
+        log(warning)
     log(f"run {run}: {cfg.model}, {cfg.folds} folds ({', '.join(map(str, selected))} here), {len(train)} train rows, device {device}")
     for fold in selected:
         fdir = _fold_dir(run_dir, fold)

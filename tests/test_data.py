@@ -39,9 +39,11 @@ def test_csv_npy_npz_and_idx_give_identical_canonical_data(tmp_path, small):
     idx = tmp_path / "train-images-idx3-ubyte.gz"
     idx.write_bytes(gzip.compress(bytes([0, 0, 8, 3]) + np.array(x.shape, dtype=">u4").tobytes() + x.tobytes()))
     (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes([0, 0, 8, 1]) + np.array([len(y)], dtype=">u4").tobytes() + y.astype(np.uint8).tobytes()))
+    gz = tmp_path / "train.csv.gz"
+    gz.write_bytes(gzip.compress(csv.read_bytes()))
     ref = load_images(csv)
     assert ref.format == "csv" and ref.source_scale == "0..255"
-    for path in (csv_unit, digits, npy, flat, chan, npz, tmp_path / "X_train.npy", idx):
+    for path in (gz, csv_unit, digits, npy, flat, chan, npz, tmp_path / "X_train.npy", idx):
         other = load_images(path)
         assert np.array_equal(other.images, x), path.name
         assert np.array_equal(other.labels, y), path.name

@@ -88,3 +88,14 @@ def test_timm_freeze_backbone_and_pad_to_32():
     model.train()
     assert not model.backbone.model.layer1.training  # frozen BN keeps its statistics
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 5)
+
+
+def test_models_cli_lists_names_with_parameter_counts():
+    import json
+
+    from conftest import run_cli
+
+    res = run_cli("models", "--json")
+    assert res.returncode == 0, res.stderr
+    rows = {r["model"]: r["params"] for r in json.loads(res.stdout)}
+    assert rows["seed000_bncnn"] == 315_148 and rows["keras_model4"] == 3_381_797 and "fmnist_resnet" in rows

@@ -216,3 +216,24 @@ def test_tensor_presets_match_albumentations_statistically(small, preset):
     s_fast, s_slow, s_orig = stats(fast), stats(slow), stats(orig)
     assert np.allclose(s_fast, s_slow, rtol=0.12, atol=0.01), (s_fast, s_slow, s_orig)
     assert not np.allclose(fast, orig)
+
+
+def test_flip_tta_without_flip_training_is_warned(tmp_path, comp):
+    logs: list[str] = []
+    fold_train(comp, build_config(**{**TINY, "folds": 2, "tta": True}), run="w", workdir=tmp_path, progress=False, log=logs.append)
+    assert any("hflip TTA on a model trained without flips" in line for line in logs)
+    logs.clear()
+    fold_train(comp, build_config(**{**TINY, "folds": 2, "tta": True, "augment": "cropflip"}), run="w2", workdir=tmp_path, progress=False, log=logs.append)
+    assert not any("warning" in line for line in logs)
+
+
+def test_early_stopping_keeps_the_best_epoch(small):
+    from fmnist_kaggle.train import fit
+
+    # plain SGD at this rate does not improve validation loss after epoch 1 on 300 rows (deterministic on CPU)
+    cfg = build_config(**{**TINY, "epochs": 6, "patience": 2, "lr": 0.05, "optimizer": "sgd", "momentum": 0.0, "schedule": "constant"})
+    x, y = small["x_train"], small["y_train"]
+    res = fit(cfg, 10, x[100:], y[100:], x[:100], y[:100], fold=0, seed=0, progress=False)
+    losses = [r["val_loss"] for r in res.history]
+    assert res.best_epoch == 1 + int(np.argmin(losses))
+    assert len(res.history) == res.best_epoch + 2 < 6  # stopped after `patience` epochs without improvement
