@@ -227,12 +227,12 @@ def test_flip_tta_without_flip_training_is_warned(tmp_path, comp):
     assert not any("warning" in line for line in logs)
 
 
-def test_early_stopping_keeps_the_best_epoch(small):
+def test_early_stopping_keeps_the_best_epoch(fmnist):
     from fmnist_kaggle.train import fit
 
     # plain SGD at this rate does not improve validation loss after epoch 1 on 300 rows (deterministic on CPU)
     cfg = build_config(**{**TINY, "epochs": 6, "patience": 2, "lr": 0.05, "optimizer": "sgd", "momentum": 0.0, "schedule": "constant"})
-    x, y = small["x_train"], small["y_train"]
+    x, y = fmnist["x_train"][:400], fmnist["y_train"][:400]
     res = fit(cfg, 10, x[100:], y[100:], x[:100], y[:100], fold=0, seed=0, progress=False)
     losses = [r["val_loss"] for r in res.history]
     assert res.best_epoch == 1 + int(np.argmin(losses))
