@@ -157,8 +157,11 @@ class _Stacker:
 
     def fit(self, logps: list[np.ndarray], y: np.ndarray) -> "_Stacker":
         from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
 
-        self.model = LogisticRegression(C=self.C, max_iter=500).fit(self._features(logps), y)
+        # log-probabilities span ~[-30, 0]: standardize so lbfgs converges
+        self.model = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=2000)).fit(self._features(logps), y)
         if self.temperature:
             from scipy.optimize import minimize_scalar
 
@@ -170,6 +173,15 @@ class _Stacker:
     def predict(self, logps: list[np.ndarray]) -> np.ndarray:
         z = self.model.decision_function(self._features(logps))
         return metrics.log_softmax(z / self.T)
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """Scalar T minimizing the log-loss of softmax(logits / T): undoes over/under-confidence
+    (label smoothing makes a model under-confident), which log-loss weights would punish."""
+    from scipy.optimize import minimize_scalar
+
+    z = np.asarray(logits, dtype=np.float64)
+    return float(minimize_scalar(lambda t: _nll(metrics.log_softmax(z / t), y), bounds=(0.05, 20), method="bounded").x)
 
 
 def _nested(fit_predict: Callable[[list[np.ndarray], np.ndarray, list[np.ndarray]], np.ndarray], logps: list[np.ndarray], y: np.ndarray, fold_of: np.ndarray) -> np.ndarray:
@@ -204,17 +216,27 @@ def blend(runs: list[Run], labels: np.ndarray, method: str = "mean", space: str 
 
         final = _Stacker(temperature=temperature).fit(lo, labels)
         test, insample = final.predict(lt), final.predict(lo)
-        details.update(level2="LogisticRegression(C=1.0)", temperature=final.T)
+        details.update(level2="StandardScaler + LogisticRegression(C=1.0)", temperature=final.T)
+        inputs = lo
     else:
-        fit = fit_weights if method == "weighted" else (lambda a, y: fit_hillclimb(a, y, seed=seed))
+        # each run is temperature-calibrated first, then mixed; both are fitted inside the nesting
+        fit_mix = fit_weights if method == "weighted" else (lambda a, y: fit_hillclimb(a, y, seed=seed))
+
+        def fit(a: list[np.ndarray], y: np.ndarray) -> tuple[list[float], np.ndarray]:
+            temps = [fit_temperature(z, y) for z in a]
+            return temps, fit_mix([_logprobs(z / t) for z, t in zip(a, temps)], y)
 
         def fit_predict(a: list[np.ndarray], y: np.ndarray, b: list[np.ndarray]) -> np.ndarray:
-            return _mix(b, fit(a, y))
+            temps, w = fit(a, y)
+            return _mix([_logprobs(z / t) for z, t in zip(b, temps)], w)
 
-        w = fit(lo, labels)
-        test, insample = _mix(lt, w), _mix(lo, w)
+        temps, w = fit(oofs, labels)
+        test = _mix([_logprobs(z / t) for z, t in zip(tests, temps)], w)
+        insample = _mix([_logprobs(z / t) for z, t in zip(oofs, temps)], w)
         details["weights"] = {r.name: round(float(wi), 4) for r, wi in zip(runs, w)}
-    nested = _nested(fit_predict, lo, labels, fold_of)
+        details["temperatures"] = {r.name: round(t, 4) for r, t in zip(runs, temps)}
+        inputs = oofs  # calibration is part of the fit, so nesting starts from raw logits
+    nested = _nested(fit_predict, inputs, labels, fold_of)
     return BlendResult(
         method, nested, test, metrics.accuracy(nested, labels), _nll(nested, labels),
         insample_acc=metrics.accuracy(insample, labels), insample_logloss=_nll(insample, labels), details=details,
