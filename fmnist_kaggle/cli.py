@@ -370,6 +370,18 @@ def _train_options(p: argparse.ArgumentParser, sweep: bool = False) -> None:
 # ----------------------------------------------------------------------------- parser
 
 
+def _command(sub: Any, name: str, help: str, func: Any, *, data: bool = False, workdir: bool = False, json: bool = True) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help)
+    if data:
+        _data_options(p)
+    if workdir:
+        p.add_argument("--workdir", default=".", help="competition workspace holding oof/ and submissions/ (default .)")
+    if json:
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fkaggle", description="Win Kaggle-style Fashion-MNIST competitions.")
     p.add_argument("--version", action="version", version=f"fkaggle {__version__}")
@@ -377,49 +389,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="load and check competition data")
     dsub = data.add_subparsers(dest="data_command", required=True)
-    check = dsub.add_parser("check", help="load, validate and summarize train/test files; write a sample grid PNG")
-    _data_options(check)
+    check = _command(dsub, "check", "load, validate and summarize train/test files; write a sample grid PNG", cmd_data_check, data=True)
     check.add_argument("--folds", type=int, default=5, help="check every class has at least this many samples (default 5)")
     check.add_argument("--png", default="oof/data-check/samples.png", help="where to write the sample grid")
-    check.add_argument("--json", action="store_true", help="machine-readable output")
-    check.set_defaults(func=cmd_data_check)
 
-    init = sub.add_parser("init", help="write a competition config from files it has checked")
+    init = _command(sub, "init", "write a competition config from files it has checked", cmd_init, json=False)
     init.add_argument("--train", required=True)
-    init.add_argument("--train-labels")
-    init.add_argument("--test")
-    init.add_argument("--test-labels")
-    init.add_argument("--sample-submission")
+    for opt in ("--train-labels", "--test", "--test-labels", "--sample-submission"):
+        init.add_argument(opt)
     init.add_argument("--slug", help="Kaggle competition slug")
     init.add_argument("--name", default="custom")
     init.add_argument("--format", choices=["auto", "csv", "npy", "npz", "idx"])
     init.add_argument("--out", default="competition/competition.toml")
     init.add_argument("--force", action="store_true")
-    init.set_defaults(func=cmd_init)
 
-    models = sub.add_parser("models", help="list registered models with parameter counts")
-    models.add_argument("--json", action="store_true")
-    models.set_defaults(func=cmd_models)
+    _command(sub, "models", "list registered models with parameter counts", cmd_models)
 
-    ft = sub.add_parser("fold-train", help="stratified k-fold training: OOF logits + fold-averaged test logits")
-    _data_options(ft)
+    ft = _command(sub, "fold-train", "stratified k-fold training: OOF logits + fold-averaged test logits", cmd_fold_train, data=True, workdir=True)
     _train_options(ft)
     ft.add_argument("--run", help="run name (default: model-recipe-kK-confighash)")
-    ft.add_argument("--workdir", default=".", help="competition workspace holding oof/ and submissions/")
     ft.add_argument("--fold", help="only these folds, e.g. 0,2 (shard a run over machines)")
     ft.add_argument("--overwrite", action="store_true", help="replace an existing run whose config differs")
     ft.add_argument("--no-progress", action="store_true")
-    ft.add_argument("--json", action="store_true")
-    ft.set_defaults(func=cmd_fold_train)
 
-    st = sub.add_parser("status", help="which folds of a run are done, partial or missing")
+    st = _command(sub, "status", "which folds of a run are done, partial or missing", cmd_status, workdir=True)
     st.add_argument("run")
-    st.add_argument("--workdir", default=".")
-    st.add_argument("--json", action="store_true")
-    st.set_defaults(func=cmd_status)
 
-    sw = sub.add_parser("sweep", help="cross-validated grid / random / Optuna search; every trial is a run")
-    _data_options(sw)
+    sw = _command(sub, "sweep", "cross-validated grid / random / Optuna search; every trial is a run", cmd_sweep, data=True, workdir=True)
     _train_options(sw, sweep=True)
     sw.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="values to try (config keys or model keywords)")
     sw.add_argument("--range", action="append", metavar="KEY=LO:HI[:log][:int]", help="random/Optuna search range")
@@ -427,64 +423,37 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--optuna", action="store_true", help="Optuna TPE search (needs optuna installed)")
     sw.add_argument("--search-seed", type=int, default=0)
     sw.add_argument("--name", help="sweep name: results in oof/sweeps/NAME.csv")
-    sw.add_argument("--workdir", default=".")
     sw.add_argument("--no-progress", action="store_true")
-    sw.add_argument("--json", action="store_true")
-    sw.set_defaults(func=cmd_sweep)
 
-    cvp = sub.add_parser("cv", help="offline CV report of runs: metrics per fold and class, confusion, correlation")
+    cvp = _command(sub, "cv", "offline CV report of runs: metrics per fold and class, confusion, correlation", cmd_cv, workdir=True)
     cvp.add_argument("runs", nargs="+")
-    cvp.add_argument("--workdir", default=".")
-    cvp.add_argument("--json", action="store_true")
-    cvp.set_defaults(func=cmd_cv)
 
-    sc = sub.add_parser("score", help="score a submission file against the competition's known test labels")
+    sc = _command(sub, "score", "score a submission file against the competition's known test labels", cmd_score, data=True)
     sc.add_argument("submission")
-    _data_options(sc)
-    sc.add_argument("--json", action="store_true")
-    sc.set_defaults(func=cmd_score)
 
-    bl = sub.add_parser("blend", help="blend runs (or take one) into submissions/NAME.csv with an honest CV")
+    bl = _command(sub, "blend", "blend runs (or take one) into submissions/NAME.csv with an honest CV", cmd_blend, data=True, workdir=True)
     bl.add_argument("runs", nargs="+")
     bl.add_argument("--method", default="mean", choices=["mean", "geomean", "rank", "weighted", "hillclimb", "stack"])
     bl.add_argument("--space", default="prob", choices=["prob", "logit"], help="mean: average probabilities or logits")
     bl.add_argument("--temperature", action="store_true", help="stack: temperature-scale the level-2 output")
     bl.add_argument("--name", help="submission name (default blend-METHOD, or the run's name)")
-    bl.add_argument("--workdir", default=".")
-    _data_options(bl)
-    bl.add_argument("--json", action="store_true")
-    bl.set_defaults(func=cmd_blend)
 
-    va = sub.add_parser("validate", help="check a submission against the sample submission / test ids")
+    va = _command(sub, "validate", "check a submission against the sample submission / test ids", cmd_validate, data=True)
     va.add_argument("submission")
-    _data_options(va)
-    va.add_argument("--json", action="store_true")
-    va.set_defaults(func=cmd_validate)
 
-    sm = sub.add_parser("submit", help="validate and upload a submission with the official kaggle client")
+    sm = _command(sub, "submit", "validate and upload a submission with the official kaggle client", cmd_submit, data=True, workdir=True)
     sm.add_argument("submission")
     sm.add_argument("-m", "--message", required=True)
     sm.add_argument("--slug", help="Kaggle competition slug (default: the config's)")
     sm.add_argument("--dry-run", action="store_true", help="validate only")
-    sm.add_argument("--workdir", default=".")
-    _data_options(sm)
-    sm.add_argument("--json", action="store_true")
-    sm.set_defaults(func=cmd_submit)
 
-    ss = sub.add_parser("submissions", help="local upload records with Kaggle status and public score (CV vs LB)")
+    ss = _command(sub, "submissions", "local upload records with Kaggle status and public score (CV vs LB)", cmd_submissions, data=True, workdir=True)
     ss.add_argument("--slug")
     ss.add_argument("--local", action="store_true", help="do not contact Kaggle")
-    ss.add_argument("--workdir", default=".")
-    _data_options(ss)
-    ss.add_argument("--json", action="store_true")
-    ss.set_defaults(func=cmd_submissions)
 
-    lb = sub.add_parser("leaderboard", help="the top of the competition's public leaderboard")
+    lb = _command(sub, "leaderboard", "the top of the competition's public leaderboard", cmd_leaderboard, data=True)
     lb.add_argument("--slug")
     lb.add_argument("--top", type=int, default=20)
-    _data_options(lb)
-    lb.add_argument("--json", action="store_true")
-    lb.set_defaults(func=cmd_leaderboard)
     return p
 
 

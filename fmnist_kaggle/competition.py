@@ -8,7 +8,6 @@ can point at files without writing a config. See docs/artifacts.md for the keys.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -104,18 +103,10 @@ def _resolve(value: str, base: Path, data_dirs: tuple[str, ...]) -> Path:
 
 
 def load_competition(path: str | Path) -> Competition:
+    from fmnist_kaggle.tomlfile import read_table
+
     path = Path(path)
-    if not path.exists():
-        raise FkaggleError("competition config not found", path)
-    try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise FkaggleError(f"invalid TOML ({exc})", path) from None
-    table = doc.get("competition", doc)
-    known = {f for f in Competition.__dataclass_fields__ if f != "config_path"}
-    unknown = set(table) - known
-    if unknown:
-        raise FkaggleError(f"unknown key(s) {', '.join(sorted(unknown))} in [competition]", path)
+    table = read_table(path, "competition", {f for f in Competition.__dataclass_fields__ if f != "config_path"}, "competition config")
     data_dirs = tuple(table.get("data_dirs", ("",)))
     kw: dict[str, Any] = {k: v for k, v in table.items() if k not in _PATH_KEYS and k != "data_dirs"}
     for key in _PATH_KEYS:

@@ -118,19 +118,9 @@ def parse_value(text: str) -> Any:
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.exists():
-        raise FkaggleError("config file not found", path)
-    try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise FkaggleError(f"invalid TOML ({exc})", path) from None
-    table = doc.get("train", doc)
-    known = {f.name for f in fields(TrainConfig)} | {"recipe"}
-    unknown = set(table) - known
-    if unknown:
-        raise FkaggleError(f"unknown training setting(s): {', '.join(sorted(unknown))}", path)
-    return dict(table)
+    from fmnist_kaggle.tomlfile import read_table
+
+    return read_table(path, "train", {f.name for f in fields(TrainConfig)} | {"recipe"}, "config file")
 
 
 def build_config(recipe: str | None = None, config_file: str | Path | None = None, **overrides: Any) -> TrainConfig:
