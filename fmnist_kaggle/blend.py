@@ -54,8 +54,18 @@ def _logprobs(logits: np.ndarray) -> np.ndarray:
 
 
 def _mix(logps: list[np.ndarray], w: np.ndarray) -> np.ndarray:
+    """Arithmetic pool: weighted mean of probabilities."""
     p = sum(wi * np.exp(lp) for wi, lp in zip(w, logps))
     return np.log(np.clip(p, 1e-15, None))
+
+
+def _pool(logps: list[np.ndarray], w: np.ndarray) -> np.ndarray:
+    """Log-linear (geometric) pool: softmax of the weighted sum of log-probabilities.
+
+    Unlike a mean of probabilities it lets runs' different systematic errors cancel,
+    and its log-loss is convex in the weights, so the fitted weights are well defined.
+    """
+    return metrics.log_softmax(sum(wi * lp for wi, lp in zip(w, logps)))
 
 
 def _nll(logp: np.ndarray, y: np.ndarray) -> float:
@@ -99,19 +109,22 @@ def blend_rank(oofs: list[np.ndarray], tests: list[np.ndarray]) -> tuple[np.ndar
 
 
 def fit_weights(logps: list[np.ndarray], y: np.ndarray) -> np.ndarray:
-    """Simplex weights minimizing log-loss of the probability mixture (softmax-parametrized)."""
+    """Simplex weights minimizing the OOF log-loss of the log-linear pool (softmax-parametrized)."""
     from scipy.optimize import minimize
 
-    probs = np.stack([np.exp(lp[np.arange(len(y)), y]) for lp in logps], axis=1)  # (N, R): p of the true class
+    lp = np.stack(logps)  # (R, N, K)
+    rows = np.arange(len(y))
+    true_lp = lp[:, rows, y]  # (R, N)
 
     def f(z: np.ndarray) -> tuple[float, np.ndarray]:
         w = np.exp(z - z.max())
         w /= w.sum()
-        mix = np.clip(probs @ w, 1e-15, None)
-        loss = -np.log(mix).mean()
-        grad_w = -(probs / mix[:, None]).mean(axis=0)
-        grad_z = w * (grad_w - (w * grad_w).sum())
-        return float(loss), grad_z
+        pooled = np.tensordot(w, lp, axes=1)  # (N, K)
+        logp = metrics.log_softmax(pooled)
+        p = np.exp(logp)
+        loss = -logp[rows, y].mean()
+        grad_w = (-true_lp + np.einsum("nk,rnk->rn", p, lp)).mean(axis=1)
+        return float(loss), w * (grad_w - (w * grad_w).sum())
 
     res = minimize(f, np.zeros(len(logps)), jac=True, method="L-BFGS-B")
     w = np.exp(res.x - res.x.max())
@@ -120,27 +133,28 @@ def fit_weights(logps: list[np.ndarray], y: np.ndarray) -> np.ndarray:
 
 def fit_hillclimb(logps: list[np.ndarray], y: np.ndarray, iters: int = 40, bags: int = 10, bag_frac: float = 0.6, seed: int = 0) -> np.ndarray:
     """Caruana ensemble selection: greedily add (with replacement) the run that most lowers
-    the OOF log-loss of the averaged probabilities, keep the best prefix of that path.
+    the OOF log-loss of the (log-linear) average, keep the best prefix of that path.
 
     Bagged over random subsets of runs when there are enough of them (>= 6) to make
     subsets meaningful. Returns selection counts normalized to weights.
     """
     rng = np.random.default_rng(seed)
     r = len(logps)
-    probs = [np.exp(lp) for lp in logps]
     counts = np.zeros(r)
     for _ in range(bags if r >= 6 else 1):
         pool = rng.choice(r, size=max(2, int(round(bag_frac * r))), replace=False) if r >= 6 else np.arange(r)
-        total = np.zeros_like(probs[0])
+        total = np.zeros_like(logps[0])
         path: list[int] = []
         best_loss, best_len = np.inf, 0
         for step in range(1, iters + 1):
-            losses = [_nll(np.log(np.clip((total + probs[m]) / step, 1e-15, None)), y) for m in pool]
+            losses = [_nll(metrics.log_softmax((total + logps[m]) / step), y) for m in pool]
             m = int(pool[int(np.argmin(losses))])
             path.append(m)
-            total = total + probs[m]
+            total = total + logps[m]
             if min(losses) < best_loss - 1e-12:
                 best_loss, best_len = min(losses), step
+            elif step - best_len >= 8:  # the path has stopped improving
+                break
         for m in path[:best_len]:
             counts[m] += 1 / best_len
     return counts / counts.sum()
@@ -219,22 +233,27 @@ def blend(runs: list[Run], labels: np.ndarray, method: str = "mean", space: str 
         details.update(level2="StandardScaler + LogisticRegression(C=1.0)", temperature=final.T)
         inputs = lo
     else:
-        # each run is temperature-calibrated first, then mixed; both are fitted inside the nesting
+        # each run is temperature-calibrated, then pooled log-linearly; all fitted inside the nesting
         fit_mix = fit_weights if method == "weighted" else (lambda a, y: fit_hillclimb(a, y, seed=seed))
 
-        def fit(a: list[np.ndarray], y: np.ndarray) -> tuple[list[float], np.ndarray]:
+        def fit(a: list[np.ndarray], y: np.ndarray) -> tuple[list[float], np.ndarray, float]:
             temps = [fit_temperature(z, y) for z in a]
-            return temps, fit_mix([_logprobs(z / t) for z, t in zip(a, temps)], y)
+            calibrated = [_logprobs(z / t) for z, t in zip(a, temps)]
+            w = fit_mix(calibrated, y)
+            # weights on the simplex fix the pool's scale; one temperature restores it
+            return temps, w, fit_temperature(_pool(calibrated, w), y)
+
+        def apply(b: list[np.ndarray], temps: list[float], w: np.ndarray, t_pool: float) -> np.ndarray:
+            return _logprobs(_pool([_logprobs(z / t) for z, t in zip(b, temps)], w) / t_pool)
 
         def fit_predict(a: list[np.ndarray], y: np.ndarray, b: list[np.ndarray]) -> np.ndarray:
-            temps, w = fit(a, y)
-            return _mix([_logprobs(z / t) for z, t in zip(b, temps)], w)
+            return apply(b, *fit(a, y))
 
-        temps, w = fit(oofs, labels)
-        test = _mix([_logprobs(z / t) for z, t in zip(tests, temps)], w)
-        insample = _mix([_logprobs(z / t) for z, t in zip(oofs, temps)], w)
+        temps, w, t_pool = fit(oofs, labels)
+        test, insample = apply(tests, temps, w, t_pool), apply(oofs, temps, w, t_pool)
         details["weights"] = {r.name: round(float(wi), 4) for r, wi in zip(runs, w)}
         details["temperatures"] = {r.name: round(t, 4) for r, t in zip(runs, temps)}
+        details["pool_temperature"] = round(t_pool, 4)
         inputs = oofs  # calibration is part of the fit, so nesting starts from raw logits
     nested = _nested(fit_predict, inputs, labels, fold_of)
     return BlendResult(
