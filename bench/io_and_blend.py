@@ -49,7 +49,7 @@ def main() -> None:
         z = lambda lab: (3.0 * np.eye(10)[lab] + confuse[lab] + rng.normal(0, 1.3, (len(lab), 10))).astype(np.float32)  # noqa: E731
         man = {"run": f"r{r}", "data": {"data_fingerprint": "d", "folds_fingerprint": "f", "test_fingerprint": "t", "label_values": list(range(10))}}
         runs.append(Run(f"r{r}", tmp, man, z(y), z(np.arange(10000) % 10), fold_of))
-    print(f"\nblending 10 runs of OOF (60000 x 10) + test (10000 x 10); fitted methods nested over 5 folds")
+    print("\nblending 10 runs of OOF (60000 x 10) + test (10000 x 10); fitted methods nested over 5 folds")
     print(f"{'method':<10} {'seconds':>8} {'CV acc':>7} {'logloss':>8}")
     for m in METHODS:
         t = time.perf_counter()

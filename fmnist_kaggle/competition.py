@@ -8,7 +8,7 @@ can point at files without writing a config. See docs/artifacts.md for the keys.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -202,7 +202,3 @@ def summary(comp: Competition) -> dict[str, Any]:
         out["sample_submission"] = {"path": str(comp.sample_submission), "columns": list(sample.columns), "rows": len(sample)}
     return out
 
-
-def as_dict(comp: Competition) -> dict[str, Any]:
-    d = asdict(comp)
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}

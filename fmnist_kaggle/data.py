@@ -17,7 +17,7 @@ import os
 import re
 import struct
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,6 @@ class ImageSet:
     format: str = "memory"
     source_scale: str = "0..255"  # how pixels were stored: "0..255" ints or "0..1" floats
     pixel_columns: tuple[str, ...] | None = None  # CSV: first and last pixel column names
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

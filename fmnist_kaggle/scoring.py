@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist_kaggle import atomic, metrics
+from fmnist_kaggle import metrics
 from fmnist_kaggle.competition import Competition
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.runs import Run
@@ -100,7 +100,3 @@ def score_submission(path: str | Path, comp: Competition) -> dict[str, Any]:
     names = comp.names
     rep = metrics.full_report(np.eye(len(names))[pred] * 10.0, test.labels, names)
     return {"file": str(path), "acc": rep["acc"], "macro_f1": rep["macro_f1"], "per_class": rep["per_class"], "confusion": rep["confusion"]}
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic.write_json(path, obj)

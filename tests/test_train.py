@@ -76,7 +76,7 @@ def test_folds_are_identical_across_runs_and_fingerprinted(tmp_path, comp):
 
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, comp, monkeypatch):
     cfg = build_config(**{**TINY, "epochs": 3, "folds": 2})
-    ref = fold_train(comp, cfg, run="ref", workdir=tmp_path / "ref", progress=False, log=quiet)
+    fold_train(comp, cfg, run="ref", workdir=tmp_path / "ref", progress=False, log=quiet)
 
     real_save = torch.save
     calls = {"n": 0}
