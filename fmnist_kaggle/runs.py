@@ -252,11 +252,16 @@ def _write_manifest(run_dir: Path, base: dict[str, Any], cfg: TrainConfig) -> di
     return manifest
 
 
+def _static_part(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest without the fields that are re-derived from the fold folders."""
+    return {k: v for k, v in manifest.items() if k not in ("fold_status", "fold_metrics", "missing_folds", "complete", "updated")}
+
+
 def assemble(run_dir: Path) -> dict[str, Any]:
     """Once every fold is present: OOF logits, fold-mean test logits, history, curves, CV."""
     manifest = json.loads((run_dir / "manifest.json").read_text())
     cfg = TrainConfig(**manifest["config"])
-    base = {k: v for k, v in manifest.items() if k not in ("fold_status", "fold_metrics", "missing_folds", "complete", "updated")}
+    base = _static_part(manifest)
     manifest = _write_manifest(run_dir, base, cfg)
     if not manifest["complete"]:
         return manifest
@@ -337,7 +342,7 @@ def run_status(ref: str | Path, workdir: str | Path = ".") -> dict[str, Any]:
     run_dir = resolve_run_dir(ref, workdir)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     cfg = TrainConfig(**manifest["config"])
-    base = {k: v for k, v in manifest.items() if k not in ("fold_status", "fold_metrics", "missing_folds", "complete", "updated")}
+    base = _static_part(manifest)
     manifest = _write_manifest(run_dir, base, cfg)
     if manifest["complete"] and not (run_dir / "oof_logits.npy").exists():
         manifest = assemble(run_dir)
