@@ -177,11 +177,7 @@ class _Stacker:
         # log-probabilities span ~[-30, 0]: standardize so lbfgs converges
         self.model = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=2000)).fit(self._features(logps), y)
         if self.temperature:
-            from scipy.optimize import minimize_scalar
-
-            z = self.model.decision_function(self._features(logps))
-            res = minimize_scalar(lambda t: _nll(metrics.log_softmax(z / t), y), bounds=(0.05, 20), method="bounded")
-            self.T = float(res.x)
+            self.T = fit_temperature(self.model.decision_function(self._features(logps)), y)
         return self
 
     def predict(self, logps: list[np.ndarray]) -> np.ndarray:

@@ -17,7 +17,7 @@ import os
 import re
 import struct
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ class ImageSet:
     format: str = "memory"
     source_scale: str = "0..255"  # how pixels were stored: "0..255" ints or "0..1" floats
     pixel_columns: tuple[str, ...] | None = None  # CSV: first and last pixel column names
+    _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -64,13 +65,19 @@ class ImageSet:
         return None if self.labels is None else np.asarray(self.label_values)[self.labels]
 
     def fingerprint(self) -> str:
-        """Content hash of images and labels: the same data in any format hashes the same."""
+        """Content hash of images and labels: the same data in any format hashes the same.
+
+        Hashing 47 MB takes a noticeable moment and folds, runs and blends all ask: computed once.
+        """
+        if self._fingerprint is not None:
+            return self._fingerprint
         h = hashlib.sha256()
         h.update(np.ascontiguousarray(self.images).tobytes())
         if self.labels is not None:
             h.update(np.asarray(self.labels, dtype=np.int64).tobytes())
             h.update(json.dumps([int(v) for v in self.label_values]).encode())
-        return h.hexdigest()
+        object.__setattr__(self, "_fingerprint", h.hexdigest())  # frozen dataclass: a memo, not state
+        return self._fingerprint
 
     def class_counts(self) -> dict[int, int]:
         if self.labels is None:
@@ -517,10 +524,8 @@ def _cached_csv(path: Path, use_cache: bool) -> tuple[_Raw, str]:
         arrays = {"pixels": raw.pixels}
         if raw.targets is not None:
             arrays["targets"] = raw.targets
-        if raw.ids is not None and raw.ids.dtype.kind != "O":
-            arrays["ids"] = raw.ids
-        elif raw.ids is not None:
-            arrays["ids"] = raw.ids.astype(str)
+        if raw.ids is not None:  # npz refuses object arrays: string ids are stored as str
+            arrays["ids"] = raw.ids.astype(str) if raw.ids.dtype.kind == "O" else raw.ids
         meta = {"id_column": raw.id_column, "pixel_columns": list(raw.pixel_columns or ()), "scale": scale}
         try:
             atomic.save_npz(cache, meta=np.array(json.dumps(meta)), **arrays)

@@ -94,6 +94,8 @@ def fold_train(
     log: Any = print,
 ) -> dict[str, Any]:
     """Train the selected folds of a run (all by default), then assemble if complete."""
+    import torch
+
     from fmnist_kaggle.train import fit, predict, resolve_device
 
     train = training_data(comp, cfg)
@@ -115,7 +117,7 @@ def fold_train(
     manifest_path = run_dir / "manifest.json"
     if manifest_path.exists():
         old = json.loads(manifest_path.read_text())
-        old_identity = {k: (old["config"] if k == "config" else old["data"].get(k)) for k in identity}
+        old_identity = {k: old["data"].get(k) for k in identity if k != "config"}
         old_identity["config"] = {k: v for k, v in old["config"].items() if k in identity["config"]}
         if old_identity != identity:
             if not overwrite:
@@ -152,11 +154,9 @@ def fold_train(
                     fold=fold, seed=seed, checkpoint=fdir / f"checkpoint_seed_{seed}.pt", progress=progress,
                     desc=f"[{run} f{fold} s{seed}]",
                 )  # fmt: skip
-                import torch
-
-                dtype = None  # predictions in fp32 for stable logits
-                v = predict(result.model, torch.from_numpy(train.images[va]), cfg, device, dtype)
-                t = predict(result.model, torch.from_numpy(test.images), cfg, device, dtype) if test is not None else np.zeros((0, train.num_classes), np.float32)
+                # final predictions in fp32 (dtype None) for stable logits
+                v = predict(result.model, torch.from_numpy(train.images[va]), cfg, device, None)
+                t = predict(result.model, torch.from_numpy(test.images), cfg, device, None) if test is not None else np.zeros((0, train.num_classes), np.float32)
                 with atomic.atomic_path(fdir / f"model_seed_{seed}.pt") as tmp:
                     torch.save(result.model.state_dict(), tmp)
                 atomic.write_text(fdir / f"history_seed_{seed}.csv", _history_csv(result.history))

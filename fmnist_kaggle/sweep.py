@@ -94,17 +94,16 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(path.open())) if path.exists() else []
 
 
-def _trial_row(run_manifest: dict[str, Any], model: str, params: dict[str, Any], seconds: float, trial: int) -> dict[str, Any]:
+def _trial_row(run_manifest: dict[str, Any], run_dir: Path, model: str, params: dict[str, Any], seconds: float, trial: int) -> dict[str, Any]:
     folds = run_manifest["fold_metrics"]
     accs = [f["acc"] for f in folds]
     losses = [f["logloss"] for f in folds]
     epochs = [e for f in folds for e in f["best_epochs"]]
     row: dict[str, Any] = {"trial": trial, "run": run_manifest["run"], "model": model}
     row.update({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in params.items()})
-    hist_dir = Path(run_manifest.get("_dir", ""))
     train_acc = val_acc = ""
-    if (hist_dir / "history.csv").exists():
-        hist = list(csv.DictReader((hist_dir / "history.csv").open()))
+    if (run_dir / "history.csv").exists():
+        hist = list(csv.DictReader((run_dir / "history.csv").open()))
         best = {}
         for h in hist:  # the selected (lowest val loss) epoch of each fold/seed
             key = (h["fold"], h["seed"])
@@ -158,8 +157,7 @@ def run_sweep(
             cfg = replace(cfg, device=device)
         t0 = time.perf_counter()
         manifest = fold_train(comp, cfg, run=run, workdir=workdir, progress=progress, log=lambda *_: None)
-        manifest["_dir"] = str(oof_root(workdir) / run)
-        row = _trial_row(manifest, model, params, time.perf_counter() - t0, trial)
+        row = _trial_row(manifest, oof_root(workdir) / run, model, params, time.perf_counter() - t0, trial)
         with lock:
             atomic.append_csv_row(results_csv, row)
         log(f"trial {trial}: {model} {params} -> CV acc {row['cv_acc']:.4f} (+-{row['cv_acc_std']:.4f}) log-loss {row['cv_logloss']:.4f}  {row['seconds']:.0f}s")

@@ -21,7 +21,8 @@ from fmnist_kaggle.errors import FkaggleError
 
 def make_submission(comp: Competition, run_refs: list[str], method: str, name: str, workdir: str | Path = ".", space: str = "prob", temperature: bool = False) -> dict[str, Any]:
     """Blend runs (or take one) and write submissions/NAME.csv + NAME.json."""
-    from fmnist_kaggle.blend import blend, check_compatible, single_run
+    from fmnist_kaggle import metrics
+    from fmnist_kaggle.blend import FITTED, blend, check_compatible, single_run
     from fmnist_kaggle.runs import load_run
     from fmnist_kaggle.submission import write_submission
 
@@ -41,21 +42,15 @@ def make_submission(comp: Competition, run_refs: list[str], method: str, name: s
         "method": result.method,
         "runs": [{"run": r.name, "model": r.manifest.get("model"), "data_fingerprint": r.manifest["data"]["data_fingerprint"], "folds_fingerprint": r.manifest["data"]["folds_fingerprint"], "cv_acc": r.manifest.get("cv", {}).get("acc")} for r in runs],
         "details": result.details,
-        "cv": {"acc": result.cv_acc, "logloss": result.cv_logloss, "nested": result.method in ("weighted", "hillclimb", "stack")},
+        "cv": {"acc": result.cv_acc, "logloss": result.cv_logloss, "nested": result.method in FITTED},
     }
     if result.insample_acc is not None:
         provenance["cv_in_sample"] = {"acc": result.insample_acc, "logloss": result.insample_logloss}
     if test.labels is not None:
-        from fmnist_kaggle import metrics
-
-        provenance["test"] = {"acc": metrics.accuracy(result.test, test.labels), "logloss": float(-result.test[np.arange(len(test.labels)), test.labels].mean())}
+        provenance["test"] = {"acc": metrics.accuracy(result.test, test.labels), "logloss": metrics.log_loss(result.test, test.labels)}
     csv_path, json_path = write_submission(comp, result.test.argmax(1), Path(workdir) / "submissions" / f"{name}.csv", provenance)
     atomic.save_npy(Path(workdir) / "submissions" / f"{name}.test_logprobs.npy", result.test.astype(np.float32))
     return {"csv": str(csv_path), "json": str(json_path), **provenance}
-
-
-def _record_path(csv_path: Path) -> Path:
-    return csv_path.with_suffix(".json")
 
 
 def submit_file(comp: Competition, path: str | Path, message: str, slug: str | None = None, dry_run: bool = False, workdir: str | Path = ".") -> dict[str, Any]:
@@ -83,7 +78,7 @@ def submit_file(comp: Competition, path: str | Path, message: str, slug: str | N
         "ref": reply["ref"],
         "reply": reply["message"],
     }
-    record = _record_path(path)
+    record = path.with_suffix(".json")
     meta = json.loads(record.read_text()) if record.exists() else {"file": path.name}
     meta.setdefault("submissions", []).append(entry)
     atomic.write_json(record, meta)

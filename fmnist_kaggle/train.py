@@ -151,18 +151,18 @@ def fit(
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     step_model = torch.compile(model) if cfg.compile else model
 
-    use_albu = cfg.augment == "custom" or cfg.augment_backend == "albumentations"
-    xs = torch.from_numpy(np.ascontiguousarray(train_x)).to(device)
-    ys = torch.from_numpy(np.asarray(train_y, dtype=np.int64)).to(device)
+    albu_ds = None
+    if cfg.augment == "custom" or cfg.augment_backend == "albumentations":
+        albu_ds = AlbumentationsDataset(np.asarray(train_x), np.asarray(train_y), albumentations_pipeline(cfg.augment, cfg.augment_pipeline))
+    else:  # the fast path: the fold's uint8 images live on the training device
+        augment = BatchAugment(cfg.augment)
+        xs = torch.from_numpy(np.ascontiguousarray(train_x)).to(device)
+        ys = torch.from_numpy(np.asarray(train_y, dtype=np.int64)).to(device)
     vx = torch.from_numpy(np.ascontiguousarray(val_x))
     vy = np.asarray(val_y, dtype=np.int64)
-    n = len(xs)
+    n = len(train_x)
     steps_per_epoch = max(1, n // cfg.batch_size)  # drop the ragged last batch (BN on tiny batches)
     total = steps_per_epoch * cfg.epochs
-    augment = None if use_albu else BatchAugment(cfg.augment)
-    albu_ds = None
-    if use_albu:
-        albu_ds = AlbumentationsDataset(np.asarray(train_x), np.asarray(train_y), albumentations_pipeline(cfg.augment, cfg.augment_pipeline))
 
     state: dict[str, Any] = {"epoch": 0, "history": [], "best_loss": float("inf"), "best_epoch": 0, "best_state": None, "bad_epochs": 0}
     if checkpoint is not None and checkpoint.exists():
