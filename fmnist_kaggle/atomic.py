@@ -1,14 +1,19 @@
 """Atomic artifact writes: write a temp file beside the target, then rename.
 
-A crash or Ctrl-C mid-write leaves the old file (or none), never half a file.
+A crash or Ctrl-C mid-write leaves the old file (or none), never half a file. Temp
+files carry the writer's pid, so the next write to the same folder removes those a
+killed writer left behind. Files get the permissions `open()` would give (umask).
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
+import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,17 +21,50 @@ from typing import Any
 
 import numpy as np
 
+_TMP = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
+
+
+def _umask() -> int:
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+_MODE = 0o666 & ~_umask()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temps(folder: Path) -> None:
+    """Remove temp files of writers that died (their pid is gone)."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            m = _TMP.match(entry.name)
+            if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temp path in the target's folder; rename it onto the target on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    clean_stale_temps(target.parent)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp")
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _MODE)  # mkstemp makes 0600; honour the umask like open() does
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
@@ -42,24 +80,40 @@ def write_text(target: str | Path, text: str) -> None:
     write_bytes(target, text.encode("utf-8"))
 
 
-def write_json(target: str | Path, obj: Any) -> None:
-    write_text(target, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
+def finite_json(obj: Any) -> Any:
+    """A copy that JSON can hold: NaN/Infinity become null, numpy values plain Python."""
+    if isinstance(obj, dict):
+        return {str(k): finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return obj.tolist()
+        return finite_json(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
     if isinstance(obj, Path):
         return str(obj)
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+    return obj
+
+
+def dumps(obj: Any) -> str:
+    """Strict JSON text (never bare NaN), the one encoder for files and --json output."""
+    return json.dumps(finite_json(obj), indent=2, allow_nan=False)
+
+
+def write_json(target: str | Path, obj: Any) -> None:
+    write_text(target, dumps(obj) + "\n")
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
 
 
 def save_npy(target: str | Path, array: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    write_bytes(target, buf.getvalue())
+    write_bytes(target, npy_bytes(array))
 
 
 def save_npz(target: str | Path, **arrays: np.ndarray) -> None:
@@ -78,26 +132,34 @@ def save_figure(target: str | Path, fig: Any, dpi: int = 110) -> None:
     write_bytes(target, buf.getvalue())
 
 
-def append_csv_row(target: str | Path, row: dict[str, Any]) -> None:
-    """Append one row to a CSV (header on first write), rewriting the file atomically."""
-    import csv
-
-    target = Path(target)
-    old = target.read_text() if target.exists() else ""
-    fields = list(row)
+def csv_text(rows: list[dict[str, Any]], fields: list[str] | None = None) -> str:
+    """CSV text with a header (the csv module quotes what needs quoting)."""
+    fields = fields or list(dict.fromkeys(k for r in rows for k in r))
     out = io.StringIO()
-    if old:
-        out.write(old if old.endswith("\n") else old + "\n")
-        header = next(csv.reader(io.StringIO(old)))
-        fields = header + [k for k in row if k not in header]
-        if fields != header:  # new column: rewrite with the wider header
-            rows = list(csv.DictReader(io.StringIO(old)))
-            out = io.StringIO()
-            w = csv.DictWriter(out, fieldnames=fields)
-            w.writeheader()
-            w.writerows(rows)
-    w = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
-    if not old:
-        w.writeheader()
-    w.writerow(row)
-    write_text(target, out.getvalue())
+    w = csv.DictWriter(out, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return out.getvalue()
+
+
+def read_csv_rows(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a CSV with a header ([] when the file does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def append_csv_row(target: str | Path, row: dict[str, Any]) -> None:
+    """Append one row to a CSV (header widened when the row brings new columns), atomically."""
+    rows = read_csv_rows(target)
+    fields = list(dict.fromkeys([*(rows[0] if rows else {}), *row]))
+    write_text(target, csv_text([*rows, row], fields))
+
+
+def utc_now() -> str:
+    """The timestamp every record uses (UTC, ISO 8601, seconds)."""
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -8,11 +8,17 @@ fold assignment. The final fit uses all OOF rows and is applied to the test logi
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.optimize import minimize, minimize_scalar
+from scipy.stats import rankdata
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import PredefinedSplit, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from fmnist_kaggle import metrics
 from fmnist_kaggle.errors import FkaggleError
@@ -68,10 +74,6 @@ def _pool(logps: list[np.ndarray], w: np.ndarray) -> np.ndarray:
     return metrics.log_softmax(sum(wi * lp for wi, lp in zip(w, logps)))
 
 
-def _nll(logp: np.ndarray, y: np.ndarray) -> float:
-    return float(-np.clip(logp[np.arange(len(y)), y], np.log(1e-15), 0).mean())
-
-
 # ----------------------------------------------------------------------------- unfitted
 
 
@@ -87,8 +89,6 @@ def blend_geomean(oofs: list[np.ndarray], tests: list[np.ndarray]) -> tuple[np.n
 
 
 def _rank(p: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-
     return rankdata(p, axis=0) / len(p)
 
 
@@ -110,8 +110,6 @@ def blend_rank(oofs: list[np.ndarray], tests: list[np.ndarray]) -> tuple[np.ndar
 
 def fit_weights(logps: list[np.ndarray], y: np.ndarray) -> np.ndarray:
     """Simplex weights minimizing the OOF log-loss of the log-linear pool (softmax-parametrized)."""
-    from scipy.optimize import minimize
-
     lp = np.stack(logps)  # (R, N, K)
     rows = np.arange(len(y))
     true_lp = lp[:, rows, y]  # (R, N)
@@ -147,7 +145,7 @@ def fit_hillclimb(logps: list[np.ndarray], y: np.ndarray, iters: int = 40, bags:
         path: list[int] = []
         best_loss, best_len = np.inf, 0
         for step in range(1, iters + 1):
-            losses = [_nll(metrics.log_softmax((total + logps[m]) / step), y) for m in pool]
+            losses = [metrics.log_loss((total + logps[m]) / step, y) for m in pool]
             m = int(pool[int(np.argmin(losses))])
             path.append(m)
             total = total + logps[m]
@@ -160,47 +158,62 @@ def fit_hillclimb(logps: list[np.ndarray], y: np.ndarray, iters: int = 40, bags:
     return counts / counts.sum()
 
 
-class _Stacker:
-    """Level-2 logistic regression on the runs' log-probabilities, optional temperature."""
-
-    def __init__(self, C: float = 1.0, temperature: bool = False) -> None:
-        self.C, self.temperature, self.T = C, temperature, 1.0
-
-    def _features(self, logps: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(logps, axis=1)
-
-    def fit(self, logps: list[np.ndarray], y: np.ndarray) -> "_Stacker":
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        # log-probabilities span ~[-30, 0]: standardize so lbfgs converges
-        self.model = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=2000)).fit(self._features(logps), y)
-        if self.temperature:
-            self.T = fit_temperature(self.model.decision_function(self._features(logps)), y)
-        return self
-
-    def predict(self, logps: list[np.ndarray]) -> np.ndarray:
-        z = self.model.decision_function(self._features(logps))
-        return metrics.log_softmax(z / self.T)
-
-
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """Scalar T minimizing the log-loss of softmax(logits / T): undoes over/under-confidence
     (label smoothing makes a model under-confident), which log-loss weights would punish."""
-    from scipy.optimize import minimize_scalar
-
     z = np.asarray(logits, dtype=np.float64)
-    return float(minimize_scalar(lambda t: _nll(metrics.log_softmax(z / t), y), bounds=(0.05, 20), method="bounded").x)
+    return float(minimize_scalar(lambda t: metrics.log_loss(z / t, y), bounds=(0.05, 20), method="bounded").x)
 
 
-def _nested(fit_predict: Callable[[list[np.ndarray], np.ndarray, list[np.ndarray]], np.ndarray], logps: list[np.ndarray], y: np.ndarray, fold_of: np.ndarray) -> np.ndarray:
-    """OOF predictions of a fitted blender: fit on k-1 folds, predict the held-out fold."""
-    out = np.zeros_like(logps[0])
-    for f in np.unique(fold_of):
-        tr, va = fold_of != f, fold_of == f
-        out[va] = fit_predict([lp[tr] for lp in logps], y[tr], [lp[va] for lp in logps])
-    return out
+class PoolBlender(ClassifierMixin, BaseEstimator):
+    """Each run temperature-calibrated, pooled log-linearly with fitted simplex weights
+    (`weighted`: L-BFGS on the log-loss; `hillclimb`: Caruana selection), then one pool
+    temperature, since weights on the simplex fix the pool's scale. X: (N, runs, K) logits."""
+
+    def __init__(self, method: str = "weighted", seed: int = 0) -> None:
+        self.method = method
+        self.seed = seed
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "PoolBlender":
+        runs = list(np.swapaxes(X, 0, 1))
+        self.temperatures_ = [fit_temperature(z, y) for z in runs]
+        calibrated = [_logprobs(z / t) for z, t in zip(runs, self.temperatures_)]
+        self.weights_ = fit_weights(calibrated, y) if self.method == "weighted" else fit_hillclimb(calibrated, y, seed=self.seed)
+        self.pool_temperature_ = fit_temperature(_pool(calibrated, self.weights_), y)
+        self.classes_ = np.arange(X.shape[2])
+        return self
+
+    def predict_log_proba(self, X: np.ndarray) -> np.ndarray:
+        calibrated = [_logprobs(z / t) for z, t in zip(np.swapaxes(X, 0, 1), self.temperatures_)]
+        return _logprobs(_pool(calibrated, self.weights_) / self.pool_temperature_)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_log_proba(X).argmax(1)
+
+
+class StackBlender(ClassifierMixin, BaseEstimator):
+    """Level-2 logistic regression on the runs' log-probabilities, optional temperature. X: (N, runs, K) logits."""
+
+    def __init__(self, C: float = 1.0, temperature: bool = False) -> None:
+        self.C = C
+        self.temperature = temperature
+
+    @staticmethod
+    def _features(X: np.ndarray) -> np.ndarray:
+        return _logprobs(X.reshape(-1, X.shape[2])).reshape(len(X), -1)
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "StackBlender":
+        # log-probabilities span ~[-30, 0]: standardize so lbfgs converges
+        self.model_ = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=2000)).fit(self._features(X), y)
+        self.temperature_ = fit_temperature(self.model_.decision_function(self._features(X)), y) if self.temperature else 1.0
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict_log_proba(self, X: np.ndarray) -> np.ndarray:
+        return _logprobs(self.model_.decision_function(self._features(X)) / self.temperature_)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_log_proba(X).argmax(1)
 
 
 def blend(runs: list[Run], labels: np.ndarray, method: str = "mean", space: str = "prob", temperature: bool = False, seed: int = 0) -> BlendResult:
@@ -210,55 +223,31 @@ def blend(runs: list[Run], labels: np.ndarray, method: str = "mean", space: str 
     check_compatible(runs)
     oofs = [r.oof_logits for r in runs]
     tests = [r.test_logits for r in runs]
-    fold_of = runs[0].fold_of
     details: dict[str, Any] = {"runs": [r.name for r in runs]}
     if method in ("mean", "geomean", "rank"):
         oof, test = {"mean": lambda: blend_mean(oofs, tests, space), "geomean": lambda: blend_geomean(oofs, tests), "rank": lambda: blend_rank(oofs, tests)}[method]()
         details["space"] = space if method == "mean" else ("log-prob" if method == "geomean" else "rank")
-        return BlendResult(method, oof, test, metrics.accuracy(oof, labels), _nll(oof, labels), details=details)
+        return BlendResult(method, oof, test, metrics.accuracy(oof, labels), metrics.log_loss(oof, labels), details=details)
 
-    lo = [_logprobs(o) for o in oofs]
-    lt = [_logprobs(t) for t in tests]
+    X, X_test = np.stack(oofs, axis=1).astype(np.float64), np.stack(tests, axis=1).astype(np.float64)
+    est = StackBlender(temperature=temperature) if method == "stack" else PoolBlender(method, seed)
+    final = clone(est).fit(X, labels)
+    test, insample = final.predict_log_proba(X_test), final.predict_log_proba(X)
     if method == "stack":
-
-        def fit_predict(a: list[np.ndarray], y: np.ndarray, b: list[np.ndarray]) -> np.ndarray:
-            return _Stacker(temperature=temperature).fit(a, y).predict(b)
-
-        final = _Stacker(temperature=temperature).fit(lo, labels)
-        test, insample = final.predict(lt), final.predict(lo)
-        details.update(level2="StandardScaler + LogisticRegression(C=1.0)", temperature=final.T)
-        inputs = lo
+        details.update(level2="StandardScaler + LogisticRegression(C=1.0)", temperature=final.temperature_)
     else:
-        # each run is temperature-calibrated, then pooled log-linearly; all fitted inside the nesting
-        fit_mix = fit_weights if method == "weighted" else (lambda a, y: fit_hillclimb(a, y, seed=seed))
-
-        def fit(a: list[np.ndarray], y: np.ndarray) -> tuple[list[float], np.ndarray, float]:
-            temps = [fit_temperature(z, y) for z in a]
-            calibrated = [_logprobs(z / t) for z, t in zip(a, temps)]
-            w = fit_mix(calibrated, y)
-            # weights on the simplex fix the pool's scale; one temperature restores it
-            return temps, w, fit_temperature(_pool(calibrated, w), y)
-
-        def apply(b: list[np.ndarray], temps: list[float], w: np.ndarray, t_pool: float) -> np.ndarray:
-            return _logprobs(_pool([_logprobs(z / t) for z, t in zip(b, temps)], w) / t_pool)
-
-        def fit_predict(a: list[np.ndarray], y: np.ndarray, b: list[np.ndarray]) -> np.ndarray:
-            return apply(b, *fit(a, y))
-
-        temps, w, t_pool = fit(oofs, labels)
-        test, insample = apply(tests, temps, w, t_pool), apply(oofs, temps, w, t_pool)
-        details["weights"] = {r.name: round(float(wi), 4) for r, wi in zip(runs, w)}
-        details["temperatures"] = {r.name: round(t, 4) for r, t in zip(runs, temps)}
-        details["pool_temperature"] = round(t_pool, 4)
-        inputs = oofs  # calibration is part of the fit, so nesting starts from raw logits
-    nested = _nested(fit_predict, inputs, labels, fold_of)
+        details["weights"] = {r.name: round(float(wi), 4) for r, wi in zip(runs, final.weights_)}
+        details["temperatures"] = {r.name: round(t, 4) for r, t in zip(runs, final.temperatures_)}
+        details["pool_temperature"] = round(final.pool_temperature_, 4)
+    # honest CV: each fold scored by a blender fitted on the other folds (the runs' own folds)
+    nested = cross_val_predict(est, X, labels, cv=PredefinedSplit(runs[0].fold_of), method="predict_log_proba")
     return BlendResult(
-        method, nested, test, metrics.accuracy(nested, labels), _nll(nested, labels),
-        insample_acc=metrics.accuracy(insample, labels), insample_logloss=_nll(insample, labels), details=details,
+        method, nested, test, metrics.accuracy(nested, labels), metrics.log_loss(nested, labels),
+        insample_acc=metrics.accuracy(insample, labels), insample_logloss=metrics.log_loss(insample, labels), details=details,
     )  # fmt: skip
 
 
 def single_run(run: Run, labels: np.ndarray) -> BlendResult:
     """A run on its own, in the same shape as a blend (for `fkaggle blend RUN`)."""
     oof, test = _logprobs(run.oof_logits), _logprobs(run.test_logits)
-    return BlendResult("single", oof, test, metrics.accuracy(oof, labels), _nll(oof, labels), details={"runs": [run.name]})
+    return BlendResult("single", oof, test, metrics.accuracy(oof, labels), metrics.log_loss(oof, labels), details={"runs": [run.name]})

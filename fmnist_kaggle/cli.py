@@ -1,29 +1,31 @@
 """`fkaggle`: a thin argument parser over the library. No work is done here.
 
-Every `FkaggleError` becomes one line on stderr and exit status 2. Heavy imports
-(torch, kaggle) happen inside the commands that need them.
+Every `FkaggleError` (and any OS error on a named file) becomes one line on stderr and
+exit status 2. Humans read stderr (log lines, progress bars); stdout carries results
+only, and with --json nothing but JSON. Heavy imports (torch, kaggle) happen inside
+the commands that need them.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 from fmnist_kaggle import __version__
+from fmnist_kaggle.atomic import dumps
+from fmnist_kaggle.config import FIELDS, RECIPES, default_of, parse_assignments
 from fmnist_kaggle.errors import FkaggleError
 
 
-def _logger(args: argparse.Namespace) -> Any:
-    """Progress lines go to stderr when stdout carries --json."""
-    return (lambda msg: print(msg, file=sys.stderr)) if getattr(args, "json", False) else print
-
-
 def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, default=str))
+    print(dumps(obj))
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not (getattr(args, "no_progress", False) or args.quiet)
 
 
 def _data_options(p: argparse.ArgumentParser) -> None:
@@ -58,11 +60,12 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     from fmnist_kaggle.competition import summary
     from fmnist_kaggle.data import check_min_class_count
     from fmnist_kaggle.plots import sample_grid
+    from fmnist_kaggle.workspace import Workspace
 
     comp = _competition(args)
     info = summary(comp)
     check_min_class_count(comp.train_set, args.folds)
-    png = Path(args.png)
+    png = Path(args.png) if args.png else Workspace(".").data_check_png
     sample_grid(comp.train_set.images, comp.train_set.labels, comp.names, png)
     info["sample_grid_png"] = str(png)
     if args.json:
@@ -85,7 +88,9 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from fmnist_kaggle.competition import Competition, summary, write_config
+    from dataclasses import replace
+
+    from fmnist_kaggle.competition import Competition, read_sample_submission, summary, write_config
 
     comp = Competition(
         name=args.name,
@@ -98,10 +103,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         sample_submission=Path(args.sample_submission).resolve() if args.sample_submission else None,
     )
     if comp.sample_submission is not None:  # submission columns come from the sample
-        from fmnist_kaggle.submission import read_sample_submission
-
         cols = list(read_sample_submission(comp).columns)
-        comp = dataclasses.replace(comp, id_column=cols[0], label_column=cols[1])
+        comp = replace(comp, id_column=cols[0], label_column=cols[1])
     summary(comp)  # loads and checks every file before anything is written
     target = Path(args.out)
     if target.exists() and not args.force:
@@ -139,38 +142,23 @@ def _parse_ints(text: str | None) -> list[int] | None:
         raise FkaggleError(f"expected comma-separated integers, got {text!r}") from None
 
 
-def _model_kwargs(pairs: list[str] | None) -> dict[str, Any]:
-    from fmnist_kaggle.config import parse_value
-
-    out = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise FkaggleError(f"--model-arg expects KEY=VALUE, got {pair!r}")
-        k, v = pair.split("=", 1)
-        out[k.strip()] = parse_value(v.strip())
-    return out
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-def _train_config(args: argparse.Namespace):
+def _train_config(args: argparse.Namespace, model: str | None = None):
+    """TrainConfig from --recipe < --config < flags; every flag is a TrainConfig field."""
     from fmnist_kaggle.config import build_config
 
-    kwargs = _model_kwargs(args.model_arg)
-    if args.pretrained:
-        kwargs["pretrained"] = args.pretrained
-    if args.freeze_backbone:
-        kwargs["freeze_backbone"] = True
-    if args.input_size:
-        kwargs["input_size"] = args.input_size
-    return build_config(
-        recipe=args.recipe,
-        config_file=args.config,
-        model=args.model, model_kwargs=kwargs, folds=args.folds, fold_seed=args.fold_seed, seeds=_parse_ints(args.seeds),
-        subset=args.subset, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-        momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
-        label_smoothing=args.label_smoothing, loss=args.loss, augment=args.augment, augment_backend=args.augment_backend,
-        tta=args.tta, patience=args.patience, normalize=args.normalize, amp=args.amp, compile=args.compile or None,
-        device=args.device, num_workers=args.num_workers,
-    )  # fmt: skip
+    kwargs = parse_assignments(args.model_arg, "--model-arg")
+    for key in ("pretrained", "freeze_backbone", "input_size"):
+        if getattr(args, key):
+            kwargs[key] = getattr(args, key)
+    given = {name: getattr(args, name) for name, f in FIELDS.items() if f.metadata["cli"] and name not in ("recipe", "model")}
+    return build_config(recipe=args.recipe, config_file=args.config, model=model or (args.model if isinstance(args.model, str) else None), model_kwargs=kwargs, **given)
 
 
 def cmd_fold_train(args: argparse.Namespace) -> int:
@@ -178,31 +166,48 @@ def cmd_fold_train(args: argparse.Namespace) -> int:
 
     cfg = _train_config(args)
     comp = _competition(args)
-    manifest = fold_train(
-        comp, cfg, run=args.run, workdir=args.workdir, only_folds=_parse_ints(args.fold),
-        overwrite=args.overwrite, progress=not args.no_progress, recipe=args.recipe, log=_logger(args),
-    )  # fmt: skip
+    manifest = fold_train(comp, cfg, run=args.run, workdir=args.workdir, only_folds=_parse_ints(args.fold), overwrite=args.overwrite, progress=_progress(args))
     if args.json:
         _print_json({k: manifest.get(k) for k in ("run", "complete", "missing_folds", "cv", "test_metrics")})
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from fmnist_kaggle.runs import run_status
+    from fmnist_kaggle.runs import status
+    from fmnist_kaggle.workspace import Workspace
 
-    m = run_status(args.run, args.workdir)
+    rd = Workspace(args.workdir).find_run(args.run)
+    m = status(rd)
+    assembled = "oof_logits.npy" in m.get("files", {})
     if args.json:
-        _print_json({k: m.get(k) for k in ("run", "complete", "fold_status", "missing_folds", "cv", "test_metrics")})
-        return 0
+        _print_json({**{k: m.get(k) for k in ("run", "complete", "fold_status", "fold_problems", "missing_folds", "cv", "test_metrics")}, "assembled": assembled})
+        return 0 if m["complete"] else 1
     print(f"run {m['run']}: {m['model']}, {m['data']['folds']} folds, {'complete' if m['complete'] else 'incomplete'}")
     by_fold = {fm["fold"]: fm for fm in m["fold_metrics"]}
     for f, s in m["fold_status"].items():
         extra = f"  acc {by_fold[int(f)]['acc']:.4f}  logloss {by_fold[int(f)]['logloss']:.4f}" if int(f) in by_fold else ""
-        print(f"  fold {f}: {s}{extra}")
+        problem = f"  ({m['fold_problems'][f]})" if f in m["fold_problems"] else ""
+        print(f"  fold {f}: {s}{extra}{problem}")
     if m["missing_folds"]:
-        print(f"missing folds: {','.join(map(str, m['missing_folds']))}  (fkaggle fold-train ... --fold {','.join(map(str, m['missing_folds']))})")
-    if m.get("cv"):
+        print(f"missing folds: {','.join(map(str, m['missing_folds']))}  (fkaggle fold-train ... --fold {','.join(map(str, m['missing_folds']))}; corrupt folds retrain)")
+    elif not assembled:
+        print(f"all folds done, not assembled yet: fkaggle assemble {m['run']}")
+    if m.get("cv") and assembled:
         print(f"CV accuracy {m['cv']['acc']:.4f}  log-loss {m['cv']['logloss']:.4f}")
+    return 0 if m["complete"] else 1
+
+
+def cmd_assemble(args: argparse.Namespace) -> int:
+    from fmnist_kaggle.runs import assemble
+    from fmnist_kaggle.workspace import Workspace
+
+    m = assemble(Workspace(args.workdir).find_run(args.run))
+    if args.json:
+        _print_json({k: m.get(k) for k in ("run", "complete", "missing_folds", "cv", "test_metrics")})
+    elif m["complete"]:
+        print(f"run {m['run']}: CV accuracy {m['cv']['acc']:.4f}  log-loss {m['cv']['logloss']:.4f}")
+    else:
+        print(f"run {m['run']}: folds missing {m['missing_folds']}")
     return 0 if m["complete"] else 1
 
 
@@ -212,10 +217,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_cv(args: argparse.Namespace) -> int:
     from fmnist_kaggle.runs import load_run
     from fmnist_kaggle.scoring import cv, format_cv
+    from fmnist_kaggle.workspace import Workspace
 
     runs = [load_run(r, args.workdir) for r in args.runs]
     names = runs[0].manifest["data"]["class_names"]
-    result = cv(runs, names, png_dir=Path(args.workdir) / "oof" / "cv")
+    result = cv(runs, names, Workspace(args.workdir))
     if args.json:
         _print_json(result)
     else:
@@ -235,9 +241,9 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_blend(args: argparse.Namespace) -> int:
-    from fmnist_kaggle.tracking import make_submission
+    from fmnist_kaggle.submissions import make_submission
 
-    name = args.name or ("blend-" + args.method if len(args.runs) > 1 else args.runs[0].rstrip("/").split("/")[-1])
+    name = args.name or ("blend-" + args.method if len(args.runs) > 1 else Path(args.runs[0].rstrip("/")).name)
     res = make_submission(_competition(args), args.runs, args.method, name, args.workdir, space=args.space, temperature=args.temperature)
     if args.json:
         _print_json(res)
@@ -256,7 +262,7 @@ def cmd_blend(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from fmnist_kaggle.submission import validate_file
+    from fmnist_kaggle.submission_file import validate_file
 
     problems = validate_file(args.submission, _competition(args))
     if args.json:
@@ -271,7 +277,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from fmnist_kaggle.tracking import submit_file
+    from fmnist_kaggle.submissions import submit_file
 
     res = submit_file(_competition(args), args.submission, args.message, slug=args.slug, dry_run=args.dry_run, workdir=args.workdir)
     if args.json:
@@ -284,7 +290,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_submissions(args: argparse.Namespace) -> int:
-    from fmnist_kaggle.tracking import submissions_table
+    from fmnist_kaggle.submissions import submissions_table
 
     rows = submissions_table(_competition(args), slug=args.slug, workdir=args.workdir, fetch=not args.local)
     if args.json:
@@ -301,10 +307,7 @@ def cmd_submissions(args: argparse.Namespace) -> int:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from fmnist_kaggle import kaggle_client
 
-    slug = args.slug or _competition(args).slug
-    if not slug:
-        raise FkaggleError("no Kaggle competition slug: pass --slug or set `slug` in the competition config")
-    rows = kaggle_client.leaderboard(slug, top=args.top)
+    rows = kaggle_client.leaderboard(_competition(args).require_slug(args.slug), top=args.top)
     if args.json:
         _print_json(rows)
         return 0
@@ -316,14 +319,13 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from fmnist_kaggle.sweep import format_table, parse_grid, parse_ranges, run_sweep
 
-    base = _train_config(args)
-    models = [m for spec in (args.model or [base.model]) for m in spec.split(",") if m]
-    name = args.name or "sweep"
-    devices = [d for d in args.device.split(",")] if args.device else None
+    models = [m for spec in (args.model or []) for m in spec.split(",") if m]
+    devices = args.device.split(",") if args.device else None
+    args.device = devices[0] if devices else None
+    base = _train_config(args, model=models[0] if models else None)
     result = run_sweep(
-        _competition(args), base, name, models, parse_grid(args.grid), parse_ranges(args.range), trials=args.trials,
-        use_optuna=args.optuna, devices=devices, workdir=args.workdir, progress=not args.no_progress, seed=args.search_seed,
-        log=_logger(args),
+        _competition(args), base, args.name or "sweep", models or [base.model], parse_grid(args.grid), parse_ranges(args.range),
+        trials=args.trials, use_optuna=args.optuna, devices=devices, workdir=args.workdir, progress=_progress(args), seed=args.search_seed,
     )  # fmt: skip
     if args.json:
         _print_json(result)
@@ -334,44 +336,42 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _train_options(p: argparse.ArgumentParser, sweep: bool = False) -> None:
+    """One option per TrainConfig field, from the field's metadata (help, choices, type)."""
     g = p.add_argument_group("training (flags override --recipe and --config)")
-    g.add_argument("--recipe", help="preset bundle: cpu, strong, report000..report004")
     g.add_argument("--config", help="TOML file with a [train] table (see `fkaggle sweep` best configs)")
-    g.add_argument("--model", action="append" if sweep else "store", help="registry name or timm:<name> (see `fkaggle models`)" + ("; repeat or comma-separate to compare models" if sweep else ""))
-    g.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model keyword, e.g. dropout3=0.3, width=32, act=tanh")
-    g.add_argument("--pretrained", help="local weights file for a timm: model")
-    g.add_argument("--freeze-backbone", action="store_true", help="train only the classifier of a timm: model")
-    g.add_argument("--input-size", type=int, help="timm: models: pad/resize 28x28 inputs to this size")
-    g.add_argument("--folds", type=int)
-    g.add_argument("--fold-seed", type=int)
-    g.add_argument("--seeds", help="comma-separated seeds; each fold is trained once per seed and averaged")
-    g.add_argument("--subset", type=int, help="train on a stratified subset of N rows (quick experiments)")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop"])
-    g.add_argument("--lr", type=float)
-    g.add_argument("--momentum", type=float)
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--schedule", choices=["constant", "cosine", "onecycle"])
-    g.add_argument("--warmup-epochs", type=float)
-    g.add_argument("--label-smoothing", type=float)
-    g.add_argument("--loss", choices=["softmax", "sigmoid"])
-    g.add_argument("--augment", choices=["none", "jitter", "cropflip", "strong", "custom"])
-    g.add_argument("--augment-backend", choices=["auto", "tensor", "albumentations"])
-    g.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="hflip test-time augmentation")
-    g.add_argument("--patience", type=int, help="early-stopping patience in epochs")
-    g.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None)
-    g.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"])
-    g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--device", help="auto, cpu, cuda, cuda:1 ..." + ("; a list runs trials in parallel, one per device" if sweep else ""))
-    g.add_argument("--num-workers", type=int)
+    for name, f in FIELDS.items():
+        meta, default = f.metadata, default_of(name)
+        if not meta["cli"]:
+            continue
+        kw: dict[str, Any] = {"default": None, "help": f"{meta['help']} (default {default})" if default not in (None, [], {}) else meta["help"]}
+        if name == "recipe":
+            kw["choices"] = list(RECIPES)
+        elif name == "model" and sweep:
+            kw.update(action="append", help=meta["help"] + "; repeat or comma-separate to compare models")
+        elif name == "device" and sweep:
+            kw["help"] = meta["help"] + "; a comma-separated list runs trials in parallel, one per device"
+        elif isinstance(default, bool):
+            kw["action"] = argparse.BooleanOptionalAction
+        elif isinstance(default, list):
+            kw["type"] = _int_list
+        elif default is not None and name != "device":
+            kw["type"] = type(default)
+        if meta["choices"]:
+            kw["choices"] = meta["choices"]
+        g.add_argument("--" + name.replace("_", "-"), **kw)
+    m = p.add_argument_group("model keywords (stored in model_kwargs)")
+    m.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model keyword, e.g. dropout3=0.3, width=32, act=tanh")
+    m.add_argument("--pretrained", help="local weights file for a timm: model")
+    m.add_argument("--freeze-backbone", action="store_true", help="train only the classifier of a timm: model")
+    m.add_argument("--input-size", type=int, help="timm: models: pad/resize 28x28 inputs to this size")
 
 
 # ----------------------------------------------------------------------------- parser
 
 
 def _command(sub: Any, name: str, help: str, func: Any, *, data: bool = False, workdir: bool = False, json: bool = True) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help)
+    p = sub.add_parser(name, help=help, description=help)
+    _verbosity(p)
     if data:
         _data_options(p)
     if workdir:
@@ -382,16 +382,23 @@ def _command(sub: Any, name: str, help: str, func: Any, *, data: bool = False, w
     return p
 
 
+def _verbosity(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors on stderr; no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug log lines on stderr")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fkaggle", description="Win Kaggle-style Fashion-MNIST competitions.")
     p.add_argument("--version", action="version", version=f"fkaggle {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr; no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug log lines on stderr")
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="load and check competition data")
     dsub = data.add_subparsers(dest="data_command", required=True)
     check = _command(dsub, "check", "load, validate and summarize train/test files; write a sample grid PNG", cmd_data_check, data=True)
     check.add_argument("--folds", type=int, default=5, help="check every class has at least this many samples (default 5)")
-    check.add_argument("--png", default="oof/data-check/samples.png", help="where to write the sample grid")
+    check.add_argument("--png", help="where to write the sample grid (default oof/data-check/samples.png)")
 
     init = _command(sub, "init", "write a competition config from files it has checked", cmd_init, json=False)
     init.add_argument("--train", required=True)
@@ -412,8 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--overwrite", action="store_true", help="replace an existing run whose config differs")
     ft.add_argument("--no-progress", action="store_true")
 
-    st = _command(sub, "status", "which folds of a run are done, partial or missing", cmd_status, workdir=True)
+    st = _command(sub, "status", "which folds of a run are done, partial, missing, corrupt or foreign (reads only)", cmd_status, workdir=True)
     st.add_argument("run")
+    asm = _command(sub, "assemble", "build a run's OOF and test logits once every fold is done (e.g. copied shards)", cmd_assemble, workdir=True)
+    asm.add_argument("run")
 
     sw = _command(sub, "sweep", "cross-validated grid / random / Optuna search; every trial is a run", cmd_sweep, data=True, workdir=True)
     _train_options(sw, sweep=True)
@@ -457,16 +466,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("fmnist_kaggle")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _setup_logging(args)
     try:
         return int(args.func(args) or 0)
     except FkaggleError as exc:
         print(f"fkaggle: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `fkaggle ... | head`: the reader is gone, nothing left to say
+        sys.stderr.close()
+        return 0
+    except OSError as exc:  # permission denied, disk full, unwritable folder: name the path
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"fkaggle: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("fkaggle: interrupted (finished folds and epochs are kept; re-run to resume)", file=sys.stderr)
+        print("fkaggle: interrupted (finished (fold, seed) units and epochs are kept; re-run to resume)", file=sys.stderr)
         return 130
 
 

@@ -7,15 +7,20 @@ can point at files without writing a config. See docs/artifacts.md for the keys.
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from fmnist_kaggle import atomic
+import pandas as pd
+import tomli_w
+
+from fmnist_kaggle import atomic, files
 from fmnist_kaggle.data import FORMATS, ImageSet, check_pair, load_images
 from fmnist_kaggle.errors import DataError, FkaggleError
+from fmnist_kaggle.tomlfile import read_table
 
 DEFAULT_CONFIG = Path("competition/competition.toml")
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -56,6 +61,13 @@ class Competition:
         data = load_images(self.test, self.format, self.test_labels, label_values=values)
         check_pair(self.train_set, data)
         return data
+
+    def require_slug(self, slug: str | None = None) -> str:
+        """The Kaggle slug to talk to: an explicit one, else the config's."""
+        slug = slug or self.slug
+        if not slug:
+            raise FkaggleError("no Kaggle competition slug: pass --slug or set `slug` in the competition config")
+        return slug
 
     def class_name(self, index: int) -> str:
         if len(self.class_names) == self.train_set.num_classes:
@@ -103,8 +115,6 @@ def _resolve(value: str, base: Path, data_dirs: tuple[str, ...]) -> Path:
 
 
 def load_competition(path: str | Path) -> Competition:
-    from fmnist_kaggle.tomlfile import read_table
-
     path = Path(path)
     table = read_table(path, "competition", {f for f in Competition.__dataclass_fields__ if f != "config_path"}, "competition config")
     data_dirs = tuple(table.get("data_dirs", ("",)))
@@ -157,8 +167,6 @@ def resolve_competition(
 
 def write_config(comp: Competition, target: str | Path) -> Path:
     """Write a competition config (TOML) atomically; paths stay as given."""
-    import tomli_w
-
     target = Path(target)
     atomic.write_text(target, tomli_w.dumps(comp.to_toml()))
     return target
@@ -196,9 +204,22 @@ def summary(comp: Competition) -> dict[str, Any]:
             "stored_scale": test.source_scale,
         }
     if comp.sample_submission is not None:
-        from fmnist_kaggle.submission import read_sample_submission
-
         sample = read_sample_submission(comp)
         out["sample_submission"] = {"path": str(comp.sample_submission), "columns": list(sample.columns), "rows": len(sample)}
     return out
 
+
+
+def read_sample_submission(comp: Competition) -> pd.DataFrame:
+    """The competition's sample submission (2 columns: id, label), all values as text."""
+    path = comp.sample_submission
+    if path is None:
+        raise FkaggleError("the competition has no sample submission")
+    text = files.read_text(path, "sample submission", limit=256 << 20)
+    try:
+        df = pd.read_csv(io.StringIO(text.lstrip("\ufeff")), dtype=str, keep_default_na=False)
+    except Exception as exc:
+        raise FkaggleError(f"cannot read sample submission ({str(exc).splitlines()[0]})", path) from None
+    if df.shape[1] != 2:
+        raise FkaggleError(f"sample submission has {df.shape[1]} columns, expected 2 (id, label)", path)
+    return df

@@ -1,75 +1,93 @@
-"""Training configuration: defaults < recipe < TOML file (`--config`) < command-line flags."""
+"""Training configuration: defaults < recipe < TOML file (`--config`) < command-line flags.
+
+`TrainConfig` is the one source: each field's metadata holds its help text, choices,
+check and whether it changes results (semantic) or only speed. The CLI builds its
+options from these fields, so a new setting is one line here.
+"""
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import math
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.tomlfile import read_table
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "onecycle")
 LOSSES = ("softmax", "sigmoid")
 AUGMENTS = ("none", "jitter", "cropflip", "strong", "custom")
-# Settings that change how fast a run goes, not what it computes: a resumed or sharded
-# run may differ in these (e.g. folds spread over a GPU box and a laptop).
-NON_SEMANTIC = {"device", "num_workers", "compile", "eval_batch_size", "channels_last", "amp", "progress"}
+AUGMENT_BACKENDS = ("auto", "tensor", "albumentations")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+
+_POSITIVE = (lambda v: v > 0, "must be positive")
+_NONNEG = (lambda v: v >= 0, "must be >= 0")
+
+
+def setting(default: Any, help: str, *, choices: tuple | None = None, check: tuple | None = None, semantic: bool = True, cli: bool = True) -> Any:
+    """A config field with its documentation. semantic=False: it changes speed, not results,
+    so a resumed or sharded run may differ in it (folds spread over a GPU box and a laptop)."""
+    meta = {"help": help, "choices": choices, "check": check, "semantic": semantic, "cli": cli}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class TrainConfig:
-    model: str = "seed000_bncnn"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)  # dropout, width, act, input_size, pretrained...
-    folds: int = 5
-    fold_seed: int = 42
-    seeds: list[int] = field(default_factory=lambda: [0])
-    subset: int = 0  # train on a stratified subset of this many rows (0 = all)
-    epochs: int = 10
-    batch_size: int = 128
-    eval_batch_size: int = 1024
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 0.0
-    schedule: str = "onecycle"
-    warmup_epochs: float = 0.0  # for cosine/constant; onecycle warms up for 25% of steps
-    label_smoothing: float = 0.0
-    loss: str = "softmax"
-    augment: str = "none"
-    augment_pipeline: list[dict[str, Any]] = field(default_factory=list)  # albumentations, for augment="custom"
-    augment_backend: str = "auto"  # auto: batched tensor ops; "albumentations": per-sample pipeline
-    tta: bool = False  # average logits with the horizontally flipped image
-    patience: int = 0  # early-stopping patience in epochs (0: train all epochs, keep the best)
-    normalize: bool = False  # (x - 0.286) / 0.353 instead of 0..1 inputs
-    amp: str = "auto"  # auto (bf16/fp16 on CUDA, off on CPU), off, bf16, fp16
-    channels_last: bool = True
-    compile: bool = False
-    device: str = "auto"
-    num_workers: int = 0
+    model: str = setting("seed000_bncnn", "registry name or timm:<name> (see `fkaggle models`)")
+    model_kwargs: dict[str, Any] = setting({}, "model keywords: dropout, width, act, input_size, pretrained...", cli=False)
+    recipe: str | None = setting(None, "preset bundle the config started from (cpu, strong, report000..report004)", semantic=False)
+    folds: int = setting(5, "number of stratified folds", check=(lambda v: v >= 2, "must be at least 2"))
+    fold_seed: int = setting(42, "seed of the fold assignment (same seed, same folds: blendable runs)")
+    seeds: list[int] = setting([0], "comma-separated seeds; each fold is trained once per seed and averaged", check=(lambda v: len(v) >= 1, "must name at least one seed"))
+    subset: int = setting(0, "train on a stratified subset of N rows (0 = all; quick experiments)", check=_NONNEG)
+    epochs: int = setting(10, "training epochs", check=_POSITIVE)
+    batch_size: int = setting(128, "training batch size", check=_POSITIVE)
+    eval_batch_size: int = setting(1024, "batch size for predictions", check=_POSITIVE, semantic=False)
+    optimizer: str = setting("adam", "optimizer", choices=OPTIMIZERS)
+    lr: float = setting(1e-3, "peak learning rate", check=_POSITIVE)
+    momentum: float = setting(0.9, "SGD momentum", check=_NONNEG)
+    nesterov: bool = setting(True, "Nesterov momentum for SGD")
+    weight_decay: float = setting(0.0, "weight decay", check=_NONNEG)
+    schedule: str = setting("onecycle", "learning-rate schedule (onecycle warms up for 25%% of steps)", choices=SCHEDULES)
+    warmup_epochs: float = setting(0.0, "linear warm-up epochs for cosine/constant", check=_NONNEG)
+    label_smoothing: float = setting(0.0, "label smoothing", check=(lambda v: 0 <= v < 1, "must be in [0, 1)"))
+    loss: str = setting("softmax", "softmax cross-entropy or one-vs-all sigmoid (report 003)", choices=LOSSES)
+    augment: str = setting("none", "augmentation preset (custom: augment_pipeline from --config)", choices=AUGMENTS)
+    augment_pipeline: list[dict[str, Any]] = setting([], "albumentations steps [{name, **params}] for augment='custom'", cli=False)
+    augment_backend: str = setting("auto", "auto: batched tensor ops; albumentations: per-sample pipeline", choices=AUGMENT_BACKENDS)
+    tta: bool = setting(False, "average logits with the horizontally flipped image")
+    patience: int = setting(0, "early-stopping patience in epochs (0: train all epochs, keep the best)", check=_NONNEG)
+    normalize: bool = setting(False, "standardize inputs, (x - 0.286) / 0.353, instead of 0..1")
+    amp: str = setting("auto", "mixed precision: auto (bf16/fp16 on CUDA, off on CPU), off, bf16, fp16", choices=AMP_MODES, semantic=False)
+    channels_last: bool = setting(True, "channels_last memory format", semantic=False)
+    compile: bool = setting(False, "torch.compile the model", semantic=False)
+    device: str = setting("auto", "auto, cpu, cuda, cuda:1 ...", semantic=False)
+    num_workers: int = setting(0, "DataLoader workers (albumentations backend only)", check=_NONNEG, semantic=False)
 
     def validate(self) -> "TrainConfig":
-        checks = [
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
-            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
-            (self.loss in LOSSES, f"loss must be one of {LOSSES}"),
-            (self.augment in AUGMENTS, f"augment must be one of {AUGMENTS}"),
-            (self.augment != "custom" or bool(self.augment_pipeline), "augment='custom' needs augment_pipeline"),
-            (self.augment_backend in ("auto", "tensor", "albumentations"), "augment_backend must be auto, tensor or albumentations"),
-            (self.amp in ("auto", "off", "bf16", "fp16"), "amp must be auto, off, bf16 or fp16"),
-            (self.folds >= 2, "folds must be at least 2"),
-            (self.epochs >= 1, "epochs must be at least 1"),
-            (self.batch_size >= 1, "batch_size must be positive"),
-            (self.lr > 0, "lr must be positive"),
-            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
-            (len(self.seeds) >= 1, "seeds must name at least one seed"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise FkaggleError(f"invalid training config: {msg}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            choices, check = f.metadata["choices"], f.metadata["check"]
+            if choices and value not in choices:
+                raise FkaggleError(f"invalid training config: {f.name} must be one of {', '.join(choices)}, got {value!r}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise FkaggleError(f"invalid training config: {f.name} must be a finite number, got {value!r}")
+            if check and not check[0](value):
+                raise FkaggleError(f"invalid training config: {f.name} {check[1]}, got {value!r}")
+        if self.augment == "custom" and not self.augment_pipeline:
+            raise FkaggleError("invalid training config: augment='custom' needs augment_pipeline")
+        if self.recipe is not None and self.recipe not in RECIPES:
+            raise FkaggleError(f"unknown recipe {self.recipe!r} (choose from {', '.join(RECIPES)})")
         return self
 
     def warnings(self) -> list[str]:
@@ -84,7 +102,19 @@ class TrainConfig:
         return asdict(self)
 
     def semantic(self) -> dict[str, Any]:
-        return {k: v for k, v in self.to_dict().items() if k not in NON_SEMANTIC}
+        return {k: v for k, v in self.to_dict().items() if k in SEMANTIC}
+
+    def semantic_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.semantic(), sort_keys=True, default=str).encode()).hexdigest()
+
+
+FIELDS: dict[str, Field] = {f.name: f for f in fields(TrainConfig)}
+SEMANTIC = {name for name, f in FIELDS.items() if f.metadata["semantic"]}
+
+
+def default_of(name: str) -> Any:
+    f = FIELDS[name]
+    return f.default_factory() if f.default is MISSING else f.default
 
 
 RECIPES: dict[str, dict[str, Any]] = {
@@ -117,33 +147,43 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    from fmnist_kaggle.tomlfile import read_table
+def parse_assignments(pairs: list[str] | None, option: str) -> dict[str, Any]:
+    """['dropout=0.3', 'act=tanh'] -> {'dropout': 0.3, 'act': 'tanh'}."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise FkaggleError(f"{option} expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = parse_value(value.strip())
+    return out
 
-    return read_table(path, "train", {f.name for f in fields(TrainConfig)} | {"recipe"}, "config file")
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    return read_table(path, "train", FIELDS, "config file")
 
 
 def build_config(recipe: str | None = None, config_file: str | Path | None = None, **overrides: Any) -> TrainConfig:
     """Merge recipe, TOML file and explicit overrides (None means 'not given')."""
     file_values = load_toml(config_file) if config_file else {}
-    recipe = recipe or file_values.pop("recipe", None)
-    file_values.pop("recipe", None)
+    recipe = recipe or file_values.get("recipe")
     merged: dict[str, Any] = {}
     if recipe:
         if recipe not in RECIPES:
             raise FkaggleError(f"unknown recipe {recipe!r} (choose from {', '.join(RECIPES)})")
         merged.update(copy.deepcopy(RECIPES[recipe]))
     merged.update(file_values)
+    merged["recipe"] = recipe
     given = {k: v for k, v in overrides.items() if v is not None}
     kwargs_given = given.pop("model_kwargs", None) or {}
     if "model" in given and given["model"] != merged.get("model"):
         merged["model_kwargs"] = {}  # the recipe's knobs belong to the recipe's model
     merged.update(given)
     merged["model_kwargs"] = {**merged.get("model_kwargs", {}), **kwargs_given}
-    return TrainConfig(**merged).validate()
+    try:
+        return TrainConfig(**merged).validate()
+    except TypeError as exc:  # a wrongly typed value from a TOML file
+        raise FkaggleError(f"invalid training config: {exc}") from None
 
 
 def to_toml(cfg: TrainConfig) -> str:
-    import tomli_w
-
-    return tomli_w.dumps({"train": cfg.to_dict()})
+    return tomli_w.dumps({"train": {k: v for k, v in cfg.to_dict().items() if v is not None}})

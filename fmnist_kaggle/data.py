@@ -9,13 +9,13 @@ Every problem raises `DataError` naming the file.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
 import os
 import re
 import struct
+import zipfile
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,13 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from fmnist_kaggle import atomic
+from fmnist_kaggle import atomic, files
 from fmnist_kaggle.errors import DataError
+from fmnist_kaggle.safe_pickle import check_npy_header, load_npy
 
 FORMATS = ("auto", "csv", "npy", "npz", "idx")
 SIDE = 28
 NUM_PIXELS = SIDE * SIDE
 CACHE_VERSION = 1
+CSV_LIMIT = min(files.MAX_BYTES, 1 << 30)  # the 60,000-row Fashion-MNIST CSV is 133 MB
 _LABEL_NAMES = ("label", "labels", "target", "class", "y")
 _ID_NAMES = ("id", "imageid", "image_id", "index", "sample_id")
 _FEATURE_KEYS = ("features", "x", "images", "data", "pixels")
@@ -116,7 +118,7 @@ def detect_format(path: Path) -> str:
         return "npz"
     if "idx" in name or "ubyte" in name:
         return "idx"
-    head = _read_head(path, 8)
+    head = files.head(path, 8)
     if head.startswith(b"\x93NUMPY"):
         return "npy"
     if head.startswith(b"PK"):
@@ -126,30 +128,10 @@ def detect_format(path: Path) -> str:
     return "csv"
 
 
-def _read_head(path: Path, n: int) -> bytes:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as fh:
-            return fh.read(n)
-    except (OSError, EOFError):
-        return b""
-
-
-def _read_bytes(path: Path) -> bytes:
-    """File contents, gunzipped if needed, with a clear error for truncated archives."""
-    data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(data)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise DataError(f"truncated or corrupt gzip file ({exc})", path) from None
-    return data
-
-
 def _read_csv(path: Path) -> _Raw:
     import pandas as pd
 
-    raw = _read_bytes(path)  # gunzip ourselves: one clear error for truncated .gz
+    raw = files.read_bytes(path, "CSV file", CSV_LIMIT)  # gunzip ourselves: one clear error, bombs capped
     if not raw.strip():
         raise DataError("empty file", path)
     sep = "\t" if path.name.lower().endswith(".tsv") else ","
@@ -235,10 +217,6 @@ def _pick(mapping: dict[str, Any], keys: tuple[str, ...]) -> Any:
 
 
 def _read_npy(path: Path, labels_path: Path | None) -> _Raw:
-    from fmnist_kaggle.safe_pickle import load_npy
-
-    if path.stat().st_size == 0:
-        raise DataError("empty file", path)
     obj = load_npy(path)
     if isinstance(obj, dict):
         feats = _pick(obj, _FEATURE_KEYS)
@@ -255,21 +233,35 @@ def _read_npy(path: Path, labels_path: Path | None) -> _Raw:
 
 
 def _read_npz(path: Path, labels_path: Path | None) -> _Raw:
-    import zipfile
-
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except ValueError as exc:
-        raise DataError(f"NPZ holds pickled objects, refused ({exc})", path) from None
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise DataError(f"not a valid NPZ file ({exc})", path) from None
+    arrays = read_npz(path)
     feats = _pick(arrays, _FEATURE_KEYS)
     if feats is None:
         if len(arrays) != 1:
             raise DataError(f"NPZ has no features array (keys: {', '.join(arrays)})", path)
         feats = next(iter(arrays.values()))
     return _Raw(feats, _pick(arrays, _TARGET_KEYS), _pick(arrays, _IDS_KEYS))
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Arrays of an NPZ, each member's size checked against its declared shape before it is
+    decompressed (a zip bomb is refused at once); pickled members are refused."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            arrays = {}
+            for info in zf.infolist():
+                key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                with zf.open(info) as fh:
+                    shape, dtype, header_len = check_npy_header(fh, path, member=info.filename)
+                need = header_len + int(np.prod(shape)) * dtype.itemsize
+                if info.file_size != need:
+                    raise DataError(f"member {info.filename} declares {info.file_size:,} bytes but its header {dtype}{list(shape)} needs {need:,}", path)
+                with zf.open(info) as fh:  # ZipExtFile stops at the declared size
+                    arrays[key] = np.lib.format.read_array(fh, allow_pickle=False)
+            return arrays
+    except zipfile.BadZipFile as exc:
+        raise DataError(f"not a valid NPZ/zip file ({exc})", path) from None
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
+        raise DataError(f"truncated or corrupt NPZ ({exc})", path) from None
 
 
 def _as_array(obj: Any, path: Path, what: str) -> np.ndarray:
@@ -303,20 +295,22 @@ def _sibling_labels(path: Path) -> Path | None:
 
 
 def _parse_idx(path: Path) -> np.ndarray:
-    if not path.exists():
-        raise DataError("file not found", path)
-    data = _read_bytes(path)
-    if len(data) == 0:
+    head = files.head(files.regular_file(path, "IDX file"), 4 + 4 * 255)
+    if len(head) == 0:
         raise DataError("empty file", path)
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+    if len(head) < 4 or head[0] != 0 or head[1] != 0:
         raise DataError("not an IDX file (bad magic number)", path)
-    if data[2] != 0x08:
-        raise DataError(f"IDX type code 0x{data[2]:02x} unsupported (expected unsigned bytes 0x08)", path)
-    ndim = data[3]
-    if len(data) < 4 + 4 * ndim:
+    if head[2] != 0x08:
+        raise DataError(f"IDX type code 0x{head[2]:02x} unsupported (expected unsigned bytes 0x08)", path)
+    ndim = head[3]
+    if len(head) < 4 + 4 * ndim:
         raise DataError("IDX header is truncated", path)
-    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    expected = int(np.prod(dims))
+    dims = struct.unpack(f">{ndim}I", head[4 : 4 + 4 * ndim])
+    expected = int(np.prod(dims, dtype=np.int64))
+    if expected > files.MAX_BYTES:
+        raise DataError(f"IDX header declares {'x'.join(map(str, dims))} ({expected:,} bytes), above the {files.MAX_BYTES:,}-byte limit", path)
+    # read no more than the header declares (+1 to notice extra data): a .gz bomb stops here
+    data = files.read_bytes(path, "IDX file", limit=4 + 4 * ndim + expected + 1)
     payload = len(data) - 4 - 4 * ndim
     if payload != expected:
         raise DataError(f"IDX header says {'x'.join(map(str, dims))} ({expected} bytes) but the file holds {payload}", path)
@@ -434,10 +428,8 @@ def load_images(
     if format not in FORMATS:
         raise DataError(f"unknown format {format!r} (choose from {', '.join(FORMATS)})", path)
     for p in (path, labels_path):
-        if p is not None and not p.exists():
-            raise DataError("file not found", p)
-        if p is not None and p.is_dir():
-            raise DataError("is a folder, expected a data file", p)
+        if p is not None:
+            files.regular_file(p, "data file")
     if path.stat().st_size == 0:
         raise DataError("empty file", path)
     fmt = detect_format(path) if format == "auto" else format
@@ -487,12 +479,13 @@ def load_images_labels(path: Path) -> np.ndarray:
     if fmt == "idx":
         return _parse_idx(path)
     if fmt in ("npy", "npz"):
-        from fmnist_kaggle.safe_pickle import load_npy
-
         return np.asarray(load_npy(path))
     import pandas as pd
 
-    df = pd.read_csv(path)
+    try:
+        df = pd.read_csv(io.BytesIO(files.read_bytes(path, "labels file", CSV_LIMIT)))
+    except Exception as exc:
+        raise DataError(f"cannot parse labels CSV ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})", path) from None
     return df.iloc[:, -1].to_numpy()
 
 
@@ -502,7 +495,7 @@ def _cache_dir() -> Path:
 
 def _cached_csv(path: Path, use_cache: bool) -> tuple[_Raw, str]:
     """Parse a CSV once; later loads of the same bytes come from an .npz cache."""
-    digest = hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+    digest = hashlib.blake2b(files.read_bytes(path, "CSV file", CSV_LIMIT), digest_size=16).hexdigest()
     cache = _cache_dir() / f"csv-v{CACHE_VERSION}-{digest}.npz"
     if use_cache and cache.exists():
         try:

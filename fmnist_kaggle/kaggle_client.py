@@ -87,7 +87,6 @@ def submission_limits(slug: str, client: Any | None = None) -> dict[str, Any]:
     lim = _call(slug, client.competition_get_submission_limits, slug)
     return {
         "num_today": int(getattr(lim, "num_today", 0) or 0),
-        "num_total": int(getattr(lim, "num_total", 0) or 0),
         "num_allowed_now": int(getattr(lim, "num_allowed_now", 0) or 0),
         "limited_by_total": bool(getattr(lim, "limited_by_total", False)),
     }

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import special
+from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support, roc_auc_score
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return special.softmax(logits, axis=1)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return special.log_softmax(logits, axis=1)
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -21,10 +20,10 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def log_loss(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Multiclass log-loss from logits, with probabilities clipped like Kaggle's metric."""
-    p = np.clip(softmax(np.asarray(logits, dtype=np.float64)), 1e-15, 1 - 1e-15)
-    p /= p.sum(axis=1, keepdims=True)
-    return float(-np.log(p[np.arange(len(labels)), labels]).mean())
+    """Multiclass log-loss from logits (or log-probabilities), probabilities clipped to
+    [1e-15, 1 - 1e-15] like Kaggle's metric."""
+    lp = log_softmax(np.asarray(logits, dtype=np.float64))[np.arange(len(labels)), labels]
+    return float(-np.clip(lp, np.log(1e-15), np.log1p(-1e-15)).mean())
 
 
 def per_fold(logits: np.ndarray, labels: np.ndarray, fold_of: np.ndarray) -> list[dict[str, float]]:
@@ -36,8 +35,6 @@ def per_fold(logits: np.ndarray, labels: np.ndarray, fold_of: np.ndarray) -> lis
 
 def full_report(logits: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
     """Accuracy, log-loss, macro-F1, per-class P/R/F1/accuracy, one-vs-rest ROC AUC, confusion matrix."""
-    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support, roc_auc_score
-
     k = len(class_names)
     pred = logits.argmax(1)
     probs = softmax(np.asarray(logits, dtype=np.float64))

@@ -1,48 +1,39 @@
 """K-fold training runs and their artifacts under `oof/<run>/` (schema: docs/artifacts.md).
 
-A run's state lives in its files, not in memory: a fold is finished when its
-`fold_K/metrics.json` exists, so re-running skips it, shards copied from other machines
-count, and `fkaggle status` needs nothing but the folder.
+A run's state lives in its files, not in memory. The unit of work is one (fold, seed)
+training: `plan` lists the unfinished units, `train_unit` trains one (no file writes but
+its epoch checkpoint), `save_unit` records its artifacts, `finish_fold` averages a fold's
+seeds once all are in, and `assemble` builds the run's OOF and test logits once every
+fold is done. Every finished artifact is recorded (size, SHA-256, shape) and verified
+when read, so copied shards count, and corrupt or foreign folds are found, not trusted.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import io
-import json
+import logging
 import platform
-import shutil
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fmnist_kaggle import __version__, atomic, metrics
 from fmnist_kaggle.competition import Competition
-from fmnist_kaggle.config import TrainConfig
+from fmnist_kaggle.config import TrainConfig, to_toml
 from fmnist_kaggle.data import ImageSet
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.folds import load_or_make_folds, stratified_subset
+from fmnist_kaggle.workspace import SCHEMA, CorruptArtifact, FoldDir, RunDir, Workspace, read_array, read_json, read_verified, write_array, write_recorded
 
-SCHEMA = 1
-
-
-def oof_root(workdir: str | Path) -> Path:
-    return Path(workdir) / "oof"
+log = logging.getLogger(__name__)
+DERIVED = ("fold_status", "fold_metrics", "missing_folds", "complete", "cv", "test_metrics", "updated")
 
 
-def default_run_name(cfg: TrainConfig, recipe: str | None = None) -> str:
-    digest = hashlib.sha256(json.dumps(cfg.semantic(), sort_keys=True, default=str).encode()).hexdigest()[:6]
+def default_run_name(cfg: TrainConfig) -> str:
     model = cfg.model.replace("timm:", "timm-").replace("/", "-")
-    return "-".join(p for p in (model, recipe, f"k{cfg.folds}", digest) if p)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return "-".join(p for p in (model, cfg.recipe, f"k{cfg.folds}", cfg.semantic_hash()[:6]) if p)
 
 
 def _versions() -> dict[str, str]:
@@ -57,293 +48,381 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def training_data(comp: Competition, cfg: TrainConfig) -> ImageSet:
+# ----------------------------------------------------------------------------- the data a run trains on
+
+
+@dataclass
+class TrainingData:
+    """What every (fold, seed) unit of a run trains on, and the identity it is recorded under."""
+
+    train: ImageSet
+    test: ImageSet | None
+    fold_of: np.ndarray
+    identity: dict[str, Any]  # data/folds/test fingerprints and the semantic config
+
+    def split(self, fold: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.flatnonzero(self.fold_of != fold), np.flatnonzero(self.fold_of == fold)
+
+
+def training_data(comp: Competition, cfg: TrainConfig, ws: Workspace) -> TrainingData:
     train = comp.train_set
     if cfg.subset:
+        need = cfg.folds * train.num_classes
+        if cfg.subset < need:
+            raise FkaggleError(f"--subset {cfg.subset} is too small: {cfg.folds}-fold stratified CV of {train.num_classes} classes needs at least {need} rows")
         train = train.subset(stratified_subset(train.labels, cfg.subset, cfg.fold_seed))
-    return train
-
-
-def _fold_dir(run_dir: Path, fold: int) -> Path:
-    return run_dir / f"fold_{fold}"
-
-
-def _history_csv(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return ""
-    out = io.StringIO()
-    w = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return out.getvalue()
-
-
-def _read_history(path: Path) -> list[dict[str, Any]]:
-    return list(csv.DictReader(path.open())) if path.exists() else []
-
-
-def fold_train(
-    comp: Competition,
-    cfg: TrainConfig,
-    run: str | None = None,
-    workdir: str | Path = ".",
-    only_folds: list[int] | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-    recipe: str | None = None,
-    log: Any = print,
-) -> dict[str, Any]:
-    """Train the selected folds of a run (all by default), then assemble if complete."""
-    import torch
-
-    from fmnist_kaggle.train import fit, predict, resolve_device
-
-    train = training_data(comp, cfg)
     test = comp.test_set
-    fold_of, folds_fp = load_or_make_folds(oof_root(workdir) / "folds", train, cfg.folds, cfg.fold_seed)
-    run = run or default_run_name(cfg, recipe)
-    run_dir = oof_root(workdir) / run
-    selected = sorted(set(only_folds)) if only_folds else list(range(cfg.folds))
-    bad = [f for f in selected if not 0 <= f < cfg.folds]
-    if bad:
-        raise FkaggleError(f"fold {bad[0]} out of range 0..{cfg.folds - 1}")
-
+    fold_of, folds_fp = load_or_make_folds(ws, train, cfg.folds, cfg.fold_seed)
     identity = {
         "data_fingerprint": train.fingerprint(),
         "folds_fingerprint": folds_fp,
         "test_fingerprint": test.fingerprint() if test is not None else None,
         "config": cfg.semantic(),
     }
-    manifest_path = run_dir / "manifest.json"
-    if manifest_path.exists():
-        old = json.loads(manifest_path.read_text())
-        old_identity = {k: old["data"].get(k) for k in identity if k != "config"}
-        old_identity["config"] = {k: v for k, v in old["config"].items() if k in identity["config"]}
-        if old_identity != identity:
+    return TrainingData(train, test, fold_of, identity)
+
+
+def identity_diff(found: dict[str, Any] | None, expected: dict[str, Any]) -> str | None:
+    """None when identical; else what differs, in words."""
+    found = found or {}
+    names = {"data_fingerprint": "training data", "folds_fingerprint": "fold assignment (--folds/--fold-seed/--subset)", "test_fingerprint": "test data"}
+    for key, what in names.items():
+        if found.get(key) != expected.get(key):
+            return f"{what} differs"
+    cfg_a, cfg_b = found.get("config") or {}, expected.get("config") or {}
+    keys = sorted(k for k in set(cfg_a) | set(cfg_b) if cfg_a.get(k) != cfg_b.get(k))
+    return f"config differs ({', '.join(keys)})" if keys else None
+
+
+# ----------------------------------------------------------------------------- opening a run
+
+
+def open_run(ws: Workspace, name: str, cfg: TrainConfig, data: TrainingData, comp: Competition, overwrite: bool) -> tuple[RunDir, dict[str, Any]]:
+    """The run folder for this config and data: created, or checked to be the same run."""
+    rd = ws.run(name)
+    if rd.manifest_path.exists():
+        try:
+            diff = identity_diff(rd.read_manifest().get("identity"), data.identity)
+        except FkaggleError:
             if not overwrite:
-                diff = sorted(k for k in identity["config"] if old_identity["config"].get(k) != identity["config"][k])
-                what = f"config differs ({', '.join(diff)})" if diff else "training/test data or folds differ"
-                raise FkaggleError(f"run exists and its {what}; pass --overwrite to replace it, or choose another --run", run_dir)
-            shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(run_dir / "config.toml", _config_toml(cfg))
-    atomic.save_npy(run_dir / "folds.npy", fold_of)
-    atomic.save_npy(run_dir / "labels.npy", train.labels)
-    if test is not None and test.labels is not None:
-        atomic.save_npy(run_dir / "test_labels.npy", test.labels)
-    base = _base_manifest(comp, cfg, run, train, test, identity, recipe)
-    _write_manifest(run_dir, base, cfg)
-
-    device = resolve_device(cfg.device)
-    for warning in cfg.warnings():
-        log(warning)
-    log(f"run {run}: {cfg.model}, {cfg.folds} folds ({', '.join(map(str, selected))} here), {len(train)} train rows, device {device}")
-    for fold in selected:
-        fdir = _fold_dir(run_dir, fold)
-        if (fdir / "metrics.json").exists():
-            log(f"fold {fold}: done already, skipped")
-            continue
-        t0 = time.perf_counter()
-        tr, va = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
-        val_logits, test_logits, history, best_epochs, speeds = [], [], [], [], []
-        for seed in cfg.seeds:
-            seed_val, seed_test = fdir / f"seed_{seed}_val.npy", fdir / f"seed_{seed}_test.npy"
-            if not seed_val.exists():
-                result = fit(
-                    cfg, train.num_classes, train.images[tr], train.labels[tr], train.images[va], train.labels[va],
-                    fold=fold, seed=seed, checkpoint=fdir / f"checkpoint_seed_{seed}.pt", progress=progress,
-                    desc=f"[{run} f{fold} s{seed}]",
-                )  # fmt: skip
-                # final predictions in fp32 (dtype None) for stable logits
-                v = predict(result.model, torch.from_numpy(train.images[va]), cfg, device, None)
-                t = predict(result.model, torch.from_numpy(test.images), cfg, device, None) if test is not None else np.zeros((0, train.num_classes), np.float32)
-                with atomic.atomic_path(fdir / f"model_seed_{seed}.pt") as tmp:
-                    torch.save(result.model.state_dict(), tmp)
-                atomic.write_text(fdir / f"history_seed_{seed}.csv", _history_csv(result.history))
-                atomic.save_npy(seed_test, t)
-                atomic.save_npy(seed_val, v)  # written last: marks the seed finished
-                (fdir / f"checkpoint_seed_{seed}.pt").unlink(missing_ok=True)
-            val_logits.append(np.load(seed_val))
-            test_logits.append(np.load(seed_test))
-            hist = _read_history(fdir / f"history_seed_{seed}.csv")
-            history += hist
-            best = min(hist, key=lambda r: float(r["val_loss"])) if hist else None
-            best_epochs.append(int(best["epoch"]) if best else 0)
-            speeds.append(float(np.mean([float(r["images_per_s"]) for r in hist])) if hist else 0.0)
-        v = np.mean(val_logits, axis=0).astype(np.float32)
-        atomic.save_npy(fdir / "val_logits.npy", v)
-        atomic.save_npy(fdir / "test_logits.npy", np.mean(test_logits, axis=0).astype(np.float32))
-        atomic.write_text(fdir / "history.csv", _history_csv(history))
-        m = {
-            "fold": fold, "val_rows": int(len(va)), "acc": metrics.accuracy(v, train.labels[va]),
-            "logloss": metrics.log_loss(v, train.labels[va]), "best_epochs": best_epochs,
-            "seconds": round(time.perf_counter() - t0, 1), "images_per_s": round(float(np.mean(speeds)), 1), "finished": _now(),
-        }  # fmt: skip
-        atomic.write_json(fdir / "metrics.json", m)  # the fold's done marker
-        log(f"fold {fold}: acc {m['acc']:.4f}  logloss {m['logloss']:.4f}  best epoch(s) {best_epochs}  {m['seconds']:.0f}s  {m['images_per_s']:.0f} img/s")
-        _write_manifest(run_dir, base, cfg)
-    manifest = assemble(run_dir)
-    if manifest["complete"]:
-        cv = manifest["cv"]
-        per_fold = ", ".join(f"{f['acc']:.4f}" for f in cv["per_fold"])
-        log(f"CV accuracy {cv['acc']:.4f}  log-loss {cv['logloss']:.4f}  (per fold: {per_fold})")
-        if manifest.get("test_metrics"):
-            log(f"test accuracy of the {cfg.folds}-fold ensemble: {manifest['test_metrics']['acc']:.4f}")
-    else:
-        log(f"folds missing: {manifest['missing_folds']} (run them, or copy their fold_K folders here)")
-    return manifest
+                raise
+            diff = "unreadable manifest"
+        if diff and not overwrite:
+            raise FkaggleError(f"run exists and its {diff}; pass --overwrite to replace it, or choose another --run", rd.path)
+        if diff:
+            log.warning(f"{rd.path}: {diff}; --overwrite: replacing the run")
+            rd.remove()
+    elif rd.path.exists() and any(rd.path.iterdir()):
+        if not overwrite:
+            raise FkaggleError("folder exists without a run manifest; pass --overwrite only if it is a run folder to replace, or choose another --run", rd.path)
+        raise FkaggleError("folder exists without a run manifest; refusing to delete what fkaggle did not write", rd.path)
+    manifest = rd.read_manifest() if rd.exists() else _new_manifest(comp, cfg, rd, data)
+    manifest["config"] = cfg.to_dict()  # speed settings (device, amp...) may differ between resumes
+    rd.write_manifest(manifest)
+    return rd, manifest
 
 
-def _config_toml(cfg: TrainConfig) -> str:
-    from fmnist_kaggle.config import to_toml
-
-    return to_toml(cfg)
-
-
-def _base_manifest(comp: Competition, cfg: TrainConfig, run: str, train: ImageSet, test: ImageSet | None, identity: dict, recipe: str | None) -> dict[str, Any]:
+def _new_manifest(comp: Competition, cfg: TrainConfig, rd: RunDir, data: TrainingData) -> dict[str, Any]:
     from fmnist_kaggle.models import count_params, create_model
 
+    train, test = data.train, data.test
+    files = {"folds.npy": write_array(rd.folds_npy, data.fold_of), "labels.npy": write_array(rd.labels_npy, train.labels)}
+    if test is not None and test.labels is not None:
+        files["test_labels.npy"] = write_array(rd.test_labels_npy, test.labels)
+    atomic.write_text(rd.config_toml, to_toml(cfg))
     return {
-        "schema": SCHEMA,
-        "run": run,
-        "created": _now(),
-        "model": cfg.model,
+        "schema": SCHEMA, "run": rd.name, "created": atomic.utc_now(), "model": cfg.model,
         "params": count_params(create_model(cfg.model, num_classes=train.num_classes, **cfg.model_kwargs)),
-        "recipe": recipe,
-        "seeds": cfg.seeds,
-        "config": cfg.to_dict(),
+        "recipe": cfg.recipe, "seeds": cfg.seeds, "config": cfg.to_dict(), "identity": data.identity,
         "data": {
-            "competition": comp.name,
-            "train_path": str(train.path),
-            "rows": len(train),
-            "num_classes": train.num_classes,
-            "label_values": list(train.label_values),
-            "class_names": comp.names,
-            "data_fingerprint": identity["data_fingerprint"],
-            "test_path": str(test.path) if test is not None else None,
-            "test_rows": len(test) if test is not None else 0,
-            "test_fingerprint": identity["test_fingerprint"],
-            "folds": cfg.folds,
-            "fold_seed": cfg.fold_seed,
-            "folds_fingerprint": identity["folds_fingerprint"],
+            "competition": comp.name, "train_path": str(train.path), "rows": len(train), "num_classes": train.num_classes,
+            "label_values": list(train.label_values), "class_names": comp.names,
+            "data_fingerprint": data.identity["data_fingerprint"], "test_path": str(test.path) if test is not None else None,
+            "test_rows": len(test) if test is not None else 0, "test_fingerprint": data.identity["test_fingerprint"],
+            "folds": cfg.folds, "fold_seed": cfg.fold_seed, "folds_fingerprint": data.identity["folds_fingerprint"],
         },
-        "versions": _versions(),
+        "files": files, "versions": _versions(),
+    }  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- fold and seed states
+
+
+def read_fold(fd: FoldDir, identity: dict[str, Any]) -> dict[str, Any]:
+    """A finished fold's metrics, its artifacts verified; FkaggleError (foreign) or CorruptArtifact otherwise."""
+    m = read_json(fd.metrics, "fold metrics")
+    diff = identity_diff(m.get("identity"), identity)
+    if diff:
+        raise FkaggleError(f"fold folder does not belong to this run: its {diff} (copied from another run?)", fd.path)
+    arts = m.get("artifacts") or {}
+    for path in (fd.val_logits, fd.test_logits, fd.history):
+        read_verified(path, arts.get(path.name))
+    return m
+
+
+def fold_state(fd: FoldDir, identity: dict[str, Any]) -> tuple[str, str]:
+    """(done | partial | missing | corrupt | foreign, detail) without writing anything."""
+    if fd.metrics.exists():
+        try:
+            read_fold(fd, identity)
+            return "done", ""
+        except CorruptArtifact as exc:
+            return "corrupt", str(exc)
+        except FkaggleError as exc:
+            return "foreign", str(exc)
+    return ("partial" if fd.path.is_dir() and fd.has_partial_work() else "missing"), ""
+
+
+def read_seed(fd: FoldDir, seed: int, identity: dict[str, Any]) -> dict[str, Any]:
+    """A finished seed's summary with its artifacts verified."""
+    s = read_json(fd.seed_summary(seed), "seed summary")
+    diff = identity_diff(s.get("identity"), identity)
+    if diff:
+        raise FkaggleError(f"seed {seed} does not belong to this run: its {diff} (copied from another run?)", fd.seed_summary(seed))
+    arts = s.get("artifacts") or {}
+    for path in (fd.seed_val(seed), fd.seed_test(seed), fd.seed_model(seed), fd.seed_history(seed)):
+        read_verified(path, arts.get(path.name))
+    return s
+
+
+def _seed_done(fd: FoldDir, seed: int, identity: dict[str, Any]) -> bool:
+    """Whether the seed is finished; a corrupt finished seed is discarded (it will retrain)."""
+    if not fd.seed_summary(seed).exists():
+        return False
+    try:
+        read_seed(fd, seed, identity)
+        return True
+    except CorruptArtifact as exc:
+        log.warning(f"{exc}; seed {seed} of fold {fd.fold} will be retrained")
+        fd.seed_summary(seed).unlink(missing_ok=True)
+        return False
+
+
+def plan(rd: RunDir, cfg: TrainConfig, identity: dict[str, Any], folds: list[int]) -> list[tuple[int, int]]:
+    """The unfinished (fold, seed) units of the selected folds. Corrupt results are discarded
+    (with a warning) so they retrain; foreign folds are refused, naming the folder."""
+    units = []
+    for fold in folds:
+        fd = rd.fold(fold)
+        state, detail = fold_state(fd, identity)
+        if state == "done":
+            continue
+        if state == "foreign":
+            raise FkaggleError(detail)
+        if state == "corrupt":
+            log.warning(f"{detail}; fold {fold} will be rebuilt")
+            fd.metrics.unlink(missing_ok=True)
+        units += [(fold, seed) for seed in cfg.seeds if not _seed_done(fd, seed, identity)]
+    return units
+
+
+# ----------------------------------------------------------------------------- one (fold, seed)
+
+
+@dataclass
+class UnitResult:
+    """Everything one (fold, seed) training produces; written by `save_unit` wherever it ran."""
+
+    fold: int
+    seed: int
+    val_logits: np.ndarray
+    test_logits: np.ndarray
+    model_bytes: bytes  # torch.save of the state dict (tensors only)
+    history: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def train_unit(cfg: TrainConfig, data: TrainingData, fold: int, seed: int, checkpoint: Any = None, progress: bool = False, desc: str = "") -> UnitResult:
+    """Train one seed on one fold and predict its held-out rows and the test set (fp32)."""
+    import torch
+
+    from fmnist_kaggle.train import fit, predict, resolve_device
+
+    tr, va = data.split(fold)
+    train = data.train
+    result = fit(cfg, train.num_classes, train.images[tr], train.labels[tr], train.images[va], train.labels[va], fold=fold, seed=seed, checkpoint=checkpoint, progress=progress, desc=desc)
+    device = resolve_device(cfg.device)
+    val = predict(result.model, torch.from_numpy(train.images[va]), cfg, device)
+    test = predict(result.model, torch.from_numpy(data.test.images), cfg, device) if data.test is not None else np.zeros((0, train.num_classes), np.float32)
+    buf = io.BytesIO()
+    torch.save(result.model.state_dict(), buf)
+    summary = {"fold": fold, "seed": seed, **result.summary(), "host": platform.node(), "finished": atomic.utc_now()}
+    return UnitResult(fold, seed, val, test, buf.getvalue(), result.history, summary)
+
+
+def save_unit(rd: RunDir, result: UnitResult, identity: dict[str, Any]) -> None:
+    """Record a finished (fold, seed): artifacts first, the summary naming their hashes last."""
+    fd = rd.fold(result.fold)
+    s = result.seed
+    arts = {
+        fd.seed_val(s).name: write_array(fd.seed_val(s), result.val_logits),
+        fd.seed_test(s).name: write_array(fd.seed_test(s), result.test_logits),
+        fd.seed_model(s).name: write_recorded(fd.seed_model(s), result.model_bytes),
+        fd.seed_history(s).name: write_recorded(fd.seed_history(s), atomic.csv_text(result.history).encode()),
     }
+    atomic.write_json(fd.seed_summary(s), {**result.summary, "identity": identity, "artifacts": arts})
+    fd.checkpoint(s).unlink(missing_ok=True)
 
 
-def _write_manifest(run_dir: Path, base: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
-    path = run_dir / "manifest.json"
-    old = json.loads(path.read_text()) if path.exists() else {}
-    manifest = {**old, **base, "created": old.get("created", base["created"]), "updated": _now()}
-    fold_metrics, status = [], {}
-    for f in range(cfg.folds):
-        mfile = _fold_dir(run_dir, f) / "metrics.json"
-        if mfile.exists():
-            fold_metrics.append(json.loads(mfile.read_text()))
-            status[str(f)] = "done"
-        else:
-            partial = any(_fold_dir(run_dir, f).glob("checkpoint_seed_*.pt")) or any(_fold_dir(run_dir, f).glob("seed_*_val.npy"))
-            status[str(f)] = "partial" if partial else "missing"
-    manifest["fold_status"] = status
-    manifest["fold_metrics"] = fold_metrics
-    manifest["missing_folds"] = [int(f) for f, s in status.items() if s != "done"]
-    manifest["complete"] = not manifest["missing_folds"]
-    atomic.write_json(path, manifest)
+def finish_fold(rd: RunDir, cfg: TrainConfig, data: TrainingData, fold: int) -> dict[str, Any]:
+    """Average a fold's seeds into its val/test logits and write its metrics (the done marker)."""
+    fd = rd.fold(fold)
+    _, va = data.split(fold)
+    seeds = [read_seed(fd, s, data.identity) for s in cfg.seeds]
+    val = np.mean([read_array(fd.seed_val(s["seed"]), s["artifacts"][fd.seed_val(s["seed"]).name], finite=True) for s in seeds], axis=0).astype(np.float32)
+    test = np.mean([read_array(fd.seed_test(s["seed"]), s["artifacts"][fd.seed_test(s["seed"]).name], finite=True) for s in seeds], axis=0).astype(np.float32)
+    history = [r for s in seeds for r in atomic.read_csv_rows(fd.seed_history(s["seed"]))]
+    arts = {
+        fd.val_logits.name: write_array(fd.val_logits, val),
+        fd.test_logits.name: write_array(fd.test_logits, test),
+        fd.history.name: write_recorded(fd.history, atomic.csv_text(history).encode()),
+    }
+    y = data.train.labels[va]
+    m = {
+        "fold": fold, "val_rows": int(len(va)), "acc": metrics.accuracy(val, y), "logloss": metrics.log_loss(val, y),
+        "best_epochs": [s["best_epoch"] for s in seeds], "seconds": round(sum(s["seconds"] for s in seeds), 1),
+        "images_per_s": round(float(np.mean([s["images_per_s"] for s in seeds])), 1), "hosts": sorted({s.get("host", "") for s in seeds}),
+        "finished": atomic.utc_now(), "seeds": [{k: v for k, v in s.items() if k not in ("artifacts", "identity")} for s in seeds],
+        "identity": data.identity, "artifacts": arts,
+    }  # fmt: skip
+    atomic.write_json(fd.metrics, m)
+    log.info(f"fold {fold}: acc {m['acc']:.4f}  logloss {m['logloss']:.4f}  best epoch(s) {m['best_epochs']}  {m['seconds']:.0f}s  {m['images_per_s']:.0f} img/s")
+    return m
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def fold_train(
+    comp: Competition,
+    cfg: TrainConfig,
+    run: str | None = None,
+    workdir: str = ".",
+    only_folds: list[int] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train the selected folds of a run (all by default), then assemble it if complete."""
+    ws = Workspace(workdir)
+    name = run or default_run_name(cfg)
+    ws.run(name)  # refuse a bad name before any work
+    selected = sorted(set(only_folds)) if only_folds else list(range(cfg.folds))
+    bad = [f for f in selected if not 0 <= f < cfg.folds]
+    if bad:
+        raise FkaggleError(f"fold {bad[0]} out of range 0..{cfg.folds - 1}")
+    data = training_data(comp, cfg, ws)
+    rd, manifest = open_run(ws, name, cfg, data, comp, overwrite)
+    for warning in cfg.warnings():
+        log.warning(warning)
+    units = plan(rd, cfg, data.identity, selected)
+    log.info(f"run {name}: {cfg.model}, {cfg.folds} folds ({', '.join(map(str, selected))} here), {len(data.train)} train rows, {len(units)} (fold, seed) unit(s) to train")
+    _warn_if_few_steps(cfg, data)
+    for fold in selected:
+        for seed in [s for f, s in units if f == fold]:
+            t0 = time.perf_counter()
+            result = train_unit(cfg, data, fold, seed, checkpoint=rd.fold(fold).checkpoint(seed), progress=progress, desc=f"[{name} f{fold} s{seed}]")
+            save_unit(rd, result, data.identity)
+            log.debug(f"fold {fold} seed {seed} finished in {time.perf_counter() - t0:.0f}s")
+        if not rd.fold(fold).metrics.exists():  # done folds keep their marker; the rest are finished now
+            finish_fold(rd, cfg, data, fold)
+    manifest = assemble(rd)
+    if manifest["complete"]:
+        cv = manifest["cv"]
+        log.info(f"CV accuracy {cv['acc']:.4f}  log-loss {cv['logloss']:.4f}  (per fold: {_per_fold_text(cv)})")
+        if manifest.get("test_metrics"):
+            log.info(f"test accuracy of the {cfg.folds}-fold ensemble: {manifest['test_metrics']['acc']:.4f}")
+    else:
+        log.info(f"folds missing: {manifest['missing_folds']} (run them, or copy their fold_K folders here and `fkaggle assemble {name}`)")
     return manifest
 
 
-def _static_part(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The manifest without the fields that are re-derived from the fold folders."""
-    return {k: v for k, v in manifest.items() if k not in ("fold_status", "fold_metrics", "missing_folds", "complete", "updated")}
+def _per_fold_text(cv: dict[str, Any]) -> str:
+    return ", ".join(f"{f['acc']:.4f}" for f in cv["per_fold"])
 
 
-def assemble(run_dir: Path) -> dict[str, Any]:
-    """Once every fold is present: OOF logits, fold-mean test logits, history, curves, CV."""
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    cfg = TrainConfig(**manifest["config"])
-    base = _static_part(manifest)
-    manifest = _write_manifest(run_dir, base, cfg)
+def _warn_if_few_steps(cfg: TrainConfig, data: TrainingData) -> None:
+    rows = int((data.fold_of != 0).sum())
+    steps = max(1, rows // min(cfg.batch_size, rows)) * cfg.epochs
+    if steps < 50:
+        log.warning(f"only {steps} optimizer steps per fold ({rows} rows, batch {cfg.batch_size}, {cfg.epochs} epochs): expect a model near chance; use more data, epochs or a smaller batch")
+
+
+def status(rd: RunDir, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run's manifest with every fold's state derived from its folder. Writes nothing."""
+    manifest = manifest or rd.read_manifest()
+    identity = manifest["identity"]
+    states, details, fold_metrics = {}, {}, []
+    for f in range(manifest["data"]["folds"]):
+        state, detail = fold_state(rd.fold(f), identity)
+        states[str(f)] = state
+        if detail:
+            details[str(f)] = detail
+        if state == "done":
+            fold_metrics.append(read_json(rd.fold(f).metrics))
+    missing = [int(f) for f, s in states.items() if s != "done"]
+    return {**manifest, "fold_status": states, "fold_problems": details, "fold_metrics": [{k: v for k, v in m.items() if k not in ("identity", "artifacts")} for m in fold_metrics], "missing_folds": missing, "complete": not missing}
+
+
+def assemble(rd: RunDir) -> dict[str, Any]:
+    """Once every fold is done: OOF logits, fold-mean test logits, history, curves, CV."""
+    from fmnist_kaggle.plots import learning_curves
+
+    base = {k: v for k, v in rd.read_manifest().items() if k not in DERIVED}
+    manifest = {**status(rd, base), "updated": atomic.utc_now()}
+    manifest.pop("fold_problems")
     if not manifest["complete"]:
+        rd.write_manifest(manifest)
         return manifest
-    fold_of = np.load(run_dir / "folds.npy")
-    k = manifest["data"]["num_classes"]
-    oof = np.full((len(fold_of), k), np.nan, dtype=np.float32)
-    tests = []
-    for f in range(cfg.folds):
-        v = np.load(_fold_dir(run_dir, f) / "val_logits.npy")
+    fold_of = rd.array("folds", base)
+    labels = rd.array("labels", base)
+    oof = np.full((len(fold_of), base["data"]["num_classes"]), np.nan, dtype=np.float32)
+    tests, history = [], []
+    for f in range(base["data"]["folds"]):
+        fd = rd.fold(f)
+        arts = read_json(fd.metrics)["artifacts"]
+        v = read_array(fd.val_logits, arts[fd.val_logits.name], finite=True)
         if len(v) != int((fold_of == f).sum()):
-            raise FkaggleError(f"fold {f} has {len(v)} validation rows, the fold assignment {(fold_of == f).sum()}", run_dir)
+            raise FkaggleError(f"fold {f} has {len(v)} validation rows, the fold assignment {(fold_of == f).sum()}", fd.path)
         oof[fold_of == f] = v
-        tests.append(np.load(_fold_dir(run_dir, f) / "test_logits.npy"))
+        tests.append(read_array(fd.test_logits, arts[fd.test_logits.name], finite=True))
+        history += atomic.read_csv_rows(fd.history)
     test_logits = np.mean(tests, axis=0).astype(np.float32)
-    atomic.save_npy(run_dir / "oof_logits.npy", oof)
-    atomic.save_npy(run_dir / "test_logits.npy", test_logits)
-    history = []
-    for f in range(cfg.folds):
-        history += _read_history(_fold_dir(run_dir, f) / "history.csv")
-    atomic.write_text(run_dir / "history.csv", _history_csv(history))
+    files = dict(base["files"])
+    files["oof_logits.npy"] = write_array(rd.oof_logits, oof)
+    files["test_logits.npy"] = write_array(rd.test_logits, test_logits)
+    files["history.csv"] = write_recorded(rd.history, atomic.csv_text(history).encode())
     if history:
-        from fmnist_kaggle.plots import learning_curves
-
-        learning_curves(history, run_dir / "learning_curves.png", title=manifest["run"])
-    labels = np.load(run_dir / "labels.npy")
-    manifest["cv"] = {
-        "acc": metrics.accuracy(oof, labels),
-        "logloss": metrics.log_loss(oof, labels),
-        "per_fold": metrics.per_fold(oof, labels, fold_of),
-    }
-    if (run_dir / "test_labels.npy").exists():
-        test_labels = np.load(run_dir / "test_labels.npy")
+        learning_curves(history, rd.curves_png, title=rd.name)
+    manifest["files"] = files
+    manifest["cv"] = {"acc": metrics.accuracy(oof, labels), "logloss": metrics.log_loss(oof, labels), "per_fold": metrics.per_fold(oof, labels, fold_of)}
+    if "test_labels.npy" in files:
+        test_labels = rd.array("test_labels", base)
         manifest["test_metrics"] = {"acc": metrics.accuracy(test_logits, test_labels), "logloss": metrics.log_loss(test_logits, test_labels)}
-    manifest["artifacts"] = ["oof_logits.npy", "test_logits.npy", "folds.npy", "labels.npy", "history.csv", "learning_curves.png", "config.toml"]
-    atomic.write_json(run_dir / "manifest.json", manifest)
+    rd.write_manifest(manifest)
     return manifest
+
+
+# ----------------------------------------------------------------------------- reading finished runs
 
 
 @dataclass
 class Run:
-    """A finished run: what blending and scoring read."""
+    """A finished run: what blending and scoring read (every array verified)."""
 
     name: str
-    dir: Path
+    dir: RunDir
     manifest: dict[str, Any]
     oof_logits: np.ndarray
     test_logits: np.ndarray
     fold_of: np.ndarray
+    labels: np.ndarray
 
 
-def resolve_run_dir(ref: str | Path, workdir: str | Path = ".") -> Path:
-    p = Path(ref)
-    if (p / "manifest.json").exists():
-        return p
-    q = oof_root(workdir) / str(ref)
-    if (q / "manifest.json").exists():
-        return q
-    raise FkaggleError(f"no run {ref!r} (looked for {p}/manifest.json and {q}/manifest.json)")
-
-
-def load_run(ref: str | Path, workdir: str | Path = ".") -> Run:
-    run_dir = resolve_run_dir(ref, workdir)
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    if not (run_dir / "oof_logits.npy").exists():
-        missing = manifest.get("missing_folds", [])
-        raise FkaggleError(f"run is not complete (missing folds {missing}); `fkaggle status {manifest['run']}`", run_dir)
-    return Run(
-        name=manifest["run"],
-        dir=run_dir,
-        manifest=manifest,
-        oof_logits=np.load(run_dir / "oof_logits.npy"),
-        test_logits=np.load(run_dir / "test_logits.npy"),
-        fold_of=np.load(run_dir / "folds.npy"),
-    )
-
-
-def run_status(ref: str | Path, workdir: str | Path = ".") -> dict[str, Any]:
-    run_dir = resolve_run_dir(ref, workdir)
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    cfg = TrainConfig(**manifest["config"])
-    base = _static_part(manifest)
-    manifest = _write_manifest(run_dir, base, cfg)
-    if manifest["complete"] and not (run_dir / "oof_logits.npy").exists():
-        manifest = assemble(run_dir)
-    return manifest
+def load_run(ref: str, workdir: str = ".") -> Run:
+    rd = Workspace(workdir).find_run(ref)
+    manifest = rd.read_manifest()
+    if "oof_logits.npy" not in manifest.get("files", {}):
+        st = status(rd, manifest)
+        hint = f"`fkaggle assemble {rd.name}`" if st["complete"] else f"missing folds {st['missing_folds']}; `fkaggle status {rd.name}`"
+        raise FkaggleError(f"run is not assembled ({hint})", rd.path)
+    return Run(rd.name, rd, manifest, rd.array("oof_logits", manifest, finite=True), rd.array("test_logits", manifest, finite=True), rd.array("folds", manifest), rd.array("labels", manifest))

@@ -10,7 +10,11 @@ import numpy as np
 from fmnist_kaggle import metrics
 from fmnist_kaggle.competition import Competition
 from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.blend import check_compatible
+from fmnist_kaggle.plots import confusion_matrix
 from fmnist_kaggle.runs import Run
+from fmnist_kaggle.submission_file import read_predictions
+from fmnist_kaggle.workspace import Workspace
 
 
 def run_report(run: Run, labels: np.ndarray, class_names: list[str]) -> dict[str, Any]:
@@ -35,19 +39,16 @@ def oof_correlation(runs: list[Run]) -> np.ndarray:
     return np.corrcoef(flat)
 
 
-def cv(runs: list[Run], class_names: list[str], png_dir: Path | None = None) -> dict[str, Any]:
-    from fmnist_kaggle.blend import check_compatible
-
-    labels = np.load(runs[0].dir / "labels.npy")
+def cv(runs: list[Run], class_names: list[str], ws: Workspace | None = None) -> dict[str, Any]:
+    """CV report of runs (confusion PNGs into the workspace's oof/cv/ when given one)."""
+    labels = runs[0].labels
     if len(runs) > 1:
         check_compatible(runs)
     reports = [run_report(r, labels, class_names) for r in runs]
     out: dict[str, Any] = {"runs": reports}
-    if png_dir is not None:
-        from fmnist_kaggle.plots import confusion_matrix
-
+    if ws is not None:
         for r, rep in zip(runs, reports):
-            rep["confusion_png"] = str(confusion_matrix(np.array(rep["confusion"]), class_names, png_dir / f"{r.name}_confusion.png", f"{r.name} (OOF)"))
+            rep["confusion_png"] = str(confusion_matrix(np.array(rep["confusion"]), class_names, ws.confusion_png(r.name), f"{r.name} (OOF)"))
     if len(runs) > 1:
         out["correlation"] = {"runs": [r.name for r in runs], "matrix": np.round(oof_correlation(runs), 4).tolist()}
     return out
@@ -91,8 +92,6 @@ def format_cv(result: dict[str, Any]) -> str:
 
 def score_submission(path: str | Path, comp: Competition) -> dict[str, Any]:
     """Accuracy of a submission file against the competition's known test labels."""
-    from fmnist_kaggle.submission import read_predictions
-
     test = comp.test_set
     if test is None or test.labels is None:
         raise FkaggleError("the competition config has no test labels to score against (set test_labels)", comp.config_path)

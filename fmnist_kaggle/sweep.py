@@ -8,15 +8,16 @@ killed mid-way resumes from its finished folds and epoch checkpoint).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import itertools
 import json
+import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,15 @@ import numpy as np
 
 from fmnist_kaggle import atomic
 from fmnist_kaggle.competition import Competition
-from fmnist_kaggle.config import TrainConfig, parse_value, to_toml
+from fmnist_kaggle.config import FIELDS, TrainConfig, parse_value, to_toml
 from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.plots import sweep_scores
+from fmnist_kaggle.runs import fold_train
+from fmnist_kaggle.workspace import Workspace
 
-_CONFIG_KEYS = {f.name for f in fields(TrainConfig)} - {"model", "model_kwargs"}
+log = logging.getLogger(__name__)
+
+_CONFIG_KEYS = set(FIELDS) - {"model", "model_kwargs"}
 
 
 def parse_grid(specs: list[str]) -> dict[str, list[Any]]:
@@ -90,34 +96,19 @@ def random_trials(models: list[str], grid: dict[str, list[Any]], ranges: dict[st
     return out
 
 
-def _read_rows(path: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader(path.open())) if path.exists() else []
-
-
-def _trial_row(run_manifest: dict[str, Any], run_dir: Path, model: str, params: dict[str, Any], seconds: float, trial: int) -> dict[str, Any]:
-    folds = run_manifest["fold_metrics"]
-    accs = [f["acc"] for f in folds]
-    losses = [f["logloss"] for f in folds]
-    epochs = [e for f in folds for e in f["best_epochs"]]
-    row: dict[str, Any] = {"trial": trial, "run": run_manifest["run"], "model": model}
+def _trial_row(manifest: dict[str, Any], model: str, params: dict[str, Any], seconds: float, trial: int) -> dict[str, Any]:
+    folds = manifest["fold_metrics"]
+    seeds = [s for f in folds for s in f["seeds"]]  # per-seed summaries: the selected epoch of each
+    row: dict[str, Any] = {"trial": trial, "run": manifest["run"], "model": model}
     row.update({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in params.items()})
-    train_acc = val_acc = ""
-    if (run_dir / "history.csv").exists():
-        hist = list(csv.DictReader((run_dir / "history.csv").open()))
-        best = {}
-        for h in hist:  # the selected (lowest val loss) epoch of each fold/seed
-            key = (h["fold"], h["seed"])
-            if key not in best or float(h["val_loss"]) < float(best[key]["val_loss"]):
-                best[key] = h
-        train_acc = round(float(np.mean([float(b["train_acc"]) for b in best.values()])), 4)
-        val_acc = round(float(np.mean([float(b["val_acc"]) for b in best.values()])), 4)
     row.update({
-        "cv_acc": round(run_manifest["cv"]["acc"], 5), "cv_acc_std": round(float(np.std(accs)), 5),
-        "cv_logloss": round(run_manifest["cv"]["logloss"], 5), "cv_logloss_std": round(float(np.std(losses)), 5),
-        "train_acc": train_acc, "val_acc": val_acc,
-        "test_acc": round(run_manifest["test_metrics"]["acc"], 5) if run_manifest.get("test_metrics") else "",
-        "epochs_trained": round(float(np.mean(epochs)), 2) if epochs else "", "seconds": round(seconds, 1),
-        "params": run_manifest.get("params", ""),
+        "cv_acc": round(manifest["cv"]["acc"], 5), "cv_acc_std": round(float(np.std([f["acc"] for f in folds])), 5),
+        "cv_logloss": round(manifest["cv"]["logloss"], 5), "cv_logloss_std": round(float(np.std([f["logloss"] for f in folds])), 5),
+        "train_acc": round(float(np.mean([s["best"]["train_acc"] for s in seeds])), 4),
+        "val_acc": round(float(np.mean([s["best"]["val_acc"] for s in seeds])), 4),
+        "test_acc": round(manifest["test_metrics"]["acc"], 5) if manifest.get("test_metrics") else "",
+        "epochs_trained": round(float(np.mean([s["best_epoch"] for s in seeds])), 2), "seconds": round(seconds, 1),
+        "params": manifest.get("params", ""),
     })  # fmt: skip
     return row
 
@@ -135,36 +126,38 @@ def run_sweep(
     workdir: str | Path = ".",
     progress: bool = False,
     seed: int = 0,
-    log: Any = print,
+    trainer: Callable[..., dict[str, Any]] = fold_train,
 ) -> dict[str, Any]:
-    from fmnist_kaggle.runs import fold_train, oof_root
-
+    """Run every trial (skipping those already in the results CSV), then write the table.
+    `trainer` is `runs.fold_train` or anything with its signature."""
     ranges = ranges or {}
-    sweeps = oof_root(workdir) / "sweeps"
-    results_csv = sweeps / f"{name}.csv"
+    paths = Workspace(workdir).sweep(name)
+    results_csv = paths["results"]
     lock = threading.Lock()
     swept = list(grid) + list(ranges)
 
     def run_one(trial: int, model: str, params: dict[str, Any], device: str | None) -> dict[str, Any]:
         run = trial_name(name, model, params)
         with lock:
-            done = {r["run"]: r for r in _read_rows(results_csv)}
+            done = {r["run"]: r for r in atomic.read_csv_rows(results_csv)}
         if run in done:
-            log(f"trial {trial}: {run} done already, skipped")
+            log.info(f"trial {trial}: {run} done already, skipped")
             return done[run]
         cfg = apply_params(base, model, params)
         if device:
             cfg = replace(cfg, device=device)
         t0 = time.perf_counter()
-        manifest = fold_train(comp, cfg, run=run, workdir=workdir, progress=progress, log=lambda *_: None)
-        row = _trial_row(manifest, oof_root(workdir) / run, model, params, time.perf_counter() - t0, trial)
+        manifest = trainer(comp, cfg, run=run, workdir=workdir, progress=progress)
+        if not manifest["complete"]:
+            raise FkaggleError(f"trial {trial} ({run}) did not finish: folds {manifest['missing_folds']} missing")
+        row = _trial_row(manifest, model, params, time.perf_counter() - t0, trial)
         with lock:
             atomic.append_csv_row(results_csv, row)
-        log(f"trial {trial}: {model} {params} -> CV acc {row['cv_acc']:.4f} (+-{row['cv_acc_std']:.4f}) log-loss {row['cv_logloss']:.4f}  {row['seconds']:.0f}s")
+        log.info(f"trial {trial}: {model} {params} -> CV acc {row['cv_acc']:.4f} (+-{row['cv_acc_std']:.4f}) log-loss {row['cv_logloss']:.4f}  {row['seconds']:.0f}s")
         return row
 
     if use_optuna:
-        _optuna_search(run_one, name, sweeps, models, grid, ranges, trials or 10, seed)
+        _optuna_search(run_one, name, paths["optuna"], models, grid, ranges, trials or 10, seed)
     else:
         plan = random_trials(models, grid, ranges, trials, seed) if (trials or ranges) else grid_trials(models, grid)
         if not plan:
@@ -181,16 +174,16 @@ def run_sweep(
     return finish(name, swept, base, workdir)
 
 
-def _optuna_search(run_one: Any, name: str, sweeps: Path, models: list[str], grid: dict, ranges: dict, n: int, seed: int) -> None:
+def _optuna_search(run_one: Any, name: str, db: Path, models: list[str], grid: dict, ranges: dict, n: int, seed: int) -> None:
     try:
         import optuna
     except ImportError:
         raise FkaggleError("--optuna needs the optuna package (pip install 'fmnist_kaggle[optuna]')") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sweeps.mkdir(parents=True, exist_ok=True)
+    db.parent.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(
         study_name=name, direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
-        storage=f"sqlite:///{(sweeps / f'{name}.optuna.db').resolve()}", load_if_exists=True,
+        storage=f"sqlite:///{db.resolve()}", load_if_exists=True,
     )  # fmt: skip
     remaining = n - len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE])
 
@@ -207,32 +200,23 @@ def _optuna_search(run_one: Any, name: str, sweeps: Path, models: list[str], gri
 
 def finish(name: str, swept: list[str], base: TrainConfig, workdir: str | Path = ".") -> dict[str, Any]:
     """Sorted table (CSV + Markdown), score-vs-parameter plot, best config as TOML."""
-    from fmnist_kaggle.plots import sweep_scores
-    from fmnist_kaggle.runs import oof_root
-
-    sweeps = oof_root(workdir) / "sweeps"
-    rows = _read_rows(sweeps / f"{name}.csv")
+    paths = Workspace(workdir).sweep(name)
+    rows = atomic.read_csv_rows(paths["results"])
     if not rows:
         raise FkaggleError(f"sweep {name!r} has no finished trials")
     rows.sort(key=lambda r: (-float(r["cv_acc"]), float(r["cv_logloss"])))
     cols = ["model", *[c for c in swept if c in rows[0]], "cv_acc", "cv_acc_std", "cv_logloss", "train_acc", "val_acc", "test_acc", "epochs_trained", "seconds", "params", "run"]
     cols = [c for c in dict.fromkeys(cols) if c in rows[0]]
-    out = [",".join(cols)] + [",".join(_csv_cell(r.get(c, "")) for c in cols) for r in rows]
-    atomic.write_text(sweeps / f"{name}_table.csv", "\n".join(out) + "\n")
+    atomic.write_text(paths["table"], atomic.csv_text(rows, cols))
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
-    atomic.write_text(sweeps / f"{name}.md", "\n".join(md) + "\n")
+    atomic.write_text(paths["markdown"], "\n".join(md) + "\n")
     plot_params = [p for p in swept if p in rows[0]] + (["model"] if len({r["model"] for r in rows}) > 1 else [])
-    sweep_scores(rows, plot_params, sweeps / f"{name}.png")
+    sweep_scores(rows, plot_params, paths["png"])
     best = rows[0]
     params = {c: parse_value(best[c]) for c in swept if c in best and best[c] != ""}
     best_cfg = apply_params(base, best["model"], params)
-    atomic.write_text(sweeps / f"{name}_best.toml", f"# best of sweep {name}: CV acc {best['cv_acc']} (run {best['run']})\n" + to_toml(best_cfg))
-    return {"rows": rows, "columns": cols, "table_csv": str(sweeps / f"{name}_table.csv"), "markdown": str(sweeps / f"{name}.md"), "png": str(sweeps / f"{name}.png"), "best_config": str(sweeps / f"{name}_best.toml"), "best": best}
-
-
-def _csv_cell(value: Any) -> str:
-    text = str(value)
-    return f'"{text}"' if ("," in text or '"' in text) and not text.startswith('"') else text
+    atomic.write_text(paths["best"], f"# best of sweep {name}: CV acc {best['cv_acc']} (run {best['run']})\n" + to_toml(best_cfg))
+    return {"rows": rows, "columns": cols, "table_csv": str(paths["table"]), "markdown": str(paths["markdown"]), "png": str(paths["png"]), "best_config": str(paths["best"]), "best": best}
 
 
 def format_table(result: dict[str, Any]) -> str:

@@ -3,16 +3,19 @@
 Images stay uint8 on the training device (a fold of Fashion-MNIST is ~40 MB) and are
 augmented a batch at a time with tensor ops, so there are no DataLoader workers and
 no per-sample Python. The per-sample albumentations path remains for custom pipelines.
-Each epoch is checkpointed atomically; an interrupted fold resumes from it, with the
-same batch order and augmentation (the RNG is re-seeded from (seed, fold, epoch)).
+Each epoch is checkpointed atomically (tensors and plain containers only, loaded with
+weights_only=True); an interrupted fold resumes from it with the same batch order and
+augmentation, because the RNG is re-seeded from (seed, fold, epoch).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from fmnist_kaggle import atomic
 from fmnist_kaggle.augment import AlbumentationsDataset, BatchAugment, albumentations_pipeline
@@ -27,7 +31,12 @@ from fmnist_kaggle.config import TrainConfig
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.models import create_model
 
+log = logging.getLogger(__name__)
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST train pixel statistics on the 0..1 scale
+
+
+class NonFiniteLoss(FkaggleError):
+    """Training diverged: the loss became NaN or infinite."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -35,7 +44,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise FkaggleError(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise FkaggleError(f"unknown device {name!r} (auto, cpu, cuda, cuda:1 ...)") from None
 
 
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -80,23 +92,31 @@ def loss_fn(cfg: TrainConfig, logits: torch.Tensor, y: torch.Tensor) -> torch.Te
     return F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
 
 
-def _prep(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    """uint8 (N,28,28) -> float (N,1,28,28) in [0,1] (or standardized)."""
-    x = x.unsqueeze(1).float().div_(255.0)
+def normalize(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Float images in [0, 1] -> model inputs (standardized when cfg.normalize)."""
     return (x - MEAN) / STD if cfg.normalize else x
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (N,28,28) -> float (N,1,28,28) in [0,1]."""
+    return x.unsqueeze(1).float().div_(255.0)
 
 
 def _to_model(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 
 
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
 @torch.no_grad()
-def predict(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig, device: torch.device, dtype: torch.dtype | None) -> np.ndarray:
+def predict(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig, device: torch.device, dtype: torch.dtype | None = None) -> np.ndarray:
     """Logits for uint8 images (N,28,28), averaged with the flipped view when cfg.tta."""
     model.eval()
     out = []
     for i in range(0, len(images), cfg.eval_batch_size):
-        x = _prep(images[i : i + cfg.eval_batch_size].to(device, non_blocking=True), cfg)
+        x = normalize(to_float(images[i : i + cfg.eval_batch_size].to(device, non_blocking=True)), cfg)
         with _autocast(device, dtype):
             logits = model(_to_model(x, cfg)).float()
             if cfg.tta:
@@ -105,8 +125,138 @@ def predict(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig, devi
     return torch.cat(out).numpy().astype(np.float32)
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: np.ndarray, cfg: TrainConfig, device: torch.device, dtype: torch.dtype | None) -> tuple[float, float]:
+    """Validation loss and accuracy."""
+    logits = predict(model, images, cfg, device, dtype)
+    loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item())
+    return loss, float((logits.argmax(1) == labels).mean())
+
+
+def _seed_for(seed: int, fold: int, epoch: int) -> int:
+    return (seed * 1_000_003 + fold * 10_007 + epoch) % (2**63)
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+@dataclass
+class Batches:
+    """The training rows of a fold, served as (inputs, labels) batches for one epoch at a time."""
+
+    epoch_batches: Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]  # epoch seed -> batches
+    steps_per_epoch: int
+
+
+def make_batches(cfg: TrainConfig, x: np.ndarray, y: np.ndarray, device: torch.device, batch_size: int) -> Batches:
+    steps = max(1, len(x) // batch_size)  # drop the ragged last batch (BN on tiny batches)
+    if cfg.augment == "custom" or cfg.augment_backend == "albumentations":
+        ds = AlbumentationsDataset(np.asarray(x), np.asarray(y), albumentations_pipeline(cfg.augment, cfg.augment_pipeline))
+
+        def albu(seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            gen = torch.Generator().manual_seed(seed)
+            loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, drop_last=True, generator=gen, num_workers=cfg.num_workers)
+            return ((normalize(xb.to(device, non_blocking=True), cfg), yb.to(device, non_blocking=True)) for xb, yb in loader)
+
+        return Batches(albu, steps)
+    # the fast path: the fold's uint8 images live on the training device
+    augment = BatchAugment(cfg.augment)
+    xs = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+    ys = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
+    gen = torch.Generator(device=device)
+
+    def fast(seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        gen.manual_seed(seed)
+        perm = torch.randperm(len(xs), generator=gen, device=device)[: steps * batch_size].view(steps, batch_size)
+        return ((normalize(augment(to_float(xs[idx]), gen), cfg), ys[idx]) for idx in perm)
+
+    return Batches(fast, steps)
+
+
+# ----------------------------------------------------------------------------- one epoch
+
+
+@dataclass
+class Stepper:
+    """What a training step needs: the model (and its compiled twin), optimizer, scaler, schedule."""
+
+    model: torch.nn.Module
+    step_model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    cfg: TrainConfig
+    device: torch.device
+    dtype: torch.dtype | None
+    total_steps: int
+    steps_per_epoch: int
+    step: int = 0
+
+    def lr(self, step: int) -> float:
+        return self.cfg.lr * lr_factor(self.cfg, step, self.total_steps, self.steps_per_epoch)
+
+
+def train_epoch(s: Stepper, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], where: str, bar: Any) -> dict[str, float]:
+    """One pass over the batches; raises NonFiniteLoss the moment the loss diverges."""
+    s.model.train()
+    t0 = time.perf_counter()
+    sum_loss = torch.zeros((), device=s.device)
+    correct = torch.zeros((), device=s.device, dtype=torch.long)
+    seen = 0
+    for x, y in batches:
+        for g in s.opt.param_groups:
+            g["lr"] = s.lr(s.step)
+        with _autocast(s.device, s.dtype):
+            logits = s.step_model(_to_model(x, s.cfg))
+            loss = loss_fn(s.cfg, logits, y)
+            reg = getattr(s.model, "regularization_loss", None)
+            if reg is not None:
+                loss = loss + reg()
+        if not torch.isfinite(loss):  # one sync a step: a diverged fold must not be marked finished
+            raise NonFiniteLoss(f"{where}: training loss is {loss.item()} at step {s.step + 1} (lr {s.lr(s.step):.3g}); lower --lr or check the data")
+        s.opt.zero_grad(set_to_none=True)
+        s.scaler.scale(loss).backward()
+        s.scaler.step(s.opt)
+        s.scaler.update()
+        s.step += 1
+        seen += len(y)
+        sum_loss += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        bar.update(1)
+        if s.step % 20 == 0 and not bar.disable:
+            bar.set_postfix(loss=f"{sum_loss.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+    seconds = time.perf_counter() - t0
+    return {"train_loss": sum_loss.item() / max(seen, 1), "train_acc": correct.item() / max(seen, 1), "seconds": seconds, "images_per_s": seen / max(seconds, 1e-9)}
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: Path, s: Stepper, state: dict[str, Any]) -> None:
+    with atomic.atomic_path(path) as tmp:
+        torch.save({"model": s.model.state_dict(), "opt": s.opt.state_dict(), "scaler": s.scaler.state_dict(), "state": state}, tmp)
+
+
+def load_checkpoint(path: Path, s: Stepper) -> dict[str, Any] | None:
+    """The saved training state, or None when there is none or it is unusable (then it is removed).
+
+    weights_only=True: a planted pickle in a copied fold folder cannot run code here.
+    """
+    if not path.exists():
+        return None
+    try:
+        ck = torch.load(path, map_location=s.device, weights_only=True)
+        s.model.load_state_dict(ck["model"])
+        s.opt.load_state_dict(ck["opt"])
+        s.scaler.load_state_dict(ck["scaler"])
+        state = ck["state"]
+        int(state["epoch"]), list(state["history"])  # the fields resuming relies on
+        return state
+    except Exception as exc:  # truncated, foreign, or not weights-only: restart this seed
+        log.warning(f"{path}: unusable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); discarded, this seed restarts")
+        path.unlink(missing_ok=True)
+        return None
+
+
+# ----------------------------------------------------------------------------- fit
 
 
 @dataclass
@@ -115,10 +265,16 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = 0
     images_per_s: float = 0.0
+    seconds: float = 0.0
 
-
-def _seed_for(seed: int, fold: int, epoch: int) -> int:
-    return (seed * 1_000_003 + fold * 10_007 + epoch) % (2**63)
+    def summary(self) -> dict[str, Any]:
+        """The per-seed summary every reader uses (best epoch and its metrics, speed)."""
+        best = next((r for r in self.history if r["epoch"] == self.best_epoch), {})
+        return {
+            "best_epoch": self.best_epoch, "epochs_trained": len(self.history),
+            "best": {k: best.get(k) for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
+            "images_per_s": round(self.images_per_s, 1), "seconds": round(self.seconds, 1),
+        }  # fmt: skip
 
 
 def fit(
@@ -138,93 +294,42 @@ def fit(
 
     `checkpoint` is written after every epoch; when present at start, training resumes.
     """
-    from tqdm.auto import tqdm
-
+    t_start = time.perf_counter()
     device = resolve_device(cfg.device)
     dtype = amp_dtype(cfg, device)
     torch.manual_seed(_seed_for(seed, fold, -1))
     model = create_model(cfg.model, num_classes=num_classes, in_chans=1, **cfg.model_kwargs).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = build_optimizer(cfg, params, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    step_model = torch.compile(model) if cfg.compile else model
+    batch_size = min(cfg.batch_size, len(train_x))
+    if batch_size < cfg.batch_size:
+        log.warning(f"{desc} batch size {cfg.batch_size} is larger than the fold's {len(train_x)} training rows; using {batch_size}")
+    batches = make_batches(cfg, train_x, train_y, device, batch_size)
+    s = Stepper(
+        model, torch.compile(model) if cfg.compile else model, build_optimizer(cfg, [p for p in model.parameters() if p.requires_grad], device),
+        torch.amp.GradScaler("cuda", enabled=dtype == torch.float16), cfg, device, dtype,
+        batches.steps_per_epoch * cfg.epochs, batches.steps_per_epoch,
+    )  # fmt: skip
+    vx, vy = torch.from_numpy(np.ascontiguousarray(val_x)), np.asarray(val_y, dtype=np.int64)
 
-    albu_ds = None
-    if cfg.augment == "custom" or cfg.augment_backend == "albumentations":
-        albu_ds = AlbumentationsDataset(np.asarray(train_x), np.asarray(train_y), albumentations_pipeline(cfg.augment, cfg.augment_pipeline))
-    else:  # the fast path: the fold's uint8 images live on the training device
-        augment = BatchAugment(cfg.augment)
-        xs = torch.from_numpy(np.ascontiguousarray(train_x)).to(device)
-        ys = torch.from_numpy(np.asarray(train_y, dtype=np.int64)).to(device)
-    vx = torch.from_numpy(np.ascontiguousarray(val_x))
-    vy = np.asarray(val_y, dtype=np.int64)
-    n = len(train_x)
-    steps_per_epoch = max(1, n // cfg.batch_size)  # drop the ragged last batch (BN on tiny batches)
-    total = steps_per_epoch * cfg.epochs
-
-    state: dict[str, Any] = {"epoch": 0, "history": [], "best_loss": float("inf"), "best_epoch": 0, "best_state": None, "bad_epochs": 0}
-    if checkpoint is not None and checkpoint.exists():
-        ck = torch.load(checkpoint, map_location=device, weights_only=False)  # our own file, written below
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        scaler.load_state_dict(ck["scaler"])
-        state = ck["state"]
-        tqdm.write(f"{desc} resuming after epoch {state['epoch']} from {checkpoint.name}")
-
-    gen = torch.Generator(device=device)
-    step = state["epoch"] * steps_per_epoch
+    state = load_checkpoint(checkpoint, s) if checkpoint is not None else None
+    if state is not None:
+        log.info(f"{desc} resuming after epoch {state['epoch']} from {checkpoint.name}")
+    state = state or {"epoch": 0, "history": [], "best_loss": float("inf"), "best_epoch": 0, "best_state": None, "bad_epochs": 0}
+    s.step = state["epoch"] * batches.steps_per_epoch
     images_per_s = 0.0
     for epoch in range(state["epoch"], cfg.epochs):
         if cfg.patience and state["bad_epochs"] >= cfg.patience:
             break
-        model.train()
-        gen.manual_seed(_seed_for(seed, fold, epoch))
-        t0 = time.perf_counter()
-        sum_loss = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        if albu_ds is not None:
-            cpu_gen = torch.Generator().manual_seed(_seed_for(seed, fold, epoch))
-            batches = torch.utils.data.DataLoader(albu_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=cpu_gen, num_workers=cfg.num_workers)
-            it = ((x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in batches)
-        else:
-            perm = torch.randperm(n, generator=gen, device=device)[: steps_per_epoch * cfg.batch_size].view(steps_per_epoch, cfg.batch_size)
-            it = ((augment(_prep(xs[idx], cfg), gen), ys[idx]) for idx in perm)
-        bar = tqdm(it, total=steps_per_epoch, desc=f"{desc} ep {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress, mininterval=1.0)
-        for x, y in bar:
-            if albu_ds is not None and cfg.normalize:
-                x = (x - MEAN) / STD
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * lr_factor(cfg, step, total, steps_per_epoch)
-            with _autocast(device, dtype):
-                logits = step_model(_to_model(x, cfg))
-                loss = loss_fn(cfg, logits, y)
-                reg = getattr(model, "regularization_loss", None)
-                if reg is not None:
-                    loss = loss + reg()
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            step += 1
-            seen += len(y)
-            sum_loss += loss.detach() * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            if progress and step % 20 == 0:
-                bar.set_postfix(loss=f"{sum_loss.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
-        train_time = time.perf_counter() - t0
-        images_per_s = seen / max(train_time, 1e-9)
-        val_logits = predict(model, vx, cfg, device, dtype)
-        val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(vy)).item())
-        val_acc = float((val_logits.argmax(1) == vy).mean())
+        with tqdm(total=batches.steps_per_epoch, desc=f"{desc} ep {epoch + 1}/{cfg.epochs}", leave=False, disable=None if progress else True, mininterval=1.0) as bar:
+            tr = train_epoch(s, batches.epoch_batches(_seed_for(seed, fold, epoch)), f"{desc} epoch {epoch + 1}", bar)
+        images_per_s = tr["images_per_s"]
+        val_loss, val_acc = evaluate(model, vx, vy, cfg, device, dtype)
         row = {
             "fold": fold, "seed": seed, "epoch": epoch + 1,
-            "train_loss": round(sum_loss.item() / max(seen, 1), 6), "train_acc": round(correct.item() / max(seen, 1), 6),
+            "train_loss": round(tr["train_loss"], 6), "train_acc": round(tr["train_acc"], 6),
             "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6),
-            "lr": cfg.lr * lr_factor(cfg, max(step - 1, 0), total, steps_per_epoch), "images_per_s": round(images_per_s, 1),
-            "seconds": round(train_time, 2),
+            "lr": s.lr(max(s.step - 1, 0)), "images_per_s": round(images_per_s, 1), "seconds": round(tr["seconds"], 2),
         }  # fmt: skip
         state["history"].append(row)
         if val_loss < state["best_loss"]:
@@ -233,10 +338,8 @@ def fit(
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
         if checkpoint is not None:
-            with atomic.atomic_path(checkpoint) as tmp:
-                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "scaler": scaler.state_dict(), "state": state}, tmp)
-        if progress:
-            tqdm.write(f"{desc} epoch {epoch + 1}/{cfg.epochs}  train {row['train_loss']:.4f}/{row['train_acc']:.4f}  val {val_loss:.4f}/{val_acc:.4f}  {images_per_s:.0f} img/s")
+            save_checkpoint(checkpoint, s, state)
+        log.info(f"{desc} epoch {epoch + 1}/{cfg.epochs}  train {row['train_loss']:.4f}/{row['train_acc']:.4f}  val {val_loss:.4f}/{val_acc:.4f}  {images_per_s:.0f} img/s")
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
-    return FitResult(model=model, history=state["history"], best_epoch=state["best_epoch"], images_per_s=images_per_s)
+    return FitResult(model, state["history"], state["best_epoch"], images_per_s, time.perf_counter() - t_start)

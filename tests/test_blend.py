@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,7 +29,7 @@ def _fake_run(name: str, y: np.ndarray, fold_of: np.ndarray, strength: float, co
 
     y_test = np.arange(n_test) % k
     manifest = {"run": name, "model": name, "data": {"data_fingerprint": data_fp, "folds_fingerprint": folds_fp, "test_fingerprint": "t", "label_values": list(range(k))}}
-    return Run(name=name, dir=Path("."), manifest=manifest, oof_logits=logits(y), test_logits=logits(y_test), fold_of=fold_of)
+    return Run(name=name, dir=None, manifest=manifest, oof_logits=logits(y), test_logits=logits(y_test), fold_of=fold_of, labels=y)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +103,7 @@ def test_five_class_labels_map_back_end_to_end(tmp_path, five_class_npy):
 
     comp = load_competition(cfg_toml)
     for name, model in (("k1", "keras_model1"), ("ln", "lenet5")):
-        fold_train(comp, build_config(model=model, **base), run=name, workdir=tmp_path, progress=False, log=lambda *_: None)
+        fold_train(comp, build_config(model=model, **base), run=name, workdir=tmp_path, progress=False)
     res = run_cli("blend", "k1", "ln", "--method", "stack", "--name", "five", "--competition", str(cfg_toml), "--workdir", str(tmp_path), "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
@@ -134,8 +133,8 @@ def test_blend_refuses_runs_on_different_folds_via_cli(tmp_path, small):
     test = write_csv(tmp_path / "test.csv", small["x_test"])
     comp = Competition(name="t", train=train, test=test)
     base = dict(model="lenet5", folds=3, epochs=1, batch_size=64, schedule="constant")
-    fold_train(comp, build_config(**base), run="a", workdir=tmp_path, progress=False, log=lambda *_: None)
-    fold_train(comp, build_config(**base, fold_seed=1), run="b", workdir=tmp_path, progress=False, log=lambda *_: None)
+    fold_train(comp, build_config(**base), run="a", workdir=tmp_path, progress=False)
+    fold_train(comp, build_config(**base, fold_seed=1), run="b", workdir=tmp_path, progress=False)
     res = run_cli("blend", "a", "b", "--train", str(train), "--test", str(test), "--workdir", str(tmp_path))
     assert res.returncode == 2
     assert "different fold assignment" in res.stderr and len(res.stderr.strip().splitlines()) == 1

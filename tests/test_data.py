@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FMNIST_DIR, requires_fmnist, run_cli, save_pickled_dict, write_csv
+from conftest import FMNIST_DIR, run_cli, save_pickled_dict, write_csv
 from fmnist_kaggle.data import check_min_class_count, load_images
 from fmnist_kaggle.errors import DataError
 
 
-@requires_fmnist
-def test_official_idx_files_load_with_labels():
+def test_official_idx_files_load_with_labels(fmnist):
     data = load_images(FMNIST_DIR / "train-images-idx3-ubyte.gz")  # labels file found beside it
     assert data.images.shape == (60000, 28, 28) and data.images.dtype == np.uint8
     assert data.label_values == tuple(range(10))
@@ -195,8 +194,7 @@ def test_every_bad_input_is_one_line_exit_2_no_traceback_nothing_written(tmp_pat
         assert not png.exists(), name
 
 
-@requires_fmnist
-def test_data_check_on_official_csv_pair_and_five_class_npy(tmp_path, kaggle_csv_pair, five_class_npy):
+def test_data_check_on_official_csv_pair_and_five_class_npy(fmnist, tmp_path, kaggle_csv_pair, five_class_npy):
     res = run_cli("data", "check", "--json", "--png", str(tmp_path / "idx.png"), cwd=Path(__file__).resolve().parents[1])
     info = json.loads(res.stdout)
     assert res.returncode == 0, res.stderr

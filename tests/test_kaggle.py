@@ -8,6 +8,7 @@ Nothing leaves the machine.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -21,7 +22,7 @@ import pytest
 from conftest import run_cli
 from fmnist_kaggle.competition import Competition
 from fmnist_kaggle.errors import FkaggleError
-from fmnist_kaggle.submission import submission_csv
+from fmnist_kaggle.submission_file import submission_csv
 
 SERVICE = "/api/v1/competitions.CompetitionApiService/"
 
@@ -118,7 +119,8 @@ def comp_and_file(tmp_path, five_class_npy):
     sub = tmp_path / "submissions" / "mine.csv"
     sub.parent.mkdir()
     sub.write_text(submission_csv(comp, np.arange(len(comp.test_set)) % 5))
-    (sub.with_suffix(".json")).write_text(json.dumps({"file": "mine.csv", "cv": {"acc": 0.9, "logloss": 0.3}}))
+    digest = hashlib.sha256(sub.read_bytes()).hexdigest()
+    (sub.with_suffix(".json")).write_text(json.dumps({"file": "mine.csv", "sha256": digest, "cv": {"acc": 0.9, "logloss": 0.3}}))
     return comp, sub
 
 
@@ -127,7 +129,7 @@ def _cli_args(comp: Competition) -> list[str]:
 
 
 def test_submit_in_process_records_upload(tmp_path, fake_kaggle, comp_and_file):
-    from fmnist_kaggle.tracking import submit_file
+    from fmnist_kaggle.submissions import submit_file
 
     comp, sub = comp_and_file
     res = submit_file(comp, sub, "first try", workdir=tmp_path)
@@ -199,7 +201,7 @@ def test_invalid_file_is_never_uploaded(tmp_path, fake_kaggle, comp_and_file):
     comp, sub = comp_and_file
     sub.write_text(sub.read_text().replace("Id,Category", "id,label"))
     with pytest.raises(FkaggleError, match="invalid submission, not uploaded"):
-        from fmnist_kaggle.tracking import submit_file
+        from fmnist_kaggle.submissions import submit_file
 
         submit_file(comp, sub, "x", workdir=tmp_path)
     assert fake_kaggle.calls == []

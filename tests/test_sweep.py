@@ -24,32 +24,28 @@ def comp(tmp_path, small) -> Competition:
 BASE = dict(model="seed000_bncnn", folds=2, epochs=1, batch_size=64, optimizer="adam", schedule="constant", eval_batch_size=256)
 
 
-def test_grid_runs_resumes_and_writes_table_plot_best_config(tmp_path, comp, monkeypatch):
-    import fmnist_kaggle.runs as runs_mod
+def test_grid_runs_resumes_and_writes_table_plot_best_config(tmp_path, comp, caplog):
+    from fmnist_kaggle.runs import fold_train
 
     base = build_config(**BASE)
     grid = parse_grid(["dropout3=0,0.5", "lr=1e-3,3e-3"])
-    real = runs_mod.fold_train
     calls = {"n": 0}
 
     def dies_on_third(*a, **k):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real(*a, **k)
+        return fold_train(*a, **k)
 
-    monkeypatch.setattr(runs_mod, "fold_train", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(comp, base, "g", ["seed000_bncnn"], grid, workdir=tmp_path, log=lambda *_: None)
+        run_sweep(comp, base, "g", ["seed000_bncnn"], grid, workdir=tmp_path, trainer=dies_on_third)
     rows = list(csv.DictReader((tmp_path / "oof/sweeps/g.csv").open()))
     assert len(rows) == 2  # two trials finished before the kill
 
-    monkeypatch.setattr(runs_mod, "fold_train", real)
     trained = []
-    monkeypatch.setattr(runs_mod, "fold_train", lambda *a, **k: trained.append(k["run"]) or real(*a, **k))
-    logs: list[str] = []
-    result = run_sweep(comp, base, "g", ["seed000_bncnn"], grid, workdir=tmp_path, log=logs.append)
-    assert len(trained) == 2 and sum("done already, skipped" in line for line in logs) == 2  # only the missing trials ran
+    caplog.set_level("INFO", "fmnist_kaggle")
+    result = run_sweep(comp, base, "g", ["seed000_bncnn"], grid, workdir=tmp_path, trainer=lambda *a, **k: trained.append(k["run"]) or fold_train(*a, **k))
+    assert len(trained) == 2 and caplog.text.count("done already, skipped") == 2  # only the missing trials ran
     rows = result["rows"]
     assert len(rows) == 4 and {(r["dropout3"], r["lr"]) for r in rows} == {("0", "0.001"), ("0", "0.003"), ("0.5", "0.001"), ("0.5", "0.003")}
     accs = [float(r["cv_acc"]) for r in rows]

@@ -16,7 +16,8 @@ from fmnist_kaggle.competition import Competition
 from fmnist_kaggle.config import build_config
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.models import create_model
-from fmnist_kaggle.runs import fold_train, load_run, run_status
+from fmnist_kaggle.runs import fold_train, load_run, status
+from fmnist_kaggle.workspace import Workspace
 
 TINY = dict(model="lenet5", folds=3, epochs=1, batch_size=64, lr=2e-3, optimizer="adam", schedule="constant", eval_batch_size=256)
 
@@ -34,7 +35,7 @@ def quiet(*_a, **_k):
 
 def test_every_training_row_is_predicted_once_by_a_model_that_did_not_see_it(tmp_path, comp):
     cfg = build_config(**TINY)
-    m = fold_train(comp, cfg, run="r", workdir=tmp_path, progress=False, log=quiet)
+    m = fold_train(comp, cfg, run="r", workdir=tmp_path, progress=False)
     assert m["complete"] and m["cv"]["acc"] > 0.2  # 1 epoch on 267 rows: well above 10% chance
     run = load_run("r", tmp_path)
     n = len(comp.train_set)
@@ -44,7 +45,7 @@ def test_every_training_row_is_predicted_once_by_a_model_that_did_not_see_it(tmp
     for f in range(3):
         val = run.fold_of == f
         model = create_model("lenet5", num_classes=10)
-        model.load_state_dict(torch.load(run.dir / f"fold_{f}" / "model_seed_0.pt", weights_only=True))
+        model.load_state_dict(torch.load(run.dir.fold(f).seed_model(0), weights_only=True))
         model.eval()
         x = torch.from_numpy(comp.train_set.images).unsqueeze(1).float() / 255
         with torch.no_grad():
@@ -54,18 +55,18 @@ def test_every_training_row_is_predicted_once_by_a_model_that_did_not_see_it(tmp
         # and that model was trained on the other folds only: its held-out rows score no better than chance-free fit
     assert run.test_logits.shape == (100, 10)
     for name in ("manifest.json", "history.csv", "learning_curves.png", "config.toml", "folds.npy"):
-        assert (run.dir / name).exists(), name
-    man = json.loads((run.dir / "manifest.json").read_text())
+        assert (run.dir.path / name).exists(), name
+    man = json.loads(run.dir.manifest_path.read_text())
     assert man["data"]["label_values"] == list(range(10)) and man["versions"]["torch"]
     assert man["fold_status"] == {"0": "done", "1": "done", "2": "done"} and "test_metrics" in man
 
 
 def test_folds_are_identical_across_runs_and_fingerprinted(tmp_path, comp):
-    a = fold_train(comp, build_config(**TINY), run="a", workdir=tmp_path, progress=False, log=quiet)
-    b = fold_train(comp, build_config(**{**TINY, "model": "cnn4"}), run="b", workdir=tmp_path, progress=False, log=quiet)
+    a = fold_train(comp, build_config(**TINY), run="a", workdir=tmp_path, progress=False)
+    b = fold_train(comp, build_config(**{**TINY, "model": "cnn4"}), run="b", workdir=tmp_path, progress=False)
     assert a["data"]["folds_fingerprint"] == b["data"]["folds_fingerprint"]
     assert np.array_equal(np.load(tmp_path / "oof/a/folds.npy"), np.load(tmp_path / "oof/b/folds.npy"))
-    c = fold_train(comp, build_config(**{**TINY, "fold_seed": 7}), run="c", workdir=tmp_path, progress=False, log=quiet)
+    c = fold_train(comp, build_config(**{**TINY, "fold_seed": 7}), run="c", workdir=tmp_path, progress=False)
     assert c["data"]["folds_fingerprint"] != a["data"]["folds_fingerprint"]
     # stratified: every fold holds each class in proportion
     fold_of = np.load(tmp_path / "oof/a/folds.npy")
@@ -74,9 +75,9 @@ def test_folds_are_identical_across_runs_and_fingerprinted(tmp_path, comp):
         assert counts.min() >= 13 and counts.max() <= 14
 
 
-def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, comp, monkeypatch):
+def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, comp, monkeypatch, caplog):
     cfg = build_config(**{**TINY, "epochs": 3, "folds": 2})
-    fold_train(comp, cfg, run="ref", workdir=tmp_path / "ref", progress=False, log=quiet)
+    fold_train(comp, cfg, run="ref", workdir=tmp_path / "ref", progress=False)
 
     real_save = torch.save
     calls = {"n": 0}
@@ -90,14 +91,14 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, comp
 
     monkeypatch.setattr(torch, "save", flaky_save)
     with pytest.raises(KeyboardInterrupt):
-        fold_train(comp, cfg, run="r", workdir=tmp_path, progress=False, log=quiet)
+        fold_train(comp, cfg, run="r", workdir=tmp_path, progress=False)
     monkeypatch.setattr(torch, "save", real_save)
-    status = run_status("r", tmp_path)
-    assert status["fold_status"] == {"0": "done", "1": "partial"}
+    st = status(Workspace(tmp_path).find_run("r"))
+    assert st["fold_status"] == {"0": "done", "1": "partial"}
     fold0_mtime = (tmp_path / "oof/r/fold_0/metrics.json").stat().st_mtime_ns
-    logs: list[str] = []
-    fold_train(comp, cfg, run="r", workdir=tmp_path, progress=False, log=logs.append)
-    assert any("fold 0: done already, skipped" in line for line in logs)
+    caplog.set_level("INFO", "fmnist_kaggle")
+    fold_train(comp, cfg, run="r", workdir=tmp_path, progress=False)
+    assert "1 (fold, seed) unit(s) to train" in caplog.text and "resuming after epoch 1" in caplog.text
     assert (tmp_path / "oof/r/fold_0/metrics.json").stat().st_mtime_ns == fold0_mtime
     hist = [r for r in __import__("csv").DictReader((tmp_path / "oof/r/fold_1/history.csv").open())]
     assert [int(r["epoch"]) for r in hist] == [1, 2, 3]
@@ -117,7 +118,10 @@ def test_sharded_folds_assemble_into_one_run(tmp_path, comp):
         shutil.copytree(tmp_path / f"b/oof/tiny-run/fold_{f}", tmp_path / f"a/oof/tiny-run/fold_{f}")
     st = run_cli("status", "tiny-run", "--workdir", str(tmp_path / "a"))
     assert st.returncode == 0, st.stdout + st.stderr
-    assert "complete" in st.stdout and "CV accuracy" in st.stdout
+    assert "complete" in st.stdout and "fkaggle assemble tiny-run" in st.stdout
+    assert not (tmp_path / "a/oof/tiny-run/oof_logits.npy").exists()  # status only reads
+    asm = run_cli("assemble", "tiny-run", "--workdir", str(tmp_path / "a"))
+    assert asm.returncode == 0 and "CV accuracy" in asm.stdout, asm.stderr
     run = load_run("tiny-run", tmp_path / "a")
     assert not np.isnan(run.oof_logits).any()
 
@@ -130,18 +134,18 @@ def run_cli_train(workdir, comp, *extra):
 
 
 def test_changed_config_is_refused_unless_overwrite(tmp_path, comp):
-    fold_train(comp, build_config(**TINY), run="r", workdir=tmp_path, progress=False, log=quiet)
+    fold_train(comp, build_config(**TINY), run="r", workdir=tmp_path, progress=False)
     with pytest.raises(FkaggleError, match=r"config differs \(lr\)"):
-        fold_train(comp, build_config(**{**TINY, "lr": 0.01}), run="r", workdir=tmp_path, progress=False, log=quiet)
-    m = fold_train(comp, build_config(**{**TINY, "lr": 0.01}), run="r", workdir=tmp_path, overwrite=True, progress=False, log=quiet)
+        fold_train(comp, build_config(**{**TINY, "lr": 0.01}), run="r", workdir=tmp_path, progress=False)
+    m = fold_train(comp, build_config(**{**TINY, "lr": 0.01}), run="r", workdir=tmp_path, overwrite=True, progress=False)
     assert m["complete"] and m["config"]["lr"] == 0.01
     # device/speed settings are not part of a run's identity: a shard may run elsewhere
-    fold_train(comp, build_config(**{**TINY, "lr": 0.01, "eval_batch_size": 64}), run="r", workdir=tmp_path, progress=False, log=quiet)
+    fold_train(comp, build_config(**{**TINY, "lr": 0.01, "eval_batch_size": 64}), run="r", workdir=tmp_path, progress=False)
 
 
 def test_seeds_are_averaged_and_options_train(tmp_path, comp):
     cfg = build_config(**{**TINY, "folds": 2, "seeds": [0, 1], "loss": "sigmoid", "label_smoothing": 0.1, "tta": True, "augment": "strong", "optimizer": "sgd", "schedule": "onecycle", "lr": 0.05})
-    fold_train(comp, cfg, run="s", workdir=tmp_path, progress=False, log=quiet)
+    fold_train(comp, cfg, run="s", workdir=tmp_path, progress=False)
     d = tmp_path / "oof/s/fold_0"
     mean = (np.load(d / "seed_0_val.npy") + np.load(d / "seed_1_val.npy")) / 2
     assert np.allclose(np.load(d / "val_logits.npy"), mean, atol=1e-6)
@@ -150,11 +154,11 @@ def test_seeds_are_averaged_and_options_train(tmp_path, comp):
 
 def test_albumentations_backend_and_custom_pipeline_train(tmp_path, comp):
     cfg = build_config(**{**TINY, "folds": 2, "augment": "cropflip", "augment_backend": "albumentations"})
-    assert fold_train(comp, cfg, run="al", workdir=tmp_path, progress=False, log=quiet)["complete"]
+    assert fold_train(comp, cfg, run="al", workdir=tmp_path, progress=False)["complete"]
     custom = build_config(**{**TINY, "folds": 2, "augment": "custom", "augment_pipeline": [{"name": "HorizontalFlip", "p": 0.5}, {"name": "Affine", "translate_px": 2, "p": 0.5}]})
-    assert fold_train(comp, custom, run="cu", workdir=tmp_path, progress=False, log=quiet)["complete"]
+    assert fold_train(comp, custom, run="cu", workdir=tmp_path, progress=False)["complete"]
     with pytest.raises(FkaggleError, match="unknown albumentations transform 'Nope'"):
-        fold_train(comp, replace(custom, augment_pipeline=[{"name": "Nope"}]), run="bad", workdir=tmp_path, progress=False, log=quiet)
+        fold_train(comp, replace(custom, augment_pipeline=[{"name": "Nope"}]), run="bad", workdir=tmp_path, progress=False)
 
 
 def test_timm_model_with_local_pretrained_weights_fold_trains(tmp_path, comp):
@@ -167,7 +171,7 @@ def test_timm_model_with_local_pretrained_weights_fold_trains(tmp_path, comp):
         "--input-size", "32", "--folds", "2", "--epochs", "1", "--batch-size", "64", "--subset", "200", "--run", "tm", "--workdir", str(tmp_path), "--no-progress", "--json",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
-    out = json.loads(res.stdout.split("\n", 1)[1] if not res.stdout.startswith("{") else res.stdout)
+    out = json.loads(res.stdout)  # stdout carries JSON only
     assert out["complete"]
     man = json.loads((tmp_path / "oof/tm/manifest.json").read_text())
     assert man["config"]["model_kwargs"] == {"pretrained": str(weights), "input_size": 32} and man["data"]["rows"] == 200
@@ -192,7 +196,7 @@ def test_batch_augmentations_on_tensors():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA fast path: needs a GPU")
 def test_cuda_fast_path_with_amp(tmp_path, comp):
     cfg = build_config(**{**TINY, "model": "seed000_bncnn", "device": "cuda", "augment": "strong", "amp": "auto"})
-    m = fold_train(comp, cfg, run="gpu", workdir=tmp_path, progress=False, log=quiet)
+    m = fold_train(comp, cfg, run="gpu", workdir=tmp_path, progress=False)
     assert m["complete"] and m["cv"]["acc"] > 0.2
 
 
@@ -218,13 +222,12 @@ def test_tensor_presets_match_albumentations_statistically(small, preset):
     assert not np.allclose(fast, orig)
 
 
-def test_flip_tta_without_flip_training_is_warned(tmp_path, comp):
-    logs: list[str] = []
-    fold_train(comp, build_config(**{**TINY, "folds": 2, "tta": True}), run="w", workdir=tmp_path, progress=False, log=logs.append)
-    assert any("hflip TTA on a model trained without flips" in line for line in logs)
-    logs.clear()
-    fold_train(comp, build_config(**{**TINY, "folds": 2, "tta": True, "augment": "cropflip"}), run="w2", workdir=tmp_path, progress=False, log=logs.append)
-    assert not any("warning" in line for line in logs)
+def test_flip_tta_without_flip_training_is_warned(tmp_path, synth, caplog):
+    fold_train(synth, build_config(**{**TINY, "folds": 2, "tta": True}), run="w", workdir=tmp_path, progress=False)
+    assert "hflip TTA on a model trained without flips" in caplog.text
+    caplog.clear()
+    fold_train(synth, build_config(**{**TINY, "folds": 2, "tta": True, "augment": "cropflip"}), run="w2", workdir=tmp_path, progress=False)
+    assert "hflip TTA" not in caplog.text
 
 
 def test_early_stopping_keeps_the_best_epoch(fmnist):

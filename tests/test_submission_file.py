@@ -8,7 +8,7 @@ import pytest
 from conftest import run_cli
 from fmnist_kaggle.competition import Competition
 from fmnist_kaggle.errors import FkaggleError
-from fmnist_kaggle.submission import submission_csv, validate_text
+from fmnist_kaggle.submission_file import submission_csv, validate_text
 
 
 @pytest.fixture()

@@ -1,36 +1,22 @@
-"""Submission files in the competition's layout, their provenance, and their validation."""
+"""Submission files in the competition's layout: writing, validating, reading them back."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fmnist_kaggle import atomic
-from fmnist_kaggle.competition import Competition
+from fmnist_kaggle import atomic, files
+from fmnist_kaggle.competition import Competition, read_sample_submission
 from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.workspace import SubmissionFiles, read_json
 
-
-def read_sample_submission(comp: Competition) -> Any:
-    import pandas as pd
-
-    path = comp.sample_submission
-    if path is None:
-        raise FkaggleError("the competition has no sample submission")
-    if not Path(path).exists():
-        raise FkaggleError("sample submission not found", path)
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except Exception as exc:
-        raise FkaggleError(f"cannot read sample submission ({str(exc).splitlines()[0]})", path) from None
-    if df.shape[1] != 2:
-        raise FkaggleError(f"sample submission has {df.shape[1]} columns, expected 2 (id, label)", path)
-    return df
+MAX_SUBMISSION_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -65,41 +51,50 @@ def submission_csv(comp: Competition, pred_class: np.ndarray) -> str:
     if len(pred_class) != len(lay.ids):
         raise FkaggleError(f"{len(pred_class)} predictions for {len(lay.ids)} test rows")
     values = np.asarray(comp.train_set.label_values)[np.asarray(pred_class)]
-    out = io.StringIO()
-    out.write(f"{lay.id_column},{lay.label_column}\n")
-    for i, v in zip(lay.ids, values):
-        out.write(f"{i},{int(v)}\n")
-    return out.getvalue()
+    return atomic.csv_text([{lay.id_column: i, lay.label_column: int(v)} for i, v in zip(lay.ids, values)], [lay.id_column, lay.label_column])
 
 
-def write_submission(comp: Competition, pred_class: np.ndarray, target: str | Path, provenance: dict[str, Any]) -> tuple[Path, Path]:
-    """Write NAME.csv and NAME.json (provenance) atomically; returns both paths."""
-    target = Path(target)
-    text = submission_csv(comp, pred_class)
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def write_submission(comp: Competition, test_logprobs: np.ndarray, out: SubmissionFiles, provenance: dict[str, Any]) -> None:
+    """Write NAME.test_logprobs.npy, NAME.csv, then NAME.json naming the CSV's SHA-256.
+
+    The record is written last and readers check the hash, so a crash between the writes
+    can never leave a record that describes another CSV than the one on disk.
+    """
+    if not np.isfinite(test_logprobs).all():
+        raise FkaggleError("blended test predictions hold NaN or infinite values; refused", out.csv)
+    text = submission_csv(comp, test_logprobs.argmax(1))
     problems = validate_text(text, comp)
     if problems:  # never write a file we would refuse to submit
-        raise FkaggleError("generated submission fails validation: " + "; ".join(problems[:3]), target)
+        raise FkaggleError("generated submission fails validation: " + "; ".join(problems[:3]), out.csv)
+    atomic.save_npy(out.logprobs, test_logprobs.astype(np.float32))
+    atomic.write_text(out.csv, text)
     meta = {
-        "file": target.name,
-        "sha256": hashlib.sha256(text.encode()).hexdigest(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "competition": comp.name,
-        "slug": comp.slug,
-        "rows": len(pred_class),
-        **provenance,
-        "submissions": [],
-    }
-    atomic.write_text(target, text)
-    atomic.write_json(target.with_suffix(".json"), meta)
-    return target, target.with_suffix(".json")
+        "file": out.csv.name, "sha256": sha256(text), "created": atomic.utc_now(), "competition": comp.name,
+        "slug": comp.slug, "rows": len(test_logprobs), **provenance, "submissions": [],
+    }  # fmt: skip
+    atomic.write_json(out.record, meta)
+
+
+def read_record(out: SubmissionFiles) -> dict[str, Any] | None:
+    """NAME.json when it describes the NAME.csv on disk; None when there is no record."""
+    if not out.record.exists():
+        return None
+    meta = read_json(out.record, "submission record")
+    if not out.csv.exists() or meta.get("sha256") != hashlib.sha256(out.csv.read_bytes()).hexdigest():
+        raise FkaggleError(f"describes another version of {out.csv.name} (an interrupted or edited write); re-run `fkaggle blend` or remove the record", out.record)
+    return meta
 
 
 def validate_text(text: str, comp: Competition) -> list[str]:
     """Every problem with a submission's content (empty list: valid)."""
-    import csv
-
     lay = layout(comp)
-    rows = list(csv.reader(io.StringIO(text)))
+    rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
+    while rows and not any(cell.strip() for cell in rows[-1]):  # trailing blank lines are harmless
+        rows.pop()
     if not rows:
         return ["file is empty"]
     problems = []
@@ -133,18 +128,10 @@ def validate_text(text: str, comp: Competition) -> list[str]:
             first = next(i for i, (a, b) in enumerate(zip(ids, lay.ids)) if a != b)
             problems.append(f"ids are not in the test order (first difference at line {first + 2})")
     allowed = set(lay.allowed)
-    bad = [lab for lab in labels if lab and _norm_label(lab) not in allowed]
+    bad = [lab for lab in labels if lab and lab not in allowed]  # exactly as the competition writes them: no 1.0, +1, nan
     if bad:
         problems.append(f"{len(bad)} label(s) outside {sorted(allowed, key=_sort_key)}, e.g. {bad[0]!r}")
     return problems
-
-
-def _norm_label(text: str) -> str:
-    try:
-        f = float(text)
-        return str(int(f)) if f == int(f) else text
-    except ValueError:
-        return text
 
 
 def _sort_key(s: str) -> tuple[int, Any]:
@@ -152,23 +139,20 @@ def _sort_key(s: str) -> tuple[int, Any]:
 
 
 def validate_file(path: str | Path, comp: Competition) -> list[str]:
-    path = Path(path)
-    if not path.exists():
-        raise FkaggleError("submission file not found", path)
     try:
-        text = path.read_text()
-    except UnicodeDecodeError:
-        return ["file is not UTF-8 text"]
+        text = files.read_text(path, "submission file", limit=MAX_SUBMISSION_BYTES)
+    except FkaggleError as exc:
+        if "not UTF-8" in str(exc):
+            return ["file is not UTF-8 text"]
+        raise
     return validate_text(text, comp)
 
 
 def read_predictions(path: str | Path, comp: Competition) -> np.ndarray:
     """Class indices (0..K-1) of a valid submission file, in test order."""
-    import pandas as pd
-
     problems = validate_file(path, comp)
     if problems:
         raise FkaggleError("invalid submission: " + "; ".join(problems), path)
-    df = pd.read_csv(path, dtype=str)
-    values = np.array([int(_norm_label(v)) for v in df.iloc[:, 1]])
+    rows = list(csv.reader(io.StringIO(files.read_text(path, "submission file", MAX_SUBMISSION_BYTES).lstrip("\ufeff"))))[1 : len(layout(comp).ids) + 1]
+    values = np.array([int(r[1].strip()) for r in rows])
     return np.searchsorted(np.asarray(comp.train_set.label_values), values)

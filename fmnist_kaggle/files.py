@@ -1,0 +1,92 @@
+"""Guarded reads of user-named files: regular files only, bounded sizes, errors that name the file.
+
+A FIFO or `/dev/zero` given as an input would hang or read until memory runs out, and a
+small compressed file can expand to gigabytes: every input goes through here first.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import stat
+import zlib
+from pathlib import Path
+
+from fmnist_kaggle.errors import DataError, FkaggleError
+
+# No Fashion-MNIST file comes close (the 60,000-row CSV is 133 MB): anything above is refused.
+MAX_BYTES = int(os.environ.get("FKAGGLE_MAX_INPUT_BYTES", 4 << 30))
+
+
+def regular_file(path: str | Path, what: str = "file") -> Path:
+    """The path, if it names an existing, readable regular file; else one clear error."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise DataError(f"{what} not found", path) from None
+    except PermissionError:
+        raise DataError("permission denied", path) from None
+    except OSError as exc:
+        raise DataError(f"cannot access ({exc.strerror})", path) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(f"is a folder, expected a {what}", path)
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"not a regular file (a FIFO, socket or device), expected a {what}", path)
+    if not os.access(path, os.R_OK):
+        raise DataError("permission denied", path)
+    return path
+
+
+def read_bytes(path: str | Path, what: str = "file", limit: int = MAX_BYTES) -> bytes:
+    """Contents of a regular file, gunzipped if it is gzip, never more than `limit` bytes."""
+    path = regular_file(path, what)
+    if path.stat().st_size > limit:
+        raise DataError(f"file is {path.stat().st_size:,} bytes, above the {limit:,}-byte limit", path)
+    data = path.read_bytes()
+    return gunzip(data, path, limit) if data[:2] == b"\x1f\x8b" else data
+
+
+def gunzip(data: bytes, path: Path, limit: int = MAX_BYTES) -> bytes:
+    """Decompress gzip bytes, stopping as soon as the output would pass `limit` (bomb guard)."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(data, limit + 1)
+        if len(out) > limit or d.unconsumed_tail:
+            raise DataError(f"decompresses to more than {limit:,} bytes (a decompression bomb?), refused", path)
+        out += d.flush()
+    except zlib.error as exc:
+        raise DataError(f"truncated or corrupt gzip file ({exc})", path) from None
+    if not d.eof:
+        raise DataError("truncated or corrupt gzip file (ends early)", path)
+    return out
+
+
+def read_text(path: str | Path, what: str = "file", limit: int = MAX_BYTES) -> str:
+    try:
+        return read_bytes(path, what, limit).decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataError("not UTF-8 text", path) from None
+
+
+def head(path: Path, n: int) -> bytes:
+    """First n bytes (of the decompressed stream for .gz), b'' when unreadable."""
+    try:
+        with (gzip.open if path.name.endswith(".gz") else open)(path, "rb") as fh:
+            return fh.read(n)
+    except (OSError, EOFError, zlib.error):
+        return b""
+
+
+def writable_folder(path: str | Path) -> Path:
+    """Refuse an output folder that could not be created or written, before any work starts
+    (and without creating it: a refused command leaves nothing behind)."""
+    path = Path(path)
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise FkaggleError("cannot create output folder: a file is in the way", probe)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise FkaggleError("output folder is not writable", path if probe == path else probe)
+    return path
