@@ -48,7 +48,7 @@ def main() -> None:
         confuse = rng.normal(0, 0.8, (10, 10))
         z = lambda lab: (3.0 * np.eye(10)[lab] + confuse[lab] + rng.normal(0, 1.3, (len(lab), 10))).astype(np.float32)  # noqa: E731
         man = {"run": f"r{r}", "data": {"data_fingerprint": "d", "folds_fingerprint": "f", "test_fingerprint": "t", "label_values": list(range(10))}}
-        runs.append(Run(f"r{r}", tmp, man, z(y), z(np.arange(10000) % 10), fold_of))
+        runs.append(Run(f"r{r}", None, man, z(y), z(np.arange(10000) % 10), fold_of, y))
     print("\nblending 10 runs of OOF (60000 x 10) + test (10000 x 10); fitted methods nested over 5 folds")
     print(f"{'method':<10} {'seconds':>8} {'CV acc':>7} {'logloss':>8}")
     for m in METHODS:

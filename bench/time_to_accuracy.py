@@ -15,7 +15,7 @@ import torch
 from fmnist_kaggle.competition import resolve_competition
 from fmnist_kaggle.config import build_config
 from fmnist_kaggle.runs import fold_train
-from fmnist_kaggle.tracking import make_submission
+from fmnist_kaggle.submissions import make_submission
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     for s in args.seeds.split(","):
         cfg = build_config(recipe=args.recipe, seeds=[int(s)], device=args.device)
         name = f"tta-{args.recipe}-s{s}"
-        fold_train(comp, cfg, run=name, workdir=workdir, progress=False, recipe=args.recipe)
+        fold_train(comp, cfg, run=name, workdir=workdir, progress=False)
         runs.append(name)
     train_s = time.perf_counter() - t0
     res = make_submission(comp, runs, "mean", f"tta-{args.recipe}", workdir)

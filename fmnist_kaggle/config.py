@@ -82,7 +82,11 @@ class TrainConfig:
                 raise FkaggleError(f"invalid training config: {f.name} must be one of {', '.join(choices)}, got {value!r}")
             if isinstance(value, float) and not math.isfinite(value):
                 raise FkaggleError(f"invalid training config: {f.name} must be a finite number, got {value!r}")
-            if check and not check[0](value):
+            try:
+                ok = not check or check[0](value)
+            except TypeError:
+                ok = False
+            if not ok:
                 raise FkaggleError(f"invalid training config: {f.name} {check[1]}, got {value!r}")
         if self.augment == "custom" and not self.augment_pipeline:
             raise FkaggleError("invalid training config: augment='custom' needs augment_pipeline")

@@ -310,7 +310,7 @@ def _parse_idx(path: Path) -> np.ndarray:
     if expected > files.MAX_BYTES:
         raise DataError(f"IDX header declares {'x'.join(map(str, dims))} ({expected:,} bytes), above the {files.MAX_BYTES:,}-byte limit", path)
     # read no more than the header declares (+1 to notice extra data): a .gz bomb stops here
-    data = files.read_bytes(path, "IDX file", limit=4 + 4 * ndim + expected + 1)
+    data = files.read_bytes(path, "IDX file", unzipped_limit=4 + 4 * ndim + expected + 1)
     payload = len(data) - 4 - 4 * ndim
     if payload != expected:
         raise DataError(f"IDX header says {'x'.join(map(str, dims))} ({expected} bytes) but the file holds {payload}", path)

@@ -38,13 +38,14 @@ def regular_file(path: str | Path, what: str = "file") -> Path:
     return path
 
 
-def read_bytes(path: str | Path, what: str = "file", limit: int = MAX_BYTES) -> bytes:
-    """Contents of a regular file, gunzipped if it is gzip, never more than `limit` bytes."""
+def read_bytes(path: str | Path, what: str = "file", limit: int = MAX_BYTES, unzipped_limit: int | None = None) -> bytes:
+    """Contents of a regular file, gunzipped if it is gzip. The file may hold at most `limit`
+    bytes, its decompressed stream at most `unzipped_limit` (default `limit`)."""
     path = regular_file(path, what)
     if path.stat().st_size > limit:
         raise DataError(f"file is {path.stat().st_size:,} bytes, above the {limit:,}-byte limit", path)
     data = path.read_bytes()
-    return gunzip(data, path, limit) if data[:2] == b"\x1f\x8b" else data
+    return gunzip(data, path, unzipped_limit or limit) if data[:2] == b"\x1f\x8b" else data
 
 
 def gunzip(data: bytes, path: Path, limit: int = MAX_BYTES) -> bytes:

@@ -25,6 +25,7 @@ from fmnist_kaggle.config import TrainConfig, to_toml
 from fmnist_kaggle.data import ImageSet
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.folds import load_or_make_folds, stratified_subset
+from fmnist_kaggle.plots import learning_curves
 from fmnist_kaggle.workspace import SCHEMA, CorruptArtifact, FoldDir, RunDir, Workspace, read_array, read_json, read_verified, write_array, write_recorded
 
 log = logging.getLogger(__name__)
@@ -110,14 +111,15 @@ def open_run(ws: Workspace, name: str, cfg: TrainConfig, data: TrainingData, com
         if diff and not overwrite:
             raise FkaggleError(f"run exists and its {diff}; pass --overwrite to replace it, or choose another --run", rd.path)
         if diff:
-            log.warning(f"{rd.path}: {diff}; --overwrite: replacing the run")
             rd.remove()
+            log.warning(f"{rd.path}: {diff}; --overwrite: replaced the run")
     elif rd.path.exists() and any(rd.path.iterdir()):
         if not overwrite:
             raise FkaggleError("folder exists without a run manifest; pass --overwrite only if it is a run folder to replace, or choose another --run", rd.path)
         raise FkaggleError("folder exists without a run manifest; refusing to delete what fkaggle did not write", rd.path)
-    manifest = rd.read_manifest() if rd.exists() else _new_manifest(comp, cfg, rd, data)
-    manifest["config"] = cfg.to_dict()  # speed settings (device, amp...) may differ between resumes
+    if rd.exists():
+        return rd, rd.read_manifest()
+    manifest = _new_manifest(comp, cfg, rd, data)
     rd.write_manifest(manifest)
     return rd, manifest
 
@@ -304,7 +306,7 @@ def fold_train(
 ) -> dict[str, Any]:
     """Train the selected folds of a run (all by default), then assemble it if complete."""
     ws = Workspace(workdir)
-    name = run or default_run_name(cfg)
+    name = run if run is not None else default_run_name(cfg)
     ws.run(name)  # refuse a bad name before any work
     selected = sorted(set(only_folds)) if only_folds else list(range(cfg.folds))
     bad = [f for f in selected if not 0 <= f < cfg.folds]
@@ -315,6 +317,8 @@ def fold_train(
     for warning in cfg.warnings():
         log.warning(warning)
     units = plan(rd, cfg, data.identity, selected)
+    if manifest["config"] != cfg.to_dict():  # speed settings (device, amp...) may differ between resumes
+        rd.write_manifest({**manifest, "config": cfg.to_dict()})
     log.info(f"run {name}: {cfg.model}, {cfg.folds} folds ({', '.join(map(str, selected))} here), {len(data.train)} train rows, {len(units)} (fold, seed) unit(s) to train")
     _warn_if_few_steps(cfg, data)
     for fold in selected:
@@ -365,8 +369,6 @@ def status(rd: RunDir, manifest: dict[str, Any] | None = None) -> dict[str, Any]
 
 def assemble(rd: RunDir) -> dict[str, Any]:
     """Once every fold is done: OOF logits, fold-mean test logits, history, curves, CV."""
-    from fmnist_kaggle.plots import learning_curves
-
     base = {k: v for k, v in rd.read_manifest().items() if k not in DERIVED}
     manifest = {**status(rd, base), "updated": atomic.utc_now()}
     manifest.pop("fold_problems")

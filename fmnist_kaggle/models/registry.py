@@ -20,10 +20,6 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def is_model(name: str) -> bool:
-    return name in _MODELS or name.startswith("timm:")
-
-
 def create_model(name: str, num_classes: int = 10, in_chans: int = 1, **kwargs) -> nn.Module:
     """Build a registered model, or `timm:<name>` through timm (see models.timm_backbone)."""
     if name.startswith("timm:"):
