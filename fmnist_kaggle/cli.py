@@ -3,7 +3,7 @@
 Every `FkaggleError` (and any OS error on a named file) becomes one line on stderr and
 exit status 2. Humans read stderr (log lines, progress bars); stdout carries results
 only, and with --json nothing but JSON. Heavy imports (torch, kaggle) happen inside
-the commands that need them.
+the commands that need them (light internal modules are imported at the top).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Any
 
 from fmnist_kaggle import __version__
 from fmnist_kaggle.atomic import dumps
-from fmnist_kaggle.config import FIELDS, RECIPES, default_of, parse_assignments
+from fmnist_kaggle.config import FIELDS, RECIPES, build_config, default_of, parse_assignments
 from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.workspace import Workspace
 
 
 def _print_json(obj: Any) -> None:
@@ -60,7 +61,6 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     from fmnist_kaggle.competition import summary
     from fmnist_kaggle.data import check_min_class_count
     from fmnist_kaggle.plots import sample_grid
-    from fmnist_kaggle.workspace import Workspace
 
     comp = _competition(args)
     info = summary(comp)
@@ -151,8 +151,6 @@ def _int_list(text: str) -> list[int]:
 
 def _train_config(args: argparse.Namespace, model: str | None = None):
     """TrainConfig from --recipe < --config < flags; every flag is a TrainConfig field."""
-    from fmnist_kaggle.config import build_config
-
     kwargs = parse_assignments(args.model_arg, "--model-arg")
     for key in ("pretrained", "freeze_backbone", "input_size"):
         if getattr(args, key):
@@ -174,7 +172,6 @@ def cmd_fold_train(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from fmnist_kaggle.runs import status
-    from fmnist_kaggle.workspace import Workspace
 
     rd = Workspace(args.workdir).find_run(args.run)
     m = status(rd)
@@ -199,7 +196,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_assemble(args: argparse.Namespace) -> int:
     from fmnist_kaggle.runs import assemble
-    from fmnist_kaggle.workspace import Workspace
 
     m = assemble(Workspace(args.workdir).find_run(args.run))
     if args.json:
@@ -217,7 +213,6 @@ def cmd_assemble(args: argparse.Namespace) -> int:
 def cmd_cv(args: argparse.Namespace) -> int:
     from fmnist_kaggle.runs import load_run
     from fmnist_kaggle.scoring import cv, format_cv
-    from fmnist_kaggle.workspace import Workspace
 
     runs = [load_run(r, args.workdir) for r in args.runs]
     names = runs[0].manifest["data"]["class_names"]
