@@ -15,6 +15,7 @@ import logging
 import platform
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -234,7 +235,7 @@ class UnitResult:
     summary: dict[str, Any]
 
 
-def train_unit(cfg: TrainConfig, data: TrainingData, fold: int, seed: int, checkpoint: Any = None, progress: bool = False, desc: str = "") -> UnitResult:
+def train_unit(cfg: TrainConfig, data: TrainingData, fold: int, seed: int, checkpoint: Path | None = None, progress: bool = False, desc: str = "") -> UnitResult:
     """Train one seed on one fold and predict its held-out rows and the test set (fp32)."""
     import torch
 

@@ -296,8 +296,9 @@ class Workspace:
             text = parts[1]
         rd = self.run(text)
         if not rd.exists():
-            close = difflib.get_close_matches(text, self.run_names(), n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ("; `fkaggle status` lists runs in oof/" if not self.run_names() else f" (runs here: {', '.join(self.run_names()[:8])})")
+            names = self.run_names()
+            close = difflib.get_close_matches(text, names, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else (f" (runs here: {', '.join(names[:8])})" if names else "")
             raise FkaggleError(f"no run {text!r} in {self.oof}{hint}")
         return rd
 
