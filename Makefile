@@ -46,6 +46,7 @@ bench: install data
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/io_and_blend.py
 	$(BIN)/python bench/time_to_accuracy.py --recipe cpu
+	$(BIN)/python bench/scale.py
 
 clean-demo:
 	rm -rf oof/demo-* oof/cv oof/data-check submissions/demo-*

@@ -15,6 +15,7 @@ setup(
         "pandas",
         "pyarrow",  # pandas' fast CSV engine
         "numpy",
+        "ray",  # --executor ray: folds, seeds and sweep trials as Ray tasks
         "scipy",
         "scikit-learn",
         "matplotlib",
@@ -23,6 +24,6 @@ setup(
         "kaggle",
         "six",  # kaggle 2.2.x imports six without declaring it
     ],
-    extras_require={"dev": ["pytest", "pytest-timeout"], "optuna": ["optuna"]},
+    extras_require={"dev": ["pytest", "pytest-timeout", "psutil", "optuna"], "optuna": ["optuna"]},
     entry_points={"console_scripts": ["fkaggle=fmnist_kaggle.cli:main"]},
 )

@@ -18,6 +18,7 @@ from fmnist_kaggle import __version__
 from fmnist_kaggle.atomic import dumps
 from fmnist_kaggle.config import FIELDS, RECIPES, build_config, default_of, parse_assignments
 from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.executors import EXECUTORS, make_executor
 from fmnist_kaggle.workspace import Workspace
 
 
@@ -164,10 +165,14 @@ def cmd_fold_train(args: argparse.Namespace) -> int:
 
     cfg = _train_config(args)
     comp = _competition(args)
-    manifest = fold_train(comp, cfg, run=args.run, workdir=args.workdir, only_folds=_parse_ints(args.fold), overwrite=args.overwrite, progress=_progress(args))
+    manifest = fold_train(comp, cfg, run=args.run, workdir=args.workdir, only_folds=_parse_ints(args.fold), overwrite=args.overwrite, progress=_progress(args), executor=_executor(args))
     if args.json:
         _print_json({k: manifest.get(k) for k in ("run", "complete", "missing_folds", "cv", "test_metrics")})
     return 0
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    return make_executor(args.executor, args.address, args.cpus_per_task, progress=_progress(args))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -315,12 +320,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from fmnist_kaggle.sweep import format_table, parse_grid, parse_ranges, run_sweep
 
     models = [m for spec in (args.model or []) for m in spec.split(",") if m]
-    devices = args.device.split(",") if args.device else None
-    args.device = devices[0] if devices else None
     base = _train_config(args, model=models[0] if models else None)
     result = run_sweep(
         _competition(args), base, args.name or "sweep", models or [base.model], parse_grid(args.grid), parse_ranges(args.range),
-        trials=args.trials, use_optuna=args.optuna, devices=devices, workdir=args.workdir, progress=_progress(args), seed=args.search_seed,
+        trials=args.trials, use_optuna=args.optuna, workdir=args.workdir, progress=_progress(args), seed=args.search_seed, executor=_executor(args),
     )  # fmt: skip
     if args.json:
         _print_json(result)
@@ -343,8 +346,6 @@ def _train_options(p: argparse.ArgumentParser, sweep: bool = False) -> None:
             kw["choices"] = list(RECIPES)
         elif name == "model" and sweep:
             kw.update(action="append", help=meta["help"] + "; repeat or comma-separate to compare models")
-        elif name == "device" and sweep:
-            kw["help"] = meta["help"] + "; a comma-separated list runs trials in parallel, one per device"
         elif isinstance(default, bool):
             kw["action"] = argparse.BooleanOptionalAction
         elif isinstance(default, list):
@@ -354,6 +355,10 @@ def _train_options(p: argparse.ArgumentParser, sweep: bool = False) -> None:
         if meta["choices"]:
             kw["choices"] = meta["choices"]
         g.add_argument("--" + name.replace("_", "-"), **kw)
+    x = p.add_argument_group("where units train: each (fold, seed) is one unit")
+    x.add_argument("--executor", choices=EXECUTORS, default="local", help="local: in this process (default); ray: Ray tasks, embedded on this machine or on --address")
+    x.add_argument("--address", help="join this Ray cluster (auto or HOST:PORT; default $RAY_ADDRESS, else an embedded instance)")
+    x.add_argument("--cpus-per-task", type=int, default=1, help="Ray: CPUs (and torch threads) per unit when the cluster has no GPUs (default 1)")
     m = p.add_argument_group("model keywords (stored in model_kwargs)")
     m.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model keyword, e.g. dropout3=0.3, width=32, act=tanh")
     m.add_argument("--pretrained", help="local weights file for a timm: model")

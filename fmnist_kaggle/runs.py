@@ -13,8 +13,8 @@ from __future__ import annotations
 import io
 import logging
 import platform
-import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from fmnist_kaggle.competition import Competition
 from fmnist_kaggle.config import TrainConfig, to_toml
 from fmnist_kaggle.data import ImageSet
 from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.executors import Executor, LocalExecutor, Unit, UnitFailed
 from fmnist_kaggle.folds import load_or_make_folds, stratified_subset
 from fmnist_kaggle.plots import learning_curves
 from fmnist_kaggle.workspace import SCHEMA, CorruptArtifact, FoldDir, RunDir, Workspace, read_array, read_json, read_verified, write_array, write_recorded
@@ -246,11 +247,16 @@ def train_unit(cfg: TrainConfig, data: TrainingData, fold: int, seed: int, check
     result = fit(cfg, train.num_classes, train.images[tr], train.labels[tr], train.images[va], train.labels[va], fold=fold, seed=seed, checkpoint=checkpoint, progress=progress, desc=desc)
     device = resolve_device(cfg.device)
     val = predict(result.model, torch.from_numpy(train.images[va]), cfg, device)
-    test = predict(result.model, torch.from_numpy(data.test.images), cfg, device) if data.test is not None else np.zeros((0, train.num_classes), np.float32)
+    test = predict(result.model, torch.from_numpy(_writable(data.test.images)), cfg, device) if data.test is not None else np.zeros((0, train.num_classes), np.float32)
     buf = io.BytesIO()
     torch.save(result.model.state_dict(), buf)
     summary = {"fold": fold, "seed": seed, **result.summary(), "host": platform.node(), "finished": atomic.utc_now()}
     return UnitResult(fold, seed, val, test, buf.getvalue(), result.history, summary)
+
+
+def _writable(a: np.ndarray) -> np.ndarray:
+    """Arrays that came through Ray's object store are read-only views: copy before torch uses them."""
+    return a if a.flags.writeable else a.copy()
 
 
 def save_unit(rd: RunDir, result: UnitResult, identity: dict[str, Any]) -> None:
@@ -284,7 +290,7 @@ def finish_fold(rd: RunDir, cfg: TrainConfig, data: TrainingData, fold: int) -> 
     m = {
         "fold": fold, "val_rows": int(len(va)), "acc": metrics.accuracy(val, y), "logloss": metrics.log_loss(val, y),
         "best_epochs": [s["best_epoch"] for s in seeds], "seconds": round(sum(s["seconds"] for s in seeds), 1),
-        "images_per_s": round(float(np.mean([s["images_per_s"] for s in seeds])), 1), "hosts": sorted({s.get("host", "") for s in seeds}),
+        "images_per_s": round(float(np.mean([s["images_per_s"] for s in seeds])), 1), "hosts": sorted({s.get("host", "") for s in seeds}), "nodes": sorted({s["node_id"] for s in seeds if "node_id" in s}),
         "finished": atomic.utc_now(), "seeds": [{k: v for k, v in s.items() if k not in ("artifacts", "identity")} for s in seeds],
         "identity": data.identity, "artifacts": arts,
     }  # fmt: skip
@@ -296,16 +302,22 @@ def finish_fold(rd: RunDir, cfg: TrainConfig, data: TrainingData, fold: int) -> 
 # ----------------------------------------------------------------------------- the run
 
 
-def fold_train(
-    comp: Competition,
-    cfg: TrainConfig,
-    run: str | None = None,
-    workdir: str = ".",
-    only_folds: list[int] | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Train the selected folds of a run (all by default), then assemble it if complete."""
+@dataclass
+class RunJob:
+    """One run's share of a training session: its folder, config, data and unfinished units."""
+
+    rd: RunDir
+    cfg: TrainConfig
+    data: TrainingData
+    folds: list[int]  # the folds selected here (all, or a --fold shard)
+    units: list[tuple[int, int]]  # unfinished (fold, seed)
+    tag: Any = None  # the caller's (a sweep's trial)
+    failures: list[str] = field(default_factory=list)
+    outstanding: int = 0  # units submitted and not back yet
+
+
+def prepare_run(comp: Competition, cfg: TrainConfig, run: str | None = None, workdir: str | Path = ".", only_folds: list[int] | None = None, overwrite: bool = False, tag: Any = None) -> RunJob:
+    """Check everything, open (or create) the run folder and plan its unfinished units."""
     ws = Workspace(workdir)
     name = run if run is not None else default_run_name(cfg)
     ws.run(name)  # refuse a bad name before any work
@@ -322,23 +334,109 @@ def fold_train(
         rd.write_manifest({**manifest, "config": cfg.to_dict()})
     log.info(f"run {name}: {cfg.model}, {cfg.folds} folds ({', '.join(map(str, selected))} here), {len(data.train)} train rows, {len(units)} (fold, seed) unit(s) to train")
     _warn_if_few_steps(cfg, data)
-    for fold in selected:
-        for seed in [s for f, s in units if f == fold]:
-            t0 = time.perf_counter()
-            result = train_unit(cfg, data, fold, seed, checkpoint=rd.fold(fold).checkpoint(seed), progress=progress, desc=f"[{name} f{fold} s{seed}]")
-            save_unit(rd, result, data.identity)
-            log.debug(f"fold {fold} seed {seed} finished in {time.perf_counter() - t0:.0f}s")
-        if not rd.fold(fold).metrics.exists():  # done folds keep their marker; the rest are finished now
-            finish_fold(rd, cfg, data, fold)
-    manifest = assemble(rd)
+    return RunJob(rd, cfg, data, selected, units, tag)
+
+
+def record(job: RunJob, result: UnitResult) -> None:
+    """Save a finished unit; finish its fold when that was the fold's last seed."""
+    save_unit(job.rd, result, job.data.identity)
+    fd = job.rd.fold(result.fold)
+    if all(fd.seed_summary(s).exists() for s in job.cfg.seeds):
+        finish_fold(job.rd, job.cfg, job.data, result.fold)
+
+
+def conclude(job: RunJob) -> dict[str, Any]:
+    """Finish folds whose seeds were all done before, assemble the run, say how it went."""
+    for fold in job.folds:
+        fd = job.rd.fold(fold)
+        if not fd.metrics.exists() and all(fd.seed_summary(s).exists() for s in job.cfg.seeds):
+            finish_fold(job.rd, job.cfg, job.data, fold)
+    manifest = assemble(job.rd)
     if manifest["complete"]:
         cv = manifest["cv"]
-        log.info(f"CV accuracy {cv['acc']:.4f}  log-loss {cv['logloss']:.4f}  (per fold: {_per_fold_text(cv)})")
+        log.info(f"{job.rd.name}: CV accuracy {cv['acc']:.4f}  log-loss {cv['logloss']:.4f}  (per fold: {_per_fold_text(cv)})")
         if manifest.get("test_metrics"):
-            log.info(f"test accuracy of the {cfg.folds}-fold ensemble: {manifest['test_metrics']['acc']:.4f}")
-    else:
-        log.info(f"folds missing: {manifest['missing_folds']} (run them, or copy their fold_K folders here and `fkaggle assemble {name}`)")
+            log.info(f"{job.rd.name}: test accuracy of the {job.cfg.folds}-fold ensemble: {manifest['test_metrics']['acc']:.4f}")
+    elif not job.failures:
+        log.info(f"folds missing: {manifest['missing_folds']} (run them, or copy their fold_K folders here and `fkaggle assemble {job.rd.name}`)")
     return manifest
+
+
+def drive(executor: Executor, jobs: Iterator[RunJob], on_done: Callable[[RunJob, dict[str, Any]], None] = lambda job, manifest: None, progress: bool = True) -> list[RunJob]:
+    """Keep the executor busy with the units of `jobs` (pulled lazily, so a search can choose the
+    next trial from the last results), record each result as it arrives and conclude each job
+    when its last unit is back. Returns the jobs that had failed units (the rest are complete)."""
+    from tqdm.auto import tqdm
+
+    pending: dict[int, RunJob] = {}  # id(unit) -> its job
+    failed: list[RunJob] = []
+    jobs = iter(jobs)
+    bar = tqdm(total=0, desc="units", unit="unit", disable=True if executor.shows_unit_progress or not progress else None)
+
+    def finish(job: RunJob) -> None:
+        on_done(job, conclude(job))
+        if job.failures:
+            failed.append(job)
+
+    with bar:
+        while True:
+            while not pending or len(pending) < executor.capacity:  # the first job is prepared before the executor starts
+                job = next(jobs, None)
+                if job is None:
+                    break
+                if not job.units:
+                    finish(job)
+                for fold, seed in job.units:
+                    unit = Unit(job.rd.name, job.cfg, job.data, fold, seed, job.rd.fold(fold).checkpoint(seed))
+                    executor.submit(unit)
+                    pending[id(unit)] = job
+                    job.outstanding += 1
+                    bar.total += 1
+                bar.refresh()
+            if not pending:
+                return failed
+            unit, outcome = executor.next_done()
+            job = pending.pop(id(unit))
+            job.outstanding -= 1
+            bar.update(1)
+            if isinstance(outcome, UnitFailed):
+                log.error(str(outcome))
+                job.failures.append(str(outcome))
+            else:
+                record(job, outcome)
+                log.debug(f"{unit} done{_where(outcome.summary)} in {outcome.summary.get('seconds', 0):.0f}s")
+            if job.outstanding == 0:
+                finish(job)
+
+
+def _where(summary: dict[str, Any]) -> str:
+    return f" on {summary['node_ip']} ({summary['host']})" if "node_ip" in summary else ""
+
+
+def failure_message(jobs: list[RunJob]) -> str:
+    lines = [f for job in jobs for f in job.failures]
+    return f"{len(lines)} (fold, seed) unit(s) failed: {'; '.join(lines)}. Finished units are kept; re-run the same command to retry the rest"
+
+
+def fold_train(
+    comp: Competition,
+    cfg: TrainConfig,
+    run: str | None = None,
+    workdir: str | Path = ".",
+    only_folds: list[int] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    executor: Executor | None = None,
+) -> dict[str, Any]:
+    """Train the selected folds of a run (all by default) on `executor` (this process by
+    default), recording each (fold, seed) as it finishes; assemble the run if complete."""
+    job = prepare_run(comp, cfg, run, workdir, only_folds, overwrite)
+    done: dict[str, Any] = {}
+    with executor or LocalExecutor(progress) as ex:
+        failed = drive(ex, iter([job]), lambda job, manifest: done.update(manifest), progress)
+    if failed:
+        raise FkaggleError(failure_message(failed))
+    return done
 
 
 def _per_fold_text(cv: dict[str, Any]) -> str:

@@ -1,9 +1,10 @@
 """Cross-validated grid / random / Optuna search. Every trial is an ordinary run.
 
 Trials share the fold assignment (same data, k, fold seed), so any of them can be
-blended later. Results append to `oof/sweeps/NAME.csv` as trials finish; a killed
-sweep re-run with the same arguments skips trials already in that file (and a trial
-killed mid-way resumes from its finished folds and epoch checkpoint).
+blended later. Their (fold, seed) units go to an executor (this process, or Ray tasks
+spread over a cluster); results append to `oof/sweeps/NAME.csv` as trials finish. A
+killed sweep re-run with the same arguments skips trials already in that file, and a
+trial killed mid-way resumes from its finished units.
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ import itertools
 import json
 import logging
 import math
-import threading
-import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,8 @@ from fmnist_kaggle.competition import Competition
 from fmnist_kaggle.config import FIELDS, TrainConfig, parse_value, to_toml
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.plots import sweep_scores
-from fmnist_kaggle.runs import fold_train
+from fmnist_kaggle.executors import Executor, LocalExecutor
+from fmnist_kaggle.runs import RunJob, drive, failure_message, prepare_run
 from fmnist_kaggle.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -96,7 +95,7 @@ def random_trials(models: list[str], grid: dict[str, list[Any]], ranges: dict[st
     return out
 
 
-def _trial_row(manifest: dict[str, Any], model: str, params: dict[str, Any], seconds: float, trial: int) -> dict[str, Any]:
+def _trial_row(manifest: dict[str, Any], model: str, params: dict[str, Any], trial: int) -> dict[str, Any]:
     folds = manifest["fold_metrics"]
     seeds = [s for f in folds for s in f["seeds"]]  # per-seed summaries: the selected epoch of each
     row: dict[str, Any] = {"trial": trial, "run": manifest["run"], "model": model}
@@ -107,7 +106,8 @@ def _trial_row(manifest: dict[str, Any], model: str, params: dict[str, Any], sec
         "train_acc": round(float(np.mean([s["best"]["train_acc"] for s in seeds])), 4),
         "val_acc": round(float(np.mean([s["best"]["val_acc"] for s in seeds])), 4),
         "test_acc": round(manifest["test_metrics"]["acc"], 5) if manifest.get("test_metrics") else "",
-        "epochs_trained": round(float(np.mean([s["best_epoch"] for s in seeds])), 2), "seconds": round(seconds, 1),
+        "epochs_trained": round(float(np.mean([s["best_epoch"] for s in seeds])), 2),
+        "seconds": round(sum(f["seconds"] for f in folds), 1),  # training time, wherever and however parallel it ran
         "params": manifest.get("params", ""),
     })  # fmt: skip
     return row
@@ -122,80 +122,90 @@ def run_sweep(
     ranges: dict[str, tuple] | None = None,
     trials: int = 0,
     use_optuna: bool = False,
-    devices: list[str] | None = None,
     workdir: str | Path = ".",
     progress: bool = False,
     seed: int = 0,
-    trainer: Callable[..., dict[str, Any]] = fold_train,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
-    """Run every trial (skipping those already in the results CSV), then write the table.
-    `trainer` is `runs.fold_train` or anything with its signature."""
+    """Run every trial not yet in the results CSV on `executor` (this process by default;
+    on Ray, the units of many trials train at once), then write the table."""
     ranges = ranges or {}
     paths = Workspace(workdir).sweep(name)
-    results_csv = paths["results"]
-    lock = threading.Lock()
-    swept = list(grid) + list(ranges)
+    done = {r["run"]: r for r in atomic.read_csv_rows(paths["results"])}
 
-    def run_one(trial: int, model: str, params: dict[str, Any], device: str | None) -> dict[str, Any]:
+    def job_for(trial: int, model: str, params: dict[str, Any], tag: Any = None) -> RunJob | None:
         run = trial_name(name, model, params)
-        with lock:
-            done = {r["run"]: r for r in atomic.read_csv_rows(results_csv)}
         if run in done:
             log.info(f"trial {trial}: {run} done already, skipped")
-            return done[run]
-        cfg = apply_params(base, model, params)
-        if device:
-            cfg = replace(cfg, device=device)
-        t0 = time.perf_counter()
-        manifest = trainer(comp, cfg, run=run, workdir=workdir, progress=progress)
+            return None
+        return prepare_run(comp, apply_params(base, model, params), run, workdir, tag=(trial, model, params, tag))
+
+    def record_trial(job: RunJob, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        trial, model, params, _ = job.tag
+        if job.failures:
+            return None
         if not manifest["complete"]:
-            raise FkaggleError(f"trial {trial} ({run}) did not finish: folds {manifest['missing_folds']} missing")
-        row = _trial_row(manifest, model, params, time.perf_counter() - t0, trial)
-        with lock:
-            atomic.append_csv_row(results_csv, row)
+            raise FkaggleError(f"trial {trial} ({job.rd.name}) did not finish: folds {manifest['missing_folds']} missing")
+        row = _trial_row(manifest, model, params, trial)
+        atomic.append_csv_row(paths["results"], row)
+        done[row["run"]] = row
         log.info(f"trial {trial}: {model} {params} -> CV acc {row['cv_acc']:.4f} (+-{row['cv_acc_std']:.4f}) log-loss {row['cv_logloss']:.4f}  {row['seconds']:.0f}s")
         return row
 
-    if use_optuna:
-        _optuna_search(run_one, name, paths["optuna"], models, grid, ranges, trials or 10, seed)
-    else:
-        plan = random_trials(models, grid, ranges, trials, seed) if (trials or ranges) else grid_trials(models, grid)
-        if not plan:
-            raise FkaggleError("nothing to sweep: give --grid, --range with --trials, or several --model")
-        devices = devices or [None]
-        if len(devices) == 1:
-            for i, (m, p) in enumerate(plan):
-                run_one(i, m, p, devices[0])
-        else:  # one trial per device at a time; kernels release the GIL
-            with ThreadPoolExecutor(max_workers=len(devices)) as pool:
-                futures = [pool.submit(run_one, i, m, p, devices[i % len(devices)]) for i, (m, p) in enumerate(plan)]
-                for f in futures:
-                    f.result()
-    return finish(name, swept, base, workdir)
+    with executor or LocalExecutor(progress) as ex:
+        if use_optuna:
+            failed = _optuna_search(ex, job_for, record_trial, done, name, paths["optuna"], models, grid, ranges, trials or 10, seed, progress)
+        else:
+            plan = random_trials(models, grid, ranges, trials, seed) if (trials or ranges) else grid_trials(models, grid)
+            if not plan:
+                raise FkaggleError("nothing to sweep: give --grid, --range with --trials, or several --model")
+            jobs = (job for i, (m, p) in enumerate(plan) if (job := job_for(i, m, p)) is not None)
+            failed = drive(ex, jobs, record_trial, progress)
+    if failed:
+        raise FkaggleError(f"{len(failed)} trial(s) did not finish: {failure_message(failed)}")
+    return finish(name, list(grid) + list(ranges), base, workdir)
 
 
-def _optuna_search(run_one: Any, name: str, db: Path, models: list[str], grid: dict, ranges: dict, n: int, seed: int) -> None:
+def _optuna_search(ex: Executor, job_for: Callable, record_trial: Callable, done: dict, name: str, db: Path, models: list[str], grid: dict, ranges: dict, n: int, seed: int, progress: bool) -> list[RunJob]:
+    """Optuna on the driver (ask/tell): each asked trial becomes a job; the executor may run
+    several at once (TPE then samples with trials still pending)."""
     try:
         import optuna
     except ImportError:
         raise FkaggleError("--optuna needs the optuna package (pip install 'fmnist_kaggle[optuna]')") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     db.parent.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(
-        study_name=name, direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
-        storage=f"sqlite:///{db.resolve()}", load_if_exists=True,
-    )  # fmt: skip
-    remaining = n - len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE])
+    study = optuna.create_study(study_name=name, direction="maximize", storage=f"sqlite:///{db.resolve()}", load_if_exists=True)
+    # seeded by the trials so far: a resumed study samples new points instead of replaying the first ones
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
+    remaining = n - len(done)  # --trials N: N trained trials in the table
 
-    def objective(trial: Any) -> float:
-        params: dict[str, Any] = {k: trial.suggest_categorical(k, v) for k, v in grid.items()}
-        for k, (lo, hi, log, integer) in ranges.items():
-            params[k] = trial.suggest_int(k, int(lo), int(hi), log=log) if integer else trial.suggest_float(k, lo, hi, log=log)
-        model = trial.suggest_categorical("model", models) if len(models) > 1 else models[0]
-        return float(run_one(trial.number, model, params, None)["cv_acc"])
+    def jobs() -> Iterator[RunJob]:
+        new = 0
+        for _ in range(10 * max(0, remaining)):  # bounded: a small categorical space runs out of new points
+            if new == remaining:
+                return
+            trial = study.ask()
+            params: dict[str, Any] = {k: trial.suggest_categorical(k, v) for k, v in grid.items()}
+            for k, (lo, hi, log_, integer) in ranges.items():
+                params[k] = trial.suggest_int(k, int(lo), int(hi), log=log_) if integer else trial.suggest_float(k, lo, hi, log=log_)
+            model = trial.suggest_categorical("model", models) if len(models) > 1 else models[0]
+            job = job_for(trial.number, model, params, trial)
+            if job is None:  # these parameters were trained already: tell their score, ask again
+                study.tell(trial, float(done[trial_name(name, model, params)]["cv_acc"]))
+                continue
+            new += 1
+            yield job
 
-    if remaining > 0:
-        study.optimize(objective, n_trials=remaining)
+    def tell(job: RunJob, manifest: dict[str, Any]) -> None:
+        row = record_trial(job, manifest)
+        trial = job.tag[3]
+        if row:
+            study.tell(trial, float(row["cv_acc"]))
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+    return drive(ex, jobs(), tell, progress)
 
 
 def finish(name: str, swept: list[str], base: TrainConfig, workdir: str | Path = ".") -> dict[str, Any]:

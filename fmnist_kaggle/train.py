@@ -160,7 +160,7 @@ def make_batches(cfg: TrainConfig, x: np.ndarray, y: np.ndarray, device: torch.d
         return Batches(albu, steps)
     # the fast path: the fold's uint8 images live on the training device
     augment = BatchAugment(cfg.augment)
-    xs = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+    xs = torch.from_numpy(np.require(x, requirements=["C", "W"])).to(device)  # a read-only array (np.frombuffer, Ray) is copied
     ys = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
     gen = torch.Generator(device=device)
 

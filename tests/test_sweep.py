@@ -11,6 +11,7 @@ from conftest import run_cli, write_csv
 from fmnist_kaggle.competition import Competition
 from fmnist_kaggle.config import build_config, load_toml
 from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.executors import LocalExecutor
 from fmnist_kaggle.sweep import parse_grid, parse_ranges, random_trials, run_sweep
 
 
@@ -24,28 +25,33 @@ def comp(tmp_path, small) -> Competition:
 BASE = dict(model="seed000_bncnn", folds=2, epochs=1, batch_size=64, optimizer="adam", schedule="constant", eval_batch_size=256)
 
 
-def test_grid_runs_resumes_and_writes_table_plot_best_config(tmp_path, comp, caplog):
-    from fmnist_kaggle.runs import fold_train
+class CountingExecutor(LocalExecutor):
+    """The in-process executor, recording the runs of the units it trains; Ctrl-C after `stop_after` units."""
 
+    def __init__(self, stop_after: int | None = None) -> None:
+        super().__init__(progress=False)
+        self.stop_after, self.trained = stop_after, []
+
+    def next_done(self):
+        if len(self.trained) == self.stop_after:
+            raise KeyboardInterrupt
+        unit, result = super().next_done()
+        self.trained.append(unit.run)
+        return unit, result
+
+
+def test_grid_runs_resumes_and_writes_table_plot_best_config(tmp_path, comp, caplog):
     base = build_config(**BASE)
     grid = parse_grid(["dropout3=0,0.5", "lr=1e-3,3e-3"])
-    calls = {"n": 0}
-
-    def dies_on_third(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return fold_train(*a, **k)
-
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(comp, base, "g", ["seed000_bncnn"], grid, workdir=tmp_path, trainer=dies_on_third)
+        run_sweep(comp, base, "g", ["seed000_bncnn"], grid, workdir=tmp_path, executor=CountingExecutor(stop_after=5))
     rows = list(csv.DictReader((tmp_path / "oof/sweeps/g.csv").open()))
-    assert len(rows) == 2  # two trials finished before the kill
+    assert len(rows) == 2  # two trials (2 folds each) finished before the kill, and one unit of the third
 
-    trained = []
     caplog.set_level("INFO", "fmnist_kaggle")
-    result = run_sweep(comp, base, "g", ["seed000_bncnn"], grid, workdir=tmp_path, trainer=lambda *a, **k: trained.append(k["run"]) or fold_train(*a, **k))
-    assert len(trained) == 2 and caplog.text.count("done already, skipped") == 2  # only the missing trials ran
+    ex = CountingExecutor()
+    result = run_sweep(comp, base, "g", ["seed000_bncnn"], grid, workdir=tmp_path, executor=ex)
+    assert caplog.text.count("done already, skipped") == 2 and len(set(ex.trained)) == 2 and len(ex.trained) == 3  # only what was missing ran
     rows = result["rows"]
     assert len(rows) == 4 and {(r["dropout3"], r["lr"]) for r in rows} == {("0", "0.001"), ("0", "0.003"), ("0.5", "0.001"), ("0.5", "0.003")}
     accs = [float(r["cv_acc"]) for r in rows]
