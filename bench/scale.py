@@ -7,7 +7,7 @@ task and speed-up over local.
 Every run goes through `fkaggle fold-train` as a user types it. Overhead per task is the
 slot time a task held but did not spend in training and prediction:
 (wall x slots - sum of task seconds) / tasks, so it includes Ray's start-up and the import of
-torch in fresh workers.
+torch in fresh workers (for local: loading and folds, outside the units).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def fold_train(workdir: Path, run: str, common: list[str], extra: list[str], env
     if res.returncode != 0:
         sys.exit(f"{run} failed:\n{res.stderr}")
     seeds = [s for p in sorted((workdir / "oof" / run).glob("fold_*/metrics.json")) for s in json.loads(p.read_text())["seeds"]]
-    return {"run": run, "wall": wall, "tasks": len(seeds), "task_s": sum(s.get("task_seconds", s["seconds"]) for s in seeds), "nodes": len({s.get("node_id", "local") for s in seeds}), "cv": json.loads(res.stdout)["cv"]["acc"]}
+    return {"run": run, "wall": wall, "tasks": len(seeds), "task_s": sum(s["unit_seconds"] for s in seeds), "nodes": len({s.get("node_id", "local") for s in seeds}), "cv": json.loads(res.stdout)["cv"]["acc"]}
 
 
 def main() -> None:

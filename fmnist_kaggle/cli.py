@@ -121,9 +121,11 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from fmnist_kaggle.models import count_params, create_model, list_models
 
+    if args.classes is not None and args.classes < 2:
+        raise FkaggleError(f"--classes must be at least 2, got {args.classes}")
     rows = []
     for name in list_models():
-        k = 5 if name.startswith("keras_model") else 10
+        k = args.classes or (5 if name.startswith("keras_model") else 10)  # the reports' own output widths by default
         rows.append({"model": name, "params": count_params(create_model(name, num_classes=k)), "classes": k})
     if args.json:
         _print_json(rows)
@@ -173,6 +175,24 @@ def cmd_fold_train(args: argparse.Namespace) -> int:
 
 def _executor(args: argparse.Namespace) -> Any:
     return make_executor(args.executor, args.address, args.cpus_per_task, progress=_progress(args))
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from fmnist_kaggle.runs import list_runs
+
+    rows = list_runs(args.workdir)
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print(f"no runs in {Workspace(args.workdir).oof}")
+    num = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    for r in rows:
+        if "problem" in r:
+            print(f"{r['run']:<32} unreadable: {r['problem']}")
+        else:
+            print(f"{r['run']:<32} {r['model']:<18} folds {r['folds_done']}/{r['folds']}  CV acc {num(r['cv_acc'])}  log-loss {num(r['cv_logloss'])}  test {num(r['test_acc'])}  {r['created'][:19]}")
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -410,7 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--out", default="competition/competition.toml")
     init.add_argument("--force", action="store_true")
 
-    _command(sub, "models", "list registered models with parameter counts", cmd_models)
+    mo = _command(sub, "models", "list registered models with parameter counts", cmd_models)
+    mo.add_argument("--classes", type=int, help="count parameters for K output classes (default: 10, or 5 for the report-004 keras models)")
+    _command(sub, "runs", "the workspace's runs: model, folds done, CV and test accuracy", cmd_runs, workdir=True)
 
     ft = _command(sub, "fold-train", "stratified k-fold training: OOF logits + fold-averaged test logits", cmd_fold_train, data=True, workdir=True)
     _train_options(ft)

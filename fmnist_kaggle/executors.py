@@ -12,8 +12,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import platform
-import time
 from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -96,10 +94,8 @@ def ray_task(cfg: TrainConfig, data: Any, fold: int, seed: int, threads: int) ->
     from fmnist_kaggle.runs import train_unit
 
     torch.set_num_threads(threads)
-    t0 = time.perf_counter()
     result = train_unit(cfg, data, fold, seed)
-    ctx = ray.get_runtime_context()
-    result.summary.update(executor="ray", node_id=ctx.get_node_id(), node_ip=ray.util.get_node_ip_address(), host=platform.node(), task_seconds=round(time.perf_counter() - t0, 1))
+    result.summary.update(executor="ray", node_id=ray.get_runtime_context().get_node_id(), node_ip=ray.util.get_node_ip_address())
     return result
 
 

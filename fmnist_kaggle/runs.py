@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import platform
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,6 +243,7 @@ def train_unit(cfg: TrainConfig, data: TrainingData, fold: int, seed: int, check
 
     from fmnist_kaggle.train import fit, predict, resolve_device
 
+    t0 = time.perf_counter()
     tr, va = data.split(fold)
     train = data.train
     result = fit(cfg, train.num_classes, train.images[tr], train.labels[tr], train.images[va], train.labels[va], fold=fold, seed=seed, checkpoint=checkpoint, progress=progress, desc=desc)
@@ -250,7 +252,7 @@ def train_unit(cfg: TrainConfig, data: TrainingData, fold: int, seed: int, check
     test = predict(result.model, torch.from_numpy(_writable(data.test.images)), cfg, device) if data.test is not None else np.zeros((0, train.num_classes), np.float32)
     buf = io.BytesIO()
     torch.save(result.model.state_dict(), buf)
-    summary = {"fold": fold, "seed": seed, **result.summary(), "host": platform.node(), "finished": atomic.utc_now()}
+    summary = {"fold": fold, "seed": seed, **result.summary(), "host": platform.node(), "unit_seconds": round(time.perf_counter() - t0, 1), "finished": atomic.utc_now()}
     return UnitResult(fold, seed, val, test, buf.getvalue(), result.history, summary)
 
 
@@ -504,6 +506,27 @@ def assemble(rd: RunDir) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- reading finished runs
+
+
+def list_runs(workdir: str | Path = ".") -> list[dict[str, Any]]:
+    """One summary row per run in the workspace (reads only; an unreadable run says why)."""
+    ws = Workspace(workdir)
+    rows = []
+    for name in ws.run_names():
+        rd = ws.run(name)
+        try:
+            m = status(rd)
+        except FkaggleError as exc:
+            rows.append({"run": name, "problem": str(exc)})
+            continue
+        done = sum(s == "done" for s in m["fold_status"].values())
+        assembled = "oof_logits.npy" in m.get("files", {})
+        rows.append({
+            "run": name, "model": m["model"], "folds_done": done, "folds": m["data"]["folds"], "assembled": assembled,
+            "cv_acc": m["cv"]["acc"] if assembled and m.get("cv") else None, "cv_logloss": m["cv"]["logloss"] if assembled and m.get("cv") else None,
+            "test_acc": (m.get("test_metrics") or {}).get("acc") if assembled else None, "created": m["created"],
+        })  # fmt: skip
+    return rows
 
 
 @dataclass

@@ -70,9 +70,10 @@ def format_cv(result: dict[str, Any]) -> str:
         names = [c["class"] for c in rep["per_class"]]
         width = max(5, max(len(n) for n in names[:12]) if names else 5)
         lines.append("confusion (rows true, columns predicted):")
-        lines.append(" " * (width + 1) + " ".join(f"{i:>5}" for i in range(len(names))))
+        cell = max(5, len(str(max((max(r) for r in rep["confusion"]), default=0))))  # rows and columns both named
+        lines.append(" " * (width + 1) + " ".join(f"{n[:cell]:>{cell}}" for n in names))
         for i, row in enumerate(rep["confusion"]):
-            lines.append(f"{names[i][:width]:<{width}} " + " ".join(f"{v:>5}" for v in row))
+            lines.append(f"{names[i][:width]:<{width}} " + " ".join(f"{v:>{cell}}" for v in row))
         if rep["most_confused"]:
             lines.append("most confused: " + "; ".join(f"{a} <-> {b}: {n}" for (a, b), n in ((m["pair"], m["errors"]) for m in rep["most_confused"])))
         if "confusion_png" in rep:

@@ -213,8 +213,8 @@ def test_dry_run_validates_without_network(tmp_path, comp_and_file):
     assert res.returncode == 0 and "dry run" in res.stdout
 
 
-def test_fkaggle_help_does_not_import_kaggle_or_torch():
-    code = "import sys; from fmnist_kaggle.cli import build_parser; build_parser(); import fmnist_kaggle.data, fmnist_kaggle.competition; print(sorted(m for m in ('torch', 'kaggle') if m in sys.modules))"
+def test_fkaggle_help_does_not_import_kaggle_torch_ray_or_sklearn():
+    code = "import sys; from fmnist_kaggle.cli import build_parser; build_parser(); import fmnist_kaggle.data, fmnist_kaggle.competition; print(sorted(m for m in ('torch', 'kaggle', 'ray', 'sklearn') if m in sys.modules))"
     import subprocess
     import sys
 

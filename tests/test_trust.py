@@ -299,3 +299,20 @@ def test_unusable_output_folder_subset_and_batch_size(tmp_path, ws, synth):
     refused(run_cli("fold-train", *data_args(synth), *CLI_TINY, "--subset", "3", "--run", "r", "--workdir", str(ws)), "--subset 3 is too small")
     res = run_cli("fold-train", *data_args(synth), *CLI_TINY, "--batch-size", "4096", "--run", "big", "--workdir", str(ws))
     assert res.returncode == 0 and "larger than the fold's 100 training rows" in res.stderr, res.stderr
+
+
+def test_runs_lists_the_workspace_and_models_counts_for_k_classes(tmp_path, ws, synth):
+    assert run_cli("fold-train", *data_args(synth), *CLI_TINY, "--fold", "0", "--run", "half", "--workdir", str(ws)).returncode == 0
+    res = run_cli("runs", "--workdir", str(ws), "--json")
+    assert res.returncode == 0, res.stderr
+    rows = {r["run"]: r for r in json.loads(res.stdout)}
+    keep = json.loads((ws / "oof/keep/manifest.json").read_text())
+    assert set(rows) == {"keep", "half"} and rows["keep"]["cv_acc"] == keep["cv"]["acc"] and rows["keep"]["folds_done"] == 2
+    assert rows["half"]["folds_done"] == 1 and rows["half"]["cv_acc"] is None
+    assert "folds 1/2" in run_cli("runs", "--workdir", str(ws)).stdout
+
+    five = {r["model"]: r["params"] for r in json.loads(run_cli("models", "--classes", "5", "--json").stdout)}
+    ten = {r["model"]: r["params"] for r in json.loads(run_cli("models", "--classes", "10", "--json").stdout)}
+    assert ten["lenet5"] - five["lenet5"] == 5 * (84 + 1)  # the last layer is 84 -> K
+    assert keep["params"] == ten["lenet5"]  # the count a 10-class run records
+    refused(run_cli("models", "--classes", "1"), "--classes must be at least 2")
