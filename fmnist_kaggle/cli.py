@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fmnist_kaggle import __version__
+from fmnist_kaggle import __version__, files
 from fmnist_kaggle.atomic import dumps
 from fmnist_kaggle.config import FIELDS, RECIPES, build_config, default_of, parse_assignments
 from fmnist_kaggle.errors import FkaggleError
@@ -282,17 +282,19 @@ def cmd_blend(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from fmnist_kaggle.submission_file import validate_file
+    from fmnist_kaggle.submission_file import MAX_SUBMISSION_BYTES, notes, validate_file
 
-    problems = validate_file(args.submission, _competition(args))
+    comp = _competition(args)
+    problems = validate_file(args.submission, comp)
+    remarks = [] if problems else notes(files.read_text(args.submission, "submission file", MAX_SUBMISSION_BYTES), comp)
     if args.json:
-        _print_json({"file": args.submission, "valid": not problems, "problems": problems})
+        _print_json({"file": args.submission, "valid": not problems, "problems": problems, "notes": remarks})
         return 0 if not problems else 2
     if problems:
         for p in problems:
             print(f"{args.submission}: {p}", file=sys.stderr)
         return 2
-    print(f"{args.submission}: valid")
+    print(f"{args.submission}: valid" + "".join(f"\n  note: {n}" for n in remarks))
     return 0
 
 

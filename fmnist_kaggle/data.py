@@ -441,7 +441,7 @@ def load_images(
         images, scale = _to_uint8(np.asarray(raw.pixels), path)
     n = len(images)
     if labels_path is not None and raw.targets is None:  # labels kept in a separate file
-        raw.targets = _as_array(load_images_labels(labels_path), labels_path, "labels")
+        raw.targets = _as_array(load_images_labels(labels_path, raw.ids, raw.id_column), labels_path, "labels")
     labels = None
     values = tuple(label_values) if label_values is not None else ()
     if raw.targets is not None:
@@ -473,8 +473,14 @@ def load_images(
     )
 
 
-def load_images_labels(path: Path) -> np.ndarray:
-    """Labels from a separate file (.npy array, IDX, or one-column CSV)."""
+LABEL_COLUMNS = ("label", "labels", "target", "class", "category")
+EXTRA_COLUMNS = ("usage",)  # Kaggle solution files mark Public/Private rows
+
+
+def load_images_labels(path: Path, ids: np.ndarray | None = None, id_column: str | None = None) -> np.ndarray:
+    """Labels from a separate file (.npy array, IDX, or CSV). A CSV with an id column is joined
+    on the ids (`ids`: the data file's, in its row order): any row order works, and missing or
+    extra ids are refused. A one-column CSV is read in row order."""
     fmt = detect_format(path)
     if fmt == "idx":
         return _parse_idx(path)
@@ -483,10 +489,36 @@ def load_images_labels(path: Path) -> np.ndarray:
     import pandas as pd
 
     try:
-        df = pd.read_csv(io.BytesIO(files.read_bytes(path, "labels file", CSV_LIMIT)))
+        df = pd.read_csv(io.BytesIO(files.read_bytes(path, "labels file", CSV_LIMIT)), dtype=str, keep_default_na=False)
     except Exception as exc:
         raise DataError(f"cannot parse labels CSV ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})", path) from None
-    return df.iloc[:, -1].to_numpy()
+    df = df[[c for c in df.columns if c.strip().lower() not in EXTRA_COLUMNS]]
+    if df.shape[1] == 1:
+        return _numeric(df.iloc[:, 0], path)
+    key = id_column if id_column in df.columns else df.columns[0]
+    named = [c for c in df.columns if c != key and c.strip().lower() in LABEL_COLUMNS]
+    rest = [c for c in df.columns if c != key]
+    if len(named) != 1 and len(rest) != 1:
+        raise DataError(f"labels CSV: cannot tell the label column among {', '.join(rest)} (name it 'label')", path)
+    column = named[0] if len(named) == 1 else rest[0]
+    by_id = pd.Series(df[column].to_numpy(), index=df[key].str.strip())
+    if by_id.index.duplicated().any():
+        raise DataError(f"labels CSV: id {by_id.index[by_id.index.duplicated()][0]!r} appears twice in column {key!r}", path)
+    wanted = pd.Index([str(i) for i in (ids if ids is not None else np.arange(1, len(df) + 1))])
+    missing, extra = wanted.difference(by_id.index), by_id.index.difference(wanted)
+    if len(missing) or len(extra):
+        detail = f"{len(missing)} test id(s) missing (first {missing[0]!r})" if len(missing) else f"{len(extra)} id(s) not in the test file (first {extra[0]!r})"
+        raise DataError(f"labels CSV joined on {key!r}: {detail}", path)
+    return _numeric(by_id.loc[wanted], path)
+
+
+def _numeric(labels: Any, path: Path) -> np.ndarray:
+    import pandas as pd
+
+    nums = pd.to_numeric(labels, errors="coerce")
+    if nums.isna().any():
+        raise DataError(f"label {labels[nums.isna()].iloc[0]!r} is not a number", path)
+    return nums.to_numpy()
 
 
 def _cache_dir() -> Path:

@@ -89,12 +89,18 @@ def read_record(out: SubmissionFiles) -> dict[str, Any] | None:
     return meta
 
 
-def validate_text(text: str, comp: Competition) -> list[str]:
-    """Every problem with a submission's content (empty list: valid)."""
-    lay = layout(comp)
-    rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
-    while rows and not any(cell.strip() for cell in rows[-1]):  # trailing blank lines are harmless
+def _rows(text: str) -> list[list[str]]:
+    rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))  # a BOM is harmless, as on Kaggle
+    while rows and not any(cell.strip() for cell in rows[-1]):  # so are trailing blank lines
         rows.pop()
+    return rows
+
+
+def validate_text(text: str, comp: Competition) -> list[str]:
+    """Every problem with a submission's content (empty list: valid). Kaggle joins rows on
+    the id, so any row order is valid (see `notes`)."""
+    lay = layout(comp)
+    rows = _rows(text)
     if not rows:
         return ["file is empty"]
     problems = []
@@ -119,14 +125,9 @@ def validate_text(text: str, comp: Competition) -> list[str]:
         seen.add(i)
     if dups:
         problems.append(f"{len(dups)} duplicate id(s), e.g. {dups[0]!r}")
-    if ids != lay.ids[: len(ids)] or len(ids) != len(lay.ids):
-        missing = set(lay.ids) - set(ids)
-        extra = set(ids) - set(lay.ids)
-        if missing or extra:
-            problems.append(f"ids differ from the test set ({len(missing)} missing, {len(extra)} unknown)")
-        elif not dups:
-            first = next(i for i, (a, b) in enumerate(zip(ids, lay.ids)) if a != b)
-            problems.append(f"ids are not in the test order (first difference at line {first + 2})")
+    missing, extra = set(lay.ids) - set(ids), set(ids) - set(lay.ids)
+    if missing or extra:
+        problems.append(f"ids differ from the test set ({len(missing)} missing, {len(extra)} unknown)")
     allowed = set(lay.allowed)
     bad = [lab for lab in labels if lab and lab not in allowed]  # exactly as the competition writes them: no 1.0, +1, nan
     if bad:
@@ -136,6 +137,16 @@ def validate_text(text: str, comp: Competition) -> list[str]:
 
 def _sort_key(s: str) -> tuple[int, Any]:
     return (0, int(s)) if s.lstrip("-").isdigit() else (1, s)
+
+
+def notes(text: str, comp: Competition) -> list[str]:
+    """Harmless differences from the sample submission, worth a line."""
+    ids = [r[0].strip() for r in _rows(text)[1:] if r]
+    lay = layout(comp)
+    if ids != lay.ids and sorted(ids) == sorted(lay.ids):
+        first = next(i for i, (a, b) in enumerate(zip(ids, lay.ids)) if a != b)
+        return [f"rows are not in the test file's order (first difference at line {first + 2}); fine: Kaggle joins on {lay.id_column}"]
+    return []
 
 
 def validate_file(path: str | Path, comp: Competition) -> list[str]:
@@ -153,6 +164,6 @@ def read_predictions(path: str | Path, comp: Competition) -> np.ndarray:
     problems = validate_file(path, comp)
     if problems:
         raise FkaggleError("invalid submission: " + "; ".join(problems), path)
-    rows = list(csv.reader(io.StringIO(files.read_text(path, "submission file", MAX_SUBMISSION_BYTES).lstrip("\ufeff"))))[1 : len(layout(comp).ids) + 1]
-    values = np.array([int(r[1].strip()) for r in rows])
+    by_id = {r[0].strip(): int(r[1].strip()) for r in _rows(files.read_text(path, "submission file", MAX_SUBMISSION_BYTES))[1:]}
+    values = np.array([by_id[i] for i in layout(comp).ids])  # joined on the id, as Kaggle scores
     return np.searchsorted(np.asarray(comp.train_set.label_values), values)

@@ -231,3 +231,26 @@ def test_init_writes_a_config_that_data_check_accepts(tmp_path, five_class_npy):
     bad.write_text("label,pixel1\n1,0\n")
     res = run_cli("init", "--train", str(bad), "--out", str(tmp_path / "bad.toml"), cwd=tmp_path)
     assert res.returncode == 2 and not (tmp_path / "bad.toml").exists()
+
+
+def test_csv_test_labels_are_joined_on_the_id_column_in_any_row_order(tmp_path, small):
+    import pandas as pd
+
+    x, y = small["x_test"], small["y_test"]
+    ids = np.arange(1000, 1000 + len(y))
+    test = write_csv(tmp_path / "test.csv", x, ids=ids, id_col="Id")
+    order = np.random.default_rng(0).permutation(len(y))  # a Kaggle solution file: another row order, a Usage column
+    solution = pd.DataFrame({"Id": ids[order], "label": y[order], "Usage": np.where(order % 2, "Public", "Private")})
+    solution.to_csv(tmp_path / "solution.csv", index=False)
+    s = load_images(test, labels_path=tmp_path / "solution.csv", label_values=tuple(range(10)))
+    assert np.array_equal(s.labels, y) and np.array_equal(s.ids, ids)
+
+    solution.iloc[1:].to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(DataError, match="1 test id\\(s\\) missing"):
+        load_images(test, labels_path=tmp_path / "short.csv", label_values=tuple(range(10)))
+    pd.concat([solution, solution.iloc[:1].assign(Id=5)]).to_csv(tmp_path / "extra.csv", index=False)
+    with pytest.raises(DataError, match="1 id\\(s\\) not in the test file"):
+        load_images(test, labels_path=tmp_path / "extra.csv", label_values=tuple(range(10)))
+    # the one-column form stays positional
+    pd.DataFrame({"label": y}).to_csv(tmp_path / "plain.csv", index=False)
+    assert np.array_equal(load_images(test, labels_path=tmp_path / "plain.csv", label_values=tuple(range(10))).labels, y)
