@@ -13,6 +13,8 @@ import json
 import os
 import socket
 import threading
+import time
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -28,41 +30,60 @@ SERVICE = "/api/v1/competitions.CompetitionApiService/"
 
 
 class FakeKaggle:
-    """Answers the competition RPCs the client uses; each can be made to fail."""
+    """Answers the competition RPCs the client uses; each can be made to fail, stall, garble or throttle."""
 
     def __init__(self) -> None:
         self.fail: dict[str, int] = {}  # method name -> HTTP status to answer with
+        self.stall: set[str] = set()  # methods that are accepted and never answered
+        self.garble: set[str] = set()  # methods that act, then answer with a body that is not JSON
+        self.throttle: dict[str, int] = {}  # method -> how many times to answer 429 with Retry-After: 1
         self.upload_status = 201
         self.limits = {"numToday": 1, "numTotal": 3, "numAllowedNow": 4, "limitedByTotal": False}
         self.uploads: list[bytes] = []
         self.created: list[dict] = []
         self.calls: list[str] = []
         self.next_ref = 1000
+        self.submissions = [  # Kaggle's list, newest first, served one per page
+            {"ref": 1001, "fileName": "blend.csv", "description": "first", "status": "COMPLETE", "publicScore": "0.93120", "date": "2026-11-21T10:00:00Z"},
+            {"ref": 7, "fileName": "old.csv", "description": "from the website", "status": "ERROR", "date": "2026-11-20T10:00:00Z"},
+        ]
+        self.release = threading.Event()  # set at shutdown: stalled handlers return
 
-    def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict | None]:
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes, dict[str, str]] | None:
         name = path[len(SERVICE) :] if path.startswith(SERVICE) else path
         self.calls.append(f"{method} {name}")
         if method == "PUT" and path.startswith("/upload/"):
             self.uploads.append(body)
-            return self.upload_status, None
+            return self.upload_status, b"", {}
+        if name in self.stall:
+            return None
+        if self.throttle.get(name):
+            self.throttle[name] -= 1
+            return 429, json.dumps({"code": 429, "message": "Too many requests"}).encode(), {"Retry-After": "1"}
         if name in self.fail:
             code = self.fail[name]
             msg = {401: "Unauthenticated", 403: "Permission 'competitions.participate' was denied", 404: "Competition not found"}.get(code, "error")
-            return code, {"code": code, "message": msg}
-        req = json.loads(body or b"{}")
+            return code, json.dumps({"code": code, "message": msg}).encode(), {}
+        status, payload = self.answer(name, json.loads(body or b"{}"))
+        return status, (b"{'ref': " if name in self.garble else json.dumps(payload).encode()), {}
+
+    def answer(self, name: str, req: dict) -> tuple[int, dict]:
         if name == "StartSubmissionUpload":
             token = f"tok{len(self.uploads)}"
             return 200, {"token": token, "createUrl": f"http://localhost/upload/{token}"}
         if name == "CreateSubmission":
             self.next_ref += 1
             self.created.append(req)
+            if all(s["ref"] != self.next_ref for s in self.submissions):
+                now = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+                self.submissions.insert(0, {"ref": self.next_ref, "fileName": "mine.csv", "description": req.get("submissionDescription"), "status": "PENDING", "date": now})
             return 200, {"message": "Successfully submitted to Fashion MNIST", "ref": self.next_ref}
         if name == "GetSubmissionLimits":
             return 200, self.limits
         if name == "ListSubmissions":
-            subs = [{"ref": 1001, "fileName": "blend.csv", "description": "first", "status": "COMPLETE", "publicScore": "0.93120", "date": "2026-11-21T10:00:00Z"},
-                    {"ref": 7, "fileName": "old.csv", "description": "from the website", "status": "ERROR", "date": "2026-11-20T10:00:00Z"}]  # fmt: skip
-            return 200, {"submissions": subs}
+            page = int(req.get("pageToken") or 0)
+            more = page + 1 < len(self.submissions)
+            return 200, {"submissions": self.submissions[page : page + 1], **({"nextPageToken": str(page + 1)} if more else {})}
         if name == "GetLeaderboard":
             return 200, {"submissions": [{"teamId": i, "teamName": f"team{i}", "score": f"0.9{9 - i}000", "submissionDate": "2026-11-21T00:00:00Z"} for i in range(3)]}
         return 404, {"code": 404, "message": f"no such method {name}"}
@@ -75,11 +96,14 @@ def fake_kaggle(tmp_path, monkeypatch):
     class Handler(BaseHTTPRequestHandler):
         def _serve(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            status, payload = state.handle(self.command, urlsplit(self.path).path, body)
-            data = json.dumps(payload).encode() if payload is not None else b""
+            answer = state.handle(self.command, urlsplit(self.path).path, body)
+            if answer is None:  # accept, read, never answer
+                state.release.wait(60)
+                return
+            status, data, headers = answer
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
+            for k, v in {"Content-Type": "application/json", "Content-Length": str(len(data)), **headers}.items():
+                self.send_header(k, v)
             self.end_headers()
             self.wfile.write(data)
 
@@ -89,6 +113,7 @@ def fake_kaggle(tmp_path, monkeypatch):
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     port = server.server_address[1]
@@ -102,6 +127,8 @@ def fake_kaggle(tmp_path, monkeypatch):
         "NO_PROXY": "",
         "no_proxy": "",
         "KAGGLE_CONFIG_DIR": str(home),
+        "FKAGGLE_KAGGLE_TIMEOUT": "2,2",  # a stall ends in seconds
+        "FKAGGLE_KAGGLE_BACKOFF": "0.2",
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -109,6 +136,7 @@ def fake_kaggle(tmp_path, monkeypatch):
         monkeypatch.delenv(k, raising=False)
     state.env = env
     yield state
+    state.release.set()
     server.shutdown()
 
 
@@ -140,7 +168,7 @@ def test_submit_in_process_records_upload(tmp_path, fake_kaggle, comp_and_file):
     meta = json.loads(sub.with_suffix(".json").read_text())
     assert meta["submissions"][0]["ref"] == 1001 and meta["cv"]["acc"] == 0.9
     hist = (tmp_path / "submissions/history.csv").read_text().splitlines()
-    assert hist[0].startswith("time,slug,file,sha256,message,ref,reply") and ",1001," in hist[1]
+    assert hist[0].startswith("time,slug,file,sha256,message,ref,status,reply") and ",1001,submitted," in hist[1]
 
 
 def test_submit_cli_then_submissions_and_leaderboard(tmp_path, fake_kaggle, comp_and_file):
@@ -152,7 +180,7 @@ def test_submit_cli_then_submissions_and_leaderboard(tmp_path, fake_kaggle, comp
     assert lst.returncode == 0, lst.stderr
     rows = json.loads(lst.stdout)
     mine = next(r for r in rows if str(r["ref"]) == "1001")
-    assert mine["status"] == "complete" and mine["public_score"] == "0.93120" and float(mine["cv_acc"]) == 0.9  # CV next to LB
+    assert mine["status"] == "complete" and mine["public_score"] == 0.9312 and mine["cv_acc"] == 0.9 and mine["ref"] == 1001  # CV next to LB, numbers in JSON
     assert any(r["ref"] == 7 and r["status"] == "error" for r in rows)  # made elsewhere, still listed
     lb = run_cli("leaderboard", "--slug", "five-class", *_cli_args(comp), env=fake_kaggle.env)
     assert lb.returncode == 0, lb.stderr
@@ -220,3 +248,59 @@ def test_fkaggle_help_does_not_import_kaggle_torch_ray_or_sklearn():
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}).stdout.strip()
     assert out == "[]"
+
+
+# ----------------------------------------------------------------------------- a submit that never hangs and never loses a record
+
+
+def _submit(tmp_path, fake_kaggle, comp, sub, message="try"):
+    return run_cli("submit", str(sub), "-m", message, "--slug", "five-class", "--workdir", str(tmp_path), *_cli_args(comp), env=fake_kaggle.env)
+
+
+def _history(tmp_path) -> list[dict]:
+    import csv
+
+    with (tmp_path / "submissions/history.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_a_stalled_server_ends_in_one_line_within_the_timeout(tmp_path, fake_kaggle, comp_and_file):
+    comp, sub = comp_and_file
+    fake_kaggle.stall.add("GetSubmissionLimits")
+    t0 = time.monotonic()
+    res = _submit(tmp_path, fake_kaggle, comp, sub)
+    assert res.returncode == 2 and time.monotonic() - t0 < 30
+    assert res.stderr.strip().splitlines() == ["fkaggle: error: Kaggle did not answer within 2s (FKAGGLE_KAGGLE_TIMEOUT)"]
+    assert not fake_kaggle.uploads and not (tmp_path / "submissions/history.csv").exists()
+    fake_kaggle.stall = {"ListSubmissions"}
+    res = run_cli("submissions", "--slug", "five-class", "--workdir", str(tmp_path), *_cli_args(comp), env=fake_kaggle.env)
+    assert res.returncode == 0 and "showing local records only" in res.stderr  # falls back to what it knows
+
+
+def test_a_lost_reply_after_kaggle_stored_the_submission_is_kept_as_unknown_then_reconciled(tmp_path, fake_kaggle, comp_and_file):
+    comp, sub = comp_and_file
+    assert _submit(tmp_path, fake_kaggle, comp, sub, "first").returncode == 0  # ref 1001
+    fake_kaggle.garble.add("CreateSubmission")
+    res = _submit(tmp_path, fake_kaggle, comp, sub, "second")
+    assert res.returncode == 2 and "may have counted" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert [(h["message"], h["status"], h["ref"]) for h in _history(tmp_path)] == [("first", "submitted", "1001"), ("second", "unknown", "")]
+
+    lst = run_cli("submissions", "--slug", "five-class", "--workdir", str(tmp_path), "--json", *_cli_args(comp), env=fake_kaggle.env)
+    assert lst.returncode == 0, lst.stderr
+    second = next(r for r in json.loads(lst.stdout) if r["message"] == "second")
+    assert second["ref"] == 1002 and second["status"] == "pending" and second["cv_acc"] == 0.9  # its CV, not a foreign row
+    assert [(h["status"], h["ref"]) for h in _history(tmp_path)] == [("submitted", "1001"), ("submitted", "1002")]  # recorded for good
+    assert len([r for r in json.loads(lst.stdout) if r["ref"] == 1002]) == 1
+
+
+def test_429_with_retry_after_is_waited_out_with_a_line_and_every_page_is_read(tmp_path, fake_kaggle, comp_and_file):
+    comp, sub = comp_and_file
+    fake_kaggle.throttle["CreateSubmission"] = 1
+    res = _submit(tmp_path, fake_kaggle, comp, sub)
+    assert res.returncode == 0, res.stderr
+    assert "Kaggle answered HTTP 429; retrying in 1s (1/3)" in res.stderr and len(fake_kaggle.created) == 1
+    fake_kaggle.submissions += [{"ref": 50 + i, "fileName": f"f{i}.csv", "description": "old", "status": "COMPLETE", "publicScore": f"0.{80 + i}", "date": "2026-11-01T10:00:00Z"} for i in range(5)]
+    lst = run_cli("submissions", "--slug", "five-class", "--workdir", str(tmp_path), "--json", *_cli_args(comp), env=fake_kaggle.env)
+    rows = json.loads(lst.stdout)
+    assert {r["ref"] for r in rows} == {1001, 7, 50, 51, 52, 53, 54}  # seven pages of one
+    assert next(r for r in rows if r["ref"] == 54)["public_score"] == 0.84
