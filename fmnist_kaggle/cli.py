@@ -72,6 +72,12 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(info)
         return 0
+    _print_summary(info)
+    print(f"sample grid: {png}")
+    return 0
+
+
+def _print_summary(info: dict[str, Any]) -> None:
     tr = info["train"]
     print(f"train  {tr['path']}  [{tr['format']}]  {tr['rows']} rows, {tr['classes']} classes, label values {tr['label_values']}")
     print(f"       pixels {tr['pixel_dtype']} {tr['pixel_range'][0]}..{tr['pixel_range'][1]} (stored as {tr['stored_scale']}), fingerprint {tr['fingerprint']}")
@@ -84,33 +90,28 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     if "sample_submission" in info:
         ss = info["sample_submission"]
         print(f"sample {ss['path']}  columns {ss['columns']}, {ss['rows']} rows")
-    print(f"sample grid: {png}")
-    return 0
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+    from fmnist_kaggle.competition import init_competition
 
-    from fmnist_kaggle.competition import Competition, read_sample_submission, summary, write_config
+    paths = {k: getattr(args, k) for k in ("train", "train_labels", "test", "test_labels", "sample_submission")}
+    _, info = init_competition(paths, args.out, args.name, args.slug, args.format or "auto", args.force)
+    return _report_config(args, info, args.out)
 
-    comp = Competition(
-        name=args.name,
-        slug=args.slug,
-        format=args.format or "auto",
-        train=Path(args.train).resolve(),
-        train_labels=Path(args.train_labels).resolve() if args.train_labels else None,
-        test=Path(args.test).resolve() if args.test else None,
-        test_labels=Path(args.test_labels).resolve() if args.test_labels else None,
-        sample_submission=Path(args.sample_submission).resolve() if args.sample_submission else None,
-    )
-    if comp.sample_submission is not None:  # submission columns come from the sample
-        cols = list(read_sample_submission(comp).columns)
-        comp = replace(comp, id_column=cols[0], label_column=cols[1])
-    summary(comp)  # loads and checks every file before anything is written
-    target = Path(args.out)
-    if target.exists() and not args.force:
-        raise FkaggleError("exists; pass --force to replace it", target)
-    write_config(comp, target)
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from fmnist_kaggle.download import download_competition
+
+    info, folder = download_competition(args.slug, args.dir, args.out, args.force)
+    return _report_config(args, {**info, "data_dir": str(folder)}, args.out)
+
+
+def _report_config(args: argparse.Namespace, info: dict[str, Any], target: str) -> int:
+    if args.json:
+        _print_json({**info, "config": str(target)})
+        return 0
+    _print_summary(info)
     print(f"wrote {target}")
     return 0
 
@@ -422,15 +423,23 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--folds", type=int, default=5, help="check every class has at least this many samples (default 5)")
     check.add_argument("--png", help="where to write the sample grid (default oof/data-check/samples.png)")
 
-    init = _command(sub, "init", "write a competition config from files it has checked", cmd_init, json=False)
-    init.add_argument("--train", required=True)
-    for opt in ("--train-labels", "--test", "--test-labels", "--sample-submission"):
-        init.add_argument(opt)
-    init.add_argument("--slug", help="Kaggle competition slug")
-    init.add_argument("--name", default="custom")
-    init.add_argument("--format", choices=["auto", "csv", "npy", "npz", "idx"])
-    init.add_argument("--out", default="competition/competition.toml")
-    init.add_argument("--force", action="store_true")
+    init = _command(sub, "init", "write a competition config (default competition/competition.toml) from files it has loaded and checked; later commands read it", cmd_init)
+    init.add_argument("--train", required=True, help="training file: CSV (label + 784 pixel columns, may be zipped or gzipped), NPY/NPZ, or IDX images")
+    init.add_argument("--train-labels", help="separate training labels (IDX labels, or .npy) when the training file holds only images")
+    init.add_argument("--test", help="test file to predict (same formats; an id column is kept for the submission)")
+    init.add_argument("--test-labels", help="known test truth for offline scoring: .npy/IDX in test order, or a CSV joined on the id column")
+    init.add_argument("--sample-submission", help="the competition's sample submission: its two columns name the submission's id and label columns")
+    init.add_argument("--slug", help="Kaggle competition slug (used by submit, submissions and leaderboard)")
+    init.add_argument("--name", default="custom", help="a name for the competition (default custom)")
+    init.add_argument("--format", choices=["auto", "csv", "npy", "npz", "idx"], help="file format (default: detected from name and content)")
+    init.add_argument("--out", default="competition/competition.toml", help="where to write the config (default competition/competition.toml, found there by every command)")
+    init.add_argument("--force", action="store_true", help="replace an existing config")
+
+    dl = _command(sub, "download", "download a Kaggle competition's files with the official client, check them and write its config", cmd_download)
+    dl.add_argument("slug", help="the competition's slug, as in kaggle.com/competitions/SLUG")
+    dl.add_argument("--dir", help="where the files go (default competition/data/SLUG)")
+    dl.add_argument("--out", default="competition/competition.toml", help="where to write the config (default competition/competition.toml)")
+    dl.add_argument("--force", action="store_true", help="download again and replace an existing config")
 
     mo = _command(sub, "models", "list registered models with parameter counts", cmd_models)
     mo.add_argument("--classes", type=int, help="count parameters for K output classes (default: 10, or 5 for the report-004 keras models)")

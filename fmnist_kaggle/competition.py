@@ -165,6 +165,22 @@ def resolve_competition(
     return replace(comp, **kw) if kw else comp
 
 
+def init_competition(paths: dict[str, Path | None], target: str | Path = DEFAULT_CONFIG, name: str = "custom", slug: str | None = None, format: str = "auto", force: bool = False) -> tuple[Competition, dict[str, Any]]:
+    """A competition config from files it has loaded and checked (`fkaggle init`, `download`):
+    `paths` maps train / train_labels / test / test_labels / sample_submission to files.
+    Returns the competition and its `summary`; nothing is written unless every file loads."""
+    target = Path(target)
+    comp = Competition(name=name, slug=slug, format=format, **{k: Path(v).resolve() for k, v in paths.items() if v is not None})
+    if comp.sample_submission is not None:  # submission columns come from the sample
+        cols = list(read_sample_submission(comp).columns)
+        comp = replace(comp, id_column=cols[0], label_column=cols[1])
+    info = summary(comp)
+    if target.exists() and not force:
+        raise FkaggleError("exists; pass --force to replace it", target)
+    write_config(comp, target)
+    return comp, info
+
+
 def write_config(comp: Competition, target: str | Path) -> Path:
     """Write a competition config (TOML) atomically; paths stay as given."""
     target = Path(target)

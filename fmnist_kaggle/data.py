@@ -116,15 +116,30 @@ def detect_format(path: Path) -> str:
         return "npy"
     if name.endswith(".npz"):
         return "npz"
+    if name.endswith(".zip"):
+        return _zip_format(path)
     if "idx" in name or "ubyte" in name:
         return "idx"
     head = files.head(path, 8)
     if head.startswith(b"\x93NUMPY"):
         return "npy"
     if head.startswith(b"PK"):
-        return "npz"
+        return _zip_format(path)
     if len(head) >= 4 and head[:2] == b"\x00\x00" and head[2] == 0x08:
         return "idx"
+    return "csv"
+
+
+def _zip_format(path: Path) -> str:
+    """An NPZ (arrays only) or a zipped single file, which is read as its member's format."""
+    members = files.zip_members(path)
+    if members and all(m.endswith(".npy") for m in members):
+        return "npz"
+    if len(members) != 1:
+        raise DataError(files.multi_file_zip_message(members), path)
+    inner = members[0].lower()
+    if inner.endswith((".npy", ".npz")) or "idx" in inner or "ubyte" in inner:
+        raise DataError(f"a zipped {members[0]}: unzip it first (only CSV files are read from inside a zip)", path)
     return "csv"
 
 

@@ -7,8 +7,10 @@ small compressed file can expand to gigabytes: every input goes through here fir
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import stat
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -45,7 +47,42 @@ def read_bytes(path: str | Path, what: str = "file", limit: int = MAX_BYTES, unz
     if path.stat().st_size > limit:
         raise DataError(f"file is {path.stat().st_size:,} bytes, above the {limit:,}-byte limit", path)
     data = path.read_bytes()
+    if data[:4] == b"PK\x03\x04":  # Kaggle serves single files zipped (train.csv.zip)
+        data = unzip_single(data, path, unzipped_limit or limit)
     return gunzip(data, path, unzipped_limit or limit) if data[:2] == b"\x1f\x8b" else data
+
+
+def zip_members(path: Path) -> list[str]:
+    """The file names inside a zip (folders left out)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return [i.filename for i in zf.infolist() if not i.is_dir()]
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DataError(f"not a readable zip file ({exc})", path) from None
+
+
+def unzip_single(data: bytes, path: Path, limit: int = MAX_BYTES) -> bytes:
+    """The one file inside a zip, read no further than `limit` bytes (bomb guard)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            members = [i for i in zf.infolist() if not i.is_dir()]
+            if len(members) != 1:
+                raise DataError(multi_file_zip_message([i.filename for i in members]), path)
+            info = members[0]
+            if info.file_size > limit:
+                raise DataError(f"{info.filename} decompresses to {info.file_size:,} bytes, above the {limit:,}-byte limit", path)
+            with zf.open(info) as fh:
+                out = fh.read(limit + 1)
+    except zipfile.BadZipFile as exc:
+        raise DataError(f"truncated or corrupt zip file ({exc})", path) from None
+    if len(out) > limit:
+        raise DataError(f"decompresses to more than {limit:,} bytes (a decompression bomb?), refused", path)
+    return out
+
+
+def multi_file_zip_message(names: list[str]) -> str:
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    return f"a zip of {len(names)} files ({shown}): a whole competition download, not one data file; unzip it and pass the train/test files, or let `fkaggle download SLUG` unpack it and write the config"
 
 
 def gunzip(data: bytes, path: Path, limit: int = MAX_BYTES) -> bytes:

@@ -75,9 +75,12 @@ def _explain(exc: BaseException, slug: str) -> str:
     if status == 401:
         return "Kaggle rejected the credentials (HTTP 401): they are stale or wrong; create a new API token"
     if status == 403:
+        rules = f"https://www.kaggle.com/competitions/{slug}/rules"
         if "participate" in body or "participate" in text:
-            return f"Kaggle refused (HTTP 403 competitions.participate): check the slug {slug!r} and accept the competition's rules on kaggle.com"
-        return f"Kaggle refused the request (HTTP 403) for competition {slug!r}"
+            return f"Kaggle refused (HTTP 403 competitions.participate): accept the competition's rules at {rules} (and check the slug)"
+        return f"Kaggle refused the request (HTTP 403) for competition {slug!r}: have you accepted its rules at {rules}?"
+    if status == 429:
+        return "Kaggle is rate-limiting this account (HTTP 429) and kept refusing after the retries; wait a few minutes"
     if status == 404:
         return f"Kaggle has no competition {slug!r} (HTTP 404): check the slug"
     if status is not None:
@@ -229,6 +232,19 @@ def _score(value: Any) -> float | None:
         return float(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
+
+
+def download_files(slug: str, folder: Path, force: bool = False, client: Any | None = None) -> Path:
+    """All of a competition's files as the zip Kaggle serves (`folder/SLUG.zip`), through the
+    client's own download: progress bar on stderr, resumed with Range where the server allows."""
+    client = client or api()
+    folder.mkdir(parents=True, exist_ok=True)
+    _call(slug, client.competition_download_files, slug, path=str(folder), force=force, quiet=False)
+    target = folder / f"{slug}.zip"
+    if not target.is_file():
+        found = sorted(p.name for p in folder.iterdir())
+        raise FkaggleError(f"Kaggle's download left no {target.name} (found: {', '.join(found) or 'nothing'})", folder)
+    return target
 
 
 def leaderboard(slug: str, top: int = 20, client: Any | None = None) -> list[dict[str, Any]]:

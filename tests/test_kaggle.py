@@ -47,11 +47,14 @@ class FakeKaggle:
             {"ref": 1001, "fileName": "blend.csv", "description": "first", "status": "COMPLETE", "publicScore": "0.93120", "date": "2026-11-21T10:00:00Z"},
             {"ref": 7, "fileName": "old.csv", "description": "from the website", "status": "ERROR", "date": "2026-11-20T10:00:00Z"},
         ]
+        self.files: dict[str, bytes] = {}  # storage: what downloads are redirected to
         self.release = threading.Event()  # set at shutdown: stalled handlers return
 
-    def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes, dict[str, str]] | None:
+    def handle(self, method: str, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]] | None:
         name = path[len(SERVICE) :] if path.startswith(SERVICE) else path
         self.calls.append(f"{method} {name}")
+        if method == "GET" and path.startswith("/storage/"):  # where downloads are redirected
+            return self.storage(path[len("/storage/") :], (headers or {}).get("Range"))
         if method == "PUT" and path.startswith("/upload/"):
             self.uploads.append(body)
             return self.upload_status, b"", {}
@@ -65,9 +68,28 @@ class FakeKaggle:
             msg = {401: "Unauthenticated", 403: "Permission 'competitions.participate' was denied", 404: "Competition not found"}.get(code, "error")
             return code, json.dumps({"code": code, "message": msg}).encode(), {}
         status, payload = self.answer(name, json.loads(body or b"{}"))
+        if status == 302:
+            return 302, b"", payload
         return status, (b"{'ref': " if name in self.garble else json.dumps(payload).encode()), {}
 
+    def storage(self, name: str, byte_range: str | None) -> tuple[int, bytes, dict[str, str]]:
+        data = self.files.get(name)
+        if data is None:
+            return 404, b"", {}
+        start = int(byte_range.split("=")[1].split("-")[0]) if byte_range else 0
+        headers = {"Content-Type": "application/zip", "Accept-Ranges": "bytes", "Last-Modified": "Sat, 21 Nov 2026 10:00:00 GMT"}
+        if start:
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        return (206 if start else 200), data[start:], headers
+
     def answer(self, name: str, req: dict) -> tuple[int, dict]:
+        if name in ("DownloadDataFiles", "DownloadDataFile"):
+            slug = req.get("competitionName")
+            if f"{slug}.zip" not in self.files:
+                return 404, {"code": 404, "message": "Competition not found"}
+            return 302, {"Location": f"http://localhost/storage/{slug}.zip"}
+        if name == "ListDataFiles":
+            return 200, {"files": [{"name": n, "totalBytes": len(b)} for n, b in self.files.items()]}
         if name == "StartSubmissionUpload":
             token = f"tok{len(self.uploads)}"
             return 200, {"token": token, "createUrl": f"http://localhost/upload/{token}"}
@@ -96,7 +118,7 @@ def fake_kaggle(tmp_path, monkeypatch):
     class Handler(BaseHTTPRequestHandler):
         def _serve(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            answer = state.handle(self.command, urlsplit(self.path).path, body)
+            answer = state.handle(self.command, urlsplit(self.path).path, body, dict(self.headers))
             if answer is None:  # accept, read, never answer
                 state.release.wait(60)
                 return
@@ -304,3 +326,85 @@ def test_429_with_retry_after_is_waited_out_with_a_line_and_every_page_is_read(t
     rows = json.loads(lst.stdout)
     assert {r["ref"] for r in rows} == {1001, 7, 50, 51, 52, 53, 54}  # seven pages of one
     assert next(r for r in rows if r["ref"] == 54)["public_score"] == 0.84
+
+
+# ----------------------------------------------------------------------------- download: the start of the round trip
+
+
+def _competition_zip(tmp_path) -> bytes:
+    """What Kaggle serves for a 5-class competition labelled 1..5: train.csv.zip (a zipped CSV
+    inside the zip), test.csv with an id column, sample_submission.csv."""
+    import io
+    import zipfile
+
+    import pandas as pd
+
+    from conftest import synthetic_images, write_csv
+
+    x, y = synthetic_images(24, k=5)
+    xt, _ = synthetic_images(6, k=5, seed=1)
+    train = write_csv(tmp_path / "train.csv", x, y + 1)
+    test = write_csv(tmp_path / "test.csv", xt, ids=np.arange(1, len(xt) + 1), id_col="Id")
+    pd.DataFrame({"Id": np.arange(1, len(xt) + 1), "Category": 1}).to_csv(tmp_path / "sample_submission.csv", index=False)
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(train, "train.csv")
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("train.csv.zip", inner.getvalue())
+        z.write(test, "test.csv")
+        z.write(tmp_path / "sample_submission.csv", "sample_submission.csv")
+    for p in (train, test, tmp_path / "sample_submission.csv"):
+        p.unlink()
+    return out.getvalue()
+
+
+def test_download_to_leaderboard_round_trip_through_the_cli(tmp_path, fake_kaggle):
+    fake_kaggle.files["five-mini.zip"] = _competition_zip(tmp_path)
+    env = fake_kaggle.env
+    res = run_cli("download", "five-mini", cwd=tmp_path, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "120 rows, 5 classes, label values [1, 2, 3, 4, 5]" in res.stdout and "wrote competition/competition.toml" in res.stdout
+    data = tmp_path / "competition/data/five-mini"
+    assert sorted(p.name for p in data.iterdir()) == ["sample_submission.csv", "test.csv", "train.csv.zip"]
+    cfg = (tmp_path / "competition/competition.toml").read_text()
+    assert 'slug = "five-mini"' in cfg and "train.csv.zip" in cfg
+    assert run_cli("download", "five-mini", cwd=tmp_path, env=env).returncode == 2  # the config exists: --force to replace
+
+    for args in (["data", "check"], ["fold-train", "--model", "lenet5", "--folds", "2", "--epochs", "2", "--batch-size", "16", "--run", "r", "--no-progress"], ["blend", "r", "--name", "sub"]):
+        step = run_cli(*args, cwd=tmp_path, env=env)
+        assert step.returncode == 0, (args, step.stderr)
+    sub = tmp_path / "submissions/sub.csv"
+    assert sub.read_text().splitlines()[0] == "Id,Category"
+    res = run_cli("submit", str(sub), "-m", "round trip", cwd=tmp_path, env=env)
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(run_cli("submissions", "--json", cwd=tmp_path, env=env).stdout)
+    mine = next(r for r in rows if r["message"] == "round trip")
+    assert mine["ref"] == 1001 and mine["public_score"] == 0.9312 and mine["cv_acc"] == json.loads((tmp_path / "submissions/sub.json").read_text())["cv"]["acc"]
+    assert fake_kaggle.uploads[-1] == sub.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "setup,fragment",
+    [
+        (lambda k: k.fail.update(DownloadDataFiles=403), "https://www.kaggle.com/competitions/five-mini/rules"),
+        (lambda k: k.files.clear(), "no competition 'five-mini' (HTTP 404)"),
+        (lambda k: k.fail.update(DownloadDataFiles=401), "HTTP 401"),
+        (lambda k: k.throttle.update(DownloadDataFiles=9), "rate-limiting this account (HTTP 429)"),
+        (lambda k: k.stall.add("DownloadDataFiles"), "did not answer within 2s"),
+    ],
+)
+def test_download_failures_are_one_line_and_leave_nothing(tmp_path, fake_kaggle, setup, fragment):
+    fake_kaggle.files["five-mini.zip"] = _competition_zip(tmp_path)
+    setup(fake_kaggle)
+    res = run_cli("download", "five-mini", cwd=tmp_path, env={**fake_kaggle.env, "FKAGGLE_KAGGLE_MAX_WAIT": "0.2"})
+    assert res.returncode == 2, res.stdout + res.stderr
+    errors = [line for line in res.stderr.strip().splitlines() if line.startswith("fkaggle: error:")]
+    assert len(errors) == 1 and fragment in errors[0] and "Traceback" not in res.stderr, res.stderr
+    assert not (tmp_path / "competition").exists()
+
+
+def test_a_competition_zip_given_as_train_says_what_it_is(tmp_path):
+    (tmp_path / "five-mini.zip").write_bytes(_competition_zip(tmp_path))
+    res = run_cli("data", "check", "--train", str(tmp_path / "five-mini.zip"), cwd=tmp_path)
+    assert res.returncode == 2 and "a zip of 3 files (train.csv.zip, test.csv, sample_submission.csv): a whole competition download" in res.stderr
