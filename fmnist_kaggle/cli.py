@@ -178,6 +178,19 @@ def _executor(args: argparse.Namespace) -> Any:
     return make_executor(args.executor, args.address, args.cpus_per_task, progress=_progress(args))
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from fmnist_kaggle.runs import predict_run
+
+    m = predict_run(args.run, args.test, args.name, args.workdir, args.format or "auto", args.device)
+    if args.json:
+        _print_json({k: m.get(k) for k in ("run", "predicted_from", "test_metrics")})
+        return 0
+    known = f"; test accuracy {m['test_metrics']['acc']:.4f}" if m.get("test_metrics") else ""
+    print(f"{m['predicted_from']['run']} -> {m['run']}: {m['data']['test_rows']} rows of {args.test} predicted{known}")
+    print(f"submission: fkaggle blend {m['run']} --test {args.test} [--sample-submission FILE]")
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from fmnist_kaggle.runs import list_runs
 
@@ -192,7 +205,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if "problem" in r:
             print(f"{r['run']:<32} unreadable: {r['problem']}")
         else:
-            print(f"{r['run']:<32} {r['model']:<18} folds {r['folds_done']}/{r['folds']}  CV acc {num(r['cv_acc'])}  log-loss {num(r['cv_logloss'])}  test {num(r['test_acc'])}  {r['created'][:19]}")
+            origin = f"  (predicted by {r['predicted_from']}'s models)" if r["predicted_from"] else ""
+            print(f"{r['run']:<32} {r['model']:<18} folds {r['folds_done']}/{r['folds']}  CV acc {num(r['cv_acc'])}  log-loss {num(r['cv_logloss'])}  test {num(r['test_acc'])}  {r['created'][:19]}{origin}")
     return 0
 
 
@@ -444,6 +458,12 @@ def build_parser() -> argparse.ArgumentParser:
     mo = _command(sub, "models", "list registered models with parameter counts", cmd_models)
     mo.add_argument("--classes", type=int, help="count parameters for K output classes (default: 10, or 5 for the report-004 keras models)")
     _command(sub, "runs", "the workspace's runs: model, folds done, CV and test accuracy", cmd_runs, workdir=True)
+    pr = _command(sub, "predict", "apply a run's saved fold models to another test file (a run blend can use)", cmd_predict, workdir=True)
+    pr.add_argument("run")
+    pr.add_argument("--test", required=True, help="the test file to predict (any supported format)")
+    pr.add_argument("--name", help="the new run's name (default RUN-on-FILE)")
+    pr.add_argument("--format", choices=["auto", "csv", "npy", "npz", "idx"])
+    pr.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
 
     ft = _command(sub, "fold-train", "stratified k-fold training: OOF logits + fold-averaged test logits", cmd_fold_train, data=True, workdir=True)
     _train_options(ft)

@@ -455,6 +455,8 @@ def _warn_if_few_steps(cfg: TrainConfig, data: TrainingData) -> None:
 def status(rd: RunDir, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
     """The run's manifest with every fold's state derived from its folder. Writes nothing."""
     manifest = manifest or rd.read_manifest()
+    if manifest.get("predicted_from"):  # a prediction of another run's models: no folds of its own
+        return {**manifest, "fold_status": {}, "fold_problems": {}, "fold_metrics": [], "missing_folds": [], "complete": True}
     identity = manifest["identity"]
     states, details, fold_metrics = {}, {}, []
     for f in range(manifest["data"]["folds"]):
@@ -471,6 +473,8 @@ def status(rd: RunDir, manifest: dict[str, Any] | None = None) -> dict[str, Any]
 def assemble(rd: RunDir) -> dict[str, Any]:
     """Once every fold is done: OOF logits, fold-mean test logits, history, curves, CV."""
     base = {k: v for k, v in rd.read_manifest().items() if k not in DERIVED}
+    if base.get("predicted_from"):
+        raise FkaggleError(f"a prediction of run {base['predicted_from']['run']}: nothing to assemble", rd.path)
     manifest = {**status(rd, base), "updated": atomic.utc_now()}
     manifest.pop("fold_problems")
     if not manifest["complete"]:
@@ -508,6 +512,64 @@ def assemble(rd: RunDir) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- reading finished runs
 
 
+def predict_run(ref: str, test_path: str | Path, name: str | None = None, workdir: str | Path = ".", format: str = "auto", device: str = "auto") -> dict[str, Any]:
+    """Apply a run's saved fold (and seed) models to another test file. The result is a run
+    `oof/NAME/` holding the source's OOF logits (same data, folds, labels) and the new
+    fold-averaged test logits, with the new test file's fingerprint: `blend NAME --test FILE`
+    (alone or with other runs predicted on that file) makes its submission."""
+    import torch
+
+    from fmnist_kaggle.data import load_images
+    from fmnist_kaggle.models import create_model
+    from fmnist_kaggle.train import predict, resolve_device
+
+    src = load_run(ref, workdir)
+    ws = Workspace(workdir)
+    out = ws.run(name or f"{src.name}-on-{Path(test_path).name.split('.')[0]}")
+    if out.path.exists():
+        raise FkaggleError("exists; choose another --name", out.path)
+    if src.manifest.get("predicted_from"):
+        raise FkaggleError(f"{src.name} is itself a prediction of {src.manifest['predicted_from']['run']}: predict from that run", src.dir.path)
+    data = src.manifest["data"]
+    test = load_images(test_path, format, label_values=tuple(data["label_values"]))
+    cfg = TrainConfig(**{**src.manifest["config"], "device": device}).validate()
+    dev = resolve_device(device)
+    images = torch.from_numpy(test.images)
+    folds = []
+    for f in range(data["folds"]):
+        fd = src.dir.fold(f)
+        per_seed = []
+        for seed in src.manifest["seeds"]:
+            summary = read_seed(fd, seed, src.manifest["identity"])  # every model file verified first
+            model = create_model(cfg.model, num_classes=data["num_classes"], in_chans=1, **cfg.model_kwargs)
+            model.load_state_dict(torch.load(fd.seed_model(seed), map_location="cpu", weights_only=True))
+            per_seed.append(predict(model.to(dev), images, cfg, dev))
+            log.debug(f"fold {f} seed {seed} (best epoch {summary['best_epoch']}) predicted {len(test)} rows")
+        folds.append(np.mean(per_seed, axis=0))
+    test_logits = np.mean(folds, axis=0).astype(np.float32)
+    return _write_prediction(out, src, test, test_logits)
+
+
+def _write_prediction(out: RunDir, src: "Run", test: Any, test_logits: np.ndarray) -> dict[str, Any]:
+    files = {
+        "folds.npy": write_array(out.folds_npy, src.fold_of), "labels.npy": write_array(out.labels_npy, src.labels),
+        "oof_logits.npy": write_array(out.oof_logits, src.oof_logits), "test_logits.npy": write_array(out.test_logits, test_logits),
+    }  # fmt: skip
+    fingerprint = test.fingerprint()
+    m = {k: v for k, v in src.manifest.items() if k not in DERIVED and k != "files"}
+    m.update(
+        run=out.name, created=atomic.utc_now(), files=files, cv=src.manifest["cv"],
+        identity={**src.manifest["identity"], "test_fingerprint": fingerprint},
+        data={**src.manifest["data"], "test_path": str(test.path), "test_rows": len(test), "test_fingerprint": fingerprint},
+        predicted_from={"run": src.name, "test_path": str(test.path), "test_fingerprint": fingerprint},
+    )
+    if test.labels is not None:
+        files["test_labels.npy"] = write_array(out.test_labels_npy, test.labels)
+        m["test_metrics"] = {"acc": metrics.accuracy(test_logits, test.labels), "logloss": metrics.log_loss(test_logits, test.labels)}
+    out.write_manifest(m)  # last: the folder is a run once its manifest names its verified files
+    return m
+
+
 def list_runs(workdir: str | Path = ".") -> list[dict[str, Any]]:
     """One summary row per run in the workspace (reads only; an unreadable run says why)."""
     ws = Workspace(workdir)
@@ -519,12 +581,13 @@ def list_runs(workdir: str | Path = ".") -> list[dict[str, Any]]:
         except FkaggleError as exc:
             rows.append({"run": name, "problem": str(exc)})
             continue
-        done = sum(s == "done" for s in m["fold_status"].values())
+        done = m["data"]["folds"] if m.get("predicted_from") else sum(s == "done" for s in m["fold_status"].values())
         assembled = "oof_logits.npy" in m.get("files", {})
         rows.append({
             "run": name, "model": m["model"], "folds_done": done, "folds": m["data"]["folds"], "assembled": assembled,
             "cv_acc": m["cv"]["acc"] if assembled and m.get("cv") else None, "cv_logloss": m["cv"]["logloss"] if assembled and m.get("cv") else None,
             "test_acc": (m.get("test_metrics") or {}).get("acc") if assembled else None, "created": m["created"],
+            "predicted_from": (m.get("predicted_from") or {}).get("run"),
         })  # fmt: skip
     return rows
 

@@ -33,6 +33,7 @@ from fmnist_kaggle.models import create_model
 
 log = logging.getLogger(__name__)
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST train pixel statistics on the 0..1 scale
+BN_REFRESH_STEPS = 300  # runs shorter than this refresh batch-norm statistics before each evaluation
 
 
 class NonFiniteLoss(FkaggleError):
@@ -130,6 +131,17 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: np.ndarray, c
     logits = predict(model, images, cfg, device, dtype)
     loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item())
     return loss, float((logits.argmax(1) == labels).mean())
+
+
+def refresh_batchnorm(model: torch.nn.Module, images: np.ndarray, cfg: TrainConfig, device: torch.device) -> None:
+    """Batch-norm running statistics recomputed as exact averages over the training rows
+    (torch's `update_bn`). After a few hundred steps the momentum averages still lag the
+    weights, and evaluation with them is near chance. Frozen (pretrained) models are left alone."""
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()) or not all(p.requires_grad for p in model.parameters()):
+        return
+    x = torch.from_numpy(np.require(images, requirements=["C", "W"]))
+    batches = (_to_model(normalize(to_float(x[i : i + cfg.eval_batch_size].to(device)), cfg), cfg) for i in range(0, len(x), cfg.eval_batch_size))
+    torch.optim.swa_utils.update_bn(batches, model)
 
 
 def _seed_for(seed: int, fold: int, epoch: int) -> int:
@@ -324,6 +336,8 @@ def fit(
         with tqdm(total=batches.steps_per_epoch, desc=f"{desc} ep {epoch + 1}/{cfg.epochs}", leave=False, disable=None if progress else True, mininterval=1.0) as bar:
             tr = train_epoch(s, batches.epoch_batches(_seed_for(seed, fold, epoch)), f"{desc} epoch {epoch + 1}", bar)
         images_per_s = tr["images_per_s"]
+        if s.total_steps < BN_REFRESH_STEPS:
+            refresh_batchnorm(model, train_x, cfg, device)
         val_loss, val_acc = evaluate(model, vx, vy, cfg, device, dtype)
         row = {
             "fold": fold, "seed": seed, "epoch": epoch + 1,

@@ -240,3 +240,40 @@ def test_early_stopping_keeps_the_best_epoch(fmnist):
     losses = [r["val_loss"] for r in res.history]
     assert res.best_epoch == 1 + int(np.argmin(losses))
     assert len(res.history) == res.best_epoch + 2 < 6  # stopped after `patience` epochs without improvement
+
+
+def test_short_runs_refresh_batchnorm_statistics_before_evaluating(tmp_path, comp, small):
+    """12 optimizer steps: the momentum-averaged BN statistics would still be near their
+    initial values and the held-out predictions near chance."""
+    from fmnist_kaggle.train import fit, refresh_batchnorm
+
+    cfg = build_config(model="seed000_bncnn", folds=2, epochs=2, batch_size=32, optimizer="adam", lr=1e-3, schedule="constant", eval_batch_size=256)
+    m = fold_train(comp, cfg, run="bn", workdir=tmp_path, progress=False)
+    assert m["cv"]["acc"] > 0.5, m["cv"]  # chance is 0.1
+
+    x, y = small["x_train"][:200], small["y_train"][:200]
+    model = fit(replace(cfg, epochs=1), 10, x, y, x[:50], y[:50], fold=0, seed=0, progress=False).model
+    bn = next(mod for mod in model.modules() if isinstance(mod, torch.nn.BatchNorm2d))
+    inputs = {}
+    bn.register_forward_hook(lambda mod, args, out: inputs.setdefault("x", args[0].detach()))
+    refresh_batchnorm(model, x, replace(cfg, eval_batch_size=1000), torch.device("cpu"))  # one batch: the exact mean
+    assert torch.allclose(bn.running_mean, inputs["x"].mean(dim=(0, 2, 3)), atol=1e-5)
+
+
+def test_predict_applies_the_fold_models_to_another_test_file_for_blend(tmp_path, comp, small):
+    fold_train(comp, build_config(**TINY), run="r", workdir=tmp_path, progress=False)
+    order = np.random.default_rng(1).permutation(len(small["y_test"]))  # the same images, another order and ids
+    ids = np.arange(5000, 5000 + len(order))
+    other = write_csv(tmp_path / "private.csv", small["x_test"][order], ids=ids, id_col="id")
+    res = run_cli("predict", "r", "--test", str(other), "--name", "priv", "--workdir", str(tmp_path), "--json")
+    assert res.returncode == 0, res.stderr
+    src, new = load_run("r", tmp_path), load_run("priv", tmp_path)
+    assert np.allclose(new.test_logits, src.test_logits[order], atol=1e-5)  # every fold and seed model, averaged as in training
+    assert np.array_equal(new.oof_logits, src.oof_logits) and new.manifest["data"]["test_fingerprint"] != src.manifest["data"]["test_fingerprint"]
+    assert status(new.dir)["complete"]
+    bl = run_cli("blend", "priv", "--train", str(comp.train), "--test", str(other), "--workdir", str(tmp_path), "--json")
+    assert bl.returncode == 0, bl.stderr
+    lines = (tmp_path / "submissions/priv.csv").read_text().splitlines()
+    assert lines[1].startswith("5000,") and len(lines) == len(ids) + 1
+    refused = run_cli("blend", "priv", "--train", str(comp.train), "--test", str(comp.test), "--workdir", str(tmp_path))
+    assert refused.returncode == 2 and "predicted a different test file" in refused.stderr
