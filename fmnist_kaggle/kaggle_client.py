@@ -19,6 +19,7 @@ import contextlib
 import io
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,7 +108,7 @@ def api() -> Any:
         raise FkaggleError("no Kaggle credentials: put kaggle.json in ~/.kaggle/ or set KAGGLE_USERNAME and KAGGLE_KEY (or KAGGLE_API_TOKEN)")
     sink = io.StringIO()
     try:
-        with contextlib.redirect_stdout(sink):
+        with _deadlines(), contextlib.redirect_stdout(sink):
             from kaggle.api.kaggle_api_extended import KaggleApi
 
             client = KaggleApi()
@@ -239,7 +240,7 @@ def download_files(slug: str, folder: Path, force: bool = False, client: Any | N
     client's own download: progress bar on stderr, resumed with Range where the server allows."""
     client = client or api()
     folder.mkdir(parents=True, exist_ok=True)
-    _call(slug, client.competition_download_files, slug, path=str(folder), force=force, quiet=False)
+    _call(slug, client.competition_download_files, slug, path=str(folder), force=force, quiet=not sys.stderr.isatty())  # its bar: stderr, terminals only
     target = folder / f"{slug}.zip"
     if not target.is_file():
         found = sorted(p.name for p in folder.iterdir())

@@ -408,3 +408,17 @@ def test_a_competition_zip_given_as_train_says_what_it_is(tmp_path):
     (tmp_path / "five-mini.zip").write_bytes(_competition_zip(tmp_path))
     res = run_cli("data", "check", "--train", str(tmp_path / "five-mini.zip"), cwd=tmp_path)
     assert res.returncode == 2 and "a zip of 3 files (train.csv.zip, test.csv, sample_submission.csv): a whole competition download" in res.stderr
+
+
+@pytest.mark.parametrize("args", [["submissions", "--local", "--json"], ["models"], ["runs"]])
+def test_a_reader_that_goes_away_is_no_error(tmp_path, comp_and_file, args):
+    """`fkaggle ... | head`: the pipe closes before the output is written; no traceback."""
+    import subprocess
+    import sys
+
+    comp, _ = comp_and_file
+    extra = _cli_args(comp) if args[0] == "submissions" else []
+    p = subprocess.Popen([sys.executable, "-m", "fmnist_kaggle.cli", *args, *extra], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(60) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
