@@ -128,9 +128,20 @@ def submissions_table(comp: Competition, slug: str | None = None, workdir: str |
         rows.append({"time": h["time"], "file": h["file"], "ref": _int(h.get("ref")), "cv_acc": _float(h.get("cv_acc")), "status": status, "public_score": r.get("public_score"), "private_score": r.get("private_score"), "message": h.get("message")})
     known = {_int(h.get("ref")) for h in local}
     for ref, r in remote.items():
-        if ref not in known:  # uploaded from elsewhere: still worth seeing
-            rows.append({"time": r["date"], "file": r["file"], "ref": ref, "cv_acc": None, "status": r["status"], "public_score": r["public_score"], "private_score": r["private_score"], "message": r["description"]})
+        if ref not in known:  # uploaded from elsewhere: still worth seeing, with its CV when the file is one of ours
+            rows.append({"time": r["date"], "file": r["file"], "ref": ref, "cv_acc": _cv_of(ws, r["file"]), "status": r["status"], "public_score": r["public_score"], "private_score": r["private_score"], "message": r["description"]})
     return rows
+
+
+def _cv_of(ws: Workspace, file: str | None) -> float | None:
+    """The CV accuracy recorded for submissions/FILE, if the workspace made that file."""
+    own = ws.submission_for(ws.submissions / file) if file and "/" not in file and "\\" not in file else None
+    if own is None or not own.record.is_file():
+        return None
+    try:
+        return _float(read_record(own).get("cv", {}).get("acc"))
+    except FkaggleError:
+        return None  # a record that no longer matches its CSV says nothing about this upload
 
 
 def _reconcile(ws: Workspace, local: list[dict[str, str]], remote: dict[int, dict[str, Any]]) -> list[dict[str, str]]:

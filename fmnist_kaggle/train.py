@@ -322,7 +322,7 @@ def fit(
         torch.amp.GradScaler("cuda", enabled=dtype == torch.float16), cfg, device, dtype,
         batches.steps_per_epoch * cfg.epochs, batches.steps_per_epoch,
     )  # fmt: skip
-    vx, vy = torch.from_numpy(np.ascontiguousarray(val_x)), np.asarray(val_y, dtype=np.int64)
+    vx, vy = torch.from_numpy(np.require(val_x, requirements=["C", "W"])), np.asarray(val_y, dtype=np.int64)
 
     state = load_checkpoint(checkpoint, s) if checkpoint is not None else None
     if state is not None:

@@ -203,7 +203,10 @@ def test_submit_cli_then_submissions_and_leaderboard(tmp_path, fake_kaggle, comp
     rows = json.loads(lst.stdout)
     mine = next(r for r in rows if str(r["ref"]) == "1001")
     assert mine["status"] == "complete" and mine["public_score"] == 0.9312 and mine["cv_acc"] == 0.9 and mine["ref"] == 1001  # CV next to LB, numbers in JSON
-    assert any(r["ref"] == 7 and r["status"] == "error" for r in rows)  # made elsewhere, still listed
+    assert any(r["ref"] == 7 and r["status"] == "error" and r["cv_acc"] is None for r in rows)  # made elsewhere, still listed
+    fake_kaggle.submissions.append({"ref": 9, "fileName": "mine.csv", "description": "via the website", "status": "COMPLETE", "publicScore": "0.91", "date": "2026-11-19T10:00:00Z"})
+    rows = json.loads(run_cli("submissions", "--slug", "five-class", "--workdir", str(tmp_path), "--json", *_cli_args(comp), env=fake_kaggle.env).stdout)
+    assert next(r for r in rows if r["ref"] == 9)["cv_acc"] == 0.9  # uploaded elsewhere, but the file is ours: its CV
     lb = run_cli("leaderboard", "--slug", "five-class", *_cli_args(comp), env=fake_kaggle.env)
     assert lb.returncode == 0, lb.stderr
     assert "team0" in lb.stdout and "0.99000" in lb.stdout
