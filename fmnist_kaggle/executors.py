@@ -119,6 +119,7 @@ class RayExecutor:
         self.retries = retries
         self._ray: Any = None
         self._task: Any = None
+        self._gpu_task: Any = None
         self._started_here = False
         self._gpus = 0
         self._capacity = 1
@@ -141,6 +142,7 @@ class RayExecutor:
         else:
             self._init(ray)
         self._task = ray.remote(ray_task)
+        self._gpu_task = ray.remote(max_calls=1)(ray_task)  # a fresh worker per GPU task frees its memory (not settable in .options())
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         self._gpus = int(sum(n["Resources"].get("GPU", 0) for n in nodes))
         most_cpus = max((int(n["Resources"].get("CPU", 0)) for n in nodes), default=0)
@@ -184,21 +186,20 @@ class RayExecutor:
 
     def submit(self, unit: Unit) -> None:
         ray = self._start()
-        cfg, opts = self._placement(unit.cfg)
+        cfg, task, opts = self._placement(unit.cfg)
         key = id(unit.data)
         if key not in self._data_refs:
             self._data_refs[key] = (ray.put(unit.data), unit.data)
-        task = self._task.options(**opts, max_retries=self.retries, retry_exceptions=[OSError, MemoryError, RuntimeError], name=f"fkaggle {unit}")
+        task = task.options(**opts, max_retries=self.retries, retry_exceptions=[OSError, MemoryError, RuntimeError], name=f"fkaggle {unit}")
         self._pending[task.remote(cfg, self._data_refs[key][0], unit.fold, unit.seed, self.cpus_per_task)] = unit
 
-    def _placement(self, cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
-        """The task's resources, and the device it trains on there."""
-        if self._gpus and cfg.device != "cpu":
-            # Ray sets CUDA_VISIBLE_DEVICES: the task's GPU is cuda:0 there; max_calls=1 frees its memory after
-            return replace(cfg, device="cuda"), {"num_gpus": 1, "num_cpus": self.cpus_per_task, "max_calls": 1}
+    def _placement(self, cfg: TrainConfig) -> tuple[TrainConfig, Any, dict[str, Any]]:
+        """The device the unit trains on there, the remote function, and its resources."""
+        if self._gpus and cfg.device != "cpu":  # Ray sets CUDA_VISIBLE_DEVICES: the task's GPU is cuda there
+            return replace(cfg, device="cuda"), self._gpu_task, {"num_gpus": 1, "num_cpus": self.cpus_per_task}
         if cfg.device.startswith("cuda"):
             raise FkaggleError(f"--device {cfg.device}: the Ray cluster has no GPUs (a GPU task would wait forever); use --device auto or cpu")
-        return replace(cfg, device="cpu"), {"num_cpus": self.cpus_per_task}
+        return replace(cfg, device="cpu"), self._task, {"num_cpus": self.cpus_per_task}
 
     def next_done(self) -> tuple[Unit, Any]:
         ray = self._ray
@@ -208,7 +209,7 @@ class RayExecutor:
             return unit, ray.get(ref)
         except ray.exceptions.RayError as exc:
             cause = getattr(exc, "cause", None) or exc
-            return unit, UnitFailed(f"{unit} failed after {self.retries} retries: {type(cause).__name__}: {_first_line(cause)}")
+            return unit, UnitFailed(f"{unit} failed: {type(cause).__name__}: {_first_line(cause)}")  # after its retries, if the error was transient
 
     def close(self) -> None:
         """Cancel what is still queued or running, and stop the embedded instance (or leave the cluster)."""

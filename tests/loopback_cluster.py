@@ -25,15 +25,16 @@ def _free_port(host: str) -> int:
 
 
 @contextmanager
-def loopback_cluster(logdir: Path, cpus: int = 1) -> Iterator[tuple[str, dict[str, str]]]:
+def loopback_cluster(logdir: Path, cpus: int = 1, head_gpus: int = 0) -> Iterator[tuple[str, dict[str, str]]]:
     """Yields (address, environment of a user holding the cluster's token). On exit every node
-    is stopped by SIGTERM to its `ray start` pid, and every process it started must be gone."""
+    is stopped by SIGTERM to its `ray start` pid, and every process it started must be gone.
+    `head_gpus` declares GPUs on the head (a resource only: no CUDA behind it on this machine)."""
     ray_cli = str(Path(sys.executable).with_name("ray"))
     port = _free_port("127.0.0.2")
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     common = ["--num-cpus", str(cpus), "--disable-usage-stats", "--block"]
     logs = {n: (logdir / f"ray-{n}.log").open("w") for n in ("head", "worker")}
-    head = subprocess.Popen([ray_cli, "start", "--head", "--node-ip-address", "127.0.0.2", "--port", str(port), "--include-dashboard", "false", *common], env=env, stdout=logs["head"], stderr=subprocess.STDOUT)
+    head = subprocess.Popen([ray_cli, "start", "--head", "--node-ip-address", "127.0.0.2", "--port", str(port), "--include-dashboard", "false", "--num-gpus", str(head_gpus), *common], env=env, stdout=logs["head"], stderr=subprocess.STDOUT)
     worker = subprocess.Popen([ray_cli, "start", "--address", f"127.0.0.2:{port}", "--node-ip-address", "127.0.0.3", *common], env=env, stdout=logs["worker"], stderr=subprocess.STDOUT)
     nodes = (worker, head)
     try:

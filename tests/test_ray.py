@@ -143,3 +143,29 @@ def test_optuna_asks_and_tells_from_the_driver_while_ray_trains_trials_at_once(t
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(rows) == 4 and len(complete) == 4
     assert sorted(round(t.value, 5) for t in complete) == sorted(float(r["cv_acc"]) for r in rows)  # each tell is its trial's CV
+
+
+@pytest.mark.parametrize(
+    "extra,fragment",
+    [
+        (["--address", "127.0.0.2:1"], "--address joins a Ray cluster: it needs --executor ray"),
+        (["--executor", "ray", "--cpus-per-task", "0"], "--cpus-per-task must be at least 1, got 0"),
+        (["--executor", "ray", "--device", "cuda"], "the Ray cluster has no GPUs (a GPU task would wait forever)"),
+    ],
+)
+def test_executor_options_that_cannot_work_are_refused_in_one_line(tmp_path, synth, extra, fragment):
+    res = run_cli("fold-train", *data_args(synth), *CLI_TINY, "--folds", "2", "--run", "x", *extra)
+    errors = [line for line in res.stderr.splitlines() if line.startswith("fkaggle: error:")]
+    assert res.returncode == 2 and len(errors) == 1 and fragment in errors[0] and "Traceback" not in res.stderr, res.stderr
+
+
+def test_a_cluster_with_gpus_gets_one_gpu_per_unit_on_cuda(tmp_path, synth):
+    """The head declares a GPU (a resource only, no CUDA here): every unit is sent as a GPU task
+    that trains on `cuda`, so on this machine each fails in its task, named in one line, and the
+    run stays incomplete with nothing marked finished."""
+    with loopback_cluster(tmp_path, head_gpus=1) as (address, env):
+        res = run_cli("fold-train", *data_args(synth), *CLI_TINY, "--folds", "2", "--run", "g", "--executor", "ray", "--address", address, env=env)
+    assert res.returncode == 2 and "1 GPU(s); up to 1 unit(s) at once" in res.stderr, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert "2 (fold, seed) unit(s) failed" in last and last.count("device 'cuda' requested but CUDA is not available") == 2
+    assert not list((tmp_path / "oof/g").glob("fold_*/seed_0.json"))
