@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,26 +42,43 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[st
 
 
 def learning_curves(history: "Sequence[dict]", target: str | Path, title: str = "") -> Path:
-    """Train/val loss and accuracy per epoch, one line per fold (history rows as in history.csv)."""
+    """Train/val loss and accuracy per epoch, and accuracy against loss (report 004's panels),
+    one colour per fold (history rows as in history.csv)."""
+    fig = learning_figure(history, title)
+    atomic.save_figure(target, fig)
+    return Path(target)
+
+
+def learning_figure(history: "Sequence[dict]", title: str = "") -> Any:
     plt = _plt()
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (ax_loss, ax_acc, ax_both) = plt.subplots(1, 3, figsize=(14, 3.8))
     folds = sorted({(int(r["fold"]), int(r["seed"])) for r in history})
     for fold, seed in folds:
         rows = [r for r in history if int(r["fold"]) == fold and int(r["seed"]) == seed]
         ep = [int(r["epoch"]) for r in rows]
         tag = f"f{fold}" + (f"s{seed}" if len({s for _, s in folds}) > 1 else "")
-        line = ax_loss.plot(ep, [float(r["train_loss"]) for r in rows], "--", alpha=0.7)[0]
-        ax_loss.plot(ep, [float(r["val_loss"]) for r in rows], "-", color=line.get_color(), label=tag)
-        ax_acc.plot(ep, [float(r["train_acc"]) for r in rows], "--", color=line.get_color(), alpha=0.7)
-        ax_acc.plot(ep, [float(r["val_acc"]) for r in rows], "-", color=line.get_color(), label=tag)
+        col = {k: [float(r[k]) for r in rows] for k in ("train_loss", "val_loss", "train_acc", "val_acc")}
+        line = ax_loss.plot(ep, col["train_loss"], "o--", ms=3, alpha=0.7)[0]  # markers: a 1-epoch run still shows its point
+        c = line.get_color()
+        ax_loss.plot(ep, col["val_loss"], "o-", ms=3, color=c, label=tag)
+        ax_acc.plot(ep, col["train_acc"], "o--", ms=3, color=c, alpha=0.7)
+        ax_acc.plot(ep, col["val_acc"], "o-", ms=3, color=c, label=tag)
+        ax_both.plot(col["train_loss"], col["train_acc"], "o--", ms=3, color=c, alpha=0.7)
+        ax_both.plot(col["val_loss"], col["val_acc"], "o-", ms=3, color=c, label=tag)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss (dashed: train, solid: val)")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy (dashed: train, solid: val)")
+    ax_both.set(xlabel="loss", ylabel="accuracy", title="accuracy against loss")
+    last = max((int(r["epoch"]) for r in history), default=1)
+    for ax in (ax_loss, ax_acc):  # epochs are whole numbers, and a 1-epoch run gets a sane axis
+        ax.set_xlim(0.5, last + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax_loss.legend(fontsize=7)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    atomic.save_figure(target, fig)
-    return Path(target)
+    return fig
 
 
 def confusion_matrix(cm: np.ndarray, class_names: Sequence[str], target: str | Path, title: str = "") -> Path:

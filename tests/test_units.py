@@ -153,3 +153,17 @@ def test_blenders_follow_the_estimator_protocol(est):
     for f in range(3):
         manual = clone(est).fit(X[fold_of != f], y[fold_of != f]).predict_log_proba(X[fold_of == f])
         assert np.allclose(nested[fold_of == f], manual)
+
+
+def test_learning_curves_of_a_one_epoch_run_show_points_on_whole_epochs(tmp_path):
+    from fmnist_kaggle.plots import learning_curves, learning_figure
+
+    rows = [{"fold": f, "seed": 0, "epoch": 1, "train_loss": 1.2 - f / 10, "val_loss": 1.0, "train_acc": 0.6, "val_acc": 0.7 + f / 100} for f in range(3)]
+    fig = learning_figure(rows)
+    ax_loss, ax_acc, ax_both = fig.axes
+    for ax in (ax_loss, ax_acc):
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    assert all(line.get_marker() == "o" for ax in fig.axes for line in ax.get_lines())
+    assert ax_both.get_xlabel() == "loss" and len(ax_both.get_lines()) == 6
+    assert learning_curves(rows, tmp_path / "c.png").stat().st_size > 5_000
