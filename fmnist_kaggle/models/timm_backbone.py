@@ -7,6 +7,9 @@
   pretrained path (`pretrained_cfg_overlay=dict(file=...)`), which adapts the stem and
   drops a classifier of the wrong size.
 - `freeze_backbone`: train only the classifier, BatchNorm frozen too (report 004's transfer setting).
+- `channels`: "fold" (default) gives timm one input channel; "zeros" keeps the backbone's 3-channel
+  stem untouched and feeds it the grey image plus two zero channels, as report 004 did
+  (28x28 zero-padded to 32x32, grey channel + 2 zero channels, frozen ImageNet backbone).
 """
 
 from __future__ import annotations
@@ -21,15 +24,19 @@ from fmnist_kaggle.errors import FkaggleError
 
 
 class InputAdapter(nn.Module):
-    """Pads or resizes 28x28 batches to the backbone's input size."""
+    """Pads or resizes 28x28 batches to the backbone's input size; with zero_channels, appends
+    that many all-zero channels to the grey one (a 3-channel stem used as it was trained)."""
 
-    def __init__(self, backbone: nn.Module, input_size: int, resize: str) -> None:
+    def __init__(self, backbone: nn.Module, input_size: int, resize: str, zero_channels: int = 0) -> None:
         super().__init__()
         self.backbone = backbone
         self.input_size = input_size
         self.resize = resize
+        self.zero_channels = zero_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.zero_channels:
+            x = torch.cat([x, x.new_zeros(x.shape[0], self.zero_channels, *x.shape[2:])], dim=1)
         if x.shape[-1] != self.input_size:
             if self.resize == "pad":
                 p = self.input_size - x.shape[-1]
@@ -67,12 +74,17 @@ def create_timm_model(
     resize: str = "pad",
     pretrained: str | Path | None = None,
     freeze_backbone: bool = False,
+    channels: str = "fold",
     **kwargs,
 ) -> nn.Module:
     import timm
 
     if not timm.is_model(name):
         raise FkaggleError(f"timm has no model {name!r}")
+    if channels not in ("fold", "zeros"):
+        raise FkaggleError(f"channels must be 'fold' (one-channel stem) or 'zeros' (grey + 2 zero channels), not {channels!r}")
+    zero_channels = 2 if channels == "zeros" else 0
+    in_chans += zero_channels
     if resize not in ("pad", "interpolate"):
         raise FkaggleError(f"resize must be 'pad' or 'interpolate', not {resize!r}")
     if input_size < 28:
@@ -89,7 +101,7 @@ def create_timm_model(
         raise FkaggleError(f"timm:{name}: {str(exc).splitlines()[0]}") from None
     if freeze_backbone:
         model = FrozenBackbone(model)
-    return InputAdapter(model, input_size, resize) if input_size != 28 else model
+    return InputAdapter(model, input_size, resize, zero_channels) if input_size != 28 or zero_channels else model
 
 
 def _file_num_classes(path: Path) -> int:
