@@ -425,3 +425,13 @@ def test_a_reader_that_goes_away_is_no_error(tmp_path, comp_and_file, args):
     p.stdout.close()
     err = p.stderr.read().decode()
     assert p.wait(60) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_download_without_network_is_one_line(tmp_path, fake_kaggle):
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    env = {**fake_kaggle.env, "HTTP_PROXY": f"http://127.0.0.1:{dead}", "http_proxy": f"http://127.0.0.1:{dead}"}
+    res = run_cli("download", "five-mini", cwd=tmp_path, env=env, timeout=120)
+    assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("fkaggle: error: cannot reach Kaggle"), res.stderr
+    assert not (tmp_path / "competition").exists()
