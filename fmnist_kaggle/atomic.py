@@ -151,6 +151,14 @@ def read_csv_rows(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def optional_float(value: Any) -> float | None:
+    """A number read back from a CSV cell or a reply (text or number); None when blank or not a number."""
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
 def append_csv_row(target: str | Path, row: dict[str, Any]) -> None:
     """Append one row to a CSV (header widened when the row brings new columns), atomically."""
     rows = read_csv_rows(target)

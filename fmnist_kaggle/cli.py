@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fmnist_kaggle import __version__, files
+from fmnist_kaggle import __version__
 from fmnist_kaggle.atomic import dumps
 from fmnist_kaggle.config import FIELDS, RECIPES, build_config, default_of, parse_assignments
 from fmnist_kaggle.errors import FkaggleError
@@ -297,11 +297,9 @@ def cmd_blend(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from fmnist_kaggle.submission_file import MAX_SUBMISSION_BYTES, notes, validate_file
+    from fmnist_kaggle.submission_file import check_file
 
-    comp = _competition(args)
-    problems = validate_file(args.submission, comp)
-    remarks = [] if problems else notes(files.read_text(args.submission, "submission file", MAX_SUBMISSION_BYTES), comp)
+    _, problems, remarks = check_file(args.submission, _competition(args))
     if args.json:
         _print_json({"file": args.submission, "valid": not problems, "problems": problems, "notes": remarks})
         return 0 if not problems else 2

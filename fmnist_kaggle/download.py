@@ -19,7 +19,7 @@ from typing import Any
 from fmnist_kaggle import atomic, kaggle_client
 from fmnist_kaggle.competition import DEFAULT_CONFIG, init_competition
 from fmnist_kaggle.errors import DataError, FkaggleError
-from fmnist_kaggle.files import MAX_BYTES
+from fmnist_kaggle.files import MAX_BYTES, read_member
 
 log = logging.getLogger(__name__)
 DATA_SUFFIXES = (".csv", ".csv.zip", ".csv.gz", ".npy", ".npz", ".gz", ".ubyte", ".tsv")
@@ -50,25 +50,21 @@ def download_competition(slug: str, folder: str | Path | None = None, config: st
 
 
 def extract(archive: Path, folder: Path, limit: int = MAX_BYTES) -> list[str]:
-    """Unpack a competition zip into `folder`: plain file names only (no paths leave it)."""
+    """Unpack a competition zip into `folder` under the members' base names (no path leaves it)."""
     try:
         with zipfile.ZipFile(archive) as zf:
             members = [i for i in zf.infolist() if not i.is_dir()]
             for info in members:
-                name = Path(info.filename).name
-                if name != info.filename.rsplit("/", 1)[-1] or name in ("", ".", "..") or name.startswith("."):
+                name = Path(info.filename).name  # folders flattened: '../x.csv' lands in `folder` as x.csv
+                if name in ("", ".", "..") or name.startswith("."):
                     raise DataError(f"zip member {info.filename!r} has no plain file name", archive)
-                if info.file_size > limit:
+                if info.file_size > limit:  # every declared size checked before anything is written
                     raise DataError(f"zip member {name} is {info.file_size:,} bytes, above the {limit:,}-byte limit", archive)
             names = [Path(i.filename).name for i in members]
             if len(set(names)) != len(names):
                 raise DataError("zip holds two files with the same name in different folders", archive)
             for info, name in zip(members, names):
-                with zf.open(info) as fh:
-                    data = fh.read(limit + 1)
-                if len(data) > limit:
-                    raise DataError(f"zip member {name} decompresses past the {limit:,}-byte limit", archive)
-                atomic.write_bytes(folder / name, data)
+                atomic.write_bytes(folder / name, read_member(zf, info, archive, limit))
     except zipfile.BadZipFile as exc:
         raise DataError(f"the download is not a readable zip ({exc})", archive) from None
     return names

@@ -68,15 +68,20 @@ def unzip_single(data: bytes, path: Path, limit: int = MAX_BYTES) -> bytes:
             members = [i for i in zf.infolist() if not i.is_dir()]
             if len(members) != 1:
                 raise DataError(multi_file_zip_message([i.filename for i in members]), path)
-            info = members[0]
-            if info.file_size > limit:
-                raise DataError(f"{info.filename} decompresses to {info.file_size:,} bytes, above the {limit:,}-byte limit", path)
-            with zf.open(info) as fh:
-                out = fh.read(limit + 1)
+            return read_member(zf, members[0], path, limit)
     except zipfile.BadZipFile as exc:
         raise DataError(f"truncated or corrupt zip file ({exc})", path) from None
+
+
+def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, limit: int = MAX_BYTES) -> bytes:
+    """One zip member's bytes: its declared size checked first, then read no further than
+    `limit` (a declared size can lie: bomb guard)."""
+    if info.file_size > limit:
+        raise DataError(f"{info.filename} decompresses to {info.file_size:,} bytes, above the {limit:,}-byte limit", path)
+    with zf.open(info) as fh:
+        out = fh.read(limit + 1)
     if len(out) > limit:
-        raise DataError(f"decompresses to more than {limit:,} bytes (a decompression bomb?), refused", path)
+        raise DataError(f"{info.filename} decompresses to more than {limit:,} bytes (a decompression bomb?), refused", path)
     return out
 
 

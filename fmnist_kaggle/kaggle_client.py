@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from fmnist_kaggle import atomic
 from fmnist_kaggle.errors import FkaggleError
 
 log = logging.getLogger(__name__)
@@ -222,17 +223,10 @@ def _submission(s: Any) -> dict[str, Any]:
         "file": getattr(s, "file_name", None),
         "description": getattr(s, "description", None),
         "status": str(getattr(s, "status", "")).split(".")[-1].lower(),
-        "public_score": _score(getattr(s, "public_score", None)),
-        "private_score": _score(getattr(s, "private_score", None)),
+        "public_score": atomic.optional_float(getattr(s, "public_score", None)),
+        "private_score": atomic.optional_float(getattr(s, "private_score", None)),
         "date": str(getattr(s, "date", "") or ""),
     }
-
-
-def _score(value: Any) -> float | None:
-    try:
-        return float(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
 
 
 def download_files(slug: str, folder: Path, force: bool = False, client: Any | None = None) -> Path:

@@ -23,7 +23,7 @@ import numpy as np
 
 from fmnist_kaggle import __version__, atomic, metrics
 from fmnist_kaggle.competition import Competition
-from fmnist_kaggle.config import TrainConfig, to_toml
+from fmnist_kaggle.config import TrainConfig, build_config, to_toml
 from fmnist_kaggle.data import ImageSet
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.executors import Executor, LocalExecutor, Unit, UnitFailed
@@ -165,17 +165,16 @@ def read_fold(fd: FoldDir, identity: dict[str, Any]) -> dict[str, Any]:
     return m
 
 
-def fold_state(fd: FoldDir, identity: dict[str, Any]) -> tuple[str, str]:
-    """(done | partial | missing | corrupt | foreign, detail) without writing anything."""
+def fold_state(fd: FoldDir, identity: dict[str, Any]) -> tuple[str, str, dict[str, Any] | None]:
+    """(done | partial | missing | corrupt | foreign, detail, metrics of a done fold), writing nothing."""
     if fd.metrics.exists():
         try:
-            read_fold(fd, identity)
-            return "done", ""
+            return "done", "", read_fold(fd, identity)
         except CorruptArtifact as exc:
-            return "corrupt", str(exc)
+            return "corrupt", str(exc), None
         except FkaggleError as exc:
-            return "foreign", str(exc)
-    return ("partial" if fd.path.is_dir() and fd.has_partial_work() else "missing"), ""
+            return "foreign", str(exc), None
+    return ("partial" if fd.path.is_dir() and fd.has_partial_work() else "missing"), "", None
 
 
 def read_seed(fd: FoldDir, seed: int, identity: dict[str, Any]) -> dict[str, Any]:
@@ -209,7 +208,7 @@ def plan(rd: RunDir, cfg: TrainConfig, identity: dict[str, Any], folds: list[int
     units = []
     for fold in folds:
         fd = rd.fold(fold)
-        state, detail = fold_state(fd, identity)
+        state, detail, _ = fold_state(fd, identity)
         if state == "done":
             continue
         if state == "foreign":
@@ -342,16 +341,19 @@ def prepare_run(comp: Competition, cfg: TrainConfig, run: str | None = None, wor
 def record(job: RunJob, result: UnitResult) -> None:
     """Save a finished unit; finish its fold when that was the fold's last seed."""
     save_unit(job.rd, result, job.data.identity)
-    fd = job.rd.fold(result.fold)
-    if all(fd.seed_summary(s).exists() for s in job.cfg.seeds):
+    if _seeds_in(job, result.fold):
         finish_fold(job.rd, job.cfg, job.data, result.fold)
+
+
+def _seeds_in(job: RunJob, fold: int) -> bool:
+    fd = job.rd.fold(fold)
+    return all(fd.seed_summary(s).exists() for s in job.cfg.seeds)
 
 
 def conclude(job: RunJob) -> dict[str, Any]:
     """Finish folds whose seeds were all done before, assemble the run, say how it went."""
     for fold in job.folds:
-        fd = job.rd.fold(fold)
-        if not fd.metrics.exists() and all(fd.seed_summary(s).exists() for s in job.cfg.seeds):
+        if not job.rd.fold(fold).metrics.exists() and _seeds_in(job, fold):
             finish_fold(job.rd, job.cfg, job.data, fold)
     manifest = assemble(job.rd)
     if manifest["complete"]:
@@ -460,12 +462,12 @@ def status(rd: RunDir, manifest: dict[str, Any] | None = None) -> dict[str, Any]
     identity = manifest["identity"]
     states, details, fold_metrics = {}, {}, []
     for f in range(manifest["data"]["folds"]):
-        state, detail = fold_state(rd.fold(f), identity)
+        state, detail, done_metrics = fold_state(rd.fold(f), identity)
         states[str(f)] = state
         if detail:
             details[str(f)] = detail
-        if state == "done":
-            fold_metrics.append(read_json(rd.fold(f).metrics))
+        if done_metrics is not None:
+            fold_metrics.append(done_metrics)
     missing = [int(f) for f, s in states.items() if s != "done"]
     return {**manifest, "fold_status": states, "fold_problems": details, "fold_metrics": [{k: v for k, v in m.items() if k not in ("identity", "artifacts")} for m in fold_metrics], "missing_folds": missing, "complete": not missing}
 
@@ -532,7 +534,7 @@ def predict_run(ref: str, test_path: str | Path, name: str | None = None, workdi
         raise FkaggleError(f"{src.name} is itself a prediction of {src.manifest['predicted_from']['run']}: predict from that run", src.dir.path)
     data = src.manifest["data"]
     test = load_images(test_path, format, label_values=tuple(data["label_values"]))
-    cfg = TrainConfig(**{**src.manifest["config"], "device": device}).validate()
+    cfg = build_config(**{**src.manifest["config"], "device": device})
     dev = resolve_device(device)
     images = torch.from_numpy(test.images)
     folds = []

@@ -149,21 +149,27 @@ def notes(text: str, comp: Competition) -> list[str]:
     return []
 
 
-def validate_file(path: str | Path, comp: Competition) -> list[str]:
+def check_file(path: str | Path, comp: Competition) -> tuple[str, list[str], list[str]]:
+    """(text, problems, notes) of a submission file, read once ('' text when not UTF-8)."""
     try:
         text = files.read_text(path, "submission file", limit=MAX_SUBMISSION_BYTES)
     except FkaggleError as exc:
         if "not UTF-8" in str(exc):
-            return ["file is not UTF-8 text"]
+            return "", ["file is not UTF-8 text"], []
         raise
-    return validate_text(text, comp)
+    problems = validate_text(text, comp)
+    return text, problems, [] if problems else notes(text, comp)
+
+
+def validate_file(path: str | Path, comp: Competition) -> list[str]:
+    return check_file(path, comp)[1]
 
 
 def read_predictions(path: str | Path, comp: Competition) -> np.ndarray:
     """Class indices (0..K-1) of a valid submission file, in test order."""
-    problems = validate_file(path, comp)
+    text, problems, _ = check_file(path, comp)
     if problems:
         raise FkaggleError("invalid submission: " + "; ".join(problems), path)
-    by_id = {r[0].strip(): int(r[1].strip()) for r in _rows(files.read_text(path, "submission file", MAX_SUBMISSION_BYTES))[1:]}
+    by_id = {r[0].strip(): int(r[1].strip()) for r in _rows(text)[1:]}
     values = np.array([by_id[i] for i in layout(comp).ids])  # joined on the id, as Kaggle scores
     return np.searchsorted(np.asarray(comp.train_set.label_values), values)

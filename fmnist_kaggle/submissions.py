@@ -7,7 +7,6 @@ the uploaded file lives (CV next to the leaderboard score).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from fmnist_kaggle.blend import FITTED, blend, check_compatible, single_run
 from fmnist_kaggle.competition import Competition
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.runs import load_run
-from fmnist_kaggle.submission_file import MAX_SUBMISSION_BYTES, read_record, validate_file, write_submission
+from fmnist_kaggle.submission_file import check_file, read_record, sha256, write_submission
 from fmnist_kaggle.workspace import Workspace, check_name
 
 log = logging.getLogger(__name__)
@@ -60,14 +59,14 @@ def submit_file(comp: Competition, path: str | Path, message: str, slug: str | N
     it becomes `submitted` with Kaggle's ref, is removed when Kaggle refused the upload, and
     stays `unknown` when no usable answer came back (`submissions` reconciles it later)."""
     path = Path(path)
-    problems = validate_file(path, comp)
+    text, problems, _ = check_file(path, comp)
     if problems:
         raise FkaggleError("invalid submission, not uploaded: " + "; ".join(problems), path)
     slug = comp.require_slug(slug)
     ws = Workspace(workdir)
     own = ws.submission_for(path)  # a submission made here: its record must describe this file
     meta = read_record(own) if own is not None else None
-    digest = hashlib.sha256(files.read_bytes(path, "submission file", MAX_SUBMISSION_BYTES)).hexdigest()
+    digest = sha256(text)  # of the bytes validated (UTF-8 text round-trips exactly)
     if dry_run:
         return {"file": str(path), "slug": slug, "sha256": digest, "dry_run": True, "valid": True}
     files.writable_folder(ws.submissions)
@@ -125,7 +124,7 @@ def submissions_table(comp: Competition, slug: str | None = None, workdir: str |
     for h in local:
         r = remote.get(_int(h.get("ref")), {})
         status = h["status"] if h.get("status") in ("unknown", "uploading") else r.get("status") or ("?" if fetch else "-")
-        rows.append({"time": h["time"], "file": h["file"], "ref": _int(h.get("ref")), "cv_acc": _float(h.get("cv_acc")), "status": status, "public_score": r.get("public_score"), "private_score": r.get("private_score"), "message": h.get("message")})
+        rows.append({"time": h["time"], "file": h["file"], "ref": _int(h.get("ref")), "cv_acc": atomic.optional_float(h.get("cv_acc")), "status": status, "public_score": r.get("public_score"), "private_score": r.get("private_score"), "message": h.get("message")})
     known = {_int(h.get("ref")) for h in local}
     for ref, r in remote.items():
         if ref not in known:  # uploaded from elsewhere: still worth seeing, with its CV when the file is one of ours
@@ -139,7 +138,7 @@ def _cv_of(ws: Workspace, file: str | None) -> float | None:
     if own is None or not own.record.is_file():
         return None
     try:
-        return _float(read_record(own).get("cv", {}).get("acc"))
+        return atomic.optional_float(read_record(own).get("cv", {}).get("acc"))
     except FkaggleError:
         return None  # a record that no longer matches its CSV says nothing about this upload
 
@@ -174,12 +173,5 @@ def _when(text: str) -> float | None:
 def _int(v: Any) -> int | None:
     try:
         return int(v) if v not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _float(v: Any) -> float | None:
-    try:
-        return float(v) if v not in (None, "") else None
     except (TypeError, ValueError):
         return None

@@ -111,13 +111,18 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
+def eval_batches(images: torch.Tensor, cfg: TrainConfig, device: torch.device) -> Iterator[torch.Tensor]:
+    """uint8 images (N,28,28) as normalized float batches on the device, in order (no augmentation)."""
+    for i in range(0, len(images), cfg.eval_batch_size):
+        yield normalize(to_float(images[i : i + cfg.eval_batch_size].to(device, non_blocking=True)), cfg)
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig, device: torch.device, dtype: torch.dtype | None = None) -> np.ndarray:
     """Logits for uint8 images (N,28,28), averaged with the flipped view when cfg.tta."""
     model.eval()
     out = []
-    for i in range(0, len(images), cfg.eval_batch_size):
-        x = normalize(to_float(images[i : i + cfg.eval_batch_size].to(device, non_blocking=True)), cfg)
+    for x in eval_batches(images, cfg, device):
         with _autocast(device, dtype):
             logits = model(_to_model(x, cfg)).float()
             if cfg.tta:
@@ -140,8 +145,7 @@ def refresh_batchnorm(model: torch.nn.Module, images: np.ndarray, cfg: TrainConf
     if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()) or not all(p.requires_grad for p in model.parameters()):
         return
     x = torch.from_numpy(np.require(images, requirements=["C", "W"]))
-    batches = (_to_model(normalize(to_float(x[i : i + cfg.eval_batch_size].to(device)), cfg), cfg) for i in range(0, len(x), cfg.eval_batch_size))
-    torch.optim.swa_utils.update_bn(batches, model)
+    torch.optim.swa_utils.update_bn((_to_model(b, cfg) for b in eval_batches(x, cfg, device)), model)
 
 
 def _seed_for(seed: int, fold: int, epoch: int) -> int:

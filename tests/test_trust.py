@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli, synthetic_images, write_csv
+from conftest import run_cli
 from fmnist_kaggle.config import build_config
 from fmnist_kaggle.runs import fold_train
 
