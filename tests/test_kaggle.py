@@ -435,3 +435,55 @@ def test_download_without_network_is_one_line(tmp_path, fake_kaggle):
     res = run_cli("download", "five-mini", cwd=tmp_path, env=env, timeout=120)
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("fkaggle: error: cannot reach Kaggle"), res.stderr
     assert not (tmp_path / "competition").exists()
+
+
+@pytest.mark.parametrize(
+    "members,env,fragment",
+    [
+        ({".hidden": b"x", "train.csv": b"label\n1\n"}, {}, "zip member '.hidden' has no plain file name"),
+        ({"train.csv": b"0" * 3_000_000}, {"FKAGGLE_MAX_INPUT_BYTES": "1000000"}, "zip member train.csv is 3,000,000 bytes, above the 1,000,000-byte limit"),
+    ],
+)
+def test_a_hostile_competition_zip_is_refused_before_anything_is_written(tmp_path, fake_kaggle, members, env, fragment):
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    fake_kaggle.files["five-mini.zip"] = buf.getvalue()
+    res = run_cli("download", "five-mini", cwd=tmp_path, env={**fake_kaggle.env, **env})
+    assert res.returncode == 2 and fragment in res.stderr.strip().splitlines()[-1], res.stderr
+    assert not (tmp_path / "competition").exists()
+
+
+def test_zip_members_with_folders_or_dot_dots_land_inside_the_data_folder(tmp_path, fake_kaggle):
+    import io
+    import zipfile
+
+    good = zipfile.ZipFile(io.BytesIO(_competition_zip(tmp_path)))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for info in good.infolist():
+            z.writestr(info.filename, good.read(info))
+        z.writestr("../../evil.txt", b"x")
+        z.writestr("nested/dir/readme.txt", b"y")
+    fake_kaggle.files["five-mini.zip"] = buf.getvalue()
+    res = run_cli("download", "five-mini", cwd=tmp_path, env=fake_kaggle.env)
+    assert res.returncode == 0, res.stderr
+    data = tmp_path / "competition/data/five-mini"
+    assert (data / "evil.txt").read_bytes() == b"x" and (data / "readme.txt").read_bytes() == b"y"
+    outside = [p for p in tmp_path.parent.rglob("evil.txt") if data not in p.parents]
+    assert not outside and not (data / "nested").exists()
+
+
+def test_a_zipped_csv_that_expands_past_the_limit_is_refused(tmp_path):
+    import zipfile
+
+    bomb = tmp_path / "train.csv.zip"  # 3 MB of text in a few kB
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("train.csv", "label," + "0" * 3_000_000)
+    assert bomb.stat().st_size < 50_000
+    res = run_cli("data", "check", "--train", str(bomb), cwd=tmp_path, env={"FKAGGLE_MAX_INPUT_BYTES": "1000000"})
+    assert res.returncode == 2 and "train.csv decompresses to 3,000,006 bytes, above the 1,000,000-byte limit" in res.stderr, res.stderr
