@@ -120,13 +120,13 @@ def _report_config(args: argparse.Namespace, info: dict[str, Any], target: str) 
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from fmnist_kaggle.models import count_params, create_model, list_models
+    from fmnist_kaggle.models import count_params, create_model, list_models, report_classes
 
     if args.classes is not None and args.classes < 2:
         raise FkaggleError(f"--classes must be at least 2, got {args.classes}")
     rows = []
     for name in list_models():
-        k = args.classes or (5 if name.startswith("keras_model") else 10)  # the reports' own output widths by default
+        k = args.classes or report_classes(name)  # the reports' own output widths by default
         rows.append({"model": name, "params": count_params(create_model(name, num_classes=k)), "classes": k})
     if args.json:
         _print_json(rows)
@@ -454,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--force", action="store_true", help="download again and replace an existing config")
 
     mo = _command(sub, "models", "list registered models with parameter counts", cmd_models)
-    mo.add_argument("--classes", type=int, help="count parameters for K output classes (default: 10, or 5 for the report-004 keras models)")
+    mo.add_argument("--classes", type=int, help="count parameters for K output classes (default: each model's report's own, 10 or 5)")
     _command(sub, "runs", "the workspace's runs: model, folds done, CV and test accuracy", cmd_runs, workdir=True)
     pr = _command(sub, "predict", "apply a run's saved fold models to another test file (a run blend can use)", cmd_predict, workdir=True)
     pr.add_argument("run")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch.nn as nn
@@ -18,6 +19,11 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 
 def list_models() -> list[str]:
     return sorted(_MODELS)
+
+
+def report_classes(name: str) -> int:
+    """The output width a registered model's report used (its `num_classes` default)."""
+    return inspect.signature(_MODELS[name]).parameters["num_classes"].default
 
 
 def create_model(name: str, num_classes: int = 10, in_chans: int = 1, **kwargs) -> nn.Module:
