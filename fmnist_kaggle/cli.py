@@ -368,6 +368,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from fmnist_kaggle.reproduce import reproduce
+
+    only = [t.strip() for t in args.experiment.split(",") if t.strip()] if args.experiment else None
+    res = reproduce(_competition(args), args.report, args.budget, args.subset, args.folds, args.workdir, _progress(args), lambda: _executor(args), only)
+    if args.json:
+        _print_json(res)
+        return 0
+    print(Path(res["markdown"]).read_text())
+    print(f"table: {res['markdown']}, {res['csv']}; plot: {res['png']}")
+    return 0
+
+
 def _train_options(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     """One option per TrainConfig field, from the field's metadata (help, choices, type)."""
     g = p.add_argument_group("training (flags override --recipe and --config)")
@@ -390,15 +403,19 @@ def _train_options(p: argparse.ArgumentParser, sweep: bool = False) -> None:
         if meta["choices"]:
             kw["choices"] = meta["choices"]
         g.add_argument("--" + name.replace("_", "-"), **kw)
-    x = p.add_argument_group("where units train: each (fold, seed) is one unit")
-    x.add_argument("--executor", choices=EXECUTORS, default="local", help="local: in this process (default); ray: Ray tasks, embedded on this machine or on --address")
-    x.add_argument("--address", help="join this Ray cluster (auto or HOST:PORT; default $RAY_ADDRESS, else an embedded instance)")
-    x.add_argument("--cpus-per-task", type=int, default=1, help="Ray: CPUs (and torch threads) per unit when the cluster has no GPUs (default 1)")
+    _executor_options(p)
     m = p.add_argument_group("model keywords (stored in model_kwargs)")
     m.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model keyword, e.g. dropout3=0.3, width=32, act=tanh")
     m.add_argument("--pretrained", help="local weights file for a timm: model")
     m.add_argument("--freeze-backbone", action="store_true", help="train only the classifier of a timm: model")
     m.add_argument("--input-size", type=int, help="timm: models: pad/resize 28x28 inputs to this size")
+
+
+def _executor_options(p: argparse.ArgumentParser) -> None:
+    x = p.add_argument_group("where units train: each (fold, seed) is one unit")
+    x.add_argument("--executor", choices=EXECUTORS, default="local", help="local: in this process (default); ray: Ray tasks, embedded on this machine or on --address")
+    x.add_argument("--address", help="join this Ray cluster (auto or HOST:PORT; default $RAY_ADDRESS, else an embedded instance)")
+    x.add_argument("--cpus-per-task", type=int, default=1, help="Ray: CPUs (and torch threads) per unit when the cluster has no GPUs (default 1)")
 
 
 # ----------------------------------------------------------------------------- parser
@@ -484,6 +501,15 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--search-seed", type=int, default=0)
     sw.add_argument("--name", help="sweep name: results in oof/sweeps/NAME.csv")
     sw.add_argument("--no-progress", action="store_true")
+
+    rp = _command(sub, "reproduce", "re-run a report's experiment tables as k-fold sweeps; table (Markdown, CSV, PNG) beside the report's numbers", cmd_reproduce, data=True, workdir=True)
+    rp.add_argument("report", help="report000 .. report004 (or 000 .. 004)")
+    rp.add_argument("--budget", choices=["quick", "full"], default="quick", help="quick: subset, 3 folds, fewer epochs (stated in the table); full: the report's settings on all rows, 5 folds")
+    rp.add_argument("--subset", type=int, help="stratified subset of N training rows (quick default 6000; 0 = all)")
+    rp.add_argument("--folds", type=int, help="k-fold CV (quick default 3, full 5)")
+    rp.add_argument("--experiment", help="only these tables, comma-separated (names in the report's table file)")
+    rp.add_argument("--no-progress", action="store_true")
+    _executor_options(rp)
 
     cvp = _command(sub, "cv", "offline CV report of runs: metrics per fold and class, confusion, correlation", cmd_cv, workdir=True)
     cvp.add_argument("runs", nargs="+")

@@ -127,3 +127,28 @@ def _num(text: str) -> float | None:
         return float(text)
     except ValueError:
         return None
+
+
+def reproduction_chart(sections: "Sequence[dict]", title: str, target: str | Path) -> Path:
+    """One panel per report table: our CV accuracy (fold spread as error bars) and test
+    accuracy beside the report's published number, per row."""
+    plt = _plt()
+    fig, axes = plt.subplots(len(sections), 1, figsize=(max(6.0, 0.55 * max((len(s["rows"]) for s in sections), default=1) + 2), 2.8 * len(sections)), squeeze=False)
+    for ax, s in zip(axes[:, 0], sections):
+        rows = s["rows"]
+        x = np.arange(len(rows))
+        labels = [" ".join([r["model"]] + [f"{k}={v}" for k, v in r["params"].items()]) for r in rows]
+        ax.bar(x - 0.27, [r["cv_acc"] for r in rows], 0.27, yerr=[r["cv_acc_std"] for r in rows], capsize=2, label="ours: CV")
+        ax.bar(x, [r["test_acc"] or 0 for r in rows], 0.27, label="ours: test")
+        ax.bar(x + 0.27, [r["report_value"] or 0 for r in rows], 0.27, label=f"report: {s['metric']}", color="0.6")
+        values = [v for r in rows for v in (r["cv_acc"], r["test_acc"], r["report_value"]) if v]
+        ax.set_ylim(max(0.0, min(values, default=0.5) - 0.05), min(1.0, max(values, default=1.0) + 0.03))
+        ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
+        ax.set(ylabel="accuracy", title=f"{s['name']}: {s['title']}"[:110])
+        ax.title.set_fontsize(8)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    atomic.save_figure(target, fig)
+    return Path(target)

@@ -126,9 +126,11 @@ def run_sweep(
     progress: bool = False,
     seed: int = 0,
     executor: Executor | None = None,
+    plan: list[tuple[str, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Run every trial not yet in the results CSV on `executor` (this process by default;
-    on Ray, the units of many trials train at once), then write the table."""
+    on Ray, the units of many trials train at once), then write the table. `plan`: an
+    explicit list of (model, params) trials instead of a grid (rows of a report's table)."""
     ranges = ranges or {}
     paths = Workspace(workdir).sweep(name)
     done = {r["run"]: r for r in atomic.read_csv_rows(paths["results"])}
@@ -156,14 +158,16 @@ def run_sweep(
         if use_optuna:
             failed = _optuna_search(ex, job_for, record_trial, done, name, paths["optuna"], models, grid, ranges, trials or 10, seed, progress)
         else:
-            plan = random_trials(models, grid, ranges, trials, seed) if (trials or ranges) else grid_trials(models, grid)
+            if plan is None:
+                plan = random_trials(models, grid, ranges, trials, seed) if (trials or ranges) else grid_trials(models, grid)
             if not plan:
                 raise FkaggleError("nothing to sweep: give --grid, --range with --trials, or several --model")
             jobs = (job for i, (m, p) in enumerate(plan) if (job := job_for(i, m, p)) is not None)
             failed = drive(ex, jobs, record_trial, progress)
     if failed:
         raise FkaggleError(f"{len(failed)} trial(s) did not finish: {failure_message(failed)}")
-    return finish(name, list(grid) + list(ranges), base, workdir)
+    swept = list(dict.fromkeys([*grid, *ranges, *(k for _, p in plan or [] for k in p)]))
+    return finish(name, swept, base, workdir)
 
 
 def _optuna_search(ex: Executor, job_for: Callable, record_trial: Callable, done: dict, name: str, db: Path, models: list[str], grid: dict, ranges: dict, n: int, seed: int, progress: bool) -> list[RunJob]:

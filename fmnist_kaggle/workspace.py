@@ -26,7 +26,7 @@ from fmnist_kaggle.errors import FkaggleError
 SCHEMA = 2
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Names the layout itself uses in oof/ and submissions/: a run or blend called so would clobber them.
-RESERVED = {"folds", "sweeps", "cv", "data-check", "history", "readme.md", "readme"}
+RESERVED = {"folds", "sweeps", "cv", "reproduce", "data-check", "history", "readme.md", "readme"}
 
 
 class CorruptArtifact(FkaggleError):
@@ -306,6 +306,11 @@ class Workspace:
         check_name(name, "sweep")
         d = self.sweeps_dir
         return {"results": d / f"{name}.csv", "table": d / f"{name}_table.csv", "markdown": d / f"{name}.md", "png": d / f"{name}.png", "best": d / f"{name}_best.toml", "optuna": d / f"{name}.optuna.db"}
+
+    def reproduction(self, name: str) -> dict[str, Path]:
+        """`fkaggle reproduce`'s comparison of a report's tables with ours."""
+        d, name = self.oof / "reproduce", check_name(name, "reproduction")
+        return {"markdown": d / f"{name}.md", "csv": d / f"{name}.csv", "png": d / f"{name}.png"}
 
     def confusion_png(self, run: str) -> Path:
         return self.cv_dir / f"{check_name(run)}_confusion.png"
