@@ -256,11 +256,24 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
     runs = [load_run(r, args.workdir) for r in args.runs]
     names = runs[0].manifest["data"]["class_names"]
-    result = cv(runs, names, Workspace(args.workdir))
+    result = cv(runs, names, Workspace(args.workdir), competition=lambda: _competition(args))
     if args.json:
         _print_json(result)
     else:
         print(format_cv(result))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from fmnist_kaggle.explain import explain
+
+    res = explain(args.run, _competition(args), args.fold, args.images, args.layers, args.channels, args.workdir)
+    if args.json:
+        _print_json(res)
+        return 0
+    layers = ", ".join(f"{x['name']} ({x['channels']} x {x['size'][0]}x{x['size'][1]})" for x in res["layers"])
+    print(f"{res['run']} fold {res['fold']}: {len(res['rows'])} held-out images through {layers}")
+    print(f"activation maps: {res['png']}")
     return 0
 
 
@@ -511,8 +524,15 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--no-progress", action="store_true")
     _executor_options(rp)
 
-    cvp = _command(sub, "cv", "offline CV report of runs: metrics per fold and class, confusion, correlation", cmd_cv, workdir=True)
+    cvp = _command(sub, "cv", "offline CV report of runs: metrics per fold and class, confusion, correlation; confusion and sample-prediction PNGs", cmd_cv, data=True, workdir=True)
     cvp.add_argument("runs", nargs="+")
+
+    ex = _command(sub, "explain", "draw a fold model's first-layer feature maps for held-out images of each class (PNG)", cmd_explain, data=True, workdir=True)
+    ex.add_argument("run")
+    ex.add_argument("--fold", type=int, default=0, help="whose model, on whose validation images (default 0)")
+    ex.add_argument("--images", type=int, default=1, help="images per class (default 1)")
+    ex.add_argument("--layers", type=int, default=2, help="first N convolution layers (default 2)")
+    ex.add_argument("--channels", type=int, default=8, help="evenly spaced channels per layer (default 8)")
 
     sc = _command(sub, "score", "score a submission file against the competition's known test labels", cmd_score, data=True)
     sc.add_argument("submission")

@@ -152,3 +152,55 @@ def reproduction_chart(sections: "Sequence[dict]", title: str, target: str | Pat
     fig.tight_layout()
     atomic.save_figure(target, fig)
     return Path(target)
+
+
+def activation_maps(images: np.ndarray, labels: np.ndarray, pred: np.ndarray, maps: "Sequence[tuple[str, np.ndarray]]", class_names: Sequence[str], channels: int, target: str | Path, title: str = "") -> Path:
+    """One row per image: the image, then `channels` evenly spaced feature maps of each layer
+    (report 000's 'Activation 1, 10, 19, 28' of block 1)."""
+    plt = _plt()
+    picks = [np.unique(np.linspace(0, m.shape[1] - 1, min(channels, m.shape[1])).round().astype(int)) for _, m in maps]
+    ncols = 1 + sum(len(p) for p in picks)
+    fig, axes = plt.subplots(len(images), ncols, figsize=(0.85 * ncols, 0.95 * len(images) + 0.8), squeeze=False, layout="constrained")
+    for i, img in enumerate(images):
+        ax = axes[i, 0]
+        ax.imshow(img, cmap="gray_r", vmin=0, vmax=255)
+        wrong = pred[i] != labels[i]
+        ax.set_title(class_names[labels[i]] + (f"\n(pred {class_names[pred[i]]})" if wrong else ""), fontsize=6, color="red" if wrong else "black")
+        col = 1
+        for (name, m), pick in zip(maps, picks):
+            for c in pick:
+                a = axes[i, col]
+                a.imshow(m[i, c], cmap="viridis")
+                if i == 0:
+                    a.set_title(f"layer {name}\nch {c + 1}", fontsize=6)
+                col += 1
+        for a in axes[i]:
+            a.set_xticks([])
+            a.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=9)
+    atomic.save_figure(target, fig)
+    return Path(target)
+
+
+def prediction_grid(images: np.ndarray, labels: np.ndarray, pred: np.ndarray, confidence: np.ndarray, class_names: Sequence[str], target: str | Path, title: str = "", cols: int = 8) -> Path:
+    """Report 001's sample predictions: each image with its true and predicted class and the
+    predicted probability; mistakes framed and titled in red."""
+    plt = _plt()
+    rows = max(1, -(-len(images) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.35 * cols, 1.55 * rows + 0.6), squeeze=False, layout="constrained")
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, ax in enumerate(axes.ravel()[: len(images)]):
+        wrong = pred[i] != labels[i]
+        ax.axis("on")
+        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"true {class_names[labels[i]][:11]}\npred {class_names[pred[i]][:11]} {confidence[i]:.2f}", fontsize=6, color="red" if wrong else "black")
+        for spine in ax.spines.values():
+            spine.set(edgecolor="red" if wrong else "0.8", linewidth=2.5 if wrong else 0.5)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    atomic.save_figure(target, fig)
+    return Path(target)

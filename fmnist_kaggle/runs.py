@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from fmnist_kaggle.executors import Executor, LocalExecutor, Unit, UnitFailed
 from fmnist_kaggle.folds import load_or_make_folds, stratified_subset
 from fmnist_kaggle.plots import learning_curves
 from fmnist_kaggle.workspace import SCHEMA, CorruptArtifact, FoldDir, RunDir, Workspace, read_array, read_json, read_verified, write_array, write_recorded
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 DERIVED = ("fold_status", "fold_metrics", "missing_folds", "complete", "cv", "test_metrics", "updated")
@@ -68,13 +71,19 @@ class TrainingData:
         return np.flatnonzero(self.fold_of != fold), np.flatnonzero(self.fold_of == fold)
 
 
-def training_data(comp: Competition, cfg: TrainConfig, ws: Workspace) -> TrainingData:
+def training_rows(comp: Competition, cfg: TrainConfig) -> ImageSet:
+    """The competition's training rows a run with this config trains on (all, or its --subset)."""
     train = comp.train_set
     if cfg.subset:
         need = cfg.folds * train.num_classes
         if cfg.subset < need:
             raise FkaggleError(f"--subset {cfg.subset} is too small: {cfg.folds}-fold stratified CV of {train.num_classes} classes needs at least {need} rows")
         train = train.subset(stratified_subset(train.labels, cfg.subset, cfg.fold_seed))
+    return train
+
+
+def training_data(comp: Competition, cfg: TrainConfig, ws: Workspace) -> TrainingData:
+    train = training_rows(comp, cfg)
     test = comp.test_set
     fold_of, folds_fp = load_or_make_folds(ws, train, cfg.folds, cfg.fold_seed)
     identity = {
@@ -514,6 +523,29 @@ def assemble(rd: RunDir) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- reading finished runs
 
 
+def run_images(manifest: dict[str, Any], comp: Competition) -> ImageSet:
+    """A run's training images, rebuilt from the competition's data and checked against the
+    fingerprint the run recorded (the run folder keeps labels and logits, not images)."""
+    train = training_rows(comp, build_config(**manifest["config"]))
+    if train.fingerprint() != manifest["identity"]["data_fingerprint"]:
+        raise FkaggleError(f"run {manifest['run']} was trained on other data than {train.path} (fingerprints differ); pass the run's --competition or --train")
+    return train
+
+
+def load_fold_model(rd: RunDir, manifest: dict[str, Any], fold: int, seed: int) -> torch.nn.Module:
+    """A finished (fold, seed) model in eval mode, its file verified before torch.load(weights_only=True)."""
+    import torch
+
+    from fmnist_kaggle.models import create_model
+
+    fd = rd.fold(fold)
+    read_seed(fd, seed, manifest["identity"])  # every model file verified first
+    cfg = manifest["config"]
+    model = create_model(cfg["model"], num_classes=manifest["data"]["num_classes"], in_chans=1, **cfg["model_kwargs"])
+    model.load_state_dict(torch.load(fd.seed_model(seed), map_location="cpu", weights_only=True))
+    return model.eval()
+
+
 def predict_run(ref: str, test_path: str | Path, name: str | None = None, workdir: str | Path = ".", format: str = "auto", device: str = "auto") -> dict[str, Any]:
     """Apply a run's saved fold (and seed) models to another test file. The result is a run
     `oof/NAME/` holding the source's OOF logits (same data, folds, labels) and the new
@@ -522,7 +554,6 @@ def predict_run(ref: str, test_path: str | Path, name: str | None = None, workdi
     import torch
 
     from fmnist_kaggle.data import load_images
-    from fmnist_kaggle.models import create_model
     from fmnist_kaggle.train import predict, resolve_device
 
     src = load_run(ref, workdir)
@@ -539,14 +570,8 @@ def predict_run(ref: str, test_path: str | Path, name: str | None = None, workdi
     images = torch.from_numpy(test.images)
     folds = []
     for f in range(data["folds"]):
-        fd = src.dir.fold(f)
-        per_seed = []
-        for seed in src.manifest["seeds"]:
-            summary = read_seed(fd, seed, src.manifest["identity"])  # every model file verified first
-            model = create_model(cfg.model, num_classes=data["num_classes"], in_chans=1, **cfg.model_kwargs)
-            model.load_state_dict(torch.load(fd.seed_model(seed), map_location="cpu", weights_only=True))
-            per_seed.append(predict(model.to(dev), images, cfg, dev))
-            log.debug(f"fold {f} seed {seed} (best epoch {summary['best_epoch']}) predicted {len(test)} rows")
+        per_seed = [predict(load_fold_model(src.dir, src.manifest, f, seed).to(dev), images, cfg, dev) for seed in src.manifest["seeds"]]
+        log.debug(f"fold {f}: {len(per_seed)} seed model(s) predicted {len(test)} rows")
         folds.append(np.mean(per_seed, axis=0))
     test_logits = np.mean(folds, axis=0).astype(np.float32)
     return _write_prediction(out, src, test, test_logits)

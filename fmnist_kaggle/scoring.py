@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +13,12 @@ from fmnist_kaggle import metrics
 from fmnist_kaggle.competition import Competition
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.blend import check_compatible
-from fmnist_kaggle.plots import confusion_matrix
-from fmnist_kaggle.runs import Run
+from fmnist_kaggle.plots import confusion_matrix, prediction_grid
+from fmnist_kaggle.runs import Run, run_images
 from fmnist_kaggle.submission_file import read_predictions
 from fmnist_kaggle.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 
 def run_report(run: Run, labels: np.ndarray, class_names: list[str]) -> dict[str, Any]:
@@ -39,8 +43,32 @@ def oof_correlation(runs: list[Run]) -> np.ndarray:
     return np.corrcoef(flat)
 
 
-def cv(runs: list[Run], class_names: list[str], ws: Workspace | None = None) -> dict[str, Any]:
-    """CV report of runs (confusion PNGs into the workspace's oof/cv/ when given one)."""
+def sample_predictions(logits: np.ndarray, labels: np.ndarray, n: int = 32) -> np.ndarray:
+    """Rows to show: the most confident mistakes first (up to half), then the most
+    confident correct prediction of each class in turn."""
+    pred, conf = logits.argmax(1), metrics.softmax(logits).max(1)
+    wrong = np.flatnonzero(pred != labels)
+    shown = list(wrong[np.argsort(-conf[wrong], kind="stable")][: n // 2])
+    right = [c[np.argsort(-conf[c], kind="stable")] for c in (np.flatnonzero((pred == labels) & (labels == k)) for k in np.unique(labels))]
+    for depth in range(max((len(c) for c in right), default=0)):
+        shown += [c[depth] for c in right if depth < len(c)]
+        if len(shown) >= n:
+            break
+    return np.array(shown[:n], dtype=np.int64)
+
+
+def predictions_png(run: Run, competition: Callable[[], Competition], class_names: list[str], target: Path) -> str:
+    """Report 001's sample predictions from a run's OOF logits (images rebuilt from the competition)."""
+    rows = sample_predictions(run.oof_logits, run.labels)
+    images = run_images(run.manifest, competition()).images[rows]
+    probs = metrics.softmax(run.oof_logits[rows])
+    title = f"{run.name}: out-of-fold predictions, most confident mistakes first (red)"
+    return str(prediction_grid(images, run.labels[rows], probs.argmax(1), probs.max(1), class_names, target, title))
+
+
+def cv(runs: list[Run], class_names: list[str], ws: Workspace | None = None, competition: Callable[[], Competition] | None = None) -> dict[str, Any]:
+    """CV report of runs (confusion PNGs into the workspace's oof/cv/ when given one, and
+    prediction grids when the runs' training images can be rebuilt from `competition`)."""
     labels = runs[0].labels
     if len(runs) > 1:
         check_compatible(runs)
@@ -49,6 +77,13 @@ def cv(runs: list[Run], class_names: list[str], ws: Workspace | None = None) -> 
     if ws is not None:
         for r, rep in zip(runs, reports):
             rep["confusion_png"] = str(confusion_matrix(np.array(rep["confusion"]), class_names, ws.confusion_png(r.name), f"{r.name} (OOF)"))
+            if competition is None:
+                continue
+            try:
+                rep["predictions_png"] = predictions_png(r, competition, class_names, ws.predictions_png(r.name))
+            except FkaggleError as exc:  # the report stands without the pictures
+                rep["predictions_png_problem"] = str(exc)
+                log.warning(f"{r.name}: no predictions grid: {exc}")
     if len(runs) > 1:
         out["correlation"] = {"runs": [r.name for r in runs], "matrix": np.round(oof_correlation(runs), 4).tolist()}
     return out
@@ -78,6 +113,8 @@ def format_cv(result: dict[str, Any]) -> str:
             lines.append("most confused: " + "; ".join(f"{a} <-> {b}: {n}" for (a, b), n in ((m["pair"], m["errors"]) for m in rep["most_confused"])))
         if "confusion_png" in rep:
             lines.append(f"confusion matrix PNG: {rep['confusion_png']}")
+        if "predictions_png" in rep:
+            lines.append(f"sample predictions PNG: {rep['predictions_png']}")
         lines.append("")
     if len(result["runs"]) > 1:
         lines.append(f"{'run':<40} {'cv_acc':>7} {'logloss':>8} {'test_acc':>8}")

@@ -192,6 +192,9 @@ class RunDir:
     def curves_png(self) -> Path:
         return self.path / "learning_curves.png"
 
+    def explain_png(self, fold: int) -> Path:
+        return self.path / f"activation_maps_fold{fold}.png"
+
     def fold(self, k: int) -> FoldDir:
         return FoldDir(self.path / f"fold_{k}", k)
 
@@ -314,6 +317,9 @@ class Workspace:
 
     def confusion_png(self, run: str) -> Path:
         return self.cv_dir / f"{check_name(run)}_confusion.png"
+
+    def predictions_png(self, run: str) -> Path:
+        return self.cv_dir / f"{check_name(run)}_predictions.png"
 
     def submission(self, name: str) -> SubmissionFiles:
         check_name(name, "submission")
