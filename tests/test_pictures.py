@@ -11,7 +11,6 @@ import torch
 
 from conftest import run_cli, write_csv
 from fmnist_kaggle.explain import feature_maps, pick_rows
-from fmnist_kaggle.models import create_model
 from fmnist_kaggle.runs import load_fold_model
 from fmnist_kaggle.scoring import sample_predictions
 from fmnist_kaggle.workspace import Workspace
