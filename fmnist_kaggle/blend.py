@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize, minimize_scalar
+from scipy.optimize import minimize
 from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.linear_model import LogisticRegression
@@ -138,31 +138,95 @@ def fit_hillclimb(logps: list[np.ndarray], y: np.ndarray, iters: int = 40, bags:
     """
     rng = np.random.default_rng(seed)
     r = len(logps)
+    pools = [rng.choice(r, size=max(2, int(round(bag_frac * r))), replace=False) if r >= 6 else np.arange(r) for _ in range(bags if r >= 6 else 1)]
     counts = np.zeros(r)
-    for _ in range(bags if r >= 6 else 1):
-        pool = rng.choice(r, size=max(2, int(round(bag_frac * r))), replace=False) if r >= 6 else np.arange(r)
-        total = np.zeros_like(logps[0])
-        path: list[int] = []
-        best_loss, best_len = np.inf, 0
-        for step in range(1, iters + 1):
-            losses = [metrics.log_loss((total + logps[m]) / step, y) for m in pool]
-            m = int(pool[int(np.argmin(losses))])
-            path.append(m)
-            total = total + logps[m]
-            if min(losses) < best_loss - 1e-12:
-                best_loss, best_len = min(losses), step
-            elif step - best_len >= 8:  # the path has stopped improving
-                break
+    for path, best_len in _climb(np.stack(logps), y, pools, iters):
         for m in path[:best_len]:
             counts[m] += 1 / best_len
     return counts / counts.sum()
 
 
+def _climb(lp: np.ndarray, y: np.ndarray, pools: list[np.ndarray], iters: int) -> list[tuple[list[int], int]]:
+    """All bags' selection paths, stepped together.
+
+    At step s the pooled candidate (total_b + lp_r) / s of bag b and run r has the
+    log-sum-exp a_b + a_r + log sum_k exp(total_b/s - a_b) exp(lp_r/s - a_r) (a: per-row
+    maxima), so one batched (bags x K) @ (K x runs) product per row scores every candidate
+    of every bag: one exp per run and per bag instead of one per candidate. In float32 (the
+    terms are small and torch sums pairwise): the selections of scoring each candidate with
+    metrics.log_loss in float64 (tested), ~10x faster."""
+    import torch
+
+    L = torch.from_numpy(np.ascontiguousarray(lp, dtype=np.float32))  # (R, N, K)
+    rows, yt = torch.arange(L.shape[1]), torch.from_numpy(np.asarray(y, dtype=np.int64))
+    L_true = L[:, rows, yt]  # (R, N)
+    L_max = L.amax(2)
+    below_max, true_gap = L - L_max[..., None], L_max - L_true  # the runs' side, scaled by 1/s each step
+    in_pool = torch.zeros((len(pools), len(L)), dtype=torch.bool)
+    for b, pool in enumerate(pools):
+        in_pool[b, torch.from_numpy(np.asarray(pool))] = True
+    total = torch.zeros((len(pools), *L.shape[1:]))
+    total_true = torch.zeros((len(pools), L.shape[1]))
+    paths: list[list[int]] = [[] for _ in pools]
+    best = [(np.inf, 0) for _ in pools]
+    active = list(range(len(pools)))
+    lo, hi = -np.log1p(-1e-15), -np.log(1e-15)  # metrics.log_loss's clip, on -log p
+    for step in range(1, iters + 1):
+        if not active:
+            break
+        bag = total[active] / step
+        a_bag = bag.amax(2)  # per-row maxima keep the exps in range
+        mix = torch.einsum("bnk,rnk->brn", torch.exp(bag - a_bag[..., None]), torch.exp(below_max / step))
+        # -log p(true) = (a_bag - true_bag) + (a_run - true_run) + log(mix): small terms, float32 is enough
+        nll = mix.log_().add_((a_bag - total_true[active] / step)[:, None, :]).add_((true_gap / step)[None])
+        losses = nll.clamp_(lo, hi).mean(2).double()  # (B, R); torch sums float32 pairwise
+        losses[~in_pool[active]] = np.inf
+        for j, b in enumerate(list(active)):
+            row = losses[j]
+            if not torch.isfinite(row[in_pool[b]]).all():  # exps underflowed together: score directly
+                row = torch.tensor([metrics.log_loss((total[b].double().numpy() + lp[m]) / step, y) if in_pool[b, m] else np.inf for m in range(len(L))])
+            m = int(torch.argmin(row))
+            paths[b].append(m)
+            total[b] += L[m]
+            total_true[b] += L_true[m]
+            if float(row[m]) < best[b][0] - 1e-12:
+                best[b] = (float(row[m]), step)
+            elif step - best[b][1] >= 8:  # the path has stopped improving
+                active.remove(b)
+    return [(p, n) for p, (_, n) in zip(paths, best)]
+
+
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """Scalar T minimizing the log-loss of softmax(logits / T): undoes over/under-confidence
-    (label smoothing makes a model under-confident), which log-loss weights would punish."""
-    z = np.asarray(logits, dtype=np.float64)
-    return float(minimize_scalar(lambda t: metrics.log_loss(z / t, y), bounds=(0.05, 20), method="bounded").x)
+    (label smoothing makes a model under-confident), which log-loss weights would punish.
+
+    The log-loss is convex in beta = 1/T (its second derivative is the mean variance of the
+    logits under the predicted distribution), so a damped Newton iteration on beta converges
+    in a few passes over the rows; T is kept in [0.05, 20]."""
+    import torch
+
+    z = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
+    zy = z[torch.arange(len(y)), torch.from_numpy(np.asarray(y, dtype=np.int64))]
+
+    def stats(beta: float) -> tuple[float, float, float]:  # loss and its first two derivatives in beta
+        lse = torch.logsumexp(beta * z, 1)
+        p = torch.exp(beta * z - lse[:, None])
+        ez, ez2 = (p * z).sum(1), (p * z * z).sum(1)
+        mean = lambda t: float(t.mean(dtype=torch.float64))  # noqa: E731
+        return mean(lse - beta * zy), mean(ez - zy), mean(ez2 - ez**2)
+
+    beta, (f, g, h) = 1.0, stats(1.0)
+    for _ in range(100):
+        new = float(np.clip(beta - g / h if h > 1e-12 else beta, 1 / 20, 1 / 0.05))
+        f2, g2, h2 = stats(new)
+        while f2 > f and abs(new - beta) > 1e-12:  # damped: never accept a worse beta
+            new = (new + beta) / 2
+            f2, g2, h2 = stats(new)
+        done = abs(new - beta) <= 1e-6 * beta
+        beta, f, g, h = new, f2, g2, h2
+        if done:
+            break
+    return 1 / beta
 
 
 class PoolBlender(ClassifierMixin, BaseEstimator):

@@ -139,3 +139,50 @@ def test_blend_refuses_runs_on_different_folds_via_cli(tmp_path, small):
     assert res.returncode == 2
     assert "different fold assignment" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "submissions").exists()
+
+
+def _reference_hillclimb(logps: list[np.ndarray], y: np.ndarray, iters: int = 40, bags: int = 10, bag_frac: float = 0.6, seed: int = 0) -> np.ndarray:
+    """The plain Caruana loop the vectorised one replaced: every candidate scored with metrics.log_loss."""
+    rng = np.random.default_rng(seed)
+    r, counts = len(logps), np.zeros(len(logps))
+    for _ in range(bags if r >= 6 else 1):
+        pool = rng.choice(r, size=max(2, int(round(bag_frac * r))), replace=False) if r >= 6 else np.arange(r)
+        total, path, best_loss, best_len = np.zeros_like(logps[0]), [], np.inf, 0
+        for step in range(1, iters + 1):
+            losses = [metrics.log_loss((total + logps[m]) / step, y) for m in pool]
+            m = int(pool[int(np.argmin(losses))])
+            path.append(m)
+            total = total + logps[m]
+            if min(losses) < best_loss - 1e-12:
+                best_loss, best_len = min(losses), step
+            elif step - best_len >= 8:
+                break
+        for m in path[:best_len]:
+            counts[m] += 1 / best_len
+    return counts / counts.sum()
+
+
+@pytest.mark.parametrize("n_runs", [4, 9])
+def test_vectorised_hillclimb_makes_the_reference_selections(fmnist, n_runs):
+    from fmnist_kaggle.blend import _logprobs, fit_hillclimb
+
+    y = fmnist["y_train"][:6000]
+    fold_of = make_folds(y, 5, 42)
+    # varied strengths and confidence scales: calibrated and over/under-confident runs, some near-duplicates
+    runs = [_fake_run(f"r{i}", y, fold_of, 2.2 + 0.15 * (i % 5), i % 7) for i in range(n_runs)]
+    logps = [_logprobs(r.oof_logits * (0.4 + 0.35 * i)) for i, r in enumerate(runs)]
+    for seed in (0, 1):
+        np.testing.assert_allclose(fit_hillclimb(logps, y, seed=seed), _reference_hillclimb(logps, y, seed=seed), atol=1e-12)
+
+
+def test_temperature_is_the_log_loss_minimiser(realistic):
+    from scipy.optimize import minimize_scalar
+
+    from fmnist_kaggle.blend import fit_temperature
+
+    runs, y = realistic
+    for scale in (0.3, 1.0, 4.0):  # under-confident, as trained, over-confident
+        z = runs[0].oof_logits.astype(np.float64) * scale
+        t = fit_temperature(z, y)
+        ref = minimize_scalar(lambda t: metrics.log_loss(z / t, y), bounds=(0.05, 20), method="bounded", options={"xatol": 1e-8}).x
+        assert abs(t - ref) / ref < 1e-4 and metrics.log_loss(z / t, y) <= metrics.log_loss(z / ref, y) + 1e-9
