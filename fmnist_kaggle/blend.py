@@ -305,10 +305,28 @@ def blend(runs: list[Run], labels: np.ndarray, method: str = "mean", space: str 
         details["pool_temperature"] = round(final.pool_temperature_, 4)
     # honest CV: each fold scored by a blender fitted on the other folds (the runs' own folds)
     nested = cross_val_predict(est, X, labels, cv=PredefinedSplit(runs[0].fold_of), method="predict_log_proba")
-    return BlendResult(
+    details["nested_per_fold"] = metrics.per_fold(nested, labels, runs[0].fold_of)
+    result = BlendResult(
         method, nested, test, metrics.accuracy(nested, labels), metrics.log_loss(nested, labels),
         insample_acc=metrics.accuracy(insample, labels), insample_logloss=metrics.log_loss(insample, labels), details=details,
     )  # fmt: skip
+    warning = overfit_warning(result)
+    if warning:
+        details["warning"] = warning
+    return result
+
+
+def overfit_warning(r: BlendResult, acc_gap: float = 0.01, logloss_ratio: float = 1.25) -> str | None:
+    """A fitted blend whose nested CV is far below its in-sample score learned the OOF rows,
+    not the runs: say so with the per-fold spread, so the nested number is the one trusted."""
+    if r.insample_acc is None or (r.insample_acc - r.cv_acc < acc_gap and r.cv_logloss < logloss_ratio * r.insample_logloss):
+        return None
+    accs = [f["acc"] for f in r.details["nested_per_fold"]]
+    return (
+        f"{r.method} overfits the OOF rows: nested CV accuracy {r.cv_acc:.4f} (log-loss {r.cv_logloss:.4f}) against "
+        f"{r.insample_acc:.4f} ({r.insample_logloss:.4f}) in-sample; per fold {min(accs):.4f}..{max(accs):.4f} (std {np.std(accs):.4f}). "
+        f"Expect the nested number on the leaderboard; a simpler method (mean, weighted) or stronger runs may do better."
+    )
 
 
 def single_run(run: Run, labels: np.ndarray) -> BlendResult:

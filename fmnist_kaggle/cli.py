@@ -305,6 +305,8 @@ def cmd_blend(args: argparse.Namespace) -> int:
             print(f"  {key}: " + ", ".join(f"{k}={v}" for k, v in res["details"][key].items()))
     if "test" in res:
         print(f"  test accuracy {res['test']['acc']:.4f}  log-loss {res['test']['logloss']:.4f}")
+    if "warning" in res["details"]:
+        print(f"  warning: {res['details']['warning']}")
     print(f"wrote {res['csv']} and {res['json']}")
     return 0
 

@@ -186,3 +186,25 @@ def test_temperature_is_the_log_loss_minimiser(realistic):
         t = fit_temperature(z, y)
         ref = minimize_scalar(lambda t: metrics.log_loss(z / t, y), bounds=(0.05, 20), method="bounded", options={"xatol": 1e-8}).x
         assert abs(t - ref) / ref < 1e-4 and metrics.log_loss(z / t, y) <= metrics.log_loss(z / ref, y) + 1e-9
+
+
+def test_a_stack_that_learns_the_oof_rows_says_so_with_its_per_fold_spread(fmnist):
+    y = fmnist["y_train"][:400]
+    fold_of = make_folds(y, 5, 42)
+    rng = np.random.default_rng(0)
+    weak = []
+    for i in range(8):  # under-trained runs, mostly noise: 80 level-2 features for 320 rows per fit
+        run = _fake_run(f"weak{i}", y, fold_of, 0.0, 10 + i)
+        weak.append(Run(run.name, None, run.manifest, (0.4 * np.eye(10)[y] + rng.normal(0, 1, (len(y), 10))).astype(np.float32), run.test_logits, fold_of, y))
+    res = blend(weak, y, "stack")
+    assert res.insample_acc - res.cv_acc > 0.1
+    folds = [f["acc"] for f in res.details["nested_per_fold"]]
+    assert len(folds) == 5 and abs(np.mean(folds) - res.cv_acc) < 0.02
+    warning = res.details["warning"]
+    assert f"nested CV accuracy {res.cv_acc:.4f}" in warning and f"{res.insample_acc:.4f}" in warning and f"{min(folds):.4f}..{max(folds):.4f}" in warning
+
+
+def test_no_overfit_warning_when_nested_and_in_sample_agree(realistic):
+    runs, y = realistic
+    res = blend(runs, y, "weighted")
+    assert res.insample_acc - res.cv_acc < 0.01 and "warning" not in res.details and len(res.details["nested_per_fold"]) == 5
