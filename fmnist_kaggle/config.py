@@ -66,6 +66,10 @@ class TrainConfig:
     augment_pipeline: list[dict[str, Any]] = setting([], "albumentations steps [{name, **params}] for augment='custom'", cli=False)
     augment_backend: str = setting("auto", "auto: batched tensor ops; albumentations: per-sample pipeline", choices=AUGMENT_BACKENDS)
     tta: bool = setting(False, "average logits with the horizontally flipped image")
+    tta_shift: int = setting(0, "test-time shift views of N pixels (up, down, left, right; of each flip view too), logits averaged; 0 = off", check=_NONNEG)
+    ema: float = setting(0.0, "EMA decay of the weights (timm ModelEmaV3, with warm-up), used for validation, OOF and test predictions; 0 = off", check=(lambda v: 0 <= v < 1, "must be in [0, 1)"))
+    mixup: float = setting(0.0, "mixup alpha (timm Mixup, per sample, with --label-smoothing); 0 = off", check=_NONNEG)
+    cutmix: float = setting(0.0, "cutmix alpha (timm Mixup, per sample; with --mixup too, each sample picks one at p=0.5); 0 = off", check=_NONNEG)
     patience: int = setting(0, "early-stopping patience in epochs (0: train all epochs, keep the best)", check=_NONNEG)
     normalize: bool = setting(False, "standardize inputs, (x - 0.286) / 0.353, instead of 0..1")
     amp: str = setting("auto", "mixed precision: auto (bf16/fp16 on CUDA, off on CPU), off, bf16, fp16", choices=AMP_MODES, semantic=False)
@@ -88,6 +92,8 @@ class TrainConfig:
                 ok = False
             if not ok:
                 raise FkaggleError(f"invalid training config: {f.name} {check[1]}, got {value!r}")
+        if (self.mixup or self.cutmix) and self.batch_size % 2:
+            raise FkaggleError(f"invalid training config: mixup/cutmix pair each sample with another, so batch_size must be even, got {self.batch_size}")
         if self.augment == "custom" and not self.augment_pipeline:
             raise FkaggleError("invalid training config: augment='custom' needs augment_pipeline")
         if self.recipe is not None and self.recipe not in RECIPES:

@@ -86,11 +86,33 @@ def lr_factor(cfg: TrainConfig, step: int, total: int, steps_per_epoch: int) -> 
 
 
 def loss_fn(cfg: TrainConfig, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Hard labels (N,), or soft targets (N, K) from mixup/cutmix (already smoothed)."""
+    if y.dim() == 2:
+        return F.binary_cross_entropy_with_logits(logits.float(), y) if cfg.loss == "sigmoid" else F.cross_entropy(logits.float(), y)
     if cfg.loss == "sigmoid":  # one-vs-all BCE, as compared in report 003
         k = logits.shape[1]
         target = F.one_hot(y, k).float() * (1 - cfg.label_smoothing) + cfg.label_smoothing / k
         return F.binary_cross_entropy_with_logits(logits.float(), target)
     return F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+
+
+def make_mixer(cfg: TrainConfig, num_classes: int) -> Any:
+    """timm's Mixup (per-sample mixup and/or cutmix with label smoothing), or None."""
+    if not (cfg.mixup or cfg.cutmix):
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=1.0, switch_prob=0.5, mode="elem", label_smoothing=cfg.label_smoothing, num_classes=num_classes)
+
+
+def make_ema(cfg: TrainConfig, model: torch.nn.Module) -> Any:
+    """timm's ModelEmaV3 with warm-up (the effective decay grows with the step: short runs
+    are not dominated by their random start), or None."""
+    if not cfg.ema:
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(model, decay=cfg.ema, use_warmup=True)
 
 
 def normalize(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -117,16 +139,33 @@ def eval_batches(images: torch.Tensor, cfg: TrainConfig, device: torch.device) -
         yield normalize(to_float(images[i : i + cfg.eval_batch_size].to(device, non_blocking=True)), cfg)
 
 
+def shift(x: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
+    """Images moved by (dy, dx) pixels (down, right), the uncovered border filled with `fill`."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)), value=fill)
+    return padded[..., max(-dy, 0) : max(-dy, 0) + h, max(-dx, 0) : max(-dx, 0) + w]
+
+
+def tta_views(x: torch.Tensor, cfg: TrainConfig) -> list[torch.Tensor]:
+    """The test-time views of a normalized batch: itself, its mirror (cfg.tta), and each of
+    those shifted by cfg.tta_shift pixels up, down, left and right (background-filled)."""
+    views = [x, x.flip(-1)] if cfg.tta else [x]
+    s = cfg.tta_shift
+    if s:
+        fill = float(normalize(torch.zeros(()), cfg))
+        views += [shift(v, dy, dx, fill) for v in views for dy, dx in ((-s, 0), (s, 0), (0, -s), (0, s))]
+    return views
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig, device: torch.device, dtype: torch.dtype | None = None) -> np.ndarray:
-    """Logits for uint8 images (N,28,28), averaged with the flipped view when cfg.tta."""
+    """Logits for uint8 images (N,28,28), averaged (in logit space) over the TTA views."""
     model.eval()
     out = []
     for x in eval_batches(images, cfg, device):
         with _autocast(device, dtype):
-            logits = model(_to_model(x, cfg)).float()
-            if cfg.tta:
-                logits = (logits + model(_to_model(x.flip(-1), cfg)).float()) / 2
+            views = tta_views(x, cfg)
+            logits = sum(model(_to_model(v, cfg)).float() for v in views) / len(views)
         out.append(logits.cpu())
     return torch.cat(out).numpy().astype(np.float32)
 
@@ -205,6 +244,12 @@ class Stepper:
     total_steps: int
     steps_per_epoch: int
     step: int = 0
+    ema: Any = None  # timm ModelEmaV3: its module is what gets evaluated and saved
+    mixer: Any = None  # timm Mixup
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.model
 
     def lr(self, step: int) -> float:
         return self.cfg.lr * lr_factor(self.cfg, step, self.total_steps, self.steps_per_epoch)
@@ -220,9 +265,10 @@ def train_epoch(s: Stepper, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
     for x, y in batches:
         for g in s.opt.param_groups:
             g["lr"] = s.lr(s.step)
+        x, target = s.mixer(x, y) if s.mixer is not None else (x, y)
         with _autocast(s.device, s.dtype):
             logits = s.step_model(_to_model(x, s.cfg))
-            loss = loss_fn(s.cfg, logits, y)
+            loss = loss_fn(s.cfg, logits, target)
             reg = getattr(s.model, "regularization_loss", None)
             if reg is not None:
                 loss = loss + reg()
@@ -233,6 +279,8 @@ def train_epoch(s: Stepper, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
         s.scaler.step(s.opt)
         s.scaler.update()
         s.step += 1
+        if s.ema is not None:
+            s.ema.update(s.model, step=s.step)
         seen += len(y)
         sum_loss += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
@@ -247,8 +295,11 @@ def train_epoch(s: Stepper, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
 
 
 def save_checkpoint(path: Path, s: Stepper, state: dict[str, Any]) -> None:
+    ck = {"model": s.model.state_dict(), "opt": s.opt.state_dict(), "scaler": s.scaler.state_dict(), "state": state}
+    if s.ema is not None:
+        ck["ema"] = s.ema.module.state_dict()
     with atomic.atomic_path(path) as tmp:
-        torch.save({"model": s.model.state_dict(), "opt": s.opt.state_dict(), "scaler": s.scaler.state_dict(), "state": state}, tmp)
+        torch.save(ck, tmp)
 
 
 def load_checkpoint(path: Path, s: Stepper) -> dict[str, Any] | None:
@@ -263,6 +314,8 @@ def load_checkpoint(path: Path, s: Stepper) -> dict[str, Any] | None:
         s.model.load_state_dict(ck["model"])
         s.opt.load_state_dict(ck["opt"])
         s.scaler.load_state_dict(ck["scaler"])
+        if s.ema is not None:
+            s.ema.module.load_state_dict(ck["ema"])
         state = ck["state"]
         int(state["epoch"]), list(state["history"])  # the fields resuming relies on
         return state
@@ -324,7 +377,7 @@ def fit(
     s = Stepper(
         model, torch.compile(model) if cfg.compile else model, build_optimizer(cfg, [p for p in model.parameters() if p.requires_grad], device),
         torch.amp.GradScaler("cuda", enabled=dtype == torch.float16), cfg, device, dtype,
-        batches.steps_per_epoch * cfg.epochs, batches.steps_per_epoch,
+        batches.steps_per_epoch * cfg.epochs, batches.steps_per_epoch, ema=make_ema(cfg, model), mixer=make_mixer(cfg, num_classes),
     )  # fmt: skip
     vx, vy = torch.from_numpy(np.require(val_x, requirements=["C", "W"])), np.asarray(val_y, dtype=np.int64)
 
@@ -337,12 +390,14 @@ def fit(
     for epoch in range(state["epoch"], cfg.epochs):
         if cfg.patience and state["bad_epochs"] >= cfg.patience:
             break
+        if s.mixer is not None:  # timm's Mixup draws from numpy's global RNG: seeded per epoch, so a resumed fold mixes the same
+            np.random.seed(_seed_for(seed, fold, epoch) % 2**32)
         with tqdm(total=batches.steps_per_epoch, desc=f"{desc} ep {epoch + 1}/{cfg.epochs}", leave=False, disable=None if progress else True, mininterval=1.0) as bar:
             tr = train_epoch(s, batches.epoch_batches(_seed_for(seed, fold, epoch)), f"{desc} epoch {epoch + 1}", bar)
         images_per_s = tr["images_per_s"]
         if s.total_steps < BN_REFRESH_STEPS:
-            refresh_batchnorm(model, train_x, cfg, device)
-        val_loss, val_acc = evaluate(model, vx, vy, cfg, device, dtype)
+            refresh_batchnorm(s.eval_model, train_x, cfg, device)
+        val_loss, val_acc = evaluate(s.eval_model, vx, vy, cfg, device, dtype)
         row = {
             "fold": fold, "seed": seed, "epoch": epoch + 1,
             "train_loss": round(tr["train_loss"], 6), "train_acc": round(tr["train_acc"], 6),
@@ -351,7 +406,7 @@ def fit(
         }  # fmt: skip
         state["history"].append(row)
         if val_loss < state["best_loss"]:
-            state.update(best_loss=val_loss, best_epoch=epoch + 1, best_state=copy.deepcopy(model.state_dict()), bad_epochs=0)
+            state.update(best_loss=val_loss, best_epoch=epoch + 1, best_state=copy.deepcopy(s.eval_model.state_dict()), bad_epochs=0)
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
@@ -359,5 +414,5 @@ def fit(
             save_checkpoint(checkpoint, s, state)
         log.info(f"{desc} epoch {epoch + 1}/{cfg.epochs}  train {row['train_loss']:.4f}/{row['train_acc']:.4f}  val {val_loss:.4f}/{val_acc:.4f}  {images_per_s:.0f} img/s")
     if state["best_state"] is not None:
-        model.load_state_dict(state["best_state"])
-    return FitResult(model, state["history"], state["best_epoch"], images_per_s, time.perf_counter() - t_start)
+        s.eval_model.load_state_dict(state["best_state"])
+    return FitResult(s.eval_model, state["history"], state["best_epoch"], images_per_s, time.perf_counter() - t_start)

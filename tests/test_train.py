@@ -277,3 +277,100 @@ def test_predict_applies_the_fold_models_to_another_test_file_for_blend(tmp_path
     assert lines[1].startswith("5000,") and len(lines) == len(ids) + 1
     refused = run_cli("blend", "priv", "--train", str(comp.train), "--test", str(comp.test), "--workdir", str(tmp_path))
     assert refused.returncode == 2 and "predicted a different test file" in refused.stderr
+
+
+# ----------------------------------------------------------------------------- EMA, mixup/cutmix, shift TTA
+
+
+def _fit_fold(cfg, small, checkpoint=None):
+    from fmnist_kaggle.train import fit
+
+    x, y = small["x_train"], small["y_train"]
+    return fit(cfg, 10, x[:300], y[:300], x[300:], y[300:], fold=0, seed=0, checkpoint=checkpoint, progress=False)
+
+
+def _val_logits(res, cfg, small):
+    from fmnist_kaggle.train import predict
+
+    return predict(res.model, torch.from_numpy(small["x_train"][300:]), cfg, torch.device("cpu"))
+
+
+def _interrupted_then_resumed(cfg, small, tmp_path, monkeypatch):
+    """Stop the fit while it saves its 2nd epoch checkpoint, then resume from the 1st."""
+    ck = tmp_path / "checkpoint.pt"
+    real_save = torch.save
+
+    def dies_at_epoch_2(obj, f, *a, **k):
+        if isinstance(obj, dict) and obj.get("state", {}).get("epoch") == 2:
+            raise KeyboardInterrupt
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", dies_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        _fit_fold(cfg, small, ck)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert torch.load(ck, weights_only=True)["state"]["epoch"] == 1
+    return _fit_fold(cfg, small, ck)
+
+
+@pytest.mark.parametrize("extra", [dict(ema=0.9), dict(mixup=0.4, cutmix=1.0), dict(ema=0.95, cutmix=1.0)])
+def test_ema_and_mixup_runs_resume_exactly(tmp_path, small, monkeypatch, extra):
+    cfg = build_config(**{**TINY, "epochs": 3, "batch_size": 32, **extra})
+    whole = _fit_fold(cfg, small)
+    again = _fit_fold(cfg, small)  # reproducible: the same seeds mix the same pairs
+    resumed = _interrupted_then_resumed(cfg, small, tmp_path, monkeypatch)
+    a, b, c = (_val_logits(r, cfg, small) for r in (whole, again, resumed))
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(a, c, atol=1e-5)
+    assert [h["val_loss"] for h in whole.history] == [h["val_loss"] for h in resumed.history]
+
+
+def test_ema_weights_are_what_is_evaluated_and_differ_from_the_raw_weights(small):
+    plain = _fit_fold(build_config(**{**TINY, "epochs": 2, "batch_size": 32}), small)
+    cfg = build_config(**{**TINY, "epochs": 2, "batch_size": 32, "ema": 0.9})
+    ema = _fit_fold(cfg, small)
+    # same seed, same batches: the raw weights would match `plain`; the returned (evaluated) model is the average
+    raw = [p for p in plain.model.parameters()]
+    avg = [p for p in ema.model.parameters()]
+    assert any(not torch.allclose(a, b) for a, b in zip(raw, avg))
+    assert not np.allclose(_val_logits(plain, cfg, small), _val_logits(ema, cfg, small), atol=1e-3)
+    assert ema.history[-1]["val_loss"] != plain.history[-1]["val_loss"]
+
+
+def test_mixup_targets_are_soft_and_need_even_batches():
+    from fmnist_kaggle.train import loss_fn, make_mixer
+
+    cfg = build_config(**{**TINY, "mixup": 0.4, "batch_size": 8, "label_smoothing": 0.1})
+    np.random.seed(0)
+    x, y = torch.rand(8, 1, 28, 28), torch.arange(8) % 10
+    mx, target = make_mixer(cfg, 10)(x.clone(), y)
+    assert target.shape == (8, 10) and torch.allclose(target.sum(1), torch.ones(8)) and (target.max(1).values < 0.96).all()
+    assert not torch.allclose(mx, x)
+    assert torch.isfinite(loss_fn(cfg, torch.randn(8, 10), target))
+    with pytest.raises(FkaggleError, match="batch_size must be even, got 63"):
+        build_config(**{**TINY, "cutmix": 1.0, "batch_size": 63})
+
+
+def test_shift_tta_views_are_the_shifted_images_and_average_in_logit_space():
+    from fmnist_kaggle.train import predict, shift, tta_views
+
+    x = torch.arange(2 * 28 * 28, dtype=torch.float32).view(2, 1, 28, 28)
+    down = shift(x, 2, 0, -1.0)
+    assert torch.equal(down[..., 2:, :], x[..., :-2, :]) and (down[..., :2, :] == -1).all()
+    left = shift(x, 0, -1, 0.0)
+    assert torch.equal(left[..., :, :-1], x[..., :, 1:]) and (left[..., :, -1] == 0).all()
+    cfg = build_config(**{**TINY, "tta_shift": 1})
+    views = tta_views(x, cfg)
+    assert len(views) == 5 and torch.equal(views[0], x)
+    assert torch.equal(views[2], shift(x, 1, 0, 0.0))  # background of unnormalized inputs is 0
+    assert len(tta_views(x, build_config(**{**TINY, "tta_shift": 2, "tta": True, "augment": "cropflip"}))) == 10
+    norm = build_config(**{**TINY, "tta_shift": 1, "normalize": True})
+    assert float(tta_views(x, norm)[1][0, 0, -1, 0]) == pytest.approx((0 - 0.2860) / 0.3530)  # filled with the normalized background
+    torch.manual_seed(0)
+    model = create_model("lenet5").eval()
+    images = torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8)
+    got = predict(model, images, cfg, torch.device("cpu"))
+    base = images.unsqueeze(1).float() / 255
+    with torch.no_grad():
+        want = sum(model(v) for v in tta_views(base, cfg)) / 5
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
