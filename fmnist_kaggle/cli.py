@@ -77,6 +77,20 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_drift(args: argparse.Namespace) -> int:
+    from fmnist_kaggle.drift import drift_report
+
+    comp = _competition(args)
+    res = drift_report(comp.train_set, comp.test_set, *Workspace(args.workdir).drift_pngs, rows=args.rows, folds=args.folds)
+    if args.json:
+        _print_json(res)
+        return 0
+    print(f"adversarial validation: {res['train_rows']} train vs {res['test_rows']} test rows, {res['folds']}-fold ROC AUC {res['auc']:.4f}")
+    print(f"verdict: {res['verdict']}")
+    print(f"pixel importances: {res['importance_png']}; most test-like training rows (0-based): {res['test_like_rows'][:8]} -> {res['test_like_png']}")
+    return 0
+
+
 def _print_summary(info: dict[str, Any]) -> None:
     tr = info["train"]
     print(f"train  {tr['path']}  [{tr['format']}]  {tr['rows']} rows, {tr['classes']} classes, label values {tr['label_values']}")
@@ -466,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = _command(dsub, "check", "load, validate and summarize train/test files; write a sample grid PNG", cmd_data_check, data=True)
     check.add_argument("--folds", type=int, default=5, help="check every class has at least this many samples (default 5)")
     check.add_argument("--png", help="where to write the sample grid (default oof/data-check/samples.png)")
+    drift = _command(dsub, "drift", "adversarial validation: can a classifier tell train from test rows? ROC AUC, verdict, PNGs", cmd_data_drift, data=True, workdir=True)
+    drift.add_argument("--rows", type=int, default=5000, help="rows sampled from each of train and test (default 5000)")
+    drift.add_argument("--folds", type=int, default=5, help="cross-validation folds for the out-of-fold AUC (default 5)")
 
     init = _command(sub, "init", "write a competition config (default competition/competition.toml) from files it has loaded and checked; later commands read it", cmd_init)
     init.add_argument("--train", required=True, help="training file: CSV (label + 784 pixel columns, may be zipped or gzipped), NPY/NPZ, or IDX images")

@@ -204,3 +204,24 @@ def prediction_grid(images: np.ndarray, labels: np.ndarray, pred: np.ndarray, co
         fig.suptitle(title, fontsize=9)
     atomic.save_figure(target, fig)
     return Path(target)
+
+
+def drift_figures(importance: np.ndarray, test_like: np.ndarray, p_test: Sequence[float], auc: float, importance_png: str | Path, test_like_png: str | Path) -> None:
+    """Adversarial validation: where train and test differ (pixel importances), and the
+    training images the classifier takes most for test rows."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.2, 3.8), layout="constrained")
+    im = ax.imshow(importance, cmap="magma")
+    ax.set(title=f"train vs test: pixel importance (AUC {auc:.3f})", xticks=[], yticks=[])
+    ax.title.set_fontsize(9)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    atomic.save_figure(importance_png, fig)
+    cols = 8
+    fig, axes = plt.subplots(max(1, -(-len(test_like) // cols)), cols, figsize=(1.3 * cols, 1.5 * max(1, -(-len(test_like) // cols)) + 0.4), squeeze=False, layout="constrained")
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, img, p in zip(axes.ravel(), test_like, p_test):
+        ax.imshow(img, cmap="gray_r", vmin=0, vmax=255)
+        ax.set_title(f"P(test) {p:.2f}", fontsize=7)
+    fig.suptitle("training images most like the test set", fontsize=9)
+    atomic.save_figure(test_like_png, fig)

@@ -275,6 +275,11 @@ class Workspace:
         return self.oof / "data-check" / "samples.png"
 
     @property
+    def drift_pngs(self) -> tuple[Path, Path]:
+        """`fkaggle data drift`: pixel importances, and the most test-like training images."""
+        return self.oof / "data-check" / "drift_importance.png", self.oof / "data-check" / "drift_test_like.png"
+
+    @property
     def history_csv(self) -> Path:
         return self.submissions / "history.csv"
 
