@@ -72,7 +72,7 @@ class TrainConfig:
     cutmix: float = setting(0.0, "cutmix alpha (timm Mixup, per sample; with --mixup too, each sample picks one at p=0.5); 0 = off", check=_NONNEG)
     patience: int = setting(0, "early-stopping patience in epochs (0: train all epochs, keep the best)", check=_NONNEG)
     normalize: bool = setting(False, "standardize inputs, (x - 0.286) / 0.353, instead of 0..1")
-    amp: str = setting("auto", "mixed precision: auto (bf16/fp16 on CUDA, off on CPU), off, bf16, fp16", choices=AMP_MODES, semantic=False)
+    amp: str = setting("auto", "mixed precision: auto (CUDA: bf16, else fp16; CPU: bf16 where the CPU has it natively, else fp32), off, bf16, fp16 (CUDA)", choices=AMP_MODES, semantic=False)
     channels_last: bool = setting(True, "channels_last memory format", semantic=False)
     compile: bool = setting(False, "torch.compile the model", semantic=False)
     device: str = setting("auto", "auto, cpu, cuda, cuda:1 ...", semantic=False)

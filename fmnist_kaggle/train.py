@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -51,9 +53,24 @@ def resolve_device(name: str) -> torch.device:
         raise FkaggleError(f"unknown device {name!r} (auto, cpu, cuda, cuda:1 ...)") from None
 
 
+@functools.cache
+def cpu_native_bf16() -> bool:
+    """The CPU computes bf16 in hardware (AVX512-BF16 or AMX): there autocast to bf16 is much
+    faster than fp32; elsewhere bf16 is emulated and slower, so `auto` keeps fp32."""
+    try:
+        return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", Path("/proc/cpuinfo").read_text()))
+    except OSError:
+        return False
+
+
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 where the GPU supports it, else fp16 (with a grad scaler); CPU trains in fp32."""
-    if device.type != "cuda" or cfg.amp == "off":
+    """CUDA: bf16 where the GPU supports it, else fp16 (with a grad scaler). CPU: bf16 when
+    asked (`--amp bf16`) or, under `auto`, when the CPU has native bf16; else fp32."""
+    if cfg.amp == "off":
+        return None
+    if device.type == "cpu":
+        return torch.bfloat16 if cfg.amp == "bf16" or (cfg.amp == "auto" and cpu_native_bf16()) else None
+    if device.type != "cuda":
         return None
     if cfg.amp == "fp16" or (cfg.amp == "auto" and not torch.cuda.is_bf16_supported()):
         return torch.float16

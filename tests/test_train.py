@@ -374,3 +374,19 @@ def test_shift_tta_views_are_the_shifted_images_and_average_in_logit_space():
     with torch.no_grad():
         want = sum(model(v) for v in tta_views(base, cfg)) / 5
     np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
+
+
+def test_cpu_bf16_under_auto_only_where_the_cpu_has_it(monkeypatch, small):
+    from fmnist_kaggle import train
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(train, "cpu_native_bf16", lambda: True)
+    assert train.amp_dtype(build_config(**TINY), cpu) == torch.bfloat16
+    assert train.amp_dtype(build_config(**TINY, amp="off"), cpu) is None
+    monkeypatch.setattr(train, "cpu_native_bf16", lambda: False)
+    assert train.amp_dtype(build_config(**TINY), cpu) is None  # emulated bf16 is slower than fp32
+    assert train.amp_dtype(build_config(**TINY, amp="bf16"), cpu) == torch.bfloat16  # asked for: given
+    res = _fit_fold(build_config(**{**TINY, "amp": "bf16", "epochs": 1}), small)
+    assert np.isfinite(res.history[0]["train_loss"]) and next(res.model.parameters()).dtype == torch.float32  # autocast, fp32 weights
+    monkeypatch.undo()
+    assert train.cpu_native_bf16() == ("avx512_bf16" in open("/proc/cpuinfo").read() or "amx_bf16" in open("/proc/cpuinfo").read())
