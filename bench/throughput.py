@@ -4,7 +4,8 @@ Baseline = what the competition reports do: a torchvision-style Dataset of PIL i
 per-sample transforms (RandomCrop(28, padding=2), RandomHorizontalFlip, ToTensor),
 a DataLoader, and a plain fp32 training loop. Fast path = `fmnist_kaggle.train.fit`:
 uint8 images resident on the device, batch-level crop/flip with tensor ops, channels_last,
-bf16 autocast + fused optimizer on CUDA. Same model, batch size and augmentation.
+bf16 autocast + fused optimizer on CUDA, bf16 autocast on CPUs with native bf16 (`--amp auto`),
+measured beside the fast path in fp32 (`--amp off`). Same model, batch size and augmentation.
 
     python bench/throughput.py [--device cpu|cuda] [--models seed000_bncnn,timm:resnet18]
 """
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from fmnist_kaggle.competition import resolve_competition
 from fmnist_kaggle.config import build_config
 from fmnist_kaggle.models import create_model
-from fmnist_kaggle.train import fit
+from fmnist_kaggle.train import amp_dtype, fit
 
 
 class SeedStyleDataset(torch.utils.data.Dataset):
@@ -62,8 +63,8 @@ def baseline_images_per_s(model_name: str, images: np.ndarray, labels: np.ndarra
     return seen / (time.perf_counter() - t0)
 
 
-def fast_images_per_s(model_name: str, images: np.ndarray, labels: np.ndarray, device: torch.device, batch: int, compile_: bool) -> float:
-    cfg = build_config(model=model_name, model_kwargs={}, epochs=2, batch_size=batch, optimizer="adam", lr=1e-3, schedule="constant", augment="cropflip", device=str(device), compile=compile_)
+def fast_images_per_s(model_name: str, images: np.ndarray, labels: np.ndarray, device: torch.device, batch: int, compile_: bool, amp: str = "auto") -> float:
+    cfg = build_config(model=model_name, model_kwargs={}, epochs=2, batch_size=batch, optimizer="adam", lr=1e-3, schedule="constant", augment="cropflip", device=str(device), compile=compile_, amp=amp)
     n_val = 512
     res = fit(cfg, 10, images[n_val:], labels[n_val:], images[:n_val], labels[:n_val], fold=0, seed=0, progress=False)
     return float(res.history[-1]["images_per_s"])  # epoch 2: no first-call / compile warm-up
@@ -84,11 +85,14 @@ def main() -> None:
     rows = args.rows or (48000 if device.type == "cuda" else 6000)
     images, labels = train.images[:rows], train.labels[:rows]
     print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), {rows} rows, batch {args.batch_size}, augment cropflip")
-    print(f"{'model':<16} {'baseline img/s':>15} {'fast img/s':>11} {'ratio':>6}")
+    auto = amp_dtype(build_config(), device)
+    label = "fp32" if auto is None else str(auto).removeprefix("torch.").replace("bfloat16", "bf16").replace("float16", "fp16")
+    print(f"{'model':<16} {'baseline img/s':>15} {'fast fp32':>10} {'fast ' + label:>10} {'ratio':>6}")
     for name in args.models.split(","):
         base = baseline_images_per_s(name, images[: min(rows, 6000 if device.type == "cpu" else rows)], labels, device, args.batch_size, args.workers)
-        fast = fast_images_per_s(name, images, labels, device, args.batch_size, args.compile)
-        print(f"{name:<16} {base:>15.0f} {fast:>11.0f} {fast / base:>5.1f}x", flush=True)
+        fp32 = fast_images_per_s(name, images, labels, device, args.batch_size, args.compile, amp="off")
+        fast = fast_images_per_s(name, images, labels, device, args.batch_size, args.compile) if auto is not None else fp32
+        print(f"{name:<16} {base:>15.0f} {fp32:>10.0f} {fast:>10.0f} {max(fast, fp32) / base:>5.1f}x", flush=True)
 
 
 if __name__ == "__main__":
