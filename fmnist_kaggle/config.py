@@ -65,6 +65,9 @@ class TrainConfig:
     augment: str = setting("none", "augmentation preset (custom: augment_pipeline from --config)", choices=AUGMENTS)
     augment_pipeline: list[dict[str, Any]] = setting([], "albumentations steps [{name, **params}] for augment='custom'", cli=False)
     augment_backend: str = setting("auto", "auto: batched tensor ops; albumentations: per-sample pipeline", choices=AUGMENT_BACKENDS)
+    pseudo_label: str = setting("", "teacher run(s), comma-separated, of the same data and folds: fold k also trains on test rows labelled by the teachers' fold-k models")
+    pseudo_threshold: float = setting(0.9, "pseudo-label only test rows whose teacher probability reaches this", check=(lambda v: 0 <= v <= 1, "must be in [0, 1]"))
+    pseudo_weight: float = setting(1.0, "loss weight of pseudo-labelled rows", check=_POSITIVE)
     tta: bool = setting(False, "average logits with the horizontally flipped image")
     tta_shift: int = setting(0, "test-time shift views of N pixels (up, down, left, right; of each flip view too), logits averaged; 0 = off", check=_NONNEG)
     ema: float = setting(0.0, "EMA decay of the weights (timm ModelEmaV3, with warm-up), used for validation, OOF and test predictions; 0 = off", check=(lambda v: 0 <= v < 1, "must be in [0, 1)"))
@@ -94,11 +97,16 @@ class TrainConfig:
                 raise FkaggleError(f"invalid training config: {f.name} {check[1]}, got {value!r}")
         if (self.mixup or self.cutmix) and self.batch_size % 2:
             raise FkaggleError(f"invalid training config: mixup/cutmix pair each sample with another, so batch_size must be even, got {self.batch_size}")
+        if self.pseudo_label and (self.augment == "custom" or self.augment_backend == "albumentations"):
+            raise FkaggleError("invalid training config: pseudo-labels train on the tensor path (augment presets, augment_backend auto/tensor)")
         if self.augment == "custom" and not self.augment_pipeline:
             raise FkaggleError("invalid training config: augment='custom' needs augment_pipeline")
         if self.recipe is not None and self.recipe not in RECIPES:
             raise FkaggleError(f"unknown recipe {self.recipe!r} (choose from {', '.join(RECIPES)})")
         return self
+
+    def teachers(self) -> list[str]:
+        return [t.strip() for t in self.pseudo_label.split(",") if t.strip()]
 
     def warnings(self) -> list[str]:
         """Legal but usually harmful settings, worth a line in the log."""

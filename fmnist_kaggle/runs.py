@@ -29,6 +29,7 @@ from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.executors import Executor, LocalExecutor, Unit, UnitFailed
 from fmnist_kaggle.folds import load_or_make_folds, stratified_subset
 from fmnist_kaggle.plots import learning_curves
+from fmnist_kaggle.pseudo import PseudoLabels, pseudo_labels
 from fmnist_kaggle.workspace import SCHEMA, CorruptArtifact, FoldDir, RunDir, Workspace, read_array, read_json, read_verified, write_array, write_recorded
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ class TrainingData:
     test: ImageSet | None
     fold_of: np.ndarray
     identity: dict[str, Any]  # data/folds/test fingerprints and the semantic config
+    pseudo: PseudoLabels | None = None  # --pseudo-label: per fold, test rows and their teacher labels
 
     def split(self, fold: int) -> tuple[np.ndarray, np.ndarray]:
         return np.flatnonzero(self.fold_of != fold), np.flatnonzero(self.fold_of == fold)
@@ -92,13 +94,19 @@ def training_data(comp: Competition, cfg: TrainConfig, ws: Workspace) -> Trainin
         "test_fingerprint": test.fingerprint() if test is not None else None,
         "config": cfg.semantic(),
     }
-    return TrainingData(train, test, fold_of, identity)
+    pseudo = None
+    if cfg.teachers():
+        if test is None:
+            raise FkaggleError("--pseudo-label needs a test file to label (--test or the competition config)")
+        pseudo = pseudo_labels(ws, cfg.teachers(), identity, cfg.folds, cfg.pseudo_threshold)
+        identity["teacher_fingerprint"] = pseudo.fingerprint  # a retrained teacher makes another run
+    return TrainingData(train, test, fold_of, identity, pseudo)
 
 
 def identity_diff(found: dict[str, Any] | None, expected: dict[str, Any]) -> str | None:
     """None when identical; else what differs, in words."""
     found = found or {}
-    names = {"data_fingerprint": "training data", "folds_fingerprint": "fold assignment (--folds/--fold-seed/--subset)", "test_fingerprint": "test data"}
+    names = {"data_fingerprint": "training data", "folds_fingerprint": "fold assignment (--folds/--fold-seed/--subset)", "test_fingerprint": "test data", "teacher_fingerprint": "pseudo-label teachers' predictions"}
     for key, what in names.items():
         if found.get(key) != expected.get(key):
             return f"{what} differs"
@@ -156,6 +164,7 @@ def _new_manifest(comp: Competition, cfg: TrainConfig, rd: RunDir, data: Trainin
             "folds": cfg.folds, "fold_seed": cfg.fold_seed, "folds_fingerprint": data.identity["folds_fingerprint"],
         },
         "files": files, "versions": _versions(),
+        **({"pseudo_label": data.pseudo.record(cfg.pseudo_threshold, cfg.pseudo_weight)} if data.pseudo else {}),
     }  # fmt: skip
 
 
@@ -254,7 +263,12 @@ def train_unit(cfg: TrainConfig, data: TrainingData, fold: int, seed: int, check
     t0 = time.perf_counter()
     tr, va = data.split(fold)
     train = data.train
-    result = fit(cfg, train.num_classes, train.images[tr], train.labels[tr], train.images[va], train.labels[va], fold=fold, seed=seed, checkpoint=checkpoint, progress=progress, desc=desc)
+    x, y, w = train.images[tr], train.labels[tr], None
+    if data.pseudo is not None:  # fold k: test rows labelled by the teachers' fold-k models only
+        rows = data.pseudo.rows[fold]
+        x, y = np.concatenate([x, data.test.images[rows]]), np.concatenate([y, data.pseudo.labels[fold]])
+        w = np.r_[np.ones(len(tr), np.float32), np.full(len(rows), cfg.pseudo_weight, np.float32)]
+    result = fit(cfg, train.num_classes, x, y, train.images[va], train.labels[va], fold=fold, seed=seed, checkpoint=checkpoint, progress=progress, desc=desc, train_w=w)
     device = resolve_device(cfg.device)
     val = predict(result.model, torch.from_numpy(train.images[va]), cfg, device)
     test = predict(result.model, torch.from_numpy(_writable(data.test.images)), cfg, device) if data.test is not None else np.zeros((0, train.num_classes), np.float32)

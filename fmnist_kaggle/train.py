@@ -102,15 +102,19 @@ def lr_factor(cfg: TrainConfig, step: int, total: int, steps_per_epoch: int) -> 
     return 1.0
 
 
-def loss_fn(cfg: TrainConfig, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Hard labels (N,), or soft targets (N, K) from mixup/cutmix (already smoothed)."""
+def loss_fn(cfg: TrainConfig, logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Hard labels (N,), or soft targets (N, K) from mixup/cutmix (already smoothed);
+    `weight`: per-sample loss weights (pseudo-labelled rows)."""
+    logits = logits.float()
     if y.dim() == 2:
-        return F.binary_cross_entropy_with_logits(logits.float(), y) if cfg.loss == "sigmoid" else F.cross_entropy(logits.float(), y)
-    if cfg.loss == "sigmoid":  # one-vs-all BCE, as compared in report 003
+        per = F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(1) if cfg.loss == "sigmoid" else F.cross_entropy(logits, y, reduction="none")
+    elif cfg.loss == "sigmoid":  # one-vs-all BCE, as compared in report 003
         k = logits.shape[1]
         target = F.one_hot(y, k).float() * (1 - cfg.label_smoothing) + cfg.label_smoothing / k
-        return F.binary_cross_entropy_with_logits(logits.float(), target)
-    return F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        per = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(1)
+    else:
+        per = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, reduction="none")
+    return (per * weight).mean() if weight is not None else per.mean()
 
 
 def make_mixer(cfg: TrainConfig, num_classes: int) -> Any:
@@ -219,7 +223,8 @@ class Batches:
     steps_per_epoch: int
 
 
-def make_batches(cfg: TrainConfig, x: np.ndarray, y: np.ndarray, device: torch.device, batch_size: int) -> Batches:
+def make_batches(cfg: TrainConfig, x: np.ndarray, y: np.ndarray, device: torch.device, batch_size: int, w: np.ndarray | None = None) -> Batches:
+    """(inputs, labels) batches, or (inputs, labels, weights) when per-sample weights are given."""
     steps = max(1, len(x) // batch_size)  # drop the ragged last batch (BN on tiny batches)
     if cfg.augment == "custom" or cfg.augment_backend == "albumentations":
         ds = AlbumentationsDataset(np.asarray(x), np.asarray(y), albumentations_pipeline(cfg.augment, cfg.augment_pipeline))
@@ -234,12 +239,13 @@ def make_batches(cfg: TrainConfig, x: np.ndarray, y: np.ndarray, device: torch.d
     augment = BatchAugment(cfg.augment)
     xs = torch.from_numpy(np.require(x, requirements=["C", "W"])).to(device)  # a read-only array (np.frombuffer, Ray) is copied
     ys = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
+    ws = torch.from_numpy(np.asarray(w, dtype=np.float32)).to(device) if w is not None else None
     gen = torch.Generator(device=device)
 
-    def fast(seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def fast(seed: int) -> Iterator[tuple[torch.Tensor, ...]]:
         gen.manual_seed(seed)
         perm = torch.randperm(len(xs), generator=gen, device=device)[: steps * batch_size].view(steps, batch_size)
-        return ((normalize(augment(to_float(xs[idx]), gen), cfg), ys[idx]) for idx in perm)
+        return ((normalize(augment(to_float(xs[idx]), gen), cfg), ys[idx], *([ws[idx]] if ws is not None else [])) for idx in perm)
 
     return Batches(fast, steps)
 
@@ -279,13 +285,13 @@ def train_epoch(s: Stepper, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
     sum_loss = torch.zeros((), device=s.device)
     correct = torch.zeros((), device=s.device, dtype=torch.long)
     seen = 0
-    for x, y in batches:
+    for x, y, *w in batches:
         for g in s.opt.param_groups:
             g["lr"] = s.lr(s.step)
         x, target = s.mixer(x, y) if s.mixer is not None else (x, y)
         with _autocast(s.device, s.dtype):
             logits = s.step_model(_to_model(x, s.cfg))
-            loss = loss_fn(s.cfg, logits, target)
+            loss = loss_fn(s.cfg, logits, target, w[0] if w else None)
             reg = getattr(s.model, "regularization_loss", None)
             if reg is not None:
                 loss = loss + reg()
@@ -375,8 +381,9 @@ def fit(
     checkpoint: Path | None = None,
     progress: bool = True,
     desc: str = "",
+    train_w: np.ndarray | None = None,
 ) -> FitResult:
-    """Train on (train_x, train_y), select the epoch with the lowest validation loss.
+    """Train on (train_x, train_y) (rows weighted by train_w), select the epoch with the lowest validation loss.
 
     `checkpoint` is written after every epoch; when present at start, training resumes.
     """
@@ -390,7 +397,7 @@ def fit(
     batch_size = min(cfg.batch_size, len(train_x))
     if batch_size < cfg.batch_size:
         log.warning(f"{desc} batch size {cfg.batch_size} is larger than the fold's {len(train_x)} training rows; using {batch_size}")
-    batches = make_batches(cfg, train_x, train_y, device, batch_size)
+    batches = make_batches(cfg, train_x, train_y, device, batch_size, train_w)
     s = Stepper(
         model, torch.compile(model) if cfg.compile else model, build_optimizer(cfg, [p for p in model.parameters() if p.requires_grad], device),
         torch.amp.GradScaler("cuda", enabled=dtype == torch.float16), cfg, device, dtype,

@@ -390,3 +390,54 @@ def test_cpu_bf16_under_auto_only_where_the_cpu_has_it(monkeypatch, small):
     assert np.isfinite(res.history[0]["train_loss"]) and next(res.model.parameters()).dtype == torch.float32  # autocast, fp32 weights
     monkeypatch.undo()
     assert train.cpu_native_bf16() == ("avx512_bf16" in open("/proc/cpuinfo").read() or "amx_bf16" in open("/proc/cpuinfo").read())
+
+
+# ----------------------------------------------------------------------------- honest pseudo-labels
+
+
+def test_fold_k_pseudo_labels_come_from_the_teachers_fold_k_models_only(tmp_path, comp, monkeypatch):
+    from fmnist_kaggle import train as train_mod
+    from fmnist_kaggle.workspace import read_array
+
+    teacher = build_config(**{**TINY, "folds": 2, "epochs": 1})
+    fold_train(comp, teacher, run="teacher", workdir=tmp_path, progress=False)
+    rd = Workspace(tmp_path).run("teacher")
+    fold_logits = [read_array(rd.fold(k).test_logits, json.loads(rd.fold(k).metrics.read_text())["artifacts"]["test_logits.npy"]) for k in range(2)]
+    assert (fold_logits[0].argmax(1) != fold_logits[1].argmax(1)).any()  # the folds' teachers disagree somewhere: which one labels matters
+
+    seen = {}
+    real_fit = train_mod.fit
+
+    def spy(cfg, k, x, y, vx, vy, fold, seed, **kw):
+        seen[fold] = (len(x), y.copy(), kw["train_w"].copy())
+        return real_fit(cfg, k, x, y, vx, vy, fold, seed, **kw)
+
+    monkeypatch.setattr(train_mod, "fit", spy)
+    student = build_config(**{**TINY, "folds": 2, "epochs": 1, "pseudo_label": "teacher", "pseudo_threshold": 0.0, "pseudo_weight": 0.5})
+    m = fold_train(comp, student, run="student", workdir=tmp_path, progress=False)
+    n_train, n_test = 200, len(comp.test_set)
+    for k in range(2):
+        n, y, w = seen[k]
+        assert n == n_train + n_test
+        np.testing.assert_array_equal(y[n_train:], fold_logits[k].argmax(1))  # fold k's teacher, not the other fold's or their mean
+        assert (w[:n_train] == 1).all() and (w[n_train:] == 0.5).all()
+    rec = m["pseudo_label"]
+    assert rec["teachers"] == ["teacher"] and rec["threshold"] == 0.0 and rec["weight"] == 0.5 and rec["rows_per_fold"] == {"0": n_test, "1": n_test}
+    # a confidence threshold keeps, per fold, the rows that fold's teacher is sure of
+    sure = build_config(**{**TINY, "folds": 2, "epochs": 1, "pseudo_label": "teacher", "pseudo_threshold": 0.5})
+    m2 = fold_train(comp, sure, run="student-sure", workdir=tmp_path, progress=False)
+    probs = [np.exp(lg - lg.max(1, keepdims=True)) / np.exp(lg - lg.max(1, keepdims=True)).sum(1, keepdims=True) for lg in fold_logits]
+    assert m2["pseudo_label"]["rows_per_fold"] == {str(k): int((p.max(1) >= 0.5).sum()) for k, p in enumerate(probs)}
+    assert m2["identity"]["teacher_fingerprint"] == m["identity"]["teacher_fingerprint"]
+    # the student blends with its teacher (same data and folds)
+    res = run_cli("blend", "teacher", "student", "--workdir", str(tmp_path), "--train", str(comp.train), "--test", str(comp.test), "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+
+
+def test_a_teacher_on_other_folds_is_refused(tmp_path, comp):
+    fold_train(comp, build_config(**{**TINY, "folds": 3, "epochs": 1}), run="teacher3", workdir=tmp_path, progress=False)
+    with pytest.raises(FkaggleError, match="different fold assignment"):
+        fold_train(comp, build_config(**{**TINY, "folds": 2, "epochs": 1, "pseudo_label": "teacher3"}), run="s", workdir=tmp_path, progress=False)
+    with pytest.raises(FkaggleError, match="no run 'nobody'"):
+        fold_train(comp, build_config(**{**TINY, "folds": 3, "epochs": 1, "pseudo_label": "nobody"}), run="s", workdir=tmp_path, progress=False)
+    assert not (tmp_path / "oof" / "s").exists()
