@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
-# Two cpu-recipe runs with other seeds: blends pay with partners of equal strength (weak
+# Two cpu-recipe runs with different seeds: blends pay with partners of equal strength (weak
 # report models only dilute; measured in the README). Stacked: best nested-CV log-loss.
 DEMO_RUNS := demo-cpu demo-cpu-s1
 
