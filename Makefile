@@ -5,8 +5,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
-# Two cpu-recipe runs with different seeds: blends pay with partners of equal strength (weak
-# report models only dilute; measured in the README). Stacked: best nested-CV log-loss.
+# Two cpu-recipe runs with different seeds (~15 min each on 2 cores): blends pay with partners of
+# equal strength (weak report models only dilute; measured in the README). Stacked: best nested-CV log-loss.
 DEMO_RUNS := demo-cpu demo-cpu-s1
 
 .PHONY: demo test install data bench clean-demo
