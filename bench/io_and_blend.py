@@ -18,8 +18,8 @@ def main() -> None:
     os.environ["FKAGGLE_CACHE"] = str(tmp / "cache")
     import pandas as pd
 
-    from fmnist_kaggle.competition import resolve_competition
-    from fmnist_kaggle.data import load_images
+    from fmnist_kaggle.data.competition import resolve_competition
+    from fmnist_kaggle.data.images import load_images
 
     train = resolve_competition().train_set
     df = pd.DataFrame(train.images.reshape(len(train), -1), columns=[f"pixel{i}" for i in range(1, 785)])
@@ -36,9 +36,9 @@ def main() -> None:
     assert again.fingerprint() == first.fingerprint() == train.fingerprint()
     print(f"{'load':<14} {'seconds':>8}\n{'first (parse)':<14} {t_first:>8.2f}\n{'cached':<14} {t_cached:>8.2f}")
 
-    from fmnist_kaggle.blend import METHODS, blend
-    from fmnist_kaggle.folds import make_folds
-    from fmnist_kaggle.runs import Run
+    from fmnist_kaggle.data.folds import make_folds
+    from fmnist_kaggle.evaluate.blend import METHODS, blend
+    from fmnist_kaggle.runs.store import Run
 
     y = train.labels
     fold_of = make_folds(y, 5, 42)
@@ -47,7 +47,8 @@ def main() -> None:
     for r in range(10):
         confuse = rng.normal(0, 0.8, (10, 10))
         z = lambda lab: (3.0 * np.eye(10)[lab] + confuse[lab] + rng.normal(0, 1.3, (len(lab), 10))).astype(np.float32)  # noqa: E731
-        man = {"run": f"r{r}", "data": {"data_fingerprint": "d", "folds_fingerprint": "f", "test_fingerprint": "t", "label_values": list(range(10))}}
+        identity = {"data_fingerprint": "d", "folds_fingerprint": "f", "test_fingerprint": "t"}
+        man = {"run": f"r{r}", "identity": identity, "data": {**identity, "label_values": list(range(10))}}
         runs.append(Run(f"r{r}", None, man, z(y), z(np.arange(10000) % 10), fold_of, y))
     print("\nblending 10 runs of OOF (60000 x 10) + test (10000 x 10); fitted methods nested over 5 folds")
     print(f"{'method':<10} {'seconds':>8} {'CV acc':>7} {'logloss':>8}")

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from loopback_cluster import loopback_cluster  # noqa: E402
 
 
-def fold_train(workdir: Path, run: str, common: list[str], extra: list[str], env: dict[str, str] | None = None) -> dict:
+def train_folds(workdir: Path, run: str, common: list[str], extra: list[str], env: dict[str, str] | None = None) -> dict:
     t0 = time.perf_counter()
     res = subprocess.run([sys.executable, "-m", "fmnist_kaggle.cli", "fold-train", *common, "--run", run, "--workdir", str(workdir), "--no-progress", "--json", *extra], env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -44,14 +44,14 @@ def main() -> None:
     args = ap.parse_args()
     common = ["--model", args.model, "--subset", str(args.subset), "--folds", str(args.folds), "--epochs", str(args.epochs), "--batch-size", "128", "--optimizer", "adam", "--lr", "2e-3", "--device", "cpu"]
     work = Path(tempfile.mkdtemp(prefix="fkaggle-scale-"))
-    rows = [(fold_train(work, "local", common, []), 1)]
-    rows.append((fold_train(work, "embedded", common, ["--executor", "ray", "--cpus-per-task", "1"]), 2))
+    rows = [(train_folds(work, "local", common, []), 1)]
+    rows.append((train_folds(work, "embedded", common, ["--executor", "ray", "--cpus-per-task", "1"]), 2))
     with loopback_cluster(work) as (address, env):
-        rows.append((fold_train(work, "cluster", common, ["--executor", "ray", "--address", address], env), 2))
+        rows.append((train_folds(work, "cluster", common, ["--executor", "ray", "--address", address], env), 2))
     if args.gpu:
         gpu = [*common[:-1], "auto"]
-        rows.append((fold_train(work, "gpu-local", gpu, []), 1))
-        rows.append((fold_train(work, "gpu-embedded", gpu, ["--executor", "ray"]), 1))
+        rows.append((train_folds(work, "gpu-local", gpu, []), 1))
+        rows.append((train_folds(work, "gpu-embedded", gpu, ["--executor", "ray"]), 1))
     base = rows[0][0]["wall"]
     print(f"\n{args.model}, {args.subset} rows, {args.folds} folds x {args.epochs} epochs, CPU training unless named gpu")
     print("| executor | slots | nodes | wall s | sum of task s | overhead per task s | speed-up | CV acc |")

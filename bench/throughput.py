@@ -2,7 +2,7 @@
 
 Baseline = what the competition reports do: a torchvision-style Dataset of PIL images,
 per-sample transforms (RandomCrop(28, padding=2), RandomHorizontalFlip, ToTensor),
-a DataLoader, and a plain fp32 training loop. Fast path = `fmnist_kaggle.train.fit`:
+a DataLoader, and a plain fp32 training loop. Fast path = `fmnist_kaggle.training.fit.fit`:
 uint8 images resident on the device, batch-level crop/flip with tensor ops, channels_last,
 bf16 autocast + fused optimizer on CUDA, bf16 autocast on CPUs with native bf16 (`--amp auto`),
 measured beside the fast path in fp32 (`--amp off`). Same model, batch size and augmentation.
@@ -19,10 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fmnist_kaggle.competition import resolve_competition
-from fmnist_kaggle.config import build_config
+from fmnist_kaggle.data.competition import resolve_competition
 from fmnist_kaggle.models import create_model
-from fmnist_kaggle.train import amp_dtype, fit
+from fmnist_kaggle.training.config import build_config
+from fmnist_kaggle.training.device import amp_dtype
+from fmnist_kaggle.training.fit import fit
 
 
 class SeedStyleDataset(torch.utils.data.Dataset):

@@ -12,10 +12,10 @@ import time
 
 import torch
 
-from fmnist_kaggle.competition import resolve_competition
-from fmnist_kaggle.config import build_config
-from fmnist_kaggle.runs import fold_train
-from fmnist_kaggle.submissions import make_submission
+from fmnist_kaggle.data.competition import resolve_competition
+from fmnist_kaggle.evaluate.submission import make_submission
+from fmnist_kaggle.runs.driver import train_folds
+from fmnist_kaggle.training.config import build_config
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
     for s in args.seeds.split(","):
         cfg = build_config(recipe=args.recipe, seeds=[int(s)], device=args.device, amp=args.amp, epochs=args.epochs)
         name = f"tta-{args.recipe}-{args.amp}-e{cfg.epochs}-s{s}"
-        fold_train(comp, cfg, run=name, workdir=workdir, progress=False)
+        train_folds(comp, cfg, run=name, workdir=workdir, progress=False)
         runs.append(name)
     train_s = time.perf_counter() - t0
     res = make_submission(comp, runs, "mean", f"tta-{args.recipe}-{args.amp}", workdir)

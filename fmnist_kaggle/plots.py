@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist_kaggle import atomic
+from fmnist_kaggle.storage import atomic
 
 
 def _plt():

@@ -73,7 +73,7 @@ def synthetic_images(n_per_class: int, k: int = 10, seed: int = 0) -> tuple[np.n
 @pytest.fixture()
 def synth(tmp_path):
     """A synthetic competition (CSV pair, 200 train / 50 test rows, 10 classes) as a Competition."""
-    from fmnist_kaggle.competition import Competition
+    from fmnist_kaggle.data.competition import Competition
 
     x, y = synthetic_images(20)
     xt, yt = synthetic_images(5, seed=1)

@@ -6,15 +6,16 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
+
 from fmnist_kaggle import metrics
-from fmnist_kaggle.blend import METHODS, blend, check_compatible
-from fmnist_kaggle.competition import Competition
-from fmnist_kaggle.config import build_config
+from fmnist_kaggle.data.competition import Competition
+from fmnist_kaggle.data.folds import make_folds
 from fmnist_kaggle.errors import FkaggleError
-from fmnist_kaggle.folds import make_folds
-from fmnist_kaggle.runs import Run, fold_train
+from fmnist_kaggle.evaluate.blend import METHODS, blend, check_compatible
+from fmnist_kaggle.runs.driver import train_folds
+from fmnist_kaggle.runs.store import Run
+from fmnist_kaggle.training.config import build_config
 
 
 def _fake_run(name: str, y: np.ndarray, fold_of: np.ndarray, strength: float, confusion_seed: int, n_test: int = 500, data_fp: str = "d" * 64, folds_fp: str = "f" * 64) -> Run:
@@ -28,7 +29,8 @@ def _fake_run(name: str, y: np.ndarray, fold_of: np.ndarray, strength: float, co
         return z.astype(np.float32)
 
     y_test = np.arange(n_test) % k
-    manifest = {"run": name, "model": name, "data": {"data_fingerprint": data_fp, "folds_fingerprint": folds_fp, "test_fingerprint": "t", "label_values": list(range(k))}}
+    identity = {"data_fingerprint": data_fp, "folds_fingerprint": folds_fp, "test_fingerprint": "t"}
+    manifest = {"run": name, "model": name, "identity": identity, "data": {**identity, "label_values": list(range(k))}}
     return Run(name=name, dir=None, manifest=manifest, oof_logits=logits(y), test_logits=logits(y_test), fold_of=fold_of, labels=y)
 
 
@@ -99,11 +101,11 @@ def test_five_class_labels_map_back_end_to_end(tmp_path, five_class_npy):
         f'test_labels = "{f["truth"]}"\nsample_submission = "{f["sample"]}"\n'
     )
     base = dict(folds=3, epochs=1, batch_size=32, optimizer="adam", lr=2e-3, schedule="constant", eval_batch_size=256)
-    from fmnist_kaggle.competition import load_competition
+    from fmnist_kaggle.data.competition import load_competition
 
     comp = load_competition(cfg_toml)
     for name, model in (("k1", "keras_model1"), ("ln", "lenet5")):
-        fold_train(comp, build_config(model=model, **base), run=name, workdir=tmp_path, progress=False)
+        train_folds(comp, build_config(model=model, **base), run=name, workdir=tmp_path, progress=False)
     res = run_cli("blend", "k1", "ln", "--method", "stack", "--name", "five", "--competition", str(cfg_toml), "--workdir", str(tmp_path), "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
@@ -133,8 +135,8 @@ def test_blend_refuses_runs_on_different_folds_via_cli(tmp_path, small):
     test = write_csv(tmp_path / "test.csv", small["x_test"])
     comp = Competition(name="t", train=train, test=test)
     base = dict(model="lenet5", folds=3, epochs=1, batch_size=64, schedule="constant")
-    fold_train(comp, build_config(**base), run="a", workdir=tmp_path, progress=False)
-    fold_train(comp, build_config(**base, fold_seed=1), run="b", workdir=tmp_path, progress=False)
+    train_folds(comp, build_config(**base), run="a", workdir=tmp_path, progress=False)
+    train_folds(comp, build_config(**base, fold_seed=1), run="b", workdir=tmp_path, progress=False)
     res = run_cli("blend", "a", "b", "--train", str(train), "--test", str(test), "--workdir", str(tmp_path))
     assert res.returncode == 2
     assert "different fold assignment" in res.stderr and len(res.stderr.strip().splitlines()) == 1
@@ -164,7 +166,8 @@ def _reference_hillclimb(logps: list[np.ndarray], y: np.ndarray, iters: int = 40
 
 @pytest.mark.parametrize("n_runs", [4, 9])
 def test_vectorised_hillclimb_makes_the_reference_selections(fmnist, n_runs):
-    from fmnist_kaggle.blend import _logprobs, fit_hillclimb
+    from fmnist_kaggle.evaluate.blenders._common import _logprobs
+    from fmnist_kaggle.evaluate.blenders._pool import fit_hillclimb
 
     y = fmnist["y_train"][:6000]
     fold_of = make_folds(y, 5, 42)
@@ -178,7 +181,7 @@ def test_vectorised_hillclimb_makes_the_reference_selections(fmnist, n_runs):
 def test_temperature_is_the_log_loss_minimiser(realistic):
     from scipy.optimize import minimize_scalar
 
-    from fmnist_kaggle.blend import fit_temperature
+    from fmnist_kaggle.evaluate.blenders._common import fit_temperature
 
     runs, y = realistic
     for scale in (0.3, 1.0, 4.0):  # under-confident, as trained, over-confident

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FMNIST_DIR, run_cli, save_pickled_dict, write_csv
-from fmnist_kaggle.data import check_min_class_count, load_images
+
+from fmnist_kaggle.data.images import check_min_class_count, load_images
 from fmnist_kaggle.errors import DataError
 
 
@@ -75,7 +75,7 @@ def test_test_labels_outside_training_classes_are_refused(tmp_path, small):
 
 
 def test_csv_parse_is_cached_by_file_hash(tmp_path, small, monkeypatch):
-    import fmnist_kaggle.data as data_mod
+    import fmnist_kaggle.data.formats.csv as data_mod
 
     csv = write_csv(tmp_path / "train.csv", small["x_train"], small["y_train"])
     first = load_images(csv)

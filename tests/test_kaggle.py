@@ -20,11 +20,11 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
-from fmnist_kaggle.competition import Competition
+
+from fmnist_kaggle.data.competition import Competition
+from fmnist_kaggle.data.submission_file import submission_csv
 from fmnist_kaggle.errors import FkaggleError
-from fmnist_kaggle.submission_file import submission_csv
 
 SERVICE = "/api/v1/competitions.CompetitionApiService/"
 
@@ -179,7 +179,7 @@ def _cli_args(comp: Competition) -> list[str]:
 
 
 def test_submit_in_process_records_upload(tmp_path, fake_kaggle, comp_and_file):
-    from fmnist_kaggle.submissions import submit_file
+    from fmnist_kaggle.submit.uploads import submit_file
 
     comp, sub = comp_and_file
     res = submit_file(comp, sub, "first try", workdir=tmp_path)
@@ -254,7 +254,7 @@ def test_invalid_file_is_never_uploaded(tmp_path, fake_kaggle, comp_and_file):
     comp, sub = comp_and_file
     sub.write_text(sub.read_text().replace("Id,Category", "id,label"))
     with pytest.raises(FkaggleError, match="invalid submission, not uploaded"):
-        from fmnist_kaggle.submissions import submit_file
+        from fmnist_kaggle.submit.uploads import submit_file
 
         submit_file(comp, sub, "x", workdir=tmp_path)
     assert fake_kaggle.calls == []
@@ -267,7 +267,7 @@ def test_dry_run_validates_without_network(tmp_path, comp_and_file):
 
 
 def test_fkaggle_help_does_not_import_kaggle_torch_ray_or_sklearn():
-    code = "import sys; from fmnist_kaggle.cli import build_parser; build_parser(); import fmnist_kaggle.data, fmnist_kaggle.competition; print(sorted(m for m in ('torch', 'kaggle', 'ray', 'sklearn') if m in sys.modules))"
+    code = "import sys; from fmnist_kaggle.cli.main import build_parser; build_parser(); import fmnist_kaggle.data.images, fmnist_kaggle.data.competition; print(sorted(m for m in ('torch', 'kaggle', 'ray', 'sklearn') if m in sys.modules))"
     import subprocess
     import sys
 
@@ -341,7 +341,6 @@ def _competition_zip(tmp_path) -> bytes:
     import zipfile
 
     import pandas as pd
-
     from conftest import synthetic_images, write_csv
 
     x, y = synthetic_images(24, k=5)

@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli, write_csv
-from fmnist_kaggle.explain import feature_maps, pick_rows
-from fmnist_kaggle.runs import load_fold_model
-from fmnist_kaggle.scoring import sample_predictions
-from fmnist_kaggle.workspace import Workspace
+
+from fmnist_kaggle.evaluate.explain import feature_maps, pick_rows
+from fmnist_kaggle.evaluate.scoring import sample_predictions
+from fmnist_kaggle.runs.store import load_fold_model
+from fmnist_kaggle.storage.layout import Workspace
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
 from loopback_cluster import loopback_cluster
 
@@ -169,3 +168,17 @@ def test_a_cluster_with_gpus_gets_one_gpu_per_unit_on_cuda(tmp_path, synth):
     last = res.stderr.strip().splitlines()[-1]
     assert "2 (fold, seed) unit(s) failed" in last and last.count("device 'cuda' requested but CUDA is not available") == 2
     assert not list((tmp_path / "oof/g").glob("fold_*/seed_0.json"))
+
+
+def test_a_deadline_cancels_the_units_still_running_on_ray(tmp_path, synth):
+    """The autopilot's deadline holds across the cluster: tasks in flight are cancelled, not waited for."""
+    import fmnist_kaggle as fk
+    from fmnist_kaggle.runs.executors import make_executor
+
+    cfg = fk.build_config(model="lenet5", folds=2, epochs=6000, batch_size=16, optimizer="adam", schedule="constant")  # minutes per unit
+    t0 = time.monotonic()
+    with pytest.raises(fk.FkaggleError, match=r"2 \(fold, seed\) unit\(s\) stopped at the deadline"):
+        fk.fold_train(synth, cfg, run="late", workdir=tmp_path, progress=False, executor=make_executor("ray"), deadline=t0 + 20)
+    assert time.monotonic() - t0 < 60
+    assert not list((tmp_path / "oof/late").glob("fold_*/seed_0.json"))
+    assert fk.list_runs(tmp_path)[0]["folds_done"] == 0

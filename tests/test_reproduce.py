@@ -6,12 +6,12 @@ import csv
 import json
 
 import pytest
-
 from conftest import run_cli, write_csv
-from fmnist_kaggle.config import FIELDS
+
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.models import create_model
-from fmnist_kaggle.reproduce import base_config, experiment_trials, list_reports, load_spec, published_for
+from fmnist_kaggle.search.reproduce import base_config, experiment_trials, list_reports, load_spec, published_for
+from fmnist_kaggle.training.config import FIELDS
 
 
 @pytest.mark.parametrize("report", ["report000", "report001", "report002", "report003", "report004"])

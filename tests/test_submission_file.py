@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
-from fmnist_kaggle.competition import Competition
+
+from fmnist_kaggle.data.competition import Competition
+from fmnist_kaggle.data.submission_file import read_predictions, submission_csv, validate_text
 from fmnist_kaggle.errors import FkaggleError
-from fmnist_kaggle.submission_file import read_predictions, submission_csv, validate_text
 
 
 @pytest.fixture()

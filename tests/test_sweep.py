@@ -6,13 +6,13 @@ import csv
 import json
 
 import pytest
-
 from conftest import run_cli, write_csv
-from fmnist_kaggle.competition import Competition
-from fmnist_kaggle.config import build_config, load_toml
+
+from fmnist_kaggle.data.competition import Competition
 from fmnist_kaggle.errors import FkaggleError
-from fmnist_kaggle.executors import LocalExecutor
-from fmnist_kaggle.sweep import parse_grid, parse_ranges, random_trials, run_sweep
+from fmnist_kaggle.runs.executors.local import LocalExecutor
+from fmnist_kaggle.search.sweep import parse_grid, parse_ranges, random_trials, run_sweep
+from fmnist_kaggle.training.config import build_config, load_toml
 
 
 @pytest.fixture()
@@ -32,10 +32,10 @@ class CountingExecutor(LocalExecutor):
         super().__init__(progress=False)
         self.stop_after, self.trained = stop_after, []
 
-    def next_done(self):
+    def next_done(self, timeout=None):
         if len(self.trained) == self.stop_after:
             raise KeyboardInterrupt
-        unit, result = super().next_done()
+        unit, result = super().next_done(timeout)
         self.trained.append(unit.run)
         return unit, result
 

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli, write_csv
-from fmnist_kaggle.augment import BatchAugment, crop_flip, jitter, random_erase
-from fmnist_kaggle.competition import Competition
-from fmnist_kaggle.config import build_config
+
+from fmnist_kaggle.data.competition import Competition
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.models import create_model
-from fmnist_kaggle.runs import fold_train, load_run, status
-from fmnist_kaggle.workspace import Workspace
+from fmnist_kaggle.runs.driver import train_folds
+from fmnist_kaggle.runs.executors.local import LocalExecutor
+from fmnist_kaggle.runs.store import load_run, status
+from fmnist_kaggle.storage.layout import Workspace
+from fmnist_kaggle.training.augment import BatchAugment, crop_flip, jitter, random_erase
+from fmnist_kaggle.training.config import build_config
 
 TINY = dict(model="lenet5", folds=3, epochs=1, batch_size=64, lr=2e-3, optimizer="adam", schedule="constant", eval_batch_size=256)
 
@@ -35,7 +38,7 @@ def quiet(*_a, **_k):
 
 def test_every_training_row_is_predicted_once_by_a_model_that_did_not_see_it(tmp_path, comp):
     cfg = build_config(**TINY)
-    m = fold_train(comp, cfg, run="r", workdir=tmp_path, progress=False)
+    m = train_folds(comp, cfg, run="r", workdir=tmp_path, progress=False)
     assert m["complete"] and m["cv"]["acc"] > 0.2  # 1 epoch on 267 rows: well above 10% chance
     run = load_run("r", tmp_path)
     n = len(comp.train_set)
@@ -62,11 +65,11 @@ def test_every_training_row_is_predicted_once_by_a_model_that_did_not_see_it(tmp
 
 
 def test_folds_are_identical_across_runs_and_fingerprinted(tmp_path, comp):
-    a = fold_train(comp, build_config(**TINY), run="a", workdir=tmp_path, progress=False)
-    b = fold_train(comp, build_config(**{**TINY, "model": "cnn4"}), run="b", workdir=tmp_path, progress=False)
+    a = train_folds(comp, build_config(**TINY), run="a", workdir=tmp_path, progress=False)
+    b = train_folds(comp, build_config(**{**TINY, "model": "cnn4"}), run="b", workdir=tmp_path, progress=False)
     assert a["data"]["folds_fingerprint"] == b["data"]["folds_fingerprint"]
     assert np.array_equal(np.load(tmp_path / "oof/a/folds.npy"), np.load(tmp_path / "oof/b/folds.npy"))
-    c = fold_train(comp, build_config(**{**TINY, "fold_seed": 7}), run="c", workdir=tmp_path, progress=False)
+    c = train_folds(comp, build_config(**{**TINY, "fold_seed": 7}), run="c", workdir=tmp_path, progress=False)
     assert c["data"]["folds_fingerprint"] != a["data"]["folds_fingerprint"]
     # stratified: every fold holds each class in proportion
     fold_of = np.load(tmp_path / "oof/a/folds.npy")
@@ -77,7 +80,7 @@ def test_folds_are_identical_across_runs_and_fingerprinted(tmp_path, comp):
 
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, comp, monkeypatch, caplog):
     cfg = build_config(**{**TINY, "epochs": 3, "folds": 2})
-    fold_train(comp, cfg, run="ref", workdir=tmp_path / "ref", progress=False)
+    train_folds(comp, cfg, run="ref", workdir=tmp_path / "ref", progress=False)
 
     real_save = torch.save
     calls = {"n": 0}
@@ -91,13 +94,13 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path, comp
 
     monkeypatch.setattr(torch, "save", flaky_save)
     with pytest.raises(KeyboardInterrupt):
-        fold_train(comp, cfg, run="r", workdir=tmp_path, progress=False)
+        train_folds(comp, cfg, run="r", workdir=tmp_path, progress=False)
     monkeypatch.setattr(torch, "save", real_save)
     st = status(Workspace(tmp_path).find_run("r"))
     assert st["fold_status"] == {"0": "done", "1": "partial"}
     fold0_mtime = (tmp_path / "oof/r/fold_0/metrics.json").stat().st_mtime_ns
     caplog.set_level("INFO", "fmnist_kaggle")
-    fold_train(comp, cfg, run="r", workdir=tmp_path, progress=False)
+    train_folds(comp, cfg, run="r", workdir=tmp_path, progress=False)
     assert "1 (fold, seed) unit(s) to train" in caplog.text and "resuming after epoch 1" in caplog.text
     assert (tmp_path / "oof/r/fold_0/metrics.json").stat().st_mtime_ns == fold0_mtime
     hist = [r for r in __import__("csv").DictReader((tmp_path / "oof/r/fold_1/history.csv").open())]
@@ -134,18 +137,18 @@ def run_cli_train(workdir, comp, *extra):
 
 
 def test_changed_config_is_refused_unless_overwrite(tmp_path, comp):
-    fold_train(comp, build_config(**TINY), run="r", workdir=tmp_path, progress=False)
+    train_folds(comp, build_config(**TINY), run="r", workdir=tmp_path, progress=False)
     with pytest.raises(FkaggleError, match=r"config differs \(lr\)"):
-        fold_train(comp, build_config(**{**TINY, "lr": 0.01}), run="r", workdir=tmp_path, progress=False)
-    m = fold_train(comp, build_config(**{**TINY, "lr": 0.01}), run="r", workdir=tmp_path, overwrite=True, progress=False)
+        train_folds(comp, build_config(**{**TINY, "lr": 0.01}), run="r", workdir=tmp_path, progress=False)
+    m = train_folds(comp, build_config(**{**TINY, "lr": 0.01}), run="r", workdir=tmp_path, overwrite=True, progress=False)
     assert m["complete"] and m["config"]["lr"] == 0.01
     # device/speed settings are not part of a run's identity: a shard may run elsewhere
-    fold_train(comp, build_config(**{**TINY, "lr": 0.01, "eval_batch_size": 64}), run="r", workdir=tmp_path, progress=False)
+    train_folds(comp, build_config(**{**TINY, "lr": 0.01, "eval_batch_size": 64}), run="r", workdir=tmp_path, progress=False)
 
 
 def test_seeds_are_averaged_and_options_train(tmp_path, comp):
     cfg = build_config(**{**TINY, "folds": 2, "seeds": [0, 1], "loss": "sigmoid", "label_smoothing": 0.1, "tta": True, "augment": "strong", "optimizer": "sgd", "schedule": "onecycle", "lr": 0.05})
-    fold_train(comp, cfg, run="s", workdir=tmp_path, progress=False)
+    train_folds(comp, cfg, run="s", workdir=tmp_path, progress=False)
     d = tmp_path / "oof/s/fold_0"
     mean = (np.load(d / "seed_0_val.npy") + np.load(d / "seed_1_val.npy")) / 2
     assert np.allclose(np.load(d / "val_logits.npy"), mean, atol=1e-6)
@@ -154,11 +157,11 @@ def test_seeds_are_averaged_and_options_train(tmp_path, comp):
 
 def test_albumentations_backend_and_custom_pipeline_train(tmp_path, comp):
     cfg = build_config(**{**TINY, "folds": 2, "augment": "cropflip", "augment_backend": "albumentations"})
-    assert fold_train(comp, cfg, run="al", workdir=tmp_path, progress=False)["complete"]
+    assert train_folds(comp, cfg, run="al", workdir=tmp_path, progress=False)["complete"]
     custom = build_config(**{**TINY, "folds": 2, "augment": "custom", "augment_pipeline": [{"name": "HorizontalFlip", "p": 0.5}, {"name": "Affine", "translate_px": 2, "p": 0.5}]})
-    assert fold_train(comp, custom, run="cu", workdir=tmp_path, progress=False)["complete"]
+    assert train_folds(comp, custom, run="cu", workdir=tmp_path, progress=False)["complete"]
     with pytest.raises(FkaggleError, match="unknown albumentations transform 'Nope'"):
-        fold_train(comp, replace(custom, augment_pipeline=[{"name": "Nope"}]), run="bad", workdir=tmp_path, progress=False)
+        train_folds(comp, replace(custom, augment_pipeline=[{"name": "Nope"}]), run="bad", workdir=tmp_path, progress=False)
 
 
 def test_timm_model_with_local_pretrained_weights_fold_trains(tmp_path, comp):
@@ -196,14 +199,14 @@ def test_batch_augmentations_on_tensors():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA fast path: needs a GPU")
 def test_cuda_fast_path_with_amp(tmp_path, comp):
     cfg = build_config(**{**TINY, "model": "seed000_bncnn", "device": "cuda", "augment": "strong", "amp": "auto"})
-    m = fold_train(comp, cfg, run="gpu", workdir=tmp_path, progress=False)
+    m = train_folds(comp, cfg, run="gpu", workdir=tmp_path, progress=False)
     assert m["complete"] and m["cv"]["acc"] > 0.2
 
 
 @pytest.mark.parametrize("preset", ["jitter", "cropflip", "strong"])
 def test_tensor_presets_match_albumentations_statistically(small, preset):
     """The fast path and the albumentations path draw from the same augmentation distribution."""
-    from fmnist_kaggle.augment import albumentations_pipeline
+    from fmnist_kaggle.training.augment import albumentations_pipeline
 
     imgs = np.concatenate([small["x_train"]] * 5)  # 2000 real images
     gen = torch.Generator().manual_seed(0)
@@ -223,15 +226,15 @@ def test_tensor_presets_match_albumentations_statistically(small, preset):
 
 
 def test_flip_tta_without_flip_training_is_warned(tmp_path, synth, caplog):
-    fold_train(synth, build_config(**{**TINY, "folds": 2, "tta": True}), run="w", workdir=tmp_path, progress=False)
+    train_folds(synth, build_config(**{**TINY, "folds": 2, "tta": True}), run="w", workdir=tmp_path, progress=False)
     assert "hflip TTA on a model trained without flips" in caplog.text
     caplog.clear()
-    fold_train(synth, build_config(**{**TINY, "folds": 2, "tta": True, "augment": "cropflip"}), run="w2", workdir=tmp_path, progress=False)
+    train_folds(synth, build_config(**{**TINY, "folds": 2, "tta": True, "augment": "cropflip"}), run="w2", workdir=tmp_path, progress=False)
     assert "hflip TTA" not in caplog.text
 
 
 def test_early_stopping_keeps_the_best_epoch(fmnist):
-    from fmnist_kaggle.train import fit
+    from fmnist_kaggle.training.fit import fit
 
     # plain SGD at this rate does not improve validation loss after epoch 1 on 300 rows (deterministic on CPU)
     cfg = build_config(**{**TINY, "epochs": 6, "patience": 2, "lr": 0.05, "optimizer": "sgd", "momentum": 0.0, "schedule": "constant"})
@@ -245,10 +248,10 @@ def test_early_stopping_keeps_the_best_epoch(fmnist):
 def test_short_runs_refresh_batchnorm_statistics_before_evaluating(tmp_path, comp, small):
     """12 optimizer steps: the momentum-averaged BN statistics would still be near their
     initial values and the held-out predictions near chance."""
-    from fmnist_kaggle.train import fit, refresh_batchnorm
+    from fmnist_kaggle.training.fit import fit, refresh_batchnorm
 
     cfg = build_config(model="seed000_bncnn", folds=2, epochs=2, batch_size=32, optimizer="adam", lr=1e-3, schedule="constant", eval_batch_size=256)
-    m = fold_train(comp, cfg, run="bn", workdir=tmp_path, progress=False)
+    m = train_folds(comp, cfg, run="bn", workdir=tmp_path, progress=False)
     assert m["cv"]["acc"] > 0.5, m["cv"]  # chance is 0.1
 
     x, y = small["x_train"][:200], small["y_train"][:200]
@@ -261,7 +264,7 @@ def test_short_runs_refresh_batchnorm_statistics_before_evaluating(tmp_path, com
 
 
 def test_predict_applies_the_fold_models_to_another_test_file_for_blend(tmp_path, comp, small):
-    fold_train(comp, build_config(**TINY), run="r", workdir=tmp_path, progress=False)
+    train_folds(comp, build_config(**TINY), run="r", workdir=tmp_path, progress=False)
     order = np.random.default_rng(1).permutation(len(small["y_test"]))  # the same images, another order and ids
     ids = np.arange(5000, 5000 + len(order))
     other = write_csv(tmp_path / "private.csv", small["x_test"][order], ids=ids, id_col="id")
@@ -283,14 +286,14 @@ def test_predict_applies_the_fold_models_to_another_test_file_for_blend(tmp_path
 
 
 def _fit_fold(cfg, small, checkpoint=None):
-    from fmnist_kaggle.train import fit
+    from fmnist_kaggle.training.fit import fit
 
     x, y = small["x_train"], small["y_train"]
     return fit(cfg, 10, x[:300], y[:300], x[300:], y[300:], fold=0, seed=0, checkpoint=checkpoint, progress=False)
 
 
 def _val_logits(res, cfg, small):
-    from fmnist_kaggle.train import predict
+    from fmnist_kaggle.training.inference import predict
 
     return predict(res.model, torch.from_numpy(small["x_train"][300:]), cfg, torch.device("cpu"))
 
@@ -338,7 +341,7 @@ def test_ema_weights_are_what_is_evaluated_and_differ_from_the_raw_weights(small
 
 
 def test_mixup_targets_are_soft_and_need_even_batches():
-    from fmnist_kaggle.train import loss_fn, make_mixer
+    from fmnist_kaggle.training.fit import loss_fn, make_mixer
 
     cfg = build_config(**{**TINY, "mixup": 0.4, "batch_size": 8, "label_smoothing": 0.1})
     np.random.seed(0)
@@ -352,7 +355,7 @@ def test_mixup_targets_are_soft_and_need_even_batches():
 
 
 def test_shift_tta_views_are_the_shifted_images_and_average_in_logit_space():
-    from fmnist_kaggle.train import predict, shift, tta_views
+    from fmnist_kaggle.training.inference import predict, shift, tta_views
 
     x = torch.arange(2 * 28 * 28, dtype=torch.float32).view(2, 1, 28, 28)
     down = shift(x, 2, 0, -1.0)
@@ -377,7 +380,7 @@ def test_shift_tta_views_are_the_shifted_images_and_average_in_logit_space():
 
 
 def test_cpu_bf16_under_auto_only_where_the_cpu_has_it(monkeypatch, small):
-    from fmnist_kaggle import train
+    import fmnist_kaggle.training.device as train
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(train, "cpu_native_bf16", lambda: True)
@@ -396,11 +399,11 @@ def test_cpu_bf16_under_auto_only_where_the_cpu_has_it(monkeypatch, small):
 
 
 def test_fold_k_pseudo_labels_come_from_the_teachers_fold_k_models_only(tmp_path, comp, monkeypatch):
-    from fmnist_kaggle import train as train_mod
-    from fmnist_kaggle.workspace import read_array
+    import fmnist_kaggle.training.fit as train_mod
+    from fmnist_kaggle.storage.artifacts import read_array
 
     teacher = build_config(**{**TINY, "folds": 2, "epochs": 1})
-    fold_train(comp, teacher, run="teacher", workdir=tmp_path, progress=False)
+    train_folds(comp, teacher, run="teacher", workdir=tmp_path, progress=False)
     rd = Workspace(tmp_path).run("teacher")
     fold_logits = [read_array(rd.fold(k).test_logits, json.loads(rd.fold(k).metrics.read_text())["artifacts"]["test_logits.npy"]) for k in range(2)]
     assert (fold_logits[0].argmax(1) != fold_logits[1].argmax(1)).any()  # the folds' teachers disagree somewhere: which one labels matters
@@ -414,7 +417,7 @@ def test_fold_k_pseudo_labels_come_from_the_teachers_fold_k_models_only(tmp_path
 
     monkeypatch.setattr(train_mod, "fit", spy)
     student = build_config(**{**TINY, "folds": 2, "epochs": 1, "pseudo_label": "teacher", "pseudo_threshold": 0.0, "pseudo_weight": 0.5})
-    m = fold_train(comp, student, run="student", workdir=tmp_path, progress=False)
+    m = train_folds(comp, student, run="student", workdir=tmp_path, progress=False)
     n_train, n_test = 200, len(comp.test_set)
     for k in range(2):
         n, y, w = seen[k]
@@ -425,7 +428,7 @@ def test_fold_k_pseudo_labels_come_from_the_teachers_fold_k_models_only(tmp_path
     assert rec["teachers"] == ["teacher"] and rec["threshold"] == 0.0 and rec["weight"] == 0.5 and rec["rows_per_fold"] == {"0": n_test, "1": n_test}
     # a confidence threshold keeps, per fold, the rows that fold's teacher is sure of
     sure = build_config(**{**TINY, "folds": 2, "epochs": 1, "pseudo_label": "teacher", "pseudo_threshold": 0.5})
-    m2 = fold_train(comp, sure, run="student-sure", workdir=tmp_path, progress=False)
+    m2 = train_folds(comp, sure, run="student-sure", workdir=tmp_path, progress=False)
     probs = [np.exp(lg - lg.max(1, keepdims=True)) / np.exp(lg - lg.max(1, keepdims=True)).sum(1, keepdims=True) for lg in fold_logits]
     assert m2["pseudo_label"]["rows_per_fold"] == {str(k): int((p.max(1) >= 0.5).sum()) for k, p in enumerate(probs)}
     assert m2["identity"]["teacher_fingerprint"] == m["identity"]["teacher_fingerprint"]
@@ -435,9 +438,46 @@ def test_fold_k_pseudo_labels_come_from_the_teachers_fold_k_models_only(tmp_path
 
 
 def test_a_teacher_on_other_folds_is_refused(tmp_path, comp):
-    fold_train(comp, build_config(**{**TINY, "folds": 3, "epochs": 1}), run="teacher3", workdir=tmp_path, progress=False)
+    train_folds(comp, build_config(**{**TINY, "folds": 3, "epochs": 1}), run="teacher3", workdir=tmp_path, progress=False)
     with pytest.raises(FkaggleError, match="different fold assignment"):
-        fold_train(comp, build_config(**{**TINY, "folds": 2, "epochs": 1, "pseudo_label": "teacher3"}), run="s", workdir=tmp_path, progress=False)
+        train_folds(comp, build_config(**{**TINY, "folds": 2, "epochs": 1, "pseudo_label": "teacher3"}), run="s", workdir=tmp_path, progress=False)
     with pytest.raises(FkaggleError, match="no run 'nobody'"):
-        fold_train(comp, build_config(**{**TINY, "folds": 3, "epochs": 1, "pseudo_label": "nobody"}), run="s", workdir=tmp_path, progress=False)
+        train_folds(comp, build_config(**{**TINY, "folds": 3, "epochs": 1, "pseudo_label": "nobody"}), run="s", workdir=tmp_path, progress=False)
     assert not (tmp_path / "oof" / "s").exists()
+
+
+# ----------------------------------------------------------------------------- a deadline (the autopilot's driver)
+
+
+class _SlowLocal(LocalExecutor):
+    """The in-process executor, holding each result until `hold` has passed (a unit that overruns)."""
+
+    def __init__(self, hold: float) -> None:
+        super().__init__(progress=False)
+        self.hold, self.trained = hold, []
+
+    def next_done(self, timeout=None):
+        unit, result = super().next_done(timeout)
+        self.trained.append((unit.fold, unit.seed))
+        time.sleep(max(0.0, self.hold - time.monotonic()))
+        return unit, result
+
+
+def test_a_deadline_starts_nothing_after_it_and_the_same_call_resumes(tmp_path, comp, caplog):
+    cfg = build_config(**{**TINY, "folds": 2, "seeds": [0, 1]})
+    train_folds(comp, cfg, run="ref", workdir=tmp_path / "ref", progress=False)
+    # the deadline passes while the first unit trains: the other three never start
+    slow = _SlowLocal(hold=time.monotonic() + 1.0)
+    with pytest.raises(FkaggleError, match=r"3 \(fold, seed\) unit\(s\) stopped at the deadline.*re-run the same command to finish"):
+        train_folds(comp, cfg, run="r", workdir=tmp_path, progress=False, executor=slow, deadline=slow.hold)
+    assert slow.trained == [(0, 0)]
+    assert status(Workspace(tmp_path).run("r"))["fold_status"] == {"0": "partial", "1": "missing"}
+    # already past: nothing starts, nothing is lost
+    with pytest.raises(FkaggleError, match=r"3 \(fold, seed\) unit\(s\) stopped at the deadline"):
+        train_folds(comp, cfg, run="r", workdir=tmp_path, progress=False, deadline=time.monotonic())
+    caplog.clear()
+    caplog.set_level("INFO", logger="fmnist_kaggle")
+    m = train_folds(comp, cfg, run="r", workdir=tmp_path, progress=False)
+    assert "3 (fold, seed) unit(s) to train" in caplog.text and m["complete"]
+    ref, resumed = load_run("ref", tmp_path / "ref"), load_run("r", tmp_path)
+    assert np.array_equal(ref.oof_logits, resumed.oof_logits) and np.array_equal(ref.test_logits, resumed.test_logits)

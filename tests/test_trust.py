@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
-from fmnist_kaggle.config import build_config
-from fmnist_kaggle.runs import fold_train
+
+from fmnist_kaggle.runs.driver import train_folds
+from fmnist_kaggle.training.config import build_config
 
 TINY = dict(model="lenet5", folds=2, epochs=1, batch_size=32, lr=2e-3, optimizer="adam", schedule="constant", eval_batch_size=256)
 CLI_TINY = ["--model", "lenet5", "--folds", "2", "--epochs", "1", "--batch-size", "32", "--lr", "0.002", "--optimizer", "adam", "--schedule", "constant", "--no-progress"]
@@ -40,7 +40,7 @@ def ws(tmp_path, synth):
     """A workspace holding a finished run `keep` and a sentinel file next to oof/."""
     root = tmp_path / "ws"
     root.mkdir()
-    fold_train(synth, build_config(**TINY), run="keep", workdir=str(root), progress=False)
+    train_folds(synth, build_config(**TINY), run="keep", workdir=str(root), progress=False)
     (root / "sentinel.txt").write_text("precious")
     return root
 
@@ -100,7 +100,7 @@ def test_overwrite_only_removes_a_folder_whose_manifest_names_the_run(ws, synth)
 
 
 def test_upload_records_stay_in_the_workspace(tmp_path, ws, synth):
-    from fmnist_kaggle.submissions import make_submission
+    from fmnist_kaggle.evaluate.submission import make_submission
 
     make_submission(synth, ["keep"], "mean", "keep", workdir=str(ws))
     outside = tmp_path / "elsewhere" / "keep.csv"
@@ -198,8 +198,9 @@ def test_diverging_run_stops_with_one_line_and_nothing_finished(ws, synth):
 
 
 def test_non_finite_logits_never_reach_a_submission_and_json_has_no_nan(ws, synth):
-    from fmnist_kaggle import atomic
-    from fmnist_kaggle.workspace import Workspace, write_array
+    from fmnist_kaggle.storage import atomic
+    from fmnist_kaggle.storage.artifacts import write_array
+    from fmnist_kaggle.storage.layout import Workspace
 
     rd = Workspace(ws).run("keep")
     m = json.loads(rd.manifest_path.read_text())

@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss as sk_log_loss
 
-from fmnist_kaggle import atomic, metrics
-from fmnist_kaggle.blend import PoolBlender, StackBlender
-from fmnist_kaggle.cli import _train_config, build_parser
-from fmnist_kaggle.config import FIELDS, RECIPES, SEMANTIC, TrainConfig, build_config
+from fmnist_kaggle import metrics
+from fmnist_kaggle.cli.common import train_config
+from fmnist_kaggle.cli.main import build_parser
+from fmnist_kaggle.data.folds import make_folds
 from fmnist_kaggle.errors import FkaggleError
-from fmnist_kaggle.folds import make_folds
-from fmnist_kaggle.workspace import Workspace, check_name
-
+from fmnist_kaggle.evaluate.blenders._pool import PoolBlender
+from fmnist_kaggle.evaluate.blenders.stack import StackBlender
+from fmnist_kaggle.storage import atomic, csvfile
+from fmnist_kaggle.storage.layout import Workspace, check_name
+from fmnist_kaggle.training.config import FIELDS, RECIPES, SEMANTIC, TrainConfig, build_config
 
 # ----------------------------------------------------------------------------- config
 
@@ -61,12 +63,12 @@ def test_every_cli_field_is_an_option_and_reaches_the_config():
     for name, f in FIELDS.items():
         assert (("--" + name.replace("_", "-")) in flags) == f.metadata["cli"], name
     args = parser.parse_args(["fold-train", "--weight-decay", "0.1", "--no-nesterov", "--seeds", "3,4", "--amp", "off", "--model-arg", "width=8", "--recipe", "cpu", "--no-compile"])
-    cfg = _train_config(args)
+    cfg = train_config(args)
     assert (cfg.weight_decay, cfg.nesterov, cfg.seeds, cfg.amp, cfg.model_kwargs, cfg.recipe, cfg.compile) == (0.1, False, [3, 4], "off", {"width": 8}, "cpu", False)
 
 
 def test_lr_schedule_shapes():
-    from fmnist_kaggle.train import lr_factor
+    from fmnist_kaggle.training.fit import lr_factor
 
     one = TrainConfig(schedule="onecycle")
     f = [lr_factor(one, s, 100, 10) for s in range(100)]
@@ -103,9 +105,9 @@ def test_unknown_run_suggests_the_closest(tmp_path):
 
 def test_csv_append_quotes_widens_and_uses_one_line_ending(tmp_path):
     path = tmp_path / "h.csv"
-    atomic.append_csv_row(path, {"a": 'say "hi", twice', "b": 1})
-    atomic.append_csv_row(path, {"a": "x", "b": 2, "c": "new"})
-    rows = atomic.read_csv_rows(path)
+    csvfile.append_csv_row(path, {"a": 'say "hi", twice', "b": 1})
+    csvfile.append_csv_row(path, {"a": "x", "b": 2, "c": "new"})
+    rows = csvfile.read_csv_rows(path)
     assert rows == [{"a": 'say "hi", twice', "b": "1", "c": ""}, {"a": "x", "b": "2", "c": "new"}]
     assert b"\r" not in path.read_bytes()
 

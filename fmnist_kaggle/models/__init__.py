@@ -4,9 +4,8 @@ Custom networks register themselves with `@register_model`; any timm model is
 available as `timm:<name>`. Importing this package imports torch.
 """
 
-from fmnist_kaggle.models.registry import count_params, create_model, list_models, register_model, report_classes
-
 # Importing the modules fills the registry.
 from fmnist_kaggle.models import report_cnns, resnet  # noqa: F401,E402
+from fmnist_kaggle.models.registry import count_params, create_model, list_models, register_model, report_classes
 
 __all__ = ["count_params", "create_model", "list_models", "register_model", "report_classes"]

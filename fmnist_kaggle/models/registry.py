@@ -18,6 +18,7 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 
 
 def list_models() -> list[str]:
+    """The registered model names (any `timm:<name>` works too)."""
     return sorted(_MODELS)
 
 

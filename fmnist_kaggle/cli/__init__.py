@@ -1,0 +1,3 @@
+from fmnist_kaggle.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,62 @@
+"""Stratified fold assignment, saved and fingerprinted with the training data.
+
+Every run that names the same data, k and seed gets identical folds, which is what
+makes OOF predictions of different runs blendable without leakage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from fmnist_kaggle.data.images import ImageSet, check_min_class_count
+from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.storage import atomic
+from fmnist_kaggle.storage.artifacts import read_json
+from fmnist_kaggle.storage.layout import Workspace
+
+
+def make_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold id (0..k-1) per row, stratified by label."""
+    fold_of = np.full(len(labels), -1, dtype=np.int8)
+    skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    for f, (_, val) in enumerate(skf.split(np.zeros(len(labels)), labels)):
+        fold_of[val] = f
+    return fold_of
+
+
+def folds_fingerprint(data_fingerprint: str, fold_of: np.ndarray) -> str:
+    h = hashlib.sha256(data_fingerprint.encode())
+    h.update(np.asarray(fold_of, dtype=np.int8).tobytes())
+    return h.hexdigest()
+
+
+def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted row indices of a class-balanced random subset of n rows."""
+    if n <= 0 or n >= len(labels):
+        return np.arange(len(labels))
+    idx, _ = train_test_split(np.arange(len(labels)), train_size=n, stratify=labels, random_state=seed)
+    return np.sort(idx)
+
+
+def load_or_make_folds(ws: Workspace, train: ImageSet, k: int, seed: int) -> tuple[np.ndarray, str]:
+    """The saved assignment for (data, k, seed), created on first use and verified on every use."""
+    check_min_class_count(train, k)
+    data_fp = train.fingerprint()
+    npy, meta = ws.fold_assignment(data_fp, k, seed)
+    if npy.exists() and meta.exists():
+        info = read_json(meta, "fold assignment record")
+        try:
+            fold_of = np.load(npy, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise FkaggleError(f"unreadable fold assignment ({exc}); delete it to rebuild", npy) from None
+        if info.get("data_fingerprint") != data_fp or folds_fingerprint(data_fp, fold_of) != info.get("folds_fingerprint"):
+            raise FkaggleError("saved fold assignment does not match its fingerprint; delete it to rebuild", npy)
+        return fold_of, info["folds_fingerprint"]
+    fold_of = make_folds(train.labels, k, seed)
+    fp = folds_fingerprint(data_fp, fold_of)
+    atomic.save_npy(npy, fold_of)
+    atomic.write_json(meta, {"data_fingerprint": data_fp, "folds": k, "fold_seed": seed, "rows": len(fold_of), "folds_fingerprint": fp})
+    return fold_of, fp

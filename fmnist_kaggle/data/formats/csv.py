@@ -1,0 +1,143 @@
+"""CSV pixel rows: `label,pixel1..pixel784`, `pixel0..783`, with or without an id column or a
+header, 0..255 or 0..1, gzip'd or a single zipped CSV. Parsed once, then served from a cache
+keyed by the file's hash."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmnist_kaggle.data.formats._common import ID_COLUMNS, LABEL_COLUMNS, NUM_PIXELS, Raw, _is_number, _to_uint8
+from fmnist_kaggle.errors import DataError
+from fmnist_kaggle.storage import atomic, files
+
+SUFFIXES = (".csv", ".csv.gz", ".tsv")
+DOWNLOAD_SUFFIXES = (".csv", ".csv.zip", ".csv.gz", ".tsv")
+CACHE_VERSION = 1
+CSV_LIMIT = min(files.MAX_BYTES, 1 << 30)  # the 60,000-row Fashion-MNIST CSV is 133 MB
+
+
+def by_content(head: bytes) -> bool:
+    return False  # the fallback: what no other format claims is read as CSV
+
+
+def read(path: Path, labels_path: Path | None, use_cache: bool = True) -> Raw:
+    raw, raw.scale = _cached_csv(path, use_cache)
+    return raw
+
+
+def _read_csv(path: Path) -> Raw:
+    import pandas as pd
+
+    raw = files.read_bytes(path, "CSV file", CSV_LIMIT)  # gunzip ourselves: one clear error, bombs capped
+    if not raw.strip():
+        raise DataError("empty file", path)
+    sep = "\t" if path.name.lower().endswith(".tsv") else ","
+    try:
+        df = pd.read_csv(io.BytesIO(raw), sep=sep, engine=_csv_engine())
+    except Exception as exc:  # parser errors come in many types; all mean "bad CSV"
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot parse CSV ({msg})", path) from None
+    if len(df) == 0:
+        raise DataError("no data rows", path)
+    columns = [str(c).strip() for c in df.columns]
+    if all(_is_number(c) for c in columns):  # headerless file: first row is data
+        df = pd.read_csv(io.BytesIO(raw), sep=sep, header=None, engine=_csv_engine())
+        ncol = df.shape[1]
+        if ncol not in (NUM_PIXELS, NUM_PIXELS + 1):
+            raise DataError(f"expected 784 pixel columns (plus an optional label), found {ncol} columns", path)
+        columns = (["label"] if ncol == NUM_PIXELS + 1 else []) + [f"pixel{i}" for i in range(NUM_PIXELS)]
+    df.columns = columns
+    lower = {c.lower(): c for c in columns}
+    pixel_cols = [c for c in columns if re.fullmatch(r"(pixel|px|p)?_?\d+", c, flags=re.I)]
+    label_col = next((lower[n] for n in LABEL_COLUMNS if n in lower), None)
+    id_col = next((lower[n] for n in ID_COLUMNS if n in lower), None)
+    if id_col is None:
+        id_col = next((c for c in columns if c.lower().endswith("id") and c not in pixel_cols and c != label_col), None)
+    others = [c for c in columns if c not in pixel_cols and c not in (label_col, id_col)]
+    if others:
+        raise DataError(f"unexpected column(s) {', '.join(others[:3])}: expected label, id and pixel columns", path)
+    if len(pixel_cols) != NUM_PIXELS:
+        raise DataError(f"expected 784 pixel columns, found {len(pixel_cols)}", path)
+    pixels = _numeric_block(df, pixel_cols, path)
+    targets = None
+    if label_col is not None:
+        col = df[label_col]
+        if col.isna().any():
+            raise DataError(f"missing label in row {int(np.flatnonzero(col.isna().to_numpy())[0]) + 1}", path)
+        targets = col.to_numpy()
+    ids = None if id_col is None else df[id_col].to_numpy()
+    return Raw(pixels, targets, ids, id_col, (pixel_cols[0], pixel_cols[-1]))
+
+
+def _csv_engine() -> str:
+    try:
+        import pyarrow  # noqa: F401
+
+        return "pyarrow"
+    except ImportError:
+        return "c"
+
+
+def _numeric_block(df: Any, cols: list[str], path: Path) -> np.ndarray:
+    import pandas as pd
+
+    block = df[cols]
+    bad = [c for c in cols if not pd.api.types.is_numeric_dtype(block[c]) or pd.api.types.is_bool_dtype(block[c])]
+    if bad:
+        col = block[bad[0]]
+        conv = pd.to_numeric(col, errors="coerce")
+        row = int(np.flatnonzero(conv.isna().to_numpy() & col.notna().to_numpy())[0]) if conv.isna().any() else 0
+        raise DataError(f"non-numeric pixel value {col.iloc[row]!r} in column {bad[0]} (row {row + 1})", path)
+    values = block.to_numpy()
+    if values.dtype.kind == "f":
+        nan = np.isnan(values)
+        if nan.any():
+            r, c = np.argwhere(nan)[0]
+            raise DataError(f"missing/NaN pixel value in column {cols[c]} (row {r + 1})", path)
+    return values
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("FKAGGLE_CACHE") or Path.home() / ".cache" / "fmnist_kaggle")
+
+
+def _cached_csv(path: Path, use_cache: bool) -> tuple[Raw, str]:
+    """Parse a CSV once; later loads of the same bytes come from an .npz cache."""
+    digest = hashlib.blake2b(files.read_bytes(path, "CSV file", CSV_LIMIT), digest_size=16).hexdigest()
+    cache = _cache_dir() / f"csv-v{CACHE_VERSION}-{digest}.npz"
+    if use_cache and cache.exists():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                raw = Raw(
+                    z["pixels"],
+                    z["targets"] if "targets" in z.files else None,
+                    z["ids"] if "ids" in z.files else None,
+                    meta["id_column"],
+                    tuple(meta["pixel_columns"]),
+                )
+                return raw, meta["scale"]
+        except Exception:  # unreadable cache: fall through and rebuild it
+            pass
+    raw = _read_csv(path)
+    raw.pixels, scale = _to_uint8(raw.pixels, path)
+    if use_cache:
+        arrays = {"pixels": raw.pixels}
+        if raw.targets is not None:
+            arrays["targets"] = raw.targets
+        if raw.ids is not None:  # npz refuses object arrays: string ids are stored as str
+            arrays["ids"] = raw.ids.astype(str) if raw.ids.dtype.kind == "O" else raw.ids
+        meta = {"id_column": raw.id_column, "pixel_columns": list(raw.pixel_columns or ()), "scale": scale}
+        try:
+            atomic.save_npz(cache, meta=np.array(json.dumps(meta)), **arrays)
+        except OSError:
+            pass  # a read-only cache folder must not break loading
+    return raw, scale

@@ -1,0 +1,382 @@
+"""The driver of k-fold runs (`oof/<run>/`, schema: docs/artifacts.md): open, plan, drive,
+record, conclude.
+
+A run's state lives in its files, not in memory. The unit of work is one (fold, seed)
+training: `prepare_run` opens (or creates) the run folder and `plan`s its unfinished units,
+`drive` keeps an executor busy with them (under an optional deadline), `record_unit` saves
+each result as it arrives and `finish_fold` averages a fold's seeds once all are in;
+`conclude` assembles the run (`store.assemble`) once every fold is done. Every finished
+artifact is recorded (size, SHA-256, shape) and verified when read, so copied shards count,
+and corrupt or foreign folds are found, not trusted.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmnist_kaggle import metrics
+from fmnist_kaggle._version import __version__
+from fmnist_kaggle.data.competition import Competition
+from fmnist_kaggle.data.folds import load_or_make_folds
+from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.runs.executors import Executor, Unit, UnitFailed, make_executor
+from fmnist_kaggle.runs.identity import identity_diff
+from fmnist_kaggle.runs.pseudo import pseudo_labels
+from fmnist_kaggle.runs.store import assemble, fold_state, read_seed
+from fmnist_kaggle.runs.trainset import TrainingData, training_rows
+from fmnist_kaggle.runs.unit import UnitResult, save_unit
+from fmnist_kaggle.storage import atomic, csvfile
+from fmnist_kaggle.storage.artifacts import CorruptArtifact, read_array, utc_now, write_array, write_recorded
+from fmnist_kaggle.storage.layout import SCHEMA, FoldDir, RunDir, Workspace
+from fmnist_kaggle.training.config import TrainConfig, to_toml
+
+log = logging.getLogger(__name__)
+
+
+def default_run_name(cfg: TrainConfig) -> str:
+    model = cfg.model.replace("timm:", "timm-").replace("/", "-")
+    return "-".join(p for p in (model, cfg.recipe, f"k{cfg.folds}", cfg.semantic_hash()[:6]) if p)
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"fmnist_kaggle": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "torchvision", "timm", "albumentations", "numpy", "scikit-learn"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+# ----------------------------------------------------------------------------- the data a run trains on
+
+
+def training_data(comp: Competition, cfg: TrainConfig, ws: Workspace) -> TrainingData:
+    train = training_rows(comp, cfg)
+    test = comp.test_set
+    fold_of, folds_fp = load_or_make_folds(ws, train, cfg.folds, cfg.fold_seed)
+    identity = {
+        "data_fingerprint": train.fingerprint(),
+        "folds_fingerprint": folds_fp,
+        "test_fingerprint": test.fingerprint() if test is not None else None,
+        "config": cfg.semantic(),
+    }
+    pseudo = None
+    if cfg.teachers():
+        if test is None:
+            raise FkaggleError("--pseudo-label needs a test file to label (--test or the competition config)")
+        pseudo = pseudo_labels(ws, cfg.teachers(), identity, cfg.folds, cfg.pseudo_threshold)
+        identity["teacher_fingerprint"] = pseudo.fingerprint  # a retrained teacher makes another run
+    return TrainingData(train, test, fold_of, identity, pseudo)
+
+
+# ----------------------------------------------------------------------------- opening a run
+
+
+def open_run(ws: Workspace, name: str, cfg: TrainConfig, data: TrainingData, comp: Competition, overwrite: bool) -> tuple[RunDir, dict[str, Any]]:
+    """The run folder for this config and data: created, or checked to be the same run."""
+    rd = ws.run(name)
+    if rd.manifest_path.exists():
+        try:
+            diff = identity_diff(rd.read_manifest().get("identity"), data.identity)
+        except FkaggleError:
+            if not overwrite:
+                raise
+            diff = "unreadable manifest"
+        if diff and not overwrite:
+            raise FkaggleError(f"run exists and its {diff}; pass --overwrite to replace it, or choose another --run", rd.path)
+        if diff:
+            rd.remove()
+            log.warning(f"{rd.path}: {diff}; --overwrite: replaced the run")
+    elif rd.path.exists() and any(rd.path.iterdir()):
+        if not overwrite:
+            raise FkaggleError("folder exists without a run manifest; pass --overwrite only if it is a run folder to replace, or choose another --run", rd.path)
+        raise FkaggleError("folder exists without a run manifest; refusing to delete what fkaggle did not write", rd.path)
+    if rd.exists():
+        return rd, rd.read_manifest()
+    manifest = _new_manifest(comp, cfg, rd, data)
+    rd.write_manifest(manifest)
+    return rd, manifest
+
+
+def _new_manifest(comp: Competition, cfg: TrainConfig, rd: RunDir, data: TrainingData) -> dict[str, Any]:
+    from fmnist_kaggle.models import count_params, create_model
+
+    train, test = data.train, data.test
+    files = {rd.folds_npy.name: write_array(rd.folds_npy, data.fold_of), rd.labels_npy.name: write_array(rd.labels_npy, train.labels)}
+    if test is not None and test.labels is not None:
+        files[rd.test_labels_npy.name] = write_array(rd.test_labels_npy, test.labels)
+    atomic.write_text(rd.config_toml, to_toml(cfg))
+    return {
+        "schema": SCHEMA, "run": rd.name, "created": utc_now(), "model": cfg.model,
+        "params": count_params(create_model(cfg.model, num_classes=train.num_classes, **cfg.model_kwargs)),
+        "recipe": cfg.recipe, "seeds": cfg.seeds, "config": cfg.to_dict(), "identity": data.identity,
+        "data": {
+            "competition": comp.name, "train_path": str(train.path), "rows": len(train), "num_classes": train.num_classes,
+            "label_values": list(train.label_values), "class_names": comp.names,
+            "data_fingerprint": data.identity["data_fingerprint"], "test_path": str(test.path) if test is not None else None,
+            "test_rows": len(test) if test is not None else 0, "test_fingerprint": data.identity["test_fingerprint"],
+            "folds": cfg.folds, "fold_seed": cfg.fold_seed, "folds_fingerprint": data.identity["folds_fingerprint"],
+        },
+        "files": files, "versions": _versions(),
+        **({"pseudo_label": data.pseudo.record(cfg.pseudo_threshold, cfg.pseudo_weight)} if data.pseudo else {}),
+    }  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- fold and seed states
+
+
+def _seed_done(fd: FoldDir, seed: int, identity: dict[str, Any]) -> bool:
+    """Whether the seed is finished; a corrupt finished seed is discarded (it will retrain)."""
+    if not fd.seed_summary(seed).exists():
+        return False
+    try:
+        read_seed(fd, seed, identity)
+        return True
+    except CorruptArtifact as exc:
+        log.warning(f"{exc}; seed {seed} of fold {fd.fold} will be retrained")
+        fd.seed_summary(seed).unlink(missing_ok=True)
+        return False
+
+
+def plan(rd: RunDir, cfg: TrainConfig, identity: dict[str, Any], folds: list[int]) -> list[tuple[int, int]]:
+    """The unfinished (fold, seed) units of the selected folds. Corrupt results are discarded
+    (with a warning) so they retrain; foreign folds are refused, naming the folder."""
+    units = []
+    for fold in folds:
+        fd = rd.fold(fold)
+        state, detail, _ = fold_state(fd, identity)
+        if state == "done":
+            continue
+        if state == "foreign":
+            raise FkaggleError(detail)
+        if state == "corrupt":
+            log.warning(f"{detail}; fold {fold} will be rebuilt")
+            fd.metrics.unlink(missing_ok=True)
+        units += [(fold, seed) for seed in cfg.seeds if not _seed_done(fd, seed, identity)]
+    return units
+
+
+# ----------------------------------------------------------------------------- one (fold, seed)
+
+
+def finish_fold(rd: RunDir, cfg: TrainConfig, data: TrainingData, fold: int) -> dict[str, Any]:
+    """Average a fold's seeds into its val/test logits and write its metrics (the done marker)."""
+    fd = rd.fold(fold)
+    _, va = data.split(fold)
+    seeds = [read_seed(fd, s, data.identity) for s in cfg.seeds]
+    val = np.mean([read_array(fd.seed_val(s["seed"]), s["artifacts"][fd.seed_val(s["seed"]).name], finite=True) for s in seeds], axis=0).astype(np.float32)
+    test = np.mean([read_array(fd.seed_test(s["seed"]), s["artifacts"][fd.seed_test(s["seed"]).name], finite=True) for s in seeds], axis=0).astype(np.float32)
+    history = [r for s in seeds for r in csvfile.read_csv_rows(fd.seed_history(s["seed"]))]
+    arts = {
+        fd.val_logits.name: write_array(fd.val_logits, val),
+        fd.test_logits.name: write_array(fd.test_logits, test),
+        fd.history.name: write_recorded(fd.history, csvfile.csv_text(history).encode()),
+    }
+    y = data.train.labels[va]
+    m = {
+        "fold": fold, "val_rows": int(len(va)), "acc": metrics.accuracy(val, y), "logloss": metrics.log_loss(val, y),
+        "best_epochs": [s["best_epoch"] for s in seeds], "seconds": round(sum(s["seconds"] for s in seeds), 1),
+        "images_per_s": round(float(np.mean([s["images_per_s"] for s in seeds])), 1), "hosts": sorted({s.get("host", "") for s in seeds}), "nodes": sorted({s["node_id"] for s in seeds if "node_id" in s}),
+        "finished": utc_now(), "seeds": [{k: v for k, v in s.items() if k not in ("artifacts", "identity")} for s in seeds],
+        "identity": data.identity, "artifacts": arts,
+    }  # fmt: skip
+    atomic.write_json(fd.metrics, m)
+    log.info(f"fold {fold}: acc {m['acc']:.4f}  logloss {m['logloss']:.4f}  best epoch(s) {m['best_epochs']}  {m['seconds']:.0f}s  {m['images_per_s']:.0f} img/s")
+    return m
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+@dataclass
+class RunJob:
+    """One run's share of a training session: its folder, config, data and unfinished units."""
+
+    rd: RunDir
+    cfg: TrainConfig
+    data: TrainingData
+    folds: list[int]  # the folds selected here (all, or a --fold shard)
+    units: list[tuple[int, int]]  # unfinished (fold, seed)
+    tag: Any = None  # the caller's (a sweep's trial)
+    failures: list[str] = field(default_factory=list)
+    outstanding: int = 0  # units submitted and not back yet
+    cancelled: int = 0  # units a deadline stopped
+
+
+def prepare_run(comp: Competition, cfg: TrainConfig, run: str | None = None, workdir: str | Path = ".", only_folds: list[int] | None = None, overwrite: bool = False, tag: Any = None) -> RunJob:
+    """Check everything, open (or create) the run folder and plan its unfinished units."""
+    ws = Workspace(workdir)
+    name = run if run is not None else default_run_name(cfg)
+    ws.run(name)  # refuse a bad name before any work
+    selected = sorted(set(only_folds)) if only_folds else list(range(cfg.folds))
+    bad = [f for f in selected if not 0 <= f < cfg.folds]
+    if bad:
+        raise FkaggleError(f"fold {bad[0]} out of range 0..{cfg.folds - 1}")
+    data = training_data(comp, cfg, ws)
+    rd, manifest = open_run(ws, name, cfg, data, comp, overwrite)
+    for warning in cfg.warnings():
+        log.warning(warning)
+    units = plan(rd, cfg, data.identity, selected)
+    if manifest["config"] != cfg.to_dict():  # speed settings (device, amp...) may differ between resumes
+        rd.write_manifest({**manifest, "config": cfg.to_dict()})
+    log.info(f"run {name}: {cfg.model}, {cfg.folds} folds ({', '.join(map(str, selected))} here), {len(data.train)} train rows, {len(units)} (fold, seed) unit(s) to train")
+    _warn_if_few_steps(cfg, data)
+    return RunJob(rd, cfg, data, selected, units, tag)
+
+
+def record_unit(job: RunJob, result: UnitResult) -> None:
+    """Save a finished unit; finish its fold when that was the fold's last seed."""
+    save_unit(job.rd, result, job.data.identity)
+    if _seeds_in(job, result.fold):
+        finish_fold(job.rd, job.cfg, job.data, result.fold)
+
+
+def _seeds_in(job: RunJob, fold: int) -> bool:
+    fd = job.rd.fold(fold)
+    return all(fd.seed_summary(s).exists() for s in job.cfg.seeds)
+
+
+def conclude(job: RunJob) -> dict[str, Any]:
+    """Finish folds whose seeds were all done before, assemble the run, say how it went."""
+    for fold in job.folds:
+        if not job.rd.fold(fold).metrics.exists() and _seeds_in(job, fold):
+            finish_fold(job.rd, job.cfg, job.data, fold)
+    manifest = assemble(job.rd)
+    if manifest["complete"]:
+        cv = manifest["cv"]
+        log.info(f"{job.rd.name}: CV accuracy {cv['acc']:.4f}  log-loss {cv['logloss']:.4f}  (per fold: {_per_fold_text(cv)})")
+        if manifest.get("test_metrics"):
+            log.info(f"{job.rd.name}: test accuracy of the {job.cfg.folds}-fold ensemble: {manifest['test_metrics']['acc']:.4f}")
+    elif not job.failures:
+        log.info(f"folds missing: {manifest['missing_folds']} (run them, or copy their fold_K folders here and `fkaggle assemble {job.rd.name}`)")
+    return manifest
+
+
+def drive(executor: Executor, jobs: Iterator[RunJob], on_done: Callable[[RunJob, dict[str, Any]], None] = lambda job, manifest: None, progress: bool = True, deadline: float | None = None) -> list[RunJob]:
+    """Keep the executor busy with the units of `jobs` (pulled lazily, so a search can choose the
+    next trial from the last results), record each result as it arrives and conclude each job
+    when its last unit is back. `deadline` (a `time.monotonic()` value): no unit starts after it,
+    and units still queued or running then are cancelled (finished ones stay recorded, so the
+    same command resumes). Returns the jobs left incomplete by failed or cancelled units."""
+    from tqdm.auto import tqdm
+
+    pending: dict[int, RunJob] = {}  # id(unit) -> its job
+    unfinished: list[RunJob] = []
+    jobs = iter(jobs)
+    bar = tqdm(total=0, desc="units", unit="unit", disable=True if executor.shows_unit_progress or not progress else None)
+    late = lambda: deadline is not None and time.monotonic() >= deadline  # noqa: E731
+
+    def finish(job: RunJob) -> None:
+        on_done(job, conclude(job))
+        if job.failures or job.cancelled:
+            unfinished.append(job)
+
+    def give_back(unit: Unit) -> RunJob:
+        job = pending.pop(id(unit))
+        job.outstanding -= 1
+        return job
+
+    with bar:
+        while True:
+            while not late() and (not pending or len(pending) < executor.capacity):  # the first job is prepared before the executor starts
+                job = next(jobs, None)
+                if job is None:
+                    break
+                if not job.units:
+                    finish(job)
+                for fold, seed in job.units:
+                    unit = Unit(job.rd.name, job.cfg, job.data, fold, seed, job.rd.fold(fold).checkpoint(seed))
+                    executor.submit(unit)
+                    pending[id(unit)] = job
+                    job.outstanding += 1
+                    bar.total += 1
+                bar.refresh()
+            if not pending:
+                return unfinished
+            done = None if late() else executor.next_done(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if done is None:  # the deadline: nothing more starts, nothing in flight is waited for
+                cut = [give_back(unit) for unit in executor.cancel()]
+                for job in cut:
+                    job.cancelled += 1
+                log.warning(f"deadline reached: {len(cut)} (fold, seed) unit(s) cancelled; finished units are kept (re-run to resume)")
+                for job in {id(j): j for j in cut}.values():
+                    if job.outstanding == 0:
+                        finish(job)
+                continue
+            unit, outcome = done
+            job = give_back(unit)
+            bar.update(1)
+            if isinstance(outcome, UnitFailed):
+                log.error(str(outcome))
+                job.failures.append(str(outcome))
+            else:
+                record_unit(job, outcome)
+                log.debug(f"{unit} done{_where(outcome.summary)} in {outcome.summary.get('seconds', 0):.0f}s")
+            if job.outstanding == 0:
+                finish(job)
+
+
+def _where(summary: dict[str, Any]) -> str:
+    return f" on {summary['node_ip']} ({summary['host']})" if "node_ip" in summary else ""
+
+
+def failure_message(jobs: list[RunJob]) -> str:
+    lines = [f for job in jobs for f in job.failures]
+    cancelled = sum(job.cancelled for job in jobs)
+    what = [f"{len(lines)} (fold, seed) unit(s) failed: {'; '.join(lines)}"] if lines else []
+    what += [f"{cancelled} (fold, seed) unit(s) stopped at the deadline"] if cancelled else []
+    return f"{'; '.join(what)}. Finished units are kept; re-run the same command to {'retry' if lines else 'finish'} the rest"
+
+
+def train_folds(
+    comp: Competition,
+    cfg: TrainConfig,
+    run: str | None = None,
+    workdir: str | Path = ".",
+    only_folds: list[int] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    executor: Executor | None = None,
+    deadline: float | None = None,
+) -> dict[str, Any]:
+    """Train the selected folds of a run (all by default) on `executor` (this process by
+    default), recording each (fold, seed) as it finishes; assemble the run if complete.
+    Returns the run's manifest (`fmnist_kaggle.fold_train` returns the `Run` itself)."""
+    job = prepare_run(comp, cfg, run, workdir, only_folds, overwrite)
+    done: dict[str, Any] = {}
+    with executor or make_executor("local", progress=progress) as ex:
+        failed = drive(ex, iter([job]), lambda job, manifest: done.update(manifest), progress, deadline)
+    if not done:  # the deadline came before the run's first unit could start
+        job.cancelled = len(job.units)
+        done.update(conclude(job))
+        failed = [job] if job.units else []
+    if failed:
+        raise FkaggleError(failure_message(failed))
+    return done
+
+
+def _per_fold_text(cv: dict[str, Any]) -> str:
+    return ", ".join(f"{f['acc']:.4f}" for f in cv["per_fold"])
+
+
+def _warn_if_few_steps(cfg: TrainConfig, data: TrainingData) -> None:
+    rows = int((data.fold_of != 0).sum())
+    steps = max(1, rows // min(cfg.batch_size, rows)) * cfg.epochs
+    if steps < 50:
+        log.warning(f"only {steps} optimizer steps per fold ({rows} rows, batch {cfg.batch_size}, {cfg.epochs} epochs): expect a model near chance; use more data, epochs or a smaller batch")
+
+
+# ----------------------------------------------------------------------------- reading finished runs
+
+

@@ -1,0 +1,61 @@
+"""Where (fold, seed) units train: one module per executor in this folder (`local`, `ray`).
+
+An executor takes units (`submit`) and hands back each one's result as it finishes
+(`next_done`); `cancel` stops what is still queued or running (a deadline). It never
+touches a run folder: the driver (`runs.driver.drive`) records every result through the
+same code, so a run's artifacts do not show where it was trained. Each executor module
+defines `make(address, cpus_per_task, progress) -> Executor`; adding one is adding a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from fmnist_kaggle import registry
+from fmnist_kaggle.errors import FkaggleError
+
+if TYPE_CHECKING:  # the driver imports these; the CLI lists executors without loading training code
+    from fmnist_kaggle.runs.trainset import TrainingData
+    from fmnist_kaggle.runs.unit import UnitResult
+    from fmnist_kaggle.training.config import TrainConfig
+
+
+@dataclass
+class Unit:
+    """One (fold, seed) training of one run."""
+
+    run: str
+    cfg: TrainConfig
+    data: TrainingData
+    fold: int
+    seed: int
+    checkpoint: Path | None = None  # epoch checkpoint (local executor only: workers share no disk)
+
+    def __str__(self) -> str:
+        return f"{self.run} fold {self.fold} seed {self.seed}"
+
+
+class UnitFailed(FkaggleError):
+    """A unit that failed where it ran (after its retries); the driver carries on with the rest."""
+
+
+class Executor(Protocol):
+    capacity: int  # units it trains at once
+    shows_unit_progress: bool  # per-epoch bars of its own (the driver then draws none)
+
+    def submit(self, unit: Unit) -> None: ...
+    def next_done(self, timeout: float | None = None) -> tuple[Unit, UnitResult | UnitFailed] | None: ...  # in finishing order; None: nothing finished within `timeout` seconds
+    def cancel(self) -> list[Unit]: ...  # stop what is queued or running; the units that will not come back
+    def close(self) -> None: ...
+
+
+def executor_names() -> tuple[str, ...]:
+    """The executors `--executor` offers (the modules of this folder)."""
+    return registry.names(__name__)
+
+
+def make_executor(kind: str = "local", address: str | None = None, cpus_per_task: int = 1, progress: bool = True) -> Executor:
+    """`--executor KIND [--address ADDR] [--cpus-per-task N]` as an executor."""
+    return registry.load(__name__, kind, "executor").make(address, cpus_per_task, progress)

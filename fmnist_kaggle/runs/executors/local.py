@@ -1,0 +1,51 @@
+"""`--executor local` (the default): units train one at a time in this process."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.runs.executors import Unit
+from fmnist_kaggle.runs.unit import UnitResult, train_unit
+
+
+class LocalExecutor:
+    """Train units one at a time in this process, with epoch checkpoints. Errors propagate
+    at once: nothing else is running, and the next unit would most likely fail the same way."""
+
+    capacity = 1
+    shows_unit_progress = True
+
+    def __init__(self, progress: bool = True) -> None:
+        self.progress = progress
+        self._queue: deque[Unit] = deque()
+
+    def submit(self, unit: Unit) -> None:
+        self._queue.append(unit)
+
+    def next_done(self, timeout: float | None = None) -> tuple[Unit, UnitResult]:
+        unit = self._queue.popleft()  # trained here and now: a timeout cannot apply
+        result = train_unit(unit.cfg, unit.data, unit.fold, unit.seed, checkpoint=unit.checkpoint, progress=self.progress, desc=f"[{unit.run} f{unit.fold} s{unit.seed}]")
+        result.summary["executor"] = "local"
+        return unit, result
+
+    def cancel(self) -> list[Unit]:
+        """Queued units are dropped; nothing runs between calls of `next_done`."""
+        dropped, self._queue = list(self._queue), deque()
+        return dropped
+
+    def close(self) -> None:
+        self._queue.clear()
+
+    def __enter__(self) -> "LocalExecutor":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def make(address: str | None, cpus_per_task: int, progress: bool) -> LocalExecutor:
+    if address:
+        raise FkaggleError("--address joins a Ray cluster: it needs --executor ray")
+    return LocalExecutor(progress)

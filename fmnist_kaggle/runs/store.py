@@ -1,0 +1,213 @@
+"""Reading a run's folder: fold and seed states (verified, never trusted), status, assembly of
+the OOF and test logits once every fold is done, and the finished `Run` that evaluation reads.
+
+Status only reads; `assemble` writes the run-level artifacts. A run made by `fkaggle predict`
+(`predicted_from`) holds its source's OOF logits and new test logits, and no folds of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fmnist_kaggle import metrics
+from fmnist_kaggle.data.competition import Competition
+from fmnist_kaggle.data.images import ImageSet
+from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.plots import learning_curves
+from fmnist_kaggle.runs.identity import identity_diff
+from fmnist_kaggle.runs.trainset import training_rows
+from fmnist_kaggle.storage import csvfile
+from fmnist_kaggle.storage.artifacts import CorruptArtifact, read_array, read_json, read_verified, utc_now, write_array, write_recorded
+from fmnist_kaggle.storage.layout import FoldDir, RunDir, Workspace
+from fmnist_kaggle.training.config import build_config
+
+if TYPE_CHECKING:
+    import torch
+
+DERIVED = ("fold_status", "fold_metrics", "missing_folds", "complete", "cv", "test_metrics", "updated")
+
+
+def predicted_from(manifest: dict[str, Any]) -> str | None:
+    """The source run of a run that `fkaggle predict` made (it has no folds of its own), else None."""
+    return (manifest.get("predicted_from") or {}).get("run")
+
+
+def read_fold(fd: FoldDir, identity: dict[str, Any]) -> dict[str, Any]:
+    """A finished fold's metrics, its artifacts verified; FkaggleError (foreign) or CorruptArtifact otherwise."""
+    m = read_json(fd.metrics, "fold metrics")
+    diff = identity_diff(m.get("identity"), identity)
+    if diff:
+        raise FkaggleError(f"fold folder does not belong to this run: its {diff} (copied from another run?)", fd.path)
+    arts = m.get("artifacts") or {}
+    for path in (fd.val_logits, fd.test_logits, fd.history):
+        read_verified(path, arts.get(path.name))
+    return m
+
+
+def fold_state(fd: FoldDir, identity: dict[str, Any]) -> tuple[str, str, dict[str, Any] | None]:
+    """(done | partial | missing | corrupt | foreign, detail, metrics of a done fold), writing nothing."""
+    if fd.metrics.exists():
+        try:
+            return "done", "", read_fold(fd, identity)
+        except CorruptArtifact as exc:
+            return "corrupt", str(exc), None
+        except FkaggleError as exc:
+            return "foreign", str(exc), None
+    return ("partial" if fd.path.is_dir() and fd.has_partial_work() else "missing"), "", None
+
+
+def read_seed(fd: FoldDir, seed: int, identity: dict[str, Any]) -> dict[str, Any]:
+    """A finished seed's summary with its artifacts verified."""
+    s = read_json(fd.seed_summary(seed), "seed summary")
+    diff = identity_diff(s.get("identity"), identity)
+    if diff:
+        raise FkaggleError(f"seed {seed} does not belong to this run: its {diff} (copied from another run?)", fd.seed_summary(seed))
+    arts = s.get("artifacts") or {}
+    for path in (fd.seed_val(seed), fd.seed_test(seed), fd.seed_model(seed), fd.seed_history(seed)):
+        read_verified(path, arts.get(path.name))
+    return s
+
+
+def status(rd: RunDir, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run's manifest with every fold's state derived from its folder. Writes nothing."""
+    manifest = manifest or rd.read_manifest()
+    if predicted_from(manifest):  # a prediction of another run's models: no folds of its own
+        return {**manifest, "fold_status": {}, "fold_problems": {}, "fold_metrics": [], "missing_folds": [], "complete": True}
+    identity = manifest["identity"]
+    states, details, fold_metrics = {}, {}, []
+    for f in range(manifest["data"]["folds"]):
+        state, detail, done_metrics = fold_state(rd.fold(f), identity)
+        states[str(f)] = state
+        if detail:
+            details[str(f)] = detail
+        if done_metrics is not None:
+            fold_metrics.append(done_metrics)
+    missing = [int(f) for f, s in states.items() if s != "done"]
+    return {**manifest, "fold_status": states, "fold_problems": details, "fold_metrics": [{k: v for k, v in m.items() if k not in ("identity", "artifacts")} for m in fold_metrics], "missing_folds": missing, "complete": not missing}
+
+
+def assemble(rd: RunDir) -> dict[str, Any]:
+    """Once every fold is done: OOF logits, fold-mean test logits, history, curves, CV."""
+    base = {k: v for k, v in rd.read_manifest().items() if k not in DERIVED}
+    if predicted_from(base):
+        raise FkaggleError(f"a prediction of run {predicted_from(base)}: nothing to assemble", rd.path)
+    manifest = {**status(rd, base), "updated": utc_now()}
+    manifest.pop("fold_problems")
+    if not manifest["complete"]:
+        rd.write_manifest(manifest)
+        return manifest
+    fold_of = rd.array("folds", base)
+    labels = rd.array("labels", base)
+    oof = np.full((len(fold_of), base["data"]["num_classes"]), np.nan, dtype=np.float32)
+    tests, history = [], []
+    for f in range(base["data"]["folds"]):
+        fd = rd.fold(f)
+        arts = read_json(fd.metrics)["artifacts"]
+        v = read_array(fd.val_logits, arts[fd.val_logits.name], finite=True)
+        if len(v) != int((fold_of == f).sum()):
+            raise FkaggleError(f"fold {f} has {len(v)} validation rows, the fold assignment {(fold_of == f).sum()}", fd.path)
+        oof[fold_of == f] = v
+        tests.append(read_array(fd.test_logits, arts[fd.test_logits.name], finite=True))
+        history += csvfile.read_csv_rows(fd.history)
+    test_logits = np.mean(tests, axis=0).astype(np.float32)
+    files = dict(base["files"])
+    files[rd.oof_logits.name] = write_array(rd.oof_logits, oof)
+    files[rd.test_logits.name] = write_array(rd.test_logits, test_logits)
+    files[rd.history.name] = write_recorded(rd.history, csvfile.csv_text(history).encode())
+    if history:
+        learning_curves(history, rd.curves_png, title=rd.name)
+    manifest["files"] = files
+    manifest["cv"] = {"acc": metrics.accuracy(oof, labels), "logloss": metrics.log_loss(oof, labels), "per_fold": metrics.per_fold(oof, labels, fold_of)}
+    if rd.test_labels_npy.name in files:
+        test_labels = rd.array("test_labels", base)
+        manifest["test_metrics"] = {"acc": metrics.accuracy(test_logits, test_labels), "logloss": metrics.log_loss(test_logits, test_labels)}
+    rd.write_manifest(manifest)
+    return manifest
+
+
+def run_images(manifest: dict[str, Any], comp: Competition) -> ImageSet:
+    """A run's training images, rebuilt from the competition's data and checked against the
+    fingerprint the run recorded (the run folder keeps labels and logits, not images)."""
+    train = training_rows(comp, build_config(**manifest["config"]))
+    if train.fingerprint() != manifest["identity"]["data_fingerprint"]:
+        raise FkaggleError(f"run {manifest['run']} was trained on other data than {train.path} (fingerprints differ); pass the run's --competition or --train")
+    return train
+
+
+def load_fold_model(rd: RunDir, manifest: dict[str, Any], fold: int, seed: int) -> torch.nn.Module:
+    """A finished (fold, seed) model in eval mode, its file verified before torch.load(weights_only=True)."""
+    import torch
+
+    from fmnist_kaggle.models import create_model
+
+    fd = rd.fold(fold)
+    read_seed(fd, seed, manifest["identity"])  # every model file verified first
+    cfg = manifest["config"]
+    model = create_model(cfg["model"], num_classes=manifest["data"]["num_classes"], in_chans=1, **cfg["model_kwargs"])
+    model.load_state_dict(torch.load(fd.seed_model(seed), map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def list_runs(workdir: str | Path = ".") -> list[dict[str, Any]]:
+    """One summary row per run in the workspace (reads only; an unreadable run says why)."""
+    ws = Workspace(workdir)
+    rows = []
+    for name in ws.run_names():
+        rd = ws.run(name)
+        try:
+            m = status(rd)
+        except FkaggleError as exc:
+            rows.append({"run": name, "problem": str(exc)})
+            continue
+        done = m["data"]["folds"] if predicted_from(m) else sum(s == "done" for s in m["fold_status"].values())
+        assembled = rd.assembled(m)
+        rows.append({
+            "run": name, "model": m["model"], "folds_done": done, "folds": m["data"]["folds"], "assembled": assembled,
+            "cv_acc": m["cv"]["acc"] if assembled and m.get("cv") else None, "cv_logloss": m["cv"]["logloss"] if assembled and m.get("cv") else None,
+            "test_acc": (m.get("test_metrics") or {}).get("acc") if assembled else None, "created": m["created"],
+            "predicted_from": predicted_from(m),
+        })  # fmt: skip
+    return rows
+
+
+@dataclass
+class Run:
+    """A finished run: what blending and scoring read (every array verified)."""
+
+    name: str
+    dir: RunDir
+    manifest: dict[str, Any]
+    oof_logits: np.ndarray
+    test_logits: np.ndarray
+    fold_of: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """Fingerprints of its data, folds, test file (and teachers), and its semantic config."""
+        return self.manifest["identity"]
+
+    @property
+    def cv(self) -> dict[str, Any]:
+        """Out-of-fold accuracy and log-loss (overall and per fold)."""
+        return self.manifest["cv"]
+
+    @property
+    def predicted_from(self) -> str | None:
+        """The run whose fold models made these test logits on another test file, if any."""
+        return predicted_from(self.manifest)
+
+
+def load_run(ref: str, workdir: str | Path = ".") -> Run:
+    """A finished (assembled) run of the workspace, every array verified against its record."""
+    rd = Workspace(workdir).find_run(ref)
+    manifest = rd.read_manifest()
+    if not rd.assembled(manifest):
+        st = status(rd, manifest)
+        hint = f"`fkaggle assemble {rd.name}`" if st["complete"] else f"missing folds {st['missing_folds']}; `fkaggle status {rd.name}`"
+        raise FkaggleError(f"run is not assembled ({hint})", rd.path)
+    return Run(rd.name, rd, manifest, rd.array("oof_logits", manifest, finite=True), rd.array("test_logits", manifest, finite=True), rd.array("folds", manifest), rd.array("labels", manifest))

@@ -1,0 +1,53 @@
+"""What every (fold, seed) unit of a run trains on: the rows, the folds, the identity they are
+recorded under, and (with --pseudo-label) the teachers' per-fold test labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fmnist_kaggle.data.competition import Competition
+from fmnist_kaggle.data.folds import stratified_subset
+from fmnist_kaggle.data.images import ImageSet
+from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.training.config import TrainConfig
+
+
+@dataclass
+class TrainingData:
+    """What every (fold, seed) unit of a run trains on, and the identity it is recorded under."""
+
+    train: ImageSet
+    test: ImageSet | None
+    fold_of: np.ndarray
+    identity: dict[str, Any]  # data/folds/test fingerprints and the semantic config
+    pseudo: PseudoLabels | None = None  # --pseudo-label: per fold, test rows and their teacher labels
+
+    def split(self, fold: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.flatnonzero(self.fold_of != fold), np.flatnonzero(self.fold_of == fold)
+
+
+def training_rows(comp: Competition, cfg: TrainConfig) -> ImageSet:
+    """The competition's training rows a run with this config trains on (all, or its --subset)."""
+    train = comp.train_set
+    if cfg.subset:
+        need = cfg.folds * train.num_classes
+        if cfg.subset < need:
+            raise FkaggleError(f"--subset {cfg.subset} is too small: {cfg.folds}-fold stratified CV of {train.num_classes} classes needs at least {need} rows")
+        train = train.subset(stratified_subset(train.labels, cfg.subset, cfg.fold_seed))
+    return train
+
+
+@dataclass(frozen=True)
+class PseudoLabels:
+    """Per fold: the test rows whose teacher confidence reaches the threshold, and their labels."""
+
+    teachers: tuple[str, ...]
+    fingerprint: str  # SHA-256 over the teachers' recorded fold test logits
+    rows: dict[int, np.ndarray]
+    labels: dict[int, np.ndarray]
+
+    def record(self, threshold: float, weight: float) -> dict[str, Any]:
+        return {"teachers": list(self.teachers), "threshold": threshold, "weight": weight, "teacher_fingerprint": self.fingerprint, "rows_per_fold": {str(k): int(len(r)) for k, r in self.rows.items()}}

@@ -1,0 +1,77 @@
+"""One (fold, seed) training: `train_unit` trains and predicts wherever an executor runs it
+(no file writes but its epoch checkpoint); `save_unit` records its artifacts in the run folder."""
+
+from __future__ import annotations
+
+import io
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmnist_kaggle.runs.trainset import TrainingData
+from fmnist_kaggle.storage import atomic, csvfile
+from fmnist_kaggle.storage.artifacts import utc_now, write_array, write_recorded
+from fmnist_kaggle.storage.layout import RunDir
+from fmnist_kaggle.training.config import TrainConfig
+
+
+@dataclass
+class UnitResult:
+    """Everything one (fold, seed) training produces; written by `save_unit` wherever it ran."""
+
+    fold: int
+    seed: int
+    val_logits: np.ndarray
+    test_logits: np.ndarray
+    model_bytes: bytes  # torch.save of the state dict (tensors only)
+    history: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def train_unit(cfg: TrainConfig, data: TrainingData, fold: int, seed: int, checkpoint: Path | None = None, progress: bool = False, desc: str = "") -> UnitResult:
+    """Train one seed on one fold and predict its held-out rows and the test set (fp32)."""
+    import torch
+
+    from fmnist_kaggle.training.device import resolve_device
+    from fmnist_kaggle.training.fit import fit
+    from fmnist_kaggle.training.inference import predict
+
+    t0 = time.perf_counter()
+    tr, va = data.split(fold)
+    train = data.train
+    x, y, w = train.images[tr], train.labels[tr], None
+    if data.pseudo is not None:  # fold k: test rows labelled by the teachers' fold-k models only
+        rows = data.pseudo.rows[fold]
+        x, y = np.concatenate([x, data.test.images[rows]]), np.concatenate([y, data.pseudo.labels[fold]])
+        w = np.r_[np.ones(len(tr), np.float32), np.full(len(rows), cfg.pseudo_weight, np.float32)]
+    result = fit(cfg, train.num_classes, x, y, train.images[va], train.labels[va], fold=fold, seed=seed, checkpoint=checkpoint, progress=progress, desc=desc, train_w=w)
+    device = resolve_device(cfg.device)
+    val = predict(result.model, torch.from_numpy(train.images[va]), cfg, device)
+    test = predict(result.model, torch.from_numpy(_writable(data.test.images)), cfg, device) if data.test is not None else np.zeros((0, train.num_classes), np.float32)
+    buf = io.BytesIO()
+    torch.save(result.model.state_dict(), buf)
+    summary = {"fold": fold, "seed": seed, **result.summary(), "host": platform.node(), "unit_seconds": round(time.perf_counter() - t0, 1), "finished": utc_now()}
+    return UnitResult(fold, seed, val, test, buf.getvalue(), result.history, summary)
+
+
+def _writable(a: np.ndarray) -> np.ndarray:
+    """Arrays that came through Ray's object store are read-only views: copy before torch uses them."""
+    return a if a.flags.writeable else a.copy()
+
+
+def save_unit(rd: RunDir, result: UnitResult, identity: dict[str, Any]) -> None:
+    """Record a finished (fold, seed): artifacts first, the summary naming their hashes last."""
+    fd = rd.fold(result.fold)
+    s = result.seed
+    arts = {
+        fd.seed_val(s).name: write_array(fd.seed_val(s), result.val_logits),
+        fd.seed_test(s).name: write_array(fd.seed_test(s), result.test_logits),
+        fd.seed_model(s).name: write_recorded(fd.seed_model(s), result.model_bytes),
+        fd.seed_history(s).name: write_recorded(fd.seed_history(s), csvfile.csv_text(result.history).encode()),
+    }
+    atomic.write_json(fd.seed_summary(s), {**result.summary, "identity": identity, "artifacts": arts})
+    fd.checkpoint(s).unlink(missing_ok=True)

@@ -1,0 +1,281 @@
+"""The one owner of the workspace layout: every path under `oof/` and `submissions/`.
+
+No other module composes artifact paths or names artifact files. Names given by users
+(runs, blends, sweeps) are single path components checked here, so nothing they name can
+leave its folder. What is in the files, and their records, is `storage.artifacts`'s
+(docs/artifacts.md).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.storage import atomic
+from fmnist_kaggle.storage.artifacts import read_array, read_json
+
+SCHEMA = 2
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# Names the layout itself uses in oof/ and submissions/: a run or blend called so would clobber them.
+RESERVED = {"folds", "sweeps", "cv", "reproduce", "data-check", "history", "readme.md", "readme"}
+
+
+def check_name(name: str, what: str = "run") -> str:
+    """A user-given name: one path component of safe characters, not a reserved layout name."""
+    if not isinstance(name, str) or not NAME.fullmatch(name) or name.endswith(".tmp"):
+        raise FkaggleError(f"invalid {what} name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter or digit (one name, not a path)")
+    if name.lower() in RESERVED:
+        raise FkaggleError(f"invalid {what} name {name!r}: reserved by the workspace layout ({', '.join(sorted(RESERVED))})")
+    return name
+
+
+# ----------------------------------------------------------------------------- verified artifacts
+
+
+# ----------------------------------------------------------------------------- run folders
+
+
+@dataclass(frozen=True)
+class FoldDir:
+    path: Path
+    fold: int
+
+    @property
+    def metrics(self) -> Path:  # the fold's done marker, with the records of its artifacts
+        return self.path / "metrics.json"
+
+    @property
+    def val_logits(self) -> Path:
+        return self.path / "val_logits.npy"
+
+    @property
+    def test_logits(self) -> Path:
+        return self.path / "test_logits.npy"
+
+    @property
+    def history(self) -> Path:
+        return self.path / "history.csv"
+
+    def seed_summary(self, seed: int) -> Path:  # the seed's done marker
+        return self.path / f"seed_{seed}.json"
+
+    def seed_val(self, seed: int) -> Path:
+        return self.path / f"seed_{seed}_val.npy"
+
+    def seed_test(self, seed: int) -> Path:
+        return self.path / f"seed_{seed}_test.npy"
+
+    def seed_model(self, seed: int) -> Path:
+        return self.path / f"model_seed_{seed}.pt"
+
+    def seed_history(self, seed: int) -> Path:
+        return self.path / f"history_seed_{seed}.csv"
+
+    def checkpoint(self, seed: int) -> Path:
+        return self.path / f"checkpoint_seed_{seed}.pt"
+
+    def has_partial_work(self) -> bool:
+        return any(self.path.glob("checkpoint_seed_*.pt")) or any(self.path.glob("seed_*.json"))
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+    name: str
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def config_toml(self) -> Path:
+        return self.path / "config.toml"
+
+    @property
+    def folds_npy(self) -> Path:
+        return self.path / "folds.npy"
+
+    @property
+    def labels_npy(self) -> Path:
+        return self.path / "labels.npy"
+
+    @property
+    def test_labels_npy(self) -> Path:
+        return self.path / "test_labels.npy"
+
+    @property
+    def oof_logits(self) -> Path:
+        return self.path / "oof_logits.npy"
+
+    @property
+    def test_logits(self) -> Path:
+        return self.path / "test_logits.npy"
+
+    @property
+    def history(self) -> Path:
+        return self.path / "history.csv"
+
+    @property
+    def curves_png(self) -> Path:
+        return self.path / "learning_curves.png"
+
+    def explain_png(self, fold: int) -> Path:
+        return self.path / f"activation_maps_fold{fold}.png"
+
+    def fold(self, k: int) -> FoldDir:
+        return FoldDir(self.path / f"fold_{k}", k)
+
+    def exists(self) -> bool:
+        return self.manifest_path.exists()
+
+    def read_manifest(self) -> dict[str, Any]:
+        m = read_json(self.manifest_path, "run manifest")
+        if m.get("schema") != SCHEMA:
+            raise FkaggleError(
+                f"run manifest has schema {m.get('schema')!r}, this fkaggle reads schema {SCHEMA} "
+                f"(docs/artifacts.md); retrain with `fkaggle fold-train ... --run {self.name} --overwrite`",
+                self.manifest_path,
+            )
+        if m.get("run") != self.name:
+            raise FkaggleError(f"manifest names run {m.get('run')!r}, not {self.name!r}", self.manifest_path)
+        return m
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        atomic.write_json(self.manifest_path, manifest)
+
+    def assembled(self, manifest: dict[str, Any]) -> bool:
+        """Whether the manifest records the run's OOF logits (every fold in and assembled)."""
+        return self.oof_logits.name in manifest.get("files", {})
+
+    def array(self, key: str, manifest: dict[str, Any], finite: bool = False) -> np.ndarray:
+        """A run-level array (folds, labels, oof_logits...) verified against the manifest's record."""
+        path = self.path / f"{key}.npy"
+        return read_array(path, manifest.get("files", {}).get(path.name), finite)
+
+    def remove(self) -> None:
+        """Delete this run's folder: only a folder whose manifest names this run (never anything else)."""
+        if not self.path.exists():
+            return
+        try:
+            named = json.loads(self.manifest_path.read_text()).get("run")
+        except (OSError, ValueError):
+            named = None
+        if named != self.name or self.path.is_symlink():
+            raise FkaggleError(f"refusing to delete: not a run folder of run {self.name!r} (its manifest names {named!r})", self.path)
+        shutil.rmtree(self.path)
+
+
+# ----------------------------------------------------------------------------- the workspace
+
+
+@dataclass(frozen=True)
+class SubmissionFiles:
+    csv: Path
+    record: Path  # NAME.json: provenance and uploads, with the CSV's SHA-256
+    logprobs: Path
+
+
+class Workspace:
+    """A competition workspace: `oof/` (runs, folds, sweeps, reports) and `submissions/`."""
+
+    def __init__(self, root: str | Path = ".") -> None:
+        self.root = Path(root)
+
+    @property
+    def oof(self) -> Path:
+        return self.root / "oof"
+
+    @property
+    def submissions(self) -> Path:
+        return self.root / "submissions"
+
+    @property
+    def folds_dir(self) -> Path:
+        return self.oof / "folds"
+
+    @property
+    def sweeps_dir(self) -> Path:
+        return self.oof / "sweeps"
+
+    @property
+    def cv_dir(self) -> Path:
+        return self.oof / "cv"
+
+    @property
+    def data_check_png(self) -> Path:
+        return self.oof / "data-check" / "samples.png"
+
+    @property
+    def drift_pngs(self) -> tuple[Path, Path]:
+        """`fkaggle data drift`: pixel importances, and the most test-like training images."""
+        return self.oof / "data-check" / "drift_importance.png", self.oof / "data-check" / "drift_test_like.png"
+
+    @property
+    def history_csv(self) -> Path:
+        return self.submissions / "history.csv"
+
+    def fold_assignment(self, data_fingerprint: str, k: int, seed: int) -> tuple[Path, Path]:
+        """The saved fold assignment (.npy) and its record (.json) for (data, k, seed)."""
+        stem = self.folds_dir / f"{data_fingerprint[:16]}-k{k}-seed{seed}"
+        return stem.with_suffix(".npy"), stem.with_suffix(".json")
+
+    def run(self, name: str) -> RunDir:
+        return RunDir(self.oof / check_name(name, "run"), name)
+
+    def run_names(self) -> list[str]:
+        if not self.oof.is_dir():
+            return []
+        return sorted(p.name for p in self.oof.iterdir() if (p / "manifest.json").is_file() and NAME.fullmatch(p.name))
+
+    def find_run(self, ref: str) -> RunDir:
+        """An existing run by name (`oof/NAME` and a trailing slash are accepted too)."""
+        text = str(ref).rstrip("/")
+        parts = Path(text).parts
+        if len(parts) == 2 and parts[0] == "oof":
+            text = parts[1]
+        rd = self.run(text)
+        if not rd.exists():
+            names = self.run_names()
+            close = difflib.get_close_matches(text, names, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else (f" (runs here: {', '.join(names[:8])})" if names else "")
+            raise FkaggleError(f"no run {text!r} in {self.oof}{hint}")
+        return rd
+
+    def sweep(self, name: str) -> dict[str, Path]:
+        check_name(name, "sweep")
+        d = self.sweeps_dir
+        return {"results": d / f"{name}.csv", "table": d / f"{name}_table.csv", "markdown": d / f"{name}.md", "png": d / f"{name}.png", "best": d / f"{name}_best.toml", "optuna": d / f"{name}.optuna.db"}
+
+    def reproduction(self, name: str) -> dict[str, Path]:
+        """`fkaggle reproduce`'s comparison of a report's tables with ours."""
+        d, name = self.oof / "reproduce", check_name(name, "reproduction")
+        return {"markdown": d / f"{name}.md", "csv": d / f"{name}.csv", "png": d / f"{name}.png"}
+
+    def confusion_png(self, run: str) -> Path:
+        return self.cv_dir / f"{check_name(run)}_confusion.png"
+
+    def predictions_png(self, run: str) -> Path:
+        return self.cv_dir / f"{check_name(run)}_predictions.png"
+
+    def submission(self, name: str) -> SubmissionFiles:
+        check_name(name, "submission")
+        d = self.submissions
+        return SubmissionFiles(d / f"{name}.csv", d / f"{name}.json", d / f"{name}.test_logprobs.npy")
+
+    def submission_for(self, path: Path) -> SubmissionFiles | None:
+        """The workspace's files for a submission CSV, when that CSV lives in submissions/."""
+        try:
+            inside = path.resolve().parent == self.submissions.resolve()
+        except OSError:
+            return None
+        if not inside or path.suffix != ".csv" or not NAME.fullmatch(path.stem) or path.stem.lower() in RESERVED:
+            return None
+        return self.submission(path.stem)

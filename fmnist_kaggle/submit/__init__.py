@@ -1,0 +1,2 @@
+"""Kaggle: the official client with timeouts and retries (`kaggle_client`), competition
+downloads (`download`), and uploads with their records (`uploads`)."""

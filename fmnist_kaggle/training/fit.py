@@ -1,0 +1,343 @@
+"""Train one model on one fold: the inner loop, kept compact (nanoGPT/airbench style).
+
+Images stay uint8 on the training device (a fold of Fashion-MNIST is ~40 MB) and are
+augmented a batch at a time with tensor ops, so there are no DataLoader workers and
+no per-sample Python. The per-sample albumentations path remains for custom pipelines.
+Each epoch is checkpointed atomically (tensors and plain containers only, loaded with
+weights_only=True); an interrupted fold resumes from it with the same batch order and
+augmentation, because the RNG is re-seeded from (seed, fold, epoch).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.models import create_model
+from fmnist_kaggle.storage import atomic
+from fmnist_kaggle.training.augment import AlbumentationsDataset, BatchAugment, albumentations_pipeline
+from fmnist_kaggle.training.config import TrainConfig
+from fmnist_kaggle.training.device import _autocast, amp_dtype, resolve_device
+from fmnist_kaggle.training.inference import _to_model, eval_batches, evaluate, normalize, to_float
+
+log = logging.getLogger(__name__)
+BN_REFRESH_STEPS = 300  # runs shorter than this refresh batch-norm statistics before each evaluation
+
+
+class NonFiniteLoss(FkaggleError):
+    """Training diverged: the loss became NaN or infinite."""
+
+
+def build_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
+    fused = {"fused": True} if device.type == "cuda" else {}
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay, **fused)
+    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=0.0, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: TrainConfig, step: int, total: int, steps_per_epoch: int) -> float:
+    """Multiplier of the peak learning rate at optimizer step `step` of `total`."""
+    if cfg.schedule == "onecycle":  # linear up for 25% of steps, then linear down to ~0
+        peak = max(1, int(0.25 * total))
+        return (step + 1) / peak if step < peak else max(0.0, (total - step) / max(1, total - peak))
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+    if step < warm:
+        return (step + 1) / warm
+    if cfg.schedule == "cosine":
+        t = (step - warm) / max(1, total - warm)
+        return 0.5 * (1 + math.cos(math.pi * t))
+    return 1.0
+
+
+def loss_fn(cfg: TrainConfig, logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Hard labels (N,), or soft targets (N, K) from mixup/cutmix (already smoothed);
+    `weight`: per-sample loss weights (pseudo-labelled rows)."""
+    logits = logits.float()
+    if y.dim() == 2:
+        per = F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(1) if cfg.loss == "sigmoid" else F.cross_entropy(logits, y, reduction="none")
+    elif cfg.loss == "sigmoid":  # one-vs-all BCE, as compared in report 003
+        k = logits.shape[1]
+        target = F.one_hot(y, k).float() * (1 - cfg.label_smoothing) + cfg.label_smoothing / k
+        per = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(1)
+    else:
+        per = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, reduction="none")
+    return (per * weight).mean() if weight is not None else per.mean()
+
+
+def make_mixer(cfg: TrainConfig, num_classes: int) -> Any:
+    """timm's Mixup (per-sample mixup and/or cutmix with label smoothing), or None."""
+    if not (cfg.mixup or cfg.cutmix):
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=1.0, switch_prob=0.5, mode="elem", label_smoothing=cfg.label_smoothing, num_classes=num_classes)
+
+
+def make_ema(cfg: TrainConfig, model: torch.nn.Module) -> Any:
+    """timm's ModelEmaV3 with warm-up (the effective decay grows with the step: short runs
+    are not dominated by their random start), or None."""
+    if not cfg.ema:
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(model, decay=cfg.ema, use_warmup=True)
+
+
+def refresh_batchnorm(model: torch.nn.Module, images: np.ndarray, cfg: TrainConfig, device: torch.device) -> None:
+    """Batch-norm running statistics recomputed as exact averages over the training rows
+    (torch's `update_bn`). After a few hundred steps the momentum averages still lag the
+    weights, and evaluation with them is near chance. Frozen (pretrained) models are left alone."""
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()) or not all(p.requires_grad for p in model.parameters()):
+        return
+    x = torch.from_numpy(np.require(images, requirements=["C", "W"]))
+    torch.optim.swa_utils.update_bn((_to_model(b, cfg) for b in eval_batches(x, cfg, device)), model)
+
+
+def _seed_for(seed: int, fold: int, epoch: int) -> int:
+    return (seed * 1_000_003 + fold * 10_007 + epoch) % (2**63)
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+@dataclass
+class Batches:
+    """The training rows of a fold, served as (inputs, labels) batches for one epoch at a time."""
+
+    epoch_batches: Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]  # epoch seed -> batches
+    steps_per_epoch: int
+
+
+def make_batches(cfg: TrainConfig, x: np.ndarray, y: np.ndarray, device: torch.device, batch_size: int, w: np.ndarray | None = None) -> Batches:
+    """(inputs, labels) batches, or (inputs, labels, weights) when per-sample weights are given."""
+    steps = max(1, len(x) // batch_size)  # drop the ragged last batch (BN on tiny batches)
+    if cfg.augment == "custom" or cfg.augment_backend == "albumentations":
+        ds = AlbumentationsDataset(np.asarray(x), np.asarray(y), albumentations_pipeline(cfg.augment, cfg.augment_pipeline))
+
+        def albu(seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            gen = torch.Generator().manual_seed(seed)
+            loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, drop_last=True, generator=gen, num_workers=cfg.num_workers)
+            return ((normalize(xb.to(device, non_blocking=True), cfg), yb.to(device, non_blocking=True)) for xb, yb in loader)
+
+        return Batches(albu, steps)
+    # the fast path: the fold's uint8 images live on the training device
+    augment = BatchAugment(cfg.augment)
+    xs = torch.from_numpy(np.require(x, requirements=["C", "W"])).to(device)  # a read-only array (np.frombuffer, Ray) is copied
+    ys = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
+    ws = torch.from_numpy(np.asarray(w, dtype=np.float32)).to(device) if w is not None else None
+    gen = torch.Generator(device=device)
+
+    def fast(seed: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        gen.manual_seed(seed)
+        perm = torch.randperm(len(xs), generator=gen, device=device)[: steps * batch_size].view(steps, batch_size)
+        return ((normalize(augment(to_float(xs[idx]), gen), cfg), ys[idx], *([ws[idx]] if ws is not None else [])) for idx in perm)
+
+    return Batches(fast, steps)
+
+
+# ----------------------------------------------------------------------------- one epoch
+
+
+@dataclass
+class Stepper:
+    """What a training step needs: the model (and its compiled twin), optimizer, scaler, schedule."""
+
+    model: torch.nn.Module
+    step_model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    cfg: TrainConfig
+    device: torch.device
+    dtype: torch.dtype | None
+    total_steps: int
+    steps_per_epoch: int
+    step: int = 0
+    ema: Any = None  # timm ModelEmaV3: its module is what gets evaluated and saved
+    mixer: Any = None  # timm Mixup
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def lr(self, step: int) -> float:
+        return self.cfg.lr * lr_factor(self.cfg, step, self.total_steps, self.steps_per_epoch)
+
+
+def train_epoch(s: Stepper, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], where: str, bar: Any) -> dict[str, float]:
+    """One pass over the batches; raises NonFiniteLoss the moment the loss diverges."""
+    s.model.train()
+    t0 = time.perf_counter()
+    sum_loss = torch.zeros((), device=s.device)
+    correct = torch.zeros((), device=s.device, dtype=torch.long)
+    seen = 0
+    for x, y, *w in batches:
+        for g in s.opt.param_groups:
+            g["lr"] = s.lr(s.step)
+        x, target = s.mixer(x, y) if s.mixer is not None else (x, y)
+        with _autocast(s.device, s.dtype):
+            logits = s.step_model(_to_model(x, s.cfg))
+            loss = loss_fn(s.cfg, logits, target, w[0] if w else None)
+            reg = getattr(s.model, "regularization_loss", None)
+            if reg is not None:
+                loss = loss + reg()
+        if not torch.isfinite(loss):  # one sync a step: a diverged fold must not be marked finished
+            raise NonFiniteLoss(f"{where}: training loss is {loss.item()} at step {s.step + 1} (lr {s.lr(s.step):.3g}); lower --lr or check the data")
+        s.opt.zero_grad(set_to_none=True)
+        s.scaler.scale(loss).backward()
+        s.scaler.step(s.opt)
+        s.scaler.update()
+        s.step += 1
+        if s.ema is not None:
+            s.ema.update(s.model, step=s.step)
+        seen += len(y)
+        sum_loss += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        bar.update(1)
+        if s.step % 20 == 0 and not bar.disable:
+            bar.set_postfix(loss=f"{sum_loss.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+    seconds = time.perf_counter() - t0
+    return {"train_loss": sum_loss.item() / max(seen, 1), "train_acc": correct.item() / max(seen, 1), "seconds": seconds, "images_per_s": seen / max(seconds, 1e-9)}
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: Path, s: Stepper, state: dict[str, Any]) -> None:
+    ck = {"model": s.model.state_dict(), "opt": s.opt.state_dict(), "scaler": s.scaler.state_dict(), "state": state}
+    if s.ema is not None:
+        ck["ema"] = s.ema.module.state_dict()
+    with atomic.atomic_path(path) as tmp:
+        torch.save(ck, tmp)
+
+
+def load_checkpoint(path: Path, s: Stepper) -> dict[str, Any] | None:
+    """The saved training state, or None when there is none or it is unusable (then it is removed).
+
+    weights_only=True: a planted pickle in a copied fold folder cannot run code here.
+    """
+    if not path.exists():
+        return None
+    try:
+        ck = torch.load(path, map_location=s.device, weights_only=True)
+        s.model.load_state_dict(ck["model"])
+        s.opt.load_state_dict(ck["opt"])
+        s.scaler.load_state_dict(ck["scaler"])
+        if s.ema is not None:
+            s.ema.module.load_state_dict(ck["ema"])
+        state = ck["state"]
+        int(state["epoch"]), list(state["history"])  # the fields resuming relies on
+        return state
+    except Exception as exc:  # truncated, foreign, or not weights-only: restart this seed
+        log.warning(f"{path}: unusable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); discarded, this seed restarts")
+        path.unlink(missing_ok=True)
+        return None
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+@dataclass
+class FitResult:
+    model: torch.nn.Module
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    images_per_s: float = 0.0
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The per-seed summary every reader uses (best epoch and its metrics, speed)."""
+        best = next((r for r in self.history if r["epoch"] == self.best_epoch), {})
+        return {
+            "best_epoch": self.best_epoch, "epochs_trained": len(self.history),
+            "best": {k: best.get(k) for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
+            "images_per_s": round(self.images_per_s, 1), "seconds": round(self.seconds, 1),
+        }  # fmt: skip
+
+
+def fit(
+    cfg: TrainConfig,
+    num_classes: int,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    fold: int,
+    seed: int,
+    checkpoint: Path | None = None,
+    progress: bool = True,
+    desc: str = "",
+    train_w: np.ndarray | None = None,
+) -> FitResult:
+    """Train on (train_x, train_y) (rows weighted by train_w), select the epoch with the lowest validation loss.
+
+    `checkpoint` is written after every epoch; when present at start, training resumes.
+    """
+    t_start = time.perf_counter()
+    device = resolve_device(cfg.device)
+    dtype = amp_dtype(cfg, device)
+    torch.manual_seed(_seed_for(seed, fold, -1))
+    model = create_model(cfg.model, num_classes=num_classes, in_chans=1, **cfg.model_kwargs).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    batch_size = min(cfg.batch_size, len(train_x))
+    if batch_size < cfg.batch_size:
+        log.warning(f"{desc} batch size {cfg.batch_size} is larger than the fold's {len(train_x)} training rows; using {batch_size}")
+    batches = make_batches(cfg, train_x, train_y, device, batch_size, train_w)
+    s = Stepper(
+        model, torch.compile(model) if cfg.compile else model, build_optimizer(cfg, [p for p in model.parameters() if p.requires_grad], device),
+        torch.amp.GradScaler("cuda", enabled=dtype == torch.float16), cfg, device, dtype,
+        batches.steps_per_epoch * cfg.epochs, batches.steps_per_epoch, ema=make_ema(cfg, model), mixer=make_mixer(cfg, num_classes),
+    )  # fmt: skip
+    vx, vy = torch.from_numpy(np.require(val_x, requirements=["C", "W"])), np.asarray(val_y, dtype=np.int64)
+
+    state = load_checkpoint(checkpoint, s) if checkpoint is not None else None
+    if state is not None:
+        log.info(f"{desc} resuming after epoch {state['epoch']} from {checkpoint.name}")
+    state = state or {"epoch": 0, "history": [], "best_loss": float("inf"), "best_epoch": 0, "best_state": None, "bad_epochs": 0}
+    s.step = state["epoch"] * batches.steps_per_epoch
+    images_per_s = 0.0
+    for epoch in range(state["epoch"], cfg.epochs):
+        if cfg.patience and state["bad_epochs"] >= cfg.patience:
+            break
+        if s.mixer is not None:  # timm's Mixup draws from numpy's global RNG: seeded per epoch, so a resumed fold mixes the same
+            np.random.seed(_seed_for(seed, fold, epoch) % 2**32)
+        with tqdm(total=batches.steps_per_epoch, desc=f"{desc} ep {epoch + 1}/{cfg.epochs}", leave=False, disable=None if progress else True, mininterval=1.0) as bar:
+            tr = train_epoch(s, batches.epoch_batches(_seed_for(seed, fold, epoch)), f"{desc} epoch {epoch + 1}", bar)
+        images_per_s = tr["images_per_s"]
+        if s.total_steps < BN_REFRESH_STEPS:
+            refresh_batchnorm(s.eval_model, train_x, cfg, device)
+        val_loss, val_acc = evaluate(s.eval_model, vx, vy, cfg, device, dtype)
+        row = {
+            "fold": fold, "seed": seed, "epoch": epoch + 1,
+            "train_loss": round(tr["train_loss"], 6), "train_acc": round(tr["train_acc"], 6),
+            "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6),
+            "lr": s.lr(max(s.step - 1, 0)), "images_per_s": round(images_per_s, 1), "seconds": round(tr["seconds"], 2),
+        }  # fmt: skip
+        state["history"].append(row)
+        if val_loss < state["best_loss"]:
+            state.update(best_loss=val_loss, best_epoch=epoch + 1, best_state=copy.deepcopy(s.eval_model.state_dict()), bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, s, state)
+        log.info(f"{desc} epoch {epoch + 1}/{cfg.epochs}  train {row['train_loss']:.4f}/{row['train_acc']:.4f}  val {val_loss:.4f}/{val_acc:.4f}  {images_per_s:.0f} img/s")
+    if state["best_state"] is not None:
+        s.eval_model.load_state_dict(state["best_state"])
+    return FitResult(s.eval_model, state["history"], state["best_epoch"], images_per_s, time.perf_counter() - t_start)

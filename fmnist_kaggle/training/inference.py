@@ -1,0 +1,73 @@
+"""Inference: uint8 images to normalized batches, test-time views (flip, shifts), logits
+averaged over the views, and validation loss/accuracy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fmnist_kaggle.training.config import TrainConfig
+from fmnist_kaggle.training.device import _autocast
+
+MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST train pixel statistics on the 0..1 scale
+
+
+def normalize(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Float images in [0, 1] -> model inputs (standardized when cfg.normalize)."""
+    return (x - MEAN) / STD if cfg.normalize else x
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (N,28,28) -> float (N,1,28,28) in [0,1]."""
+    return x.unsqueeze(1).float().div_(255.0)
+
+
+def _to_model(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
+
+
+def eval_batches(images: torch.Tensor, cfg: TrainConfig, device: torch.device) -> Iterator[torch.Tensor]:
+    """uint8 images (N,28,28) as normalized float batches on the device, in order (no augmentation)."""
+    for i in range(0, len(images), cfg.eval_batch_size):
+        yield normalize(to_float(images[i : i + cfg.eval_batch_size].to(device, non_blocking=True)), cfg)
+
+
+def shift(x: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
+    """Images moved by (dy, dx) pixels (down, right), the uncovered border filled with `fill`."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)), value=fill)
+    return padded[..., max(-dy, 0) : max(-dy, 0) + h, max(-dx, 0) : max(-dx, 0) + w]
+
+
+def tta_views(x: torch.Tensor, cfg: TrainConfig) -> list[torch.Tensor]:
+    """The test-time views of a normalized batch: itself, its mirror (cfg.tta), and each of
+    those shifted by cfg.tta_shift pixels up, down, left and right (background-filled)."""
+    views = [x, x.flip(-1)] if cfg.tta else [x]
+    s = cfg.tta_shift
+    if s:
+        fill = float(normalize(torch.zeros(()), cfg))
+        views += [shift(v, dy, dx, fill) for v in views for dy, dx in ((-s, 0), (s, 0), (0, -s), (0, s))]
+    return views
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig, device: torch.device, dtype: torch.dtype | None = None) -> np.ndarray:
+    """Logits for uint8 images (N,28,28), averaged (in logit space) over the TTA views."""
+    model.eval()
+    out = []
+    for x in eval_batches(images, cfg, device):
+        with _autocast(device, dtype):
+            views = tta_views(x, cfg)
+            logits = sum(model(_to_model(v, cfg)).float() for v in views) / len(views)
+        out.append(logits.cpu())
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: np.ndarray, cfg: TrainConfig, device: torch.device, dtype: torch.dtype | None) -> tuple[float, float]:
+    """Validation loss and accuracy."""
+    logits = predict(model, images, cfg, device, dtype)
+    loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item())
+    return loss, float((logits.argmax(1) == labels).mean())

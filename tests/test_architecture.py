@@ -1,0 +1,151 @@
+"""The package's shape, read from its source with `ast`: imports flow one way between the
+pipeline's stages (docs/architecture.md), no module imports another in a circle, internal
+imports sit at the top of their module, and the CLI's start-up stays free of heavy libraries."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "fmnist_kaggle"
+
+# Lowest first: a module may import its own stage and the stages before it, never one after.
+STAGES = [
+    ("errors", "_version", "registry"),
+    ("metrics", "storage"),
+    ("plots",),
+    ("data",),
+    ("models",),
+    ("training",),
+    ("runs",),
+    ("evaluate",),
+    ("submit",),
+    ("search",),
+    ("api", "cli"),
+]
+RANK = {part: rank for rank, parts in enumerate(STAGES) for part in parts}
+# Third-party modules that must stay out of a module's top level where they are lazy today.
+HEAVY = ("torch", "torchvision", "timm", "kaggle", "ray", "sklearn", "scipy", "matplotlib", "albumentations", "optuna", "mlflow", "pandas", "pyarrow")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def _stage(module: str) -> str:
+    parts = module.split(".")
+    return "api" if len(parts) == 1 else parts[1]
+
+
+def _type_only(tree: ast.Module) -> set[int]:
+    """Imports under `if TYPE_CHECKING:`: read by type checkers, never run."""
+    return {id(n) for node in tree.body if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+
+
+def _imports(path: Path) -> list[tuple[str, bool, int]]:
+    """(imported fmnist_kaggle module, at top level?, line) for every internal import that runs."""
+    tree = ast.parse(path.read_text())
+    top, typing_only = {id(node) for node in tree.body}, _type_only(tree)
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fmnist_kaggle"):
+            mods = _modules()
+            for alias in node.names:  # `from pkg import module` imports the module
+                sub = f"{node.module}.{alias.name}"
+                found.append((sub if sub in mods else node.module, id(node) in top, node.lineno))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, id(node) in top, node.lineno) for a in node.names if a.name.startswith("fmnist_kaggle")]
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    return {name: {m for m, _, _ in _imports(path) if m != name} for name, path in _modules().items()}
+
+
+def test_no_import_from_a_higher_stage_into_a_lower_one():
+    wrong = []
+    for name, path in _modules().items():
+        for target, _, line in _imports(path):
+            if target == "fmnist_kaggle" and _stage(name) != "api":
+                wrong.append(f"{path.name}:{line} imports the package root (import the module that defines the name)")
+            elif RANK[_stage(target)] > RANK[_stage(name)]:
+                wrong.append(f"{name} ({_stage(name)}) imports {target} ({_stage(target)}) at line {line}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_import_cycles():
+    graph = _graph()
+    cycles, state = [], {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                cycles.append(" -> ".join(path[path.index(nxt) :] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    # a package's __init__ importing its own submodules is how it exports them, not a cycle
+    real = [c for c in cycles if not all(m.startswith(c.split(" -> ")[-1]) for m in c.split(" -> "))]
+    assert not real, "\n".join(real)
+
+
+def _heavy_at_import() -> set[str]:
+    """Modules whose import (their top level, followed through internal imports) loads a heavy library."""
+    mods = _modules()
+    direct = {}
+    for name, path in mods.items():
+        tree = ast.parse(path.read_text())
+        tops = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+        direct[name] = any((a.name if isinstance(n, ast.Import) else n.module or "").split(".")[0] in HEAVY for n in tops for a in n.names)
+    graph = {name: {m for m, at_top, _ in _imports(path) if at_top and m != name} for name, path in mods.items()}
+    heavy = {n for n, h in direct.items() if h}
+    while True:
+        more = {n for n, deps in graph.items() if n not in heavy and deps & heavy}
+        if not more:
+            return heavy
+        heavy |= more
+
+
+def test_internal_modules_are_imported_at_the_top():
+    """A function-level internal import only hides a cycle; it is allowed only to keep a heavy
+    third-party library (torch, pandas, scikit-learn...) out of start-up."""
+    heavy = _heavy_at_import()
+    inside = [f"{name}:{line} imports {target} inside a function, and {target} loads no heavy library" for name, path in _modules().items() for target, at_top, line in _imports(path) if not at_top and target not in heavy]
+    assert not inside, "\n".join(inside)
+
+
+@pytest.mark.parametrize("module", ["fmnist_kaggle.cli", "fmnist_kaggle"])
+def test_start_up_imports_no_heavy_library(module):
+    code = f"import sys, {module}; from fmnist_kaggle.cli.main import build_parser; build_parser(); print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", f"`fkaggle --help` imported {out}"
+
+
+def test_heavy_libraries_stay_lazy_where_they_were():
+    """Modules that the CLI imports at start-up keep torch & co. inside the functions that need them."""
+    light = [name for name in _modules() if name.startswith(("fmnist_kaggle.cli", "fmnist_kaggle.storage", "fmnist_kaggle.registry", "fmnist_kaggle.errors"))]
+    light += ["fmnist_kaggle.data.images", "fmnist_kaggle.data.formats", "fmnist_kaggle.training.config", "fmnist_kaggle.runs.executors", "fmnist_kaggle.evaluate.blenders"]
+    paths = _modules()
+    wrong = []
+    for name in light:
+        tree = ast.parse(paths[name].read_text())
+        for node in tree.body:
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            wrong += [f"{name}: top-level import of {m}" for m in mods if m.split(".")[0] in HEAVY]
+    assert not wrong, "\n".join(wrong)
