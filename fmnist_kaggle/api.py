@@ -1,0 +1,115 @@
+"""The Python API: the pipeline in a notebook, one function per step (docs/python.md).
+
+    import fmnist_kaggle as fk
+    comp = fk.load_competition()                                  # or fk.load_competition(X=X, y=y, X_test=X_test)
+    run = fk.fold_train(comp, fk.build_config("cpu"), run="cpu")  # a Run: oof_logits, test_logits, cv
+    result = fk.blend([run, other])                               # a BlendResult with an honest CV
+    fk.make_submission(comp, [run, other], method="stack", name="mine")
+
+Every function is a thin layer over the stage that does the work; what it returns is the
+library's own object (a `Competition`, a `TrainConfig`, a `Run`, a `BlendResult`), and a run
+trained here is the same run folder the CLI makes, so both can be mixed freely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from fmnist_kaggle.data.competition import Competition, competition_from_arrays, resolve_competition
+from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.evaluate import blend as blending
+from fmnist_kaggle.evaluate import submission
+from fmnist_kaggle.models import create_model, list_models
+from fmnist_kaggle.runs.driver import train_folds
+from fmnist_kaggle.runs.executors import Executor
+from fmnist_kaggle.runs.store import Run, list_runs, load_run
+from fmnist_kaggle.training.config import TrainConfig
+from fmnist_kaggle.training.config import build_config as _build_config
+
+__all__ = ["Competition", "Run", "TrainConfig", "blend", "build_config", "create_model", "fold_train", "list_models", "list_runs", "load_competition", "load_run", "make_submission"]
+
+
+def load_competition(
+    config: str | Path | None = None,
+    *,
+    train: str | Path | None = None,
+    test: str | Path | None = None,
+    sample_submission: str | Path | None = None,
+    X: Any = None,
+    y: Any = None,
+    X_test: Any = None,
+    y_test: Any = None,
+    class_names: list[str] | tuple[str, ...] = (),
+    **options: Any,
+) -> Competition:
+    """A competition: from a config file (default `competition/competition.toml` or
+    `$FKAGGLE_COMPETITION`), from data files (`train=`, `test=`, `sample_submission=`, and
+    `format=`, `train_labels=`, `test_labels=`), or from arrays in memory (`X`, `y`, optional
+    `X_test`, `y_test`): images (N, 28, 28) or (N, 784), 0..255 or 0..1; labels any integers,
+    which submissions write back as given. Data is checked as it is loaded, with one clear error."""
+    if X is not None:
+        if config is not None or train is not None or test is not None:
+            raise FkaggleError("load_competition: pass arrays (X, y, X_test) or files, not both")
+        return competition_from_arrays(X, y, X_test, y_test, class_names, **options)
+    comp = resolve_competition(config, train=train, test=test, sample_submission=sample_submission, **options)
+    return comp if not class_names else _with_names(comp, class_names)
+
+
+def _with_names(comp: Competition, class_names: list[str] | tuple[str, ...]) -> Competition:
+    return replace(comp, class_names=tuple(class_names))
+
+
+def build_config(recipe: str | None = None, config_file: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """A training config: a recipe (`cpu`, `strong`, `report000`..`report004`), then a TOML
+    file's `[train]` table, then keyword overrides (any `TrainConfig` field: `epochs=4`,
+    `model="lenet5"`, `model_kwargs={"width": 32}`...). Unknown fields and bad values raise."""
+    return _build_config(recipe=recipe, config_file=config_file, **overrides)
+
+
+def fold_train(
+    competition: Competition,
+    config: TrainConfig | None = None,
+    *,
+    run: str | None = None,
+    workdir: str | Path = ".",
+    folds: list[int] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    executor: Executor | None = None,
+    deadline: float | None = None,
+) -> Run:
+    """Stratified k-fold training of `config` (default: the default `TrainConfig`) on the
+    competition: every (fold, seed) trained and recorded under `workdir/oof/RUN/`, resumed if it
+    was interrupted, and returned as a `Run` with `oof_logits` (one held-out prediction per
+    training row), fold-averaged `test_logits` and `cv` (accuracy and log-loss, overall and per
+    fold). `folds` trains a shard only (then a `FkaggleError` says which folds are missing);
+    `executor` trains units elsewhere (`fmnist_kaggle.runs.executors.make_executor("ray")`);
+    `deadline` (a `time.monotonic()` value) starts no unit after it."""
+    manifest = train_folds(competition, config or _build_config(), run=run, workdir=workdir, only_folds=folds, overwrite=overwrite, progress=progress, executor=executor, deadline=deadline)
+    if not manifest.get("complete"):
+        raise FkaggleError(f"run {manifest.get('run')} is incomplete: folds {manifest.get('missing_folds')} missing (train them, then `load_run`)")
+    return load_run(manifest["run"], workdir)
+
+
+def _runs(runs: list[Run | str], workdir: str | Path) -> list[Run]:
+    return [r if isinstance(r, Run) else load_run(r, workdir) for r in runs]
+
+
+def blend(runs: list[Run | str], method: str = "mean", *, workdir: str | Path = ".", space: str = "prob", temperature: bool = False, seed: int = 0) -> blending.BlendResult:
+    """Blend finished runs (objects or names) with `method` (see `fkaggle blend --help`): OOF and
+    test log-probabilities and a CV estimate, nested (fitted on k-1 folds) for fitted methods."""
+    loaded = _runs(runs, workdir)
+    if not loaded:
+        raise FkaggleError("no runs to blend")
+    return blending.blend(loaded, loaded[0].labels, method, space, temperature, seed)
+
+
+def make_submission(competition: Competition, runs: list[Run | str], method: str = "mean", name: str = "submission", *, workdir: str | Path = ".", space: str = "prob", temperature: bool = False) -> dict[str, Any]:
+    """Write `workdir/submissions/NAME.csv` (validated against the competition's layout) and its
+    record `NAME.json` from one run or a blend; returns the record (CV, and test accuracy where
+    the competition knows the test labels)."""
+    names = [r.name if isinstance(r, Run) else r for r in runs]
+    return submission.make_submission(competition, names, method, name, workdir, space=space, temperature=temperature)
+
