@@ -18,7 +18,7 @@ from fmnist_kaggle.runs.store import Run
 from fmnist_kaggle.training.config import build_config
 
 
-def _fake_run(name: str, y: np.ndarray, fold_of: np.ndarray, strength: float, confusion_seed: int, n_test: int = 500, data_fp: str = "d" * 64, folds_fp: str = "f" * 64) -> Run:
+def _fake_run(name: str, y: np.ndarray, fold_of: np.ndarray, strength: float, confusion_seed: int, n_test: int = 500, data_fp: str = "d" * 64, folds_fp: str = "f" * 64, test_fp: str = "t") -> Run:
     """OOF logits like a real model's: right class boosted, plus run-specific class confusions and noise."""
     rng = np.random.default_rng(confusion_seed)
     k = 10
@@ -29,7 +29,7 @@ def _fake_run(name: str, y: np.ndarray, fold_of: np.ndarray, strength: float, co
         return z.astype(np.float32)
 
     y_test = np.arange(n_test) % k
-    identity = {"data_fingerprint": data_fp, "folds_fingerprint": folds_fp, "test_fingerprint": "t"}
+    identity = {"data_fingerprint": data_fp, "folds_fingerprint": folds_fp, "test_fingerprint": test_fp}
     manifest = {"run": name, "model": name, "identity": identity, "data": {**identity, "label_values": list(range(k))}}
     return Run(name=name, dir=None, manifest=manifest, oof_logits=logits(y), test_logits=logits(y_test), fold_of=fold_of, labels=y)
 
@@ -90,6 +90,11 @@ def test_runs_with_other_folds_or_data_are_refused(realistic):
     other_data = _fake_run("z", y, runs[0].fold_of, 3.0, 9, data_fp="e" * 64)
     with pytest.raises(FkaggleError, match="different training data"):
         blend([runs[0], other_data], y, "mean")
+    # another test file leaks nothing: the message says which --test to pass instead
+    other_test = _fake_run("p", y, runs[0].fold_of, 3.0, 9, test_fp="u")
+    with pytest.raises(FkaggleError, match=r"run p has a different test file than .*predicted different test files.*--test FILE") as refused:
+        check_compatible([runs[0], other_test])
+    assert "leak" not in str(refused.value)
 
 
 def test_five_class_labels_map_back_end_to_end(tmp_path, five_class_npy):

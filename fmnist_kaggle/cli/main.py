@@ -12,7 +12,6 @@ the commands that need them (light internal modules are imported at the top).
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
@@ -28,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr; no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="debug log lines on stderr")
     sub = p.add_subparsers(dest="command", required=True)
-    for group in sorted((importlib.import_module(f"{commands.__name__}.{n}") for n in registry.names(commands.__name__)), key=lambda g: g.ORDER):
+    groups = [registry.load(commands.__name__, name, "command group") for name in registry.names(commands.__name__)]
+    for group in sorted(groups, key=lambda g: g.ORDER):
         group.register(sub)
     return p
 

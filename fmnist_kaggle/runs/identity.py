@@ -17,7 +17,7 @@ from fmnist_kaggle.errors import FkaggleError
 FINGERPRINTS: dict[str, tuple[str, str]] = {
     "data_fingerprint": ("training data", "train them on the same data (the same --train file or competition)"),
     "folds_fingerprint": ("fold assignment", "their validation rows would leak into each other's CV estimate; retrain with the same --folds/--fold-seed (and --subset)"),
-    "test_fingerprint": ("test data", "they predicted different test files; use runs of one test file and pass --test FILE when it is not the competition's (`fkaggle predict RUN --test FILE` predicts a run on another)"),
+    "test_fingerprint": ("test file", "they predicted different test files; use runs of one test file and pass --test FILE when it is not the competition's (`fkaggle predict RUN --test FILE` predicts a run on another)"),
     "teacher_fingerprint": ("pseudo-label teachers' predictions", "the teachers were retrained; retrain this run or choose another --run"),
 }
 SHARED = ("data_fingerprint", "folds_fingerprint", "test_fingerprint")  # what blends and teachers must share
