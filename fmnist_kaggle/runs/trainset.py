@@ -15,6 +15,19 @@ from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.training.config import TrainConfig
 
 
+@dataclass(frozen=True)
+class PseudoLabels:
+    """Per fold: the test rows whose teacher confidence reaches the threshold, and their labels."""
+
+    teachers: tuple[str, ...]
+    fingerprint: str  # SHA-256 over the teachers' recorded fold test logits
+    rows: dict[int, np.ndarray]
+    labels: dict[int, np.ndarray]
+
+    def record(self, threshold: float, weight: float) -> dict[str, Any]:
+        return {"teachers": list(self.teachers), "threshold": threshold, "weight": weight, "teacher_fingerprint": self.fingerprint, "rows_per_fold": {str(k): int(len(r)) for k, r in self.rows.items()}}
+
+
 @dataclass
 class TrainingData:
     """What every (fold, seed) unit of a run trains on, and the identity it is recorded under."""
@@ -38,16 +51,3 @@ def training_rows(comp: Competition, cfg: TrainConfig) -> ImageSet:
             raise FkaggleError(f"--subset {cfg.subset} is too small: {cfg.folds}-fold stratified CV of {train.num_classes} classes needs at least {need} rows")
         train = train.subset(stratified_subset(train.labels, cfg.subset, cfg.fold_seed))
     return train
-
-
-@dataclass(frozen=True)
-class PseudoLabels:
-    """Per fold: the test rows whose teacher confidence reaches the threshold, and their labels."""
-
-    teachers: tuple[str, ...]
-    fingerprint: str  # SHA-256 over the teachers' recorded fold test logits
-    rows: dict[int, np.ndarray]
-    labels: dict[int, np.ndarray]
-
-    def record(self, threshold: float, weight: float) -> dict[str, Any]:
-        return {"teachers": list(self.teachers), "threshold": threshold, "weight": weight, "teacher_fingerprint": self.fingerprint, "rows_per_fold": {str(k): int(len(r)) for k, r in self.rows.items()}}
