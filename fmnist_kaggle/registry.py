@@ -8,6 +8,7 @@ without importing scikit-learn, torch or Ray; an entry is imported when it is us
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from types import ModuleType
@@ -15,6 +16,7 @@ from types import ModuleType
 from fmnist_kaggle.errors import FkaggleError
 
 
+@functools.cache  # the folders do not change while the process runs; detection asks per file
 def names(package: str) -> tuple[str, ...]:
     """The entries of a plug-in package, sorted (modules whose names start with '_' are helpers)."""
     folder = importlib.import_module(package).__path__
