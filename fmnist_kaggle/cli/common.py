@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from fmnist_kaggle.data.formats import format_names
+from fmnist_kaggle.data.formats import format_choices
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.runs.executors import executor_names, make_executor
 from fmnist_kaggle.storage.atomic import dumps
@@ -39,7 +39,7 @@ def data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--test", help="test file")
     g.add_argument("--test-labels", help="known test labels, for offline scoring")
     g.add_argument("--sample-submission", help="the competition's sample submission CSV")
-    g.add_argument("--format", choices=["auto", *format_names()], help="force a format (default auto)")
+    g.add_argument("--format", choices=format_choices(), help="force a format (default auto)")
 
 
 def competition(args: argparse.Namespace):

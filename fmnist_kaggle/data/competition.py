@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import tomli_w
 
-from fmnist_kaggle.data.formats import format_names
+from fmnist_kaggle.data.formats import check_format
 from fmnist_kaggle.data.images import ImageSet, check_pair, from_arrays, load_images
 from fmnist_kaggle.errors import DataError, FkaggleError
 from fmnist_kaggle.storage import atomic, files
@@ -125,8 +125,7 @@ def load_competition(path: str | Path) -> Competition:
             kw[key] = _resolve(table[key], path.parent, data_dirs)
     if "class_names" in kw:
         kw["class_names"] = tuple(kw["class_names"])
-    if kw.get("format", "auto") not in ("auto", *format_names()):
-        raise FkaggleError(f"unknown format {kw['format']!r} (choose from auto, {', '.join(format_names())})", path)
+    check_format(kw.get("format", "auto"), path)
     return Competition(config_path=path, data_dirs=data_dirs, **kw)
 
 

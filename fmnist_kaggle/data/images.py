@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist_kaggle.data.formats import csv, detect_format, format_names, load_format
+from fmnist_kaggle.data.formats import check_format, csv, detect_format, load_format
 from fmnist_kaggle.data.formats._common import LABEL_COLUMNS, Raw, _as_array, _is_number, _plain, _to_uint8
 from fmnist_kaggle.data.formats.idx import parse_idx
 from fmnist_kaggle.errors import DataError
@@ -147,8 +147,7 @@ def load_images(
     """
     path = Path(path)
     labels_path = None if labels_path is None else Path(labels_path)
-    if format != "auto" and format not in format_names():
-        raise DataError(f"unknown format {format!r} (choose from auto, {', '.join(format_names())})", path)
+    check_format(format, path)
     for p in (path, labels_path):
         if p is not None:
             files.regular_file(p, "data file")

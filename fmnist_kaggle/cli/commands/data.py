@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from fmnist_kaggle.cli.common import command, competition, emit
-from fmnist_kaggle.data.formats import format_names
+from fmnist_kaggle.data.formats import format_choices
 from fmnist_kaggle.data.images import check_min_class_count
 from fmnist_kaggle.plots import sample_grid
 from fmnist_kaggle.storage.layout import Workspace
@@ -97,7 +97,7 @@ def register(sub: Any) -> None:
     init.add_argument("--sample-submission", help="the competition's sample submission: its two columns name the submission's id and label columns")
     init.add_argument("--slug", help="Kaggle competition slug (used by submit, submissions and leaderboard)")
     init.add_argument("--name", default="custom", help="a name for the competition (default custom)")
-    init.add_argument("--format", choices=["auto", *format_names()], help="file format (default: detected from name and content)")
+    init.add_argument("--format", choices=format_choices(), help="file format (default: detected from name and content)")
     init.add_argument("--out", default="competition/competition.toml", help="where to write the config (default competition/competition.toml, found there by every command)")
     init.add_argument("--force", action="store_true", help="replace an existing config")
 

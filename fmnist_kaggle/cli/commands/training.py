@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from fmnist_kaggle.cli.common import command, competition, emit, executor, parse_ints, print_json, progress, train_config, train_options
-from fmnist_kaggle.data.formats import format_names
+from fmnist_kaggle.data.formats import format_choices
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.storage.layout import Workspace
 
@@ -106,7 +106,7 @@ def register(sub: Any) -> None:
     pr.add_argument("run")
     pr.add_argument("--test", required=True, help="the test file to predict (any supported format)")
     pr.add_argument("--name", help="the new run's name (default RUN-on-FILE)")
-    pr.add_argument("--format", choices=["auto", *format_names()])
+    pr.add_argument("--format", choices=format_choices())
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
 
     ft = command(sub, "fold-train", "stratified k-fold training: OOF logits + fold-averaged test logits", cmd_fold_train, data=True, workdir=True)

@@ -20,6 +20,18 @@ def format_names() -> tuple[str, ...]:
     return registry.names(__name__)
 
 
+def format_choices() -> tuple[str, ...]:
+    """What `--format` and a config's `format` accept: auto (detect) or a format's name."""
+    return ("auto", *format_names())
+
+
+def check_format(name: str, where: str | Path | None) -> str:
+    """The name, when it is one of `format_choices()`; else one line naming the file and the choices."""
+    if name not in format_choices():
+        raise DataError(f"unknown format {name!r} (choose from {', '.join(format_choices())})", where)
+    return name
+
+
 def load_format(name: str) -> ModuleType:
     return registry.load(__name__, name, "format")
 
