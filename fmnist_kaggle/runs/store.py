@@ -36,16 +36,21 @@ def predicted_from(manifest: dict[str, Any]) -> str | None:
     return (manifest.get("predicted_from") or {}).get("run")
 
 
-def read_fold(fd: FoldDir, identity: dict[str, Any]) -> dict[str, Any]:
-    """A finished fold's metrics, its artifacts verified; FkaggleError (foreign) or CorruptArtifact otherwise."""
-    m = read_json(fd.metrics, "fold metrics")
+def _read_done_marker(marker: Path, what: str, owner: str, where: Path, identity: dict[str, Any], artifacts: tuple[Path, ...]) -> dict[str, Any]:
+    """A done marker (fold metrics, seed summary) of this run, with every artifact it records verified."""
+    m = read_json(marker, what)
     diff = identity_diff(m.get("identity"), identity)
     if diff:
-        raise FkaggleError(f"fold folder does not belong to this run: its {diff} (copied from another run?)", fd.path)
-    arts = m.get("artifacts") or {}
-    for path in (fd.val_logits, fd.test_logits, fd.history):
-        read_verified(path, arts.get(path.name))
+        raise FkaggleError(f"{owner} does not belong to this run: its {diff} (copied from another run?)", where)
+    records = m.get("artifacts") or {}
+    for path in artifacts:
+        read_verified(path, records.get(path.name))
     return m
+
+
+def read_fold(fd: FoldDir, identity: dict[str, Any]) -> dict[str, Any]:
+    """A finished fold's metrics, its artifacts verified; FkaggleError (foreign) or CorruptArtifact otherwise."""
+    return _read_done_marker(fd.metrics, "fold metrics", "fold folder", fd.path, identity, (fd.val_logits, fd.test_logits, fd.history))
 
 
 def fold_state(fd: FoldDir, identity: dict[str, Any]) -> tuple[str, str, dict[str, Any] | None]:
@@ -62,14 +67,8 @@ def fold_state(fd: FoldDir, identity: dict[str, Any]) -> tuple[str, str, dict[st
 
 def read_seed(fd: FoldDir, seed: int, identity: dict[str, Any]) -> dict[str, Any]:
     """A finished seed's summary with its artifacts verified."""
-    s = read_json(fd.seed_summary(seed), "seed summary")
-    diff = identity_diff(s.get("identity"), identity)
-    if diff:
-        raise FkaggleError(f"seed {seed} does not belong to this run: its {diff} (copied from another run?)", fd.seed_summary(seed))
-    arts = s.get("artifacts") or {}
-    for path in (fd.seed_val(seed), fd.seed_test(seed), fd.seed_model(seed), fd.seed_history(seed)):
-        read_verified(path, arts.get(path.name))
-    return s
+    marker = fd.seed_summary(seed)
+    return _read_done_marker(marker, "seed summary", f"seed {seed}", marker, identity, (fd.seed_val(seed), fd.seed_test(seed), fd.seed_model(seed), fd.seed_history(seed)))
 
 
 def status(rd: RunDir, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
