@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import time
@@ -481,3 +482,23 @@ def test_a_deadline_starts_nothing_after_it_and_the_same_call_resumes(tmp_path, 
     assert "3 (fold, seed) unit(s) to train" in caplog.text and m["complete"]
     ref, resumed = load_run("ref", tmp_path / "ref"), load_run("r", tmp_path)
     assert np.array_equal(ref.oof_logits, resumed.oof_logits) and np.array_equal(ref.test_logits, resumed.test_logits)
+
+
+def test_validating_only_after_the_last_epoch_agrees_with_the_fold_line_and_saves_the_passes(tmp_path, comp):
+    """`--eval-every 0`: one validation, in the precision the OOF predictions are saved in, so the
+    epoch line and the fold line show one number; the OOF logits are that validation's logits."""
+    args = ["fold-train", "--train", str(comp.train), "--test", str(comp.test), "--model", "fmnist_resnet", "--model-arg", "width=8", "--epochs", "3", "--folds", "2", "--batch-size", "32", "--optimizer", "sgd", "--lr", "0.05", "--no-progress", "--workdir", str(tmp_path)]
+    every = run_cli(*args, "--run", "every")
+    last = run_cli(*args, "--run", "last", "--eval-every", "0")
+    assert every.returncode == 0 and last.returncode == 0, last.stderr
+    hist = list(csv.DictReader((tmp_path / "oof/last/fold_0/history.csv").open()))
+    assert [bool(r["val_acc"]) for r in hist] == [False, False, True]
+    epoch_line = next(line for line in last.stderr.splitlines() if "[last f0 s0] epoch 3/3" in line)
+    fold_line = next(line for line in last.stderr.splitlines() if line.startswith("fold 0: acc"))
+    assert epoch_line.split("val ")[1].split()[0].split("/")[1] == fold_line.split()[3]  # one number for one thing
+    assert "val -" in next(line for line in last.stderr.splitlines() if "[last f0 s0] epoch 1/3" in line)
+    a, b = load_run("every", tmp_path), load_run("last", tmp_path)
+    assert a.manifest["identity"]["config"] != b.manifest["identity"]["config"] and "eval_every" not in a.manifest["identity"]["config"]  # the default leaves older identities as they were
+    m = json.loads((tmp_path / "oof/every/fold_0/metrics.json").read_text())
+    if m["best_epochs"] == [3]:  # the same weights chosen: the same OOF predictions, one validation pass fewer per epoch
+        assert np.array_equal(a.oof_logits[a.fold_of == 0], b.oof_logits[b.fold_of == 0])

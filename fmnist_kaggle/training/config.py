@@ -32,10 +32,12 @@ _POSITIVE = (lambda v: v > 0, "must be positive")
 _NONNEG = (lambda v: v >= 0, "must be >= 0")
 
 
-def setting(default: Any, help: str, *, choices: tuple | None = None, check: tuple | None = None, semantic: bool = True, cli: bool = True) -> Any:
+def setting(default: Any, help: str, *, choices: tuple | None = None, check: tuple | None = None, semantic: bool = True, cli: bool = True, since: int = 0) -> Any:
     """A config field with its documentation. semantic=False: it changes speed, not results,
-    so a resumed or sharded run may differ in it (folds spread over a GPU box and a laptop)."""
-    meta = {"help": help, "choices": choices, "check": check, "semantic": semantic, "cli": cli}
+    so a resumed or sharded run may differ in it (folds spread over a GPU box and a laptop).
+    since > 0: added after runs were recorded; at its default it stays out of run identities,
+    so those runs keep resuming and blending."""
+    meta = {"help": help, "choices": choices, "check": check, "semantic": semantic, "cli": cli, "since": since}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -74,6 +76,7 @@ class TrainConfig:
     mixup: float = setting(0.0, "mixup alpha (timm Mixup, per sample, with --label-smoothing); 0 = off", check=_NONNEG)
     cutmix: float = setting(0.0, "cutmix alpha (timm Mixup, per sample; with --mixup too, each sample picks one at p=0.5); 0 = off", check=_NONNEG)
     patience: int = setting(0, "early-stopping patience in epochs (0: train all epochs, keep the best)", check=_NONNEG)
+    eval_every: int = setting(1, "validate, and consider the epoch for the best, every N epochs and after the last; 0: after the last only (one-cycle runs end at their best: a validation pass saved per epoch)", check=_NONNEG, since=3)
     normalize: bool = setting(False, "standardize inputs, (x - 0.286) / 0.353, instead of 0..1")
     amp: str = setting("auto", "mixed precision: auto (CUDA: bf16, else fp16; CPU: bf16 where the CPU has it natively, else fp32), off, bf16, fp16 (CUDA)", choices=AMP_MODES, semantic=False)
     channels_last: bool = setting(True, "channels_last memory format", semantic=False)
@@ -101,6 +104,8 @@ class TrainConfig:
             raise FkaggleError("invalid training config: pseudo-labels train on the tensor path (augment presets, augment_backend auto/tensor)")
         if self.augment == "custom" and not self.augment_pipeline:
             raise FkaggleError("invalid training config: augment='custom' needs augment_pipeline")
+        if self.patience and self.eval_every != 1:
+            raise FkaggleError("invalid training config: early stopping (patience) needs a validation every epoch (eval_every = 1)")
         if self.recipe is not None and self.recipe not in RECIPES:
             raise FkaggleError(f"unknown recipe {self.recipe!r} (choose from {', '.join(RECIPES)})")
         return self
@@ -120,7 +125,7 @@ class TrainConfig:
         return asdict(self)
 
     def semantic(self) -> dict[str, Any]:
-        return {k: v for k, v in self.to_dict().items() if k in SEMANTIC}
+        return {k: v for k, v in self.to_dict().items() if k in SEMANTIC and not (FIELDS[k].metadata["since"] and v == default_of(k))}
 
     def semantic_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.semantic(), sort_keys=True, default=str).encode()).hexdigest()

@@ -30,7 +30,7 @@ from fmnist_kaggle.storage import atomic
 from fmnist_kaggle.training.augment import AlbumentationsDataset, BatchAugment, albumentations_pipeline
 from fmnist_kaggle.training.config import TrainConfig
 from fmnist_kaggle.training.device import _autocast, amp_dtype, resolve_device
-from fmnist_kaggle.training.inference import _to_model, eval_batches, evaluate, normalize, to_float
+from fmnist_kaggle.training.inference import _to_model, eval_batches, normalize, predict, scores, to_float
 
 log = logging.getLogger(__name__)
 BN_REFRESH_STEPS = 300  # runs shorter than this refresh batch-norm statistics before each evaluation
@@ -38,6 +38,10 @@ BN_REFRESH_STEPS = 300  # runs shorter than this refresh batch-norm statistics b
 
 class NonFiniteLoss(FkaggleError):
     """Training diverged: the loss became NaN or infinite."""
+
+
+class DeadlineReached(FkaggleError):
+    """A deadline came before training finished; the last epoch's checkpoint is kept."""
 
 
 def build_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
@@ -170,6 +174,7 @@ class Stepper:
     step: int = 0
     ema: Any = None  # timm ModelEmaV3: its module is what gets evaluated and saved
     mixer: Any = None  # timm Mixup
+    stop_at: float | None = None  # time.monotonic() after which no step starts
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -187,6 +192,8 @@ def train_epoch(s: Stepper, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
     correct = torch.zeros((), device=s.device, dtype=torch.long)
     seen = 0
     for x, y, *w in batches:
+        if s.stop_at is not None and time.monotonic() >= s.stop_at:
+            raise DeadlineReached(f"{where}: deadline reached at step {s.step + 1}; resumes from the last finished epoch")
         for g in s.opt.param_groups:
             g["lr"] = s.lr(s.step)
         x, target = s.mixer(x, y) if s.mixer is not None else (x, y)
@@ -252,6 +259,27 @@ def load_checkpoint(path: Path, s: Stepper) -> dict[str, Any] | None:
 # ----------------------------------------------------------------------------- fit
 
 
+def make_stepper(cfg: TrainConfig, num_classes: int, train_x: np.ndarray, train_y: np.ndarray, fold: int = 0, seed: int = 0, desc: str = "", train_w: np.ndarray | None = None) -> tuple[Stepper, Batches]:
+    """A freshly initialised model with its optimizer, schedule and batches: what `fit` trains
+    and what `estimate` times."""
+    device = resolve_device(cfg.device)
+    dtype = amp_dtype(cfg, device)
+    torch.manual_seed(_seed_for(seed, fold, -1))
+    model = create_model(cfg.model, num_classes=num_classes, in_chans=1, **cfg.model_kwargs).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    batch_size = min(cfg.batch_size, len(train_x))
+    if batch_size < cfg.batch_size:
+        log.warning(f"{desc} batch size {cfg.batch_size} is larger than the fold's {len(train_x)} training rows; using {batch_size}")
+    batches = make_batches(cfg, train_x, train_y, device, batch_size, train_w)
+    s = Stepper(
+        model, torch.compile(model) if cfg.compile else model, build_optimizer(cfg, [p for p in model.parameters() if p.requires_grad], device),
+        torch.amp.GradScaler("cuda", enabled=dtype == torch.float16), cfg, device, dtype,
+        batches.steps_per_epoch * cfg.epochs, batches.steps_per_epoch, ema=make_ema(cfg, model), mixer=make_mixer(cfg, num_classes),
+    )  # fmt: skip
+    return s, batches
+
+
 @dataclass
 class FitResult:
     model: torch.nn.Module
@@ -259,6 +287,7 @@ class FitResult:
     best_epoch: int = 0
     images_per_s: float = 0.0
     seconds: float = 0.0
+    val_logits: np.ndarray | None = None  # the best epoch's validation logits (fp32), when this fit computed them
 
     def summary(self) -> dict[str, Any]:
         """The per-seed summary every reader uses (best epoch and its metrics, speed)."""
@@ -283,27 +312,17 @@ def fit(
     progress: bool = True,
     desc: str = "",
     train_w: np.ndarray | None = None,
+    stop_at: float | None = None,
 ) -> FitResult:
     """Train on (train_x, train_y) (rows weighted by train_w), select the epoch with the lowest validation loss.
 
     `checkpoint` is written after every epoch; when present at start, training resumes.
+    `stop_at` (a `time.monotonic()` value): no step starts after it (DeadlineReached).
     """
     t_start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    dtype = amp_dtype(cfg, device)
-    torch.manual_seed(_seed_for(seed, fold, -1))
-    model = create_model(cfg.model, num_classes=num_classes, in_chans=1, **cfg.model_kwargs).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    batch_size = min(cfg.batch_size, len(train_x))
-    if batch_size < cfg.batch_size:
-        log.warning(f"{desc} batch size {cfg.batch_size} is larger than the fold's {len(train_x)} training rows; using {batch_size}")
-    batches = make_batches(cfg, train_x, train_y, device, batch_size, train_w)
-    s = Stepper(
-        model, torch.compile(model) if cfg.compile else model, build_optimizer(cfg, [p for p in model.parameters() if p.requires_grad], device),
-        torch.amp.GradScaler("cuda", enabled=dtype == torch.float16), cfg, device, dtype,
-        batches.steps_per_epoch * cfg.epochs, batches.steps_per_epoch, ema=make_ema(cfg, model), mixer=make_mixer(cfg, num_classes),
-    )  # fmt: skip
+    s, batches = make_stepper(cfg, num_classes, train_x, train_y, fold, seed, desc, train_w)
+    s.stop_at = stop_at
+    device = s.device
     vx, vy = torch.from_numpy(np.require(val_x, requirements=["C", "W"])), np.asarray(val_y, dtype=np.int64)
 
     state = load_checkpoint(checkpoint, s) if checkpoint is not None else None
@@ -320,24 +339,31 @@ def fit(
         with tqdm(total=batches.steps_per_epoch, desc=f"{desc} ep {epoch + 1}/{cfg.epochs}", leave=False, disable=None if progress else True, mininterval=1.0) as bar:
             tr = train_epoch(s, batches.epoch_batches(_seed_for(seed, fold, epoch)), f"{desc} epoch {epoch + 1}", bar)
         images_per_s = tr["images_per_s"]
-        if s.total_steps < BN_REFRESH_STEPS:
-            refresh_batchnorm(s.eval_model, train_x, cfg, device)
-        val_loss, val_acc = evaluate(s.eval_model, vx, vy, cfg, device, dtype)
         row = {
-            "fold": fold, "seed": seed, "epoch": epoch + 1,
-            "train_loss": round(tr["train_loss"], 6), "train_acc": round(tr["train_acc"], 6),
-            "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6),
+            "fold": fold, "seed": seed, "epoch": epoch + 1, "train_loss": round(tr["train_loss"], 6), "train_acc": round(tr["train_acc"], 6), "val_loss": None, "val_acc": None,
             "lr": s.lr(max(s.step - 1, 0)), "images_per_s": round(images_per_s, 1), "seconds": round(tr["seconds"], 2),
         }  # fmt: skip
+        if _validates(cfg, epoch):
+            if s.total_steps < BN_REFRESH_STEPS:
+                refresh_batchnorm(s.eval_model, train_x, cfg, device)
+            logits = predict(s.eval_model, vx, cfg, device)  # fp32, as the saved predictions: the epoch line and the fold line agree
+            val_loss, val_acc = scores(logits, vy)
+            row.update(val_loss=round(val_loss, 6), val_acc=round(val_acc, 6))
+            if val_loss < state["best_loss"]:  # its logits are the fold's OOF predictions if it stays the best
+                state.update(best_loss=val_loss, best_epoch=epoch + 1, best_state=copy.deepcopy(s.eval_model.state_dict()), best_val=torch.from_numpy(logits), bad_epochs=0)
+            else:
+                state["bad_epochs"] += 1
         state["history"].append(row)
-        if val_loss < state["best_loss"]:
-            state.update(best_loss=val_loss, best_epoch=epoch + 1, best_state=copy.deepcopy(s.eval_model.state_dict()), bad_epochs=0)
-        else:
-            state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
         if checkpoint is not None:
             save_checkpoint(checkpoint, s, state)
-        log.info(f"{desc} epoch {epoch + 1}/{cfg.epochs}  train {row['train_loss']:.4f}/{row['train_acc']:.4f}  val {val_loss:.4f}/{val_acc:.4f}  {images_per_s:.0f} img/s")
+        val = f"{row['val_loss']:.4f}/{row['val_acc']:.4f}" if row["val_loss"] is not None else "-"
+        log.info(f"{desc} epoch {epoch + 1}/{cfg.epochs}  train {row['train_loss']:.4f}/{row['train_acc']:.4f}  val {val}  {images_per_s:.0f} img/s")
     if state["best_state"] is not None:
         s.eval_model.load_state_dict(state["best_state"])
-    return FitResult(s.eval_model, state["history"], state["best_epoch"], images_per_s, time.perf_counter() - t_start)
+    best_val = state.get("best_val")
+    return FitResult(s.eval_model, state["history"], state["best_epoch"], images_per_s, time.perf_counter() - t_start, best_val.numpy() if best_val is not None else None)
+
+
+def _validates(cfg: TrainConfig, epoch: int) -> bool:
+    return epoch + 1 == cfg.epochs or (cfg.eval_every > 0 and (epoch + 1) % cfg.eval_every == 0)

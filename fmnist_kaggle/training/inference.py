@@ -68,6 +68,10 @@ def predict(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig, devi
 
 def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: np.ndarray, cfg: TrainConfig, device: torch.device, dtype: torch.dtype | None) -> tuple[float, float]:
     """Validation loss and accuracy."""
-    logits = predict(model, images, cfg, device, dtype)
-    loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item())
+    return scores(predict(model, images, cfg, device, dtype), labels)
+
+
+def scores(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Cross-entropy and accuracy of logits."""
+    loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(np.asarray(labels, dtype=np.int64))).item())
     return loss, float((logits.argmax(1) == labels).mean())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Any
 
@@ -20,19 +21,29 @@ class LocalExecutor:
     def __init__(self, progress: bool = True) -> None:
         self.progress = progress
         self._queue: deque[Unit] = deque()
+        self._stopped: list[Unit] = []  # units a timeout stopped mid-training (their checkpoints stay)
 
     def submit(self, unit: Unit) -> None:
         self._queue.append(unit)
 
-    def next_done(self, timeout: float | None = None) -> tuple[Unit, UnitResult]:
-        unit = self._queue.popleft()  # trained here and now: a timeout cannot apply
-        result = train_unit(unit.cfg, unit.data, unit.fold, unit.seed, checkpoint=unit.checkpoint, progress=self.progress, desc=f"[{unit.run} f{unit.fold} s{unit.seed}]")
+    def next_done(self, timeout: float | None = None) -> tuple[Unit, UnitResult] | None:
+        """Train the next unit here and now; with a timeout no training step starts after it
+        (None: the unit stopped, resumable from its last epoch's checkpoint)."""
+        from fmnist_kaggle.training.fit import DeadlineReached
+
+        unit = self._queue.popleft()
+        stop_at = None if timeout is None else time.monotonic() + timeout
+        try:
+            result = train_unit(unit.cfg, unit.data, unit.fold, unit.seed, checkpoint=unit.checkpoint, progress=self.progress, desc=f"[{unit.run} f{unit.fold} s{unit.seed}]", stop_at=stop_at)
+        except DeadlineReached:
+            self._stopped.append(unit)
+            return None
         result.summary["executor"] = "local"
         return unit, result
 
     def cancel(self) -> list[Unit]:
-        """Queued units are dropped; nothing runs between calls of `next_done`."""
-        dropped, self._queue = list(self._queue), deque()
+        """Queued units are dropped, with those a timeout stopped; nothing runs between calls of `next_done`."""
+        dropped, self._queue, self._stopped = self._stopped + list(self._queue), deque(), []
         return dropped
 
     def close(self) -> None:
