@@ -1,15 +1,14 @@
 # Two entry points, each doing all set-up on a fresh Debian/Ubuntu machine (Python 3.11+):
-#   make demo   real data -> data check -> two 5-fold cpu-recipe runs -> CV report -> blend -> validated submission
+#   make demo   real data -> data check -> `fkaggle auto --time-limit 20m` (sized k-fold runs, an honest
+#               choice among runs and blends) -> validated, scored submission and the leaderboard
 #   make test   the test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
-# Two cpu-recipe runs with different seeds (~15 min each on 2 cores): blends pay with partners of
-# equal strength (weak report models only dilute; measured in the README). Stacked: best nested-CV log-loss.
-DEMO_RUNS := demo-cpu demo-cpu-s1
+DEMO_LIMIT ?= 20m
 
-.PHONY: demo test install data bench clean-demo
+.PHONY: demo test install data bench bench-auto clean-demo
 
 install: $(VENV)/.installed
 
@@ -31,13 +30,10 @@ data:
 
 demo: install data
 	$(BIN)/fkaggle data check
-	$(BIN)/fkaggle fold-train --recipe cpu --run demo-cpu
-	$(BIN)/fkaggle fold-train --recipe cpu --seeds 1 --run demo-cpu-s1
-	$(BIN)/fkaggle cv $(DEMO_RUNS)
-	$(BIN)/fkaggle blend demo-cpu --name demo-single
-	$(BIN)/fkaggle blend $(DEMO_RUNS) --method stack --name demo-blend
-	$(BIN)/fkaggle validate submissions/demo-blend.csv
-	$(BIN)/fkaggle score submissions/demo-blend.csv
+	$(BIN)/fkaggle auto --time-limit $(DEMO_LIMIT) --name demo
+	$(BIN)/fkaggle validate submissions/demo.csv
+	$(BIN)/fkaggle score submissions/demo.csv
+	@cat oof/autopilot/demo/leaderboard.md
 
 test: install data
 	$(BIN)/python -m pytest -q -p no:cacheprovider
@@ -48,5 +44,9 @@ bench: install data
 	$(BIN)/python bench/time_to_accuracy.py --recipe cpu
 	$(BIN)/python bench/scale.py
 
+# The autopilot under 5, 20 and 60 minute limits (85 minutes on one machine).
+bench-auto: install data
+	$(BIN)/python bench/auto.py --limits 5m,20m,60m
+
 clean-demo:
-	rm -rf oof/demo-* oof/cv oof/data-check submissions/demo-*
+	rm -rf oof/demo-* oof/autopilot/demo oof/data-check submissions/demo.*

@@ -25,10 +25,11 @@ from fmnist_kaggle.models import create_model, list_models
 from fmnist_kaggle.runs.driver import train_folds
 from fmnist_kaggle.runs.executors import Executor
 from fmnist_kaggle.runs.store import Run, list_runs, load_run
+from fmnist_kaggle.search.auto import parse_time_limit, run_auto
 from fmnist_kaggle.training.config import TrainConfig
 from fmnist_kaggle.training.config import build_config as _build_config
 
-__all__ = ["Competition", "Run", "TrainConfig", "blend", "build_config", "create_model", "fold_train", "list_models", "list_runs", "load_competition", "load_run", "make_submission"]
+__all__ = ["Competition", "Run", "TrainConfig", "auto", "blend", "build_config", "create_model", "fold_train", "list_models", "list_runs", "load_competition", "load_run", "make_submission"]
 
 
 def load_competition(
@@ -113,3 +114,10 @@ def make_submission(competition: Competition, runs: list[Run | str], method: str
     names = [r.name if isinstance(r, Run) else r for r in runs]
     return submission.make_submission(competition, names, method, name, workdir, space=space, temperature=temperature)
 
+
+
+def auto(competition: Competition, time_limit: str | float = "20m", name: str = "auto", *, workdir: str | Path = ".", portfolio: str | Path | None = None, device: str | None = None, executor: Executor | None = None, progress: bool = False) -> dict[str, Any]:
+    """`fkaggle auto`: the portfolio's runs sized to `time_limit` ('20m', '90s' or seconds), the
+    honest choice among runs and blends, `submissions/NAME.csv` and the leaderboard. Resumable."""
+    seconds = parse_time_limit(time_limit) if isinstance(time_limit, str) else float(time_limit)
+    return run_auto(competition, seconds, name, workdir, portfolio, device, executor=executor, progress=progress)

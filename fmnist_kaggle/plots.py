@@ -59,7 +59,7 @@ def learning_figure(history: "Sequence[dict]", title: str = "") -> Any:
         rows = [r for r in history if int(r["fold"]) == fold and int(r["seed"]) == seed]
         ep = [int(r["epoch"]) for r in rows]
         tag = f"f{fold}" + (f"s{seed}" if len({s for _, s in folds}) > 1 else "")
-        col = {k: [float(r[k]) for r in rows] for k in ("train_loss", "val_loss", "train_acc", "val_acc")}
+        col = {k: [float(r[k]) if r[k] not in (None, "") else np.nan for r in rows] for k in ("train_loss", "val_loss", "train_acc", "val_acc")}  # NaN: not validated that epoch
         line = ax_loss.plot(ep, col["train_loss"], "o--", ms=3, alpha=0.7)[0]  # markers: a 1-epoch run still shows its point
         c = line.get_color()
         ax_loss.plot(ep, col["val_loss"], "o-", ms=3, color=c, label=tag)
@@ -225,3 +225,33 @@ def drift_figures(importance: np.ndarray, test_like: np.ndarray, p_test: Sequenc
         ax.set_title(f"P(test) {p:.2f}", fontsize=7)
     fig.suptitle("training images most like the test set", fontsize=9)
     atomic.save_figure(test_like_png, fig)
+
+
+def autopilot_chart(runs: "Sequence[dict]", blends: "Sequence[dict]", limit_min: float, title: str, target: str | Path) -> Path:
+    """`fkaggle auto`: each finished run's CV accuracy at the minute it finished (and its official
+    test accuracy where known), the blends at the end, the chosen submission starred, the limit."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8.5, 4.6))
+    end = max([r["minute"] for r in runs] + [0.0])
+    at = end + 0.04 * max(limit_min, end)  # blends just after the last run they combine
+    for i, r in enumerate(runs):
+        ax.scatter(r["minute"], r["cv_acc"], s=48, color=f"C{i % 10}", label=f"{r['label']} (CV)", zorder=3)
+        if r.get("test_acc") is not None:
+            ax.scatter(r["minute"], r["test_acc"], s=48, facecolors="none", edgecolors=f"C{i % 10}", zorder=3)
+    for j, b in enumerate(blends):
+        ax.scatter(at, b["cv_acc"], marker="D", s=34, color="0.45", zorder=2)
+        ax.annotate(b["method"], (at, b["cv_acc"]), xytext=(6, -3 + 7 * (j % 2)), textcoords="offset points", fontsize=7, color="0.3")
+    chosen = [c for c in [*runs, *blends] if c.get("chosen")]
+    for c in chosen:
+        ax.scatter(c.get("minute", at), c["cv_acc"], marker="*", s=260, color="gold", edgecolors="k", zorder=4, label=f"chosen: {c['label']}")
+    ax.axvline(limit_min, color="C3", ls="--", lw=1, label=f"time limit ({limit_min:g} min)")
+    if any(r.get("test_acc") is not None for r in runs):
+        ax.scatter([], [], facecolors="none", edgecolors="0.3", label="official/local test accuracy (hollow)")
+    if blends:
+        ax.scatter([], [], marker="D", color="0.45", label="blends of all finished runs (CV; fitted methods nested)")
+    ax.set(xlabel="minutes since the first session started (training time)", ylabel="accuracy", title=title, xlim=(0, max(limit_min, at) * 1.1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    atomic.save_figure(target, fig)
+    return Path(target)

@@ -486,3 +486,23 @@ def test_a_zipped_csv_that_expands_past_the_limit_is_refused(tmp_path):
     assert bomb.stat().st_size < 50_000
     res = run_cli("data", "check", "--train", str(bomb), cwd=tmp_path, env={"FKAGGLE_MAX_INPUT_BYTES": "1000000"})
     assert res.returncode == 2 and "train.csv decompresses to 3,000,006 bytes, above the 1,000,000-byte limit" in res.stderr, res.stderr
+
+
+def test_auto_downloads_trains_and_submits_once(tmp_path, fake_kaggle):
+    from test_auto import FIXED
+
+    fake_kaggle.files["five-mini.zip"] = _competition_zip(tmp_path)
+    (tmp_path / "fixed.toml").write_text(FIXED)
+    args = ["auto", "five-mini", "--portfolio", "fixed.toml", "--time-limit", "2m", "--submit", "-m", "autopilot", "--no-progress", "--json"]
+    res = run_cli(*args, cwd=tmp_path, env=fake_kaggle.env)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    sub = tmp_path / out["submission"]
+    assert sub.read_text().splitlines()[0] == "Id,Category" and fake_kaggle.uploads == [sub.read_bytes()]
+    assert out["uploaded"]["status"] == "submitted" and fake_kaggle.created[0]["submissionDescription"] == "autopilot"
+    history = (tmp_path / "submissions/history.csv").read_text()
+    assert "auto.csv" in history and "autopilot" in history
+
+    again = run_cli(*args, cwd=tmp_path, env=fake_kaggle.env)  # resumed: nothing left to train, the same file is not sent twice
+    assert again.returncode == 0, again.stderr
+    assert "already uploaded by this autopilot" in again.stderr and len(fake_kaggle.uploads) == 1

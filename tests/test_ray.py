@@ -182,3 +182,20 @@ def test_a_deadline_cancels_the_units_still_running_on_ray(tmp_path, synth):
     assert time.monotonic() - t0 < 60
     assert not list((tmp_path / "oof/late").glob("fold_*/seed_0.json"))
     assert fk.list_runs(tmp_path)[0]["folds_done"] == 0
+
+
+def test_auto_on_the_embedded_executor_trains_runs_at_once_within_its_limit(tmp_path, kaggle_csv_pair):
+    from test_auto import FIXED
+
+    train, test = kaggle_csv_pair
+    (tmp_path / "fixed.toml").write_text(FIXED)
+    t0 = time.monotonic()
+    res = run_cli("auto", "--train", str(train), "--test", str(test), "--portfolio", "fixed.toml", "--time-limit", "90s", "--executor", "ray", "--no-progress", "--json")
+    wall = time.monotonic() - t0
+    assert res.returncode == 0, res.stderr
+    assert wall <= 90 + 4 and "embedded instance on loopback" in res.stderr and "2 unit(s) at once" in res.stderr
+    out = json.loads(res.stdout)
+    assert [r["status"] for r in out["leaderboard"] if r["kind"] == "run"] == ["complete", "complete"]
+    for run in ("auto-a", "auto-b"):
+        assert {m["seeds"][0]["executor"] for m in fold_metrics(tmp_path / "oof" / run)} == {"ray"}
+    assert run_cli("validate", out["submission"], "--train", str(train), "--test", str(test)).returncode == 0

@@ -25,7 +25,7 @@ from fmnist_kaggle.storage.artifacts import read_array, read_json
 SCHEMA = 2
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Names the layout itself uses in oof/ and submissions/: a run or blend called so would clobber them.
-RESERVED = {"folds", "sweeps", "cv", "reproduce", "data-check", "history", "readme.md", "readme"}
+RESERVED = {"folds", "sweeps", "cv", "reproduce", "autopilot", "data-check", "history", "readme.md", "readme"}
 
 
 def check_name(name: str, what: str = "run") -> str:
@@ -183,6 +183,16 @@ class SubmissionFiles:
     logprobs: Path
 
 
+@dataclass(frozen=True)
+class AutoFiles:
+    """`fkaggle auto --name NAME`: its decisions and its leaderboard."""
+
+    state: Path  # state.json: sessions, each entry's run, epochs and outcome, the final choice
+    markdown: Path
+    csv: Path
+    png: Path
+
+
 class Workspace:
     """A competition workspace: `oof/` (runs, folds, sweeps, reports) and `submissions/`."""
 
@@ -258,6 +268,10 @@ class Workspace:
         """`fkaggle reproduce`'s comparison of a report's tables with ours."""
         d, name = self.oof / "reproduce", check_name(name, "reproduction")
         return {"markdown": d / f"{name}.md", "csv": d / f"{name}.csv", "png": d / f"{name}.png"}
+
+    def autopilot(self, name: str) -> AutoFiles:
+        d = self.oof / "autopilot" / check_name(name, "autopilot")
+        return AutoFiles(d / "state.json", d / "leaderboard.md", d / "leaderboard.csv", d / "leaderboard.png")
 
     def confusion_png(self, run: str) -> Path:
         return self.cv_dir / f"{check_name(run)}_confusion.png"

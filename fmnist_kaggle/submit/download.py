@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from fmnist_kaggle.data.competition import DEFAULT_CONFIG, init_competition
+from fmnist_kaggle.data.competition import DEFAULT_CONFIG, init_competition, load_competition
 from fmnist_kaggle.data.formats import download_suffixes
 from fmnist_kaggle.errors import DataError, FkaggleError
 from fmnist_kaggle.storage import atomic
@@ -48,6 +48,19 @@ def download_competition(slug: str, folder: str | Path | None = None, config: st
         raise
     shutil.rmtree(folder / ".download", ignore_errors=True)
     return info, folder
+
+
+def download_once(slug: str, config: str | Path | None = None) -> Path:
+    """The config of competition SLUG: downloaded the first time, reused after (a resumed
+    `fkaggle auto SLUG`); a config of another competition there is refused."""
+    config = Path(config or DEFAULT_CONFIG)
+    if config.exists():
+        existing = load_competition(config).slug
+        if existing != slug:
+            raise FkaggleError(f"holds the config of {existing or 'a competition without a slug'}, not {slug}; pass --competition FILE, or download into another folder", config)
+        return config
+    download_competition(slug, None, config)
+    return config
 
 
 def extract(archive: Path, folder: Path, limit: int = MAX_BYTES) -> list[str]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any
 
 from fmnist_kaggle.cli.common import command, competition, emit, executor, executor_options, progress, train_config, train_options
+from fmnist_kaggle.errors import FkaggleError
 
 ORDER = 40  # place in `fkaggle --help`: the pipeline's order
 
@@ -31,7 +33,54 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return emit(args, res, lambda r: f"{Path(r['markdown']).read_text()}\ntable: {r['markdown']}, {r['csv']}; plot: {r['png']}")
 
 
+def cmd_auto(args: argparse.Namespace) -> int:
+    started = time.monotonic()  # the limit counts from here: downloading and loading are part of it
+    from fmnist_kaggle.search.auto import parse_time_limit, plan_table, run_auto, show_plan
+
+    limit = parse_time_limit(args.time_limit)
+    if args.submit and not args.message:
+        raise FkaggleError("--submit needs -m/--message (the submission's description on Kaggle)")
+    if args.slug:
+        from fmnist_kaggle.submit.download import download_once
+
+        args.competition = str(download_once(args.slug, args.competition))
+    comp = competition(args)
+    if args.show_plan:
+        rows = show_plan(comp, limit, args.name, args.workdir, args.portfolio, args.device, args.amp)
+        return emit(args, rows, plan_table)
+    res = run_auto(
+        comp, limit, args.name, args.workdir, args.portfolio, args.device, args.amp, executor(args),
+        submit_message=args.message if args.submit else None, slug=args.slug, progress=progress(args), started=started,
+    )  # fmt: skip
+    return emit(args, res, _auto_text)
+
+
+def _auto_text(r: dict[str, Any]) -> str:
+    from fmnist_kaggle.search.auto import COLUMNS
+
+    cell = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)
+    table = [" ".join(f"{cell(row[k])[:40]:<{w}}" for k, w in zip(COLUMNS[:9], (5, 40, 14, 6, 7, 7, 10, 8, 11))) for row in r["leaderboard"]]
+    lines = [f"submission: {r['submission']} ({r['reason']})", f"CV accuracy {r['cv']['acc']:.4f}" + (f", test accuracy {r['test']['acc']:.4f}" if r.get("test") else ""), f"time: {r['wall_s'] / 60:.1f} of {r['time_limit_s'] / 60:g} min"]
+    if r.get("uploaded"):
+        lines.append(f"submitted (ref {r['uploaded']['ref']}): {r['uploaded']['reply']}")
+    head = " ".join(f"{k:<{w}}" for k, w in zip(COLUMNS[:9], (5, 40, 14, 6, 7, 7, 10, 8, 11)))
+    return "\n".join([*lines, "", head, *table, "", f"leaderboard: {r['files']['markdown']}, {r['files']['csv']}, {r['files']['png']}"])
+
+
 def register(sub: Any) -> None:
+    au = command(sub, "auto", "the best submission a time budget buys: sized k-fold runs of a portfolio, an honest choice, a validated submission", cmd_auto, data=True, workdir=True)
+    au.add_argument("slug", nargs="?", help="a Kaggle competition to download first (as `fkaggle download SLUG`); default: the competition config or data options")
+    au.add_argument("--time-limit", default="20m", help="the whole command's budget: 90s, 20m, 1.5h (default 20m)")
+    au.add_argument("--name", default="auto", help="names the session (oof/autopilot/NAME/), its runs (oof/NAME-ENTRY/) and the submission (submissions/NAME.csv); default auto")
+    au.add_argument("--submit", action="store_true", help="upload the chosen submission with the kaggle client (needs -m)")
+    au.add_argument("-m", "--message", help="the submission's description on Kaggle")
+    au.add_argument("--portfolio", help="a portfolio TOML replacing the packaged one (format: fmnist_kaggle/search/portfolio.toml)")
+    au.add_argument("--show-plan", action="store_true", help="print the portfolio for this machine and budget, with measured speeds and the epochs each entry would get; train nothing")
+    au.add_argument("--device", help="auto (default), cpu, cuda ...")
+    au.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], help="mixed precision (default auto)")
+    au.add_argument("--no-progress", action="store_true")
+    executor_options(au)
+
     sw = command(sub, "sweep", "cross-validated grid / random / Optuna search; every trial is a run", cmd_sweep, data=True, workdir=True)
     train_options(sw, sweep=True)
     sw.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="values to try (config keys or model keywords)")

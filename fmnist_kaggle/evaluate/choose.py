@@ -1,0 +1,81 @@
+"""The honest final choice: the best single run, unless a blend beats it on nested CV.
+
+Every blend method is scored on the runs' own folds (fitted methods nested: fitted on k-1
+folds, scored on the held-out one). A blend is chosen only when its CV accuracy is above the
+best single run's: a blend that ties or loses adds risk and nothing measured.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fmnist_kaggle import metrics
+from fmnist_kaggle.evaluate.blend import BlendResult, blend, single_run
+from fmnist_kaggle.runs.store import Run
+
+BLEND_METHODS = ("mean", "weighted", "hillclimb", "stack")  # one per family: pooling, fitted weights, selection, level-2 model
+
+
+@dataclass
+class Candidate:
+    """A possible submission: one run, or a blend of runs with a method."""
+
+    runs: list[str]
+    method: str  # "single" or a blend method
+    cv_acc: float
+    cv_logloss: float
+    nested: bool  # fitted on OOF rows and scored nested
+    test_acc: float | None = None  # where the test labels are known (never used to choose)
+    seconds: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return self.runs[0] if self.method == "single" else f"{self.method}({', '.join(self.runs)})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "runs": self.runs, "method": self.method, "cv_acc": self.cv_acc, "cv_logloss": self.cv_logloss, "nested": self.nested, "test_acc": self.test_acc, "seconds": round(self.seconds, 2)}
+
+
+@dataclass
+class Choice:
+    chosen: Candidate
+    best_single: Candidate
+    candidates: list[Candidate]
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chosen": self.chosen.to_dict(), "best_single": self.best_single.to_dict(), "reason": self.reason, "candidates": [c.to_dict() for c in self.candidates]}
+
+
+def _candidate(result: BlendResult, runs: list[str], test_labels: np.ndarray | None, seconds: float) -> Candidate:
+    test_acc = metrics.accuracy(result.test, test_labels) if test_labels is not None else None
+    return Candidate(runs, result.method, result.cv_acc, result.cv_logloss, result.insample_acc is not None, test_acc, seconds)
+
+
+def choose(runs: list[Run], labels: np.ndarray, test_labels: np.ndarray | None = None, methods: tuple[str, ...] = BLEND_METHODS) -> Choice:
+    """Score every run alone and every blend of all of them; choose by CV accuracy (then
+    log-loss), a blend only when it beats the best single run."""
+    singles = []
+    for run in runs:
+        t0 = time.perf_counter()
+        singles.append(_candidate(single_run(run, labels), [run.name], test_labels, time.perf_counter() - t0))
+    blends = []
+    if len(runs) > 1:
+        for method in methods:
+            t0 = time.perf_counter()
+            blends.append(_candidate(blend(runs, labels, method), [r.name for r in runs], test_labels, time.perf_counter() - t0))
+    key = lambda c: (c.cv_acc, -c.cv_logloss)
+    best_single = max(singles, key=key)
+    best_blend = max(blends, key=key, default=None)
+    if best_blend is not None and best_blend.cv_acc > best_single.cv_acc:
+        reason = f"{best_blend.label}: {'nested ' if best_blend.nested else ''}CV accuracy {best_blend.cv_acc:.4f} beats the best single run {best_single.label} ({best_single.cv_acc:.4f})"
+        return Choice(best_blend, best_single, singles + blends, reason)
+    if best_blend is None:
+        reason = f"the best single run {best_single.label} (CV accuracy {best_single.cv_acc:.4f}); one finished run, nothing to blend"
+    else:
+        reason = f"the best single run {best_single.label} (CV accuracy {best_single.cv_acc:.4f}): no blend beat it (best: {best_blend.label} {best_blend.cv_acc:.4f})"
+    return Choice(best_single, best_single, singles + blends, reason)

@@ -1,0 +1,179 @@
+"""`fkaggle auto`: a time budget in, a validated submission and a leaderboard out.
+
+Every test runs the CLI a user types, on slices of the real Fashion-MNIST. Budgets are tiny;
+the portfolio is the packaged one where the limit is the point, and a small fixed one
+(`--portfolio`) where the outcome must be exact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+# Two small fixed entries: epochs cannot be sized differently between sessions, so a resumed
+# session must reproduce an uninterrupted one exactly (fmnist_resnet has no dropout).
+FIXED = """
+[[entry]]
+name = "a"
+train = { model = "fmnist_resnet", model_kwargs = { width = 8 }, epochs = 3, folds = 3, batch_size = 32, optimizer = "sgd", lr = 0.05, label_smoothing = 0.1 }
+min_epochs = 3
+why = "test"
+
+[[entry]]
+name = "b"
+train = { model = "fmnist_resnet", model_kwargs = { width = 8 }, epochs = 3, folds = 3, batch_size = 32, optimizer = "sgd", lr = 0.05, label_smoothing = 0.1, seeds = [1] }
+min_epochs = 3
+why = "test"
+"""
+
+
+@pytest.fixture()
+def ws(tmp_path, kaggle_csv_pair):
+    train, test = kaggle_csv_pair
+    (tmp_path / "fixed.toml").write_text(FIXED)
+    return tmp_path, ["--train", str(train), "--test", str(test)]
+
+
+def auto(cwd: Path, data: list[str], *args: str, env: dict | None = None) -> tuple[subprocess.CompletedProcess, float]:
+    t0 = time.monotonic()
+    res = run_cli("auto", *data, "--no-progress", *args, cwd=cwd, env=env)
+    return res, time.monotonic() - t0
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_tiny_budget_is_honoured_and_ends_in_a_validated_honest_submission(ws):
+    cwd, data = ws
+    res, wall = auto(cwd, data, "--time-limit", "30s", "--json")
+    assert res.returncode == 0, res.stderr
+    assert wall <= 30 + 4, wall  # the limit, plus the interpreter's start before the clock
+    out = json.loads(res.stdout)
+    runs = [r for r in out["leaderboard"] if r["kind"] == "run"]
+    assert [r["name"] for r in runs] == ["auto-resnet", "auto-resnet-cropflip", "auto-resnet-s1", "auto-lenet5"]  # every portfolio entry, decided or not
+    complete = [r for r in runs if r["status"] == "complete"]
+    assert complete and all(r["status"] in ("complete", "skipped", "not reached", "incomplete") for r in runs)
+    assert out["cv"]["acc"] >= max(r["cv_acc"] for r in complete)  # never below the best single run
+    assert sum(r["chosen"] for r in out["leaderboard"]) == 1
+    assert run_cli("validate", out["submission"], *data, cwd=cwd).returncode == 0
+    record = json.loads((cwd / out["record"]).read_text())
+    assert record["cv"]["acc"] == out["cv"]["acc"] and "test" in record  # scored: the test file has labels
+    for f in out["files"].values():
+        assert (cwd / f).stat().st_size > 0
+    assert (cwd / out["files"]["png"]).read_bytes()[:4] == b"\x89PNG"
+    table = (cwd / out["files"]["markdown"]).read_text()
+    assert "Chosen: **" in table and all(r["name"] in table for r in runs)
+    assert "elapsed" in res.stderr and "left]" in res.stderr  # progress with the clock on stderr
+
+
+def test_a_budget_too_small_is_refused_in_one_line_and_nothing_is_written(ws):
+    cwd, data = ws
+    huge = cwd / "huge.toml"
+    huge.write_text('[[entry]]\nname = "long"\ntrain = { model = "lenet5", epochs = 5000 }\nmin_epochs = 5000\n')
+    before = sorted(p.name for p in cwd.iterdir())
+    res, _ = auto(cwd, data, "--time-limit", "3s")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "leaves nothing to train" in res.stderr, res.stderr
+    res, _ = auto(cwd, data, "--time-limit", "25s", "--portfolio", str(huge))
+    assert res.returncode == 2 and "too short for any run" in res.stderr and "Nothing was written" in res.stderr, res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("fkaggle: error: ") and "Traceback" not in res.stderr  # one error line (after the speed line)
+    assert sorted(p.name for p in cwd.iterdir()) == before  # no oof/, no submissions/
+
+
+def test_killed_then_resumed_equals_an_uninterrupted_session(ws, tmp_path):
+    cwd, data = ws
+    args = ["--portfolio", str(cwd / "fixed.toml"), "--time-limit", "3m", "--json"]
+    whole = cwd / "whole"
+    res, _ = auto(whole.parent, data, "--workdir", str(whole), *args)
+    assert res.returncode == 0, res.stderr
+
+    cut = cwd / "cut"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "fmnist_kaggle.cli", "auto", *data, "--no-progress", "--workdir", str(cut), *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (cut / "oof/cut-a").exists() and not list((cut / "oof").glob("auto-a/fold_1/metrics.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert list((cut / "oof").glob("auto-a/fold_1/metrics.json")), "the first run never finished a fold"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p: sha(p) for p in (cut / "oof/auto-a").glob("fold_[01]/*") if p.is_file()}
+    state = json.loads((cut / "oof/autopilot/auto/state.json").read_text())
+    assert state["entries"]["a"]["status"] == "training" and "choice" not in state  # nothing was blended half-trained
+
+    res, _ = auto(cwd, data, "--workdir", str(cut), *args)
+    assert res.returncode == 0, res.stderr
+    assert {p: sha(p) for p in finished} == finished  # finished units reused, not retrained
+    assert "finishing auto-a" in res.stderr
+    for run in ("auto-a", "auto-b"):
+        for f in ("oof_logits.npy", "test_logits.npy"):
+            assert np.array_equal(np.load(whole / "oof" / run / f), np.load(cut / "oof" / run / f)), (run, f)
+    a, b = json.loads(res.stdout), json.loads((whole / "oof/autopilot/auto/state.json").read_text())
+    same = lambda c: {k: v for k, v in c.items() if k != "seconds"}  # the blend's own timing differs
+    assert same(a["chosen"]) == same(b["choice"]["chosen"]) and a["cv"]["acc"] == b["choice"]["chosen"]["cv_acc"]
+    assert (cut / "submissions/auto.csv").read_bytes() == (whole / "submissions/auto.csv").read_bytes()
+
+    again, _ = auto(cwd, data, "--workdir", str(cut), *args)  # everything done: reused, same answer
+    assert again.returncode == 0 and json.loads(again.stdout)["chosen"] == a["chosen"]
+    assert "training img/s" not in again.stderr
+
+
+def test_blends_that_lose_to_the_best_run_are_not_chosen(ws):
+    cwd, data = ws
+    weak = FIXED.replace("lr = 0.05, label_smoothing = 0.1, seeds = [1]", "lr = 1e-6, seeds = [1]")  # a near-chance partner
+    (cwd / "weak.toml").write_text(weak)
+    res, _ = auto(cwd, data, "--portfolio", str(cwd / "weak.toml"), "--time-limit", "2m", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["chosen"]["method"] == "single" and out["chosen"]["runs"] == ["auto-a"]
+    assert "no blend beat it" in out["reason"]
+    blends = [r for r in out["leaderboard"] if r["kind"] == "blend"]
+    assert len(blends) == 4 and all(b["cv_acc"] <= out["cv"]["acc"] for b in blends) and not any(b["chosen"] for b in blends)
+
+
+def test_show_plan_measures_and_writes_nothing(ws):
+    cwd, data = ws
+    res, _ = auto(cwd, data, "--show-plan", "--time-limit", "20m", "--json")
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)
+    assert [r["entry"] for r in rows] == ["resnet", "resnet-cropflip", "resnet-s1", "lenet5"]
+    assert all(r["train_img_s"] > 0 and r["s_per_epoch"] > 0 for r in rows) and rows[0]["planned_epochs"] == 8
+    assert not (cwd / "oof").exists()
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--time-limit", "soon"], "--time-limit expects a duration such as 90s, 20m or 1.5h"),
+        (["--name", "../x"], "invalid autopilot name"),
+        (["--submit"], "--submit needs -m/--message"),
+        (["--portfolio", "nope.toml"], "nope.toml"),
+    ],
+)
+def test_bad_options_are_one_line(ws, args, fragment):
+    cwd, data = ws
+    res, _ = auto(cwd, data, *args)
+    assert res.returncode == 2 and fragment in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert not (cwd / "oof").exists()
+
+
+def test_a_deadline_stops_a_local_unit_mid_fold_and_keeps_its_last_epoch(tmp_path, synth):
+    """The in-process executor cannot be interrupted from outside: the deadline reaches into the
+    training loop, so no step starts after it, and the epoch checkpoint stays for a resume."""
+    import fmnist_kaggle as fk
+
+    cfg = fk.build_config(model="lenet5", folds=2, epochs=5000, batch_size=16, optimizer="adam", schedule="constant")  # minutes per unit
+    t0 = time.monotonic()
+    with pytest.raises(fk.FkaggleError, match=r"2 \(fold, seed\) unit\(s\) stopped at the deadline"):
+        fk.fold_train(synth, cfg, run="late", workdir=tmp_path, progress=False, deadline=t0 + 6)
+    assert time.monotonic() - t0 < 12
+    assert (tmp_path / "oof/late/fold_0/checkpoint_seed_0.pt").is_file() and not (tmp_path / "oof/late/fold_0/seed_0.json").exists()
