@@ -240,7 +240,7 @@ def autopilot_chart(runs: "Sequence[dict]", blends: "Sequence[dict]", limit_min:
             ax.scatter(r["minute"], r["test_acc"], s=48, facecolors="none", edgecolors=f"C{i % 10}", zorder=3)
     for j, b in enumerate(blends):
         ax.scatter(at, b["cv_acc"], marker="D", s=34, color="0.45", zorder=2)
-        ax.annotate(b["method"], (at, b["cv_acc"]), xytext=(6, -3 + 7 * (j % 2)), textcoords="offset points", fontsize=7, color="0.3")
+        ax.annotate(b["method"], (at, b["cv_acc"]), xytext=(6, -9 + 8 * (j % 3)), textcoords="offset points", fontsize=7, color="0.3")
     chosen = [c for c in [*runs, *blends] if c.get("chosen")]
     for c in chosen:
         ax.scatter(c.get("minute", at), c["cv_acc"], marker="*", s=260, color="gold", edgecolors="k", zorder=4, label=f"chosen: {c['label']}")
@@ -249,7 +249,10 @@ def autopilot_chart(runs: "Sequence[dict]", blends: "Sequence[dict]", limit_min:
         ax.scatter([], [], facecolors="none", edgecolors="0.3", label="official/local test accuracy (hollow)")
     if blends:
         ax.scatter([], [], marker="D", color="0.45", label="blends of all finished runs (CV; fitted methods nested)")
-    ax.set(xlabel="minutes since the first session started (training time)", ylabel="accuracy", title=title, xlim=(0, max(limit_min, at) * 1.1))
+    values = [v for c in [*runs, *blends] for v in (c["cv_acc"], c.get("test_acc")) if v is not None]
+    mid = (max(values) + min(values)) / 2 if values else 0.5
+    half = max((max(values) - min(values)) / 2 if values else 0.0, 0.01) * 1.25  # a 2% window at least: one run is not a cliff
+    ax.set(xlabel="minutes since the first session started", ylabel="accuracy", title=title, xlim=(0, max(limit_min, at) * 1.1), ylim=(mid - half, mid + half))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()

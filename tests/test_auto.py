@@ -177,3 +177,18 @@ def test_a_deadline_stops_a_local_unit_mid_fold_and_keeps_its_last_epoch(tmp_pat
         fk.fold_train(synth, cfg, run="late", workdir=tmp_path, progress=False, deadline=t0 + 6)
     assert time.monotonic() - t0 < 12
     assert (tmp_path / "oof/late/fold_0/checkpoint_seed_0.pt").is_file() and not (tmp_path / "oof/late/fold_0/seed_0.json").exists()
+
+
+def test_a_run_that_cannot_finish_is_stopped_after_a_unit_and_resumes_later(tmp_path, synth):
+    """The autopilot's early stop, through the driver it uses: after a unit, the caller may stop
+    the rest of the job (one unit at a time); finished units stay and the same call finishes it."""
+    import fmnist_kaggle as fk
+    from fmnist_kaggle.runs.driver import drive, prepare_run
+    from fmnist_kaggle.runs.executors import make_executor
+
+    cfg = fk.build_config(model="lenet5", folds=3, epochs=1, batch_size=16, optimizer="adam", schedule="constant")
+    seen, done = [], {}
+    with make_executor("local", progress=False) as ex:
+        drive(ex, iter([prepare_run(synth, cfg, "cut", tmp_path)]), lambda job, m: done.update(m), False, on_unit=lambda job, r: seen.append(r.fold) or True)
+    assert seen == [0] and not done["complete"] and done["missing_folds"] == [1, 2]
+    assert fk.fold_train(synth, cfg, run="cut", workdir=tmp_path, progress=False).cv["acc"] > 0  # the same call finishes it

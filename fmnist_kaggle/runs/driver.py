@@ -263,12 +263,21 @@ def conclude(job: RunJob) -> dict[str, Any]:
     return manifest
 
 
-def drive(executor: Executor, jobs: Iterator[RunJob], on_done: Callable[[RunJob, dict[str, Any]], None] = lambda job, manifest: None, progress: bool = True, deadline: float | None = None) -> list[RunJob]:
+def drive(
+    executor: Executor,
+    jobs: Iterator[RunJob],
+    on_done: Callable[[RunJob, dict[str, Any]], None] = lambda job, manifest: None,
+    progress: bool = True,
+    deadline: float | None = None,
+    on_unit: Callable[[RunJob, UnitResult], bool] = lambda job, result: False,
+) -> list[RunJob]:
     """Keep the executor busy with the units of `jobs` (pulled lazily, so a search can choose the
     next trial from the last results), record each result as it arrives and conclude each job
     when its last unit is back. `deadline` (a `time.monotonic()` value): no unit starts after it,
     and units still queued or running then are cancelled (finished ones stay recorded, so the
-    same command resumes). Returns the jobs left incomplete by failed or cancelled units."""
+    same command resumes). `on_unit` sees each recorded unit; on an executor that trains one unit
+    at a time, True stops the rest of that job (the autopilot's "this run cannot finish in
+    time"). Returns the jobs left incomplete by failed or cancelled units."""
     from tqdm.auto import tqdm
 
     pending: dict[int, RunJob] = {}  # id(unit) -> its job
@@ -323,6 +332,9 @@ def drive(executor: Executor, jobs: Iterator[RunJob], on_done: Callable[[RunJob,
             else:
                 record_unit(job, outcome)
                 log.debug(f"{unit} done{_where(outcome.summary)} in {outcome.summary.get('seconds', 0):.0f}s")
+                if on_unit(job, outcome) and executor.capacity == 1:  # only this job's units are queued
+                    for cut in [give_back(u) for u in executor.cancel()]:
+                        cut.cancelled += 1
             if job.outstanding == 0:
                 finish(job)
 

@@ -40,7 +40,9 @@ from fmnist_kaggle.storage.layout import Workspace, check_name
 log = logging.getLogger(__name__)
 
 SAFETY = 0.05  # share of the time left kept free when sizing: throughput drifts
+FIRST_SAFETY = 0.2  # before any unit of this session has been timed (this project's 2-core VM drifts by +-25% over minutes)
 SUBMIT_S = 60.0  # kept for an upload with --submit (the client's timeouts)
+FINAL_S = 10.0  # after training, before any measurement: scikit-learn and matplotlib imports, the submission, the leaderboard
 SAMPLE_ROWS = 2048  # rows the throughput is measured on
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -98,12 +100,17 @@ class Autopilot:
             raise FkaggleError("fkaggle auto makes a submission: the competition needs a test file (--test or the config)")
         self.capacity, self.submitting = capacity, submitting
         self.state = self._read_state()
+        self.committed = self.files.state.exists()
         self.speeds: dict[str, Any] = {}
         self.calibration = 1.0  # measured run time / estimate, applied to later estimates
         self.calibrated = False
         self.select_s_per_run = 3.0 * len(self.train) / 60_000  # measured: four blend methods on 60,000 rows
         self.started: dict[str, float] = {}
         self.active: list[RunJob] = []
+        self.unit_times: dict[str, list[float]] = {}  # this session's measured seconds per unit, per entry
+        self.stopped: dict[str, str] = {}  # entries stopped early, and why
+        self.deadline = clock.start + clock.limit  # the training deadline, set when training starts
+        self.trained_at = 0.0  # time.monotonic() when training ended
 
     # -- state
 
@@ -122,7 +129,9 @@ class Autopilot:
         return state
 
     def save(self) -> None:
-        atomic.write_json(self.files.state, self.state)
+        """Written once a run has started (or a state existed): a refused session writes nothing."""
+        if self.committed:
+            atomic.write_json(self.files.state, self.state)
 
     def record(self, entry: Entry, **fields: Any) -> dict[str, Any]:
         rec = self.state["entries"].setdefault(entry.name, {"entry": entry.name, "run": f"{self.name}-{entry.name}"})
@@ -166,14 +175,15 @@ class Autopilot:
         run), the last unit's predictions, an upload."""
         runs = max(2, 1 + sum(r.get("status") == "complete" for r in self.state["entries"].values()))
         tail = max((2 * self.shape(5).val_rows + len(self.test)) / sp.predict_ips for sp in self.speeds.values()) if self.speeds else 0.0
-        return 5.0 + 1.5 * self.select_s_per_run * runs + tail + (SUBMIT_S if self.submitting else 0.0)
+        base = max(FINAL_S, 1.25 * self.state.get("final_s", 0.0))  # imports, the file, its check, the leaderboard: measured last session
+        return base + 1.5 * self.select_s_per_run * runs + tail + (SUBMIT_S if self.submitting else 0.0)
 
     def available(self) -> float:
         return (self.clock.left() - self.reserve()) * (1 - self.safety())
 
     def safety(self) -> float:
-        """Until a run of this session has measured how good the estimates are, keep twice the share free."""
-        return SAFETY if self.calibrated else 2 * SAFETY
+        """Until a unit of this session has measured how good the estimates are, keep more free."""
+        return SAFETY if self.calibrated else FIRST_SAFETY
 
     def epoch_seconds(self, entry: Entry) -> float:
         """One more epoch of the entry's whole k-fold run."""
@@ -210,6 +220,21 @@ class Autopilot:
                 self.started[entry.name] = time.monotonic()
                 self.active.append(job)
                 yield job
+        if not self.committed:  # nothing started, nothing finished before: refuse, having written nothing
+            raise FkaggleError(self.too_short())
+
+    def too_short(self) -> str:
+        if not self.speeds:
+            return f"--time-limit {self.clock.limit:g}s leaves nothing to train: about {self.reserve():.0f} s go to choosing, writing and checking the submission"
+        need, entry = min(((self.run_seconds(e, e.min_epochs), e) for e in self.entries if e.name in self.speeds), key=lambda n: n[0])
+        total = self.clock.elapsed() + need / (1 - self.safety()) + self.reserve()
+        return f"--time-limit {self.clock.limit:g}s is too short for any run of the portfolio here: the cheapest, {entry.name} at {entry.min_epochs} epoch(s), needs about {need:.0f} s; give at least {math.ceil(total / 60)}m. Nothing was written"
+
+    def commit(self) -> None:
+        """The first run starts: from now on the session's decisions are on disk."""
+        if not self.committed:
+            self.committed = True
+            self.save()
 
     def next_job(self, entry: Entry) -> RunJob | None:
         rec = self.state["entries"].get(entry.name, {})
@@ -222,7 +247,8 @@ class Autopilot:
                 self.record(entry, status="incomplete", note=f"{len(job.units)} unit(s) left need ~{need:.0f} s, {max(0, self.available()):.0f} s available: re-run with a larger --time-limit to finish it")
                 log.warning(f"{self.clock} {entry.name}: {self.state['entries'][entry.name]['note']}")
                 return None
-            self.record(entry, status="training", estimate_s=round(need, 1))
+            self.commit()
+            self.record(entry, status="training", estimate_s=round(need, 1), unit_estimate_s=round(self.run_seconds(entry, rec["epochs"], 1) / self.calibration, 2))
             log.info(f"{self.clock} {entry.name}: finishing {rec['run']} ({len(job.units)} unit(s), {rec['epochs']} epochs), estimated {_mmss(need)}")
             return job
         epochs, seconds = self.size(entry, self.floor(entry))
@@ -231,9 +257,27 @@ class Autopilot:
             log.info(f"{self.clock} {entry.name}: skipped ({self.state['entries'][entry.name]['note']})")
             return None
         cfg = entry.config(epochs, **self.speed)
-        self.record(entry, status="training", epochs=epochs, estimate_s=round(seconds, 1), model=cfg.model, note="")
+        self.commit()
+        self.record(entry, status="training", epochs=epochs, estimate_s=round(seconds, 1), unit_estimate_s=round(self.run_seconds(entry, epochs, 1) / self.calibration, 2), model=cfg.model, note="")
         log.info(f"{self.clock} {entry.name}: {cfg.model} {epochs} epochs x {cfg.folds} folds x {len(cfg.seeds)} seed(s), estimated {_mmss(seconds)} (reserve {self.reserve():.0f} s)")
         return prepare_run(self.comp, cfg, f"{self.name}-{entry.name}", self.workdir, tag=entry.name)
+
+    def on_unit(self, job: RunJob, result: Any) -> bool:
+        """Each finished unit corrects the estimates; a run projected to end after the training
+        deadline is stopped now (its units stay on disk) so the time goes to a run that fits."""
+        rec = self.state["entries"][job.tag]
+        times = self.unit_times.setdefault(job.tag, [])
+        times.append(float(result.summary.get("unit_seconds", 0.0)))
+        if rec.get("unit_estimate_s"):
+            self.calibration = float(np.clip(np.mean(times) / rec["unit_estimate_s"], 0.5, 3.0))
+            self.calibrated = True
+        left = job.outstanding  # units of this run not back yet
+        finish = time.monotonic() + left * float(np.mean(times))
+        if self.capacity == 1 and left and finish > self.deadline:  # one unit at a time: the projection is the queue
+            self.stopped[job.tag] = f"stopped after {len(times)} unit(s): at {np.mean(times):.0f} s per unit it would end {_mmss(finish - self.deadline)} after the training deadline"
+            log.warning(f"{self.clock} {job.tag}: {self.stopped[job.tag]}; its finished units are kept (a larger --time-limit finishes it)")
+            return True
+        return False
 
     def on_done(self, job: RunJob, manifest: dict[str, Any]) -> None:
         entry = next(e for e in self.entries if e.name == job.tag)
@@ -241,9 +285,6 @@ class Autopilot:
         rec = self.state["entries"][entry.name]
         seconds = time.monotonic() - self.started.get(entry.name, time.monotonic())
         if manifest.get("complete"):
-            if job.units and rec.get("estimate_s"):
-                self.calibration = float(np.clip(self.calibration * seconds / rec["estimate_s"], 0.5, 3.0))
-                self.calibrated = True
             test = manifest.get("test_metrics") or {}
             self.record(
                 entry, status="complete", cv_acc=manifest["cv"]["acc"], cv_logloss=manifest["cv"]["logloss"], test_acc=test.get("acc"),
@@ -256,7 +297,8 @@ class Autopilot:
             self.record(entry, status="failed", note=job.failures[0][:300])
         else:
             left = len(manifest.get("missing_folds", []))
-            self.record(entry, status="incomplete", seconds_before=round(seconds + rec.get("seconds_before", 0), 1), note=f"stopped at the deadline with {left} fold(s) unfinished; never blended; the same command finishes it")
+            why = self.stopped.pop(entry.name, "stopped at the deadline")
+            self.record(entry, status="incomplete", seconds_before=round(seconds + rec.get("seconds_before", 0), 1), note=f"{why}; {left} fold(s) unfinished; never blended; the same command (with time) finishes it")
 
     # -- the choice
 
@@ -314,7 +356,9 @@ def run_auto(
         pilot.state["elapsed_before"] = sum(s.get("wall_s", 0) for s in pilot.state["sessions"][:-1])
         pilot.save()
         log.info(f"{clock} fkaggle auto {name}: {len(entries)} portfolio entries for {kind}, {pilot.capacity} unit(s) at once")
-        drive(ex, pilot.jobs(), pilot.on_done, progress, deadline=clock.start + clock.limit - pilot.reserve())
+        pilot.deadline = clock.start + clock.limit - pilot.reserve()
+        drive(ex, pilot.jobs(), pilot.on_done, progress, deadline=pilot.deadline, on_unit=pilot.on_unit)
+    pilot.trained_at = time.monotonic()
     for entry in entries:
         if entry.name not in pilot.state["entries"]:
             pilot.record(entry, status="not reached", note="no time left to size it")
@@ -357,22 +401,9 @@ def plan_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _refuse_if_hopeless(pilot: Autopilot) -> None:
-    """Before anything is written: some run must fit (or have finished before)."""
-    if pilot.complete_runs() or pilot.state["order"]:
-        return
-    if pilot.clock.left() <= 5.0 + pilot.reserve():
-        raise FkaggleError(f"--time-limit {pilot.clock.limit:g}s leaves nothing to train: about {pilot.reserve():.0f} s go to choosing, writing and checking the submission")
-    needs = []
-    for entry in pilot.entries:
-        epochs, seconds = pilot.size(entry, entry.min_epochs)
-        if epochs is not None:
-            return
-        needs.append((seconds, entry))
-    seconds, entry = min(needs, key=lambda n: n[0])
-    total = pilot.clock.elapsed() + seconds / (1 - pilot.safety()) + pilot.reserve()
-    raise FkaggleError(
-        f"--time-limit {pilot.clock.limit:g}s is too short for any run of the portfolio here: the cheapest, {entry.name} at {entry.min_epochs} epoch(s), needs about {seconds:.0f} s; give at least {math.ceil(total / 60)}m. Nothing was written"
-    )
+    """Before anything is measured or written: the reserve alone must leave time to train."""
+    if not pilot.committed and pilot.clock.left() <= 5.0 + pilot.reserve():
+        raise FkaggleError(pilot.too_short())
 
 
 def _conclude(pilot: Autopilot, submit_message: str | None, slug: str | None) -> dict[str, Any]:
@@ -380,6 +411,8 @@ def _conclude(pilot: Autopilot, submit_message: str | None, slug: str | None) ->
     from fmnist_kaggle.evaluate.submission import make_submission
 
     session = pilot.state["sessions"][-1]
+    if not pilot.committed:  # the deadline came before any run could start
+        raise FkaggleError(pilot.too_short())
     if not pilot.complete_runs():
         session["wall_s"] = round(pilot.clock.elapsed(), 1)
         write_leaderboard(pilot)
@@ -401,8 +434,10 @@ def _conclude(pilot: Autopilot, submit_message: str | None, slug: str | None) ->
         uploaded = submit_file(pilot.comp, sub["csv"], submit_message, slug=slug, workdir=pilot.workdir)
         pilot.state["uploaded"] = {k: uploaded.get(k) for k in ("ref", "status", "reply", "time", "sha256")}
     session["wall_s"] = round(pilot.clock.elapsed(), 1)
-    pilot.save()
     rows = write_leaderboard(pilot)
+    pilot.state["final_s"] = round(time.monotonic() - pilot.trained_at, 1)
+    session["wall_s"] = round(pilot.clock.elapsed(), 1)
+    pilot.save()
     log.info(f"{pilot.clock} submission {sub['csv']}: {choice['reason']}")
     return {
         "name": pilot.name, "submission": sub["csv"], "record": sub["json"], "chosen": chosen, "reason": choice["reason"],
@@ -438,8 +473,10 @@ def leaderboard_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _fmt(v: Any) -> str:
-    return f"{v:.4f}" if isinstance(v, float) else ("**yes**" if v is True else "" if v is False else str(v))
+def _fmt(key: str, v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.2f}" if key == "minutes" else f"{v:.4f}"
+    return "**yes**" if v is True else "" if v is False else str(v)
 
 
 def write_leaderboard(pilot: Autopilot) -> list[dict[str, Any]]:
@@ -447,13 +484,13 @@ def write_leaderboard(pilot: Autopilot) -> list[dict[str, Any]]:
     rows = leaderboard_rows(state)
     atomic.write_text(files.csv, csvfile.csv_text([{k: r[k] for k in COLUMNS} for r in rows], COLUMNS))
     limit_min = max(s["time_limit_s"] for s in state["sessions"]) / 60
-    sessions = ", ".join(f"{s['started']} ({s['time_limit_s'] / 60:g} min limit, {s.get('wall_s', 0) / 60:.1f} min used, {s['hardware']})" for s in state["sessions"])
+    sessions = ", ".join(f"{s['started']} ({_mmss(s['time_limit_s'])} limit, {_mmss(s.get('wall_s', 0))} used, {s['hardware']})" for s in state["sessions"])
     choice = state.get("choice")
     lines = [f"# fkaggle auto: {pilot.name}", "", f"Sessions: {sessions}.", ""]
     if choice:
         lines += [f"Chosen: **{choice['chosen']['label']}**: {choice['reason']}.", ""]
     lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_fmt(r[k]) for k in COLUMNS) + " |" for r in rows]
+    lines += ["| " + " | ".join(_fmt(k, r[k]) for k in COLUMNS) + " |" for r in rows]
     lines += ["", "Test accuracy is shown where the test labels are known; it is never used to choose."]
     atomic.write_text(files.markdown, "\n".join(lines) + "\n")
     runs = [{"label": r["name"], "minute": r["minute"], "cv_acc": r["cv_acc"], "test_acc": r["test_acc"] or None, "chosen": r["chosen"]} for r in rows if r["kind"] == "run" and r["status"] == "complete"]
