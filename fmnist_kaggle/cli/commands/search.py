@@ -9,6 +9,7 @@ from typing import Any
 
 from fmnist_kaggle.cli.common import command, competition, emit, executor, executor_options, progress, train_config, train_options
 from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.training.config import AMP_MODES
 
 ORDER = 40  # place in `fkaggle --help`: the pipeline's order
 
@@ -59,11 +60,12 @@ def _auto_text(r: dict[str, Any]) -> str:
     from fmnist_kaggle.search.auto import COLUMNS
 
     cell = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)
-    table = [" ".join(f"{cell(row[k])[:40]:<{w}}" for k, w in zip(COLUMNS[:9], (5, 40, 14, 6, 7, 7, 10, 8, 11))) for row in r["leaderboard"]]
+    widths = list(zip(COLUMNS[:9], (5, 40, 14, 6, 7, 7, 10, 8, 11)))
+    table = [" ".join(f"{cell(row[k])[:40]:<{w}}" for k, w in widths) for row in r["leaderboard"]]
     lines = [f"submission: {r['submission']} ({r['reason']})", f"CV accuracy {r['cv']['acc']:.4f}" + (f", test accuracy {r['test']['acc']:.4f}" if r.get("test") else ""), f"time: {r['wall_s'] / 60:.1f} of {r['time_limit_s'] / 60:g} min"]
     if r.get("uploaded"):
         lines.append(f"submitted (ref {r['uploaded']['ref']}): {r['uploaded']['reply']}")
-    head = " ".join(f"{k:<{w}}" for k, w in zip(COLUMNS[:9], (5, 40, 14, 6, 7, 7, 10, 8, 11)))
+    head = " ".join(f"{k:<{w}}" for k, w in widths)
     return "\n".join([*lines, "", head, *table, "", f"leaderboard: {r['files']['markdown']}, {r['files']['csv']}, {r['files']['png']}"])
 
 
@@ -77,7 +79,7 @@ def register(sub: Any) -> None:
     au.add_argument("--portfolio", help="a portfolio TOML replacing the packaged one (format: fmnist_kaggle/search/portfolio.toml)")
     au.add_argument("--show-plan", action="store_true", help="print the portfolio for this machine and budget, with measured speeds and the epochs each entry would get; train nothing")
     au.add_argument("--device", help="auto (default), cpu, cuda ...")
-    au.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"], help="mixed precision (default auto)")
+    au.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default auto)")
     au.add_argument("--no-progress", action="store_true")
     executor_options(au)
 
