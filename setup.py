@@ -25,6 +25,10 @@ setup(
         "kaggle",
         "six",  # kaggle 2.2.x imports six without declaring it
     ],
-    extras_require={"dev": ["pytest", "pytest-timeout", "psutil", "optuna"], "optuna": ["optuna"]},
+    extras_require={
+        "dev": ["pytest", "pytest-timeout", "psutil", "optuna", "mlflow", "selenium", "html5lib"],  # the suite drives a real MLflow server and a real browser
+        "optuna": ["optuna"],
+        "track": ["mlflow"],  # --track: MLflow tracking
+    },
     entry_points={"console_scripts": ["fkaggle=fmnist_kaggle.cli:main"]},
 )

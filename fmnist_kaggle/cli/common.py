@@ -4,13 +4,16 @@ config fields, the competition and executor from parsed options, and the "JSON o
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Callable
 from typing import Any
 
+from fmnist_kaggle import tracking
 from fmnist_kaggle.data.formats import format_choices
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.runs.executors import executor_names, make_executor
 from fmnist_kaggle.storage.atomic import dumps
+from fmnist_kaggle.storage.layout import Workspace
 from fmnist_kaggle.training.config import FIELDS, RECIPES, build_config, default_of, parse_assignments
 
 
@@ -123,17 +126,31 @@ def executor_options(p: argparse.ArgumentParser) -> None:
     x.add_argument("--cpus-per-task", type=int, default=1, help="Ray: CPUs (and torch threads) per unit when the cluster has no GPUs (default 1)")
 
 
-def command(sub: Any, name: str, help: str, func: Any, *, data: bool = False, workdir: bool = False, json: bool = True) -> argparse.ArgumentParser:
+def command(sub: Any, name: str, help: str, func: Any, *, data: bool = False, workdir: bool = False, json: bool = True, track: bool = False) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, description=help)
     verbosity(p)
     if data:
         data_options(p)
     if workdir:
         p.add_argument("--workdir", default=".", help="competition workspace holding oof/ and submissions/ (default .)")
+    if track:
+        p.add_argument("--track", nargs="?", const="", metavar="URI", help="log to MLflow: URI, else $FKAGGLE_TRACKING_URI or $MLFLOW_TRACKING_URI, else the workspace's mlflow.db (`mlflow ui` there); either variable alone turns it on (needs fmnist_kaggle[track])")
     if json:
         p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=func)
     return p
+
+
+def start_tracking(args: argparse.Namespace) -> None:
+    """MLflow tracking for this command, when --track or the environment asks for it."""
+    if not hasattr(args, "track"):
+        return
+    ws = Workspace(getattr(args, "workdir", "."))
+    if args.track is None:
+        tracking.enable_from_environment(ws.tracking_db, ws.tracking_artifacts)
+    else:
+        uri = tracking.enable(args.track or None, ws.tracking_db, ws.tracking_artifacts)
+        logging.getLogger("fmnist_kaggle").info(f"tracking to MLflow at {uri}")
 
 
 def verbosity(p: argparse.ArgumentParser) -> None:

@@ -18,6 +18,7 @@ import sys
 from fmnist_kaggle import registry
 from fmnist_kaggle._version import __version__
 from fmnist_kaggle.cli import commands
+from fmnist_kaggle.cli.common import start_tracking
 from fmnist_kaggle.errors import FkaggleError
 
 
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(args)
     try:
+        start_tracking(args)
         return int(args.func(args) or 0)
     except FkaggleError as exc:
         print(f"fkaggle: error: {exc}", file=sys.stderr)

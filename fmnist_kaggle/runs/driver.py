@@ -31,6 +31,7 @@ from fmnist_kaggle.runs.executors import Executor, Unit, UnitFailed, make_execut
 from fmnist_kaggle.runs.identity import identity_diff
 from fmnist_kaggle.runs.pseudo import pseudo_labels
 from fmnist_kaggle.runs.store import assemble, fold_state, read_seed
+from fmnist_kaggle.runs.track import track_run
 from fmnist_kaggle.runs.trainset import TrainingData, training_rows
 from fmnist_kaggle.runs.unit import UnitResult, save_unit
 from fmnist_kaggle.storage import atomic, csvfile
@@ -240,6 +241,7 @@ def record_unit(job: RunJob, result: UnitResult) -> None:
     save_unit(job.rd, result, job.data.identity)
     if _seeds_in(job, result.fold):
         finish_fold(job.rd, job.cfg, job.data, result.fold)
+    track_run(job.rd)
 
 
 def _seeds_in(job: RunJob, fold: int) -> bool:
@@ -253,6 +255,7 @@ def conclude(job: RunJob) -> dict[str, Any]:
         if not job.rd.fold(fold).metrics.exists() and _seeds_in(job, fold):
             finish_fold(job.rd, job.cfg, job.data, fold)
     manifest = assemble(job.rd)
+    track_run(job.rd, manifest, ended=True)
     if manifest["complete"]:
         cv = manifest["cv"]
         log.info(f"{job.rd.name}: CV accuracy {cv['acc']:.4f}  log-loss {cv['logloss']:.4f}  (per fold: {_per_fold_text(cv)})")

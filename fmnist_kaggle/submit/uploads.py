@@ -8,9 +8,11 @@ the uploaded file lives (CV next to the leaderboard score).
 from __future__ import annotations
 
 import logging
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+from fmnist_kaggle import tracking
 from fmnist_kaggle.data.competition import Competition
 from fmnist_kaggle.data.submission_file import check_file, read_record, sha256
 from fmnist_kaggle.errors import FkaggleError
@@ -57,13 +59,14 @@ def submit_file(comp: Competition, path: str | Path, message: str, slug: str | N
     if meta is not None:
         meta.setdefault("submissions", []).append({k: entry[k] for k in ("time", "slug", "file", "sha256", "message", "ref", "reply")})
         atomic.write_json(own.record, meta)
+    tracking.log_upload(comp.name or "fkaggle", path.name, digest, reply["ref"], message)
     return {**entry, "cv": cv, "limits_before": limits}
 
 
 def _update_history(ws: Workspace, entry: dict[str, Any], remove: bool = False, **changes: Any) -> dict[str, Any]:
     """Rewrite one upload row of history.csv (found by time and file hash) atomically."""
     rows = csvfile.read_csv_rows(ws.history_csv)
-    same = lambda r: r.get("time") == entry["time"] and r.get("sha256") == entry["sha256"]  # noqa: E731
+    same = lambda r: r.get("time") == entry["time"] and r.get("sha256") == entry["sha256"]
     updated = {**{k: str(v) for k, v in entry.items()}, **{k: str(v) for k, v in changes.items()}}
     rows = [r for r in rows if not same(r)] if remove else [updated if same(r) else r for r in rows]
     if not rows:  # the refused upload was the only record: leave no file behind
@@ -89,6 +92,8 @@ def submissions_table(comp: Competition, slug: str | None = None, workdir: str |
             log.warning(f"{exc}; showing local records only")
             fetch = False
     local = _reconcile(ws, csvfile.read_csv_rows(ws.history_csv), remote)
+    if remote:
+        _remember_scores(ws, comp, local, remote)
     rows = []
     for h in local:
         r = remote.get(_int(h.get("ref")), {})
@@ -99,6 +104,33 @@ def submissions_table(comp: Competition, slug: str | None = None, workdir: str |
         if ref not in known:  # uploaded from elsewhere: still worth seeing, with its CV when the file is one of ours
             rows.append({"time": r["date"], "file": r["file"], "ref": ref, "cv_acc": _cv_of(ws, r["file"]), "status": r["status"], "public_score": r["public_score"], "private_score": r["private_score"], "message": r["description"]})
     return rows
+
+
+SCORE_FIELDS = ("public_score", "private_score", "kaggle_status")
+
+
+def _remember_scores(ws: Workspace, comp: Competition, local: list[dict[str, str]], remote: dict[int, dict[str, Any]]) -> None:
+    """Keep Kaggle's last known status and scores in history.csv (the report and `--local` read
+    them offline); a newly learnt score also goes onto the file's tracked run."""
+    changed = []
+    for h in local:
+        r = remote.get(_int(h.get("ref")))
+        if r is None:
+            continue
+        known = {"public_score": _text(r.get("public_score")), "private_score": _text(r.get("private_score")), "kaggle_status": _text(r.get("status"))}
+        if any(h.get(k, "") != v for k, v in known.items()):
+            h.update(known)
+            changed.append(h)
+    if not changed:
+        return
+    atomic.write_text(ws.history_csv, csvfile.csv_text(local, list(dict.fromkeys([k for r in local for k in r] + list(SCORE_FIELDS)))))
+    for h in changed:
+        scores = {k: csvfile.optional_float(h[k]) for k in ("public_score", "private_score")}
+        tracking.log_upload(comp.name or "fkaggle", h["file"], h.get("sha256", ""), h.get("ref"), h.get("message", ""), scores)
+
+
+def _text(v: Any) -> str:
+    return "" if v is None else str(v)
 
 
 def _cv_of(ws: Workspace, file: str | None) -> float | None:
@@ -130,13 +162,13 @@ def _reconcile(ws: Workspace, local: list[dict[str, str]], remote: dict[int, dic
 
 
 def _when(text: str) -> float | None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     try:
         t = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
     except ValueError:
         return None
-    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
 
 
 def _int(v: Any) -> int | None:

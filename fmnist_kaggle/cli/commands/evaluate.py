@@ -90,7 +90,7 @@ def register(sub: Any) -> None:
     sc = command(sub, "score", "score a submission file against the competition's known test labels", cmd_score, data=True)
     sc.add_argument("submission")
 
-    bl = command(sub, "blend", "blend runs (or take one) into submissions/NAME.csv with an honest CV", cmd_blend, data=True, workdir=True)
+    bl = command(sub, "blend", "blend runs (or take one) into submissions/NAME.csv with an honest CV", cmd_blend, data=True, workdir=True, track=True)
     bl.add_argument("runs", nargs="+")
     bl.add_argument("--method", default="mean", choices=blender_names())
     bl.add_argument("--space", default="prob", choices=["prob", "logit"], help="mean: average probabilities or logits")

@@ -39,13 +39,13 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    sm = command(sub, "submit", "validate and upload a submission with the official kaggle client", cmd_submit, data=True, workdir=True)
+    sm = command(sub, "submit", "validate and upload a submission with the official kaggle client", cmd_submit, data=True, workdir=True, track=True)
     sm.add_argument("submission")
     sm.add_argument("-m", "--message", required=True)
     sm.add_argument("--slug", help="Kaggle competition slug (default: the config's)")
     sm.add_argument("--dry-run", action="store_true", help="validate only")
 
-    ss = command(sub, "submissions", "local upload records with Kaggle status and public score (CV vs LB)", cmd_submissions, data=True, workdir=True)
+    ss = command(sub, "submissions", "local upload records with Kaggle status and public score (CV vs LB)", cmd_submissions, data=True, workdir=True, track=True)
     ss.add_argument("--slug")
     ss.add_argument("--local", action="store_true", help="do not contact Kaggle")
 

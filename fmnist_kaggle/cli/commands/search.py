@@ -70,7 +70,7 @@ def _auto_text(r: dict[str, Any]) -> str:
 
 
 def register(sub: Any) -> None:
-    au = command(sub, "auto", "the best submission a time budget buys: sized k-fold runs of a portfolio, an honest choice, a validated submission", cmd_auto, data=True, workdir=True)
+    au = command(sub, "auto", "the best submission a time budget buys: sized k-fold runs of a portfolio, an honest choice, a validated submission", cmd_auto, data=True, workdir=True, track=True)
     au.add_argument("slug", nargs="?", help="a Kaggle competition to download first (as `fkaggle download SLUG`); default: the competition config or data options")
     au.add_argument("--time-limit", default="20m", help="the whole command's budget: 90s, 20m, 1.5h (default 20m)")
     au.add_argument("--name", default="auto", help="names the session (oof/autopilot/NAME/), its runs (oof/NAME-ENTRY/) and the submission (submissions/NAME.csv); default auto")
@@ -83,7 +83,7 @@ def register(sub: Any) -> None:
     au.add_argument("--no-progress", action="store_true")
     executor_options(au)
 
-    sw = command(sub, "sweep", "cross-validated grid / random / Optuna search; every trial is a run", cmd_sweep, data=True, workdir=True)
+    sw = command(sub, "sweep", "cross-validated grid / random / Optuna search; every trial is a run", cmd_sweep, data=True, workdir=True, track=True)
     train_options(sw, sweep=True)
     sw.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="values to try (config keys or model keywords)")
     sw.add_argument("--range", action="append", metavar="KEY=LO:HI[:log][:int]", help="random/Optuna search range")
@@ -93,7 +93,7 @@ def register(sub: Any) -> None:
     sw.add_argument("--name", help="sweep name: results in oof/sweeps/NAME.csv")
     sw.add_argument("--no-progress", action="store_true")
 
-    rp = command(sub, "reproduce", "re-run a report's experiment tables as k-fold sweeps; table (Markdown, CSV, PNG) beside the report's numbers", cmd_reproduce, data=True, workdir=True)
+    rp = command(sub, "reproduce", "re-run a report's experiment tables as k-fold sweeps; table (Markdown, CSV, PNG) beside the report's numbers", cmd_reproduce, data=True, workdir=True, track=True)
     rp.add_argument("report", help="report000 .. report004 (or 000 .. 004)")
     rp.add_argument("--budget", choices=["quick", "full"], default="quick", help="quick: subset, 3 folds, fewer epochs (stated in the table); full: the report's settings on all rows, 5 folds")
     rp.add_argument("--subset", type=int, help="stratified subset of N training rows (quick default 6000; 0 = all)")

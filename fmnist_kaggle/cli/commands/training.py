@@ -109,7 +109,7 @@ def register(sub: Any) -> None:
     pr.add_argument("--format", choices=format_choices())
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
 
-    ft = command(sub, "fold-train", "stratified k-fold training: OOF logits + fold-averaged test logits", cmd_fold_train, data=True, workdir=True)
+    ft = command(sub, "fold-train", "stratified k-fold training: OOF logits + fold-averaged test logits", cmd_fold_train, data=True, workdir=True, track=True)
     train_options(ft)
     ft.add_argument("--run", help="run name (default: model-recipe-kK-confighash)")
     ft.add_argument("--fold", help="only these folds, e.g. 0,2 (shard a run over machines)")
