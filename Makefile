@@ -1,6 +1,6 @@
 # Two entry points, each doing all set-up on a fresh Debian/Ubuntu machine (Python 3.11+):
 #   make demo   real data -> data check -> `fkaggle auto --time-limit 20m` (sized k-fold runs, an honest
-#               choice among runs and blends) -> validated, scored submission and the leaderboard
+#               choice among runs and blends) -> validated, scored submission, the leaderboard, oof/report.html
 #   make test   the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 DEMO_LIMIT ?= 20m
 
-.PHONY: demo test install data bench bench-auto clean-demo
+.PHONY: demo test install data browser bench bench-auto clean-demo
 
 install: $(VENV)/.installed
 
@@ -16,8 +16,8 @@ $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch/torchvision unpinned: the registry's newest builds (README explains why not a local +cpu wheel)
-	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/python -c "import torch, torchvision.ops, timm, albumentations, kaggle" >/dev/null
+	$(BIN)/pip install -q -e '.[dev,track]'
+	$(BIN)/python -c "import torch, torchvision.ops, timm, albumentations, kaggle, mlflow, selenium, html5lib" >/dev/null
 	touch $@
 
 # The real Fashion-MNIST: Debian's dataset-fashion-mnist (installed when root), or $$FKAGGLE_DATA.
@@ -28,14 +28,23 @@ data:
 	elif [ -n "$$CI" ]; then echo "error: real Fashion-MNIST missing and cannot be installed (not root); CI needs it" >&2; exit 1; \
 	else echo "note: real Fashion-MNIST missing (sudo apt-get install dataset-fashion-mnist); tests on it will skip (they fail under CI=1)"; fi
 
+# A real browser for the report's tests: Debian's chromium and its chromedriver (installed when root).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	elif [ -n "$$CI" ]; then echo "error: chromium/chromedriver missing and cannot be installed (not root); CI needs them" >&2; exit 1; \
+	else echo "note: chromium missing (sudo apt-get install chromium chromium-driver); the report's browser tests will skip (they fail under CI=1)"; fi
+
 demo: install data
 	$(BIN)/fkaggle data check
 	$(BIN)/fkaggle auto --time-limit $(DEMO_LIMIT) --name demo
 	$(BIN)/fkaggle validate submissions/demo.csv
 	$(BIN)/fkaggle score submissions/demo.csv
+	$(BIN)/fkaggle report
 	@cat oof/autopilot/demo/leaderboard.md
 
-test: install data
+test: install data browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: install data

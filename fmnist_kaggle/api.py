@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fmnist_kaggle.data.competition import Competition, competition_from_arrays, resolve_competition
+from fmnist_kaggle import tracking
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.evaluate import blend as blending
 from fmnist_kaggle.evaluate import submission
@@ -25,11 +26,13 @@ from fmnist_kaggle.models import create_model, list_models
 from fmnist_kaggle.runs.driver import train_folds
 from fmnist_kaggle.runs.executors import Executor
 from fmnist_kaggle.runs.store import Run, list_runs, load_run
+from fmnist_kaggle.report import write_report
 from fmnist_kaggle.search.auto import parse_time_limit, run_auto
+from fmnist_kaggle.storage.layout import Workspace
 from fmnist_kaggle.training.config import TrainConfig
 from fmnist_kaggle.training.config import build_config as _build_config
 
-__all__ = ["Competition", "Run", "TrainConfig", "auto", "blend", "build_config", "create_model", "fold_train", "list_models", "list_runs", "load_competition", "load_run", "make_submission"]
+__all__ = ["Competition", "Run", "TrainConfig", "auto", "blend", "build_config", "create_model", "fold_train", "list_models", "list_runs", "load_competition", "load_run", "make_submission", "report", "track"]
 
 
 def load_competition(
@@ -121,3 +124,15 @@ def auto(competition: Competition, time_limit: str | float = "20m", name: str = 
     honest choice among runs and blends, `submissions/NAME.csv` and the leaderboard. Resumable."""
     seconds = parse_time_limit(time_limit) if isinstance(time_limit, str) else float(time_limit)
     return run_auto(competition, seconds, name, workdir, portfolio, device, executor=executor, progress=progress)
+
+
+def report(workdir: str | Path = ".", out: str | Path | None = None) -> dict[str, Any]:
+    """`fkaggle report`: the workspace on one self-contained HTML page (default `oof/report.html`)."""
+    return write_report(workdir, out)
+
+
+def track(uri: str | None = None, workdir: str | Path = ".") -> str:
+    """Turn MLflow tracking on for this process (`--track`): `uri`, else `$FKAGGLE_TRACKING_URI` /
+    `$MLFLOW_TRACKING_URI`, else the workspace's `mlflow.db`. Returns the store's URI."""
+    ws = Workspace(workdir)
+    return tracking.enable(uri, ws.tracking_db, ws.tracking_artifacts)

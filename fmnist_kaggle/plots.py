@@ -41,7 +41,7 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[st
     return Path(target)
 
 
-def learning_curves(history: "Sequence[dict]", target: str | Path, title: str = "") -> Path:
+def learning_curves(history: Sequence[dict], target: str | Path, title: str = "") -> Path:
     """Train/val loss and accuracy per epoch, and accuracy against loss (report 004's panels),
     one colour per fold (history rows as in history.csv)."""
     fig = learning_figure(history, title)
@@ -49,7 +49,7 @@ def learning_curves(history: "Sequence[dict]", target: str | Path, title: str = 
     return Path(target)
 
 
-def learning_figure(history: "Sequence[dict]", title: str = "") -> Any:
+def learning_figure(history: Sequence[dict], title: str = "") -> Any:
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
 
@@ -100,7 +100,7 @@ def confusion_matrix(cm: np.ndarray, class_names: Sequence[str], target: str | P
     return Path(target)
 
 
-def sweep_scores(rows: "Sequence[dict]", params: Sequence[str], target: str | Path, metric: str = "cv_acc") -> Path:
+def sweep_scores(rows: Sequence[dict], params: Sequence[str], target: str | Path, metric: str = "cv_acc") -> Path:
     """Score against each swept parameter (categorical x axis, one panel per parameter)."""
     plt = _plt()
     params = list(params) or ["trial"]
@@ -129,7 +129,7 @@ def _num(text: str) -> float | None:
         return None
 
 
-def reproduction_chart(sections: "Sequence[dict]", title: str, target: str | Path) -> Path:
+def reproduction_chart(sections: Sequence[dict], title: str, target: str | Path) -> Path:
     """One panel per report table: our CV accuracy (fold spread as error bars) and test
     accuracy beside the report's published number, per row."""
     plt = _plt()
@@ -154,7 +154,7 @@ def reproduction_chart(sections: "Sequence[dict]", title: str, target: str | Pat
     return Path(target)
 
 
-def activation_maps(images: np.ndarray, labels: np.ndarray, pred: np.ndarray, maps: "Sequence[tuple[str, np.ndarray]]", class_names: Sequence[str], channels: int, target: str | Path, title: str = "") -> Path:
+def activation_maps(images: np.ndarray, labels: np.ndarray, pred: np.ndarray, maps: Sequence[tuple[str, np.ndarray]], class_names: Sequence[str], channels: int, target: str | Path, title: str = "") -> Path:
     """One row per image: the image, then `channels` evenly spaced feature maps of each layer
     (report 000's 'Activation 1, 10, 19, 28' of block 1)."""
     plt = _plt()
@@ -227,7 +227,7 @@ def drift_figures(importance: np.ndarray, test_like: np.ndarray, p_test: Sequenc
     atomic.save_figure(test_like_png, fig)
 
 
-def autopilot_chart(runs: "Sequence[dict]", blends: "Sequence[dict]", limit_min: float, title: str, target: str | Path) -> Path:
+def autopilot_chart(runs: Sequence[dict], blends: Sequence[dict], limit_min: float, title: str, target: str | Path) -> Path:
     """`fkaggle auto`: each finished run's CV accuracy at the minute it finished (and its official
     test accuracy where known), the blends at the end, the chosen submission starred, the limit."""
     plt = _plt()
@@ -258,3 +258,38 @@ def autopilot_chart(runs: "Sequence[dict]", blends: "Sequence[dict]", limit_min:
     fig.tight_layout()
     atomic.save_figure(target, fig)
     return Path(target)
+
+
+def cv_against_public(points: Sequence[dict]) -> bytes:
+    """Each scored submission's CV accuracy against its public leaderboard score, with the
+    identity line: points below it are where CV promised more than the leaderboard gave (PNG bytes)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.6, 4.4))
+    xs, ys = [p["cv_acc"] for p in points], [p["public_score"] for p in points]
+    lo, hi = min(xs + ys) - 0.005, max(xs + ys) + 0.005
+    ax.plot([lo, hi], [lo, hi], color="0.6", ls="--", lw=1, label="CV = public score")
+    ax.scatter(xs, ys, s=36, zorder=3)
+    for p in points[:20]:  # more labels than that is noise
+        ax.annotate(p["file"][:24], (p["cv_acc"], p["public_score"]), xytext=(4, 3), textcoords="offset points", fontsize=7)
+    ax.set(xlabel="CV accuracy (nested for fitted blends)", ylabel="public leaderboard score", xlim=(lo, hi), ylim=(lo, hi), title="CV against the public leaderboard")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    return atomic.figure_png(fig)
+
+
+def correlation_heatmap(names: Sequence[str], matrix: np.ndarray) -> bytes:
+    """Pearson correlation of runs' OOF probabilities (lower: more diverse, more worth blending) (PNG bytes)."""
+    plt = _plt()
+    k = len(names)
+    fig, ax = plt.subplots(figsize=(1.6 + 0.55 * k, 1.2 + 0.5 * k))
+    im = ax.imshow(matrix, cmap="viridis", vmin=min(0.9, float(np.min(matrix))), vmax=1.0)
+    ax.set_xticks(range(k), [n[:18] for n in names], rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(k), [n[:18] for n in names], fontsize=7)
+    if k <= 12:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{matrix[i, j]:.3f}", ha="center", va="center", fontsize=6, color="white" if matrix[i, j] < (1 + np.min(matrix)) / 2 else "black")
+    ax.set_title("OOF probability correlation (lower = more diverse)", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return atomic.figure_png(fig)

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fmnist_kaggle"
 # Lowest first: a module may import its own stage and the stages before it, never one after.
 STAGES = [
     ("errors", "_version", "registry"),
-    ("metrics", "storage"),
+    ("metrics", "tracking", "storage"),
     ("plots",),
     ("data",),
     ("models",),
@@ -25,6 +25,7 @@ STAGES = [
     ("evaluate",),
     ("submit",),
     ("search",),
+    ("report",),
     ("api", "cli"),
 ]
 RANK = {part: rank for rank, parts in enumerate(STAGES) for part in parts}

@@ -20,6 +20,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from fmnist_kaggle.data.images import ImageSet
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.plots import drift_figures
+from fmnist_kaggle.storage import atomic
+from fmnist_kaggle.storage.artifacts import utc_now
 
 
 def verdict(auc: float) -> str:
@@ -50,10 +52,13 @@ def adversarial_validation(train: ImageSet, test: ImageSet, rows: int = 5000, fo
     }  # fmt: skip
 
 
-def drift_report(train: ImageSet, test: ImageSet | None, importance_png: Path, test_like_png: Path, rows: int = 5000, folds: int = 5) -> dict[str, Any]:
+def drift_report(train: ImageSet, test: ImageSet | None, importance_png: Path, test_like_png: Path, rows: int = 5000, folds: int = 5, result_json: Path | None = None) -> dict[str, Any]:
+    """Adversarial validation with its pictures; the result also saved to `result_json` (the report reads it)."""
     if test is None:
         raise FkaggleError("drift needs a test file (--test or the competition config)")
     res = adversarial_validation(train, test, rows, folds)
     drift_figures(res["importance"], train.images[res["test_like_rows"]], res["test_like_p"], res["auc"], importance_png, test_like_png)
-    out = {k: v for k, v in res.items() if k != "importance"}
-    return {**out, "importance_png": str(importance_png), "test_like_png": str(test_like_png)}
+    out = {**{k: v for k, v in res.items() if k != "importance"}, "importance_png": str(importance_png), "test_like_png": str(test_like_png)}
+    if result_json is not None:
+        atomic.write_json(result_json, {**out, "train_path": str(train.path), "test_path": str(test.path), "created": utc_now()})
+    return out

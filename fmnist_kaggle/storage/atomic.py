@@ -124,11 +124,16 @@ def save_npz(target: str | Path, **arrays: np.ndarray) -> None:
 
 def save_figure(target: str | Path, fig: Any, dpi: int = 110) -> None:
     """Save a matplotlib figure as PNG atomically and close it."""
+    write_bytes(target, figure_png(fig, dpi))
+
+
+def figure_png(fig: Any, dpi: int = 110) -> bytes:
+    """A matplotlib figure as PNG bytes (closed after), for pages that embed their pictures."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
-    write_bytes(target, buf.getvalue())
+    return buf.getvalue()
 
 

@@ -25,7 +25,7 @@ from fmnist_kaggle.storage.artifacts import read_array, read_json
 SCHEMA = 2
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Names the layout itself uses in oof/ and submissions/: a run or blend called so would clobber them.
-RESERVED = {"folds", "sweeps", "cv", "reproduce", "autopilot", "data-check", "history", "readme.md", "readme"}
+RESERVED = {"folds", "sweeps", "cv", "reproduce", "autopilot", "data-check", "history", "readme.md", "readme", "report.html"}
 
 
 def check_name(name: str, what: str = "run") -> str:
@@ -229,6 +229,25 @@ class Workspace:
         return self.oof / "data-check" / "drift_importance.png", self.oof / "data-check" / "drift_test_like.png"
 
     @property
+    def tracking_db(self) -> Path:
+        """MLflow's default store for `--track` (where `mlflow ui` run in the workspace looks)."""
+        return self.root / "mlflow.db"
+
+    @property
+    def tracking_artifacts(self) -> Path:
+        return self.root / "mlartifacts"
+
+    @property
+    def report_html(self) -> Path:
+        """`fkaggle report`'s default page."""
+        return self.oof / "report.html"
+
+    @property
+    def drift_json(self) -> Path:
+        """`fkaggle data drift`'s result (AUC, verdict), read by the report."""
+        return self.oof / "data-check" / "drift.json"
+
+    @property
     def history_csv(self) -> Path:
         return self.submissions / "history.csv"
 
@@ -269,8 +288,12 @@ class Workspace:
         d, name = self.oof / "reproduce", check_name(name, "reproduction")
         return {"markdown": d / f"{name}.md", "csv": d / f"{name}.csv", "png": d / f"{name}.png"}
 
+    @property
+    def autopilot_root(self) -> Path:
+        return self.oof / "autopilot"
+
     def autopilot(self, name: str) -> AutoFiles:
-        d = self.oof / "autopilot" / check_name(name, "autopilot")
+        d = self.autopilot_root / check_name(name, "autopilot")
         return AutoFiles(d / "state.json", d / "leaderboard.md", d / "leaderboard.csv", d / "leaderboard.png")
 
     def confusion_png(self, run: str) -> Path:

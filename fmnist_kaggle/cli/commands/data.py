@@ -31,7 +31,8 @@ def cmd_data_drift(args: argparse.Namespace) -> int:
     from fmnist_kaggle.data.drift import drift_report
 
     comp = competition(args)
-    res = drift_report(comp.train_set, comp.test_set, *Workspace(args.workdir).drift_pngs, rows=args.rows, folds=args.folds)
+    ws = Workspace(args.workdir)
+    res = drift_report(comp.train_set, comp.test_set, *ws.drift_pngs, rows=args.rows, folds=args.folds, result_json=ws.drift_json)
     return emit(args, res, _drift_text)
 
 
