@@ -75,6 +75,11 @@ def test_a_tiny_budget_is_honoured_and_ends_in_a_validated_honest_submission(ws)
     table = (cwd / out["files"]["markdown"]).read_text()
     assert "Chosen: **" in table and all(r["name"] in table for r in runs)
     assert "elapsed" in res.stderr and "left]" in res.stderr  # progress with the clock on stderr
+    report = run_cli("report", "--json", cwd=cwd)  # the session on the workspace's page
+    assert report.returncode == 0 and json.loads(report.stdout)["autopilots"] == 1, report.stderr
+    page = (cwd / "oof/report.html").read_text()
+    chosen = next(r["name"] for r in out["leaderboard"] if r["chosen"])
+    assert f"chosen: <b>{chosen}</b>" in page and all(r["name"] in page for r in runs)
 
 
 def test_a_budget_too_small_is_refused_in_one_line_and_nothing_is_written(ws):

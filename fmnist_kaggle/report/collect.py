@@ -97,7 +97,9 @@ def _autopilot(ws: Workspace, name: str) -> dict[str, Any]:
         rows = csvfile.read_csv_rows(files.csv) if files.csv.is_file() else []
         state = read_json(files.state, "autopilot state") if files.state.is_file() else {}
         choice = state.get("choice") or {}
-        return {"name": name, "rows": rows, "png": str(files.png) if files.png.is_file() else None, "chosen": choice.get("chosen"), "reason": choice.get("reason"), "submission": state.get("submission")}
+        chosen = choice.get("chosen")
+        label = chosen.get("label") if isinstance(chosen, dict) else chosen  # state.json records the chosen candidate whole
+        return {"name": name, "rows": rows, "png": str(files.png) if files.png.is_file() else None, "chosen": label, "reason": choice.get("reason"), "submission": state.get("submission")}
     except BROKEN as exc:
         return {"name": name, "problem": _one_line(exc), "rows": [], "png": None}
 

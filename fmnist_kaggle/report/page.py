@@ -156,11 +156,19 @@ def _autopilots(autos: list[dict[str, Any]], out: Path) -> str:
         if a.get("chosen"):
             parts.append(f"<p>chosen: <b>{_e(a['chosen'])}</b> — {_e(a.get('reason') or '')}</p>")
         keys = ["kind", "name", "model", "epochs", "minutes", "cv_acc", "test_acc", "status", "chosen", "note"]
-        rows = [[_e(r.get(k, "")) if k not in ("cv_acc", "test_acc") else _pct(_float(r.get(k))) for k in keys] for r in a["rows"]]
+        rows = [[_cell(k, r.get(k, "")) for k in keys] for r in a["rows"]]
         parts.append(_table(f"autopilot-{_e(a['name'])}", keys, rows, {3, 4, 5, 6}))
         if a.get("png"):
             parts.append(_img(a["png"], f"autopilot {a['name']} leaderboard", out))
     return "".join(parts) + "</section>"
+
+
+def _cell(key: str, value: Any) -> str:
+    if key in ("cv_acc", "test_acc"):
+        return _pct(_float(value))
+    if key == "chosen":
+        return "<b>yes</b>" if str(value).lower() in ("true", "yes", "1") else ""
+    return _e(value)
 
 
 def _float(v: Any) -> float | None:
