@@ -210,12 +210,17 @@ def sync_run(experiment: str, name: str, key: str, params: dict[str, Any], tags:
             _client().set_terminated(pid, "KILLED")
         return pid
     _log(pid, metrics=results)
-    logged = {Path(a.path).name for a in _client().list_artifacts(pid)}
+    _finish(pid, artifacts)
+    return pid
+
+
+def _finish(run_id: str, artifacts: list[Path]) -> None:
+    """Upload the files the run lacks (by name), then mark it FINISHED."""
+    logged = {Path(a.path).name for a in _client().list_artifacts(run_id)}
     for path in artifacts:
         if path.is_file() and path.name not in logged:
-            _client().log_artifact(pid, str(path))
-    _client().set_terminated(pid, "FINISHED")
-    return pid
+            _client().log_artifact(run_id, str(path))
+    _client().set_terminated(run_id, "FINISHED")
 
 
 @_guarded
@@ -225,11 +230,7 @@ def sync_blend(experiment: str, name: str, sha256: str, params: dict[str, Any], 
     run = _open(exp_id, name, {TAG + "kind": "submission", TAG + "sha256": sha256})
     rid = run.info.run_id
     _log(rid, metrics=[(k, v, 0) for k, v in results.items()], params=params, logged=run.data.params, tags={TAG + "submission": name, TAG + "inputs": ",".join(inputs)})
-    logged = {Path(a.path).name for a in _client().list_artifacts(rid)}
-    for path in artifacts:
-        if path.is_file() and path.name not in logged:
-            _client().log_artifact(rid, str(path))
-    _client().set_terminated(rid, "FINISHED")
+    _finish(rid, artifacts)
     return rid
 
 

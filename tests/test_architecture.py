@@ -25,7 +25,7 @@ STAGES = [
     ("evaluate",),
     ("submit",),
     ("search",),
-    ("report",),
+    ("reporting",),
     ("api", "cli"),
 ]
 RANK = {part: rank for rank, parts in enumerate(STAGES) for part in parts}

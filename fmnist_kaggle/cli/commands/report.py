@@ -11,7 +11,7 @@ ORDER = 60  # place in `fkaggle --help`: the pipeline's order (after submitting)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from fmnist_kaggle.report import write_report
+    from fmnist_kaggle.reporting import write_report
 
     return emit(args, write_report(args.workdir, args.out), _text)
 

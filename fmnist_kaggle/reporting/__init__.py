@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fmnist_kaggle.report.collect import collect
-from fmnist_kaggle.report.page import render
+from fmnist_kaggle.reporting.collect import collect
+from fmnist_kaggle.reporting.page import render
 from fmnist_kaggle.storage import atomic
 from fmnist_kaggle.storage.artifacts import utc_now
 from fmnist_kaggle.storage.layout import Workspace
