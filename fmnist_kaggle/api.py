@@ -17,16 +17,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from fmnist_kaggle.data.competition import Competition, competition_from_arrays, resolve_competition
 from fmnist_kaggle import tracking
+from fmnist_kaggle.data.competition import Competition, competition_from_arrays, resolve_competition
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.evaluate import blend as blending
 from fmnist_kaggle.evaluate import submission
 from fmnist_kaggle.models import create_model, list_models
+from fmnist_kaggle.reporting import write_report
 from fmnist_kaggle.runs.driver import train_folds
 from fmnist_kaggle.runs.executors import Executor
 from fmnist_kaggle.runs.store import Run, list_runs, load_run
-from fmnist_kaggle.reporting import write_report
 from fmnist_kaggle.search.auto import parse_time_limit, run_auto
 from fmnist_kaggle.storage.layout import Workspace
 from fmnist_kaggle.training.config import TrainConfig
