@@ -192,7 +192,7 @@ def sync_run(experiment: str, name: str, key: str, params: dict[str, Any], tags:
     ids = {TAG + "kind": "run", TAG + "run": name, TAG + "key": key}
     parent = _open(exp_id, name, ids)
     pid = parent.info.run_id
-    _log(pid, params=params, logged=parent.data.params, tags={**tags} if not parent.data.tags.get(TAG + "model") else {})
+    _log(pid, params=params, logged=parent.data.params, tags=tags if not parent.data.tags.get(TAG + "model") else {})
     children = {(c.data.tags.get(TAG + "fold"), c.data.tags.get(TAG + "seed")): c for c in _find(exp_id, {TAG + "kind": "unit"}, parent=pid)}
     for u in units:
         child = children.get((str(u.fold), str(u.seed)))

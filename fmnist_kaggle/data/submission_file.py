@@ -59,7 +59,7 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def write_submission(comp: Competition, test_logprobs: np.ndarray, out: SubmissionFiles, provenance: dict[str, Any]) -> None:
+def write_submission(comp: Competition, test_logprobs: np.ndarray, out: SubmissionFiles, provenance: dict[str, Any]) -> dict[str, Any]:
     """Write NAME.test_logprobs.npy, NAME.csv, then NAME.json naming the CSV's SHA-256.
 
     The record is written last and readers check the hash, so a crash between the writes
@@ -78,6 +78,7 @@ def write_submission(comp: Competition, test_logprobs: np.ndarray, out: Submissi
         "slug": comp.slug, "rows": len(test_logprobs), **provenance, "submissions": [],
     }  # fmt: skip
     atomic.write_json(out.record, meta)
+    return meta
 
 
 def read_record(out: SubmissionFiles) -> dict[str, Any] | None:

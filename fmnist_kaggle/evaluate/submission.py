@@ -8,13 +8,13 @@ from typing import Any
 
 from fmnist_kaggle import metrics, tracking
 from fmnist_kaggle.data.competition import Competition
-from fmnist_kaggle.data.submission_file import read_record, write_submission
+from fmnist_kaggle.data.submission_file import write_submission
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.evaluate.blend import blend, check_compatible, single_run
 from fmnist_kaggle.runs.identity import require_classes, require_test_file
 from fmnist_kaggle.runs.store import load_run
 from fmnist_kaggle.storage import files
-from fmnist_kaggle.storage.layout import Workspace, check_name
+from fmnist_kaggle.storage.layout import SubmissionFiles, Workspace, check_name
 
 
 def make_submission(comp: Competition, run_refs: list[str], method: str, name: str, workdir: str | Path = ".", space: str = "prob", temperature: bool = False) -> dict[str, Any]:
@@ -41,17 +41,16 @@ def make_submission(comp: Competition, run_refs: list[str], method: str, name: s
         provenance["cv_in_sample"] = {"acc": result.insample_acc, "logloss": result.insample_logloss}
     if test.labels is not None:
         provenance["test"] = {"acc": metrics.accuracy(result.test, test.labels), "logloss": metrics.log_loss(result.test, test.labels)}
-    write_submission(comp, result.test, out, provenance)
-    _track(comp, name, out, provenance)
+    record = write_submission(comp, result.test, out, provenance)
+    _track(comp, name, out, record)
     return {"csv": str(out.csv), "json": str(out.record), **provenance}
 
 
-def _track(comp: Competition, name: str, out: Any, provenance: dict[str, Any]) -> None:
+def _track(comp: Competition, name: str, out: SubmissionFiles, record: dict[str, Any]) -> None:
     """The submission as an MLflow run: its inputs, method, (nested) CV beside the best input's."""
     if not tracking.active():
         return
-    record = read_record(out) or {}
-    best_single = max((r["cv_acc"] for r in provenance["runs"] if r["cv_acc"] is not None), default=None)
-    results = {"cv_acc": provenance["cv"]["acc"], "cv_logloss": provenance["cv"]["logloss"], "best_single_cv_acc": best_single, **{f"test_{k}": v for k, v in provenance.get("test", {}).items()}}
-    params = {"method": provenance["method"], "runs": [r["run"] for r in provenance["runs"]], "nested_cv": provenance["cv"]["nested"], **{f"details.{k}": v for k, v in provenance["details"].items()}}
-    tracking.sync_blend(comp.name or "fkaggle", name, record.get("sha256", ""), params, {k: v for k, v in results.items() if v is not None}, [r["run"] for r in provenance["runs"]], [out.record, out.csv])
+    best_single = max((r["cv_acc"] for r in record["runs"] if r["cv_acc"] is not None), default=None)
+    results = {"cv_acc": record["cv"]["acc"], "cv_logloss": record["cv"]["logloss"], "best_single_cv_acc": best_single, **{f"test_{k}": v for k, v in record.get("test", {}).items()}}
+    params = {"method": record["method"], "runs": [r["run"] for r in record["runs"]], "nested_cv": record["cv"]["nested"], **{f"details.{k}": v for k, v in record["details"].items()}}
+    tracking.sync_blend(comp.name or "fkaggle", name, record["sha256"], params, {k: v for k, v in results.items() if v is not None}, [r["run"] for r in record["runs"]], [out.record, out.csv])

@@ -4,7 +4,6 @@ with its problem, never raised): runs, blends, autopilot leaderboards, uploads, 
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 import numpy as np
@@ -111,7 +110,7 @@ def _uploads(ws: Workspace) -> list[dict[str, Any]]:
         return [{"problem": _one_line(exc)}]
     out = []
     for h in rows:
-        own = ws.submission_for(ws.submissions / h.get("file", "")) if h.get("file") and "/" not in h["file"] and "\\" not in h["file"] else None
+        own = ws.submission_named(h.get("file"))
         out.append({
             "time": h.get("time", ""), "file": h.get("file", ""), "ref": h.get("ref", ""), "status": h.get("kaggle_status") or h.get("status") or "submitted",
             "message": h.get("message", ""), "cv_acc": csvfile.optional_float(h.get("cv_acc")), "public_score": csvfile.optional_float(h.get("public_score")),
@@ -133,7 +132,7 @@ def _data(ws: Workspace) -> dict[str, Any]:
     drift = None
     if ws.drift_json.is_file():
         try:
-            drift = json.loads(ws.drift_json.read_text())
+            drift = read_json(ws.drift_json, "drift result")
             drift = {k: drift[k] for k in ("auc", "verdict", "train_rows", "test_rows", "created") if k in drift}
         except BROKEN as exc:
             drift = {"problem": _one_line(exc)}

@@ -57,4 +57,4 @@ def _results(rd: RunDir, manifest: dict[str, Any]) -> list[tuple[str, float, int
 
 
 def _executors(units: list[tracking.UnitLog]) -> str:
-    return ",".join(sorted({u.summary.get("executor", "local") for u in units})) or ""
+    return ",".join(sorted({u.summary.get("executor", "local") for u in units}))

@@ -248,7 +248,7 @@ class Autopilot:
                 log.warning(f"{self.clock} {entry.name}: {self.state['entries'][entry.name]['note']}")
                 return None
             self.commit()
-            self.record(entry, status="training", estimate_s=round(need, 1), unit_estimate_s=round(self.run_seconds(entry, rec["epochs"], 1) / self.calibration, 2))
+            self.record(entry, status="training", estimate_s=round(need, 1), unit_estimate_s=self.unit_estimate(entry, rec["epochs"]))
             log.info(f"{self.clock} {entry.name}: finishing {rec['run']} ({len(job.units)} unit(s), {rec['epochs']} epochs), estimated {_mmss(need)}")
             return job
         epochs, seconds = self.size(entry, self.floor(entry))
@@ -258,9 +258,13 @@ class Autopilot:
             return None
         cfg = entry.config(epochs, **self.speed)
         self.commit()
-        self.record(entry, status="training", epochs=epochs, estimate_s=round(seconds, 1), unit_estimate_s=round(self.run_seconds(entry, epochs, 1) / self.calibration, 2), model=cfg.model, note="")
+        self.record(entry, status="training", epochs=epochs, estimate_s=round(seconds, 1), unit_estimate_s=self.unit_estimate(entry, epochs), model=cfg.model, note="")
         log.info(f"{self.clock} {entry.name}: {cfg.model} {epochs} epochs x {cfg.folds} folds x {len(cfg.seeds)} seed(s), estimated {_mmss(seconds)} (reserve {self.reserve():.0f} s)")
         return prepare_run(self.comp, cfg, f"{self.name}-{entry.name}", self.workdir, tag=entry.name)
+
+    def unit_estimate(self, entry: Entry, epochs: int) -> float:
+        """One (fold, seed) unit's estimate before calibration: what `on_unit` measures against."""
+        return round(self.run_seconds(entry, epochs, 1) / self.calibration, 2)
 
     def on_unit(self, job: RunJob, result: Any) -> bool:
         """Each finished unit corrects the estimates; a run projected to end after the training

@@ -307,6 +307,13 @@ class Workspace:
         d = self.submissions
         return SubmissionFiles(d / f"{name}.csv", d / f"{name}.json", d / f"{name}.test_logprobs.npy")
 
+    def submission_named(self, file: str | None) -> SubmissionFiles | None:
+        """The workspace's files for a submission known by file name only (an upload record, Kaggle's
+        list), when that name is one of ours: a plain `NAME.csv`, never a path."""
+        if not file or "/" in file or "\\" in file:
+            return None
+        return self.submission_for(self.submissions / file)
+
     def submission_for(self, path: Path) -> SubmissionFiles | None:
         """The workspace's files for a submission CSV, when that CSV lives in submissions/."""
         try:

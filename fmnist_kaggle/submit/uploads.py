@@ -8,7 +8,6 @@ the uploaded file lives (CV next to the leaderboard score).
 from __future__ import annotations
 
 import logging
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +65,7 @@ def submit_file(comp: Competition, path: str | Path, message: str, slug: str | N
 def _update_history(ws: Workspace, entry: dict[str, Any], remove: bool = False, **changes: Any) -> dict[str, Any]:
     """Rewrite one upload row of history.csv (found by time and file hash) atomically."""
     rows = csvfile.read_csv_rows(ws.history_csv)
-    same = lambda r: r.get("time") == entry["time"] and r.get("sha256") == entry["sha256"]
+    same = lambda r: r.get("time") == entry["time"] and r.get("sha256") == entry["sha256"]  # noqa: E731
     updated = {**{k: str(v) for k, v in entry.items()}, **{k: str(v) for k, v in changes.items()}}
     rows = [r for r in rows if not same(r)] if remove else [updated if same(r) else r for r in rows]
     if not rows:  # the refused upload was the only record: leave no file behind
@@ -106,9 +105,6 @@ def submissions_table(comp: Competition, slug: str | None = None, workdir: str |
     return rows
 
 
-SCORE_FIELDS = ("public_score", "private_score", "kaggle_status")
-
-
 def _remember_scores(ws: Workspace, comp: Competition, local: list[dict[str, str]], remote: dict[int, dict[str, Any]]) -> None:
     """Keep Kaggle's last known status and scores in history.csv (the report and `--local` read
     them offline); a newly learnt score also goes onto the file's tracked run."""
@@ -123,7 +119,7 @@ def _remember_scores(ws: Workspace, comp: Competition, local: list[dict[str, str
             changed.append(h)
     if not changed:
         return
-    atomic.write_text(ws.history_csv, csvfile.csv_text(local, list(dict.fromkeys([k for r in local for k in r] + list(SCORE_FIELDS)))))
+    atomic.write_text(ws.history_csv, csvfile.csv_text(local))  # the header: every row's keys, the new scores included
     for h in changed:
         scores = {k: csvfile.optional_float(h[k]) for k in ("public_score", "private_score")}
         tracking.log_upload(comp.name or "fkaggle", h["file"], h.get("sha256", ""), h.get("ref"), h.get("message", ""), scores)
@@ -135,7 +131,7 @@ def _text(v: Any) -> str:
 
 def _cv_of(ws: Workspace, file: str | None) -> float | None:
     """The CV accuracy recorded for submissions/FILE, if the workspace made that file."""
-    own = ws.submission_for(ws.submissions / file) if file and "/" not in file and "\\" not in file else None
+    own = ws.submission_named(file)
     if own is None or not own.record.is_file():
         return None
     try:
@@ -162,13 +158,13 @@ def _reconcile(ws: Workspace, local: list[dict[str, str]], remote: dict[int, dic
 
 
 def _when(text: str) -> float | None:
-    from datetime import datetime
+    from datetime import datetime, timezone
 
     try:
         t = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
     except ValueError:
         return None
-    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
+    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def _int(v: Any) -> int | None:
