@@ -48,6 +48,7 @@ class FakeKaggle:
             {"ref": 7, "fileName": "old.csv", "description": "from the website", "status": "ERROR", "date": "2026-11-20T10:00:00Z"},
         ]
         self.files: dict[str, bytes] = {}  # storage: what downloads are redirected to
+        self.leaderboard = [{"teamId": i, "teamName": f"team{i}", "score": f"0.9{9 - i}000", "submissionDate": "2026-11-21T00:00:00Z"} for i in range(3)]
         self.release = threading.Event()  # set at shutdown: stalled handlers return
 
     def handle(self, method: str, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]] | None:
@@ -107,7 +108,7 @@ class FakeKaggle:
             more = page + 1 < len(self.submissions)
             return 200, {"submissions": self.submissions[page : page + 1], **({"nextPageToken": str(page + 1)} if more else {})}
         if name == "GetLeaderboard":
-            return 200, {"submissions": [{"teamId": i, "teamName": f"team{i}", "score": f"0.9{9 - i}000", "submissionDate": "2026-11-21T00:00:00Z"} for i in range(3)]}
+            return 200, {"submissions": self.leaderboard}  # all of it, whatever page size was asked
         return 404, {"code": 404, "message": f"no such method {name}"}
 
 
@@ -200,12 +201,12 @@ def test_submit_cli_then_submissions_and_leaderboard(tmp_path, fake_kaggle, comp
     assert "submitted mine.csv to five-class (ref 1001)" in res.stdout
     lst = run_cli("submissions", "--slug", "five-class", "--workdir", str(tmp_path), "--json", *_cli_args(comp), env=fake_kaggle.env)
     assert lst.returncode == 0, lst.stderr
-    rows = json.loads(lst.stdout)
+    rows = json.loads(lst.stdout)["submissions"]
     mine = next(r for r in rows if str(r["ref"]) == "1001")
     assert mine["status"] == "complete" and mine["public_score"] == 0.9312 and mine["cv_acc"] == 0.9 and mine["ref"] == 1001  # CV next to LB, numbers in JSON
     assert any(r["ref"] == 7 and r["status"] == "error" and r["cv_acc"] is None for r in rows)  # made elsewhere, still listed
     fake_kaggle.submissions.append({"ref": 9, "fileName": "mine.csv", "description": "via the website", "status": "COMPLETE", "publicScore": "0.91", "date": "2026-11-19T10:00:00Z"})
-    rows = json.loads(run_cli("submissions", "--slug", "five-class", "--workdir", str(tmp_path), "--json", *_cli_args(comp), env=fake_kaggle.env).stdout)
+    rows = json.loads(run_cli("submissions", "--slug", "five-class", "--workdir", str(tmp_path), "--json", *_cli_args(comp), env=fake_kaggle.env).stdout)["submissions"]
     assert next(r for r in rows if r["ref"] == 9)["cv_acc"] == 0.9  # uploaded elsewhere, but the file is ours: its CV
     lb = run_cli("leaderboard", "--slug", "five-class", *_cli_args(comp), env=fake_kaggle.env)
     assert lb.returncode == 0, lb.stderr
@@ -278,8 +279,8 @@ def test_fkaggle_help_does_not_import_kaggle_torch_ray_or_sklearn():
 # ----------------------------------------------------------------------------- a submit that never hangs and never loses a record
 
 
-def _submit(tmp_path, fake_kaggle, comp, sub, message="try"):
-    return run_cli("submit", str(sub), "-m", message, "--slug", "five-class", "--workdir", str(tmp_path), *_cli_args(comp), env=fake_kaggle.env)
+def _submit(tmp_path, fake_kaggle, comp, sub, message="try", *extra):
+    return run_cli("submit", str(sub), "-m", message, "--slug", "five-class", "--workdir", str(tmp_path), *_cli_args(comp), *extra, env=fake_kaggle.env)
 
 
 def _history(tmp_path) -> list[dict]:
@@ -306,16 +307,16 @@ def test_a_lost_reply_after_kaggle_stored_the_submission_is_kept_as_unknown_then
     comp, sub = comp_and_file
     assert _submit(tmp_path, fake_kaggle, comp, sub, "first").returncode == 0  # ref 1001
     fake_kaggle.garble.add("CreateSubmission")
-    res = _submit(tmp_path, fake_kaggle, comp, sub, "second")
+    res = _submit(tmp_path, fake_kaggle, comp, sub, "second", "--force")  # the same bytes again: on purpose
     assert res.returncode == 2 and "may have counted" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert [(h["message"], h["status"], h["ref"]) for h in _history(tmp_path)] == [("first", "submitted", "1001"), ("second", "unknown", "")]
 
     lst = run_cli("submissions", "--slug", "five-class", "--workdir", str(tmp_path), "--json", *_cli_args(comp), env=fake_kaggle.env)
     assert lst.returncode == 0, lst.stderr
-    second = next(r for r in json.loads(lst.stdout) if r["message"] == "second")
+    second = next(r for r in json.loads(lst.stdout)["submissions"] if r["message"] == "second")
     assert second["ref"] == 1002 and second["status"] == "pending" and second["cv_acc"] == 0.9  # its CV, not a foreign row
     assert [(h["status"], h["ref"]) for h in _history(tmp_path)] == [("submitted", "1001"), ("submitted", "1002")]  # recorded for good
-    assert len([r for r in json.loads(lst.stdout) if r["ref"] == 1002]) == 1
+    assert len([r for r in json.loads(lst.stdout)["submissions"] if r["ref"] == 1002]) == 1
 
 
 def test_429_with_retry_after_is_waited_out_with_a_line_and_every_page_is_read(tmp_path, fake_kaggle, comp_and_file):
@@ -326,7 +327,7 @@ def test_429_with_retry_after_is_waited_out_with_a_line_and_every_page_is_read(t
     assert "Kaggle answered HTTP 429; retrying in 1s (1/3)" in res.stderr and len(fake_kaggle.created) == 1
     fake_kaggle.submissions += [{"ref": 50 + i, "fileName": f"f{i}.csv", "description": "old", "status": "COMPLETE", "publicScore": f"0.{80 + i}", "date": "2026-11-01T10:00:00Z"} for i in range(5)]
     lst = run_cli("submissions", "--slug", "five-class", "--workdir", str(tmp_path), "--json", *_cli_args(comp), env=fake_kaggle.env)
-    rows = json.loads(lst.stdout)
+    rows = json.loads(lst.stdout)["submissions"]
     assert {r["ref"] for r in rows} == {1001, 7, 50, 51, 52, 53, 54}  # seven pages of one
     assert next(r for r in rows if r["ref"] == 54)["public_score"] == 0.84
 
@@ -380,7 +381,7 @@ def test_download_to_leaderboard_round_trip_through_the_cli(tmp_path, fake_kaggl
     assert sub.read_text().splitlines()[0] == "Id,Category"
     res = run_cli("submit", str(sub), "-m", "round trip", cwd=tmp_path, env=env)
     assert res.returncode == 0, res.stderr
-    rows = json.loads(run_cli("submissions", "--json", cwd=tmp_path, env=env).stdout)
+    rows = json.loads(run_cli("submissions", "--json", cwd=tmp_path, env=env).stdout)["submissions"]
     mine = next(r for r in rows if r["message"] == "round trip")
     assert mine["ref"] == 1001 and mine["public_score"] == 0.9312 and mine["cv_acc"] == json.loads((tmp_path / "submissions/sub.json").read_text())["cv"]["acc"]
     assert fake_kaggle.uploads[-1] == sub.read_bytes()

@@ -3,7 +3,6 @@ with its problem, never raised): runs, blends, autopilot leaderboards, uploads, 
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
@@ -14,7 +13,8 @@ from fmnist_kaggle.evaluate.scoring import oof_correlation
 from fmnist_kaggle.runs.store import load_run, predicted_from, status
 from fmnist_kaggle.storage import csvfile
 from fmnist_kaggle.storage.artifacts import read_json
-from fmnist_kaggle.storage.layout import NAME, RESERVED, SubmissionFiles, Workspace
+from fmnist_kaggle.storage.layout import NAME, RESERVED, Workspace
+from fmnist_kaggle.submit.uploads import file_state
 
 # A broken file in a workspace may fail in many ways; the report lists it instead of stopping.
 BROKEN = (FkaggleError, OSError, KeyError, TypeError, ValueError, IndexError, AttributeError)
@@ -73,8 +73,7 @@ def _blends(ws: Workspace, runs: dict[str, dict[str, Any]]) -> list[dict[str, An
         try:
             meta = read_record(ws.submission(name))
             inputs = [r["run"] for r in meta["runs"]]
-            singles = [(r["cv_acc"], r["run"]) for r in meta["runs"] if r.get("cv_acc") is not None]
-            best = max(singles) if singles else (None, None)
+            best = _best_single(meta)
             out.append({
                 "name": name, "file": meta["file"], "method": meta["method"], "runs": inputs, "cv_acc": meta["cv"]["acc"], "cv_logloss": meta["cv"]["logloss"],
                 "nested": bool(meta["cv"].get("nested")), "best_single": best[1], "best_single_cv": best[0], "test_acc": (meta.get("test") or {}).get("acc"),
@@ -83,6 +82,14 @@ def _blends(ws: Workspace, runs: dict[str, dict[str, Any]]) -> list[dict[str, An
         except BROKEN as exc:
             out.append({"name": name, "problem": _one_line(exc)})
     return sorted(out, key=lambda b: (b.get("cv_acc") is None, -(b.get("cv_acc") or 0.0), b["name"]))
+
+
+def _best_single(meta: dict[str, Any]) -> tuple[float | None, str | None]:
+    """(CV, run) of the blend's best input alone: recorded in the record; older records: the runs' manifests' CV."""
+    if isinstance(meta.get("best_single"), dict):
+        return meta["best_single"].get("acc"), meta["best_single"].get("run")
+    singles = [(r["cv_acc"], r["run"]) for r in meta["runs"] if r.get("cv_acc") is not None]
+    return max(singles) if singles else (None, None)
 
 
 def _autopilot_names(ws: Workspace) -> list[str]:
@@ -110,22 +117,12 @@ def _uploads(ws: Workspace) -> list[dict[str, Any]]:
         return [{"problem": _one_line(exc)}]
     out = []
     for h in rows:
-        own = ws.submission_named(h.get("file"))
         out.append({
             "time": h.get("time", ""), "file": h.get("file", ""), "ref": h.get("ref", ""), "status": h.get("kaggle_status") or h.get("status") or "submitted",
             "message": h.get("message", ""), "cv_acc": csvfile.optional_float(h.get("cv_acc")), "public_score": csvfile.optional_float(h.get("public_score")),
-            "private_score": csvfile.optional_float(h.get("private_score")), "sha256": _sha_state(own, h.get("sha256", "")),
+            "private_score": csvfile.optional_float(h.get("private_score")), "sha256": file_state(ws, h.get("file"), h.get("sha256", "")),
         })  # fmt: skip
     return out
-
-
-def _sha_state(own: SubmissionFiles | None, sha: str) -> str:
-    """Does the file in submissions/ still hold what was uploaded?"""
-    if own is None or not (own.csv.is_file() or own.record.is_file()):
-        return "not in submissions/"  # uploaded from elsewhere
-    if not own.csv.is_file():
-        return "missing"
-    return "match" if hashlib.sha256(own.csv.read_bytes()).hexdigest() == sha else "changed since upload"
 
 
 def _data(ws: Workspace) -> dict[str, Any]:

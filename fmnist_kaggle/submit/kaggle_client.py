@@ -226,6 +226,7 @@ def _submission(s: Any) -> dict[str, Any]:
         "public_score": csvfile.optional_float(getattr(s, "public_score", None)),
         "private_score": csvfile.optional_float(getattr(s, "private_score", None)),
         "date": str(getattr(s, "date", "") or ""),
+        "team": getattr(s, "team_name", None),
     }
 
 
@@ -243,10 +244,26 @@ def download_files(slug: str, folder: Path, force: bool = False, client: Any | N
 
 
 def leaderboard(slug: str, top: int = 20, client: Any | None = None) -> list[dict[str, Any]]:
+    """The top `top` rows of the public leaderboard, the user's own team marked (`mine`); when
+    the user's team is further down in what Kaggle sent, its row follows the top."""
     client = client or api()
-    rows = _call(slug, client.competition_leaderboard_view, slug, page_size=top) or []
-    return [
+    sent = _call(slug, client.competition_leaderboard_view, slug, page_size=top) or []
+    rows = [
         {"rank": i + 1, "team": getattr(r, "team_name", None), "score": getattr(r, "score", None), "date": str(getattr(r, "submission_date", "") or "")}
-        for i, r in enumerate(rows)
+        for i, r in enumerate(sent)
         if r is not None
     ]
+    teams = own_teams(slug, client)
+    for r in rows:
+        r["mine"] = r["team"] in teams
+    return rows[:top] + [r for r in rows[top:] if r["mine"]][:1]
+
+
+def own_teams(slug: str, client: Any) -> set[str]:
+    """The names the user's team goes by: the team named on their submissions, else the username."""
+    names = {str(n) for n in (client.get_config_value("username"),) if n}
+    try:
+        reply = list_submissions(slug, client, page_size=20, max_pages=1)
+    except FkaggleError:
+        return names  # the leaderboard is still worth showing unmarked
+    return names | {s["team"] for s in reply if s.get("team")}

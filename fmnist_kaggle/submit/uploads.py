@@ -7,6 +7,7 @@ the uploaded file lives (CV next to the leaderboard score).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,12 @@ from fmnist_kaggle.submit import kaggle_client
 log = logging.getLogger(__name__)
 
 
-def submit_file(comp: Competition, path: str | Path, message: str, slug: str | None = None, dry_run: bool = False, workdir: str | Path = ".") -> dict[str, Any]:
+def submit_file(comp: Competition, path: str | Path, message: str, slug: str | None = None, dry_run: bool = False, workdir: str | Path = ".", force: bool = False) -> dict[str, Any]:
     """Validate, upload through the kaggle client, and record the upload in the workspace.
     The record is written as `uploading` before the upload, so no submission goes unrecorded:
     it becomes `submitted` with Kaggle's ref, is removed when Kaggle refused the upload, and
-    stays `unknown` when no usable answer came back (`submissions` reconciles it later)."""
+    stays `unknown` when no usable answer came back (`submissions` reconciles it later).
+    Content already uploaded is refused unless `force` (a daily slot spent on a known score)."""
     path = Path(path)
     text, problems, _ = check_file(path, comp)
     if problems:
@@ -37,6 +39,9 @@ def submit_file(comp: Competition, path: str | Path, message: str, slug: str | N
     own = ws.submission_for(path)  # a submission made here: its record must describe this file
     meta = read_record(own) if own is not None else None
     digest = sha256(text)  # of the bytes validated (UTF-8 text round-trips exactly)
+    earlier = earlier_upload(ws, digest)
+    if earlier is not None and not force:
+        raise FkaggleError(f"the same content was already submitted: {describe_upload(earlier)}; not uploaded again (--force to spend a submission on it anyway)", path)
     if dry_run:
         return {"file": str(path), "slug": slug, "sha256": digest, "dry_run": True, "valid": True}
     files.writable_folder(ws.submissions)
@@ -59,7 +64,29 @@ def submit_file(comp: Competition, path: str | Path, message: str, slug: str | N
         meta.setdefault("submissions", []).append({k: entry[k] for k in ("time", "slug", "file", "sha256", "message", "ref", "reply")})
         atomic.write_json(own.record, meta)
     tracking.log_upload(comp.name or "fkaggle", path.name, digest, reply["ref"], message)
-    return {**entry, "cv": cv, "limits_before": limits}
+    left = max(0, limits["num_allowed_now"] - 1)
+    return {**entry, "cv": cv, "limits_before": limits, "left_today": left, **({"resubmitted": earlier} if earlier else {})}
+
+
+def earlier_upload(ws: Workspace, digest: str) -> dict[str, str] | None:
+    """The newest upload of the same bytes that Kaggle took or may have taken (refused ones are not kept)."""
+    same = [h for h in csvfile.read_csv_rows(ws.history_csv) if h.get("sha256") == digest]
+    return same[-1] if same else None
+
+
+def describe_upload(h: dict[str, str]) -> str:
+    score = h.get("public_score") or ""
+    return f"{h.get('file')} on {h.get('time')} (ref {h.get('ref') or '?'}, {h.get('kaggle_status') or h.get('status')}{f', public score {score}' if score else ''})"
+
+
+def file_state(ws: Workspace, file: str | None, digest: str) -> str:
+    """Does the file in submissions/ still hold the bytes that were uploaded?"""
+    own = ws.submission_named(file)
+    if own is None or not (own.csv.is_file() or own.record.is_file()):
+        return "not in submissions/"  # uploaded from elsewhere
+    if not own.csv.is_file():
+        return "missing"
+    return "match" if hashlib.sha256(own.csv.read_bytes()).hexdigest() == digest else "changed since upload"
 
 
 def _update_history(ws: Workspace, entry: dict[str, Any], remove: bool = False, **changes: Any) -> dict[str, Any]:
@@ -78,15 +105,19 @@ def _update_history(ws: Workspace, entry: dict[str, Any], remove: bool = False, 
 RECONCILE_WINDOW_S = 1800  # an unknown upload matches a Kaggle submission with its message this close in time
 
 
-def submissions_table(comp: Competition, slug: str | None = None, workdir: str | Path = ".", fetch: bool = True) -> list[dict[str, Any]]:
+def submissions_table(comp: Competition, slug: str | None = None, workdir: str | Path = ".", fetch: bool = True) -> dict[str, Any]:
     """Local upload records joined with Kaggle's status and scores (CV next to LB), every page
-    of Kaggle's list read; `unknown` uploads matched to Kaggle's list by message and time. When
-    Kaggle cannot be reached, the local records with a warning."""
+    of Kaggle's list read; `unknown` uploads matched to Kaggle's list by message and time; each
+    file checked against the bytes uploaded; the submissions left today. When Kaggle cannot be
+    reached (or `fetch` is off), the local records with their last known scores."""
     ws = Workspace(workdir)
     remote: dict[int, dict[str, Any]] = {}
+    limits = None
     if fetch:
         try:
-            remote = {s["ref"]: s for s in kaggle_client.list_submissions(comp.require_slug(slug))}
+            client = kaggle_client.api()
+            remote = {s["ref"]: s for s in kaggle_client.list_submissions(comp.require_slug(slug), client)}
+            limits = kaggle_client.submission_limits(comp.require_slug(slug), client)
         except FkaggleError as exc:
             log.warning(f"{exc}; showing local records only")
             fetch = False
@@ -96,13 +127,14 @@ def submissions_table(comp: Competition, slug: str | None = None, workdir: str |
     rows = []
     for h in local:
         r = remote.get(_int(h.get("ref")), {})
-        status = h["status"] if h.get("status") in ("unknown", "uploading") else r.get("status") or ("?" if fetch else "-")
-        rows.append({"time": h["time"], "file": h["file"], "ref": _int(h.get("ref")), "cv_acc": csvfile.optional_float(h.get("cv_acc")), "status": status, "public_score": r.get("public_score"), "private_score": r.get("private_score"), "message": h.get("message")})
+        status = h["status"] if h.get("status") in ("unknown", "uploading") else r.get("status") or h.get("kaggle_status") or ("?" if fetch else "-")
+        scores = {k: r[k] if r else csvfile.optional_float(h.get(k)) for k in ("public_score", "private_score")}  # offline: the last known
+        rows.append({"time": h["time"], "file": h["file"], "ref": _int(h.get("ref")), "cv_acc": csvfile.optional_float(h.get("cv_acc")), "status": status, **scores, "message": h.get("message"), "file_check": file_state(ws, h.get("file"), h.get("sha256", ""))})
     known = {_int(h.get("ref")) for h in local}
     for ref, r in remote.items():
         if ref not in known:  # uploaded from elsewhere: still worth seeing, with its CV when the file is one of ours
-            rows.append({"time": r["date"], "file": r["file"], "ref": ref, "cv_acc": _cv_of(ws, r["file"]), "status": r["status"], "public_score": r["public_score"], "private_score": r["private_score"], "message": r["description"]})
-    return rows
+            rows.append({"time": r["date"], "file": r["file"], "ref": ref, "cv_acc": _cv_of(ws, r["file"]), "status": r["status"], "public_score": r["public_score"], "private_score": r["private_score"], "message": r["description"], "file_check": None})
+    return {"submissions": rows, "limits": limits, "left_today": None if limits is None else limits["num_allowed_now"]}
 
 
 def _remember_scores(ws: Workspace, comp: Competition, local: list[dict[str, str]], remote: dict[int, dict[str, Any]]) -> None:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fmnist_kaggle.cli.common import command, competition, emit, print_json
+from fmnist_kaggle.cli.common import command, competition, emit, print_json, run_data
 from fmnist_kaggle.evaluate.blenders import blender_names
 from fmnist_kaggle.storage.layout import Workspace
 
@@ -20,13 +20,13 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
     runs = [load_run(r, args.workdir) for r in args.runs]
     names = runs[0].manifest["data"]["class_names"]
-    return emit(args, cv(runs, names, Workspace(args.workdir), competition=lambda: competition(args)), format_cv)
+    return emit(args, cv(runs, names, Workspace(args.workdir), competition=lambda: run_data(args)), format_cv)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from fmnist_kaggle.evaluate.explain import explain
 
-    return emit(args, explain(args.run, competition(args), args.fold, args.images, args.layers, args.channels, args.workdir), _explain_text)
+    return emit(args, explain(args.run, run_data(args), args.fold, args.images, args.layers, args.channels, args.workdir), _explain_text)
 
 
 def _explain_text(res: dict[str, Any]) -> str:
@@ -50,6 +50,10 @@ def cmd_blend(args: argparse.Namespace) -> int:
 def _blend_text(res: dict[str, Any]) -> str:
     cv = res["cv"]
     lines = [f"{res['method']} of {len(res['runs'])} run(s): CV accuracy {cv['acc']:.4f}  log-loss {cv['logloss']:.4f}{'  (nested: fitted on k-1 folds)' if cv['nested'] else ''}"]
+    best = res["best_single"]
+    if len(res["runs"]) > 1:
+        gain = cv["acc"] - best["acc"]
+        lines.append(f"  best single run {best['run']}: CV accuracy {best['acc']:.4f}  log-loss {best['logloss']:.4f}  (blend {'+' if gain >= 0 else ''}{gain:.4f}{'' if gain > 0 else ': no gain'})")
     if "cv_in_sample" in res:
         lines.append(f"  in-sample (optimistic, for contrast): accuracy {res['cv_in_sample']['acc']:.4f}  log-loss {res['cv_in_sample']['logloss']:.4f}")
     if "weights" in res["details"]:
@@ -80,7 +84,7 @@ def register(sub: Any) -> None:
     cvp = command(sub, "cv", "offline CV report of runs: metrics per fold and class, confusion, correlation; confusion and sample-prediction PNGs", cmd_cv, data=True, workdir=True)
     cvp.add_argument("runs", nargs="+")
 
-    ex = command(sub, "explain", "draw a fold model's first-layer feature maps for held-out images of each class (PNG)", cmd_explain, data=True, workdir=True)
+    ex = command(sub, "explain", "draw the feature maps of a fold model's first convolution layers for held-out images of each class (PNG)", cmd_explain, data=True, workdir=True)
     ex.add_argument("run")
     ex.add_argument("--fold", type=int, default=0, help="whose model, on whose validation images (default 0)")
     ex.add_argument("--images", type=int, default=1, help="images per class (default 1)")

@@ -14,8 +14,15 @@ ORDER = 50  # place in `fkaggle --help`: the pipeline's order
 def cmd_submit(args: argparse.Namespace) -> int:
     from fmnist_kaggle.submit.uploads import submit_file
 
-    res = submit_file(competition(args), args.submission, args.message, slug=args.slug, dry_run=args.dry_run, workdir=args.workdir)
-    return emit(args, res, lambda r: f"{args.submission}: valid; dry run, not uploaded to {r['slug']}" if r.get("dry_run") else f"submitted {r['file']} to {r['slug']} (ref {r['ref']}): {r['reply']}")
+    res = submit_file(competition(args), args.submission, args.message, slug=args.slug, dry_run=args.dry_run, workdir=args.workdir, force=args.force)
+    return emit(args, res, _submit_text)
+
+
+def _submit_text(r: dict[str, Any]) -> str:
+    if r.get("dry_run"):
+        return f"{r['file']}: valid; dry run, not uploaded to {r['slug']}"
+    again = "  (the same content as an earlier upload: --force)" if r.get("resubmitted") else ""
+    return f"submitted {r['file']} to {r['slug']} (ref {r['ref']}): {r['reply']}{again}\n{r['left_today']} submission(s) left today"
 
 
 def cmd_submissions(args: argparse.Namespace) -> int:
@@ -24,18 +31,29 @@ def cmd_submissions(args: argparse.Namespace) -> int:
     return emit(args, submissions_table(competition(args), slug=args.slug, workdir=args.workdir, fetch=not args.local), _submissions_text)
 
 
-def _submissions_text(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'time':<26} {'file':<28} {'ref':>8} {'cv_acc':>7} {'status':<9} {'public':>8}  message"]
-    for r in rows:
+def _submissions_text(res: dict[str, Any]) -> str:
+    lines = [f"{'time':<26} {'file':<28} {'ref':>8} {'cv_acc':>7} {'status':<9} {'public':>8}  {'file now':<20} message"]
+    for r in res["submissions"]:
         cv = f"{float(r['cv_acc']):.4f}" if r.get("cv_acc") not in (None, "") else "-"
         lb = str(r["public_score"]) if r.get("public_score") not in (None, "") else "-"
-        lines.append(f"{str(r['time'])[:26]:<26} {str(r['file'])[:28]:<28} {str(r['ref']):>8} {cv:>7} {str(r['status']):<9} {lb:>8}  {r.get('message') or ''}")
+        lines.append(f"{str(r['time'])[:26]:<26} {str(r['file'])[:28]:<28} {str(r['ref']):>8} {cv:>7} {str(r['status']):<9} {lb:>8}  {r.get('file_check') or '-':<20} {r.get('message') or ''}")
+    if res["limits"] is not None:
+        lines.append(f"{res['left_today']} submission(s) left today ({res['limits']['num_today']} made today)")
     return "\n".join(lines)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     rows = kaggle_client.leaderboard(competition(args).require_slug(args.slug), top=args.top)
-    return emit(args, rows, lambda rows: "\n".join(f"{r['rank']:>4}  {str(r['team'])[:30]:<30} {r['score']}" for r in rows))
+    return emit(args, rows, _leaderboard_text)
+
+
+def _leaderboard_text(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'rank':>4}  {'team':<30} {'score':<10}"]
+    for before, r in zip([None, *rows], rows, strict=False):
+        if before is not None and r["rank"] > before["rank"] + 1:
+            lines.append(f"{'...':>4}")
+        lines.append(f"{r['rank']:>4}  {str(r['team'])[:30]:<30} {r['score']!s:<10}{'  <- your team' if r['mine'] else ''}")
+    return "\n".join(lines)
 
 
 def register(sub: Any) -> None:
@@ -44,6 +62,7 @@ def register(sub: Any) -> None:
     sm.add_argument("-m", "--message", required=True)
     sm.add_argument("--slug", help="Kaggle competition slug (default: the config's)")
     sm.add_argument("--dry-run", action="store_true", help="validate only")
+    sm.add_argument("--force", action="store_true", help="upload even when the same content was submitted before")
 
     ss = command(sub, "submissions", "local upload records with Kaggle status and public score (CV vs LB)", cmd_submissions, data=True, workdir=True, track=True)
     ss.add_argument("--slug")
