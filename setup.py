@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Win Kaggle-style Fashion-MNIST competitions: data checks, k-fold OOF training, blending, submission.",
     packages=find_packages(include=["fmnist_kaggle", "fmnist_kaggle.*"]),
-    package_data={"fmnist_kaggle": ["report_tables/*.toml", "search/portfolio.toml"]},  # the reports' settings and numbers (reproduce); the autopilot's portfolio
+    package_data={"fmnist_kaggle": ["report_tables/*.toml", "search/portfolio.toml", "data/official.toml"]},  # the reports' settings and numbers (reproduce); the autopilot's portfolio; the official config (init --official)
     python_requires=">=3.11",
     install_requires=[
         # torch/torchvision unpinned on purpose: the newest registry builds (see README).

@@ -120,7 +120,7 @@ def test_models_cli_lists_names_with_parameter_counts():
 
     res = run_cli("models", "--json")
     assert res.returncode == 0, res.stderr
-    rows = {r["model"]: r["params"] for r in json.loads(res.stdout)}
+    rows = {r["model"]: r["params"] for r in json.loads(res.stdout)["models"]}
     assert rows["seed000_bncnn"] == 315_148 and rows["keras_model4"] == 3_381_797 and "fmnist_resnet" in rows
     assert rows["seed002_dense"] == 1_398_597 and rows["seed002_vggish"] == 6_484_330  # each at its report's output width
 

@@ -310,10 +310,10 @@ def test_runs_lists_the_workspace_and_models_counts_for_k_classes(tmp_path, ws, 
     keep = json.loads((ws / "oof/keep/manifest.json").read_text())
     assert set(rows) == {"keep", "half"} and rows["keep"]["cv_acc"] == keep["cv"]["acc"] and rows["keep"]["folds_done"] == 2
     assert rows["half"]["folds_done"] == 1 and rows["half"]["cv_acc"] is None
-    assert "folds 1/2" in run_cli("runs", "--workdir", str(ws)).stdout
+    assert any(line.startswith("half ") and " 1/2 " in line for line in run_cli("runs", "--workdir", str(ws)).stdout.splitlines())
 
-    five = {r["model"]: r["params"] for r in json.loads(run_cli("models", "--classes", "5", "--json").stdout)}
-    ten = {r["model"]: r["params"] for r in json.loads(run_cli("models", "--classes", "10", "--json").stdout)}
+    five = {r["model"]: r["params"] for r in json.loads(run_cli("models", "--classes", "5", "--json").stdout)["models"]}
+    ten = {r["model"]: r["params"] for r in json.loads(run_cli("models", "--classes", "10", "--json").stdout)["models"]}
     assert ten["lenet5"] - five["lenet5"] == 5 * (84 + 1)  # the last layer is 84 -> K
     assert keep["params"] == ten["lenet5"]  # the count a 10-class run records
     refused(run_cli("models", "--classes", "1"), "--classes must be at least 2")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +58,13 @@ def competition(args: argparse.Namespace):
         train_labels=args.train_labels,
         test_labels=args.test_labels,
     )
+
+
+def run_data(args: argparse.Namespace):
+    """The competition the data options name; None when none is given, so a run's images come
+    from where the run recorded its data came from (checked by fingerprint)."""
+    given = any(getattr(args, k, None) is not None for k in ("competition", "train", "train_labels", "test", "test_labels", "sample_submission"))
+    return competition(args) if given or os.environ.get("FKAGGLE_COMPETITION") else None
 
 
 def parse_ints(text: str | None) -> list[int] | None:

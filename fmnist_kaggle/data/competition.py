@@ -24,6 +24,7 @@ from fmnist_kaggle.storage import atomic, files
 from fmnist_kaggle.storage.tomlfile import read_table
 
 DEFAULT_CONFIG = Path("competition/competition.toml")
+OFFICIAL_CONFIG = Path(__file__).with_name("official.toml")  # `fkaggle init --official`; the repository's competition/ holds the same file
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 _PATH_KEYS = ("train", "train_labels", "test", "test_labels", "sample_submission")
 
@@ -115,14 +116,15 @@ def _resolve(value: str, base: Path, data_dirs: tuple[str, ...]) -> Path:
     return (roots[0] if roots else base) / path
 
 
-def load_competition(path: str | Path) -> Competition:
+def load_competition(path: str | Path, base: Path | None = None) -> Competition:
+    """A competition config; its relative paths are found from `base` (default: the config's folder)."""
     path = Path(path)
     table = read_table(path, "competition", {f for f in Competition.__dataclass_fields__ if f != "config_path"}, "competition config")
     data_dirs = tuple(table.get("data_dirs", ("",)))
     kw: dict[str, Any] = {k: v for k, v in table.items() if k not in _PATH_KEYS and k != "data_dirs"}
     for key in _PATH_KEYS:
         if table.get(key):
-            kw[key] = _resolve(table[key], path.parent, data_dirs)
+            kw[key] = _resolve(table[key], path.parent if base is None else base, data_dirs)
     if "class_names" in kw:
         kw["class_names"] = tuple(kw["class_names"])
     check_format(kw.get("format", "auto"), path)
@@ -147,7 +149,7 @@ def resolve_competition(
     elif train is not None:
         comp = Competition()
     else:
-        raise FkaggleError(f"no competition config at {DEFAULT_CONFIG}: pass --competition FILE or --train PATH")
+        raise FkaggleError(f"no competition config at {DEFAULT_CONFIG}: pass --competition FILE or --train PATH (or `fkaggle init --official` for the official Fashion-MNIST)")
     overrides = {
         "train": train,
         "test": test,
@@ -155,14 +157,25 @@ def resolve_competition(
         "train_labels": train_labels,
         "test_labels": test_labels,
     }
-    kw: dict[str, Any] = {k: Path(v) for k, v in overrides.items() if v is not None}
+    kw: dict[str, Any] = {k: Path(v) if v != "" else None for k, v in overrides.items() if v is not None}  # "": none
     if train is not None and train_labels is None:
         kw["train_labels"] = None  # the config's labels belong to the config's train file
     if test is not None and test_labels is None:
         kw["test_labels"] = None
+    if test is not None and sample_submission is None and comp.sample_submission is not None and not _same_file(comp.test, kw["test"]):
+        # the config's sample lists the config's test ids: keep its header, take the rows from the new test file
+        columns = list(read_sample_submission(comp).columns)
+        kw.update(sample_submission=None, id_column=columns[0], label_column=columns[1])
     if format is not None:
         kw["format"] = format
     return replace(comp, **kw) if kw else comp
+
+
+def _same_file(a: Path | None, b: Path | None) -> bool:
+    try:
+        return a is not None and b is not None and a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def init_competition(paths: dict[str, Path | None], target: str | Path = DEFAULT_CONFIG, name: str = "custom", slug: str | None = None, format: str = "auto", force: bool = False) -> tuple[Competition, dict[str, Any]]:
@@ -178,6 +191,24 @@ def init_competition(paths: dict[str, Path | None], target: str | Path = DEFAULT
     if target.exists() and not force:
         raise FkaggleError("exists; pass --force to replace it", target)
     write_config(comp, target)
+    return comp, info
+
+
+def init_official(target: str | Path = DEFAULT_CONFIG, force: bool = False) -> tuple[Competition, dict[str, Any]]:
+    """The official Fashion-MNIST config (shipped with the package) written to `target`, once
+    its four IDX files are found where it looks: $FKAGGLE_DATA, `data/` beside the config,
+    Debian's dataset-fashion-mnist folder."""
+    target = Path(target)
+    comp = replace(load_competition(OFFICIAL_CONFIG, base=target.parent), config_path=target)
+    if comp.train is None or not comp.train.is_file():
+        raise FkaggleError(
+            f"the official Fashion-MNIST files are not in $FKAGGLE_DATA, {target.parent / 'data'} or /usr/share/datasets/fashion-mnist: "
+            "sudo apt-get install dataset-fashion-mnist, or set FKAGGLE_DATA to the folder holding the four IDX .gz files"
+        )
+    info = summary(comp)
+    if target.exists() and not force:
+        raise FkaggleError("exists; pass --force to replace it", target)
+    atomic.write_text(target, files.read_text(OFFICIAL_CONFIG, "official competition config"))
     return comp, info
 
 

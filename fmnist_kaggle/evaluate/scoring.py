@@ -57,18 +57,18 @@ def sample_predictions(logits: np.ndarray, labels: np.ndarray, n: int = 32) -> n
     return np.array(shown[:n], dtype=np.int64)
 
 
-def predictions_png(run: Run, competition: Callable[[], Competition], class_names: list[str], target: Path) -> str:
+def predictions_png(run: Run, competition: Callable[[], Competition | None], class_names: list[str], target: Path) -> str:
     """Report 001's sample predictions from a run's OOF logits (images rebuilt from the competition)."""
     rows = sample_predictions(run.oof_logits, run.labels)
     images = run_images(run.manifest, competition()).images[rows]
     probs = metrics.softmax(run.oof_logits[rows])
-    title = f"{run.name}: out-of-fold predictions, most confident mistakes first (red)"
+    title = f"{run.name}: out-of-fold predictions, the most confident mistakes first (red), then correct ones of each class"
     return str(prediction_grid(images, run.labels[rows], probs.argmax(1), probs.max(1), class_names, target, title))
 
 
-def cv(runs: list[Run], class_names: list[str], ws: Workspace | None = None, competition: Callable[[], Competition] | None = None) -> dict[str, Any]:
+def cv(runs: list[Run], class_names: list[str], ws: Workspace | None = None, competition: Callable[[], Competition | None] | None = None) -> dict[str, Any]:
     """CV report of runs (confusion PNGs into the workspace's oof/cv/ when given one, and
-    prediction grids when the runs' training images can be rebuilt from `competition`)."""
+    prediction grids from the runs' training images: `competition()`'s, or, when it gives None, where each run recorded its data)."""
     labels = runs[0].labels
     if len(runs) > 1:
         check_compatible(runs)

@@ -110,6 +110,16 @@ def open_run(ws: Workspace, name: str, cfg: TrainConfig, data: TrainingData, com
     return rd, manifest
 
 
+def data_source(comp: Competition) -> dict[str, Any]:
+    """Where the run's data came from, as absolute paths: commands that need its images later
+    (explain, cv's picture) find them with no data option, and check them by fingerprint."""
+    absolute = lambda p: str(Path(p).absolute()) if p is not None else None
+    return {
+        "config": absolute(comp.config_path), "format": comp.format, "id_column": comp.id_column, "label_column": comp.label_column,
+        **{k: absolute(getattr(comp, k)) for k in ("train", "train_labels", "test", "test_labels", "sample_submission")},
+    }
+
+
 def _new_manifest(comp: Competition, cfg: TrainConfig, rd: RunDir, data: TrainingData) -> dict[str, Any]:
     from fmnist_kaggle.models import count_params, create_model
 
@@ -128,6 +138,7 @@ def _new_manifest(comp: Competition, cfg: TrainConfig, rd: RunDir, data: Trainin
             "data_fingerprint": data.identity["data_fingerprint"], "test_path": str(test.path) if test is not None else None,
             "test_rows": len(test) if test is not None else 0, "test_fingerprint": data.identity["test_fingerprint"],
             "folds": cfg.folds, "fold_seed": cfg.fold_seed, "folds_fingerprint": data.identity["folds_fingerprint"],
+            "source": data_source(comp),
         },
         "files": files, "versions": _versions(),
         **({"pseudo_label": data.pseudo.record(cfg.pseudo_threshold, cfg.pseudo_weight)} if data.pseudo else {}),
@@ -228,11 +239,13 @@ def prepare_run(comp: Competition, cfg: TrainConfig, run: str | None = None, wor
     rd, manifest = open_run(ws, name, cfg, data, comp, overwrite)
     for warning in cfg.warnings():
         log.warning(warning)
+    if cfg.subset and tag is None:  # a sweep's trials search on a subset on purpose
+        log.warning(f"warning: run {name} trains on a stratified subset of {len(data.train)} rows (subset = {cfg.subset}): "
+                    "its OOF rows cannot be blended with full-data runs; set subset = 0 (or drop it from the config) to train on all rows")
     units = plan(rd, cfg, data.identity, selected)
     if manifest["config"] != cfg.to_dict():  # speed settings (device, amp...) may differ between resumes
         rd.write_manifest({**manifest, "config": cfg.to_dict()})
     log.info(f"run {name}: {cfg.model}, {cfg.folds} folds ({', '.join(map(str, selected))} here), {len(data.train)} train rows, {len(units)} (fold, seed) unit(s) to train")
-    _warn_if_few_steps(cfg, data)
     return RunJob(rd, cfg, data, selected, units, tag)
 
 
@@ -256,14 +269,23 @@ def conclude(job: RunJob) -> dict[str, Any]:
             finish_fold(job.rd, job.cfg, job.data, fold)
     manifest = assemble(job.rd)
     track_run(job.rd, manifest, ended=True)
-    if manifest["complete"]:
-        cv = manifest["cv"]
-        log.info(f"{job.rd.name}: CV accuracy {cv['acc']:.4f}  log-loss {cv['logloss']:.4f}  (per fold: {_per_fold_text(cv)})")
-        if manifest.get("test_metrics"):
-            log.info(f"{job.rd.name}: test accuracy of the {job.cfg.folds}-fold ensemble: {manifest['test_metrics']['acc']:.4f}")
-    elif not job.failures:
-        log.info(f"folds missing: {manifest['missing_folds']} (run them, or copy their fold_K folders here and `fkaggle assemble {job.rd.name}`)")
+    log.debug(run_summary(manifest))  # the result itself is the caller's to print (stdout)
+    warning = near_chance(manifest, job.cfg, job.data)
+    if warning:
+        log.warning(f"warning: {warning}")
     return manifest
+
+
+def run_summary(manifest: dict[str, Any]) -> str:
+    """A run's result in words: its CV (per fold), the test accuracy where known, or what is missing."""
+    name, folds = manifest["run"], manifest["data"]["folds"]
+    if not manifest["complete"]:
+        return f"run {name}: folds missing {manifest['missing_folds']} (run them, or copy their fold_K folders here and `fkaggle assemble {name}`)"
+    cv = manifest["cv"]
+    lines = [f"run {name} ({manifest.get('model')}, {folds} folds): CV accuracy {cv['acc']:.4f}  log-loss {cv['logloss']:.4f}  (per fold: {_per_fold_text(cv)})"]
+    if manifest.get("test_metrics"):
+        lines.append(f"  test accuracy of the {folds}-fold ensemble: {manifest['test_metrics']['acc']:.4f}")
+    return "\n".join(lines)
 
 
 def drive(
@@ -385,11 +407,22 @@ def _per_fold_text(cv: dict[str, Any]) -> str:
     return ", ".join(f"{f['acc']:.4f}" for f in cv["per_fold"])
 
 
-def _warn_if_few_steps(cfg: TrainConfig, data: TrainingData) -> None:
+def near_chance(manifest: dict[str, Any], cfg: TrainConfig, data: TrainingData, margin: float = 0.1) -> str | None:
+    """A finished run whose CV is within `margin` of always guessing the most common class learned
+    next to nothing: say so with the number of steps it had. Judged on the measured CV, never
+    predicted from the budget (small runs often learn well)."""
+    if not manifest.get("complete") or manifest.get("cv") is None:
+        return None
+    majority = float(np.bincount(data.train.labels).max() / len(data.train.labels))
+    if manifest["cv"]["acc"] >= majority + margin:
+        return None
     rows = int((data.fold_of != 0).sum())
     steps = max(1, rows // min(cfg.batch_size, rows)) * cfg.epochs
-    if steps < 50:
-        log.warning(f"only {steps} optimizer steps per fold ({rows} rows, batch {cfg.batch_size}, {cfg.epochs} epochs): expect a model near chance; use more data, epochs or a smaller batch")
+    return (
+        f"run {manifest['run']}: CV accuracy {manifest['cv']['acc']:.4f} is near chance (always guessing the most common class scores {majority:.4f}) "
+        f"after {steps} optimizer steps per fold ({rows} rows, batch {cfg.batch_size}, {cfg.epochs} epochs, lr {cfg.lr:g}): "
+        "train longer (--epochs), on more rows, with a smaller --batch-size, or check --lr"
+    )
 
 
 # ----------------------------------------------------------------------------- reading finished runs

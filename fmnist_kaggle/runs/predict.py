@@ -67,3 +67,21 @@ def _write_prediction(out: RunDir, src: "Run", test: Any, test_logits: np.ndarra
         m["test_metrics"] = {"acc": metrics.accuracy(test_logits, test.labels), "logloss": metrics.log_loss(test_logits, test.labels)}
     out.write_manifest(m)  # last: the folder is a run once its manifest names its verified files
     return m
+
+
+def blend_hint(manifest: dict[str, Any], test_path: str | Path) -> str:
+    """The command that makes a submission of a predicted run, runnable as printed: the new test
+    file's ids under the competition's header, the source run's data options where it had no
+    default config."""
+    import shlex
+
+    from fmnist_kaggle.data.competition import DEFAULT_CONFIG
+
+    source = manifest["data"].get("source") or {}
+    options = ["--test", str(test_path)]
+    if source.get("config") and Path(source["config"]) != DEFAULT_CONFIG.absolute():
+        options = ["--competition", source["config"], *options]
+    elif not source.get("config") and source.get("train"):
+        options = ["--train", source["train"], *(["--train-labels", source["train_labels"]] if source.get("train_labels") else []), *options]
+    return "fkaggle blend " + shlex.join([manifest["run"], *options])
+

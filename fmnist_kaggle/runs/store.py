@@ -128,13 +128,32 @@ def assemble(rd: RunDir) -> dict[str, Any]:
     return manifest
 
 
-def run_images(manifest: dict[str, Any], comp: Competition) -> ImageSet:
-    """A run's training images, rebuilt from the competition's data and checked against the
-    fingerprint the run recorded (the run folder keeps labels and logits, not images)."""
+def run_images(manifest: dict[str, Any], comp: Competition | None = None) -> ImageSet:
+    """A run's training images, rebuilt from `comp`'s data, or with None from where the run
+    recorded its data came from, and checked against the fingerprint the run recorded (the
+    run folder keeps labels and logits, not images)."""
+    comp = comp or recorded_competition(manifest)
+    if comp.train is not None and not comp.train.exists():
+        raise FkaggleError(f"run {manifest['run']} was trained on {comp.train}, which is gone (moved or deleted): pass --train PATH (or --competition FILE) with its data")
     train = training_rows(comp, build_config(**manifest["config"]))
     if train.fingerprint() != manifest["identity"]["data_fingerprint"]:
-        raise FkaggleError(f"run {manifest['run']} was trained on other data than {train.path} (fingerprints differ); pass the run's --competition or --train")
+        raise FkaggleError(f"run {manifest['run']} was trained on other data than {train.path} holds now (fingerprints differ): pass --train PATH (or --competition FILE) with the run's data")
     return train
+
+
+def recorded_competition(manifest: dict[str, Any]) -> Competition:
+    """The competition as the run recorded it (runs before the record: the default config)."""
+    from fmnist_kaggle.data.competition import resolve_competition
+
+    source = manifest["data"].get("source")
+    if not isinstance(source, dict):
+        return resolve_competition()
+    path = lambda key: Path(source[key]) if source.get(key) else None
+    return Competition(
+        name=manifest["data"].get("competition") or "custom", format=source.get("format") or "auto", id_column=source.get("id_column") or "Id",
+        label_column=source.get("label_column") or "Label", class_names=tuple(manifest["data"].get("class_names") or ()), config_path=path("config"),
+        **{k: path(k) for k in ("train", "train_labels", "test", "test_labels", "sample_submission")},
+    )  # fmt: skip
 
 
 def load_fold_model(rd: RunDir, manifest: dict[str, Any], fold: int, seed: int) -> torch.nn.Module:
@@ -152,7 +171,8 @@ def load_fold_model(rd: RunDir, manifest: dict[str, Any], fold: int, seed: int) 
 
 
 def list_runs(workdir: str | Path = ".") -> list[dict[str, Any]]:
-    """One summary row per run in the workspace (reads only; an unreadable run says why)."""
+    """One summary row per run in the workspace, best CV first, then runs without one (reads
+    only; an unreadable run says why)."""
     ws = Workspace(workdir)
     rows = []
     for name in ws.run_names():
@@ -170,7 +190,7 @@ def list_runs(workdir: str | Path = ".") -> list[dict[str, Any]]:
             "test_acc": (m.get("test_metrics") or {}).get("acc") if assembled else None, "created": m["created"],
             "predicted_from": predicted_from(m),
         })  # fmt: skip
-    return rows
+    return sorted(rows, key=lambda r: (r.get("cv_acc") is None, -(r.get("cv_acc") or 0.0), r["run"]))  # best CV first
 
 
 @dataclass

@@ -229,8 +229,26 @@ def finish(name: str, swept: list[str], base: TrainConfig, workdir: str | Path =
     best = rows[0]
     params = {c: parse_value(best[c]) for c in swept if c in best and best[c] != ""}
     best_cfg = apply_params(base, best["model"], params)
-    atomic.write_text(paths["best"], f"# best of sweep {name}: CV acc {best['cv_acc']} (run {best['run']})\n" + to_toml(best_cfg))
+    atomic.write_text(paths["best"], best_config_toml(name, best, best_cfg, swept))
     return {"rows": rows, "columns": cols, "table_csv": str(paths["table"]), "markdown": str(paths["markdown"]), "png": str(paths["png"]), "best_config": str(paths["best"]), "best": best}
+
+
+SEARCH_BUDGET = ("subset", "folds", "epochs")  # what a sweep saves time with, not what it chooses
+
+
+def best_config_toml(name: str, best: dict[str, Any], cfg: TrainConfig, swept: list[str]) -> str:
+    """The best trial's config to retrain at full budget: the search's budget (subset, folds,
+    epochs, unless swept) is left out, so the defaults or the flags given with it apply, and
+    named in the header so nobody mistakes it for the retrain's."""
+    settings = cfg.to_dict()
+    budget = {k: settings[k] for k in SEARCH_BUDGET if k not in swept}
+    searched = ", ".join(f"{k} = {v}" for k, v in budget.items())
+    header = (
+        f"# best of sweep {name}: CV acc {best['cv_acc']} (run {best['run']})\n"
+        f"# searched at {searched}; left out here so `fkaggle fold-train --config THIS` trains at full budget\n"
+        f"# (all rows, the default folds and epochs; add --epochs N / --folds K to choose)\n"
+    )
+    return header + to_toml(cfg, leave_out=tuple(budget))
 
 
 def format_table(result: dict[str, Any]) -> str:

@@ -209,5 +209,5 @@ def build_config(recipe: str | None = None, config_file: str | Path | None = Non
         raise FkaggleError(f"invalid training config: {exc}") from None
 
 
-def to_toml(cfg: TrainConfig) -> str:
-    return tomli_w.dumps({"train": {k: v for k, v in cfg.to_dict().items() if v is not None}})
+def to_toml(cfg: TrainConfig, leave_out: tuple[str, ...] = ()) -> str:
+    return tomli_w.dumps({"train": {k: v for k, v in cfg.to_dict().items() if v is not None and k not in leave_out}})

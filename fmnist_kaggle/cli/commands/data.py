@@ -9,6 +9,7 @@ from typing import Any
 from fmnist_kaggle.cli.common import command, competition, emit
 from fmnist_kaggle.data.formats import format_choices
 from fmnist_kaggle.data.images import check_min_class_count
+from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.plots import sample_grid
 from fmnist_kaggle.storage.layout import Workspace
 
@@ -40,7 +41,9 @@ def _drift_text(res: dict[str, Any]) -> str:
     return "\n".join([
         f"adversarial validation: {res['train_rows']} train vs {res['test_rows']} test rows, {res['folds']}-fold ROC AUC {res['auc']:.4f}",
         f"verdict: {res['verdict']}",
-        f"pixel importances: {res['importance_png']}; most test-like training rows (0-based): {res['test_like_rows'][:8]} -> {res['test_like_png']}",
+        f"pixel importances: {res['importance_png']}",
+        f"the {len(res['test_like_rows'])} most test-like training rows (0-based row: P(test)), as drawn in {res['test_like_png']}:",
+        "  " + ", ".join(f"{r}: {p:.2f}" for r, p in zip(res["test_like_rows"], res["test_like_p"])),
     ])  # fmt: skip
 
 
@@ -62,10 +65,17 @@ def _summary_text(info: dict[str, Any]) -> str:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from fmnist_kaggle.data.competition import init_competition
+    from fmnist_kaggle.data.competition import init_competition, init_official
 
     paths = {k: getattr(args, k) for k in ("train", "train_labels", "test", "test_labels", "sample_submission")}
-    _, info = init_competition(paths, args.out, args.name, args.slug, args.format or "auto", args.force)
+    if args.official:
+        if any(paths.values()):
+            raise FkaggleError("--official writes the official Fashion-MNIST config: no --train/--test/... with it")
+        _, info = init_official(args.out, args.force)
+    elif args.train is None:
+        raise FkaggleError("init needs --train FILE (your competition's files) or --official (the official Fashion-MNIST, installed on this machine)")
+    else:
+        _, info = init_competition(paths, args.out, args.name, args.slug, args.format or "auto", args.force)
     return _report_config(args, info, args.out)
 
 
@@ -91,7 +101,8 @@ def register(sub: Any) -> None:
     drift.add_argument("--folds", type=int, default=5, help="cross-validation folds for the out-of-fold AUC (default 5)")
 
     init = command(sub, "init", "write a competition config (default competition/competition.toml) from files it has loaded and checked; later commands read it", cmd_init)
-    init.add_argument("--train", required=True, help="training file: CSV (label + 784 pixel columns, may be zipped or gzipped), NPY/NPZ, or IDX images")
+    init.add_argument("--official", action="store_true", help="the official Fashion-MNIST (10 classes, its test labels for offline scoring), found in $FKAGGLE_DATA, competition/data/ or Debian's dataset-fashion-mnist")
+    init.add_argument("--train", help="training file: CSV (label + 784 pixel columns, may be zipped or gzipped), NPY/NPZ, or IDX images")
     init.add_argument("--train-labels", help="separate training labels (IDX labels, or .npy) when the training file holds only images")
     init.add_argument("--test", help="test file to predict (same formats; an id column is kept for the submission)")
     init.add_argument("--test-labels", help="known test truth for offline scoring: .npy/IDX in test order, or a CSV joined on the id column")

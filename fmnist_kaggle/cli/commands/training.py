@@ -14,47 +14,51 @@ ORDER = 20  # place in `fkaggle --help`: the pipeline's order
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from fmnist_kaggle.models import count_params, create_model, list_models, report_classes
+    from fmnist_kaggle.runs.catalog import model_rows
 
     if args.classes is not None and args.classes < 2:
         raise FkaggleError(f"--classes must be at least 2, got {args.classes}")
-    rows = []
-    for name in list_models():
-        k = args.classes or report_classes(name)  # the reports' own output widths by default
-        rows.append({"model": name, "params": count_params(create_model(name, num_classes=k)), "classes": k})
-    return emit(args, rows, _models_text)
+    return emit(args, model_rows(args.classes, args.workdir), _models_text)
 
 
-def _models_text(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{r['model']:<16} {r['params']:>10,}  ({r['classes']} classes)" for r in rows]
-    return "\n".join([*lines, "timm:<name>      any timm model (e.g. timm:resnet18), with input_size / pretrained / freeze_backbone"])
+def _models_text(res: dict[str, Any]) -> str:
+    speed = lambda r: f"  {r['images_per_s']:,.0f} img/s measured here ({r['measured_on']})" if r["images_per_s"] else ""
+    lines = [f"{'model':<16} {'params':>10}", *(f"{r['model']:<16} {r['params']:>10,}  ({r['classes']} classes){speed(r)}" for r in res["models"])]
+    lines.append("timm:<name>      any timm model (e.g. timm:resnet18), with input_size / pretrained / freeze_backbone")
+    lines += ["", f"{'recipe':<16} {'params':>10}  model as trained"]
+    for r in res["recipes"]:
+        kwargs = ", ".join(f"{k}={v}" for k, v in r["model_kwargs"].items())
+        lines.append(f"{r['recipe']:<16} {r['params']:>10,}  {r['model']}{f'({kwargs})' if kwargs else ''}{speed(r)}")
+    return "\n".join(lines)
 
 
 def cmd_fold_train(args: argparse.Namespace) -> int:
-    from fmnist_kaggle.runs.driver import train_folds
-
     cfg = train_config(args)
     comp = competition(args)
+    from fmnist_kaggle.runs.driver import run_summary, train_folds
+
     manifest = train_folds(comp, cfg, run=args.run, workdir=args.workdir, only_folds=parse_ints(args.fold), overwrite=args.overwrite, progress=progress(args), executor=executor(args))
-    if args.json:
-        print_json({k: manifest.get(k) for k in ("run", "complete", "missing_folds", "cv", "test_metrics")})
-    return 0
+    return emit(args, {k: manifest.get(k) for k in ("run", "complete", "missing_folds", "cv", "test_metrics")}, lambda _: run_summary(manifest))
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from fmnist_kaggle.runs.predict import predict_run
+    from fmnist_kaggle.runs.predict import blend_hint, predict_run
 
     m = predict_run(args.run, args.test, args.name, args.workdir, args.format or "auto", args.device)
     known = f"; test accuracy {m['test_metrics']['acc']:.4f}" if m.get("test_metrics") else ""
-    text = f"{m['predicted_from']['run']} -> {m['run']}: {m['data']['test_rows']} rows of {args.test} predicted{known}\nsubmission: fkaggle blend {m['run']} --test {args.test} [--sample-submission FILE]"
-    return emit(args, {k: m.get(k) for k in ("run", "predicted_from", "test_metrics")}, lambda _: text)
+    hint = blend_hint(m, args.test)
+    text = f"{m['predicted_from']['run']} -> {m['run']}: {m['data']['test_rows']} rows of {args.test} predicted{known}\nsubmission: {hint}"
+    return emit(args, {**{k: m.get(k) for k in ("run", "predicted_from", "test_metrics")}, "next": hint}, lambda _: text)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from fmnist_kaggle.runs.store import list_runs
 
     rows = list_runs(args.workdir)
-    return emit(args, rows, lambda rows: "\n".join(map(_run_line, rows)) if rows else f"no runs in {Workspace(args.workdir).oof}")
+    return emit(args, rows, lambda rows: "\n".join([RUNS_HEADER, *map(_run_line, rows)]) if rows else f"no runs in {Workspace(args.workdir).oof}")
+
+
+RUNS_HEADER = f"{'run (best CV first)':<32} {'model':<18} {'folds':>5}  {'CV acc':>7}  {'log-loss':>8}  {'test':>7}  created"
 
 
 def _run_line(r: dict[str, Any]) -> str:
@@ -62,7 +66,8 @@ def _run_line(r: dict[str, Any]) -> str:
         return f"{r['run']:<32} unreadable: {r['problem']}"
     num = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     origin = f"  (predicted by {r['predicted_from']}'s models)" if r["predicted_from"] else ""
-    return f"{r['run']:<32} {r['model']:<18} folds {r['folds_done']}/{r['folds']}  CV acc {num(r['cv_acc'])}  log-loss {num(r['cv_logloss'])}  test {num(r['test_acc'])}  {r['created'][:19]}{origin}"
+    folds = f"{r['folds_done']}/{r['folds']}"
+    return f"{r['run']:<32} {r['model']:<18} {folds:>5}  {num(r['cv_acc']):>7}  {num(r['cv_logloss']):>8}  {num(r['test_acc']):>7}  {r['created'][:19]}{origin}"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -90,16 +95,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_assemble(args: argparse.Namespace) -> int:
+    from fmnist_kaggle.runs.driver import run_summary
     from fmnist_kaggle.runs.store import assemble
 
     m = assemble(Workspace(args.workdir).find_run(args.run))
-    text = f"run {m['run']}: CV accuracy {m['cv']['acc']:.4f}  log-loss {m['cv']['logloss']:.4f}" if m["complete"] else f"run {m['run']}: folds missing {m['missing_folds']}"
-    emit(args, {k: m.get(k) for k in ("run", "complete", "missing_folds", "cv", "test_metrics")}, lambda _: text)
+    emit(args, {k: m.get(k) for k in ("run", "complete", "missing_folds", "cv", "test_metrics")}, lambda _: run_summary(m))
     return 0 if m["complete"] else 1
 
 
 def register(sub: Any) -> None:
-    mo = command(sub, "models", "list registered models with parameter counts", cmd_models)
+    mo = command(sub, "models", "registered models and the recipes' models as trained: parameter counts, speed where a run here measured it", cmd_models, workdir=True)
     mo.add_argument("--classes", type=int, help="count parameters for K output classes (default: each model's report's own, 10 or 5)")
     command(sub, "runs", "the workspace's runs: model, folds done, CV and test accuracy", cmd_runs, workdir=True)
     pr = command(sub, "predict", "apply a run's saved fold models to another test file (a run blend can use)", cmd_predict, workdir=True)
