@@ -110,13 +110,14 @@ def sweep_scores(rows: Sequence[dict], params: Sequence[str], target: str | Path
         cats = sorted(set(xs), key=lambda s: (_num(s) is None, _num(s) if _num(s) is not None else s))
         pos = {c: i for i, c in enumerate(cats)}
         ys = [float(r[metric]) for r in rows]
-        ax.scatter([pos[x] for x in xs], ys, alpha=0.8)
-        for c in cats:
+        ax.scatter([pos[x] for x in xs], ys, alpha=0.8, label="one trial")
+        for i, c in enumerate(cats):
             vals = [y for x, y in zip(xs, ys) if x == c]
-            ax.hlines(max(vals), pos[c] - 0.25, pos[c] + 0.25, color="C1")
+            ax.hlines(max(vals), pos[c] - 0.25, pos[c] + 0.25, color="C1", label="best at this value" if i == 0 else None)
         ax.set_xticks(range(len(cats)), cats, rotation=30, fontsize=8)
-        ax.set(xlabel=p, ylabel=metric)
+        ax.set(xlabel=p, ylabel=metric.replace("cv_acc", "CV accuracy (OOF)"))
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     atomic.save_figure(target, fig)
     return Path(target)
@@ -131,20 +132,25 @@ def _num(text: str) -> float | None:
 
 def reproduction_chart(sections: Sequence[dict], title: str, target: str | Path) -> Path:
     """One panel per report table: our CV accuracy (fold spread as error bars) and test
-    accuracy beside the report's published number, per row."""
+    accuracy beside the report's published number, per row. Points, not bars: the axis is
+    zoomed to the values, and a bar cut off at its base would exaggerate the differences."""
     plt = _plt()
-    fig, axes = plt.subplots(len(sections), 1, figsize=(max(6.0, 0.55 * max((len(s["rows"]) for s in sections), default=1) + 2), 2.8 * len(sections)), squeeze=False)
+    fig, axes = plt.subplots(len(sections), 1, figsize=(max(9.0, 0.55 * max((len(s["rows"]) for s in sections), default=1) + 4), 3.4 * len(sections)), squeeze=False)
     for ax, s in zip(axes[:, 0], sections):
         rows = s["rows"]
         x = np.arange(len(rows))
         labels = [" ".join([r["model"]] + [f"{k}={v}" for k, v in r["params"].items()]) for r in rows]
-        ax.bar(x - 0.27, [r["cv_acc"] for r in rows], 0.27, yerr=[r["cv_acc_std"] for r in rows], capsize=2, label="ours: CV")
-        ax.bar(x, [r["test_acc"] or 0 for r in rows], 0.27, label="ours: test")
-        ax.bar(x + 0.27, [r["report_value"] or 0 for r in rows], 0.27, label=f"report: {s['metric']}", color="0.6")
-        values = [v for r in rows for v in (r["cv_acc"], r["test_acc"], r["report_value"]) if v]
-        ax.set_ylim(max(0.0, min(values, default=0.5) - 0.05), min(1.0, max(values, default=1.0) + 0.03))
+        ax.errorbar(x - 0.15, [r["cv_acc"] for r in rows], yerr=[r["cv_acc_std"] for r in rows], fmt="o", capsize=2, label="ours: CV (± fold std)")
+        tested = [(i, r["test_acc"]) for i, r in enumerate(rows) if r["test_acc"] is not None]
+        if tested:
+            ax.plot([i for i, _ in tested], [v for _, v in tested], "s", label="ours: test")
+        published = [(i, r["report_value"]) for i, r in enumerate(rows) if r["report_value"] is not None]
+        if published:
+            ax.plot([i + 0.15 for i, _ in published], [v for _, v in published], "D", color="0.45", label=f"report: {s['metric']}")
+        values = [v for r in rows for v in (r["cv_acc"], r["test_acc"], r["report_value"]) if v is not None]
+        ax.set_ylim(max(0.0, min(values, default=0.5) - 0.03), min(1.0, max(values, default=1.0) + 0.02))
         ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
-        ax.set(ylabel="accuracy", title=f"{s['name']}: {s['title']}"[:110])
+        ax.set(ylabel="accuracy", title=f"{s['name']}: {s.get('trained', s['title'])}"[:120])
         ax.title.set_fontsize(8)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax.grid(axis="y", alpha=0.3)
@@ -167,12 +173,12 @@ def activation_maps(images: np.ndarray, labels: np.ndarray, pred: np.ndarray, ma
         wrong = pred[i] != labels[i]
         ax.set_title(class_names[labels[i]] + (f"\n(pred {class_names[pred[i]]})" if wrong else ""), fontsize=6, color="red" if wrong else "black")
         col = 1
-        for (name, m), pick in zip(maps, picks):
+        for j, ((name, m), pick) in enumerate(zip(maps, picks)):
             for c in pick:
                 a = axes[i, col]
                 a.imshow(m[i, c], cmap="viridis")
-                if i == 0:
-                    a.set_title(f"layer {name}\nch {c + 1}", fontsize=6)
+                if i == 0:  # the model's own module name, for hooks and papers alike
+                    a.set_title(f"conv {j + 1} ({name})\nch {c + 1}", fontsize=6)
                 col += 1
         for a in axes[i]:
             a.set_xticks([])
@@ -206,13 +212,14 @@ def prediction_grid(images: np.ndarray, labels: np.ndarray, pred: np.ndarray, co
     return Path(target)
 
 
-def drift_figures(importance: np.ndarray, test_like: np.ndarray, p_test: Sequence[float], auc: float, importance_png: str | Path, test_like_png: str | Path) -> None:
+def drift_figures(importance: np.ndarray, test_like: np.ndarray, p_test: Sequence[float], auc: float, importance_png: str | Path, test_like_png: str | Path, rows: Sequence[int] | None = None) -> None:
     """Adversarial validation: where train and test differ (pixel importances), and the
     training images the classifier takes most for test rows."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.2, 3.8), layout="constrained")
     im = ax.imshow(importance, cmap="magma")
-    ax.set(title=f"train vs test: pixel importance (AUC {auc:.3f})", xticks=[], yticks=[])
+    noise = "\n(no shift detected: this pattern is noise)" if auc < 0.6 else ""
+    ax.set(title=f"train vs test: pixel importance (AUC {auc:.3f}){noise}", xticks=[], yticks=[])
     ax.title.set_fontsize(9)
     fig.colorbar(im, ax=ax, fraction=0.046)
     atomic.save_figure(importance_png, fig)
@@ -220,10 +227,10 @@ def drift_figures(importance: np.ndarray, test_like: np.ndarray, p_test: Sequenc
     fig, axes = plt.subplots(max(1, -(-len(test_like) // cols)), cols, figsize=(1.3 * cols, 1.5 * max(1, -(-len(test_like) // cols)) + 0.4), squeeze=False, layout="constrained")
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, img, p in zip(axes.ravel(), test_like, p_test):
+    for i, (ax, img, p) in enumerate(zip(axes.ravel(), test_like, p_test)):
         ax.imshow(img, cmap="gray_r", vmin=0, vmax=255)
-        ax.set_title(f"P(test) {p:.2f}", fontsize=7)
-    fig.suptitle("training images most like the test set", fontsize=9)
+        ax.set_title((f"row {rows[i]}\n" if rows is not None else "") + f"P(test) {p:.2f}", fontsize=7)
+    fig.suptitle("training images most like the test set (0-based training rows)", fontsize=9)
     atomic.save_figure(test_like_png, fig)
 
 

@@ -65,8 +65,10 @@ def test_reproduce_report001_on_a_tiny_budget_puts_our_numbers_beside_the_report
     for r in rows:  # our numbers are the sweep's k-fold results of each trial
         assert r["cv_acc"] == float(sweep[r["run"]]["cv_acc"]) and r["test_acc"] == float(sweep[r["run"]]["test_acc"])
         assert set(r["classes"]) == set(r["report_classes"]) and len(r["classes"]) == 10
+    assert out["experiments"][0]["trained"] == "ours: 4 epochs (quick budget; the report: epochs 25)"  # the PNG's panel title
     md = (tmp_path / "oof" / "reproduce" / "report001-quick.md").read_text()
     assert "100-row stratified subset, 2-fold CV" in md and "epochs 4 (the report: epochs 25)" in md
+    assert "../" not in md and "fmnist_kaggle/report_tables/report001.toml" in md  # a source the user has
     line = next(x for x in md.splitlines() if x.startswith("| lenet5 | 100 |"))
     assert f"{rows[2]['cv_acc']:.4f}" in line and "0.8976" in line and "/ 1.00" in line  # ours beside theirs, per class too
     table = list(csv.DictReader(open(out["csv"])))

@@ -57,7 +57,7 @@ def drift_report(train: ImageSet, test: ImageSet | None, importance_png: Path, t
     if test is None:
         raise FkaggleError("drift needs a test file (--test or the competition config)")
     res = adversarial_validation(train, test, rows, folds)
-    drift_figures(res["importance"], train.images[res["test_like_rows"]], res["test_like_p"], res["auc"], importance_png, test_like_png)
+    drift_figures(res["importance"], train.images[res["test_like_rows"]], res["test_like_p"], res["auc"], importance_png, test_like_png, res["test_like_rows"])
     out = {**{k: v for k, v in res.items() if k != "importance"}, "importance_png": str(importance_png), "test_like_png": str(test_like_png)}
     if result_json is not None:
         atomic.write_json(result_json, {**out, "train_path": str(train.path), "test_path": str(test.path), "created": utc_now()})

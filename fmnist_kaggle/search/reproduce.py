@@ -146,7 +146,10 @@ def _run_experiment(comp: Competition, spec: dict, exp: dict, budget: str, subse
     best[exp["name"]] = trials[top]
     changed = dict(exp.get("quick", {}).get("set", {})) if budget == "quick" else {}
     report_side = {k: exp.get("set", {}).get(k, "recipe") for k in changed}
-    return {"name": exp["name"], "title": exp["title"], "metric": exp["metric"], "sweep": sweep, "rows": rows, "epochs": base.epochs, "batch_size": base.batch_size, "quick_changes": changed, "report_settings": report_side}
+    swept = {k for _, p, _ in trials for k in p}
+    shared = [f"{base.epochs} epochs" if "epochs" not in swept else "", f"batch {base.batch_size}" if "batch_size" not in swept else ""]
+    trained = f"ours: {', '.join(t for t in shared if t) or 'settings per row'}" + (f" (quick budget; the report: {', '.join(f'{k} {v}' for k, v in report_side.items())})" if changed else "")
+    return {"name": exp["name"], "title": exp["title"], "trained": trained, "metric": exp["metric"], "sweep": sweep, "rows": rows, "epochs": base.epochs, "batch_size": base.batch_size, "quick_changes": changed, "report_settings": report_side}
 
 
 def _row(exp: dict, model: str, params: dict, report_params: dict, trial: dict[str, str], workdir: str | Path) -> dict[str, Any]:
@@ -183,7 +186,7 @@ def _header(spec: dict[str, Any], budget: str, manifest: dict[str, Any]) -> str:
     return (
         f"Budget {budget}: {rows}, {data.get('folds', '?')}-fold CV of {data.get('competition', 'the competition')} "
         f"(the report used one split). Ours: OOF CV accuracy (mean ± std over folds) and test accuracy when the test labels are known; "
-        f"the report's: the metric named per table. Source: ../shared/reports/{spec['source']}."
+        f"the report's: the metric named per table. Source: the write-up {spec['source']}, its numbers transcribed in fmnist_kaggle/report_tables/{spec['report']}.toml."
     )
 
 
