@@ -4,6 +4,7 @@ out-of-fold sample-prediction grid of `fkaggle cv` (report 001), on a tiny real-
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,6 +91,14 @@ def test_cv_draws_the_oof_prediction_grid_and_still_reports_without_the_images(t
     rep = json.loads(res.stdout)["runs"][0]
     assert rep["predictions_png"] == str(ws.predictions_png("tiny")) and ws.predictions_png("tiny").read_bytes()[:8] == PNG
     ws.predictions_png("tiny").unlink()
-    plain = run_cli("cv", "tiny", "--workdir", str(ws.root), cwd=ws.root)  # no competition config here: the report, a warning, no grid
-    assert plain.returncode == 0 and "OOF accuracy" in plain.stdout
-    assert "no predictions grid: no competition config" in plain.stderr and not ws.predictions_png("tiny").exists()
+    plain = run_cli("cv", "tiny", "--workdir", str(ws.root), cwd=ws.root)  # no data option, no config: the run's recorded data
+    assert plain.returncode == 0 and ws.predictions_png("tiny").read_bytes()[:8] == PNG, plain.stderr
+    ws.predictions_png("tiny").unlink()
+    train = Path(data[1])
+    train.rename(train.with_suffix(".moved"))
+    try:  # the images gone: the report, a warning naming the option, no grid
+        gone = run_cli("cv", "tiny", "--workdir", str(ws.root), cwd=ws.root)
+    finally:
+        train.with_suffix(".moved").rename(train)
+    assert gone.returncode == 0 and "OOF accuracy" in gone.stdout
+    assert "no predictions grid: run tiny was trained on" in gone.stderr and "--train" in gone.stderr and not ws.predictions_png("tiny").exists()

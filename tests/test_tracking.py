@@ -93,7 +93,7 @@ def test_a_tracked_run_its_folds_and_its_blend_read_back_from_the_server(tmp_pat
     train = ["fold-train", "--model", "lenet5", "--folds", "2", "--epochs", "3", "--batch-size", "32", "--run", "tracked", "--no-progress", *data]
     first = run_cli(*train, "--fold", "0", "--track", server, cwd=tmp_path)  # one shard first: the MLflow run stays open
     assert first.returncode == 0, first.stderr
-    assert first.stdout == ""  # MLflow's run links stay off stdout
+    assert first.stdout.splitlines() == ["run tracked: folds missing [1] (run them, or copy their fold_K folders here and `fkaggle assemble tracked`)"]  # the result only: MLflow's run links stay off stdout
     (parent,) = _runs(server, kind="run", run="tracked")
     assert parent.info.status == "KILLED"  # the command ended with the run incomplete
 
