@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.storage.files import regular_file
 
 
 class InputAdapter(nn.Module):
@@ -91,9 +92,7 @@ def create_timm_model(
         raise FkaggleError(f"input_size {input_size} is smaller than the 28x28 images")
     extra = {}
     if pretrained:
-        path = Path(pretrained)
-        if not path.exists():
-            raise FkaggleError("pretrained weights file not found", path)
+        path = regular_file(pretrained, "pretrained weights file")  # not a FIFO, device or folder
         extra = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path), "num_classes": _file_num_classes(path)}}
     try:
         model = timm.create_model(name, num_classes=num_classes, in_chans=in_chans, **extra, **kwargs)
@@ -106,7 +105,12 @@ def create_timm_model(
 
 def _file_num_classes(path: Path) -> int:
     """Classifier size stored in a weights file, so timm knows whether to drop it."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001  (torch.load raises many types for a non-weights file; weights_only never runs code)
+        raise FkaggleError(f"not a readable weights file ({type(exc).__name__})", path) from None
+    if not isinstance(state, dict):
+        raise FkaggleError(f"not a weights file (holds a {type(state).__name__}, expected a state dict)", path)
     state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
     biases = [v for k, v in state.items() if k.endswith("bias") and v.ndim == 1]
     return int(biases[-1].shape[0]) if biases else 1000

@@ -13,7 +13,9 @@ and corrupt or foreign folds are found, not trusted.
 from __future__ import annotations
 
 import logging
+import os
 import platform
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -84,9 +86,25 @@ def training_data(comp: Competition, cfg: TrainConfig, ws: Workspace) -> Trainin
 # ----------------------------------------------------------------------------- opening a run
 
 
-def open_run(ws: Workspace, name: str, cfg: TrainConfig, data: TrainingData, comp: Competition, overwrite: bool) -> tuple[RunDir, dict[str, Any]]:
-    """The run folder for this config and data: created, or checked to be the same run."""
+def check_model(cfg: TrainConfig, num_classes: int) -> int:
+    """Build the model once, on the CPU, and resolve the device: a bad model keyword, pretrained
+    file or device is refused here, before a run folder exists. Returns the parameter count."""
+    from fmnist_kaggle.models import count_params, create_model
+    from fmnist_kaggle.training.device import resolve_device
+
+    resolve_device(cfg.device)
+    try:
+        return count_params(create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs))
+    except (RuntimeError, ValueError, TypeError) as exc:  # e.g. a negative width: torch's own words, one line
+        raise FkaggleError(f"model {cfg.model} with {cfg.model_kwargs}: {str(exc).splitlines()[0]}") from None
+
+
+def open_run(ws: Workspace, name: str, cfg: TrainConfig, data: TrainingData, comp: Competition, overwrite: bool, params: int) -> tuple[RunDir, dict[str, Any]]:
+    """The run folder for this config and data: checked to be the same run, or made whole in a
+    staging folder and renamed into place, so a failure never leaves a half-made run that blocks
+    its name; `--overwrite` removes the old run only once the new one is in place beside it."""
     rd = ws.run(name)
+    replace = ""
     if rd.manifest_path.exists():
         try:
             diff = identity_diff(rd.read_manifest().get("identity"), data.identity)
@@ -96,17 +114,24 @@ def open_run(ws: Workspace, name: str, cfg: TrainConfig, data: TrainingData, com
             diff = "unreadable manifest"
         if diff and not overwrite:
             raise FkaggleError(f"run exists and its {diff}; pass --overwrite to replace it, or choose another --run", rd.path)
-        if diff:
-            rd.remove()
-            log.warning(f"{rd.path}: {diff}; --overwrite: replaced the run")
+        replace = diff
     elif rd.path.exists() and any(rd.path.iterdir()):
         if not overwrite:
             raise FkaggleError("folder exists without a run manifest; pass --overwrite only if it is a run folder to replace, or choose another --run", rd.path)
         raise FkaggleError("folder exists without a run manifest; refusing to delete what fkaggle did not write", rd.path)
-    if rd.exists():
+    if rd.exists() and not replace:
         return rd, rd.read_manifest()
-    manifest = _new_manifest(comp, cfg, rd, data)
-    rd.write_manifest(manifest)
+    staging = RunDir(ws.oof / f".{name}.new-{os.getpid()}", name)  # a dot name: never listed as a run
+    try:
+        staging.path.mkdir(parents=True)
+        manifest = _new_manifest(comp, cfg, staging, data, params)
+        staging.write_manifest(manifest)
+        if replace:
+            rd.remove()
+            log.warning(f"{rd.path}: {replace}; --overwrite: replaced the run")
+        staging.path.replace(rd.path)  # onto nothing, or onto an empty folder
+    finally:
+        shutil.rmtree(staging.path, ignore_errors=True)
     return rd, manifest
 
 
@@ -120,9 +145,7 @@ def data_source(comp: Competition) -> dict[str, Any]:
     }
 
 
-def _new_manifest(comp: Competition, cfg: TrainConfig, rd: RunDir, data: TrainingData) -> dict[str, Any]:
-    from fmnist_kaggle.models import count_params, create_model
-
+def _new_manifest(comp: Competition, cfg: TrainConfig, rd: RunDir, data: TrainingData, params: int) -> dict[str, Any]:
     train, test = data.train, data.test
     files = {rd.folds_npy.name: write_array(rd.folds_npy, data.fold_of), rd.labels_npy.name: write_array(rd.labels_npy, train.labels)}
     if test is not None and test.labels is not None:
@@ -130,7 +153,7 @@ def _new_manifest(comp: Competition, cfg: TrainConfig, rd: RunDir, data: Trainin
     atomic.write_text(rd.config_toml, to_toml(cfg))
     return {
         "schema": SCHEMA, "run": rd.name, "created": utc_now(), "model": cfg.model,
-        "params": count_params(create_model(cfg.model, num_classes=train.num_classes, **cfg.model_kwargs)),
+        "params": params,
         "recipe": cfg.recipe, "seeds": cfg.seeds, "config": cfg.to_dict(), "identity": data.identity,
         "data": {
             "competition": comp.name, "train_path": str(train.path), "rows": len(train), "num_classes": train.num_classes,
@@ -235,8 +258,9 @@ def prepare_run(comp: Competition, cfg: TrainConfig, run: str | None = None, wor
     bad = [f for f in selected if not 0 <= f < cfg.folds]
     if bad:
         raise FkaggleError(f"fold {bad[0]} out of range 0..{cfg.folds - 1}")
+    params = check_model(cfg, comp.train_set.num_classes)  # before anything is written or removed
     data = training_data(comp, cfg, ws)
-    rd, manifest = open_run(ws, name, cfg, data, comp, overwrite)
+    rd, manifest = open_run(ws, name, cfg, data, comp, overwrite, params)
     for warning in cfg.warnings():
         log.warning(warning)
     if cfg.subset and tag is None:  # a sweep's trials search on a subset on purpose

@@ -24,6 +24,7 @@ from fmnist_kaggle.storage.artifacts import read_array, read_json
 
 SCHEMA = 2
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_NAME = 120  # leaves room in a 255-byte file name for suffixes (NAME.test_logprobs.npy, sweep trial names)
 # Names the layout itself uses in oof/ and submissions/: a run or blend called so would clobber them.
 RESERVED = {"folds", "sweeps", "cv", "reproduce", "autopilot", "data-check", "history", "readme.md", "readme", "report.html"}
 
@@ -32,6 +33,8 @@ def check_name(name: str, what: str = "run") -> str:
     """A user-given name: one path component of safe characters, not a reserved layout name."""
     if not isinstance(name, str) or not NAME.fullmatch(name) or name.endswith(".tmp"):
         raise FkaggleError(f"invalid {what} name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter or digit (one name, not a path)")
+    if len(name) > MAX_NAME:
+        raise FkaggleError(f"invalid {what} name: {len(name)} characters, at most {MAX_NAME}")
     if name.lower() in RESERVED:
         raise FkaggleError(f"invalid {what} name {name!r}: reserved by the workspace layout ({', '.join(sorted(RESERVED))})")
     return name
