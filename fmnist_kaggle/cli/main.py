@@ -20,6 +20,7 @@ from fmnist_kaggle._version import __version__
 from fmnist_kaggle.cli import commands
 from fmnist_kaggle.cli.common import start_tracking
 from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.storage import files
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args)
+    if files.SETTING_PROBLEM:
+        print(f"fkaggle: error: {files.SETTING_PROBLEM}", file=sys.stderr)
+        return 2
     try:
         start_tracking(args)
         return int(args.func(args) or 0)

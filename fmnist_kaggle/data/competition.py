@@ -116,10 +116,20 @@ def _resolve(value: str, base: Path, data_dirs: tuple[str, ...]) -> Path:
     return (roots[0] if roots else base) / path
 
 
+def _check_types(table: dict[str, Any], path: Path) -> None:
+    """Every key of a competition config holds what it names: text, or a list of text."""
+    for key, value in table.items():
+        lists = key in ("data_dirs", "class_names")
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value) if lists else isinstance(value, str)
+        if not ok:
+            raise FkaggleError(f"{key} must be {'a list of text values' if lists else 'text'}, got {value!r}", path)
+
+
 def load_competition(path: str | Path, base: Path | None = None) -> Competition:
     """A competition config; its relative paths are found from `base` (default: the config's folder)."""
     path = Path(path)
     table = read_table(path, "competition", {f for f in Competition.__dataclass_fields__ if f != "config_path"}, "competition config")
+    _check_types(table, path)
     data_dirs = tuple(table.get("data_dirs", ("",)))
     kw: dict[str, Any] = {k: v for k, v in table.items() if k not in _PATH_KEYS and k != "data_dirs"}
     for key in _PATH_KEYS:

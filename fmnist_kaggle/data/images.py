@@ -90,6 +90,9 @@ class ImageSet:
 # --------------------------------------------------------------------------- canonical form
 
 
+MAX_LABEL = 1_000_000  # class labels are small integers; a float beyond this is not one
+
+
 def _targets_to_values(targets: np.ndarray, n: int, path: Path) -> np.ndarray:
     """Raw targets (ints, integer-valued floats, or one-hot rows) -> int64 original values."""
     if targets.ndim == 2 and targets.shape[1] > 1:  # one-hot
@@ -103,6 +106,9 @@ def _targets_to_values(targets: np.ndarray, n: int, path: Path) -> np.ndarray:
     if len(targets) != n:
         raise DataError(f"features have {n} rows but target has {len(targets)}", path)
     if targets.dtype.kind == "f":
+        huge = ~np.isfinite(targets) | (np.abs(targets) > MAX_LABEL)  # inf or 1e20 would wrap in the cast below
+        if huge.any():
+            raise DataError(f"label {float(targets[huge][0]):g} in row {int(np.flatnonzero(huge)[0]) + 1} is not a class label (labels are integers of at most {MAX_LABEL:,})", path)
         if np.isnan(targets).any() or not np.array_equal(targets, np.rint(targets)):
             bad = targets[np.isnan(targets) | (targets != np.rint(targets))][0]
             raise DataError(f"label {_plain(bad)!r} is not an integer", path)

@@ -17,7 +17,20 @@ from pathlib import Path
 from fmnist_kaggle.errors import DataError, FkaggleError
 
 # No Fashion-MNIST file comes close (the 60,000-row CSV is 133 MB): anything above is refused.
-MAX_BYTES = int(os.environ.get("FKAGGLE_MAX_INPUT_BYTES", 4 << 30))
+def _max_bytes() -> tuple[int, str | None]:
+    """The input size limit from $FKAGGLE_MAX_INPUT_BYTES (default 4 GiB), and what is wrong with
+    the setting, if anything: read at import, so a bad value is reported by the CLI, not raised here."""
+    text = os.environ.get("FKAGGLE_MAX_INPUT_BYTES", "").strip()
+    try:
+        value = int(text) if text else 4 << 30
+    except ValueError:
+        value = 0
+    if value <= 0:
+        return 4 << 30, f"FKAGGLE_MAX_INPUT_BYTES must be a positive whole number of bytes, got {text!r}"
+    return value, None
+
+
+MAX_BYTES, SETTING_PROBLEM = _max_bytes()
 
 
 def regular_file(path: str | Path, what: str = "file") -> Path:

@@ -41,12 +41,26 @@ def _setting(name: str, default: str) -> str:
     return os.environ.get(name, "").strip() or default
 
 
+def _number(name: str, default: str, whole: bool = False) -> float:
+    """A numeric setting from the environment: one line naming it when it is not a number >= 0."""
+    text = _setting(name, default)
+    try:
+        value = int(text) if whole else float(text)
+    except ValueError:
+        value = -1
+    if not value >= 0 or value == float("inf"):
+        raise FkaggleError(f"{name} must be a {'whole ' if whole else ''}number >= 0, got {text!r}")
+    return value
+
+
 def timeouts() -> tuple[float, float]:
     text = _setting("FKAGGLE_KAGGLE_TIMEOUT", "10,60")
     try:
         connect, read = (float(t) for t in (text.split(",") * 2)[:2])
     except ValueError:
         raise FkaggleError(f"FKAGGLE_KAGGLE_TIMEOUT must be 'CONNECT,READ' seconds, got {text!r}") from None
+    if not (0 < connect < float("inf") and 0 < read < float("inf")):
+        raise FkaggleError(f"FKAGGLE_KAGGLE_TIMEOUT must be positive seconds, got {text!r}")
     return connect, read
 
 
@@ -123,8 +137,8 @@ def api() -> Any:
 
 def _call(slug: str, fn: Any, *args: Any, retry: bool = True, **kwargs: Any) -> Any:
     """One client call with timeouts; 429/5xx retried with backoff (Retry-After honoured up to a cap)."""
-    retries = int(_setting("FKAGGLE_KAGGLE_RETRIES", "3")) if retry else 0
-    wait, cap = float(_setting("FKAGGLE_KAGGLE_BACKOFF", "2")), float(_setting("FKAGGLE_KAGGLE_MAX_WAIT", "120"))
+    retries = int(_number("FKAGGLE_KAGGLE_RETRIES", "3", whole=True)) if retry else 0
+    wait, cap = _number("FKAGGLE_KAGGLE_BACKOFF", "2"), _number("FKAGGLE_KAGGLE_MAX_WAIT", "120")
     for attempt in range(retries + 1):
         try:
             with _deadlines(), contextlib.redirect_stdout(io.StringIO()):

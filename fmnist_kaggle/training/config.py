@@ -49,8 +49,8 @@ class TrainConfig:
     model_kwargs: dict[str, Any] = setting({}, "model keywords: dropout, width, act, input_size, pretrained...", cli=False)
     recipe: str | None = setting(None, "preset bundle the config started from (cpu, strong, report000..report004)", semantic=False)
     folds: int = setting(5, "number of stratified folds", check=(lambda v: v >= 2, "must be at least 2"))
-    fold_seed: int = setting(42, "seed of the fold assignment (same seed, same folds: blendable runs)")
-    seeds: list[int] = setting([0], "comma-separated seeds; each fold is trained once per seed and averaged", check=(lambda v: len(v) >= 1, "must name at least one seed"))
+    fold_seed: int = setting(42, "seed of the fold assignment (same seed, same folds: blendable runs)", check=_NONNEG)
+    seeds: list[int] = setting([0], "comma-separated seeds; each fold is trained once per seed and averaged", check=(lambda v: len(v) >= 1 and len(set(v)) == len(v) and min(v) >= 0, "must name one or more different seeds, each >= 0"))
     subset: int = setting(0, "train on a stratified subset of N rows (0 = all; quick experiments)", check=_NONNEG)
     epochs: int = setting(10, "training epochs", check=_POSITIVE)
     batch_size: int = setting(128, "training batch size", check=_POSITIVE)
@@ -87,6 +87,9 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         for f in fields(self):
             value = getattr(self, f.name)
+            wrong = _wrong_type(f.name, value)
+            if wrong:
+                raise FkaggleError(f"invalid training config: {f.name} must be {wrong}, got {value!r}")
             choices, check = f.metadata["choices"], f.metadata["check"]
             if choices and value not in choices:
                 raise FkaggleError(f"invalid training config: {f.name} must be one of {', '.join(choices)}, got {value!r}")
@@ -129,6 +132,28 @@ class TrainConfig:
 
     def semantic_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.semantic(), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _wrong_type(name: str, value: Any) -> str | None:
+    """What a field's value must be when it is not (a TOML file can hold anything): None when fine.
+    Whole-number fields refuse 2.5 and 2.0 alike, and no number field takes a bool or a string."""
+    default = default_of(name)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, int):
+        return None if number and isinstance(value, int) else "a whole number"
+    if isinstance(default, float):
+        return None if number else "a number"
+    if isinstance(default, str) or (default is None and name == "recipe"):
+        return None if isinstance(value, str) or (default is None and value is None) else "text"
+    if name == "seeds":
+        return None if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value) else "a list of whole numbers"
+    if isinstance(default, list):
+        return None if isinstance(value, list) else "a list"
+    if isinstance(default, dict):
+        return None if isinstance(value, dict) else "a table"
+    return None
 
 
 FIELDS: dict[str, Field] = {f.name: f for f in fields(TrainConfig)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def parse_idx(path: Path) -> np.ndarray:
     if len(head) < 4 + 4 * ndim:
         raise DataError("IDX header is truncated", path)
     dims = struct.unpack(f">{ndim}I", head[4 : 4 + 4 * ndim])
-    expected = int(np.prod(dims, dtype=np.int64))
+    expected = math.prod(dims)  # exact: int64 wraps (65536**4 -> 0)
     if expected > files.MAX_BYTES:
         raise DataError(f"IDX header declares {'x'.join(map(str, dims))} ({expected:,} bytes), above the {files.MAX_BYTES:,}-byte limit", path)
     # read no more than the header declares (+1 to notice extra data): a .gz bomb stops here
