@@ -38,6 +38,9 @@ class FakeKaggle:
         self.garble: set[str] = set()  # methods that act, then answer with a body that is not JSON
         self.throttle: dict[str, int] = {}  # method -> how many times to answer 429 with Retry-After: 1
         self.upload_status = 201
+        self.act_then_fail: dict[str, int] = {}  # method -> HTTP status answered *after* acting (a create stored, then a 500)
+        self.stall_upload = False  # the upload PUT is accepted and never answered
+        self.drip: set[str] = set()  # methods answered with headers, then one byte every half second
         self.limits = {"numToday": 1, "numTotal": 3, "numAllowedNow": 4, "limitedByTotal": False}
         self.uploads: list[bytes] = []
         self.created: list[dict] = []
@@ -57,6 +60,8 @@ class FakeKaggle:
         if method == "GET" and path.startswith("/storage/"):  # where downloads are redirected
             return self.storage(path[len("/storage/") :], (headers or {}).get("Range"))
         if method == "PUT" and path.startswith("/upload/"):
+            if self.stall_upload:
+                return None
             self.uploads.append(body)
             return self.upload_status, b"", {}
         if name in self.stall:
@@ -69,6 +74,11 @@ class FakeKaggle:
             msg = {401: "Unauthenticated", 403: "Permission 'competitions.participate' was denied", 404: "Competition not found"}.get(code, "error")
             return code, json.dumps({"code": code, "message": msg}).encode(), {}
         status, payload = self.answer(name, json.loads(body or b"{}"))
+        if name in self.act_then_fail:
+            code = self.act_then_fail[name]
+            return code, json.dumps({"code": code, "message": "internal error"}).encode(), {}
+        if name in self.drip:
+            return status, json.dumps(payload).encode(), {"X-Drip": "1"}
         if status == 302:
             return 302, b"", payload
         return status, (b"{'ref': " if name in self.garble else json.dumps(payload).encode()), {}
@@ -124,10 +134,18 @@ def fake_kaggle(tmp_path, monkeypatch):
                 state.release.wait(60)
                 return
             status, data, headers = answer
+            drip = headers.pop("X-Drip", None)
             self.send_response(status)
             for k, v in {"Content-Type": "application/json", "Content-Length": str(len(data)), **headers}.items():
                 self.send_header(k, v)
             self.end_headers()
+            if drip:  # a byte at a time: every read meets its timeout, the whole never ends in time
+                for i in range(len(data)):
+                    if state.release.wait(0.5):
+                        return
+                    self.wfile.write(data[i : i + 1])
+                    self.wfile.flush()
+                return
             self.wfile.write(data)
 
         do_POST = do_PUT = do_GET = _serve

@@ -171,3 +171,63 @@ def test_a_zip_bomb_is_refused_before_anything_is_written(tmp_path, fake_kaggle,
     res = run_cli("download", "five-mini", cwd=tmp_path, env={**fake_kaggle.env, **env})
     assert res.returncode == 2 and fragment in res.stderr.strip().splitlines()[-1], res.stderr
     assert not (tmp_path / "competition").exists()
+
+
+# ----------------------------------------------------------------------------- a submit that is never repeated, every wait bounded
+
+
+def _submission(tmp_path: Path) -> tuple[list[str], Path]:
+    import json
+
+    import numpy as np
+
+    x, y = synthetic_images(3, k=5)
+    train, test = write_csv(tmp_path / "train.csv", x, y + 1), write_csv(tmp_path / "test.csv", x[:5], ids=np.arange(1, 6))
+    sub = tmp_path / "submissions" / "mine.csv"
+    sub.parent.mkdir()
+    sub.write_text("Id,Label\n" + "".join(f"{i},{1 + i % 5}\n" for i in range(1, 6)))
+    sub.with_suffix(".json").write_text(json.dumps({"file": "mine.csv", "sha256": hashlib.sha256(sub.read_bytes()).hexdigest(), "cv": {"acc": 0.9, "logloss": 0.3}}))
+    return ["--train", str(train), "--test", str(test), "--slug", "five-class", "--workdir", str(tmp_path)], sub
+
+
+def _history(tmp_path: Path) -> list[dict]:
+    import csv
+
+    with (tmp_path / "submissions/history.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_a_create_that_fails_after_kaggle_stored_it_is_sent_once_and_kept_as_unknown(tmp_path, fake_kaggle):  # noqa: F811
+    args, sub = _submission(tmp_path)
+    fake_kaggle.submissions = []  # Kaggle's list: what this test's create stores
+    fake_kaggle.act_then_fail["CreateSubmission"] = 500
+    res = run_cli("submit", str(sub), "-m", "once", *args, env=fake_kaggle.env)
+    _one_line(res, "may have counted")
+    assert len(fake_kaggle.created) == 1  # never retried: one daily slot, not four
+    assert [(h["message"], h["status"]) for h in _history(tmp_path)] == [("once", "unknown")]
+    fake_kaggle.act_then_fail.clear()
+    assert run_cli("submissions", *args, env=fake_kaggle.env).returncode == 0  # matched in Kaggle's list
+    assert [(h["status"], h["ref"]) for h in _history(tmp_path)] == [("submitted", "1001")]
+
+
+def test_a_stalled_upload_ends_within_the_deadline_and_nothing_counts(tmp_path, fake_kaggle):  # noqa: F811
+    import time
+
+    args, sub = _submission(tmp_path)
+    fake_kaggle.stall_upload = True
+    t0 = time.monotonic()
+    res = run_cli("submit", str(sub), "-m", "stalled", *args, env={**fake_kaggle.env, "FKAGGLE_KAGGLE_DEADLINE": "6"})
+    assert time.monotonic() - t0 < 40
+    _one_line(res, "nothing was submitted")
+    assert not fake_kaggle.created and not (tmp_path / "submissions/history.csv").exists()
+
+
+def test_a_server_that_drips_bytes_ends_within_the_deadline(tmp_path, fake_kaggle):  # noqa: F811
+    import time
+
+    args, _ = _submission(tmp_path)
+    fake_kaggle.drip.add("GetLeaderboard")
+    t0 = time.monotonic()
+    res = run_cli("leaderboard", *args[:-2], env={**fake_kaggle.env, "FKAGGLE_KAGGLE_DEADLINE": "5"})
+    assert time.monotonic() - t0 < 30
+    _one_line(res, "no complete answer within 5s (FKAGGLE_KAGGLE_DEADLINE)")

@@ -86,13 +86,15 @@ def training_data(comp: Competition, cfg: TrainConfig, ws: Workspace) -> Trainin
 # ----------------------------------------------------------------------------- opening a run
 
 
-def check_model(cfg: TrainConfig, num_classes: int) -> int:
-    """Build the model once, on the CPU, and resolve the device: a bad model keyword, pretrained
-    file or device is refused here, before a run folder exists. Returns the parameter count."""
+def check_model(cfg: TrainConfig, num_classes: int, device: bool = True) -> int:
+    """Build the model once, on the CPU, and resolve the device where units train in this process
+    (a Ray cluster's devices are its own): a bad model keyword, pretrained file or device is
+    refused here, before a run folder exists. Returns the parameter count."""
     from fmnist_kaggle.models import count_params, create_model
     from fmnist_kaggle.training.device import resolve_device
 
-    resolve_device(cfg.device)
+    if device:
+        resolve_device(cfg.device)
     try:
         return count_params(create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs))
     except (RuntimeError, ValueError, TypeError) as exc:  # e.g. a negative width: torch's own words, one line
@@ -249,8 +251,9 @@ class RunJob:
     cancelled: int = 0  # units a deadline stopped
 
 
-def prepare_run(comp: Competition, cfg: TrainConfig, run: str | None = None, workdir: str | Path = ".", only_folds: list[int] | None = None, overwrite: bool = False, tag: Any = None) -> RunJob:
-    """Check everything, open (or create) the run folder and plan its unfinished units."""
+def prepare_run(comp: Competition, cfg: TrainConfig, run: str | None = None, workdir: str | Path = ".", only_folds: list[int] | None = None, overwrite: bool = False, tag: Any = None, trains_here: bool = True) -> RunJob:
+    """Check everything, open (or create) the run folder and plan its unfinished units
+    (`trains_here`: the units train in this process, so its device is checked too)."""
     ws = Workspace(workdir)
     name = run if run is not None else default_run_name(cfg)
     ws.run(name)  # refuse a bad name before any work
@@ -258,7 +261,7 @@ def prepare_run(comp: Competition, cfg: TrainConfig, run: str | None = None, wor
     bad = [f for f in selected if not 0 <= f < cfg.folds]
     if bad:
         raise FkaggleError(f"fold {bad[0]} out of range 0..{cfg.folds - 1}")
-    params = check_model(cfg, comp.train_set.num_classes)  # before anything is written or removed
+    params = check_model(cfg, comp.train_set.num_classes, device=trains_here)  # before anything is written or removed
     data = training_data(comp, cfg, ws)
     rd, manifest = open_run(ws, name, cfg, data, comp, overwrite, params)
     for warning in cfg.warnings():
@@ -414,7 +417,7 @@ def train_folds(
     """Train the selected folds of a run (all by default) on `executor` (this process by
     default), recording each (fold, seed) as it finishes; assemble the run if complete.
     Returns the run's manifest (`fmnist_kaggle.fold_train` returns the `Run` itself)."""
-    job = prepare_run(comp, cfg, run, workdir, only_folds, overwrite)
+    job = prepare_run(comp, cfg, run, workdir, only_folds, overwrite, trains_here=getattr(executor, "trains_here", True))
     done: dict[str, Any] = {}
     with executor or make_executor("local", progress=progress) as ex:
         failed = drive(ex, iter([job]), lambda job, manifest: done.update(manifest), progress, deadline)

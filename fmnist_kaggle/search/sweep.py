@@ -140,7 +140,7 @@ def run_sweep(
         if run in done:
             log.info(f"trial {trial}: {run} done already, skipped")
             return None
-        return prepare_run(comp, apply_params(base, model, params), run, workdir, tag=(trial, model, params, tag))
+        return prepare_run(comp, apply_params(base, model, params), run, workdir, tag=(trial, model, params, tag), trains_here=getattr(executor, "trains_here", True))
 
     def record_trial(job: RunJob, manifest: dict[str, Any]) -> dict[str, Any] | None:
         trial, model, params, _ = job.tag

@@ -8,9 +8,12 @@ only here and only by the commands that need it. Known traps of kaggle 2.2.x han
 - HTTP 401 / 403 "competitions.participate" -> plain-words explanations;
 - no request has a timeout and no session is exposed -> `_deadlines` gives every request
   made inside one of our calls connect/read timeouts; 429/5xx are retried here, with backoff
-  and Retry-After honoured up to a cap. Settings: FKAGGLE_KAGGLE_TIMEOUT ("connect,read"
-  seconds, default "10,60"), FKAGGLE_KAGGLE_RETRIES (default 3), FKAGGLE_KAGGLE_BACKOFF
-  (first wait in seconds, doubled each time, default 2), FKAGGLE_KAGGLE_MAX_WAIT (cap, default 120).
+  and Retry-After honoured up to a cap; every call also has an overall deadline (a server that
+  drips bytes, the client's own retries of a stalled upload); the call that creates a
+  submission is never retried. Settings: FKAGGLE_KAGGLE_TIMEOUT ("connect,read" seconds,
+  default "10,60"), FKAGGLE_KAGGLE_RETRIES (default 3), FKAGGLE_KAGGLE_BACKOFF (first wait in
+  seconds, doubled each time, default 2), FKAGGLE_KAGGLE_MAX_WAIT (cap, default 120),
+  FKAGGLE_KAGGLE_DEADLINE (seconds per call, default 300).
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import contextlib
 import io
 import logging
 import os
+import re
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +35,7 @@ from fmnist_kaggle.storage import csvfile
 
 log = logging.getLogger(__name__)
 UPLOAD_FAILED = "Could not submit to competition"
-RETRY_STATUS = {429, 500, 502, 503, 504}
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 class NoAnswer(FkaggleError):
@@ -135,21 +140,47 @@ def api() -> Any:
     return client
 
 
-def _call(slug: str, fn: Any, *args: Any, retry: bool = True, **kwargs: Any) -> Any:
-    """One client call with timeouts; 429/5xx retried with backoff (Retry-After honoured up to a cap)."""
-    retries = int(_number("FKAGGLE_KAGGLE_RETRIES", "3", whole=True)) if retry else 0
+def _within(seconds: float, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """fn(*args) with an overall deadline: per-read timeouts alone never end a server that drips a
+    byte at a time, or the client's own retries of a stalled upload. The call runs in a daemon
+    thread; when the deadline passes, NoAnswer (the thread is abandoned, the command goes on)."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            with _deadlines():
+                outcome["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001  (handed to the caller's thread as it is)
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="kaggle-call", daemon=True)
+    with contextlib.redirect_stdout(io.StringIO()):  # the client's prints; in this thread, so stdout is ours again after
+        worker.start()
+        worker.join(seconds)
+    if worker.is_alive():
+        raise NoAnswer(f"Kaggle gave no complete answer within {seconds:g}s (FKAGGLE_KAGGLE_DEADLINE)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _call(slug: str, fn: Any, *args: Any, retry_on: frozenset[int] = RETRY_STATUS, **kwargs: Any) -> Any:
+    """One client call with timeouts and an overall deadline; answers with a status in `retry_on`
+    retried with backoff (Retry-After honoured up to a cap). A call that creates something
+    retries only 429 (a refusal before any work), never a 5xx (it may have acted)."""
+    retries = int(_number("FKAGGLE_KAGGLE_RETRIES", "3", whole=True)) if retry_on else 0
     wait, cap = _number("FKAGGLE_KAGGLE_BACKOFF", "2"), _number("FKAGGLE_KAGGLE_MAX_WAIT", "120")
+    deadline = _number("FKAGGLE_KAGGLE_DEADLINE", "300")
     for attempt in range(retries + 1):
         try:
-            with _deadlines(), contextlib.redirect_stdout(io.StringIO()):
-                return fn(*args, **kwargs)
+            return _within(deadline, fn, *args, **kwargs)
         except SystemExit:
             raise FkaggleError("Kaggle client exited (credentials?)") from None
         except FkaggleError:
             raise
         except Exception as exc:
             status = getattr(getattr(exc, "response", None), "status_code", None)
-            if status not in RETRY_STATUS or attempt == retries:
+            if status not in retry_on or attempt == retries:
                 raise _failure(exc, slug) from None
             delay = min(cap, _retry_after(exc) or wait * 2**attempt)
             log.warning(f"Kaggle answered HTTP {status}; retrying in {delay:.0f}s ({attempt + 1}/{retries})")
@@ -198,9 +229,41 @@ def require_quota(slug: str, client: Any) -> dict[str, Any]:
 
 
 def upload(path: str | Path, message: str, slug: str, client: Any) -> dict[str, Any]:
-    """Upload one file; Kaggle's reply as a dict. FkaggleError when Kaggle refused it, NoAnswer
-    when no usable answer came back (it may have been stored)."""
-    resp = _call(slug, client.competition_submit, str(path), message, slug, quiet=True)
+    """Upload one file, then create the submission; Kaggle's reply as a dict. The upload steps may
+    be retried (nothing counts until the create call); the create call never is: a 5xx, timeout
+    or garbled reply there may have counted, so it is NoAnswer. FkaggleError: refused, nothing
+    was submitted."""
+    from kaggle.api.kaggle_api_extended import ResumableUploadResult
+    from kagglesdk.competitions.types.competition_api_service import ApiCreateSubmissionRequest, ApiStartSubmissionUploadRequest
+
+    path = Path(path)
+
+    def start() -> Any:
+        request = ApiStartSubmissionUploadRequest()
+        request.competition_name, request.file_name = slug, path.name
+        request.content_length, request.last_modified_epoch_seconds = path.stat().st_size, int(path.stat().st_mtime)
+        with client.build_kaggle_client() as kaggle:
+            return kaggle.competitions.competition_api_client.start_submission_upload(request)
+
+    def create(token: str) -> Any:
+        request = ApiCreateSubmissionRequest()
+        request.competition_name, request.blob_file_tokens, request.submission_description = slug, token, message
+        with client.build_kaggle_client() as kaggle:
+            return kaggle.competitions.competition_api_client.create_submission(request)
+
+    try:
+        started = _call(slug, start)
+        status = _call(slug, client.upload_complete, str(path), started.create_url, True, retry_on=frozenset())  # it retries itself
+    except NoAnswer as exc:  # the create call was never made: nothing can have counted
+        raise FkaggleError(f"upload did not finish ({exc}); nothing was submitted", path) from None
+    if status != ResumableUploadResult.COMPLETE:
+        raise FkaggleError(f"upload failed ({status}); nothing was submitted", path)
+    try:
+        resp = _call(slug, create, started.token, retry_on=frozenset({429}))
+    except FkaggleError as exc:
+        if isinstance(exc, NoAnswer) or re.search(r"HTTP 5\d\d", str(exc)):
+            raise NoAnswer(f"{exc} after the file was uploaded") from None
+        raise
     msg = str(getattr(resp, "message", "") or "")
     ref = int(getattr(resp, "ref", 0) or 0)
     if msg.startswith(UPLOAD_FAILED) or ref == 0:

@@ -44,6 +44,7 @@ class UnitFailed(FkaggleError):
 class Executor(Protocol):
     capacity: int  # units it trains at once
     shows_unit_progress: bool  # per-epoch bars of its own (the driver then draws none)
+    trains_here: bool  # units train in this process: the driver checks its device before a run starts
 
     def submit(self, unit: Unit) -> None: ...
     def next_done(self, timeout: float | None = None) -> tuple[Unit, UnitResult | UnitFailed] | None: ...  # in finishing order; None: nothing finished within `timeout` seconds

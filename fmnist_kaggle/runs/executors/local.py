@@ -16,6 +16,7 @@ class LocalExecutor:
     at once: nothing else is running, and the next unit would most likely fail the same way."""
 
     capacity = 1
+    trains_here = True  # units train in this process (its device is checked before a run starts)
     shows_unit_progress = True
 
     def __init__(self, progress: bool = True) -> None:

@@ -45,6 +45,7 @@ class RayExecutor:
     refusals before any training cost nothing.
     """
 
+    trains_here = False  # units train on the cluster, with its devices
     shows_unit_progress = False
 
     def __init__(self, address: str | None = None, cpus_per_task: int = 1, retries: int = RETRIES) -> None:
