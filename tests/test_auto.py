@@ -56,9 +56,9 @@ def sha(path: Path) -> str:
 
 def test_a_tiny_budget_is_honoured_and_ends_in_a_validated_honest_submission(ws):
     cwd, data = ws
-    res, wall = auto(cwd, data, "--time-limit", "30s", "--json")
+    res, wall = auto(cwd, data, "--time-limit", "45s", "--json")  # 30 s was refused on a slower day of this 2-core CPU (about 530 img/s)
     assert res.returncode == 0, res.stderr
-    assert wall <= 30 + 4, wall  # the limit, plus the interpreter's start before the clock
+    assert wall <= 45 + 4, wall  # the limit, plus the interpreter's start before the clock
     out = json.loads(res.stdout)
     runs = [r for r in out["leaderboard"] if r["kind"] == "run"]
     assert [r["name"] for r in runs] == ["auto-resnet", "auto-resnet-cropflip", "auto-resnet-s1", "auto-lenet5"]  # every portfolio entry, decided or not

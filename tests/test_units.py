@@ -46,7 +46,7 @@ def test_precedence_defaults_recipe_file_flags_and_recipe_is_recorded(tmp_path):
         ({"folds": 1}, "folds must be at least 2, got 1"),
         ({"label_smoothing": 1.0}, "label_smoothing must be in [0, 1), got 1.0"),
         ({"lr": float("nan")}, "lr must be a finite number"),
-        ({"epochs": "ten"}, "epochs must be positive, got 'ten'"),
+        ({"epochs": "ten"}, "epochs must be a whole number, got 'ten'"),
         ({"recipe": "gpu"}, "unknown recipe 'gpu'"),
     ],
 )
