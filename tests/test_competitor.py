@@ -295,4 +295,4 @@ def test_the_readme_leads_with_the_two_commands_then_a_first_competition_that_pa
     for argv in commands:  # each one a command fkaggle accepts as written
         assert argv[0] == "fkaggle" and parser.parse_args(argv[1:]).func
     assert "(docs/results.md)" in readme and "| CV |" in readme  # the headline numbers stay, the tables moved
-    assert (REPO / "docs/results.md").read_text().count("\n|") > 30 and len(readme.splitlines()) < 300
+    assert (REPO / "docs/results.md").read_text().count("\n|") > 30 and len(readme.splitlines()) < 320

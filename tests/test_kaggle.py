@@ -237,7 +237,7 @@ def test_submit_cli_then_submissions_and_leaderboard(tmp_path, fake_kaggle, comp
         (lambda k: k.fail.update(StartSubmissionUpload=404), "no competition 'five-class' (HTTP 404)"),
         (lambda k: k.fail.update(GetSubmissionLimits=403), "HTTP 403 competitions.participate"),
         (lambda k: k.fail.update(GetSubmissionLimits=401), "HTTP 401"),
-        (lambda k: setattr(k, "upload_status", 500), "upload failed: Kaggle replied 'Could not submit to competition'"),
+        (lambda k: setattr(k, "upload_status", 500), "upload failed: Kaggle's storage did not take the file; nothing was submitted"),
         (lambda k: k.limits.update(numAllowedNow=0, numToday=5), "no submissions left today"),
     ],
 )

@@ -257,7 +257,7 @@ def upload(path: str | Path, message: str, slug: str, client: Any) -> dict[str, 
     except NoAnswer as exc:  # the create call was never made: nothing can have counted
         raise FkaggleError(f"upload did not finish ({exc}); nothing was submitted", path) from None
     if status != ResumableUploadResult.COMPLETE:
-        raise FkaggleError(f"upload failed ({status}); nothing was submitted", path)
+        raise FkaggleError("upload failed: Kaggle's storage did not take the file; nothing was submitted", path)
     try:
         resp = _call(slug, create, started.token, retry_on=frozenset({429}))
     except FkaggleError as exc:
