@@ -7,6 +7,7 @@ makes OOF predictions of different runs blendable without leakage.
 from __future__ import annotations
 
 import hashlib
+import io
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
@@ -14,7 +15,8 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from fmnist_kaggle.data.images import ImageSet, check_min_class_count
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.storage import atomic
-from fmnist_kaggle.storage.artifacts import read_json
+from fmnist_kaggle.storage.artifacts import read_file, read_json
+from fmnist_kaggle.storage.schemas import FOLD_ASSIGNMENT
 from fmnist_kaggle.storage.layout import Workspace
 
 
@@ -47,10 +49,10 @@ def load_or_make_folds(ws: Workspace, train: ImageSet, k: int, seed: int) -> tup
     data_fp = train.fingerprint()
     npy, meta = ws.fold_assignment(data_fp, k, seed)
     if npy.exists() and meta.exists():
-        info = read_json(meta, "fold assignment record")
+        info = read_json(meta, "fold assignment record", FOLD_ASSIGNMENT)
         try:
-            fold_of = np.load(npy, allow_pickle=False)
-        except (ValueError, OSError) as exc:
+            fold_of = np.load(io.BytesIO(read_file(npy, "fold assignment")), allow_pickle=False)
+        except ValueError as exc:
             raise FkaggleError(f"unreadable fold assignment ({exc}); delete it to rebuild", npy) from None
         if info.get("data_fingerprint") != data_fp or folds_fingerprint(data_fp, fold_of) != info.get("folds_fingerprint"):
             raise FkaggleError("saved fold assignment does not match its fingerprint; delete it to rebuild", npy)

@@ -14,8 +14,9 @@ import numpy as np
 from fmnist_kaggle.data.competition import Competition, read_sample_submission
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.storage import atomic, csvfile, files
-from fmnist_kaggle.storage.artifacts import read_json, utc_now
+from fmnist_kaggle.storage.artifacts import read_file, read_json, utc_now
 from fmnist_kaggle.storage.layout import SubmissionFiles
+from fmnist_kaggle.storage.schemas import SUBMISSION_RECORD
 
 MAX_SUBMISSION_BYTES = 256 << 20
 
@@ -85,8 +86,8 @@ def read_record(out: SubmissionFiles) -> dict[str, Any] | None:
     """NAME.json when it describes the NAME.csv on disk; None when there is no record."""
     if not out.record.exists():
         return None
-    meta = read_json(out.record, "submission record")
-    if not out.csv.exists() or meta.get("sha256") != hashlib.sha256(out.csv.read_bytes()).hexdigest():
+    meta = read_json(out.record, "submission record", SUBMISSION_RECORD)
+    if not out.csv.exists() or meta["sha256"] != hashlib.sha256(read_file(out.csv, "submission file")).hexdigest():
         raise FkaggleError(f"describes another version of {out.csv.name} (an interrupted or edited write); re-run `fkaggle blend` or remove the record", out.record)
     return meta
 

@@ -14,6 +14,7 @@ from fmnist_kaggle.runs.store import load_run, predicted_from, status
 from fmnist_kaggle.storage import csvfile
 from fmnist_kaggle.storage.artifacts import read_json
 from fmnist_kaggle.storage.layout import NAME, RESERVED, Workspace
+from fmnist_kaggle.storage.schemas import AUTOPILOT_STATE, DRIFT
 from fmnist_kaggle.submit.uploads import file_state
 
 # A broken file in a workspace may fail in many ways; the report lists it instead of stopping.
@@ -101,7 +102,7 @@ def _autopilot(ws: Workspace, name: str) -> dict[str, Any]:
     files = ws.autopilot(name)
     try:
         rows = csvfile.read_csv_rows(files.csv) if files.csv.is_file() else []
-        state = read_json(files.state, "autopilot state") if files.state.is_file() else {}
+        state = read_json(files.state, "autopilot state", AUTOPILOT_STATE) if files.state.is_file() else {}
         choice = state.get("choice") or {}
         chosen = choice.get("chosen")
         label = chosen.get("label") if isinstance(chosen, dict) else chosen  # state.json records the chosen candidate whole
@@ -129,7 +130,7 @@ def _data(ws: Workspace) -> dict[str, Any]:
     drift = None
     if ws.drift_json.is_file():
         try:
-            drift = read_json(ws.drift_json, "drift result")
+            drift = read_json(ws.drift_json, "drift result", DRIFT)
             drift = {k: drift[k] for k in ("auc", "verdict", "train_rows", "test_rows", "created") if k in drift}
         except BROKEN as exc:
             drift = {"problem": _one_line(exc)}

@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.plots import correlation_heatmap, cv_against_public
+from fmnist_kaggle.storage.artifacts import read_file
 
 EMBEDDED_RUNS = 30  # the best runs get their pictures in the page; the rest link to the files
 
@@ -61,7 +63,10 @@ def _img(path: str | Path, alt: str, out: Path, embed: bool = True) -> str:
     p = Path(path)
     if not embed:
         return f'<a href="{_e(_relative(p, out))}">{_e(alt)}</a>'
-    return _img_bytes(p.read_bytes(), alt)
+    try:
+        return _img_bytes(read_file(p, "picture"), alt)
+    except FkaggleError as exc:  # a planted FIFO or link: the page says so instead of hanging
+        return f'<p class="muted">{_e(alt)}: {_e(str(exc))}</p>'
 
 
 def _img_bytes(png: bytes, alt: str) -> str:

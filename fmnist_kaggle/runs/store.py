@@ -21,8 +21,9 @@ from fmnist_kaggle.plots import learning_curves
 from fmnist_kaggle.runs.identity import identity_diff
 from fmnist_kaggle.runs.trainset import training_rows
 from fmnist_kaggle.storage import csvfile
-from fmnist_kaggle.storage.artifacts import CorruptArtifact, read_array, read_json, read_verified, utc_now, write_array, write_recorded
+from fmnist_kaggle.storage.artifacts import CorruptArtifact, read_array, read_json, read_verified, torch_load, utc_now, write_array, write_recorded
 from fmnist_kaggle.storage.layout import FoldDir, RunDir, Workspace
+from fmnist_kaggle.storage.schemas import DONE_MARKER
 from fmnist_kaggle.training.config import build_config
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def predicted_from(manifest: dict[str, Any]) -> str | None:
 
 def _read_done_marker(marker: Path, what: str, owner: str, where: Path, identity: dict[str, Any], artifacts: tuple[Path, ...]) -> dict[str, Any]:
     """A done marker (fold metrics, seed summary) of this run, with every artifact it records verified."""
-    m = read_json(marker, what)
+    m = read_json(marker, what, DONE_MARKER)
     diff = identity_diff(m.get("identity"), identity)
     if diff:
         raise FkaggleError(f"{owner} does not belong to this run: its {diff} (copied from another run?)", where)
@@ -105,7 +106,7 @@ def assemble(rd: RunDir) -> dict[str, Any]:
     tests, history = [], []
     for f in range(base["data"]["folds"]):
         fd = rd.fold(f)
-        arts = read_json(fd.metrics)["artifacts"]
+        arts = read_json(fd.metrics, "fold metrics", DONE_MARKER)["artifacts"]
         v = read_array(fd.val_logits, arts[fd.val_logits.name], finite=True)
         if len(v) != int((fold_of == f).sum()):
             raise FkaggleError(f"fold {f} has {len(v)} validation rows, the fold assignment {(fold_of == f).sum()}", fd.path)
@@ -158,15 +159,18 @@ def recorded_competition(manifest: dict[str, Any]) -> Competition:
 
 def load_fold_model(rd: RunDir, manifest: dict[str, Any], fold: int, seed: int) -> torch.nn.Module:
     """A finished (fold, seed) model in eval mode, its file verified before torch.load(weights_only=True)."""
-    import torch
-
     from fmnist_kaggle.models import create_model
 
     fd = rd.fold(fold)
-    read_seed(fd, seed, manifest["identity"])  # every model file verified first
+    summary = read_seed(fd, seed, manifest["identity"])  # every model file verified first
+    path = fd.seed_model(seed)
+    state = torch_load(read_verified(path, summary["artifacts"].get(path.name)), path)
     cfg = manifest["config"]
     model = create_model(cfg["model"], num_classes=manifest["data"]["num_classes"], in_chans=1, **cfg["model_kwargs"])
-    model.load_state_dict(torch.load(fd.seed_model(seed), map_location="cpu", weights_only=True))
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:  # another model's weights under a rewritten record
+        raise CorruptArtifact(f"not the weights of {cfg['model']} ({str(exc).splitlines()[0][:100]})", path) from None
     return model.eval()
 
 

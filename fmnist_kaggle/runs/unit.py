@@ -49,7 +49,8 @@ def train_unit(cfg: TrainConfig, data: TrainingData, fold: int, seed: int, check
         rows = data.pseudo.rows[fold]
         x, y = np.concatenate([x, data.test.images[rows]]), np.concatenate([y, data.pseudo.labels[fold]])
         w = np.r_[np.ones(len(tr), np.float32), np.full(len(rows), cfg.pseudo_weight, np.float32)]
-    result = fit(cfg, train.num_classes, x, y, train.images[va], train.labels[va], fold=fold, seed=seed, checkpoint=checkpoint, progress=progress, desc=desc, train_w=w, stop_at=stop_at)
+    result = fit(cfg, train.num_classes, x, y, train.images[va], train.labels[va], fold=fold, seed=seed, checkpoint=checkpoint, progress=progress, desc=desc, train_w=w, stop_at=stop_at,
+                 checkpoint_tag={"identity": data.identity, "fold": fold, "seed": seed})
     device = resolve_device(cfg.device)
     val = result.val_logits if result.val_logits is not None else predict(result.model, torch.from_numpy(train.images[va]), cfg, device)
     test = predict(result.model, torch.from_numpy(_writable(data.test.images)), cfg, device) if data.test is not None else np.zeros((0, train.num_classes), np.float32)

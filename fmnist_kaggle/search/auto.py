@@ -36,6 +36,7 @@ from fmnist_kaggle.search.portfolio import Entry, for_hardware, hardware_kind, l
 from fmnist_kaggle.storage import atomic, csvfile
 from fmnist_kaggle.storage.artifacts import CorruptArtifact, read_json, utc_now
 from fmnist_kaggle.storage.layout import Workspace, check_name
+from fmnist_kaggle.storage.schemas import AUTOPILOT_STATE
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +120,9 @@ class Autopilot:
         if not self.files.state.exists():
             return {"schema": 1, "name": self.name, "data_fingerprint": fingerprint, "test_fingerprint": self.test.fingerprint(), "sessions": [], "entries": {}, "order": []}
         try:
-            state = read_json(self.files.state, "autopilot state")
+            state = read_json(self.files.state, "autopilot state", AUTOPILOT_STATE)
         except CorruptArtifact as exc:
             raise FkaggleError(f"{exc}; delete {self.files.state.parent} or choose another --name") from None
-        if not isinstance(state.get("entries"), dict) or not isinstance(state.get("sessions"), list) or not isinstance(state.get("order"), list):
-            raise FkaggleError(f"not an autopilot state (entries, sessions, order); delete {self.files.state.parent} or choose another --name", self.files.state)
         if state.get("data_fingerprint") != fingerprint or state.get("test_fingerprint") != self.test.fingerprint():
             raise FkaggleError(f"made on other training or test data; choose another --name (or delete {self.files.state.parent})", self.files.state)
         return state

@@ -9,7 +9,6 @@ leave its folder. What is in the files, and their records, is `storage.artifacts
 from __future__ import annotations
 
 import difflib
-import json
 import re
 import shutil
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ import numpy as np
 
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.storage import atomic
-from fmnist_kaggle.storage.artifacts import read_array, read_json
+from fmnist_kaggle.storage.artifacts import CorruptArtifact, read_array, read_json
+from fmnist_kaggle.storage.schemas import MANIFEST, schema_problem
 
 SCHEMA = 2
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -40,7 +40,16 @@ def check_name(name: str, what: str = "run") -> str:
     return name
 
 
-# ----------------------------------------------------------------------------- verified artifacts
+def inside(path: Path, base: Path) -> Path:
+    """`path`, when no symbolic link takes it out of `base` (`base` itself may be a link, e.g.
+    `oof/` on a bigger disk): nothing the workspace reads or writes follows a link out of it."""
+    try:
+        real, root = path.resolve(), base.resolve()
+    except (OSError, RuntimeError) as exc:  # a link loop
+        raise FkaggleError(f"cannot resolve the path ({exc})", path) from None
+    if real != root and root not in real.parents:
+        raise FkaggleError(f"a symbolic link out of the workspace (to {real}): the workspace follows no links out of it; remove the link", path)
+    return path
 
 
 # ----------------------------------------------------------------------------- run folders
@@ -134,19 +143,22 @@ class RunDir:
         return self.path / f"activation_maps_fold{fold}.png"
 
     def fold(self, k: int) -> FoldDir:
-        return FoldDir(self.path / f"fold_{k}", k)
+        return FoldDir(inside(self.path / f"fold_{k}", self.path), k)
 
     def exists(self) -> bool:
         return self.manifest_path.exists()
 
     def read_manifest(self) -> dict[str, Any]:
-        m = read_json(self.manifest_path, "run manifest")
+        m = read_json(self.manifest_path, "run manifest")  # the schema version first: its own message
         if m.get("schema") != SCHEMA:
             raise FkaggleError(
                 f"run manifest has schema {m.get('schema')!r}, this fkaggle reads schema {SCHEMA} "
                 f"(docs/artifacts.md); retrain with `fkaggle fold-train ... --run {self.name} --overwrite`",
                 self.manifest_path,
             )
+        problem = schema_problem(m, MANIFEST)
+        if problem:
+            raise CorruptArtifact(f"malformed run manifest: {problem}", self.manifest_path)
         if m.get("run") != self.name:
             raise FkaggleError(f"manifest names run {m.get('run')!r}, not {self.name!r}", self.manifest_path)
         return m
@@ -168,8 +180,8 @@ class RunDir:
         if not self.path.exists():
             return
         try:
-            named = json.loads(self.manifest_path.read_text()).get("run")
-        except (OSError, ValueError):
+            named = read_json(self.manifest_path, "run manifest").get("run")
+        except FkaggleError:
             named = None
         if named != self.name or self.path.is_symlink():
             raise FkaggleError(f"refusing to delete: not a run folder of run {self.name!r} (its manifest names {named!r})", self.path)
@@ -210,26 +222,29 @@ class Workspace:
     def submissions(self) -> Path:
         return self.root / "submissions"
 
+    def _in_oof(self, *parts: str) -> Path:
+        return inside(self.oof.joinpath(*parts), self.oof)
+
     @property
     def folds_dir(self) -> Path:
-        return self.oof / "folds"
+        return self._in_oof("folds")
 
     @property
     def sweeps_dir(self) -> Path:
-        return self.oof / "sweeps"
+        return self._in_oof("sweeps")
 
     @property
     def cv_dir(self) -> Path:
-        return self.oof / "cv"
+        return self._in_oof("cv")
 
     @property
     def data_check_png(self) -> Path:
-        return self.oof / "data-check" / "samples.png"
+        return self._in_oof("data-check", "samples.png")
 
     @property
     def drift_pngs(self) -> tuple[Path, Path]:
         """`fkaggle data drift`: pixel importances, and the most test-like training images."""
-        return self.oof / "data-check" / "drift_importance.png", self.oof / "data-check" / "drift_test_like.png"
+        return self._in_oof("data-check", "drift_importance.png"), self._in_oof("data-check", "drift_test_like.png")
 
     @property
     def tracking_db(self) -> Path:
@@ -243,16 +258,16 @@ class Workspace:
     @property
     def report_html(self) -> Path:
         """`fkaggle report`'s default page."""
-        return self.oof / "report.html"
+        return self._in_oof("report.html")
 
     @property
     def drift_json(self) -> Path:
         """`fkaggle data drift`'s result (AUC, verdict), read by the report."""
-        return self.oof / "data-check" / "drift.json"
+        return self._in_oof("data-check", "drift.json")
 
     @property
     def history_csv(self) -> Path:
-        return self.submissions / "history.csv"
+        return inside(self.submissions / "history.csv", self.submissions)
 
     def fold_assignment(self, data_fingerprint: str, k: int, seed: int) -> tuple[Path, Path]:
         """The saved fold assignment (.npy) and its record (.json) for (data, k, seed)."""
@@ -260,7 +275,7 @@ class Workspace:
         return stem.with_suffix(".npy"), stem.with_suffix(".json")
 
     def run(self, name: str) -> RunDir:
-        return RunDir(self.oof / check_name(name, "run"), name)
+        return RunDir(self._in_oof(check_name(name, "run")), name)
 
     def run_names(self) -> list[str]:
         if not self.oof.is_dir():
@@ -288,15 +303,15 @@ class Workspace:
 
     def reproduction(self, name: str) -> dict[str, Path]:
         """`fkaggle reproduce`'s comparison of a report's tables with ours."""
-        d, name = self.oof / "reproduce", check_name(name, "reproduction")
+        d, name = self._in_oof("reproduce"), check_name(name, "reproduction")
         return {"markdown": d / f"{name}.md", "csv": d / f"{name}.csv", "png": d / f"{name}.png"}
 
     @property
     def autopilot_root(self) -> Path:
-        return self.oof / "autopilot"
+        return self._in_oof("autopilot")
 
     def autopilot(self, name: str) -> AutoFiles:
-        d = self.autopilot_root / check_name(name, "autopilot")
+        d = self._in_oof("autopilot", check_name(name, "autopilot"))
         return AutoFiles(d / "state.json", d / "leaderboard.md", d / "leaderboard.csv", d / "leaderboard.png")
 
     def confusion_png(self, run: str) -> Path:
@@ -308,7 +323,7 @@ class Workspace:
     def submission(self, name: str) -> SubmissionFiles:
         check_name(name, "submission")
         d = self.submissions
-        return SubmissionFiles(d / f"{name}.csv", d / f"{name}.json", d / f"{name}.test_logprobs.npy")
+        return SubmissionFiles(*(inside(d / f"{name}{suffix}", d) for suffix in (".csv", ".json", ".test_logprobs.npy")))
 
     def submission_named(self, file: str | None) -> SubmissionFiles | None:
         """The workspace's files for a submission known by file name only (an upload record, Kaggle's

@@ -17,7 +17,7 @@ from fmnist_kaggle.data.competition import Competition
 from fmnist_kaggle.data.submission_file import check_file, read_record, sha256
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.storage import atomic, csvfile, files
-from fmnist_kaggle.storage.artifacts import utc_now
+from fmnist_kaggle.storage.artifacts import read_file, utc_now
 from fmnist_kaggle.storage.layout import Workspace
 from fmnist_kaggle.submit import kaggle_client
 
@@ -86,7 +86,7 @@ def file_state(ws: Workspace, file: str | None, digest: str) -> str:
         return "not in submissions/"  # uploaded from elsewhere
     if not own.csv.is_file():
         return "missing"
-    return "match" if hashlib.sha256(own.csv.read_bytes()).hexdigest() == digest else "changed since upload"
+    return "match" if hashlib.sha256(read_file(own.csv, "submission file")).hexdigest() == digest else "changed since upload"
 
 
 def _update_history(ws: Workspace, entry: dict[str, Any], remove: bool = False, **changes: Any) -> dict[str, Any]:

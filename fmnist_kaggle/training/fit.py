@@ -4,15 +4,18 @@ Images stay uint8 on the training device (a fold of Fashion-MNIST is ~40 MB) and
 augmented a batch at a time with tensor ops, so there are no DataLoader workers and
 no per-sample Python. The per-sample albumentations path remains for custom pipelines.
 Each epoch is checkpointed atomically (tensors and plain containers only, loaded with
-weights_only=True); an interrupted fold resumes from it with the same batch order and
-augmentation, because the RNG is re-seeded from (seed, fold, epoch).
+weights_only=True) with the tag of the unit it belongs to (run identity, fold, seed); an
+interrupted fold resumes from it exactly (batch order, augmentation, dropout), because every
+generator training draws from is re-seeded from (seed, fold, epoch) at the start of each epoch.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import io
 import math
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +30,7 @@ from tqdm.auto import tqdm
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.models import create_model
 from fmnist_kaggle.storage import atomic
+from fmnist_kaggle.storage.artifacts import read_file
 from fmnist_kaggle.training.augment import AlbumentationsDataset, BatchAugment, albumentations_pipeline
 from fmnist_kaggle.training.config import TrainConfig
 from fmnist_kaggle.training.device import _autocast, amp_dtype, resolve_device
@@ -115,6 +119,16 @@ def refresh_batchnorm(model: torch.nn.Module, images: np.ndarray, cfg: TrainConf
 
 def _seed_for(seed: int, fold: int, epoch: int) -> int:
     return (seed * 1_000_003 + fold * 10_007 + epoch) % (2**63)
+
+
+def seed_epoch(seed: int, fold: int, epoch: int) -> None:
+    """Re-seed every global generator an epoch may draw from (torch CPU and CUDA: dropout, drop
+    path; numpy: timm's Mixup; Python's random: albumentations), so an epoch resumed from its
+    checkpoint draws exactly what the uninterrupted epoch drew."""
+    s = _seed_for(seed, fold, epoch)
+    torch.manual_seed(s)
+    np.random.seed(s % 2**32)
+    random.seed(s)
 
 
 # ----------------------------------------------------------------------------- batches
@@ -225,30 +239,35 @@ def train_epoch(s: Stepper, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(path: Path, s: Stepper, state: dict[str, Any]) -> None:
-    ck = {"model": s.model.state_dict(), "opt": s.opt.state_dict(), "scaler": s.scaler.state_dict(), "state": state}
+def save_checkpoint(path: Path, s: Stepper, state: dict[str, Any], tag: dict[str, Any] | None = None) -> None:
+    ck = {"model": s.model.state_dict(), "opt": s.opt.state_dict(), "scaler": s.scaler.state_dict(), "state": state, "tag": tag}
     if s.ema is not None:
         ck["ema"] = s.ema.module.state_dict()
     with atomic.atomic_path(path) as tmp:
         torch.save(ck, tmp)
 
 
-def load_checkpoint(path: Path, s: Stepper) -> dict[str, Any] | None:
-    """The saved training state, or None when there is none or it is unusable (then it is removed).
+def load_checkpoint(path: Path, s: Stepper, tag: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The saved training state, or None when there is none, it belongs to another unit (its tag:
+    run identity, fold, seed) or it is unusable (then it is removed, with a warning).
 
     weights_only=True: a planted pickle in a copied fold folder cannot run code here.
     """
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
     try:
-        ck = torch.load(path, map_location=s.device, weights_only=True)
+        ck = torch.load(io.BytesIO(read_file(path, "checkpoint")), map_location=s.device, weights_only=True)
+        if ck.get("tag") != tag:
+            raise ValueError("it belongs to another run, fold or seed (its tag differs)")
+        state = ck["state"]
+        epoch = int(state["epoch"])
+        if not 0 < epoch <= s.cfg.epochs or len(state["history"]) != epoch:
+            raise ValueError(f"epoch {epoch} with {len(state['history'])} epochs of history, for a {s.cfg.epochs}-epoch training")
         s.model.load_state_dict(ck["model"])
         s.opt.load_state_dict(ck["opt"])
         s.scaler.load_state_dict(ck["scaler"])
         if s.ema is not None:
             s.ema.module.load_state_dict(ck["ema"])
-        state = ck["state"]
-        int(state["epoch"]), list(state["history"])  # the fields resuming relies on
         return state
     except Exception as exc:  # truncated, foreign, or not weights-only: restart this seed
         log.warning(f"{path}: unusable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); discarded, this seed restarts")
@@ -313,11 +332,13 @@ def fit(
     desc: str = "",
     train_w: np.ndarray | None = None,
     stop_at: float | None = None,
+    checkpoint_tag: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train on (train_x, train_y) (rows weighted by train_w), select the epoch with the lowest validation loss.
 
     `checkpoint` is written after every epoch; when present at start, training resumes.
     `stop_at` (a `time.monotonic()` value): no step starts after it (DeadlineReached).
+    `checkpoint_tag`: what the checkpoint belongs to; a checkpoint with another tag is discarded.
     """
     t_start = time.perf_counter()
     s, batches = make_stepper(cfg, num_classes, train_x, train_y, fold, seed, desc, train_w)
@@ -325,7 +346,7 @@ def fit(
     device = s.device
     vx, vy = torch.from_numpy(np.require(val_x, requirements=["C", "W"])), np.asarray(val_y, dtype=np.int64)
 
-    state = load_checkpoint(checkpoint, s) if checkpoint is not None else None
+    state = load_checkpoint(checkpoint, s, checkpoint_tag) if checkpoint is not None else None
     if state is not None:
         log.info(f"{desc} resuming after epoch {state['epoch']} from {checkpoint.name}")
     state = state or {"epoch": 0, "history": [], "best_loss": float("inf"), "best_epoch": 0, "best_state": None, "bad_epochs": 0}
@@ -334,8 +355,7 @@ def fit(
     for epoch in range(state["epoch"], cfg.epochs):
         if cfg.patience and state["bad_epochs"] >= cfg.patience:
             break
-        if s.mixer is not None:  # timm's Mixup draws from numpy's global RNG: seeded per epoch, so a resumed fold mixes the same
-            np.random.seed(_seed_for(seed, fold, epoch) % 2**32)
+        seed_epoch(seed, fold, epoch)
         with tqdm(total=batches.steps_per_epoch, desc=f"{desc} ep {epoch + 1}/{cfg.epochs}", leave=False, disable=None if progress else True, mininterval=1.0) as bar:
             tr = train_epoch(s, batches.epoch_batches(_seed_for(seed, fold, epoch)), f"{desc} epoch {epoch + 1}", bar)
         images_per_s = tr["images_per_s"]
@@ -356,7 +376,7 @@ def fit(
         state["history"].append(row)
         state["epoch"] = epoch + 1
         if checkpoint is not None:
-            save_checkpoint(checkpoint, s, state)
+            save_checkpoint(checkpoint, s, state, checkpoint_tag)
         val = f"{row['val_loss']:.4f}/{row['val_acc']:.4f}" if row["val_loss"] is not None else "-"
         log.info(f"{desc} epoch {epoch + 1}/{cfg.epochs}  train {row['train_loss']:.4f}/{row['train_acc']:.4f}  val {val}  {images_per_s:.0f} img/s")
     if state["best_state"] is not None:

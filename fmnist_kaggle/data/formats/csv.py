@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -17,10 +18,12 @@ import numpy as np
 from fmnist_kaggle.data.formats._common import ID_COLUMNS, LABEL_COLUMNS, NUM_PIXELS, Raw, _is_number, _to_uint8
 from fmnist_kaggle.errors import DataError
 from fmnist_kaggle.storage import atomic, files
+from fmnist_kaggle.storage.artifacts import read_file
 
 SUFFIXES = (".csv", ".csv.gz", ".tsv")
 DOWNLOAD_SUFFIXES = (".csv", ".csv.zip", ".csv.gz", ".tsv")
-CACHE_VERSION = 1
+log = logging.getLogger(__name__)
+CACHE_VERSION = 2  # 2: the arrays' SHA-256 recorded in the cache and checked on every read
 CSV_LIMIT = min(files.MAX_BYTES, 1 << 30)  # the 60,000-row Fashion-MNIST CSV is 133 MB
 
 
@@ -109,24 +112,41 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("FKAGGLE_CACHE") or Path.home() / ".cache" / "fmnist_kaggle")
 
 
+def _arrays_digest(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> str:
+    """SHA-256 over the cached arrays (name, dtype, shape, bytes) and their metadata."""
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _read_cache(cache: Path) -> tuple[Raw, str] | None:
+    """The cached parse, when the file is a regular file whose arrays match the hash it records
+    (an edited or torn cache is rebuilt, never trusted)."""
+    try:
+        with np.load(io.BytesIO(read_file(cache, "CSV cache")), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files if k != "meta"}
+            meta = json.loads(str(z["meta"]))
+        digest = meta.pop("sha256", None)
+        if digest != _arrays_digest(arrays, meta):
+            log.warning(f"{cache}: cache does not match its recorded hash (edited?); parsing the CSV again")
+            return None
+        raw = Raw(arrays["pixels"], arrays.get("targets"), arrays.get("ids"), meta["id_column"], tuple(meta["pixel_columns"]))
+        return raw, meta["scale"]
+    except Exception:  # unreadable cache: rebuilt
+        return None
+
+
 def _cached_csv(path: Path, use_cache: bool) -> tuple[Raw, str]:
-    """Parse a CSV once; later loads of the same bytes come from an .npz cache."""
+    """Parse a CSV once; later loads of the same bytes come from an .npz cache (verified)."""
     digest = hashlib.blake2b(files.read_bytes(path, "CSV file", CSV_LIMIT), digest_size=16).hexdigest()
     cache = _cache_dir() / f"csv-v{CACHE_VERSION}-{digest}.npz"
-    if use_cache and cache.exists():
-        try:
-            with np.load(cache, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                raw = Raw(
-                    z["pixels"],
-                    z["targets"] if "targets" in z.files else None,
-                    z["ids"] if "ids" in z.files else None,
-                    meta["id_column"],
-                    tuple(meta["pixel_columns"]),
-                )
-                return raw, meta["scale"]
-        except Exception:  # unreadable cache: fall through and rebuild it
-            pass
+    if use_cache and (cache.exists() or cache.is_symlink()):
+        cached = _read_cache(cache)
+        if cached is not None:
+            return cached
     raw = _read_csv(path)
     raw.pixels, scale = _to_uint8(raw.pixels, path)
     if use_cache:
@@ -136,6 +156,7 @@ def _cached_csv(path: Path, use_cache: bool) -> tuple[Raw, str]:
         if raw.ids is not None:  # npz refuses object arrays: string ids are stored as str
             arrays["ids"] = raw.ids.astype(str) if raw.ids.dtype.kind == "O" else raw.ids
         meta = {"id_column": raw.id_column, "pixel_columns": list(raw.pixel_columns or ()), "scale": scale}
+        meta["sha256"] = _arrays_digest(arrays, meta)
         try:
             atomic.save_npz(cache, meta=np.array(json.dumps(meta)), **arrays)
         except OSError:

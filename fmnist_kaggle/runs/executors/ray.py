@@ -8,6 +8,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
+import socket
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,9 @@ log = logging.getLogger(__name__)
 RETRIES = 2  # a crashed worker, a lost node or a transient error: tried this many more times
 LOOPBACK_NODE_IP = "127.0.0.2"  # Ray rewrites 127.0.0.1 to the machine's network address
 PACKAGE_DIR = Path(__file__).resolve().parents[2]  # fmnist_kaggle/, shipped to the workers
+REACH_TIMEOUT_S = 10.0  # Ray itself retries an unreachable cluster for minutes, deaf to SIGTERM
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # preface + empty SETTINGS frame
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
 
 
 def ray_task(cfg: TrainConfig, data: TrainingData, fold: int, seed: int, threads: int) -> UnitResult:
@@ -52,6 +57,10 @@ class RayExecutor:
         if cpus_per_task < 1:
             raise FkaggleError(f"--cpus-per-task must be at least 1, got {cpus_per_task}")
         self.address = address or os.environ.get("RAY_ADDRESS") or None
+        endpoint = check_address(self.address, "--address" if address else "RAY_ADDRESS")
+        if endpoint is not None:  # before any run folder is made: a refusal leaves nothing behind
+            _reachable(self.address, *endpoint)
+        self._endpoint = endpoint
         self.cpus_per_task = cpus_per_task
         self.retries = retries
         self._ray: Any = None
@@ -97,7 +106,7 @@ class RayExecutor:
             kw.update(address="local", _node_ip_address=LOOPBACK_NODE_IP)
         else:
             kw["address"] = self.address
-            host = self.address.rsplit(":", 1)[0]
+            host = self._endpoint[0] if self._endpoint else ""
             if _is_loopback(host):  # a cluster on this machine's loopback: the driver joins it there
                 kw["_node_ip_address"] = host
             # workers run this driver's fmnist_kaggle, whatever (if anything) is installed there
@@ -109,7 +118,8 @@ class RayExecutor:
         except Exception as exc:  # ray.exceptions.AuthenticationError and friends
             if "auth" in type(exc).__name__.lower() or "token" in str(exc).lower():
                 raise FkaggleError(f"the Ray cluster at {self.address} refused this driver's token: set RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)") from None
-            raise
+            where = f"the Ray cluster at {self.address}" if self.address else "the embedded Ray instance"
+            raise FkaggleError(f"{where} did not start or answer: {type(exc).__name__}: {_first_line(exc)}") from None
         self._ray, self._started_here = ray, True
 
     @property
@@ -179,6 +189,34 @@ class RayExecutor:
 
 def make(address: str | None, cpus_per_task: int, progress: bool) -> RayExecutor:
     return RayExecutor(address, cpus_per_task)
+
+
+def check_address(address: str | None, option: str = "--address") -> tuple[str, int] | None:
+    """(host, port) of a HOST:PORT or ray://HOST:PORT address (None for none, `auto`, `local`);
+    a malformed one is refused in one line naming where it came from."""
+    if address is None or address in ("auto", "local"):
+        return None
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not _HOST.fullmatch(host or "") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise FkaggleError(f"{option} {address!r} is not a Ray address: use HOST:PORT (the head's GCS port, 6379 by default), ray://HOST:PORT or auto")
+    return host.strip("[]"), int(port)
+
+
+def _reachable(address: str, host: str, port: int, timeout: float = REACH_TIMEOUT_S) -> None:
+    """Refuse in one line, within `timeout` seconds, an address where no Ray cluster answers:
+    nothing listening, or something that does not speak gRPC (Ray's GCS and client ports do),
+    which Ray would otherwise wait on for minutes."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(_HTTP2_HELLO)
+            frame = sock.recv(9)
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        raise FkaggleError(f"cannot reach the Ray cluster at {address} ({reason} within {timeout:.0f} s): is `ray start --head` running there, and the port open?") from None
+    if len(frame) < 4 or frame[3] != 0x04:  # an HTTP/2 server's first frame is SETTINGS
+        raise FkaggleError(f"something answers at {address}, but not a Ray cluster (no gRPC): give the head's GCS port (6379 unless `ray start --head --port` said otherwise)")
 
 
 def _is_loopback(host: str) -> bool:
