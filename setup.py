@@ -24,6 +24,7 @@ setup(
         "tomli-w",
         "kaggle",
         "six",  # kaggle 2.2.x imports six without declaring it
+        "jsonschema",  # the workspace's JSON records checked against their schemas (storage/schemas.py)
     ],
     extras_require={
         "dev": ["pytest", "pytest-timeout", "psutil", "optuna", "mlflow", "selenium", "html5lib"],  # the suite drives a real MLflow server and a real browser

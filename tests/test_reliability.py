@@ -1,8 +1,10 @@
-"""Nothing lost, nothing trusted unchecked (issue 26, the parts built so far): every check that
-can fail runs before anything is written or removed, a replacement is staged and swapped in only
-when checked, numbers and settings are checked before use, and zip extraction is bounded. Each
-case through the CLI: exit 2, one line naming the file or option, no traceback, and a sentinel
-file and a finished run in the workspace unchanged (by content hash)."""
+"""Nothing lost, nothing hung, nothing trusted unchecked (issue 26): every check that can fail
+runs before anything is written or removed, a replacement is staged and swapped in only when
+checked, a submission is created once and every wait is bounded, every workspace file is read
+through one guarded, schema-checked reader, checkpoints carry their unit's identity and resume
+exactly, numbers and settings are checked before use, and zip extraction is bounded. Each case
+through the CLI: exit 2, one line naming the file or option, no traceback, and a sentinel file
+and a finished run in the workspace unchanged (by content hash)."""
 
 from __future__ import annotations
 
@@ -231,3 +233,213 @@ def test_a_server_that_drips_bytes_ends_within_the_deadline(tmp_path, fake_kaggl
     res = run_cli("leaderboard", *args[:-2], env={**fake_kaggle.env, "FKAGGLE_KAGGLE_DEADLINE": "5"})
     assert time.monotonic() - t0 < 30
     _one_line(res, "no complete answer within 5s (FKAGGLE_KAGGLE_DEADLINE)")
+
+
+def test_a_ray_address_that_is_malformed_unreachable_or_not_ray_is_one_line_within_seconds(ws):
+    import http.server
+    import threading
+    import time
+
+    root, data = ws
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)  # answers, but is no Ray cluster
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    before = _tree(root / "oof")
+    cases = [
+        (["--address", "127.0.0.9:1"], {}, "cannot reach the Ray cluster at 127.0.0.9:1 (Connection refused"),
+        ([], {"RAY_ADDRESS": "garbage"}, "RAY_ADDRESS 'garbage' is not a Ray address"),
+        (["--address", "127.0.0.2:99999"], {}, "--address '127.0.0.2:99999' is not a Ray address"),
+        (["--address", f"127.0.0.1:{server.server_address[1]}"], {}, "but not a Ray cluster (no gRPC)"),
+    ]
+    try:
+        for args, env, fragment in cases:
+            t0 = time.monotonic()
+            res = run_cli("fold-train", *data, *TINY, "--executor", "ray", *args, "--run", "remote", cwd=root, env=env, timeout=120)
+            assert time.monotonic() - t0 < 60  # Ray alone retries for minutes
+            _one_line(res, fragment)
+    finally:
+        server.shutdown()
+    assert _tree(root / "oof") == before and not (root / "oof/remote").exists()
+
+
+# ----------------------------------------------------------------------------- one guarded, schema-checked reader
+
+
+@pytest.fixture
+def copy(ws, tmp_path):
+    """A private copy of the shared workspace (these tests plant things in it)."""
+    root, data = ws
+    shutil.copytree(root / "oof", tmp_path / "oof", symlinks=True)
+    return tmp_path, data
+
+
+def _plant_fifo(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+
+
+SLUG = ("--slug", "mine")
+
+
+def _blend(root: Path, data: list[str]) -> Path:
+    assert run_cli("blend", "good", "--name", "b", *data, "-q", cwd=root).returncode == 0
+    return root / "submissions"
+
+
+@pytest.mark.parametrize("planted", ["oof/good/manifest.json", "oof/good/fold_0/metrics.json", "submissions/history.csv", "submissions/b.json"])
+def test_a_fifo_planted_in_the_workspace_is_one_line_never_a_hang(copy, planted):
+    root, data = copy
+    subs = _blend(root, data)
+    (subs / "history.csv").write_text("time,file,sha256,status\n")
+    _plant_fifo(root / planted)
+    status = run_cli("status", "good", "--json", cwd=root, timeout=60)
+    local = run_cli("submissions", "--local", *data, *SLUG, cwd=root, timeout=60)
+    dry = run_cli("submit", str(subs / "b.csv"), "-m", "x", "--dry-run", *data, *SLUG, cwd=root, timeout=60)
+    runs = run_cli("runs", cwd=root, timeout=60)
+    assert runs.returncode == 0 and "good" in runs.stdout, runs.stderr  # listed, with its problem when broken
+    if planted == "oof/good/manifest.json":
+        _one_line(status, "manifest.json: run manifest is not a regular file")
+        assert "not a regular file" in runs.stdout
+    elif planted.endswith("metrics.json"):  # the fold is corrupt: status says so and carries on
+        import json
+
+        assert status.returncode == 1 and json.loads(status.stdout)["fold_status"]["0"] == "corrupt", status.stderr  # 1: incomplete
+    elif planted.endswith("history.csv"):
+        _one_line(local, "history.csv: CSV record is not a regular file")
+        _one_line(dry, "history.csv: CSV record is not a regular file")
+    else:
+        _one_line(dry, "b.json: submission record is not a regular file")
+
+
+def test_nothing_the_workspace_reads_or_writes_follows_a_link_out_of_it(copy, tmp_path_factory):
+    root, data = copy
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "history.csv").write_text("time,file,sha256,status\n2026-01-01,theirs.csv,abc,submitted\n")
+    before = _tree(outside)
+    assert run_cli("fold-train", *data, *TINY, "--run", "half", "--fold", "0", "-q", cwd=root).returncode == 0
+    (root / "oof/half/fold_1").symlink_to(outside, target_is_directory=True)
+    _one_line(run_cli("fold-train", *data, *TINY, "--run", "half", cwd=root), "fold_1: a symbolic link out of the workspace")
+    subs = _blend(root, data)
+    (subs / "history.csv").symlink_to(outside / "history.csv")
+    _one_line(run_cli("submissions", "--local", *data, *SLUG, cwd=root), "history.csv: a symbolic link out of the workspace")
+    _one_line(run_cli("submit", str(subs / "b.csv"), "-m", "x", "--dry-run", *data, *SLUG, cwd=root), "history.csv: a symbolic link out of the workspace")
+    (subs / "history.csv").unlink()
+    (root / "oof/good/fold_0/seed_0.json").rename(outside / "seed_0.json")
+    (root / "oof/good/fold_0/seed_0.json").symlink_to(outside / "seed_0.json")  # a link inside the run: never followed either
+    _one_line(run_cli("predict", "good", "--test", data[3], "--name", "p", cwd=root), "seed_0.json: seed summary is a symbolic link")
+    assert _tree(outside) == {**before, "seed_0.json": _tree(outside)["seed_0.json"]} and len(list(outside.iterdir())) == 2
+
+
+def _edit_manifest(path: Path, change) -> None:
+    import json
+
+    m = json.loads(path.read_text())
+    change(m)
+    path.write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize(
+    "change,fragment",
+    [
+        (lambda m: m.pop("identity"), "malformed run manifest: top level: 'identity' is a required property"),
+        (lambda m: m["data"].update(folds="2"), "malformed run manifest: data.folds: '2' is not of type 'integer'"),
+        (lambda m: m["data"].update(folds=10**12), "malformed run manifest: data.folds: 1000000000000 is greater than the maximum of 1000"),
+        (lambda m: m["files"]["folds.npy"].pop("bytes"), "malformed run manifest: files.folds.npy: 'bytes' is a required property"),
+        (lambda m: m["files"]["folds.npy"].update(bytes="x"), "malformed run manifest: files.folds.npy.bytes: 'x' is not of type 'integer'"),
+    ],
+)
+def test_a_malformed_manifest_is_one_line_and_listed_as_broken(copy, change, fragment):
+    root, data = copy
+    _edit_manifest(root / "oof/good/manifest.json", change)
+    _one_line(run_cli("status", "good", cwd=root, timeout=60), fragment)
+    _one_line(run_cli("blend", "good", "--name", "b", *data, cwd=root, timeout=60), fragment)
+    runs = run_cli("runs", cwd=root, timeout=60)
+    assert runs.returncode == 0 and fragment in runs.stdout, runs.stdout + runs.stderr
+
+
+def test_non_utf8_records_and_an_edited_csv_cache_are_caught(copy):
+    root, data = copy
+    subs = _blend(root, data)
+    (subs / "history.csv").write_bytes(b"time,file\n\xff\xfe,b.csv\n")
+    _one_line(run_cli("submissions", "--local", *data, *SLUG, cwd=root), "history.csv: CSV record is not UTF-8 text")
+    import json
+
+    import numpy as np
+
+    first = run_cli("data", "check", *data, "--json", cwd=root)
+    [cache] = Path(os.environ["FKAGGLE_CACHE"]).glob(f"csv-v2-{hashlib.blake2b(Path(data[1]).read_bytes(), digest_size=16).hexdigest()}.npz")
+    with np.load(cache) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["targets"] = np.zeros_like(arrays["targets"])  # every row now class 0, its recorded hash kept
+    with cache.open("wb") as fh:
+        np.savez(fh, **arrays)
+    second = run_cli("data", "check", *data, "--json", cwd=root)
+    assert second.returncode == 0 and "does not match its recorded hash" in second.stderr, second.stderr
+    assert json.loads(second.stdout) == json.loads(first.stdout)  # the CSV parsed again, not the edited cache
+
+
+# ----------------------------------------------------------------------------- checkpoints and model files
+
+
+def test_a_checkpoint_of_another_unit_is_discarded_and_the_fold_trains(copy):
+    import numpy as np
+
+    root, data = copy
+    args = [*data, "--model", "lenet5", "--folds", "2", "--epochs", "2", "--batch-size", "32", "--no-progress"]
+    assert run_cli("fold-train", *args, "--run", "clean", "-q", cwd=root).returncode == 0
+    assert run_cli("fold-train", *args, "--run", "forged", "--fold", "1", "-q", cwd=root).returncode == 0
+    fold = root / "oof/forged/fold_0"
+    fold.mkdir()
+    history = [{"epoch": e} for e in (1, 2)]
+    torch.save({"model": {}, "opt": {}, "scaler": {}, "state": {"epoch": 2, "history": history, "best_loss": 0.0, "best_epoch": 2, "best_state": None, "bad_epochs": 0}}, fold / "checkpoint_seed_0.pt")
+    res = run_cli("fold-train", *args, "--run", "forged", cwd=root)
+    assert res.returncode == 0 and "unusable checkpoint" in res.stderr and "belongs to another run, fold or seed" in res.stderr, res.stderr
+    assert "resuming after epoch" not in res.stderr
+    assert np.array_equal(np.load(root / "oof/forged/oof_logits.npy"), np.load(root / "oof/clean/oof_logits.npy"))  # trained, as an untouched run
+
+
+def test_a_run_killed_mid_fold_resumes_exactly_with_dropout(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+
+    x, y = synthetic_images(60)
+    args = ["fold-train", "--train", str(write_csv(tmp_path / "train.csv", x, y)), "--model", "seed000_bncnn", "--folds", "2", "--epochs", "4", "--batch-size", "32", "--no-progress"]
+    assert run_cli(*args, "--run", "whole", "-q", cwd=tmp_path).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "fmnist_kaggle.cli", *args, "--run", "killed"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "oof/killed/fold_0/checkpoint_seed_0.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # inside fold 0's second epoch
+    proc.wait()
+    assert checkpoint.exists(), "the run finished before a checkpoint was seen"
+    res = run_cli(*args, "--run", "killed", cwd=tmp_path)
+    assert res.returncode == 0 and "resuming after epoch" in res.stderr, res.stderr
+    for name in ("oof_logits.npy", "test_logits.npy"):
+        if (tmp_path / "oof/whole" / name).exists():
+            assert (tmp_path / "oof/killed" / name).read_bytes() == (tmp_path / "oof/whole" / name).read_bytes()
+    assert np.load(tmp_path / "oof/killed/oof_logits.npy").shape == (600, 10)
+
+
+def test_a_pickle_payload_as_a_model_file_is_one_line_and_never_runs(copy):
+    import json
+    import pickle
+
+    root, data = copy
+    marker = root / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    model = root / "oof/good/fold_0/model_seed_0.pt"
+    model.write_bytes(pickle.dumps(Payload()))
+    summary = root / "oof/good/fold_0/seed_0.json"
+    s = json.loads(summary.read_text())
+    s["artifacts"][model.name].update(bytes=model.stat().st_size, sha256=hashlib.sha256(model.read_bytes()).hexdigest())  # its record rewritten to match
+    summary.write_text(json.dumps(s))
+    _one_line(run_cli("predict", "good", "--test", data[3], "--name", "p", cwd=root), "model_seed_0.pt: not a weights-only PyTorch model file (UnpicklingError); never executed")
+    assert not marker.exists() and not (root / "oof/p").exists()

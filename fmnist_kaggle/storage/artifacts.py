@@ -21,6 +21,7 @@ import numpy as np
 
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.storage import atomic
+from fmnist_kaggle.storage.schemas import schema_problem
 
 
 class CorruptArtifact(FkaggleError):
@@ -122,8 +123,6 @@ def read_json(path: Path, what: str = "metadata", schema: dict[str, Any] | None 
     if not isinstance(obj, dict):
         raise CorruptArtifact(f"{what} is not a JSON object", path)
     if schema is not None:
-        from fmnist_kaggle.storage.schemas import schema_problem
-
         problem = schema_problem(obj, schema)
         if problem:
             raise CorruptArtifact(f"malformed {what}: {problem}", path)
@@ -133,12 +132,16 @@ def read_json(path: Path, what: str = "metadata", schema: dict[str, Any] | None 
 def torch_load(data: bytes, path: Path, what: str = "model file", map_location: Any = "cpu") -> Any:
     """Tensors and plain containers from verified bytes (weights_only: a pickle payload is never
     executed, and refused in one line)."""
+    import warnings
+
     import torch
 
     try:
-        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    except Exception as exc:  # UnpicklingError for a payload, RuntimeError for a torn zip
-        raise CorruptArtifact(f"not a weights-only PyTorch {what} ({type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''})", path) from None
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of what it then refuses
+            warnings.simplefilter("ignore")
+            return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001  (UnpicklingError for a payload, RuntimeError for a torn zip, ...)
+        raise CorruptArtifact(f"not a weights-only PyTorch {what} ({type(exc).__name__}); never executed, refused", path) from None
 
 
 def utc_now() -> str:

@@ -12,8 +12,8 @@ generator training draws from is re-seeded from (seed, fold, epoch) at the start
 from __future__ import annotations
 
 import copy
-import logging
 import io
+import logging
 import math
 import random
 import time

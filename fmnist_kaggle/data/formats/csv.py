@@ -135,7 +135,7 @@ def _read_cache(cache: Path) -> tuple[Raw, str] | None:
             return None
         raw = Raw(arrays["pixels"], arrays.get("targets"), arrays.get("ids"), meta["id_column"], tuple(meta["pixel_columns"]))
         return raw, meta["scale"]
-    except Exception:  # unreadable cache: rebuilt
+    except Exception:  # noqa: BLE001  (an unreadable cache, whatever the error, is rebuilt)
         return None
 
 
