@@ -389,8 +389,12 @@ def test_a_checkpoint_of_another_unit_is_discarded_and_the_fold_trains(copy):
     assert run_cli("fold-train", *args, "--run", "forged", "--fold", "1", "-q", cwd=root).returncode == 0
     fold = root / "oof/forged/fold_0"
     fold.mkdir()
-    history = [{"epoch": e} for e in (1, 2)]
-    torch.save({"model": {}, "opt": {}, "scaler": {}, "state": {"epoch": 2, "history": history, "best_loss": 0.0, "best_epoch": 2, "best_state": None, "bad_epochs": 0}}, fold / "checkpoint_seed_0.pt")
+    from fmnist_kaggle.models import create_model
+
+    model = create_model("lenet5", num_classes=10, in_chans=1)  # arbitrary weights, loadable: only the tag tells
+    history = [{"fold": 0, "seed": 0, "epoch": e, "train_loss": 0.1, "train_acc": 0.99, "val_loss": 0.1, "val_acc": 0.99} for e in (1, 2)]
+    state = {"epoch": 2, "history": history, "best_loss": 0.0, "best_epoch": 2, "best_state": None, "bad_epochs": 0}
+    torch.save({"model": model.state_dict(), "opt": torch.optim.Adam(model.parameters()).state_dict(), "scaler": {}, "state": state}, fold / "checkpoint_seed_0.pt")
     res = run_cli("fold-train", *args, "--run", "forged", cwd=root)
     assert res.returncode == 0 and "unusable checkpoint" in res.stderr and "belongs to another run, fold or seed" in res.stderr, res.stderr
     assert "resuming after epoch" not in res.stderr
