@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 DEMO_LIMIT ?= 20m
 
-.PHONY: demo test install data browser bench bench-auto clean-demo
+.PHONY: demo test install data browser bench bench-auto bench-gpu gpu-carry clean-demo
 
 install: $(VENV)/.installed
 
@@ -56,6 +56,14 @@ bench: install data
 # The autopilot under 5, 20 and 60 minute limits (85 minutes on one machine).
 bench-auto: install data
 	$(BIN)/python bench/auto.py --limits 5m,20m,60m
+
+# The GPU check (bench/gpu.sh, about 8 minutes on one GPU): exits 2 in one line without CUDA.
+bench-gpu:
+	bash bench/gpu.sh
+
+# Wheels and real data in .gpu/ for a GPU machine without network (the device tool carries it).
+gpu-carry:
+	bash bench/gpu_carry.sh
 
 clean-demo:
 	rm -rf oof/demo-* oof/autopilot/demo oof/data-check submissions/demo.*
