@@ -502,3 +502,33 @@ def test_validating_only_after_the_last_epoch_agrees_with_the_fold_line_and_save
     m = json.loads((tmp_path / "oof/every/fold_0/metrics.json").read_text())
     if m["best_epochs"] == [3]:  # the same weights chosen: the same OOF predictions, one validation pass fewer per epoch
         assert np.array_equal(a.oof_logits[a.fold_of == 0], b.oof_logits[b.fold_of == 0])
+
+
+def test_fold_train_estimates_its_time_before_training_and_warns_of_a_gpu_recipe_on_a_cpu(tmp_path):
+    """The estimate is measured here (a few real steps) and printed before the first unit; a GPU
+    recipe that would take hours on this CPU is named with what to use instead. The run is
+    stopped once it has said so (it would train for hours)."""
+    import subprocess
+    import sys
+
+    from conftest import synthetic_images
+
+    x, y = synthetic_images(100)
+    args = ["fold-train", "--train", str(write_csv(tmp_path / "train.csv", x, y)), "--recipe", "strong", "--batch-size", "64", "--epochs", "2000", "--no-progress", "--run", "long"]
+    proc = subprocess.Popen([sys.executable, "-m", "fmnist_kaggle.cli", *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not any(line.startswith("warning: run long would train") for line in lines):
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+    finally:
+        proc.kill()
+        proc.wait()
+    text = "".join(lines)
+    estimate = next((ln for ln in lines if "estimated" in ln), "")
+    assert "run long: estimated" in estimate and "unit(s) here" in estimate and "img/s training" in estimate, text
+    assert "recipe strong is tuned for a GPU; use --recipe cpu (made for CPUs)" in text, text
+    assert not (tmp_path / "oof/long/fold_0/metrics.json").exists()  # said before any fold finished

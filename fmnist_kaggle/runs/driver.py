@@ -251,6 +251,33 @@ class RunJob:
     cancelled: int = 0  # units a deadline stopped
 
 
+GPU_RECIPES = {"strong"}  # tuned for one GPU (README): hours on a CPU
+LONG_ON_CPU_S = 3600.0
+
+
+def announce_estimate(name: str, cfg: TrainConfig, data: TrainingData, units: int) -> float | None:
+    """Time a few real steps here and say how long the run will take (stderr); warn when a run
+    would take hours on a CPU, naming the recipe made for one. Returns the estimate (seconds)."""
+    from fmnist_kaggle.training.estimate import run_seconds
+
+    estimate = run_seconds(cfg, data.train.images, data.train.labels, data.train.num_classes, units, len(data.test) if data.test is not None else 0)
+    if estimate is None:
+        return None
+    seconds, speed = estimate
+    log.info(f"run {name}: estimated {_duration(seconds)} for {units} unit(s) here ({speed.train_ips:,.0f} img/s training, {speed.predict_ips:,.0f} img/s predicting; {speed.device}, {speed.precision})")
+    if speed.device == "cpu" and seconds > LONG_ON_CPU_S:
+        instead = "--recipe cpu (made for CPUs)" if cfg.recipe != "cpu" else "fewer --epochs or --folds, a --subset to try things"
+        why = f"recipe {cfg.recipe} is tuned for a GPU" if cfg.recipe in GPU_RECIPES else "long for a CPU"
+        log.warning(f"warning: run {name} would train for about {_duration(seconds)} on this CPU ({speed.train_ips:,.0f} img/s): {why}; "
+                    f"use {instead}, or a GPU (here with CUDA, or --executor ray --address HEAD:PORT); Ctrl-C keeps finished folds")
+    return seconds
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{seconds:.0f} s" if seconds < 90 else f"{minutes} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
 def prepare_run(comp: Competition, cfg: TrainConfig, run: str | None = None, workdir: str | Path = ".", only_folds: list[int] | None = None, overwrite: bool = False, tag: Any = None, trains_here: bool = True) -> RunJob:
     """Check everything, open (or create) the run folder and plan its unfinished units
     (`trains_here`: the units train in this process, so its device is checked too)."""
@@ -273,6 +300,8 @@ def prepare_run(comp: Competition, cfg: TrainConfig, run: str | None = None, wor
     if manifest["config"] != cfg.to_dict():  # speed settings (device, amp...) may differ between resumes
         rd.write_manifest({**manifest, "config": cfg.to_dict()})
     log.info(f"run {name}: {cfg.model}, {cfg.folds} folds ({', '.join(map(str, selected))} here), {len(data.train)} train rows, {len(units)} (fold, seed) unit(s) to train")
+    if trains_here and units and tag is None:  # the autopilot and sweeps make their own estimates
+        announce_estimate(name, cfg, data, len(units))
     return RunJob(rd, cfg, data, selected, units, tag)
 
 

@@ -81,6 +81,20 @@ def unit_seconds(cfg: TrainConfig, speed: Throughput, train_rows: int, val_rows:
     return epochs * steps * batch / speed.train_ips + validations * per_validation + test_rows / speed.predict_ips + UNIT_OVERHEAD_S
 
 
+RUN_ESTIMATE_MIN_IMAGES = 50_000  # below this many training images a run takes minutes at worst: not timed
+
+
+def run_seconds(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, num_classes: int, units: int, test_rows: int) -> tuple[float, Throughput] | None:
+    """Estimated seconds of `units` (fold, seed) units of a run on these training rows, timed
+    on this machine (a second or two of real steps); None for a run too small to be worth it."""
+    train_rows = len(images) * (cfg.folds - 1) // cfg.folds
+    if units * cfg.epochs * train_rows < RUN_ESTIMATE_MIN_IMAGES:
+        return None
+    sample = slice(0, min(len(images), 4 * max(cfg.batch_size, cfg.eval_batch_size)))
+    speed = measure_throughput(cfg, images[sample], labels[sample], num_classes, seconds=1.5, max_steps=8)
+    return units * unit_seconds(cfg, speed, train_rows, len(images) - train_rows, test_rows), speed
+
+
 def epoch_seconds(cfg: TrainConfig, speed: Throughput, train_rows: int, val_rows: int) -> float:
     """The marginal cost of one more epoch of one unit (with its validation, if it has one)."""
     batch = min(cfg.batch_size, train_rows)
