@@ -12,7 +12,6 @@ generator training draws from is re-seeded from (seed, fold, epoch) at the start
 from __future__ import annotations
 
 import copy
-import io
 import logging
 import math
 import random
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.models import create_model
 from fmnist_kaggle.storage import atomic
-from fmnist_kaggle.storage.artifacts import read_file
+from fmnist_kaggle.storage.artifacts import read_file, torch_load
 from fmnist_kaggle.training.augment import AlbumentationsDataset, BatchAugment, albumentations_pipeline
 from fmnist_kaggle.training.config import TrainConfig
 from fmnist_kaggle.training.device import _autocast, amp_dtype, resolve_device
@@ -256,7 +255,7 @@ def load_checkpoint(path: Path, s: Stepper, tag: dict[str, Any] | None = None) -
     if not path.exists() and not path.is_symlink():
         return None
     try:
-        ck = torch.load(io.BytesIO(read_file(path, "checkpoint")), map_location=s.device, weights_only=True)
+        ck = torch_load(read_file(path, "checkpoint"), path, "checkpoint", map_location=s.device)
         if ck.get("tag") != tag:
             raise ValueError("it belongs to another run, fold or seed (its tag differs)")
         state = ck["state"]
