@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from fmnist_kaggle.storage import atomic, csvfile
 from fmnist_kaggle.storage.artifacts import CorruptArtifact, read_json, utc_now
 from fmnist_kaggle.storage.layout import Workspace, check_name
 from fmnist_kaggle.storage.schemas import AUTOPILOT_STATE
+
+if TYPE_CHECKING:
+    from fmnist_kaggle.training.estimate import Shape
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +78,6 @@ class Clock:
 
     def __str__(self) -> str:
         return f"[{_mmss(self.elapsed())} elapsed, {_mmss(self.left())} left]"
-
-
-@dataclass(frozen=True)
-class Shape:
-    """The rows one (fold, seed) unit trains, validates and predicts."""
-
-    train_rows: int
-    val_rows: int
-    test_rows: int
 
 
 class Autopilot:
@@ -143,8 +137,9 @@ class Autopilot:
     # -- estimates
 
     def shape(self, folds: int) -> Shape:
-        val = len(self.train) // folds
-        return Shape(len(self.train) - val, val, len(self.test))
+        from fmnist_kaggle.training.estimate import unit_shape
+
+        return unit_shape(len(self.train), folds, len(self.test))
 
     def measure(self, entry: Entry) -> Any:
         from fmnist_kaggle.training.estimate import measure_throughput

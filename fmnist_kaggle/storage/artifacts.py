@@ -74,6 +74,11 @@ def read_file(path: Path, what: str = "file", limit: int = ARTIFACT_LIMIT) -> by
     return data
 
 
+def present(path: Path) -> bool:
+    """Whether anything is at `path`, a dangling link included (which `read_file` then refuses by name)."""
+    return path.exists() or path.is_symlink()
+
+
 def _check_record(rec: Any, path: Path) -> dict[str, Any]:
     if not rec:
         raise CorruptArtifact("no record of this artifact in its manifest (written by another version?)", path)

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from fmnist_kaggle.storage.artifacts import read_text
+from fmnist_kaggle.storage.artifacts import present, read_text
 from fmnist_kaggle.storage.atomic import write_text
 
 
@@ -25,7 +25,7 @@ def read_csv_rows(path: str | Path) -> list[dict[str, str]]:
     """Rows of a CSV the workspace wrote, with a header ([] when the file does not exist; read
     through the guarded reader: a FIFO, a link or non-UTF-8 bytes are one error naming the file)."""
     path = Path(path)
-    if not path.exists() and not path.is_symlink():
+    if not present(path):
         return []
     return list(csv.DictReader(io.StringIO(read_text(path, "CSV record"), newline="")))
 

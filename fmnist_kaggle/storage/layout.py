@@ -19,7 +19,7 @@ import numpy as np
 
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.storage import atomic
-from fmnist_kaggle.storage.artifacts import CorruptArtifact, read_array, read_json
+from fmnist_kaggle.storage.artifacts import CorruptArtifact, present, read_array, read_json
 from fmnist_kaggle.storage.schemas import MANIFEST, schema_problem
 
 SCHEMA = 2
@@ -280,7 +280,7 @@ class Workspace:
     def run_names(self) -> list[str]:
         if not self.oof.is_dir():
             return []
-        return sorted(p.name for p in self.oof.iterdir() if ((p / "manifest.json").exists() or (p / "manifest.json").is_symlink()) and NAME.fullmatch(p.name))
+        return sorted(p.name for p in self.oof.iterdir() if present(p / "manifest.json") and NAME.fullmatch(p.name))
 
     def find_run(self, ref: str) -> RunDir:
         """An existing run by name (`oof/NAME` and a trailing slash are accepted too)."""

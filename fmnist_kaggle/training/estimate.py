@@ -64,6 +64,20 @@ def measure_throughput(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray,
     return Throughput(round(train_ips, 1), round(predict_ips, 1), str(s.device), str(s.dtype).replace("torch.", "") if s.dtype else "float32")
 
 
+@dataclass(frozen=True)
+class Shape:
+    """The rows one (fold, seed) unit trains, validates and predicts."""
+
+    train_rows: int
+    val_rows: int
+    test_rows: int
+
+
+def unit_shape(rows: int, folds: int, test_rows: int) -> Shape:
+    val = rows // folds
+    return Shape(rows - val, val, test_rows)
+
+
 def views(cfg: TrainConfig) -> int:
     return len(tta_views(torch.zeros(1, 1, 2, 2), cfg))
 
@@ -87,12 +101,12 @@ RUN_ESTIMATE_MIN_IMAGES = 50_000  # below this many training images a run takes 
 def run_seconds(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, num_classes: int, units: int, test_rows: int) -> tuple[float, Throughput] | None:
     """Estimated seconds of `units` (fold, seed) units of a run on these training rows, timed
     on this machine (a second or two of real steps); None for a run too small to be worth it."""
-    train_rows = len(images) * (cfg.folds - 1) // cfg.folds
-    if units * cfg.epochs * train_rows < RUN_ESTIMATE_MIN_IMAGES:
+    shape = unit_shape(len(images), cfg.folds, test_rows)
+    if units * cfg.epochs * shape.train_rows < RUN_ESTIMATE_MIN_IMAGES:
         return None
     sample = slice(0, min(len(images), 4 * max(cfg.batch_size, cfg.eval_batch_size)))
     speed = measure_throughput(cfg, images[sample], labels[sample], num_classes, seconds=1.5, max_steps=8)
-    return units * unit_seconds(cfg, speed, train_rows, len(images) - train_rows, test_rows), speed
+    return units * unit_seconds(cfg, speed, shape.train_rows, shape.val_rows, shape.test_rows), speed
 
 
 def epoch_seconds(cfg: TrainConfig, speed: Throughput, train_rows: int, val_rows: int) -> float:

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.models import create_model
 from fmnist_kaggle.storage import atomic
-from fmnist_kaggle.storage.artifacts import read_file, torch_load
+from fmnist_kaggle.storage.artifacts import present, read_file, torch_load
 from fmnist_kaggle.training.augment import AlbumentationsDataset, BatchAugment, albumentations_pipeline
 from fmnist_kaggle.training.config import TrainConfig
 from fmnist_kaggle.training.device import _autocast, amp_dtype, resolve_device
@@ -252,7 +252,7 @@ def load_checkpoint(path: Path, s: Stepper, tag: dict[str, Any] | None = None) -
 
     weights_only=True: a planted pickle in a copied fold folder cannot run code here.
     """
-    if not path.exists() and not path.is_symlink():
+    if not present(path):
         return None
     try:
         ck = torch_load(read_file(path, "checkpoint"), path, "checkpoint", map_location=s.device)

@@ -18,7 +18,7 @@ import numpy as np
 from fmnist_kaggle.data.formats._common import ID_COLUMNS, LABEL_COLUMNS, NUM_PIXELS, Raw, _is_number, _to_uint8
 from fmnist_kaggle.errors import DataError
 from fmnist_kaggle.storage import atomic, files
-from fmnist_kaggle.storage.artifacts import read_file
+from fmnist_kaggle.storage.artifacts import present, read_file
 
 SUFFIXES = (".csv", ".csv.gz", ".tsv")
 DOWNLOAD_SUFFIXES = (".csv", ".csv.zip", ".csv.gz", ".tsv")
@@ -143,7 +143,7 @@ def _cached_csv(path: Path, use_cache: bool) -> tuple[Raw, str]:
     """Parse a CSV once; later loads of the same bytes come from an .npz cache (verified)."""
     digest = hashlib.blake2b(files.read_bytes(path, "CSV file", CSV_LIMIT), digest_size=16).hexdigest()
     cache = _cache_dir() / f"csv-v{CACHE_VERSION}-{digest}.npz"
-    if use_cache and (cache.exists() or cache.is_symlink()):
+    if use_cache and present(cache):
         cached = _read_cache(cache)
         if cached is not None:
             return cached
