@@ -401,7 +401,8 @@ def test_a_checkpoint_of_another_unit_is_discarded_and_the_fold_trains(copy):
     assert np.array_equal(np.load(root / "oof/forged/oof_logits.npy"), np.load(root / "oof/clean/oof_logits.npy"))  # trained, as an untouched run
 
 
-def test_a_run_killed_mid_fold_resumes_exactly_with_dropout(tmp_path):
+@pytest.mark.parametrize("model", [["--model", "seed000_bncnn"], ["--recipe", "fast", "--lookahead", "0.9", "--model-arg", "width=4"]], ids=["dropout", "fast-lookahead-whitening"])
+def test_a_run_killed_mid_fold_resumes_exactly_with_dropout(tmp_path, model):
     import signal
     import subprocess
     import sys
@@ -410,7 +411,7 @@ def test_a_run_killed_mid_fold_resumes_exactly_with_dropout(tmp_path):
     import numpy as np
 
     x, y = synthetic_images(60)
-    args = ["fold-train", "--train", str(write_csv(tmp_path / "train.csv", x, y)), "--model", "seed000_bncnn", "--folds", "2", "--epochs", "4", "--batch-size", "32", "--no-progress"]
+    args = ["fold-train", "--train", str(write_csv(tmp_path / "train.csv", x, y)), *model, "--folds", "2", "--epochs", "4", "--batch-size", "32", "--no-progress"]
     assert run_cli(*args, "--run", "whole", "-q", cwd=tmp_path).returncode == 0
     proc = subprocess.Popen([sys.executable, "-m", "fmnist_kaggle.cli", *args, "--run", "killed"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = tmp_path / "oof/killed/fold_0/checkpoint_seed_0.pt"

@@ -5,8 +5,9 @@
 - `albumentations_pipeline`: the same presets (and any custom pipeline from config) as
   per-sample albumentations transforms, for a DataLoader.
 
-Presets: none; jitter (brightness/contrast +-0.2, report 000); cropflip (pad 2 + random
-28x28 crop + horizontal flip, report 003); strong (cropflip + random erasing).
+Presets: none; jitter (brightness/contrast +-0.2, report 000); translate (pad 2 + random 28x28
+crop: shifts of up to 2 px, background-filled, no flip); cropflip (translate + horizontal flip,
+report 003); strong (cropflip + random erasing).
 """
 
 from __future__ import annotations
@@ -46,16 +47,17 @@ def jitter(x: torch.Tensor, gen: torch.Generator, strength: float = JITTER) -> t
     return torch.where(contrast_first, c_then_b, b_then_c)
 
 
-def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = PAD) -> torch.Tensor:
-    """Zero-pad by `pad`, take a random crop of the original size, flip half horizontally."""
+def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = PAD, flips: bool = True) -> torch.Tensor:
+    """Zero-pad by `pad`, take a random crop of the original size, flip half horizontally (`flips`)."""
     n, c, h, w = x.shape
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=x.device)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=x.device)
     rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # (n, h)
     cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])  # (n, w)
-    flip = torch.rand(n, generator=gen, device=x.device) < 0.5
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    if flips:
+        flip = torch.rand(n, generator=gen, device=x.device) < 0.5
+        cols = torch.where(flip[:, None], cols.flip(1), cols)
     idx_n = torch.arange(n, device=x.device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]  # (n, h, w, c)
     return out.permute(0, 3, 1, 2).contiguous()
@@ -84,13 +86,15 @@ class BatchAugment:
     """Batch-level preset on float images in [0, 1], shape (N, 1, 28, 28)."""
 
     def __init__(self, preset: str) -> None:
-        if preset not in ("none", "jitter", "cropflip", "strong"):
+        if preset not in ("none", "jitter", "translate", "cropflip", "strong"):
             raise FkaggleError(f"no tensor implementation of augment preset {preset!r}")
         self.preset = preset
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         if self.preset == "jitter":
             return jitter(x, gen)
+        if self.preset == "translate":
+            return crop_flip(x, gen, flips=False)
         if self.preset in ("cropflip", "strong"):
             x = crop_flip(x, gen)
         if self.preset == "strong":
@@ -118,12 +122,10 @@ def albumentations_pipeline(preset: str, custom: list[dict[str, Any]] | None = N
     if preset == "jitter":
         # albumentations' ColorJitter is a port of torchvision's (report 000 used torchvision)
         steps.append(A.ColorJitter(brightness=JITTER, contrast=JITTER, saturation=0.0, hue=0.0, p=1.0))
+    if preset in ("translate", "cropflip", "strong"):
+        steps += [A.PadIfNeeded(28 + 2 * PAD, 28 + 2 * PAD, border_mode=0, fill=0), A.RandomCrop(28, 28)]
     if preset in ("cropflip", "strong"):
-        steps += [
-            A.PadIfNeeded(28 + 2 * PAD, 28 + 2 * PAD, border_mode=0, fill=0),
-            A.RandomCrop(28, 28),
-            A.HorizontalFlip(p=0.5),
-        ]
+        steps.append(A.HorizontalFlip(p=0.5))
     if preset == "strong":
         steps.append(A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.14, 0.5), hole_width_range=(0.14, 0.5), fill=0, p=ERASE_P))
     return A.Compose(steps)

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.models import create_model
+from fmnist_kaggle.models.layers import PatchWhitening
 from fmnist_kaggle.storage import atomic
 from fmnist_kaggle.storage.artifacts import present, read_file, torch_load
 from fmnist_kaggle.training.augment import AlbumentationsDataset, BatchAugment, albumentations_pipeline
@@ -47,15 +48,68 @@ class DeadlineReached(FkaggleError):
     """A deadline came before training finished; the last epoch's checkpoint is kept."""
 
 
-def build_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
+def param_groups(cfg: TrainConfig, model: torch.nn.Module, total_steps: int) -> list[dict[str, Any]]:
+    """The trainable parameters in optimizer groups (airbench): batch-norm scales frozen
+    (`bn_freeze_scale`: learning rate 0), batch-norm biases and the whitening stem's bias at
+    `bn_bias_lr` x the learning rate with the weight decay divided by it (the same decay per
+    step); the whitening bias only for its first steps. `lr_scale` and `until_step` are read
+    each step by `train_epoch`. With the defaults, one group as before."""
+    special: dict[int, dict[str, Any]] = {}
+    bias_group = {"lr_scale": cfg.bn_bias_lr, "weight_decay": cfg.weight_decay / cfg.bn_bias_lr}
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.affine:
+            if cfg.bn_freeze_scale:
+                special[id(m.weight)] = {"name": "bn_scale", "lr_scale": 0.0, "weight_decay": 0.0}
+            if cfg.bn_bias_lr != 1.0:
+                special[id(m.bias)] = {"name": "bn_bias", **bias_group}
+        if isinstance(m, PatchWhitening):
+            special[id(m.bias)] = {"name": "whiten_bias", **bias_group, "until_step": int(m.bias_train_fraction * total_steps)}
+    groups: dict[str, dict[str, Any]] = {}
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        spec = special.get(id(p), {"name": "default", "lr_scale": 1.0, "weight_decay": cfg.weight_decay})
+        groups.setdefault(spec["name"], {**spec, "params": []})["params"].append(p)
+    return list(groups.values())
+
+
+def build_optimizer(cfg: TrainConfig, groups: list[dict[str, Any]], device: torch.device) -> torch.optim.Optimizer:
     fused = {"fused": True} if device.type == "cuda" else {}
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay, **fused)
-    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=0.0, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay, **fused)
+    return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=0.0, weight_decay=cfg.weight_decay)
+
+
+class Lookahead:
+    """airbench's lookahead: a slow copy of the weights (and batch-norm statistics) that every
+    `every` steps moves towards the live net, which then takes the slow copy's values. The
+    decay falls with the learning rate, so the end of training is the net's own; the last step
+    copies the slow weights in. Its state is saved with the checkpoint (exact resume)."""
+
+    every = 5
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.slow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.dtype.is_floating_point}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, lr_factor: float, last: bool = False) -> None:
+        decay = 1.0 if last else self.decay**self.every * lr_factor**3
+        for k, v in model.state_dict().items():
+            if k in self.slow:
+                self.slow[k].lerp_(v, 1 - decay)
+                v.copy_(self.slow[k])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.slow
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for k, v in state.items():
+            self.slow[k].copy_(v)
 
 
 def lr_factor(cfg: TrainConfig, step: int, total: int, steps_per_epoch: int) -> float:
@@ -114,6 +168,19 @@ def refresh_batchnorm(model: torch.nn.Module, images: np.ndarray, cfg: TrainConf
         return
     x = torch.from_numpy(np.require(images, requirements=["C", "W"]))
     torch.optim.swa_utils.update_bn((_to_model(b, cfg) for b in eval_batches(x, cfg, device)), model)
+
+
+INIT_ROWS = 10_000  # enough patches for a 9-dimensional covariance; bounded cost on big folds
+
+
+def init_from_data(model: torch.nn.Module, images: np.ndarray, cfg: TrainConfig, device: torch.device) -> None:
+    """Data-dependent initialisation (the whitening stem) from up to INIT_ROWS of the fold's
+    training images, evenly spaced (deterministic), as the model sees them."""
+    if not hasattr(model, "init_from_data"):
+        return
+    rows = np.linspace(0, len(images) - 1, min(len(images), INIT_ROWS)).astype(np.int64)
+    x = torch.from_numpy(np.ascontiguousarray(images[rows])).to(device)
+    model.init_from_data(normalize(to_float(x), cfg))
 
 
 def _seed_for(seed: int, fold: int, epoch: int) -> int:
@@ -187,6 +254,7 @@ class Stepper:
     step: int = 0
     ema: Any = None  # timm ModelEmaV3: its module is what gets evaluated and saved
     mixer: Any = None  # timm Mixup
+    lookahead: Lookahead | None = None
     stop_at: float | None = None  # time.monotonic() after which no step starts
 
     @property
@@ -195,6 +263,10 @@ class Stepper:
 
     def lr(self, step: int) -> float:
         return self.cfg.lr * lr_factor(self.cfg, step, self.total_steps, self.steps_per_epoch)
+
+    def set_lr(self) -> None:
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr(self.step) * g.get("lr_scale", 1.0) * (self.step < g.get("until_step", self.total_steps))
 
 
 def train_epoch(s: Stepper, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], where: str, bar: Any) -> dict[str, float]:
@@ -207,8 +279,7 @@ def train_epoch(s: Stepper, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
     for x, y, *w in batches:
         if s.stop_at is not None and time.monotonic() >= s.stop_at:
             raise DeadlineReached(f"{where}: deadline reached at step {s.step + 1}; resumes from the last finished epoch")
-        for g in s.opt.param_groups:
-            g["lr"] = s.lr(s.step)
+        s.set_lr()
         x, target = s.mixer(x, y) if s.mixer is not None else (x, y)
         with _autocast(s.device, s.dtype):
             logits = s.step_model(_to_model(x, s.cfg))
@@ -223,6 +294,8 @@ def train_epoch(s: Stepper, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
         s.scaler.step(s.opt)
         s.scaler.update()
         s.step += 1
+        if s.lookahead is not None and (s.step % Lookahead.every == 0 or s.step == s.total_steps):
+            s.lookahead.update(s.model, lr_factor(s.cfg, s.step - 1, s.total_steps, s.steps_per_epoch), last=s.step == s.total_steps)
         if s.ema is not None:
             s.ema.update(s.model, step=s.step)
         seen += len(y)
@@ -242,6 +315,8 @@ def save_checkpoint(path: Path, s: Stepper, state: dict[str, Any], tag: dict[str
     ck = {"model": s.model.state_dict(), "opt": s.opt.state_dict(), "scaler": s.scaler.state_dict(), "state": state, "tag": tag}
     if s.ema is not None:
         ck["ema"] = s.ema.module.state_dict()
+    if s.lookahead is not None:
+        ck["lookahead"] = s.lookahead.state_dict()
     with atomic.atomic_path(path) as tmp:
         torch.save(ck, tmp)
 
@@ -267,6 +342,8 @@ def load_checkpoint(path: Path, s: Stepper, tag: dict[str, Any] | None = None) -
         s.scaler.load_state_dict(ck["scaler"])
         if s.ema is not None:
             s.ema.module.load_state_dict(ck["ema"])
+        if s.lookahead is not None:
+            s.lookahead.load_state_dict(ck["lookahead"])
         return state
     except Exception as exc:  # truncated, foreign, or not weights-only: restart this seed
         log.warning(f"{path}: unusable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); discarded, this seed restarts")
@@ -290,10 +367,12 @@ def make_stepper(cfg: TrainConfig, num_classes: int, train_x: np.ndarray, train_
     if batch_size < cfg.batch_size:
         log.warning(f"{desc} batch size {cfg.batch_size} is larger than the fold's {len(train_x)} training rows; using {batch_size}")
     batches = make_batches(cfg, train_x, train_y, device, batch_size, train_w)
+    init_from_data(model, train_x, cfg, device)
+    total = batches.steps_per_epoch * cfg.epochs
     s = Stepper(
-        model, torch.compile(model) if cfg.compile else model, build_optimizer(cfg, [p for p in model.parameters() if p.requires_grad], device),
-        torch.amp.GradScaler("cuda", enabled=dtype == torch.float16), cfg, device, dtype,
-        batches.steps_per_epoch * cfg.epochs, batches.steps_per_epoch, ema=make_ema(cfg, model), mixer=make_mixer(cfg, num_classes),
+        model, torch.compile(model) if cfg.compile else model, build_optimizer(cfg, param_groups(cfg, model, total), device),
+        torch.amp.GradScaler("cuda", enabled=dtype == torch.float16), cfg, device, dtype, total, batches.steps_per_epoch,
+        ema=make_ema(cfg, model), mixer=make_mixer(cfg, num_classes), lookahead=Lookahead(model, cfg.lookahead) if cfg.lookahead else None,
     )  # fmt: skip
     return s, batches
 
@@ -351,33 +430,35 @@ def fit(
     state = state or {"epoch": 0, "history": [], "best_loss": float("inf"), "best_epoch": 0, "best_state": None, "bad_epochs": 0}
     s.step = state["epoch"] * batches.steps_per_epoch
     images_per_s = 0.0
-    for epoch in range(state["epoch"], cfg.epochs):
-        if cfg.patience and state["bad_epochs"] >= cfg.patience:
-            break
-        seed_epoch(seed, fold, epoch)
-        with tqdm(total=batches.steps_per_epoch, desc=f"{desc} ep {epoch + 1}/{cfg.epochs}", leave=False, disable=None if progress else True, mininterval=1.0) as bar:
+    # one bar for the whole unit (its ETA is the unit's remaining time), resumed steps counted
+    with tqdm(total=batches.steps_per_epoch * cfg.epochs, initial=s.step, desc=desc, unit="step", leave=False, disable=None if progress else True, mininterval=1.0) as bar:
+        for epoch in range(state["epoch"], cfg.epochs):
+            if cfg.patience and state["bad_epochs"] >= cfg.patience:
+                break
+            seed_epoch(seed, fold, epoch)
+            bar.set_description(f"{desc} ep {epoch + 1}/{cfg.epochs}")
             tr = train_epoch(s, batches.epoch_batches(_seed_for(seed, fold, epoch)), f"{desc} epoch {epoch + 1}", bar)
-        images_per_s = tr["images_per_s"]
-        row = {
-            "fold": fold, "seed": seed, "epoch": epoch + 1, "train_loss": round(tr["train_loss"], 6), "train_acc": round(tr["train_acc"], 6), "val_loss": None, "val_acc": None,
-            "lr": s.lr(max(s.step - 1, 0)), "images_per_s": round(images_per_s, 1), "seconds": round(tr["seconds"], 2),
-        }  # fmt: skip
-        if _validates(cfg, epoch):
-            if s.total_steps < BN_REFRESH_STEPS:
-                refresh_batchnorm(s.eval_model, train_x, cfg, device)
-            logits = predict(s.eval_model, vx, cfg, device)  # fp32, as the saved predictions: the epoch line and the fold line agree
-            val_loss, val_acc = scores(logits, vy)
-            row.update(val_loss=round(val_loss, 6), val_acc=round(val_acc, 6))
-            if val_loss < state["best_loss"]:  # its logits are the fold's OOF predictions if it stays the best
-                state.update(best_loss=val_loss, best_epoch=epoch + 1, best_state=copy.deepcopy(s.eval_model.state_dict()), best_val=torch.from_numpy(logits), bad_epochs=0)
-            else:
-                state["bad_epochs"] += 1
-        state["history"].append(row)
-        state["epoch"] = epoch + 1
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, s, state, checkpoint_tag)
-        val = f"{row['val_loss']:.4f}/{row['val_acc']:.4f}" if row["val_loss"] is not None else "-"
-        log.info(f"{desc} epoch {epoch + 1}/{cfg.epochs}  train {row['train_loss']:.4f}/{row['train_acc']:.4f}  val {val}  {images_per_s:.0f} img/s")
+            images_per_s = tr["images_per_s"]
+            row = {
+                "fold": fold, "seed": seed, "epoch": epoch + 1, "train_loss": round(tr["train_loss"], 6), "train_acc": round(tr["train_acc"], 6), "val_loss": None, "val_acc": None,
+                "lr": s.lr(max(s.step - 1, 0)), "images_per_s": round(images_per_s, 1), "seconds": round(tr["seconds"], 2),
+            }  # fmt: skip
+            if _validates(cfg, epoch):
+                if s.total_steps < BN_REFRESH_STEPS:
+                    refresh_batchnorm(s.eval_model, train_x, cfg, device)
+                logits = predict(s.eval_model, vx, cfg, device)  # fp32, as the saved predictions: the epoch line and the fold line agree
+                val_loss, val_acc = scores(logits, vy)
+                row.update(val_loss=round(val_loss, 6), val_acc=round(val_acc, 6))
+                if val_loss < state["best_loss"]:  # its logits are the fold's OOF predictions if it stays the best
+                    state.update(best_loss=val_loss, best_epoch=epoch + 1, best_state=copy.deepcopy(s.eval_model.state_dict()), best_val=torch.from_numpy(logits), bad_epochs=0)
+                else:
+                    state["bad_epochs"] += 1
+            state["history"].append(row)
+            state["epoch"] = epoch + 1
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, s, state, checkpoint_tag)
+            val = f"{row['val_loss']:.4f}/{row['val_acc']:.4f}" if row["val_loss"] is not None else "-"
+            log.info(f"{desc} epoch {epoch + 1}/{cfg.epochs}  train {row['train_loss']:.4f}/{row['train_acc']:.4f}  val {val}  {images_per_s:.0f} img/s")
     if state["best_state"] is not None:
         s.eval_model.load_state_dict(state["best_state"])
     best_val = state.get("best_val")
