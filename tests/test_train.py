@@ -530,5 +530,5 @@ def test_fold_train_estimates_its_time_before_training_and_warns_of_a_gpu_recipe
     text = "".join(lines)
     estimate = next((ln for ln in lines if "estimated" in ln), "")
     assert "run long: estimated" in estimate and "unit(s) here" in estimate and "img/s training" in estimate, text
-    assert "recipe strong is tuned for a GPU; use --recipe cpu (made for CPUs)" in text, text
+    assert "recipe strong is tuned for a GPU; use --recipe cpu or fast (made for CPUs)" in text, text
     assert not (tmp_path / "oof/long/fold_0/metrics.json").exists()  # said before any fold finished

@@ -252,6 +252,7 @@ class RunJob:
 
 
 GPU_RECIPES = {"strong"}  # tuned for one GPU (README): hours on a CPU
+CPU_RECIPES = {"cpu", "fast"}  # made for 2 CPU cores
 LONG_ON_CPU_S = 3600.0
 
 
@@ -261,14 +262,26 @@ def announce_estimate(name: str, cfg: TrainConfig, data: TrainingData, units: in
     from fmnist_kaggle.training.estimate import run_seconds
 
     estimate = run_seconds(cfg, data.train.images, data.train.labels, data.train.num_classes, units, len(data.test) if data.test is not None else 0)
-    if estimate is None:
+    return None if estimate is None else _announce(f"run {name}", f"{units} unit(s)", cfg, *estimate)
+
+
+def announce_plan_estimate(what: str, cfgs: list[TrainConfig], comp: Competition) -> float | None:
+    """The same for several whole runs (a sweep's or a reproduction's trials), timed once per model setup."""
+    from fmnist_kaggle.training.estimate import runs_seconds
+
+    if not cfgs:
         return None
-    seconds, speed = estimate
-    log.info(f"run {name}: estimated {_duration(seconds)} for {units} unit(s) here ({speed.train_ips:,.0f} img/s training, {speed.predict_ips:,.0f} img/s predicting; {speed.device}, {speed.precision})")
+    train, test = comp.train_set, comp.test_set
+    estimate = runs_seconds(cfgs, train.images, train.labels, train.num_classes, len(test) if test is not None else 0)
+    return None if estimate is None else _announce(what, f"{len(cfgs)} run(s)", cfgs[0], *estimate)
+
+
+def _announce(what: str, units: str, cfg: TrainConfig, seconds: float, speed: Any) -> float:
+    log.info(f"{what}: estimated {_duration(seconds)} for {units} here ({speed.train_ips:,.0f} img/s training, {speed.predict_ips:,.0f} img/s predicting; {speed.device}, {speed.precision})")
     if speed.device == "cpu" and seconds > LONG_ON_CPU_S:
-        instead = "--recipe cpu (made for CPUs)" if cfg.recipe != "cpu" else "fewer --epochs or --folds, a --subset to try things"
+        instead = "--recipe cpu or fast (made for CPUs)" if cfg.recipe not in CPU_RECIPES else "fewer --epochs or --folds, a --subset to try things"
         why = f"recipe {cfg.recipe} is tuned for a GPU" if cfg.recipe in GPU_RECIPES else "long for a CPU"
-        log.warning(f"warning: run {name} would train for about {_duration(seconds)} on this CPU ({speed.train_ips:,.0f} img/s): {why}; "
+        log.warning(f"warning: {what} would train for about {_duration(seconds)} on this CPU ({speed.train_ips:,.0f} img/s): {why}; "
                     f"use {instead}, or a GPU (here with CUDA, or --executor ray --address HEAD:PORT); Ctrl-C keeps finished folds")
     return seconds
 

@@ -24,7 +24,7 @@ import numpy as np
 from fmnist_kaggle.data.competition import Competition
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.plots import sweep_scores
-from fmnist_kaggle.runs.driver import RunJob, drive, failure_message, prepare_run
+from fmnist_kaggle.runs.driver import RunJob, announce_plan_estimate, drive, failure_message, prepare_run
 from fmnist_kaggle.runs.executors import Executor, make_executor
 from fmnist_kaggle.storage import atomic, csvfile
 from fmnist_kaggle.storage.layout import Workspace
@@ -162,6 +162,9 @@ def run_sweep(
                 plan = random_trials(models, grid, ranges, trials, seed) if (trials or ranges) else grid_trials(models, grid)
             if not plan:
                 raise FkaggleError("nothing to sweep: give --grid, --range with --trials, or several --model")
+            if getattr(ex, "trains_here", True):
+                todo = [apply_params(base, m, p) for m, p in plan if trial_name(name, m, p) not in done]
+                announce_plan_estimate(f"sweep {name}", todo, comp)
             jobs = (job for i, (m, p) in enumerate(plan) if (job := job_for(i, m, p)) is not None)
             failed = drive(ex, jobs, record_trial, progress)
     if failed:

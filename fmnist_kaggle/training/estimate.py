@@ -109,6 +109,28 @@ def run_seconds(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, num_cl
     return units * unit_seconds(cfg, speed, shape.train_rows, shape.val_rows, shape.test_rows), speed
 
 
+SPEED_FIELDS = ("model", "model_kwargs", "batch_size", "eval_batch_size", "augment", "augment_pipeline", "augment_backend", "tta", "tta_shift",
+                "ema", "lookahead", "mixup", "cutmix", "amp", "channels_last", "compile", "device", "num_workers")  # fmt: skip
+
+
+def runs_seconds(cfgs: list[TrainConfig], images: np.ndarray, labels: np.ndarray, num_classes: int, test_rows: int) -> tuple[float, Throughput] | None:
+    """Estimated seconds of whole runs (every fold and seed of each config: a sweep's trials),
+    timed on this machine once per distinct model setup; None when all together are too small
+    to be worth timing. The speed returned is the first config's."""
+    shapes = [unit_shape(cfg.subset or len(images), cfg.folds, test_rows) for cfg in cfgs]
+    if sum(len(c.seeds) * c.folds * c.epochs * sh.train_rows for c, sh in zip(cfgs, shapes, strict=True)) < RUN_ESTIMATE_MIN_IMAGES:
+        return None
+    speeds: dict[str, Throughput] = {}
+    total = 0.0
+    sample = slice(0, min(len(images), 4 * max(max(c.batch_size, c.eval_batch_size) for c in cfgs)))
+    for cfg, sh in zip(cfgs, shapes, strict=True):
+        key = repr([getattr(cfg, f) for f in SPEED_FIELDS])
+        if key not in speeds:
+            speeds[key] = measure_throughput(cfg, images[sample], labels[sample], num_classes, seconds=1.0, max_steps=6)
+        total += len(cfg.seeds) * cfg.folds * unit_seconds(cfg, speeds[key], sh.train_rows, sh.val_rows, sh.test_rows)
+    return total, next(iter(speeds.values()))
+
+
 def epoch_seconds(cfg: TrainConfig, speed: Throughput, train_rows: int, val_rows: int) -> float:
     """The marginal cost of one more epoch of one unit (with its validation, if it has one)."""
     batch = min(cfg.batch_size, train_rows)
