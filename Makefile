@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 DEMO_LIMIT ?= 20m
 
-.PHONY: demo test install data browser bench bench-auto bench-gpu gpu-carry clean-demo
+.PHONY: demo test install data browser bench bench-auto bench-ablation bench-gpu gpu-carry clean-demo
 
 install: $(VENV)/.installed
 
@@ -51,11 +51,16 @@ bench: install data
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/io_and_blend.py
 	$(BIN)/python bench/time_to_accuracy.py --recipe cpu
+	$(BIN)/python bench/time_to_accuracy.py --recipe fast
 	$(BIN)/python bench/scale.py
 
 # The autopilot under 5, 20 and 60 minute limits (85 minutes on one machine).
 bench-auto: install data
 	$(BIN)/python bench/auto.py --limits 5m,20m,60m
+
+# airbench's tricks one at a time on one fold (docs/results.md): about 35 min on 2 cores.
+bench-ablation: install data
+	$(BIN)/python bench/ablation.py --epochs 3
 
 # The GPU check (bench/gpu.sh, about 8 minutes on one GPU): exits 2 in one line without CUDA.
 bench-gpu:

@@ -2,7 +2,7 @@
 # The GPU check, ready for the first machine with CUDA (about 8 minutes on one H100 at most):
 # the CUDA tests, the CUDA options of fold-train (AMP fp16 with the grad scaler, bf16,
 # channels_last, --compile), bench/throughput.py (fast path against the seed-style loop), the
-# `cpu` and `strong` recipes on the real data (5 folds: time, CV, official test), and a Ray run
+# `fast` and `strong` recipes on the real data (5 folds: time, CV, official test), and a Ray run
 # whose units are GPU tasks. Results: gpu.log (everything) and gpu.json (one row per step) in
 # $OUT (the device tool's folder) or bench/results/, and a summary table on stdout.
 #
@@ -48,7 +48,7 @@ step cuda-tests 60 "$PY" -m pytest -q -p no:cacheprovider tests/test_train.py -k
 step amp-fp16-channels-last 45 "${FK[@]}" fold-train --recipe cpu --device cuda --amp fp16 --channels-last "${SMALL[@]}" --run fp16
 step amp-bf16-compile 75 "${FK[@]}" fold-train --recipe cpu --device cuda --amp bf16 --compile "${SMALL[@]}" --run bf16-compile
 step throughput 60 "$PY" bench/throughput.py --device cuda
-step recipe-cpu-on-cuda 60 "$PY" bench/time_to_accuracy.py --recipe cpu --device cuda --workdir "$WORK/tta"
+step recipe-fast-on-cuda 60 "$PY" bench/time_to_accuracy.py --recipe fast --device cuda --workdir "$WORK/tta"
 step recipe-strong 210 "$PY" bench/time_to_accuracy.py --recipe strong --device cuda --workdir "$WORK/tta"
 step ray-gpu-tasks 45 "${FK[@]}" fold-train --model seed000_bncnn --executor ray "${SMALL[@]}" --run ray-gpu
 "$PY" bench/gpu_summary.py "$WORK/steps.tsv" "$WORK" "$RESULTS/gpu.json"

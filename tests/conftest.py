@@ -129,6 +129,26 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     return subprocess.run([sys.executable, "-m", "fmnist_kaggle.cli", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
+def stderr_until(args: list[str], cwd: Path, prefix: str, timeout: float = 240) -> list[str]:
+    """`fkaggle ARGS`'s stderr lines up to the first that starts with `prefix` (or its end, or the
+    timeout); the command is then killed (for runs that would train for hours once they have said so)."""
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "fmnist_kaggle.cli", *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not any(line.startswith(prefix) for line in lines):
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+    finally:
+        proc.kill()
+        proc.wait()
+    return lines
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FKAGGLE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))

@@ -101,26 +101,11 @@ def test_random_search_and_bad_specs():
 def test_a_sweep_estimates_its_whole_time_before_training_and_warns_of_a_gpu_recipe_on_a_cpu(tmp_path):
     """All trials' time is measured here (once per model setup) and printed before the first
     trial; the sweep is stopped once it has said so (it would train for hours)."""
-    import subprocess
-    import sys
-    import time
-
-    from conftest import synthetic_images
+    from conftest import stderr_until, synthetic_images
 
     x, y = synthetic_images(100)
     args = ["sweep", "--train", str(write_csv(tmp_path / "train.csv", x, y)), "--recipe", "strong", "--batch-size", "64", "--epochs", "2000", "--grid", "lr=0.1,0.2", "--name", "long", "--no-progress"]
-    proc = subprocess.Popen([sys.executable, "-m", "fmnist_kaggle.cli", *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    lines = []
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not any(line.startswith("warning: sweep long would train") for line in lines):
-            line = proc.stderr.readline()
-            if not line:
-                break
-            lines.append(line)
-    finally:
-        proc.kill()
-        proc.wait()
+    lines = stderr_until(args, tmp_path, "warning: sweep long would train")
     text = "".join(lines)
     assert any("sweep long: estimated" in ln and "for 2 run(s) here" in ln and "img/s training" in ln for ln in lines), text
     assert "recipe strong is tuned for a GPU; use --recipe cpu or fast (made for CPUs)" in text, text

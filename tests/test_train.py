@@ -508,25 +508,11 @@ def test_fold_train_estimates_its_time_before_training_and_warns_of_a_gpu_recipe
     """The estimate is measured here (a few real steps) and printed before the first unit; a GPU
     recipe that would take hours on this CPU is named with what to use instead. The run is
     stopped once it has said so (it would train for hours)."""
-    import subprocess
-    import sys
-
-    from conftest import synthetic_images
+    from conftest import stderr_until, synthetic_images
 
     x, y = synthetic_images(100)
     args = ["fold-train", "--train", str(write_csv(tmp_path / "train.csv", x, y)), "--recipe", "strong", "--batch-size", "64", "--epochs", "2000", "--no-progress", "--run", "long"]
-    proc = subprocess.Popen([sys.executable, "-m", "fmnist_kaggle.cli", *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    lines = []
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not any(line.startswith("warning: run long would train") for line in lines):
-            line = proc.stderr.readline()
-            if not line:
-                break
-            lines.append(line)
-    finally:
-        proc.kill()
-        proc.wait()
+    lines = stderr_until(args, tmp_path, "warning: run long would train")
     text = "".join(lines)
     estimate = next((ln for ln in lines if "estimated" in ln), "")
     assert "run long: estimated" in estimate and "unit(s) here" in estimate and "img/s training" in estimate, text
