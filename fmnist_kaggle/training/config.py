@@ -176,7 +176,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle", label_smoothing=0.1,
         augment="none", tta=False,  # no flips in training, so no flip TTA (it cost 0.45% here)
     ),
-    # `cpu` plus what of airbench's lessons helped on 2 CPU cores (README ablation, one fold at 3
+    # `cpu` plus what of airbench's lessons helped on 2 CPU cores (docs/results.md ablation, one fold at 3
     # epochs): a frozen patch-whitening stem fit on the fold's training rows, frozen BN scales,
     # 64x BN-bias learning rate, BN momentum 0.4. Dirac init, lookahead, label smoothing 0.2,
     # pool-before-BN and +-2 px translations with shift TTA did not help at this budget.
