@@ -5,10 +5,15 @@ The real data is required in CI (`CI` set): a missing dataset fails there instea
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -123,30 +128,198 @@ def five_class_npy(tmp_path, small) -> dict[str, Path]:
     return {"train": train, "test": test, "sample": sample, "truth": truth, "dir": tmp_path}
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`fkaggle ...` as a user runs it: a subprocess with its own exit status and stderr."""
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600, input: str = "") -> subprocess.CompletedProcess:
+    """`fkaggle ...` as a user runs it, in this process: `main(argv)` with the working folder,
+    environment, stdin and stdout/stderr (file descriptors included, so C-level writes count)
+    redirected for the call; (exit status, stdout, stderr) as a subprocess would give them. An
+    exception that escapes `main` fails the test (a subprocess would only have exited non-zero).
+    `timeout` is pytest-timeout's job here; it stays for the call sites' sake."""
+    with cli_process(cwd, env, input) as streams:
+        code = _main_status([str(a) for a in args])
+    return subprocess.CompletedProcess(["fkaggle", *args], code, streams.out, streams.err)
+
+
+def _main_status(argv: list[str]) -> int:
+    from fmnist_kaggle.cli.main import main
+
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse's usage errors (2), --help and --version (0)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+
+
+# A fresh interpreter's warning filters (no -W, no PYTHONWARNINGS): what a user's process shows.
+_FRESH_WARNING_FILTERS = [
+    ("default", None, DeprecationWarning, "__main__"),
+    ("ignore", None, DeprecationWarning, None),
+    ("ignore", None, PendingDeprecationWarning, None),
+    ("ignore", None, ImportWarning, None),
+    ("ignore", None, ResourceWarning, None),
+]
+
+
+class _Streams:
+    out = ""
+    err = ""
+
+
+@contextlib.contextmanager
+def cli_process(cwd: Path | None, env: dict | None, input: str = "") -> Iterator[_Streams]:
+    """What a new `fkaggle` process would start with, for the length of one in-process call:
+    its folder, environment, standard streams, root logging and warning filters; and the
+    module state one command leaves behind (tracking, the package's logger) reset after it."""
+    import logging
+    import warnings
+
+    from fmnist_kaggle import tracking
+
+    streams = _Streams()
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    saved_std = sys.stdin, sys.stdout, sys.stderr
+    root, pkg = logging.getLogger(), logging.getLogger("fmnist_kaggle")
+    saved_root, saved_pkg = (root.handlers[:], root.level), (pkg.handlers[:], pkg.level, pkg.propagate)
+    files = [tempfile.TemporaryFile(mode="w+b") for _ in range(2)]
+    saved_fds = [os.dup(1), os.dup(2)]
+    threads = None
+    try:
+        os.environ.update({k: str(v) for k, v in (env or {}).items()})
+        if cwd is not None:
+            os.chdir(cwd)
+        sys.stdout.flush(), sys.stderr.flush()
+        for fd, f in zip((1, 2), files):
+            os.dup2(f.fileno(), fd)
+        sys.stdin = io.StringIO(input)
+        sys.stdout = io.TextIOWrapper(os.fdopen(os.dup(1), "wb"), encoding="utf-8", line_buffering=True, write_through=True)
+        sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(2), "wb"), encoding="utf-8", line_buffering=True, write_through=True)
+        root.handlers[:] = []  # as in a new process: other libraries' warnings reach stderr through logging's last resort
+        root.setLevel(logging.WARNING)
+        threads = _torch_threads((env or {}).get("OMP_NUM_THREADS"))
+        with warnings.catch_warnings():
+            warnings.resetwarnings()
+            for action, message, category, module in reversed(_FRESH_WARNING_FILTERS):
+                warnings.filterwarnings(action, message or "", category, module or "", append=False)
+            warnings.showwarning = _show_warning
+            yield streams
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+                stream.close()
+        sys.stdin, sys.stdout, sys.stderr = saved_std
+        for fd, saved in zip((1, 2), saved_fds):
+            os.dup2(saved, fd)
+            os.close(saved)
+        streams.out, streams.err = (_read_back(f) for f in files)
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        root.handlers[:], level = saved_root
+        root.setLevel(level)
+        pkg.handlers[:], level, pkg.propagate = saved_pkg
+        pkg.setLevel(level)
+        tracking.disable()
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+
+
+def _torch_threads(omp_num_threads: str | None) -> int | None:
+    """OMP_NUM_THREADS sets torch's thread count when a process starts: applied for the call (as
+    a new process would see it), the previous count returned to be put back afterwards."""
+    if not omp_num_threads:
+        return None
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(omp_num_threads))
+    return before
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    import warnings
+
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def _read_back(f) -> str:
+    f.seek(0)
+    text = f.read().decode("utf-8", errors="replace")
+    f.close()
+    return text
+
+
+def run_process(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`fkaggle ...` in a process of its own: for tests where the process boundary is the
+    behaviour (what a fresh interpreter imports, signals, thread settings across processes)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "fmnist_kaggle.cli", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
-def stderr_until(args: list[str], cwd: Path, prefix: str, timeout: float = 240) -> list[str]:
-    """`fkaggle ARGS`'s stderr lines up to the first that starts with `prefix` (or its end, or the
-    timeout); the command is then killed (for runs that would train for hours once they have said so)."""
-    import time
+class _Enough(BaseException):
+    """Raised from stderr once the awaited line is there: ends the command where it is (not an
+    Exception, so neither the CLI's handlers nor logging's swallow it)."""
 
-    proc = subprocess.Popen([sys.executable, "-m", "fmnist_kaggle.cli", *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not any(line.startswith(prefix) for line in lines):
-            line = proc.stderr.readline()
-            if not line:
-                break
-            lines.append(line)
-    finally:
-        proc.kill()
-        proc.wait()
-    return lines
+
+class _UntilStream(io.TextIOBase):
+    def __init__(self, prefix: str) -> None:
+        self.prefix, self.text = prefix, ""
+
+    def write(self, s: str) -> int:
+        self.text += s
+        if any(line.startswith(self.prefix) for line in self.text.split("\n")[:-1]):  # a whole line
+            raise _Enough
+        return len(s)
+
+    def isatty(self) -> bool:
+        return False
+
+
+def stderr_until(args: list[str], cwd: Path, prefix: str, timeout: float = 240) -> list[str]:
+    """`fkaggle ARGS`'s stderr lines up to the first that starts with `prefix` (or its end); the
+    command is stopped there (for runs that would train for hours once they have said so)."""
+    stream = _UntilStream(prefix)
+    with cli_process(cwd, None) as _:
+        saved, sys.stderr = sys.stderr, stream
+        try:
+            _main_status([str(a) for a in args])
+        except _Enough:
+            pass
+        finally:
+            sys.stderr = saved
+    return [line + "\n" for line in stream.text.splitlines()]
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """Expensive folders (trained runs, workspaces) made once per session by `build(folder)` and
+    copied into each test that asks: `built(key, build, into)` -> `into`. Training is
+    deterministic, so a copy holds what building it again would."""
+    made: dict[str, Path] = {}
+
+    def get(key: str, build, into: Path) -> Path:
+        if key not in made:
+            folder = tmp_path_factory.mktemp(f"built-{key}")
+            build(folder)
+            made[key] = folder
+        shutil.copytree(made[key], into, symlinks=True, dirs_exist_ok=True)
+        return into
+
+    return get
+
+
+@pytest.fixture()
+def fake_kaggle(tmp_path, monkeypatch):
+    """The REAL kaggle client's world for one test: a fake Kaggle on loopback (tests/fake_kaggle.py),
+    credentials for it, and the environment that routes the client there."""
+    import fake_kaggle as fake
+
+    with fake.serve(tmp_path / "kaggle_home") as state:
+        for k, v in state.env.items():
+            monkeypatch.setenv(k, v)
+        for k in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+            monkeypatch.delenv(k, raising=False)
+        yield state
 
 
 @pytest.fixture(autouse=True)

@@ -179,8 +179,8 @@ def test_a_deadline_stops_a_local_unit_mid_fold_and_keeps_its_last_epoch(tmp_pat
     cfg = fk.build_config(model="lenet5", folds=2, epochs=5000, batch_size=16, optimizer="adam", schedule="constant")  # minutes per unit
     t0 = time.monotonic()
     with pytest.raises(fk.FkaggleError, match=r"2 \(fold, seed\) unit\(s\) stopped at the deadline"):
-        fk.fold_train(synth, cfg, run="late", workdir=tmp_path, progress=False, deadline=t0 + 6)
-    assert time.monotonic() - t0 < 12
+        fk.fold_train(synth, cfg, run="late", workdir=tmp_path, progress=False, deadline=t0 + 3)
+    assert time.monotonic() - t0 < 9
     assert (tmp_path / "oof/late/fold_0/checkpoint_seed_0.pt").is_file() and not (tmp_path / "oof/late/fold_0/seed_0.json").exists()
 
 

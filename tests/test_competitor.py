@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REPO, run_cli, write_csv
-from test_kaggle import fake_kaggle  # noqa: F401  (the fixture: the real kaggle client against a fake Kaggle)
 
 TINY = ("--folds", "3", "--batch-size", "32", "--lr", "0.003", "--no-progress")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import run_cli, synthetic_images, write_csv
-from test_kaggle import _competition_zip, fake_kaggle  # noqa: F401  (the fixture: the real kaggle client against a fake Kaggle)
+from fake_kaggle import competition_zip
 
 TINY = ("--model", "lenet5", "--folds", "2", "--epochs", "1", "--batch-size", "32", "--no-progress")
 
@@ -148,8 +148,8 @@ def _zip(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def test_download_force_keeps_the_good_files_when_the_new_ones_fail_their_checks(tmp_path, fake_kaggle):  # noqa: F811
-    fake_kaggle.files["five-mini.zip"] = _competition_zip(tmp_path)
+def test_download_force_keeps_the_good_files_when_the_new_ones_fail_their_checks(tmp_path, fake_kaggle):
+    fake_kaggle.files["five-mini.zip"] = competition_zip(tmp_path)
     assert run_cli("download", "five-mini", cwd=tmp_path, env=fake_kaggle.env).returncode == 0
     comp = tmp_path / "competition"
     before = _tree(comp)
@@ -168,7 +168,7 @@ def test_download_force_keeps_the_good_files_when_the_new_ones_fail_their_checks
         ({f"part{i}.csv": os.urandom(400_000) for i in range(3)}, {"FKAGGLE_MAX_INPUT_BYTES": "1000000"}, "zip members total 1,200,000 bytes, above the 1,000,000-byte limit"),
     ],
 )
-def test_a_zip_bomb_is_refused_before_anything_is_written(tmp_path, fake_kaggle, members, env, fragment):  # noqa: F811
+def test_a_zip_bomb_is_refused_before_anything_is_written(tmp_path, fake_kaggle, members, env, fragment):
     fake_kaggle.files["five-mini.zip"] = _zip(members)
     res = run_cli("download", "five-mini", cwd=tmp_path, env={**fake_kaggle.env, **env})
     assert res.returncode == 2 and fragment in res.stderr.strip().splitlines()[-1], res.stderr
@@ -199,7 +199,7 @@ def _history(tmp_path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def test_a_create_that_fails_after_kaggle_stored_it_is_sent_once_and_kept_as_unknown(tmp_path, fake_kaggle):  # noqa: F811
+def test_a_create_that_fails_after_kaggle_stored_it_is_sent_once_and_kept_as_unknown(tmp_path, fake_kaggle):
     args, sub = _submission(tmp_path)
     fake_kaggle.submissions = []  # Kaggle's list: what this test's create stores
     fake_kaggle.act_then_fail["CreateSubmission"] = 500
@@ -212,7 +212,7 @@ def test_a_create_that_fails_after_kaggle_stored_it_is_sent_once_and_kept_as_unk
     assert [(h["status"], h["ref"]) for h in _history(tmp_path)] == [("submitted", "1001")]
 
 
-def test_a_stalled_upload_ends_within_the_deadline_and_nothing_counts(tmp_path, fake_kaggle):  # noqa: F811
+def test_a_stalled_upload_ends_within_the_deadline_and_nothing_counts(tmp_path, fake_kaggle):
     import time
 
     args, sub = _submission(tmp_path)
@@ -224,7 +224,7 @@ def test_a_stalled_upload_ends_within_the_deadline_and_nothing_counts(tmp_path, 
     assert not fake_kaggle.created and not (tmp_path / "submissions/history.csv").exists()
 
 
-def test_a_server_that_drips_bytes_ends_within_the_deadline(tmp_path, fake_kaggle):  # noqa: F811
+def test_a_server_that_drips_bytes_ends_within_the_deadline(tmp_path, fake_kaggle):
     import time
 
     args, _ = _submission(tmp_path)
@@ -241,7 +241,11 @@ def test_a_ray_address_that_is_malformed_unreachable_or_not_ray_is_one_line_with
     import time
 
     root, data = ws
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)  # answers, but is no Ray cluster
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # the CLI's stderr is this process's while it runs
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)  # answers, but is no Ray cluster
     threading.Thread(target=server.serve_forever, daemon=True).start()
     before = _tree(root / "oof")
     cases = [

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, missing, run_cli, write_csv
-from test_kaggle import fake_kaggle  # noqa: F401  (the fixture: the real kaggle client against a fake Kaggle)
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(os.environ.get("FKAGGLE_TEST_ARTIFACTS", REPO / "tests" / "artifacts"))

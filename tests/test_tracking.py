@@ -14,8 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import missing, run_cli, synthetic_images, write_csv
-from test_kaggle import fake_kaggle  # noqa: F401  (the fixture: the real kaggle client against a fake Kaggle)
+from conftest import missing, run_cli, run_process, synthetic_images, write_csv
 
 
 def _free_port() -> int:
@@ -182,7 +181,8 @@ def test_track_without_mlflow_says_how_to_install_it(tmp_path, data):
     shadow = tmp_path / "shadow"
     shadow.mkdir()
     (shadow / "mlflow.py").write_text("raise ImportError('No module named mlflow')\n")  # as on a machine without the extra
-    res = run_cli("fold-train", "--model", "lenet5", "--folds", "2", "--epochs", "1", "--run", "r", "--track", *data, cwd=tmp_path, env={"PYTHONPATH": f"{shadow}:{Path(__file__).resolve().parents[1]}"})
+    args = ["fold-train", "--model", "lenet5", "--folds", "2", "--epochs", "1", "--run", "r", "--track", *data]
+    res = run_process(*args, cwd=tmp_path, env={"PYTHONPATH": f"{shadow}:{Path(__file__).resolve().parents[1]}"})  # what a fresh interpreter imports
     assert res.returncode == 2 and res.stderr.strip().splitlines() == ["fkaggle: error: MLflow is not installed: pip install 'fmnist_kaggle[track]' (or pip install mlflow)"]
     assert not (tmp_path / "oof").exists()
 

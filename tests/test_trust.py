@@ -35,12 +35,22 @@ def _outside_the_repo(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
+def _train_keep(root: Path) -> None:
+    from conftest import synthetic_images, write_csv
+    from fmnist_kaggle.data.competition import Competition
+
+    data = root.parent / f"{root.name}-data"  # the run records where its data came from: kept for the session
+    data.mkdir()
+    x, y = synthetic_images(20)
+    comp = Competition(name="synth", train=write_csv(data / "train.csv", x, y), test=write_csv(data / "test.csv", *synthetic_images(5, seed=1)))
+    train_folds(comp, build_config(**TINY), run="keep", workdir=str(root), progress=False)
+
+
 @pytest.fixture()
-def ws(tmp_path, synth):
-    """A workspace holding a finished run `keep` and a sentinel file next to oof/."""
-    root = tmp_path / "ws"
-    root.mkdir()
-    train_folds(synth, build_config(**TINY), run="keep", workdir=str(root), progress=False)
+def ws(tmp_path, synth, built):
+    """A workspace holding a finished run `keep` (trained once per session on `synth`'s data) and
+    a sentinel file next to oof/."""
+    root = built("trust-keep", _train_keep, tmp_path / "ws")
     (root / "sentinel.txt").write_text("precious")
     return root
 

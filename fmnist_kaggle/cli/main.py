@@ -49,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args)
-    if files.SETTING_PROBLEM:
-        print(f"fkaggle: error: {files.SETTING_PROBLEM}", file=sys.stderr)
+    _, problem = files.max_bytes_setting()
+    if problem:
+        print(f"fkaggle: error: {problem}", file=sys.stderr)
         return 2
     try:
         start_tracking(args)

@@ -223,7 +223,7 @@ def load_images_labels(path: Path, ids: np.ndarray | None = None, id_column: str
     import pandas as pd
 
     try:
-        df = pd.read_csv(io.BytesIO(files.read_bytes(path, "labels file", csv.CSV_LIMIT)), dtype=str, keep_default_na=False)
+        df = pd.read_csv(io.BytesIO(files.read_bytes(path, "labels file", csv.csv_limit())), dtype=str, keep_default_na=False)
     except Exception as exc:
         raise DataError(f"cannot parse labels CSV ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})", path) from None
     df = df[[c for c in df.columns if c.strip().lower() not in EXTRA_COLUMNS]]

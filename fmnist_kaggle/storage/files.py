@@ -16,21 +16,25 @@ from pathlib import Path
 
 from fmnist_kaggle.errors import DataError, FkaggleError
 
-# No Fashion-MNIST file comes close (the 60,000-row CSV is 133 MB): anything above is refused.
-def _max_bytes() -> tuple[int, str | None]:
+DEFAULT_MAX_BYTES = 4 << 30  # no Fashion-MNIST file comes close (the 60,000-row CSV is 133 MB)
+
+
+def max_bytes_setting() -> tuple[int, str | None]:
     """The input size limit from $FKAGGLE_MAX_INPUT_BYTES (default 4 GiB), and what is wrong with
-    the setting, if anything: read at import, so a bad value is reported by the CLI, not raised here."""
+    the setting, if anything (the CLI reports it in one line before any work)."""
     text = os.environ.get("FKAGGLE_MAX_INPUT_BYTES", "").strip()
     try:
-        value = int(text) if text else 4 << 30
+        value = int(text) if text else DEFAULT_MAX_BYTES
     except ValueError:
         value = 0
     if value <= 0:
-        return 4 << 30, f"FKAGGLE_MAX_INPUT_BYTES must be a positive whole number of bytes, got {text!r}"
+        return DEFAULT_MAX_BYTES, f"FKAGGLE_MAX_INPUT_BYTES must be a positive whole number of bytes, got {text!r}"
     return value, None
 
 
-MAX_BYTES, SETTING_PROBLEM = _max_bytes()
+def max_bytes() -> int:
+    """The input size limit in force now (read on each use: the environment may change)."""
+    return max_bytes_setting()[0]
 
 
 def regular_file(path: str | Path, what: str = "file") -> Path:
@@ -53,10 +57,11 @@ def regular_file(path: str | Path, what: str = "file") -> Path:
     return path
 
 
-def read_bytes(path: str | Path, what: str = "file", limit: int = MAX_BYTES, unzipped_limit: int | None = None) -> bytes:
+def read_bytes(path: str | Path, what: str = "file", limit: int | None = None, unzipped_limit: int | None = None) -> bytes:
     """Contents of a regular file, gunzipped if it is gzip. The file may hold at most `limit`
     bytes, its decompressed stream at most `unzipped_limit` (default `limit`)."""
     path = regular_file(path, what)
+    limit = max_bytes() if limit is None else limit
     if path.stat().st_size > limit:
         raise DataError(f"file is {path.stat().st_size:,} bytes, above the {limit:,}-byte limit", path)
     data = path.read_bytes()
@@ -74,7 +79,7 @@ def zip_members(path: Path) -> list[str]:
         raise DataError(f"not a readable zip file ({exc})", path) from None
 
 
-def unzip_single(data: bytes, path: Path, limit: int = MAX_BYTES) -> bytes:
+def unzip_single(data: bytes, path: Path, limit: int | None = None) -> bytes:
     """The one file inside a zip, read no further than `limit` bytes (bomb guard)."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
@@ -86,9 +91,10 @@ def unzip_single(data: bytes, path: Path, limit: int = MAX_BYTES) -> bytes:
         raise DataError(f"truncated or corrupt zip file ({exc})", path) from None
 
 
-def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, limit: int = MAX_BYTES) -> bytes:
+def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, limit: int | None = None) -> bytes:
     """One zip member's bytes: its declared size checked first, then read no further than
     `limit` (a declared size can lie: bomb guard)."""
+    limit = max_bytes() if limit is None else limit
     if info.file_size > limit:
         raise DataError(f"{info.filename} decompresses to {info.file_size:,} bytes, above the {limit:,}-byte limit", path)
     with zf.open(info) as fh:
@@ -103,8 +109,9 @@ def multi_file_zip_message(names: list[str]) -> str:
     return f"a zip of {len(names)} files ({shown}): a whole competition download, not one data file; unzip it and pass the train/test files, or let `fkaggle download SLUG` unpack it and write the config"
 
 
-def gunzip(data: bytes, path: Path, limit: int = MAX_BYTES) -> bytes:
+def gunzip(data: bytes, path: Path, limit: int | None = None) -> bytes:
     """Decompress gzip bytes, stopping as soon as the output would pass `limit` (bomb guard)."""
+    limit = max_bytes() if limit is None else limit
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
         out = d.decompress(data, limit + 1)
@@ -118,7 +125,7 @@ def gunzip(data: bytes, path: Path, limit: int = MAX_BYTES) -> bytes:
     return out
 
 
-def read_text(path: str | Path, what: str = "file", limit: int = MAX_BYTES) -> str:
+def read_text(path: str | Path, what: str = "file", limit: int | None = None) -> str:
     try:
         return read_bytes(path, what, limit).decode("utf-8")
     except UnicodeDecodeError:

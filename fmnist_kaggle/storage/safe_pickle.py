@@ -62,8 +62,8 @@ def check_npy_header(fh: Any, path: Path, member: str | None = None) -> tuple[tu
     except (ValueError, EOFError, SyntaxError) as exc:
         raise DataError(f"{where}not a valid .npy header ({exc})", path) from None
     header_len = fh.tell()
-    if not dtype.hasobject and int(np.prod(shape, dtype=object)) * dtype.itemsize > files.MAX_BYTES:
-        raise DataError(f"{where}header declares shape {shape} of {dtype} ({int(np.prod(shape, dtype=object)) * dtype.itemsize:,} bytes), above the {files.MAX_BYTES:,}-byte limit", path)
+    if not dtype.hasobject and int(np.prod(shape, dtype=object)) * dtype.itemsize > files.max_bytes():
+        raise DataError(f"{where}header declares shape {shape} of {dtype} ({int(np.prod(shape, dtype=object)) * dtype.itemsize:,} bytes), above the {files.max_bytes():,}-byte limit", path)
     return tuple(shape), dtype, header_len
 
 
@@ -82,8 +82,8 @@ def load_npy(path: str | Path) -> Any:
                 raise DataError(f"truncated or corrupt .npy file: header declares shape {shape} of {dtype} ({need:,} bytes), the file holds {size - header_len:,}", path)
             fh.seek(0)
             return np.load(fh, allow_pickle=False)
-        if size > files.MAX_BYTES:
-            raise DataError(f"file is {size:,} bytes, above the {files.MAX_BYTES:,}-byte limit", path)
+        if size > files.max_bytes():
+            raise DataError(f"file is {size:,} bytes, above the {files.max_bytes():,}-byte limit", path)
         obj = restricted_loads(fh.read(), path)
     # np.save of a dict gives a 0-d object array wrapping the dict
     if isinstance(obj, np.ndarray) and obj.dtype.hasobject and obj.shape == ():

@@ -19,7 +19,7 @@ from typing import Any
 from fmnist_kaggle.data.competition import DEFAULT_CONFIG, Competition, init_competition, load_competition, summary
 from fmnist_kaggle.data.formats import download_suffixes
 from fmnist_kaggle.errors import DataError, FkaggleError
-from fmnist_kaggle.storage.files import MAX_BYTES
+from fmnist_kaggle.storage.files import max_bytes
 from fmnist_kaggle.submit import kaggle_client
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def extract(archive: Path, folder: Path, limit: int | None = None) -> list[str]:
     Every declared size is checked before anything is written: each member and their total under
     the input limit, each member's expansion ratio under MAX_RATIO; members are streamed to disk,
     reading no more than they declared (a declared size can lie)."""
-    limit = MAX_BYTES if limit is None else limit
+    limit = max_bytes() if limit is None else limit
     try:
         with zipfile.ZipFile(archive) as zf:
             members = [i for i in zf.infolist() if not i.is_dir()]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ def submit_file(comp: Competition, path: str | Path, message: str, slug: str | N
     client = kaggle_client.api()
     limits = kaggle_client.require_quota(slug, client)
     cv = (meta or {}).get("cv", {})
-    entry = {"time": utc_now(), "slug": slug, "file": path.name, "sha256": digest, "message": message, "ref": "", "status": "uploading", "reply": "", "cv_acc": cv.get("acc", ""), "cv_logloss": cv.get("logloss", "")}
+    entry = {"time": utc_now(), "slug": slug, "file": path.name, "sha256": digest, "message": message, "ref": "", "status": "uploading", "reply": "", "cv_acc": cv.get("acc", ""), "cv_logloss": cv.get("logloss", ""), "upload_id": secrets.token_hex(6)}
     csvfile.append_csv_row(ws.history_csv, entry)
     try:
         reply = kaggle_client.upload(path, message, slug, client)
@@ -90,9 +91,11 @@ def file_state(ws: Workspace, file: str | None, digest: str) -> str:
 
 
 def _update_history(ws: Workspace, entry: dict[str, Any], remove: bool = False, **changes: Any) -> dict[str, Any]:
-    """Rewrite one upload row of history.csv (found by time and file hash) atomically."""
+    """Rewrite one upload row of history.csv atomically. The row is found by its upload id (two
+    uploads of the same file can share a second); rows written before ids, by time and file hash."""
     rows = csvfile.read_csv_rows(ws.history_csv)
-    same = lambda r: r.get("time") == entry["time"] and r.get("sha256") == entry["sha256"]  # noqa: E731
+    key = ("upload_id",) if entry.get("upload_id") else ("time", "sha256")
+    same = lambda r: all(r.get(k) == entry[k] for k in key)  # noqa: E731
     updated = {**{k: str(v) for k, v in entry.items()}, **{k: str(v) for k, v in changes.items()}}
     rows = [r for r in rows if not same(r)] if remove else [updated if same(r) else r for r in rows]
     if not rows:  # the refused upload was the only record: leave no file behind

@@ -24,7 +24,11 @@ SUFFIXES = (".csv", ".csv.gz", ".tsv")
 DOWNLOAD_SUFFIXES = (".csv", ".csv.zip", ".csv.gz", ".tsv")
 log = logging.getLogger(__name__)
 CACHE_VERSION = 2  # 2: the arrays' SHA-256 recorded in the cache and checked on every read
-CSV_LIMIT = min(files.MAX_BYTES, 1 << 30)  # the 60,000-row Fashion-MNIST CSV is 133 MB
+CSV_CAP = 1 << 30  # the 60,000-row Fashion-MNIST CSV is 133 MB
+
+
+def csv_limit() -> int:
+    return min(files.max_bytes(), CSV_CAP)
 
 
 def by_content(head: bytes) -> bool:
@@ -39,7 +43,7 @@ def read(path: Path, labels_path: Path | None, use_cache: bool = True) -> Raw:
 def _read_csv(path: Path) -> Raw:
     import pandas as pd
 
-    raw = files.read_bytes(path, "CSV file", CSV_LIMIT)  # gunzip ourselves: one clear error, bombs capped
+    raw = files.read_bytes(path, "CSV file", csv_limit())  # gunzip ourselves: one clear error, bombs capped
     if not raw.strip():
         raise DataError("empty file", path)
     sep = "\t" if path.name.lower().endswith(".tsv") else ","
@@ -141,7 +145,7 @@ def _read_cache(cache: Path) -> tuple[Raw, str] | None:
 
 def _cached_csv(path: Path, use_cache: bool) -> tuple[Raw, str]:
     """Parse a CSV once; later loads of the same bytes come from an .npz cache (verified)."""
-    digest = hashlib.blake2b(files.read_bytes(path, "CSV file", CSV_LIMIT), digest_size=16).hexdigest()
+    digest = hashlib.blake2b(files.read_bytes(path, "CSV file", csv_limit()), digest_size=16).hexdigest()
     cache = _cache_dir() / f"csv-v{CACHE_VERSION}-{digest}.npz"
     if use_cache and present(cache):
         cached = _read_cache(cache)

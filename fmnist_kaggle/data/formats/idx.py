@@ -35,8 +35,8 @@ def parse_idx(path: Path) -> np.ndarray:
         raise DataError("IDX header is truncated", path)
     dims = struct.unpack(f">{ndim}I", head[4 : 4 + 4 * ndim])
     expected = math.prod(dims)  # exact: int64 wraps (65536**4 -> 0)
-    if expected > files.MAX_BYTES:
-        raise DataError(f"IDX header declares {'x'.join(map(str, dims))} ({expected:,} bytes), above the {files.MAX_BYTES:,}-byte limit", path)
+    if expected > files.max_bytes():
+        raise DataError(f"IDX header declares {'x'.join(map(str, dims))} ({expected:,} bytes), above the {files.max_bytes():,}-byte limit", path)
     # read no more than the header declares (+1 to notice extra data): a .gz bomb stops here
     data = files.read_bytes(path, "IDX file", unzipped_limit=4 + 4 * ndim + expected + 1)
     payload = len(data) - 4 - 4 * ndim

@@ -41,6 +41,12 @@ class UnitFailed(FkaggleError):
     """A unit that failed where it ran (after its retries); the driver carries on with the rest."""
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's first line of text (its type when it has none): what a failed unit says."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 class Executor(Protocol):
     capacity: int  # units it trains at once
     shows_unit_progress: bool  # per-epoch bars of its own (the driver then draws none)

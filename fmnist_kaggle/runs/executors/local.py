@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from typing import Any
 
 from fmnist_kaggle.errors import FkaggleError
-from fmnist_kaggle.runs.executors import Unit
+from fmnist_kaggle.runs.executors import Unit, UnitFailed, first_line
 from fmnist_kaggle.runs.unit import UnitResult, train_unit
+
+log = logging.getLogger(__name__)
 
 
 class LocalExecutor:
-    """Train units one at a time in this process, with epoch checkpoints. Errors propagate
-    at once: nothing else is running, and the next unit would most likely fail the same way."""
+    """Train units one at a time in this process, with epoch checkpoints. A unit that diverges
+    or crashes is handed back as failed (as on Ray), so a session goes on with its next unit;
+    Ctrl-C still stops everything at once."""
 
     capacity = 1
     trains_here = True  # units train in this process (its device is checked before a run starts)
@@ -27,7 +31,7 @@ class LocalExecutor:
     def submit(self, unit: Unit) -> None:
         self._queue.append(unit)
 
-    def next_done(self, timeout: float | None = None) -> tuple[Unit, UnitResult] | None:
+    def next_done(self, timeout: float | None = None) -> tuple[Unit, UnitResult | UnitFailed] | None:
         """Train the next unit here and now; with a timeout no training step starts after it
         (None: the unit stopped, resumable from its last epoch's checkpoint)."""
         from fmnist_kaggle.training.fit import DeadlineReached
@@ -39,6 +43,9 @@ class LocalExecutor:
         except DeadlineReached:
             self._stopped.append(unit)
             return None
+        except Exception as exc:  # noqa: BLE001  (a diverged or crashed unit is a result: the driver records it, the rest goes on)
+            log.debug(f"{unit} failed", exc_info=True)
+            return unit, UnitFailed(f"{unit} failed: {type(exc).__name__}: {first_line(exc)}")
         result.summary["executor"] = "local"
         return unit, result
 

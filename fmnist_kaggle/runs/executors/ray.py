@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fmnist_kaggle.errors import FkaggleError
-from fmnist_kaggle.runs.executors import Unit, UnitFailed
+from fmnist_kaggle.runs.executors import Unit, UnitFailed, first_line
 from fmnist_kaggle.runs.trainset import TrainingData
 from fmnist_kaggle.runs.unit import UnitResult, train_unit
 from fmnist_kaggle.training.config import TrainConfig
@@ -101,25 +101,16 @@ class RayExecutor:
         return ray
 
     def _init(self, ray: Any) -> None:
-        kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "configure_logging": True, "logging_level": logging.WARNING}
-        if self.address is None:
-            kw.update(address="local", _node_ip_address=LOOPBACK_NODE_IP)
-        else:
-            kw["address"] = self.address
-            host = self._endpoint[0] if self._endpoint else ""
-            if _is_loopback(host):  # a cluster on this machine's loopback: the driver joins it there
-                kw["_node_ip_address"] = host
-            # workers run this driver's fmnist_kaggle, whatever (if anything) is installed there
-            kw["runtime_env"] = {"py_modules": [str(PACKAGE_DIR)]}
+        kw = init_options(self.address, self._endpoint)
         try:
             ray.init(**kw)
         except ConnectionError as exc:
-            raise FkaggleError(f"cannot join the Ray cluster at {self.address}: {_first_line(exc)}") from None
+            raise FkaggleError(f"cannot join the Ray cluster at {self.address}: {first_line(exc)}") from None
         except Exception as exc:  # ray.exceptions.AuthenticationError and friends
             if "auth" in type(exc).__name__.lower() or "token" in str(exc).lower():
                 raise FkaggleError(f"the Ray cluster at {self.address} refused this driver's token: set RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)") from None
             where = f"the Ray cluster at {self.address}" if self.address else "the embedded Ray instance"
-            raise FkaggleError(f"{where} did not start or answer: {type(exc).__name__}: {_first_line(exc)}") from None
+            raise FkaggleError(f"{where} did not start or answer: {type(exc).__name__}: {first_line(exc)}") from None
         self._ray, self._started_here = ray, True
 
     @property
@@ -157,7 +148,7 @@ class RayExecutor:
             return unit, ray.get(ref)
         except ray.exceptions.RayError as exc:
             cause = getattr(exc, "cause", None) or exc
-            return unit, UnitFailed(f"{unit} failed: {type(cause).__name__}: {_first_line(cause)}")  # after its retries, if the error was transient
+            return unit, UnitFailed(f"{unit} failed: {type(cause).__name__}: {first_line(cause)}")  # after its retries, if the error was transient
 
     def cancel(self) -> list[Unit]:
         """Cancel every task still queued or running (its worker is killed); they will not come back."""
@@ -185,6 +176,18 @@ class RayExecutor:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def init_options(address: str | None, endpoint: tuple[str, int] | None = None) -> dict[str, Any]:
+    """`ray.init` keywords for an embedded instance on loopback (no address) or for joining a cluster."""
+    kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "configure_logging": True, "logging_level": logging.WARNING}
+    if address is None:
+        return {**kw, "address": "local", "_node_ip_address": LOOPBACK_NODE_IP}
+    kw["address"] = address
+    if endpoint and _is_loopback(endpoint[0]):  # a cluster on this machine's loopback: the driver joins it there
+        kw["_node_ip_address"] = endpoint[0]
+    kw["runtime_env"] = {"py_modules": [str(PACKAGE_DIR)]}  # workers run this driver's fmnist_kaggle, whatever (if anything) is installed there
+    return kw
 
 
 def make(address: str | None, cpus_per_task: int, progress: bool) -> RayExecutor:
@@ -232,8 +235,3 @@ def _token_auth_if_available() -> None:
     has_token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or (Path.home() / ".ray" / "auth_token").is_file()
     if has_token and "RAY_AUTH_MODE" not in os.environ:
         os.environ["RAY_AUTH_MODE"] = "token"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
