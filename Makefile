@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 DEMO_LIMIT ?= 20m
 
-.PHONY: demo test install data browser bench bench-auto bench-ablation bench-gpu gpu-carry clean-demo
+.PHONY: demo test test-fast lint install data browser bench bench-auto bench-ablation bench-gpu gpu-carry clean-demo
 
 install: $(VENV)/.installed
 
@@ -44,8 +44,17 @@ demo: install data
 	$(BIN)/fkaggle report
 	@cat oof/autopilot/demo/leaderboard.md
 
+# Everything (CI's command; nothing is skipped there but the CUDA test), with the 25 slowest listed.
 test: install data browser
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25
+
+# The inner loop: everything but the `slow` tier (real budgets, kills and resumes, Ray clusters).
+test-fast: install data browser
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" --durations=10
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: install data
 	$(BIN)/python bench/throughput.py

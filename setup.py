@@ -5,7 +5,11 @@ setup(
     version="0.1.0",
     description="Win Kaggle-style Fashion-MNIST competitions: data checks, k-fold OOF training, blending, submission.",
     packages=find_packages(include=["fmnist_kaggle", "fmnist_kaggle.*"]),
-    package_data={"fmnist_kaggle": ["report_tables/*.toml", "search/portfolio.toml", "data/official.toml"]},  # the reports' settings and numbers (reproduce); the autopilot's portfolio; the official config (init --official)
+    package_data={
+        "fmnist_kaggle": ["report_tables/*.toml", "search/portfolio.toml", "data/official.toml"]
+        # the reports' settings and numbers (reproduce); the autopilot's portfolio;
+        # the official config (init --official)
+    },
     python_requires=">=3.11",
     install_requires=[
         # torch/torchvision unpinned on purpose: the newest registry builds (see README).
@@ -27,7 +31,15 @@ setup(
         "jsonschema",  # the workspace's JSON records checked against their schemas (storage/schemas.py)
     ],
     extras_require={
-        "dev": ["pytest", "pytest-timeout", "psutil", "optuna", "mlflow", "selenium", "html5lib"],  # the suite drives a real MLflow server and a real browser
+        "dev": [
+            "pytest",
+            "pytest-timeout",
+            "psutil",
+            "optuna",
+            "mlflow",
+            "selenium",
+            "html5lib",
+        ],  # the suite drives a real MLflow server and a real browser
         "optuna": ["optuna"],
         "track": ["mlflow"],  # --track: MLflow tracking
     },

@@ -47,7 +47,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--base", default="cpu")
     ap.add_argument("--only", default="", help="comma-separated step names to run (the others are still merged in)")
-    ap.add_argument("--skip", default="", help="comma-separated step names left out entirely (tricks that did not help)")
+    ap.add_argument(
+        "--skip", default="", help="comma-separated step names left out entirely (tricks that did not help)"
+    )
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     comp = resolve_competition()
@@ -69,8 +71,13 @@ def main() -> None:
         va = data.split(0)[1]
         cv = float((unit.val_logits.argmax(1) == train.labels[va]).mean())
         acc = float((unit.test_logits.argmax(1) == test.labels).mean())
-        rows.append({"step": name, "cv": cv, "test": acc, "minutes": round(minutes, 2), "img_s": unit.summary["images_per_s"]})
-        print(f"{name:<12} cv {cv:.4f}  test {acc:.4f}  {minutes:5.2f} min  {unit.summary['images_per_s']:.0f} img/s", flush=True)
+        rows.append(
+            {"step": name, "cv": cv, "test": acc, "minutes": round(minutes, 2), "img_s": unit.summary["images_per_s"]}
+        )
+        print(
+            f"{name:<12} cv {cv:.4f}  test {acc:.4f}  {minutes:5.2f} min  {unit.summary['images_per_s']:.0f} img/s",
+            flush=True,
+        )
     print(f"# {hw}, {args.epochs} epochs, fold 0 of 5, seed 0", file=sys.stderr)
     if args.json:
         with open(args.json, "w") as f:

@@ -25,19 +25,43 @@ REPO = Path(__file__).resolve().parents[1]
 def run(limit: str, workdir: Path, device: str | None) -> dict:
     from fmnist_kaggle.search.auto import parse_time_limit
 
-    cmd = [sys.executable, "-m", "fmnist_kaggle.cli", "auto", "--competition", str(REPO / "competition/competition.toml"), "--time-limit", limit, "--workdir", str(workdir), "--no-progress", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fmnist_kaggle.cli",
+        "auto",
+        "--competition",
+        str(REPO / "competition/competition.toml"),
+        "--time-limit",
+        limit,
+        "--workdir",
+        str(workdir),
+        "--no-progress",
+        "--json",
+    ]
     cmd += ["--device", device] if device else []
     t0 = time.monotonic()
     res = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.monotonic() - t0
     (workdir / "stderr.txt").write_text(res.stderr)
     seconds = parse_time_limit(limit)
-    row = {"limit": limit, "limit_s": seconds, "wall_s": round(wall, 1), "over_s": round(wall - seconds, 1), "exit": res.returncode}
+    row = {
+        "limit": limit,
+        "limit_s": seconds,
+        "wall_s": round(wall, 1),
+        "over_s": round(wall - seconds, 1),
+        "exit": res.returncode,
+    }
     row["honoured"] = wall <= seconds * 1.05 and wall - seconds <= 60
     if res.returncode == 0:
         out = json.loads(res.stdout)
         runs = [r for r in out["leaderboard"] if r["kind"] == "run"]
-        row.update(chosen=out["chosen"]["label"], cv_acc=out["cv"]["acc"], test_acc=(out.get("test") or {}).get("acc"), runs=", ".join(f"{r['name']} {r['epochs']}ep {r['status']}" for r in runs))
+        row.update(
+            chosen=out["chosen"]["label"],
+            cv_acc=out["cv"]["acc"],
+            test_acc=(out.get("test") or {}).get("acc"),
+            runs=", ".join(f"{r['name']} {r['epochs']}ep {r['status']}" for r in runs),
+        )
     else:
         row["error"] = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else ""
     return row
@@ -53,7 +77,11 @@ def main() -> None:
     parent = Path(args.workdir or tempfile.mkdtemp(prefix="fkaggle-auto-bench-"))
     import torch
 
-    hw = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else f"{platform.processor() or 'cpu'}, {os.cpu_count()} cores"
+    hw = (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available() and args.device != "cpu"
+        else f"{platform.processor() or 'cpu'}, {os.cpu_count()} cores"
+    )
     rows = []
     for limit in args.limits.split(","):
         workdir = parent / f"limit-{limit}"
@@ -61,11 +89,17 @@ def main() -> None:
         rows.append(run(limit, workdir, args.device))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(f"fkaggle auto on the real Fashion-MNIST ({hw}); workspaces in {parent}\n")
-    print("| limit | wall | over | honoured | chosen | CV accuracy | official test | runs |\n|---|---|---|---|---|---|---|---|")
+    print(
+        "| limit | wall | over | honoured | chosen | CV accuracy | official test "
+        "| runs |\n|---|---|---|---|---|---|---|---|"
+    )
     for r in rows:
         test = f"{r['test_acc']:.4f}" if r.get("test_acc") is not None else "-"
         cv = f"{r['cv_acc']:.4f}" if "cv_acc" in r else r.get("error", "")
-        print(f"| {r['limit']} | {r['wall_s'] / 60:.1f} min | {r['over_s']:+.0f} s | {'yes' if r['honoured'] else 'NO'} | {r.get('chosen', '-')} | {cv} | {test} | {r.get('runs', '')} |")
+        print(
+            f"| {r['limit']} | {r['wall_s'] / 60:.1f} min | {r['over_s']:+.0f} s | {'yes' if r['honoured'] else 'NO'} "
+            f"| {r.get('chosen', '-')} | {cv} | {test} | {r.get('runs', '')} |"
+        )
     if args.out:
         Path(args.out).write_text(json.dumps({"hardware": hw, "rows": rows}, indent=1))
 

@@ -9,7 +9,10 @@ import sys
 from pathlib import Path
 
 # The line that carries each step's result: pytest's tally, fold-train's CV line, a table row.
-RESULT = re.compile(r"(\d+ (passed|failed|skipped|error)|CV accuracy|^\S+\s+(off|auto|bf16|fp16)\s+\d+\s|img/s|x$|error:)", re.IGNORECASE)
+RESULT = re.compile(
+    r"(\d+ (passed|failed|skipped|error)|CV accuracy|^\S+\s+(off|auto|bf16|fp16)\s+\d+\s|img/s|x$|error:)",
+    re.IGNORECASE,
+)
 
 
 def summarize(steps_tsv: Path, outputs: Path) -> list[dict]:

@@ -1,6 +1,6 @@
 """CSV load time (first parse and cached) for the 60,000-row Kaggle CSV, and blending 10 runs.
 
-    python bench/io_and_blend.py
+python bench/io_and_blend.py
 """
 
 from __future__ import annotations
@@ -46,7 +46,10 @@ def main() -> None:
     runs = []
     for r in range(10):
         confuse = rng.normal(0, 0.8, (10, 10))
-        z = lambda lab: (3.0 * np.eye(10)[lab] + confuse[lab] + rng.normal(0, 1.3, (len(lab), 10))).astype(np.float32)  # noqa: E731
+
+        def z(lab: np.ndarray, confuse: np.ndarray = confuse) -> np.ndarray:
+            return (3.0 * np.eye(10)[lab] + confuse[lab] + rng.normal(0, 1.3, (len(lab), 10))).astype(np.float32)
+
         identity = {"data_fingerprint": "d", "folds_fingerprint": "f", "test_fingerprint": "t"}
         man = {"run": f"r{r}", "identity": identity, "data": {**identity, "label_values": list(range(10))}}
         runs.append(Run(f"r{r}", None, man, z(y), z(np.arange(10000) % 10), fold_of, y))

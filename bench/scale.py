@@ -24,14 +24,45 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from loopback_cluster import loopback_cluster  # noqa: E402
 
 
-def train_folds(workdir: Path, run: str, common: list[str], extra: list[str], env: dict[str, str] | None = None) -> dict:
+def train_folds(
+    workdir: Path, run: str, common: list[str], extra: list[str], env: dict[str, str] | None = None
+) -> dict:
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "fmnist_kaggle.cli", "fold-train", *common, "--run", run, "--workdir", str(workdir), "--no-progress", "--json", *extra], env=env, capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fmnist_kaggle.cli",
+            "fold-train",
+            *common,
+            "--run",
+            run,
+            "--workdir",
+            str(workdir),
+            "--no-progress",
+            "--json",
+            *extra,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t0
     if res.returncode != 0:
         sys.exit(f"{run} failed:\n{res.stderr}")
-    seeds = [s for p in sorted((workdir / "oof" / run).glob("fold_*/metrics.json")) for s in json.loads(p.read_text())["seeds"]]
-    return {"run": run, "wall": wall, "tasks": len(seeds), "task_s": sum(s["unit_seconds"] for s in seeds), "nodes": len({s.get("node_id", "local") for s in seeds}), "cv": json.loads(res.stdout)["cv"]["acc"]}
+    seeds = [
+        s
+        for p in sorted((workdir / "oof" / run).glob("fold_*/metrics.json"))
+        for s in json.loads(p.read_text())["seeds"]
+    ]
+    return {
+        "run": run,
+        "wall": wall,
+        "tasks": len(seeds),
+        "task_s": sum(s["unit_seconds"] for s in seeds),
+        "nodes": len({s.get("node_id", "local") for s in seeds}),
+        "cv": json.loads(res.stdout)["cv"]["acc"],
+    }
 
 
 def main() -> None:
@@ -40,9 +71,28 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--model", default="fmnist_resnet")
-    ap.add_argument("--gpu", action="store_true", help="also the embedded executor with --device auto (one GPU per task)")
+    ap.add_argument(
+        "--gpu", action="store_true", help="also the embedded executor with --device auto (one GPU per task)"
+    )
     args = ap.parse_args()
-    common = ["--model", args.model, "--subset", str(args.subset), "--folds", str(args.folds), "--epochs", str(args.epochs), "--batch-size", "128", "--optimizer", "adam", "--lr", "2e-3", "--device", "cpu"]
+    common = [
+        "--model",
+        args.model,
+        "--subset",
+        str(args.subset),
+        "--folds",
+        str(args.folds),
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        "128",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "2e-3",
+        "--device",
+        "cpu",
+    ]
     work = Path(tempfile.mkdtemp(prefix="fkaggle-scale-"))
     rows = [(train_folds(work, "local", common, []), 1)]
     rows.append((train_folds(work, "embedded", common, ["--executor", "ray", "--cpus-per-task", "1"]), 2))
@@ -53,12 +103,17 @@ def main() -> None:
         rows.append((train_folds(work, "gpu-local", gpu, []), 1))
         rows.append((train_folds(work, "gpu-embedded", gpu, ["--executor", "ray"]), 1))
     base = rows[0][0]["wall"]
-    print(f"\n{args.model}, {args.subset} rows, {args.folds} folds x {args.epochs} epochs, CPU training unless named gpu")
+    print(
+        f"\n{args.model}, {args.subset} rows, {args.folds} folds x {args.epochs} epochs, CPU training unless named gpu"
+    )
     print("| executor | slots | nodes | wall s | sum of task s | overhead per task s | speed-up | CV acc |")
     print("|---|---|---|---|---|---|---|---|")
     for r, slots in rows:
         overhead = (r["wall"] * slots - r["task_s"]) / r["tasks"]
-        print(f"| {r['run']} | {slots} | {r['nodes']} | {r['wall']:.1f} | {r['task_s']:.1f} | {overhead:.1f} | {base / r['wall']:.2f}x | {r['cv']:.4f} |")
+        print(
+            f"| {r['run']} | {slots} | {r['nodes']} | {r['wall']:.1f} | {r['task_s']:.1f} "
+            f"| {overhead:.1f} | {base / r['wall']:.2f}x | {r['cv']:.4f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ class SeedStyleDataset(torch.utils.data.Dataset):
         from torchvision import transforms
 
         self.images, self.labels, self.Image = images, labels, Image
-        self.tf = transforms.Compose([transforms.RandomCrop(28, padding=2), transforms.RandomHorizontalFlip(), transforms.ToTensor()])
+        self.tf = transforms.Compose(
+            [transforms.RandomCrop(28, padding=2), transforms.RandomHorizontalFlip(), transforms.ToTensor()]
+        )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -41,11 +43,15 @@ class SeedStyleDataset(torch.utils.data.Dataset):
         return self.tf(self.Image.fromarray(self.images[i], mode="L")), int(self.labels[i])
 
 
-def baseline_images_per_s(model_name: str, images: np.ndarray, labels: np.ndarray, device: torch.device, batch: int, workers: int) -> float:
+def baseline_images_per_s(
+    model_name: str, images: np.ndarray, labels: np.ndarray, device: torch.device, batch: int, workers: int
+) -> float:
     torch.manual_seed(0)
     model = create_model(model_name, num_classes=10).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = torch.utils.data.DataLoader(SeedStyleDataset(images, labels), batch_size=batch, shuffle=True, drop_last=True, num_workers=workers)
+    loader = torch.utils.data.DataLoader(
+        SeedStyleDataset(images, labels), batch_size=batch, shuffle=True, drop_last=True, num_workers=workers
+    )
     model.train()
     seen, t0 = 0, None
     for step, (x, y) in enumerate(loader):
@@ -64,8 +70,28 @@ def baseline_images_per_s(model_name: str, images: np.ndarray, labels: np.ndarra
     return seen / (time.perf_counter() - t0)
 
 
-def fast_images_per_s(model_name: str, images: np.ndarray, labels: np.ndarray, device: torch.device, batch: int, compile_: bool, amp: str = "auto") -> float:
-    cfg = build_config(model=model_name, model_kwargs={}, epochs=2, batch_size=batch, optimizer="adam", lr=1e-3, schedule="constant", augment="cropflip", device=str(device), compile=compile_, amp=amp)
+def fast_images_per_s(
+    model_name: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    device: torch.device,
+    batch: int,
+    compile_: bool,
+    amp: str = "auto",
+) -> float:
+    cfg = build_config(
+        model=model_name,
+        model_kwargs={},
+        epochs=2,
+        batch_size=batch,
+        optimizer="adam",
+        lr=1e-3,
+        schedule="constant",
+        augment="cropflip",
+        device=str(device),
+        compile=compile_,
+        amp=amp,
+    )
     n_val = 512
     res = fit(cfg, 10, images[n_val:], labels[n_val:], images[:n_val], labels[:n_val], fold=0, seed=0, progress=False)
     return float(res.history[-1]["images_per_s"])  # epoch 2: no first-call / compile warm-up
@@ -85,14 +111,28 @@ def main() -> None:
     train = resolve_competition().train_set
     rows = args.rows or (48000 if device.type == "cuda" else 6000)
     images, labels = train.images[:rows], train.labels[:rows]
-    print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), {rows} rows, batch {args.batch_size}, augment cropflip")
+    hardware = torch.cuda.get_device_name() if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"device {device} ({hardware}), {rows} rows, batch {args.batch_size}, augment cropflip")
     auto = amp_dtype(build_config(), device)
-    label = "fp32" if auto is None else str(auto).removeprefix("torch.").replace("bfloat16", "bf16").replace("float16", "fp16")
+    label = (
+        "fp32"
+        if auto is None
+        else str(auto).removeprefix("torch.").replace("bfloat16", "bf16").replace("float16", "fp16")
+    )
     print(f"{'model':<16} {'baseline img/s':>15} {'fast fp32':>10} {'fast ' + label:>10} {'ratio':>6}")
     for name in args.models.split(","):
-        base = baseline_images_per_s(name, images[: min(rows, 6000 if device.type == "cpu" else rows)], labels, device, args.batch_size, args.workers)
+        base = baseline_images_per_s(
+            name,
+            images[: min(rows, 6000 if device.type == "cpu" else rows)],
+            labels,
+            device,
+            args.batch_size,
+            args.workers,
+        )
         fp32 = fast_images_per_s(name, images, labels, device, args.batch_size, args.compile, amp="off")
-        fast = fast_images_per_s(name, images, labels, device, args.batch_size, args.compile) if auto is not None else fp32
+        fast = (
+            fast_images_per_s(name, images, labels, device, args.batch_size, args.compile) if auto is not None else fp32
+        )
         print(f"{name:<16} {base:>15.0f} {fp32:>10.0f} {fast:>10.0f} {max(fast, fp32) / base:>5.1f}x", flush=True)
 
 

@@ -1,6 +1,6 @@
 """Fold-train + blend with a recipe on the real Fashion-MNIST: wall time, CV and official-test accuracy.
 
-    python bench/time_to_accuracy.py --recipe cpu [--workdir /tmp/tta] [--amp off|auto|bf16] [--epochs N]
+python bench/time_to_accuracy.py --recipe cpu [--workdir /tmp/tta] [--amp off|auto|bf16] [--epochs N]
 """
 
 from __future__ import annotations
@@ -29,7 +29,11 @@ def main() -> None:
     args = ap.parse_args()
     workdir = args.workdir or tempfile.mkdtemp(prefix="fkaggle-tta-")
     comp = resolve_competition()
-    hw = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else f"{platform.processor() or 'cpu'} x{torch.get_num_threads()} threads"
+    hw = (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available() and args.device != "cpu"
+        else f"{platform.processor() or 'cpu'} x{torch.get_num_threads()} threads"
+    )
     t0 = time.perf_counter()
     runs = []
     for s in args.seeds.split(","):
@@ -40,8 +44,14 @@ def main() -> None:
     train_s = time.perf_counter() - t0
     res = make_submission(comp, runs, "mean", f"tta-{args.recipe}-{args.amp}", workdir)
     wall = time.perf_counter() - t0
-    print(f"\n{'recipe':<8} {'amp':<5} {'epochs':>6} {'hardware':<28} {'runs':>4} {'wall':>8} {'train':>8} {'CV acc':>7} {'test acc':>8}")
-    print(f"{args.recipe:<8} {args.amp:<5} {cfg.epochs:>6} {hw[:28]:<28} {len(runs):>4} {wall / 60:>6.1f}min {train_s / 60:>6.1f}min {res['cv']['acc']:.4f}  {res['test']['acc']:.4f}")
+    print(
+        f"\n{'recipe':<8} {'amp':<5} {'epochs':>6} {'hardware':<28} {'runs':>4} "
+        f"{'wall':>8} {'train':>8} {'CV acc':>7} {'test acc':>8}"
+    )
+    print(
+        f"{args.recipe:<8} {args.amp:<5} {cfg.epochs:>6} {hw[:28]:<28} {len(runs):>4} "
+        f"{wall / 60:>6.1f}min {train_s / 60:>6.1f}min {res['cv']['acc']:.4f}  {res['test']['acc']:.4f}"
+    )
 
 
 if __name__ == "__main__":

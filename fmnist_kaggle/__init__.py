@@ -14,7 +14,23 @@ from typing import Any
 from fmnist_kaggle._version import __version__
 from fmnist_kaggle.errors import DataError, FkaggleError
 
-_API = ("Competition", "Run", "TrainConfig", "auto", "blend", "build_config", "create_model", "fold_train", "list_models", "list_runs", "load_competition", "load_run", "make_submission", "report", "track")
+_API = (
+    "Competition",
+    "Run",
+    "TrainConfig",
+    "auto",
+    "blend",
+    "build_config",
+    "create_model",
+    "fold_train",
+    "list_models",
+    "list_runs",
+    "load_competition",
+    "load_run",
+    "make_submission",
+    "report",
+    "track",
+)
 __all__ = ["DataError", "FkaggleError", "__version__", *_API]
 
 

@@ -32,7 +32,23 @@ from fmnist_kaggle.storage.layout import Workspace
 from fmnist_kaggle.training.config import TrainConfig
 from fmnist_kaggle.training.config import build_config as _build_config
 
-__all__ = ["Competition", "Run", "TrainConfig", "auto", "blend", "build_config", "create_model", "fold_train", "list_models", "list_runs", "load_competition", "load_run", "make_submission", "report", "track"]
+__all__ = [
+    "Competition",
+    "Run",
+    "TrainConfig",
+    "auto",
+    "blend",
+    "build_config",
+    "create_model",
+    "fold_train",
+    "list_models",
+    "list_runs",
+    "load_competition",
+    "load_run",
+    "make_submission",
+    "report",
+    "track",
+]
 
 
 def load_competition(
@@ -91,9 +107,22 @@ def fold_train(
     fold). `folds` trains a shard only (then a `FkaggleError` says which folds are missing);
     `executor` trains units elsewhere (`fmnist_kaggle.runs.executors.make_executor("ray")`);
     `deadline` (a `time.monotonic()` value) starts no unit after it."""
-    manifest = train_folds(competition, config or _build_config(), run=run, workdir=workdir, only_folds=folds, overwrite=overwrite, progress=progress, executor=executor, deadline=deadline)
+    manifest = train_folds(
+        competition,
+        config or _build_config(),
+        run=run,
+        workdir=workdir,
+        only_folds=folds,
+        overwrite=overwrite,
+        progress=progress,
+        executor=executor,
+        deadline=deadline,
+    )
     if not manifest.get("complete"):
-        raise FkaggleError(f"run {manifest.get('run')} is incomplete: folds {manifest.get('missing_folds')} missing (train them, then `load_run`)")
+        raise FkaggleError(
+            f"run {manifest.get('run')} is incomplete: folds {manifest.get('missing_folds')} "
+            "missing (train them, then `load_run`)"
+        )
     return load_run(manifest["run"], workdir)
 
 
@@ -101,7 +130,15 @@ def _runs(runs: list[Run | str], workdir: str | Path) -> list[Run]:
     return [r if isinstance(r, Run) else load_run(r, workdir) for r in runs]
 
 
-def blend(runs: list[Run | str], method: str = "mean", *, workdir: str | Path = ".", space: str = "prob", temperature: bool = False, seed: int = 0) -> blending.BlendResult:
+def blend(
+    runs: list[Run | str],
+    method: str = "mean",
+    *,
+    workdir: str | Path = ".",
+    space: str = "prob",
+    temperature: bool = False,
+    seed: int = 0,
+) -> blending.BlendResult:
     """Blend finished runs (objects or names) with `method` (see `fkaggle blend --help`): OOF and
     test log-probabilities and a CV estimate, nested (fitted on k-1 folds) for fitted methods."""
     loaded = _runs(runs, workdir)
@@ -110,7 +147,16 @@ def blend(runs: list[Run | str], method: str = "mean", *, workdir: str | Path = 
     return blending.blend(loaded, loaded[0].labels, method, space, temperature, seed)
 
 
-def make_submission(competition: Competition, runs: list[Run | str], method: str = "mean", name: str = "submission", *, workdir: str | Path = ".", space: str = "prob", temperature: bool = False) -> dict[str, Any]:
+def make_submission(
+    competition: Competition,
+    runs: list[Run | str],
+    method: str = "mean",
+    name: str = "submission",
+    *,
+    workdir: str | Path = ".",
+    space: str = "prob",
+    temperature: bool = False,
+) -> dict[str, Any]:
     """Write `workdir/submissions/NAME.csv` (validated against the competition's layout) and its
     record `NAME.json` from one run or a blend; returns the record (CV, and test accuracy where
     the competition knows the test labels)."""
@@ -118,8 +164,17 @@ def make_submission(competition: Competition, runs: list[Run | str], method: str
     return submission.make_submission(competition, names, method, name, workdir, space=space, temperature=temperature)
 
 
-
-def auto(competition: Competition, time_limit: str | float = "20m", name: str = "auto", *, workdir: str | Path = ".", portfolio: str | Path | None = None, device: str | None = None, executor: Executor | None = None, progress: bool = False) -> dict[str, Any]:
+def auto(
+    competition: Competition,
+    time_limit: str | float = "20m",
+    name: str = "auto",
+    *,
+    workdir: str | Path = ".",
+    portfolio: str | Path | None = None,
+    device: str | None = None,
+    executor: Executor | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """`fkaggle auto`: the portfolio's runs sized to `time_limit` ('20m', '90s' or seconds), the
     honest choice among runs and blends, `submissions/NAME.csv` and the leaderboard. Resumable."""
     seconds = parse_time_limit(time_limit) if isinstance(time_limit, str) else float(time_limit)

@@ -28,7 +28,11 @@ def log_loss(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def per_fold(logits: np.ndarray, labels: np.ndarray, fold_of: np.ndarray) -> list[dict[str, float]]:
     return [
-        {"fold": int(f), "acc": accuracy(logits[fold_of == f], labels[fold_of == f]), "logloss": log_loss(logits[fold_of == f], labels[fold_of == f])}
+        {
+            "fold": int(f),
+            "acc": accuracy(logits[fold_of == f], labels[fold_of == f]),
+            "logloss": log_loss(logits[fold_of == f], labels[fold_of == f]),
+        }
         for f in np.unique(fold_of)
     ]
 
@@ -45,12 +49,22 @@ def full_report(logits: np.ndarray, labels: np.ndarray, class_names: list[str]) 
     except ValueError:  # a class missing from labels
         auc = float("nan")
     per_class = [
-        {"class": class_names[i], "accuracy": float(cm[i, i] / max(cm[i].sum(), 1)), "precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]), "support": int(support[i])}
+        {
+            "class": class_names[i],
+            "accuracy": float(cm[i, i] / max(cm[i].sum(), 1)),
+            "precision": float(prec[i]),
+            "recall": float(rec[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
         for i in range(k)
     ]
     off = cm.copy()
     np.fill_diagonal(off, 0)
-    pairs = sorted(((int(off[i, j] + off[j, i]), class_names[i], class_names[j]) for i in range(k) for j in range(i + 1, k)), reverse=True)
+    pairs = sorted(
+        ((int(off[i, j] + off[j, i]), class_names[i], class_names[j]) for i in range(k) for j in range(i + 1, k)),
+        reverse=True,
+    )
     return {
         "acc": accuracy(logits, labels),
         "logloss": log_loss(logits, labels),

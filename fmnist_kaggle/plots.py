@@ -20,7 +20,14 @@ def _plt():
     return plt
 
 
-def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], target: str | Path, per_class: int = 8, seed: int = 0) -> Path:
+def sample_grid(
+    images: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    target: str | Path,
+    per_class: int = 8,
+    seed: int = 0,
+) -> Path:
     """A row of random examples per class: the first look every report starts with."""
     plt = _plt()
     rng = np.random.default_rng(seed)
@@ -59,8 +66,13 @@ def learning_figure(history: Sequence[dict], title: str = "") -> Any:
         rows = [r for r in history if int(r["fold"]) == fold and int(r["seed"]) == seed]
         ep = [int(r["epoch"]) for r in rows]
         tag = f"f{fold}" + (f"s{seed}" if len({s for _, s in folds}) > 1 else "")
-        col = {k: [float(r[k]) if r[k] not in (None, "") else np.nan for r in rows] for k in ("train_loss", "val_loss", "train_acc", "val_acc")}  # NaN: not validated that epoch
-        line = ax_loss.plot(ep, col["train_loss"], "o--", ms=3, alpha=0.7)[0]  # markers: a 1-epoch run still shows its point
+        col = {
+            k: [float(r[k]) if r[k] not in (None, "") else np.nan for r in rows]
+            for k in ("train_loss", "val_loss", "train_acc", "val_acc")
+        }  # NaN: not validated that epoch
+        line = ax_loss.plot(ep, col["train_loss"], "o--", ms=3, alpha=0.7)[
+            0
+        ]  # markers: a 1-epoch run still shows its point
         c = line.get_color()
         ax_loss.plot(ep, col["val_loss"], "o-", ms=3, color=c, label=tag)
         ax_acc.plot(ep, col["train_acc"], "o--", ms=3, color=c, alpha=0.7)
@@ -92,7 +104,15 @@ def confusion_matrix(cm: np.ndarray, class_names: Sequence[str], target: str | P
     thresh = cm.max() / 2 if cm.size else 0
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7, color="white" if cm[i, j] > thresh else "black")
+            ax.text(
+                j,
+                i,
+                str(int(cm[i, j])),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if cm[i, j] > thresh else "black",
+            )
     ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
@@ -113,7 +133,9 @@ def sweep_scores(rows: Sequence[dict], params: Sequence[str], target: str | Path
         ax.scatter([pos[x] for x in xs], ys, alpha=0.8, label="one trial")
         for i, c in enumerate(cats):
             vals = [y for x, y in zip(xs, ys) if x == c]
-            ax.hlines(max(vals), pos[c] - 0.25, pos[c] + 0.25, color="C1", label="best at this value" if i == 0 else None)
+            ax.hlines(
+                max(vals), pos[c] - 0.25, pos[c] + 0.25, color="C1", label="best at this value" if i == 0 else None
+            )
         ax.set_xticks(range(len(cats)), cats, rotation=30, fontsize=8)
         ax.set(xlabel=p, ylabel=metric.replace("cv_acc", "CV accuracy (OOF)"))
         ax.grid(alpha=0.3)
@@ -135,18 +157,36 @@ def reproduction_chart(sections: Sequence[dict], title: str, target: str | Path)
     accuracy beside the report's published number, per row. Points, not bars: the axis is
     zoomed to the values, and a bar cut off at its base would exaggerate the differences."""
     plt = _plt()
-    fig, axes = plt.subplots(len(sections), 1, figsize=(max(9.0, 0.55 * max((len(s["rows"]) for s in sections), default=1) + 4), 3.4 * len(sections)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(sections),
+        1,
+        figsize=(max(9.0, 0.55 * max((len(s["rows"]) for s in sections), default=1) + 4), 3.4 * len(sections)),
+        squeeze=False,
+    )
     for ax, s in zip(axes[:, 0], sections):
         rows = s["rows"]
         x = np.arange(len(rows))
         labels = [" ".join([r["model"]] + [f"{k}={v}" for k, v in r["params"].items()]) for r in rows]
-        ax.errorbar(x - 0.15, [r["cv_acc"] for r in rows], yerr=[r["cv_acc_std"] for r in rows], fmt="o", capsize=2, label="ours: CV (± fold std)")
+        ax.errorbar(
+            x - 0.15,
+            [r["cv_acc"] for r in rows],
+            yerr=[r["cv_acc_std"] for r in rows],
+            fmt="o",
+            capsize=2,
+            label="ours: CV (± fold std)",
+        )
         tested = [(i, r["test_acc"]) for i, r in enumerate(rows) if r["test_acc"] is not None]
         if tested:
             ax.plot([i for i, _ in tested], [v for _, v in tested], "s", label="ours: test")
         published = [(i, r["report_value"]) for i, r in enumerate(rows) if r["report_value"] is not None]
         if published:
-            ax.plot([i + 0.15 for i, _ in published], [v for _, v in published], "D", color="0.45", label=f"report: {s['metric']}")
+            ax.plot(
+                [i + 0.15 for i, _ in published],
+                [v for _, v in published],
+                "D",
+                color="0.45",
+                label=f"report: {s['metric']}",
+            )
         values = [v for r in rows for v in (r["cv_acc"], r["test_acc"], r["report_value"]) if v is not None]
         ax.set_ylim(max(0.0, min(values, default=0.5) - 0.03), min(1.0, max(values, default=1.0) + 0.02))
         ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
@@ -160,18 +200,33 @@ def reproduction_chart(sections: Sequence[dict], title: str, target: str | Path)
     return Path(target)
 
 
-def activation_maps(images: np.ndarray, labels: np.ndarray, pred: np.ndarray, maps: Sequence[tuple[str, np.ndarray]], class_names: Sequence[str], channels: int, target: str | Path, title: str = "") -> Path:
+def activation_maps(
+    images: np.ndarray,
+    labels: np.ndarray,
+    pred: np.ndarray,
+    maps: Sequence[tuple[str, np.ndarray]],
+    class_names: Sequence[str],
+    channels: int,
+    target: str | Path,
+    title: str = "",
+) -> Path:
     """One row per image: the image, then `channels` evenly spaced feature maps of each layer
     (report 000's 'Activation 1, 10, 19, 28' of block 1)."""
     plt = _plt()
     picks = [np.unique(np.linspace(0, m.shape[1] - 1, min(channels, m.shape[1])).round().astype(int)) for _, m in maps]
     ncols = 1 + sum(len(p) for p in picks)
-    fig, axes = plt.subplots(len(images), ncols, figsize=(0.85 * ncols, 0.95 * len(images) + 0.8), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        len(images), ncols, figsize=(0.85 * ncols, 0.95 * len(images) + 0.8), squeeze=False, layout="constrained"
+    )
     for i, img in enumerate(images):
         ax = axes[i, 0]
         ax.imshow(img, cmap="gray_r", vmin=0, vmax=255)
         wrong = pred[i] != labels[i]
-        ax.set_title(class_names[labels[i]] + (f"\n(pred {class_names[pred[i]]})" if wrong else ""), fontsize=6, color="red" if wrong else "black")
+        ax.set_title(
+            class_names[labels[i]] + (f"\n(pred {class_names[pred[i]]})" if wrong else ""),
+            fontsize=6,
+            color="red" if wrong else "black",
+        )
         col = 1
         for j, ((name, m), pick) in enumerate(zip(maps, picks)):
             for c in pick:
@@ -189,7 +244,16 @@ def activation_maps(images: np.ndarray, labels: np.ndarray, pred: np.ndarray, ma
     return Path(target)
 
 
-def prediction_grid(images: np.ndarray, labels: np.ndarray, pred: np.ndarray, confidence: np.ndarray, class_names: Sequence[str], target: str | Path, title: str = "", cols: int = 8) -> Path:
+def prediction_grid(
+    images: np.ndarray,
+    labels: np.ndarray,
+    pred: np.ndarray,
+    confidence: np.ndarray,
+    class_names: Sequence[str],
+    target: str | Path,
+    title: str = "",
+    cols: int = 8,
+) -> Path:
     """Report 001's sample predictions: each image with its true and predicted class and the
     predicted probability; mistakes framed and titled in red."""
     plt = _plt()
@@ -203,7 +267,11 @@ def prediction_grid(images: np.ndarray, labels: np.ndarray, pred: np.ndarray, co
         ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"true {class_names[labels[i]][:11]}\npred {class_names[pred[i]][:11]} {confidence[i]:.2f}", fontsize=6, color="red" if wrong else "black")
+        ax.set_title(
+            f"true {class_names[labels[i]][:11]}\npred {class_names[pred[i]][:11]} {confidence[i]:.2f}",
+            fontsize=6,
+            color="red" if wrong else "black",
+        )
         for spine in ax.spines.values():
             spine.set(edgecolor="red" if wrong else "0.8", linewidth=2.5 if wrong else 0.5)
     if title:
@@ -212,7 +280,15 @@ def prediction_grid(images: np.ndarray, labels: np.ndarray, pred: np.ndarray, co
     return Path(target)
 
 
-def drift_figures(importance: np.ndarray, test_like: np.ndarray, p_test: Sequence[float], auc: float, importance_png: str | Path, test_like_png: str | Path, rows: Sequence[int] | None = None) -> None:
+def drift_figures(
+    importance: np.ndarray,
+    test_like: np.ndarray,
+    p_test: Sequence[float],
+    auc: float,
+    importance_png: str | Path,
+    test_like_png: str | Path,
+    rows: Sequence[int] | None = None,
+) -> None:
     """Adversarial validation: where train and test differ (pixel importances), and the
     training images the classifier takes most for test rows."""
     plt = _plt()
@@ -224,7 +300,13 @@ def drift_figures(importance: np.ndarray, test_like: np.ndarray, p_test: Sequenc
     fig.colorbar(im, ax=ax, fraction=0.046)
     atomic.save_figure(importance_png, fig)
     cols = 8
-    fig, axes = plt.subplots(max(1, -(-len(test_like) // cols)), cols, figsize=(1.3 * cols, 1.5 * max(1, -(-len(test_like) // cols)) + 0.4), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        max(1, -(-len(test_like) // cols)),
+        cols,
+        figsize=(1.3 * cols, 1.5 * max(1, -(-len(test_like) // cols)) + 0.4),
+        squeeze=False,
+        layout="constrained",
+    )
     for ax in axes.ravel():
         ax.axis("off")
     for i, (ax, img, p) in enumerate(zip(axes.ravel(), test_like, p_test)):
@@ -234,7 +316,9 @@ def drift_figures(importance: np.ndarray, test_like: np.ndarray, p_test: Sequenc
     atomic.save_figure(test_like_png, fig)
 
 
-def autopilot_chart(runs: Sequence[dict], blends: Sequence[dict], limit_min: float, title: str, target: str | Path) -> Path:
+def autopilot_chart(
+    runs: Sequence[dict], blends: Sequence[dict], limit_min: float, title: str, target: str | Path
+) -> Path:
     """`fkaggle auto`: each finished run's CV accuracy at the minute it finished (and its official
     test accuracy where known), the blends at the end, the chosen submission starred, the limit."""
     plt = _plt()
@@ -247,10 +331,26 @@ def autopilot_chart(runs: Sequence[dict], blends: Sequence[dict], limit_min: flo
             ax.scatter(r["minute"], r["test_acc"], s=48, facecolors="none", edgecolors=f"C{i % 10}", zorder=3)
     for j, b in enumerate(blends):
         ax.scatter(at, b["cv_acc"], marker="D", s=34, color="0.45", zorder=2)
-        ax.annotate(b["method"], (at, b["cv_acc"]), xytext=(6, -9 + 8 * (j % 3)), textcoords="offset points", fontsize=7, color="0.3")
+        ax.annotate(
+            b["method"],
+            (at, b["cv_acc"]),
+            xytext=(6, -9 + 8 * (j % 3)),
+            textcoords="offset points",
+            fontsize=7,
+            color="0.3",
+        )
     chosen = [c for c in [*runs, *blends] if c.get("chosen")]
     for c in chosen:
-        ax.scatter(c.get("minute", at), c["cv_acc"], marker="*", s=260, color="gold", edgecolors="k", zorder=4, label=f"chosen: {c['label']}")
+        ax.scatter(
+            c.get("minute", at),
+            c["cv_acc"],
+            marker="*",
+            s=260,
+            color="gold",
+            edgecolors="k",
+            zorder=4,
+            label=f"chosen: {c['label']}",
+        )
     ax.axvline(limit_min, color="C3", ls="--", lw=1, label=f"time limit ({limit_min:g} min)")
     if any(r.get("test_acc") is not None for r in runs):
         ax.scatter([], [], facecolors="none", edgecolors="0.3", label="official/local test accuracy (hollow)")
@@ -258,8 +358,16 @@ def autopilot_chart(runs: Sequence[dict], blends: Sequence[dict], limit_min: flo
         ax.scatter([], [], marker="D", color="0.45", label="blends of all finished runs (CV; fitted methods nested)")
     values = [v for c in [*runs, *blends] for v in (c["cv_acc"], c.get("test_acc")) if v is not None]
     mid = (max(values) + min(values)) / 2 if values else 0.5
-    half = max((max(values) - min(values)) / 2 if values else 0.0, 0.01) * 1.25  # a 2% window at least: one run is not a cliff
-    ax.set(xlabel="minutes since the first session started", ylabel="accuracy", title=title, xlim=(0, max(limit_min, at) * 1.1), ylim=(mid - half, mid + half))
+    half = (
+        max((max(values) - min(values)) / 2 if values else 0.0, 0.01) * 1.25
+    )  # a 2% window at least: one run is not a cliff
+    ax.set(
+        xlabel="minutes since the first session started",
+        ylabel="accuracy",
+        title=title,
+        xlim=(0, max(limit_min, at) * 1.1),
+        ylim=(mid - half, mid + half),
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
@@ -277,8 +385,16 @@ def cv_against_public(points: Sequence[dict]) -> bytes:
     ax.plot([lo, hi], [lo, hi], color="0.6", ls="--", lw=1, label="CV = public score")
     ax.scatter(xs, ys, s=36, zorder=3)
     for p in points[:20]:  # more labels than that is noise
-        ax.annotate(p["file"][:24], (p["cv_acc"], p["public_score"]), xytext=(4, 3), textcoords="offset points", fontsize=7)
-    ax.set(xlabel="CV accuracy (nested for fitted blends)", ylabel="public leaderboard score", xlim=(lo, hi), ylim=(lo, hi), title="CV against the public leaderboard")
+        ax.annotate(
+            p["file"][:24], (p["cv_acc"], p["public_score"]), xytext=(4, 3), textcoords="offset points", fontsize=7
+        )
+    ax.set(
+        xlabel="CV accuracy (nested for fitted blends)",
+        ylabel="public leaderboard score",
+        xlim=(lo, hi),
+        ylim=(lo, hi),
+        title="CV against the public leaderboard",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     return atomic.figure_png(fig)
@@ -295,7 +411,15 @@ def correlation_heatmap(names: Sequence[str], matrix: np.ndarray) -> bytes:
     if k <= 12:
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, f"{matrix[i, j]:.3f}", ha="center", va="center", fontsize=6, color="white" if matrix[i, j] < (1 + np.min(matrix)) / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{matrix[i, j]:.3f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if matrix[i, j] < (1 + np.min(matrix)) / 2 else "black",
+                )
     ax.set_title("OOF probability correlation (lower = more diverse)", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()

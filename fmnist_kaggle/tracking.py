@@ -36,9 +36,12 @@ ENV_URIS = ("FKAGGLE_TRACKING_URI", "MLFLOW_TRACKING_URI")
 # Defaults a user's environment overrides: bounded requests; stdout keeps only fkaggle's results
 # (MLflow prints run URLs there); no usage telemetry sent from a competitor's machine.
 MLFLOW_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
-}  # fmt: skip
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}
 TAG = "fkaggle."  # prefix of the tags that find a store's runs again
 
 
@@ -63,7 +66,9 @@ def enable(uri: str | None, default_db: Path, default_artifacts: Path) -> str:
         import mlflow  # noqa: F401
     except ImportError:
         raise FkaggleError(INSTALL_HINT) from None
-    chosen = uri or next((os.environ[k] for k in ENV_URIS if os.environ.get(k)), None) or f"sqlite:///{default_db.resolve()}"
+    chosen = (
+        uri or next((os.environ[k] for k in ENV_URIS if os.environ.get(k)), None) or f"sqlite:///{default_db.resolve()}"
+    )
     local = chosen.startswith("sqlite:") or "://" not in chosen
     _state.__init__(uri=chosen, artifact_root=str(default_artifacts.resolve()) if local else None)
     return chosen
@@ -98,7 +103,10 @@ def _guarded(func: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:  # noqa: BLE001  (the store's problem must never become the training's)
             _state.failed = True
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            log.warning(f"tracking to {_state.uri} failed ({first}); the work goes on untracked (re-run the command with --track to sync it)")
+            log.warning(
+                f"tracking to {_state.uri} failed ({first}); the work goes on untracked "
+                "(re-run the command with --track to sync it)"
+            )
             return None
 
     return call
@@ -131,7 +139,9 @@ def fingerprint(obj: Any) -> str:
 
 
 def _find(exp_id: str, tags: dict[str, str], parent: str | None = None) -> list[Any]:
-    terms = [f"tags.`{k}` = '{v}'" for k, v in tags.items()] + ([f"tags.`mlflow.parentRunId` = '{parent}'"] if parent else [])
+    terms = [f"tags.`{k}` = '{v}'" for k, v in tags.items()] + (
+        [f"tags.`mlflow.parentRunId` = '{parent}'"] if parent else []
+    )
     return _client().search_runs([exp_id], filter_string=" and ".join(terms), max_results=1000)
 
 
@@ -158,7 +168,13 @@ def _text(v: Any) -> str:
     return v if isinstance(v, str) else json.dumps(v, default=str)
 
 
-def _log(run_id: str, metrics: Iterable[tuple[str, float, int]] = (), params: dict[str, Any] | None = None, logged: dict[str, str] | None = None, tags: dict[str, Any] | None = None) -> None:
+def _log(
+    run_id: str,
+    metrics: Iterable[tuple[str, float, int]] = (),
+    params: dict[str, Any] | None = None,
+    logged: dict[str, str] | None = None,
+    tags: dict[str, Any] | None = None,
+) -> None:
     from mlflow.entities import Metric, RunTag
 
     now = int(time.time() * 1000)
@@ -167,7 +183,12 @@ def _log(run_id: str, metrics: Iterable[tuple[str, float, int]] = (), params: di
     ts = [RunTag(k, _text(v)) for k, v in (tags or {}).items()]
     batches = max(-(-len(ms) // 1000), -(-len(ps) // 100), -(-len(ts) // 100), 1)  # the REST API's limits per batch
     for i in range(batches):
-        _client().log_batch(run_id, metrics=ms[i * 1000 : (i + 1) * 1000], params=ps[i * 100 : (i + 1) * 100], tags=ts[i * 100 : (i + 1) * 100])
+        _client().log_batch(
+            run_id,
+            metrics=ms[i * 1000 : (i + 1) * 1000],
+            params=ps[i * 100 : (i + 1) * 100],
+            tags=ts[i * 100 : (i + 1) * 100],
+        )
 
 
 @dataclass(frozen=True)
@@ -184,7 +205,18 @@ EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images
 
 
 @_guarded
-def sync_run(experiment: str, name: str, key: str, params: dict[str, Any], tags: dict[str, Any], units: list[UnitLog], results: list[tuple[str, float, int]] | None, artifacts: list[Path], seeds: int, ended: bool = False) -> str | None:
+def sync_run(
+    experiment: str,
+    name: str,
+    key: str,
+    params: dict[str, Any],
+    tags: dict[str, Any],
+    units: list[UnitLog],
+    results: list[tuple[str, float, int]] | None,
+    artifacts: list[Path],
+    seeds: int,
+    ended: bool = False,
+) -> str | None:
     """Mirror an fkaggle run: one MLflow run (params, tags), a nested run per (fold, seed) with its
     per-epoch metrics, and once assembled its CV metrics and artifacts. Idempotent. `ended`: the
     command is done with an incomplete run (KILLED until a later command finishes it)."""
@@ -193,17 +225,43 @@ def sync_run(experiment: str, name: str, key: str, params: dict[str, Any], tags:
     parent = _open(exp_id, name, ids)
     pid = parent.info.run_id
     _log(pid, params=params, logged=parent.data.params, tags=tags if not parent.data.tags.get(TAG + "model") else {})
-    children = {(c.data.tags.get(TAG + "fold"), c.data.tags.get(TAG + "seed")): c for c in _find(exp_id, {TAG + "kind": "unit"}, parent=pid)}
+    children = {
+        (c.data.tags.get(TAG + "fold"), c.data.tags.get(TAG + "seed")): c
+        for c in _find(exp_id, {TAG + "kind": "unit"}, parent=pid)
+    }
     for u in units:
         child = children.get((str(u.fold), str(u.seed)))
         if child is not None and child.info.status == "FINISHED":
             continue  # logged by an earlier command
         label = f"fold {u.fold}" + (f" seed {u.seed}" if seeds > 1 else "")
-        cid = child.info.run_id if child is not None else _client().create_run(exp_id, run_name=f"{name} {label}", tags={TAG + "kind": "unit", TAG + "fold": str(u.fold), TAG + "seed": str(u.seed), "mlflow.parentRunId": pid}).info.run_id
+        cid = (
+            child.info.run_id
+            if child is not None
+            else _client()
+            .create_run(
+                exp_id,
+                run_name=f"{name} {label}",
+                tags={
+                    TAG + "kind": "unit",
+                    TAG + "fold": str(u.fold),
+                    TAG + "seed": str(u.seed),
+                    "mlflow.parentRunId": pid,
+                },
+            )
+            .info.run_id
+        )
         epochs = [(k, _num(r.get(k)), int(r["epoch"])) for r in u.history for k in EPOCH_METRICS]
         best = u.summary.get("best") or {}
-        done = [("best_epoch", u.summary.get("best_epoch"), 0), ("seconds", u.summary.get("seconds"), 0), *((f"best_{k}", _num(v), 0) for k, v in best.items())]
-        _log(cid, metrics=[m for m in epochs + done if m[1] is not None], tags={TAG + "host": u.summary.get("host", ""), TAG + "executor": u.summary.get("executor", "")})
+        done = [
+            ("best_epoch", u.summary.get("best_epoch"), 0),
+            ("seconds", u.summary.get("seconds"), 0),
+            *((f"best_{k}", _num(v), 0) for k, v in best.items()),
+        ]
+        _log(
+            cid,
+            metrics=[m for m in epochs + done if m[1] is not None],
+            tags={TAG + "host": u.summary.get("host", ""), TAG + "executor": u.summary.get("executor", "")},
+        )
         _client().set_terminated(cid, "FINISHED")
     if results is None:
         if ended:
@@ -224,18 +282,34 @@ def _finish(run_id: str, artifacts: list[Path]) -> None:
 
 
 @_guarded
-def sync_blend(experiment: str, name: str, sha256: str, params: dict[str, Any], results: dict[str, float], inputs: list[str], artifacts: list[Path]) -> str | None:
+def sync_blend(
+    experiment: str,
+    name: str,
+    sha256: str,
+    params: dict[str, Any],
+    results: dict[str, float],
+    inputs: list[str],
+    artifacts: list[Path],
+) -> str | None:
     """A blend (or single-run submission) as an MLflow run keyed by its CSV's SHA-256."""
     exp_id = _experiment(experiment)
     run = _open(exp_id, name, {TAG + "kind": "submission", TAG + "sha256": sha256})
     rid = run.info.run_id
-    _log(rid, metrics=[(k, v, 0) for k, v in results.items()], params=params, logged=run.data.params, tags={TAG + "submission": name, TAG + "inputs": ",".join(inputs)})
+    _log(
+        rid,
+        metrics=[(k, v, 0) for k, v in results.items()],
+        params=params,
+        logged=run.data.params,
+        tags={TAG + "submission": name, TAG + "inputs": ",".join(inputs)},
+    )
     _finish(rid, artifacts)
     return rid
 
 
 @_guarded
-def log_upload(experiment: str, file: str, sha256: str, ref: Any, message: str, scores: dict[str, float] | None = None) -> str | None:
+def log_upload(
+    experiment: str, file: str, sha256: str, ref: Any, message: str, scores: dict[str, float] | None = None
+) -> str | None:
     """An upload (and, once Kaggle has scored it, its public/private scores) on the run that made
     the file, found by the file's SHA-256 (a run is opened for a file made elsewhere)."""
     exp_id = _experiment(experiment)

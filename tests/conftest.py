@@ -21,7 +21,12 @@ import pytest
 
 FMNIST_DIR = Path(os.environ.get("FKAGGLE_DATA", "/usr/share/datasets/fashion-mnist"))
 REPO = Path(__file__).resolve().parents[1]
-_IDX = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+_IDX = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+]
 
 
 def _have_fmnist() -> bool:
@@ -58,9 +63,16 @@ def fmnist() -> dict[str, np.ndarray]:
 def small(fmnist) -> dict[str, np.ndarray]:
     """A class-balanced slice of the real data: 400 train rows (40 per class), 100 test rows."""
     rng = np.random.default_rng(0)
-    tr = np.sort(np.concatenate([rng.choice(np.flatnonzero(fmnist["y_train"] == c), 40, replace=False) for c in range(10)]))
+    tr = np.sort(
+        np.concatenate([rng.choice(np.flatnonzero(fmnist["y_train"] == c), 40, replace=False) for c in range(10)])
+    )
     te = np.arange(100)
-    return {"x_train": fmnist["x_train"][tr], "y_train": fmnist["y_train"][tr], "x_test": fmnist["x_test"][te], "y_test": fmnist["y_test"][te]}
+    return {
+        "x_train": fmnist["x_train"][tr],
+        "y_train": fmnist["y_train"][tr],
+        "x_test": fmnist["x_test"][te],
+        "y_test": fmnist["y_test"][te],
+    }
 
 
 def synthetic_images(n_per_class: int, k: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +99,15 @@ def synth(tmp_path):
     return Competition(name="synth", train=train, test=test)
 
 
-def write_csv(path: Path, x: np.ndarray, y: np.ndarray | None = None, ids: np.ndarray | None = None, id_col: str = "id", first_pixel: int = 1, scale: float = 1.0) -> Path:
+def write_csv(
+    path: Path,
+    x: np.ndarray,
+    y: np.ndarray | None = None,
+    ids: np.ndarray | None = None,
+    id_col: str = "id",
+    first_pixel: int = 1,
+    scale: float = 1.0,
+) -> Path:
     import pandas as pd
 
     flat = x.reshape(len(x), -1) * scale if scale != 1.0 else x.reshape(len(x), -1)
@@ -109,7 +129,9 @@ def save_pickled_dict(path: Path, obj: dict) -> Path:
 @pytest.fixture()
 def kaggle_csv_pair(tmp_path, small) -> tuple[Path, Path]:
     """Kaggle layout: label,pixel1..pixel784; the test file carries labels too."""
-    return write_csv(tmp_path / "fashion-mnist_train.csv", small["x_train"], small["y_train"]), write_csv(tmp_path / "fashion-mnist_test.csv", small["x_test"], small["y_test"])
+    return write_csv(tmp_path / "fashion-mnist_train.csv", small["x_train"], small["y_train"]), write_csv(
+        tmp_path / "fashion-mnist_test.csv", small["x_test"], small["y_test"]
+    )
 
 
 @pytest.fixture()
@@ -128,7 +150,9 @@ def five_class_npy(tmp_path, small) -> dict[str, Path]:
     return {"train": train, "test": test, "sample": sample, "truth": truth, "dir": tmp_path}
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600, input: str = "") -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600, input: str = ""
+) -> subprocess.CompletedProcess:
     """`fkaggle ...` as a user runs it, in this process: `main(argv)` with the working folder,
     environment, stdin and stdout/stderr (file descriptors included, so C-level writes count)
     redirected for the call; (exit status, stdout, stderr) as a subprocess would give them. An
@@ -189,9 +213,15 @@ def cli_process(cwd: Path | None, env: dict | None, input: str = "") -> Iterator
         for fd, f in zip((1, 2), files):
             os.dup2(f.fileno(), fd)
         sys.stdin = io.StringIO(input)
-        sys.stdout = io.TextIOWrapper(os.fdopen(os.dup(1), "wb"), encoding="utf-8", line_buffering=True, write_through=True)
-        sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(2), "wb"), encoding="utf-8", line_buffering=True, write_through=True)
-        root.handlers[:] = []  # as in a new process: other libraries' warnings reach stderr through logging's last resort
+        sys.stdout = io.TextIOWrapper(
+            os.fdopen(os.dup(1), "wb"), encoding="utf-8", line_buffering=True, write_through=True
+        )
+        sys.stderr = io.TextIOWrapper(
+            os.fdopen(os.dup(2), "wb"), encoding="utf-8", line_buffering=True, write_through=True
+        )
+        root.handlers[
+            :
+        ] = []  # as in a new process: other libraries' warnings reach stderr through logging's last resort
         root.setLevel(logging.WARNING)
         threads = _torch_threads((env or {}).get("OMP_NUM_THREADS"))
         with warnings.catch_warnings():
@@ -249,11 +279,20 @@ def _read_back(f) -> str:
     return text
 
 
-def run_process(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_process(
+    *args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """`fkaggle ...` in a process of its own: for tests where the process boundary is the
     behaviour (what a fresh interpreter imports, signals, thread settings across processes)."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "fmnist_kaggle.cli", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "fmnist_kaggle.cli", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 class _Enough(BaseException):

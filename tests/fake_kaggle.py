@@ -33,7 +33,9 @@ class FakeKaggle:
         self.garble: set[str] = set()  # methods that act, then answer with a body that is not JSON
         self.throttle: dict[str, int] = {}  # method -> how many times to answer 429 with Retry-After: 1
         self.upload_status = 201
-        self.act_then_fail: dict[str, int] = {}  # method -> HTTP status answered *after* acting (a create stored, then a 500)
+        self.act_then_fail: dict[
+            str, int
+        ] = {}  # method -> HTTP status answered *after* acting (a create stored, then a 500)
         self.stall_upload = False  # the upload PUT is accepted and never answered
         self.drip: set[str] = set()  # methods answered with headers, then one byte every half second
         self.limits = {"numToday": 1, "numTotal": 3, "numAllowedNow": 4, "limitedByTotal": False}
@@ -42,14 +44,32 @@ class FakeKaggle:
         self.calls: list[str] = []
         self.next_ref = 1000
         self.submissions = [  # Kaggle's list, newest first, served one per page
-            {"ref": 1001, "fileName": "blend.csv", "description": "first", "status": "COMPLETE", "publicScore": "0.93120", "date": "2026-11-21T10:00:00Z"},
-            {"ref": 7, "fileName": "old.csv", "description": "from the website", "status": "ERROR", "date": "2026-11-20T10:00:00Z"},
+            {
+                "ref": 1001,
+                "fileName": "blend.csv",
+                "description": "first",
+                "status": "COMPLETE",
+                "publicScore": "0.93120",
+                "date": "2026-11-21T10:00:00Z",
+            },
+            {
+                "ref": 7,
+                "fileName": "old.csv",
+                "description": "from the website",
+                "status": "ERROR",
+                "date": "2026-11-20T10:00:00Z",
+            },
         ]
         self.files: dict[str, bytes] = {}  # storage: what downloads are redirected to
-        self.leaderboard = [{"teamId": i, "teamName": f"team{i}", "score": f"0.9{9 - i}000", "submissionDate": "2026-11-21T00:00:00Z"} for i in range(3)]
+        self.leaderboard = [
+            {"teamId": i, "teamName": f"team{i}", "score": f"0.9{9 - i}000", "submissionDate": "2026-11-21T00:00:00Z"}
+            for i in range(3)
+        ]
         self.release = threading.Event()  # set at shutdown: stalled handlers return
 
-    def handle(self, method: str, path: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]] | None:
+    def handle(
+        self, method: str, path: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes, dict[str, str]] | None:
         name = path[len(SERVICE) :] if path.startswith(SERVICE) else path
         self.calls.append(f"{method} {name}")
         if method == "GET" and path.startswith("/storage/"):  # where downloads are redirected
@@ -66,7 +86,11 @@ class FakeKaggle:
             return 429, json.dumps({"code": 429, "message": "Too many requests"}).encode(), {"Retry-After": "1"}
         if name in self.fail:
             code = self.fail[name]
-            msg = {401: "Unauthenticated", 403: "Permission 'competitions.participate' was denied", 404: "Competition not found"}.get(code, "error")
+            msg = {
+                401: "Unauthenticated",
+                403: "Permission 'competitions.participate' was denied",
+                404: "Competition not found",
+            }.get(code, "error")
             return code, json.dumps({"code": code, "message": msg}).encode(), {}
         status, payload = self.answer(name, json.loads(body or b"{}"))
         if name in self.act_then_fail:
@@ -83,7 +107,11 @@ class FakeKaggle:
         if data is None:
             return 404, b"", {}
         start = int(byte_range.split("=")[1].split("-")[0]) if byte_range else 0
-        headers = {"Content-Type": "application/zip", "Accept-Ranges": "bytes", "Last-Modified": "Sat, 21 Nov 2026 10:00:00 GMT"}
+        headers = {
+            "Content-Type": "application/zip",
+            "Accept-Ranges": "bytes",
+            "Last-Modified": "Sat, 21 Nov 2026 10:00:00 GMT",
+        }
         if start:
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
         return (206 if start else 200), data[start:], headers
@@ -104,14 +132,26 @@ class FakeKaggle:
             self.created.append(req)
             if all(s["ref"] != self.next_ref for s in self.submissions):
                 now = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-                self.submissions.insert(0, {"ref": self.next_ref, "fileName": "mine.csv", "description": req.get("submissionDescription"), "status": "PENDING", "date": now})
+                self.submissions.insert(
+                    0,
+                    {
+                        "ref": self.next_ref,
+                        "fileName": "mine.csv",
+                        "description": req.get("submissionDescription"),
+                        "status": "PENDING",
+                        "date": now,
+                    },
+                )
             return 200, {"message": "Successfully submitted to Fashion MNIST", "ref": self.next_ref}
         if name == "GetSubmissionLimits":
             return 200, self.limits
         if name == "ListSubmissions":
             page = int(req.get("pageToken") or 0)
             more = page + 1 < len(self.submissions)
-            return 200, {"submissions": self.submissions[page : page + 1], **({"nextPageToken": str(page + 1)} if more else {})}
+            return 200, {
+                "submissions": self.submissions[page : page + 1],
+                **({"nextPageToken": str(page + 1)} if more else {}),
+            }
         if name == "GetLeaderboard":
             return 200, {"submissions": self.leaderboard}  # all of it, whatever page size was asked
         return 404, {"code": 404, "message": f"no such method {name}"}
@@ -185,7 +225,9 @@ def competition_zip(tmp_path: Path) -> bytes:
     xt, _ = synthetic_images(6, k=5, seed=1)
     train = write_csv(tmp_path / "train.csv", x, y + 1)
     test = write_csv(tmp_path / "test.csv", xt, ids=np.arange(1, len(xt) + 1), id_col="Id")
-    pd.DataFrame({"Id": np.arange(1, len(xt) + 1), "Category": 1}).to_csv(tmp_path / "sample_submission.csv", index=False)
+    pd.DataFrame({"Id": np.arange(1, len(xt) + 1), "Category": 1}).to_csv(
+        tmp_path / "sample_submission.csv", index=False
+    )
     inner = io.BytesIO()
     with zipfile.ZipFile(inner, "w", zipfile.ZIP_DEFLATED) as z:
         z.write(train, "train.csv")

@@ -34,15 +34,47 @@ def loopback_cluster(logdir: Path, cpus: int = 1, head_gpus: int = 0) -> Iterato
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     common = ["--num-cpus", str(cpus), "--disable-usage-stats", "--block"]
     logs = {n: (logdir / f"ray-{n}.log").open("w") for n in ("head", "worker")}
-    head = subprocess.Popen([ray_cli, "start", "--head", "--node-ip-address", "127.0.0.2", "--port", str(port), "--include-dashboard", "false", "--num-gpus", str(head_gpus), *common], env=env, stdout=logs["head"], stderr=subprocess.STDOUT)
-    worker = subprocess.Popen([ray_cli, "start", "--address", f"127.0.0.2:{port}", "--node-ip-address", "127.0.0.3", *common], env=env, stdout=logs["worker"], stderr=subprocess.STDOUT)
+    head = subprocess.Popen(
+        [
+            ray_cli,
+            "start",
+            "--head",
+            "--node-ip-address",
+            "127.0.0.2",
+            "--port",
+            str(port),
+            "--include-dashboard",
+            "false",
+            "--num-gpus",
+            str(head_gpus),
+            *common,
+        ],
+        env=env,
+        stdout=logs["head"],
+        stderr=subprocess.STDOUT,
+    )
+    worker = subprocess.Popen(
+        [ray_cli, "start", "--address", f"127.0.0.2:{port}", "--node-ip-address", "127.0.0.3", *common],
+        env=env,
+        stdout=logs["worker"],
+        stderr=subprocess.STDOUT,
+    )
     nodes = (worker, head)
     try:
-        wait = f"import ray, time\nray.init(address='127.0.0.2:{port}', _node_ip_address='127.0.0.2', logging_level='ERROR')\nwhile len([n for n in ray.nodes() if n['Alive']]) < 2: time.sleep(0.2)"
+        wait = (
+            f"import ray, time\nray.init(address='127.0.0.2:{port}', _node_ip_address='127.0.0.2', "
+            "logging_level='ERROR')\nwhile len([n for n in ray.nodes() if n['Alive']]) "
+            "< 2: time.sleep(0.2)"
+        )
         subprocess.run([sys.executable, "-c", wait], env=env, timeout=120, check=True, capture_output=True)
-        yield f"127.0.0.2:{port}", {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}  # the driver turns token mode on itself
+        yield (
+            f"127.0.0.2:{port}",
+            {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"},
+        )  # the driver turns token mode on itself
     finally:
-        tree = [c for p in nodes for c in psutil.Process(p.pid).children(recursive=True)]  # gcs, raylets, agents, workers
+        tree = [
+            c for p in nodes for c in psutil.Process(p.pid).children(recursive=True)
+        ]  # gcs, raylets, agents, workers
         for p in nodes:
             p.send_signal(signal.SIGTERM)
         for p in nodes:
@@ -53,4 +85,6 @@ def loopback_cluster(logdir: Path, cpus: int = 1, head_gpus: int = 0) -> Iterato
         drained = [(logdir / f"ray-{n}.log").read_text().count("finished draining; shutting down") for n in logs]
         # `ray start --block` exits 1 after a clean SIGTERM: the log line and the process table are the checks
         if len(tree) < 4 or alive or drained != [1, 1]:
-            raise AssertionError(f"loopback cluster did not stop cleanly: {len(tree)} processes, still alive {alive}, drained {drained}")
+            raise AssertionError(
+                f"loopback cluster did not stop cleanly: {len(tree)} processes, still alive {alive}, drained {drained}"
+            )

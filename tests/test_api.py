@@ -23,10 +23,15 @@ def _doc_session() -> str:
 
 
 def test_import_is_light_and_the_api_is_documented():
-    code = "import sys, fmnist_kaggle as fk; fk.__version__; print(sorted(m for m in ('torch', 'sklearn', 'pandas', 'kaggle', 'ray') if m in sys.modules))"
+    code = (
+        "import sys, fmnist_kaggle as fk; fk.__version__; print(sorted(m for m "
+        "in ('torch', 'sklearn', 'pandas', 'kaggle', 'ray') if m in sys.modules))"
+    )
     import subprocess
 
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )
     for name in fk.__all__:
         obj = getattr(fk, name)
         assert callable(obj) or name == "__version__", name
@@ -53,7 +58,10 @@ def test_the_documented_notebook_session_runs_as_written(tmp_path, fmnist, monke
     assert "nested CV" in out and "test accuracy" in out
     # the same runs, seen by the CLI
     listed = run_cli("runs", "--json", cwd=tmp_path)
-    assert listed.returncode == 0 and {r["run"] for r in __import__("json").loads(listed.stdout)} == {"cpu-s0", "cpu-s1"}
+    assert listed.returncode == 0 and {r["run"] for r in __import__("json").loads(listed.stdout)} == {
+        "cpu-s0",
+        "cpu-s1",
+    }
 
 
 def test_arrays_are_checked_like_files(tmp_path):
@@ -63,6 +71,10 @@ def test_arrays_are_checked_like_files(tmp_path):
     with pytest.raises(fk.DataError, match="expected 784"):
         fk.load_competition(X=np.zeros((20, 30, 30)), y=np.arange(20) % 2)
     comp = fk.load_competition(X=x.astype(np.float32) / 255, y=np.arange(20) % 2 + 1, X_test=x[:5])
-    assert comp.train_set.label_values == (1, 2) and len(comp.test_set) == 5 and comp.test_set.ids.tolist() == [1, 2, 3, 4, 5]
+    assert (
+        comp.train_set.label_values == (1, 2)
+        and len(comp.test_set) == 5
+        and comp.test_set.ids.tolist() == [1, 2, 3, 4, 5]
+    )
     with pytest.raises(fk.FkaggleError, match="not both"):
         fk.load_competition("competition/competition.toml", X=x, y=np.arange(20) % 2)

@@ -30,7 +30,21 @@ STAGES = [
 ]
 RANK = {part: rank for rank, parts in enumerate(STAGES) for part in parts}
 # Third-party modules that must stay out of a module's top level where they are lazy today.
-HEAVY = ("torch", "torchvision", "timm", "kaggle", "ray", "sklearn", "scipy", "matplotlib", "albumentations", "optuna", "mlflow", "pandas", "pyarrow")
+HEAVY = (
+    "torch",
+    "torchvision",
+    "timm",
+    "kaggle",
+    "ray",
+    "sklearn",
+    "scipy",
+    "matplotlib",
+    "albumentations",
+    "optuna",
+    "mlflow",
+    "pandas",
+    "pyarrow",
+)
 
 
 def _modules() -> dict[str, Path]:
@@ -49,7 +63,12 @@ def _stage(module: str) -> str:
 
 def _type_only(tree: ast.Module) -> set[int]:
     """Imports under `if TYPE_CHECKING:`: read by type checkers, never run."""
-    return {id(n) for node in tree.body if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+    return {
+        id(n)
+        for node in tree.body
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
 
 
 def _imports(path: Path) -> list[tuple[str, bool, int]]:
@@ -113,7 +132,11 @@ def _heavy_at_import() -> set[str]:
     for name, path in mods.items():
         tree = ast.parse(path.read_text())
         tops = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
-        direct[name] = any((a.name if isinstance(n, ast.Import) else n.module or "").split(".")[0] in HEAVY for n in tops for a in n.names)
+        direct[name] = any(
+            (a.name if isinstance(n, ast.Import) else n.module or "").split(".")[0] in HEAVY
+            for n in tops
+            for a in n.names
+        )
     graph = {name: {m for m, at_top, _ in _imports(path) if at_top and m != name} for name, path in mods.items()}
     heavy = {n for n, h in direct.items() if h}
     while True:
@@ -127,26 +150,52 @@ def test_internal_modules_are_imported_at_the_top():
     """A function-level internal import only hides a cycle; it is allowed only to keep a heavy
     third-party library (torch, pandas, scikit-learn...) out of start-up."""
     heavy = _heavy_at_import()
-    inside = [f"{name}:{line} imports {target} inside a function, and {target} loads no heavy library" for name, path in _modules().items() for target, at_top, line in _imports(path) if not at_top and target not in heavy]
+    inside = [
+        f"{name}:{line} imports {target} inside a function, and {target} loads no heavy library"
+        for name, path in _modules().items()
+        for target, at_top, line in _imports(path)
+        if not at_top and target not in heavy
+    ]
     assert not inside, "\n".join(inside)
 
 
 @pytest.mark.parametrize("module", ["fmnist_kaggle.cli", "fmnist_kaggle"])
 def test_start_up_imports_no_heavy_library(module):
-    code = f"import sys, {module}; from fmnist_kaggle.cli.main import build_parser; build_parser(); print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    code = (
+        f"import sys, {module}; from fmnist_kaggle.cli.main import build_parser; "
+        f"build_parser(); print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]", f"`fkaggle --help` imported {out}"
 
 
 def test_heavy_libraries_stay_lazy_where_they_were():
     """Modules that the CLI imports at start-up keep torch & co. inside the functions that need them."""
-    light = [name for name in _modules() if name.startswith(("fmnist_kaggle.cli", "fmnist_kaggle.storage", "fmnist_kaggle.registry", "fmnist_kaggle.errors"))]
-    light += ["fmnist_kaggle.data.images", "fmnist_kaggle.data.formats", "fmnist_kaggle.training.config", "fmnist_kaggle.runs.executors", "fmnist_kaggle.evaluate.blenders"]
+    light = [
+        name
+        for name in _modules()
+        if name.startswith(
+            ("fmnist_kaggle.cli", "fmnist_kaggle.storage", "fmnist_kaggle.registry", "fmnist_kaggle.errors")
+        )
+    ]
+    light += [
+        "fmnist_kaggle.data.images",
+        "fmnist_kaggle.data.formats",
+        "fmnist_kaggle.training.config",
+        "fmnist_kaggle.runs.executors",
+        "fmnist_kaggle.evaluate.blenders",
+    ]
     paths = _modules()
     wrong = []
     for name in light:
         tree = ast.parse(paths[name].read_text())
         for node in tree.body:
-            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            mods = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             wrong += [f"{name}: top-level import of {m}" for m in mods if m.split(".")[0] in HEAVY]
     assert not wrong, "\n".join(wrong)

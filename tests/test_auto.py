@@ -22,19 +22,18 @@ from conftest import run_cli
 
 # Two small fixed entries: epochs cannot be sized differently between sessions, so a resumed
 # session must reproduce an uninterrupted one exactly (fmnist_resnet has no dropout).
-FIXED = """
-[[entry]]
-name = "a"
-train = { model = "fmnist_resnet", model_kwargs = { width = 8 }, epochs = 3, folds = 3, batch_size = 32, optimizer = "sgd", lr = 0.05, label_smoothing = 0.1 }
-min_epochs = 3
-why = "test"
+_SMALL = (
+    'model = "fmnist_resnet", model_kwargs = { width = 8 }, epochs = 3, folds = 3, batch_size = 32, optimizer = "sgd"'
+)
 
-[[entry]]
-name = "b"
-train = { model = "fmnist_resnet", model_kwargs = { width = 8 }, epochs = 3, folds = 3, batch_size = 32, optimizer = "sgd", lr = 0.05, label_smoothing = 0.1, seeds = [1] }
-min_epochs = 3
-why = "test"
-"""
+
+def _entry(name: str, train: str) -> str:
+    return f'\n[[entry]]\nname = "{name}"\ntrain = {{ {train} }}\nmin_epochs = 3\nwhy = "test"\n'
+
+
+FIXED = _entry("a", f"{_SMALL}, lr = 0.05, label_smoothing = 0.1") + _entry(
+    "b", f"{_SMALL}, lr = 0.05, label_smoothing = 0.1, seeds = [1]"
+)
 
 
 @pytest.fixture()
@@ -56,12 +55,19 @@ def sha(path: Path) -> str:
 
 def test_a_tiny_budget_is_honoured_and_ends_in_a_validated_honest_submission(ws):
     cwd, data = ws
-    res, wall = auto(cwd, data, "--time-limit", "45s", "--json")  # 30 s was refused on a slower day of this 2-core CPU (about 530 img/s)
+    res, wall = auto(
+        cwd, data, "--time-limit", "45s", "--json"
+    )  # 30 s was refused on a slower day of this 2-core CPU (about 530 img/s)
     assert res.returncode == 0, res.stderr
     assert wall <= 45 + 4, wall  # the limit, plus the interpreter's start before the clock
     out = json.loads(res.stdout)
     runs = [r for r in out["leaderboard"] if r["kind"] == "run"]
-    assert [r["name"] for r in runs] == ["auto-resnet", "auto-resnet-cropflip", "auto-resnet-s1", "auto-lenet5"]  # every portfolio entry, decided or not
+    assert [r["name"] for r in runs] == [
+        "auto-resnet",
+        "auto-resnet-cropflip",
+        "auto-resnet-s1",
+        "auto-lenet5",
+    ]  # every portfolio entry, decided or not
     complete = [r for r in runs if r["status"] == "complete"]
     assert complete and all(r["status"] in ("complete", "skipped", "not reached", "incomplete") for r in runs)
     assert out["cv"]["acc"] >= max(r["cv_acc"] for r in complete)  # never below the best single run
@@ -90,8 +96,12 @@ def test_a_budget_too_small_is_refused_in_one_line_and_nothing_is_written(ws):
     res, _ = auto(cwd, data, "--time-limit", "3s")
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "leaves nothing to train" in res.stderr, res.stderr
     res, _ = auto(cwd, data, "--time-limit", "25s", "--portfolio", str(huge))
-    assert res.returncode == 2 and "too short for any run" in res.stderr and "Nothing was written" in res.stderr, res.stderr
-    assert res.stderr.strip().splitlines()[-1].startswith("fkaggle: error: ") and "Traceback" not in res.stderr  # one error line (after the speed line)
+    assert res.returncode == 2 and "too short for any run" in res.stderr and "Nothing was written" in res.stderr, (
+        res.stderr
+    )
+    assert (
+        res.stderr.strip().splitlines()[-1].startswith("fkaggle: error: ") and "Traceback" not in res.stderr
+    )  # one error line (after the speed line)
     assert sorted(p.name for p in cwd.iterdir()) == before  # no oof/, no submissions/
 
 
@@ -104,9 +114,19 @@ def test_killed_then_resumed_equals_an_uninterrupted_session(ws, tmp_path):
 
     cut = cwd / "cut"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "fmnist_kaggle.cli", "auto", *data, "--no-progress", "--workdir", str(cut), *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fmnist_kaggle.cli", "auto", *data, "--no-progress", "--workdir", str(cut), *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
-    while not (cut / "oof/cut-a").exists() and not list((cut / "oof").glob("auto-a/fold_1/metrics.json")) and time.monotonic() < deadline:
+    while (
+        not (cut / "oof/cut-a").exists()
+        and not list((cut / "oof").glob("auto-a/fold_1/metrics.json"))
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.2)
     assert list((cut / "oof").glob("auto-a/fold_1/metrics.json")), "the first run never finished a fold"
     os.kill(proc.pid, signal.SIGKILL)
@@ -134,7 +154,9 @@ def test_killed_then_resumed_equals_an_uninterrupted_session(ws, tmp_path):
 
 def test_blends_that_lose_to_the_best_run_are_not_chosen(ws):
     cwd, data = ws
-    weak = FIXED.replace("lr = 0.05, label_smoothing = 0.1, seeds = [1]", "lr = 1e-6, seeds = [1]")  # a near-chance partner
+    weak = FIXED.replace(
+        "lr = 0.05, label_smoothing = 0.1, seeds = [1]", "lr = 1e-6, seeds = [1]"
+    )  # a near-chance partner
     (cwd / "weak.toml").write_text(weak)
     res, _ = auto(cwd, data, "--portfolio", str(cwd / "weak.toml"), "--time-limit", "2m", "--json")
     assert res.returncode == 0, res.stderr
@@ -142,7 +164,11 @@ def test_blends_that_lose_to_the_best_run_are_not_chosen(ws):
     assert out["chosen"]["method"] == "single" and out["chosen"]["runs"] == ["auto-a"]
     assert "no blend beat it" in out["reason"]
     blends = [r for r in out["leaderboard"] if r["kind"] == "blend"]
-    assert len(blends) == 4 and all(b["cv_acc"] <= out["cv"]["acc"] for b in blends) and not any(b["chosen"] for b in blends)
+    assert (
+        len(blends) == 4
+        and all(b["cv_acc"] <= out["cv"]["acc"] for b in blends)
+        and not any(b["chosen"] for b in blends)
+    )
 
 
 def test_show_plan_measures_and_writes_nothing(ws):
@@ -176,12 +202,16 @@ def test_a_deadline_stops_a_local_unit_mid_fold_and_keeps_its_last_epoch(tmp_pat
     training loop, so no step starts after it, and the epoch checkpoint stays for a resume."""
     import fmnist_kaggle as fk
 
-    cfg = fk.build_config(model="lenet5", folds=2, epochs=5000, batch_size=16, optimizer="adam", schedule="constant")  # minutes per unit
+    cfg = fk.build_config(
+        model="lenet5", folds=2, epochs=5000, batch_size=16, optimizer="adam", schedule="constant"
+    )  # minutes per unit
     t0 = time.monotonic()
     with pytest.raises(fk.FkaggleError, match=r"2 \(fold, seed\) unit\(s\) stopped at the deadline"):
         fk.fold_train(synth, cfg, run="late", workdir=tmp_path, progress=False, deadline=t0 + 3)
     assert time.monotonic() - t0 < 9
-    assert (tmp_path / "oof/late/fold_0/checkpoint_seed_0.pt").is_file() and not (tmp_path / "oof/late/fold_0/seed_0.json").exists()
+    assert (tmp_path / "oof/late/fold_0/checkpoint_seed_0.pt").is_file() and not (
+        tmp_path / "oof/late/fold_0/seed_0.json"
+    ).exists()
 
 
 def test_a_run_that_cannot_finish_is_stopped_after_a_unit_and_resumes_later(tmp_path, synth):
@@ -194,6 +224,14 @@ def test_a_run_that_cannot_finish_is_stopped_after_a_unit_and_resumes_later(tmp_
     cfg = fk.build_config(model="lenet5", folds=3, epochs=1, batch_size=16, optimizer="adam", schedule="constant")
     seen, done = [], {}
     with make_executor("local", progress=False) as ex:
-        drive(ex, iter([prepare_run(synth, cfg, "cut", tmp_path)]), lambda job, m: done.update(m), False, on_unit=lambda job, r: seen.append(r.fold) or True)
+        drive(
+            ex,
+            iter([prepare_run(synth, cfg, "cut", tmp_path)]),
+            lambda job, m: done.update(m),
+            False,
+            on_unit=lambda job, r: seen.append(r.fold) or True,
+        )
     assert seen == [0] and not done["complete"] and done["missing_folds"] == [1, 2]
-    assert fk.fold_train(synth, cfg, run="cut", workdir=tmp_path, progress=False).cv["acc"] > 0  # the same call finishes it
+    assert (
+        fk.fold_train(synth, cfg, run="cut", workdir=tmp_path, progress=False).cv["acc"] > 0
+    )  # the same call finishes it

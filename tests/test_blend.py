@@ -18,7 +18,17 @@ from fmnist_kaggle.runs.store import Run
 from fmnist_kaggle.training.config import build_config
 
 
-def _fake_run(name: str, y: np.ndarray, fold_of: np.ndarray, strength: float, confusion_seed: int, n_test: int = 500, data_fp: str = "d" * 64, folds_fp: str = "f" * 64, test_fp: str = "t") -> Run:
+def _fake_run(
+    name: str,
+    y: np.ndarray,
+    fold_of: np.ndarray,
+    strength: float,
+    confusion_seed: int,
+    n_test: int = 500,
+    data_fp: str = "d" * 64,
+    folds_fp: str = "f" * 64,
+    test_fp: str = "t",
+) -> Run:
     """OOF logits like a real model's: right class boosted, plus run-specific class confusions and noise."""
     rng = np.random.default_rng(confusion_seed)
     k = 10
@@ -31,7 +41,15 @@ def _fake_run(name: str, y: np.ndarray, fold_of: np.ndarray, strength: float, co
     y_test = np.arange(n_test) % k
     identity = {"data_fingerprint": data_fp, "folds_fingerprint": folds_fp, "test_fingerprint": test_fp}
     manifest = {"run": name, "model": name, "identity": identity, "data": {**identity, "label_values": list(range(k))}}
-    return Run(name=name, dir=None, manifest=manifest, oof_logits=logits(y), test_logits=logits(y_test), fold_of=fold_of, labels=y)
+    return Run(
+        name=name,
+        dir=None,
+        manifest=manifest,
+        oof_logits=logits(y),
+        test_logits=logits(y_test),
+        fold_of=fold_of,
+        labels=y,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +110,9 @@ def test_runs_with_other_folds_or_data_are_refused(realistic):
         blend([runs[0], other_data], y, "mean")
     # another test file leaks nothing: the message says which --test to pass instead
     other_test = _fake_run("p", y, runs[0].fold_of, 3.0, 9, test_fp="u")
-    with pytest.raises(FkaggleError, match=r"run p has a different test file than .*predicted different test files.*--test FILE") as refused:
+    with pytest.raises(
+        FkaggleError, match=r"run p has a different test file than .*predicted different test files.*--test FILE"
+    ) as refused:
         check_compatible([runs[0], other_test])
     assert "leak" not in str(refused.value)
 
@@ -111,7 +131,20 @@ def test_five_class_labels_map_back_end_to_end(tmp_path, five_class_npy):
     comp = load_competition(cfg_toml)
     for name, model in (("k1", "keras_model1"), ("ln", "lenet5")):
         train_folds(comp, build_config(model=model, **base), run=name, workdir=tmp_path, progress=False)
-    res = run_cli("blend", "k1", "ln", "--method", "stack", "--name", "five", "--competition", str(cfg_toml), "--workdir", str(tmp_path), "--json")
+    res = run_cli(
+        "blend",
+        "k1",
+        "ln",
+        "--method",
+        "stack",
+        "--name",
+        "five",
+        "--competition",
+        str(cfg_toml),
+        "--workdir",
+        str(tmp_path),
+        "--json",
+    )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["cv"]["nested"] and "cv_in_sample" in out
@@ -148,7 +181,9 @@ def test_blend_refuses_runs_on_different_folds_via_cli(tmp_path, small):
     assert not (tmp_path / "submissions").exists()
 
 
-def _reference_hillclimb(logps: list[np.ndarray], y: np.ndarray, iters: int = 40, bags: int = 10, bag_frac: float = 0.6, seed: int = 0) -> np.ndarray:
+def _reference_hillclimb(
+    logps: list[np.ndarray], y: np.ndarray, iters: int = 40, bags: int = 10, bag_frac: float = 0.6, seed: int = 0
+) -> np.ndarray:
     """The plain Caruana loop the vectorised one replaced: every candidate scored with metrics.log_loss."""
     rng = np.random.default_rng(seed)
     r, counts = len(logps), np.zeros(len(logps))
@@ -180,7 +215,9 @@ def test_vectorised_hillclimb_makes_the_reference_selections(fmnist, n_runs):
     runs = [_fake_run(f"r{i}", y, fold_of, 2.2 + 0.15 * (i % 5), i % 7) for i in range(n_runs)]
     logps = [_logprobs(r.oof_logits * (0.4 + 0.35 * i)) for i, r in enumerate(runs)]
     for seed in (0, 1):
-        np.testing.assert_allclose(fit_hillclimb(logps, y, seed=seed), _reference_hillclimb(logps, y, seed=seed), atol=1e-12)
+        np.testing.assert_allclose(
+            fit_hillclimb(logps, y, seed=seed), _reference_hillclimb(logps, y, seed=seed), atol=1e-12
+        )
 
 
 def test_temperature_is_the_log_loss_minimiser(realistic):
@@ -192,7 +229,12 @@ def test_temperature_is_the_log_loss_minimiser(realistic):
     for scale in (0.3, 1.0, 4.0):  # under-confident, as trained, over-confident
         z = runs[0].oof_logits.astype(np.float64) * scale
         t = fit_temperature(z, y)
-        ref = minimize_scalar(lambda t: metrics.log_loss(z / t, y), bounds=(0.05, 20), method="bounded", options={"xatol": 1e-8}).x
+        ref = minimize_scalar(
+            lambda t: metrics.log_loss(z / t, y),  # noqa: B023  (called here, in this iteration)
+            bounds=(0.05, 20),
+            method="bounded",
+            options={"xatol": 1e-8},
+        ).x
         assert abs(t - ref) / ref < 1e-4 and metrics.log_loss(z / t, y) <= metrics.log_loss(z / ref, y) + 1e-9
 
 
@@ -203,16 +245,34 @@ def test_a_stack_that_learns_the_oof_rows_says_so_with_its_per_fold_spread(fmnis
     weak = []
     for i in range(8):  # under-trained runs, mostly noise: 80 level-2 features for 320 rows per fit
         run = _fake_run(f"weak{i}", y, fold_of, 0.0, 10 + i)
-        weak.append(Run(run.name, None, run.manifest, (0.4 * np.eye(10)[y] + rng.normal(0, 1, (len(y), 10))).astype(np.float32), run.test_logits, fold_of, y))
+        weak.append(
+            Run(
+                run.name,
+                None,
+                run.manifest,
+                (0.4 * np.eye(10)[y] + rng.normal(0, 1, (len(y), 10))).astype(np.float32),
+                run.test_logits,
+                fold_of,
+                y,
+            )
+        )
     res = blend(weak, y, "stack")
     assert res.insample_acc - res.cv_acc > 0.1
     folds = [f["acc"] for f in res.details["nested_per_fold"]]
     assert len(folds) == 5 and abs(np.mean(folds) - res.cv_acc) < 0.02
     warning = res.details["warning"]
-    assert f"nested CV accuracy {res.cv_acc:.4f}" in warning and f"{res.insample_acc:.4f}" in warning and f"{min(folds):.4f}..{max(folds):.4f}" in warning
+    assert (
+        f"nested CV accuracy {res.cv_acc:.4f}" in warning
+        and f"{res.insample_acc:.4f}" in warning
+        and f"{min(folds):.4f}..{max(folds):.4f}" in warning
+    )
 
 
 def test_no_overfit_warning_when_nested_and_in_sample_agree(realistic):
     runs, y = realistic
     res = blend(runs, y, "weighted")
-    assert res.insample_acc - res.cv_acc < 0.01 and "warning" not in res.details and len(res.details["nested_per_fold"]) == 5
+    assert (
+        res.insample_acc - res.cv_acc < 0.01
+        and "warning" not in res.details
+        and len(res.details["nested_per_fold"]) == 5
+    )

@@ -30,14 +30,18 @@ def test_csv_npy_npz_and_idx_give_identical_canonical_data(tmp_path, small):
     digits = write_csv(tmp_path / "digits.csv", x, y, first_pixel=0)
     npy = save_pickled_dict(tmp_path / "d.npy", {"features": x.astype(np.float32) / 255, "target": y})
     flat = save_pickled_dict(tmp_path / "flat.npy", {"features": x.reshape(len(x), 784).astype(np.int64), "target": y})
-    chan = save_pickled_dict(tmp_path / "chan.npy", {"features": x[..., None].astype(np.float32) / 255, "target": np.eye(10)[y]})
+    chan = save_pickled_dict(
+        tmp_path / "chan.npy", {"features": x[..., None].astype(np.float32) / 255, "target": np.eye(10)[y]}
+    )
     npz = tmp_path / "d.npz"
     np.savez(npz, x=x, y=y)
     np.save(tmp_path / "X_train.npy", x)
     np.save(tmp_path / "y_train.npy", y)
     idx = tmp_path / "train-images-idx3-ubyte.gz"
     idx.write_bytes(gzip.compress(bytes([0, 0, 8, 3]) + np.array(x.shape, dtype=">u4").tobytes() + x.tobytes()))
-    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes([0, 0, 8, 1]) + np.array([len(y)], dtype=">u4").tobytes() + y.astype(np.uint8).tobytes()))
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(bytes([0, 0, 8, 1]) + np.array([len(y)], dtype=">u4").tobytes() + y.astype(np.uint8).tobytes())
+    )
     gz = tmp_path / "train.csv.gz"
     gz.write_bytes(gzip.compress(csv.read_bytes()))
     ref = load_images(csv)
@@ -138,11 +142,19 @@ def _bad_files(tmp: Path, small: dict) -> dict[str, tuple[list[str], str]]:
     df = pd.read_csv(p)
     df.drop(columns=["pixel784"]).to_csv(tmp / "783.csv", index=False)
     cases["783_columns"] = (["--train", str(tmp / "783.csv")], "expected 784 pixel columns, found 783")
-    csv_case("non_numeric", f"{header}\n{row(1, zeros)}\n{row(2, ['abc'] + zeros[1:])}\n", "non-numeric pixel value 'abc' in column pixel1")
+    csv_case(
+        "non_numeric",
+        f"{header}\n{row(1, zeros)}\n{row(2, ['abc'] + zeros[1:])}\n",
+        "non-numeric pixel value 'abc' in column pixel1",
+    )
     csv_case("nan", f"{header}\n{row(1, zeros)}\n{row(2, [''] + zeros[1:])}\n", "NaN pixel value in column pixel1")
     csv_case("negative", f"{header}\n{row(1, zeros)}\n{row(2, ['-3'] + zeros[1:])}\n", "negative pixel value -3")
     csv_case("above_255", f"{header}\n{row(1, zeros)}\n{row(2, ['300'] + zeros[1:])}\n", "pixel value 300 above 255")
-    csv_case("mixed_scale", f"{header}\n{row(1, ['0.5'] + zeros[1:])}\n{row(2, ['200'] + zeros[1:])}\n", "fractional pixel value 0.5 among values above 1")
+    csv_case(
+        "mixed_scale",
+        f"{header}\n{row(1, ['0.5'] + zeros[1:])}\n{row(2, ['200'] + zeros[1:])}\n",
+        "fractional pixel value 0.5 among values above 1",
+    )
     csv_case("label_float", f"{header}\n{row(1.5, zeros)}\n{row(2, zeros)}\n", "label 1.5 is not an integer")
     csv_case("label_text", f"{header}\n{row('shoe', zeros)}\n{row(2, zeros)}\n", "label 'shoe' is not an integer")
     single = np.concatenate([np.flatnonzero(y != 0), np.flatnonzero(y == 0)[:1]])
@@ -150,14 +162,25 @@ def _bad_files(tmp: Path, small: dict) -> dict[str, tuple[list[str], str]]:
     cases["single_sample_class"] = (["--train", str(tmp / "single.csv")], "class 0 has only 1 sample; 5-fold")
     write_csv(tmp / "layout_train.csv", x, y, first_pixel=1)
     write_csv(tmp / "layout_test.csv", small["x_test"][:10], first_pixel=0)
-    cases["layout_differs"] = (["--train", str(tmp / "layout_train.csv"), "--test", str(tmp / "layout_test.csv")], "pixel columns pixel0..pixel783 differ from the training file's pixel1..pixel784")
+    cases["layout_differs"] = (
+        ["--train", str(tmp / "layout_train.csv"), "--test", str(tmp / "layout_test.csv")],
+        "pixel columns pixel0..pixel783 differ from the training file's pixel1..pixel784",
+    )
     write_csv(tmp / "dup_test.csv", small["x_test"][:4], ids=np.array([1, 2, 2, 3]))
-    cases["duplicate_ids"] = (["--train", str(tmp / "layout_train.csv"), "--test", str(tmp / "dup_test.csv")], "duplicate id '2'")
+    cases["duplicate_ids"] = (
+        ["--train", str(tmp / "layout_train.csv"), "--test", str(tmp / "dup_test.csv")],
+        "duplicate id '2'",
+    )
     gz = gzip.compress((tmp / "layout_train.csv").read_bytes())
     (tmp / "trunc.csv.gz").write_bytes(gz[: len(gz) // 2])
     cases["truncated_gz"] = (["--train", str(tmp / "trunc.csv.gz")], "truncated or corrupt gzip file")
-    (tmp / "bad-images-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + np.array([5, 28, 28], dtype=">u4").tobytes() + bytes(100))
-    cases["idx_header"] = (["--train", str(tmp / "bad-images-idx3-ubyte")], "IDX header says 5x28x28 (3920 bytes) but the file holds 100")
+    (tmp / "bad-images-idx3-ubyte").write_bytes(
+        bytes([0, 0, 8, 3]) + np.array([5, 28, 28], dtype=">u4").tobytes() + bytes(100)
+    )
+    cases["idx_header"] = (
+        ["--train", str(tmp / "bad-images-idx3-ubyte")],
+        "IDX header says 5x28x28 (3920 bytes) but the file holds 100",
+    )
     (tmp / "magic-images-idx3-ubyte").write_bytes(bytes([1, 2, 8, 3]) + bytes(100))
     cases["idx_magic"] = (["--train", str(tmp / "magic-images-idx3-ubyte")], "not an IDX file (bad magic number)")
     save_pickled_dict(tmp / "mismatch.npy", {"features": x.astype(np.float32) / 255, "target": y[:-3]})
@@ -166,8 +189,14 @@ def _bad_files(tmp: Path, small: dict) -> dict[str, tuple[list[str], str]]:
     with open(tmp / "evil_dict.npy", "wb") as fh:
         np.lib.format.write_array_header_1_0(fh, {"descr": "|O", "fortran_order": False, "shape": ()})
         pickle.dump(np.array({"features": x, "target": NotAnArray()}, dtype=object), fh, protocol=3)
-    cases["pickle_not_arrays"] = (["--train", str(tmp / "evil_dict.npy")], "pickle holds something other than numpy arrays")
-    cases["good_test_sanity"] = (["--train", str(tmp / "layout_train.csv"), "--test", str(good_test), "--folds", "2"], "")
+    cases["pickle_not_arrays"] = (
+        ["--train", str(tmp / "evil_dict.npy")],
+        "pickle holds something other than numpy arrays",
+    )
+    cases["good_test_sanity"] = (
+        ["--train", str(tmp / "layout_train.csv"), "--test", str(good_test), "--folds", "2"],
+        "",
+    )
     return cases
 
 
@@ -195,20 +224,46 @@ def test_every_bad_input_is_one_line_exit_2_no_traceback_nothing_written(tmp_pat
 
 
 def test_data_check_on_official_csv_pair_and_five_class_npy(fmnist, tmp_path, kaggle_csv_pair, five_class_npy):
-    res = run_cli("data", "check", "--json", "--png", str(tmp_path / "idx.png"), cwd=Path(__file__).resolve().parents[1])
+    res = run_cli(
+        "data", "check", "--json", "--png", str(tmp_path / "idx.png"), cwd=Path(__file__).resolve().parents[1]
+    )
     info = json.loads(res.stdout)
     assert res.returncode == 0, res.stderr
     assert info["train"]["rows"] == 60000 and info["test"]["rows"] == 10000 and info["test"]["has_labels"]
     assert (tmp_path / "idx.png").stat().st_size > 10_000
 
     train, test = kaggle_csv_pair
-    res = run_cli("data", "check", "--train", str(train), "--test", str(test), "--json", "--png", str(tmp_path / "csv.png"), cwd=tmp_path)
+    res = run_cli(
+        "data",
+        "check",
+        "--train",
+        str(train),
+        "--test",
+        str(test),
+        "--json",
+        "--png",
+        str(tmp_path / "csv.png"),
+        cwd=tmp_path,
+    )
     info = json.loads(res.stdout)
     assert res.returncode == 0, res.stderr
     assert info["train"]["format"] == "csv" and info["train"]["classes"] == 10 and info["test"]["ids_synthesized"]
 
     f = five_class_npy
-    res = run_cli("data", "check", "--train", str(f["train"]), "--test", str(f["test"]), "--sample-submission", str(f["sample"]), "--json", "--png", str(tmp_path / "npy.png"), cwd=tmp_path)
+    res = run_cli(
+        "data",
+        "check",
+        "--train",
+        str(f["train"]),
+        "--test",
+        str(f["test"]),
+        "--sample-submission",
+        str(f["sample"]),
+        "--json",
+        "--png",
+        str(tmp_path / "npy.png"),
+        cwd=tmp_path,
+    )
     info = json.loads(res.stdout)
     assert res.returncode == 0, res.stderr
     assert info["train"]["label_values"] == [1, 2, 3, 4, 5]
@@ -219,7 +274,20 @@ def test_data_check_on_official_csv_pair_and_five_class_npy(fmnist, tmp_path, ka
 def test_init_writes_a_config_that_data_check_accepts(tmp_path, five_class_npy):
     f = five_class_npy
     cfg = tmp_path / "comp.toml"
-    res = run_cli("init", "--train", str(f["train"]), "--test", str(f["test"]), "--sample-submission", str(f["sample"]), "--slug", "my-comp", "--out", str(cfg), cwd=tmp_path)
+    res = run_cli(
+        "init",
+        "--train",
+        str(f["train"]),
+        "--test",
+        str(f["test"]),
+        "--sample-submission",
+        str(f["sample"]),
+        "--slug",
+        "my-comp",
+        "--out",
+        str(cfg),
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     text = cfg.read_text()
     assert 'slug = "my-comp"' in text and 'label_column = "Category"' in text
@@ -253,4 +321,6 @@ def test_csv_test_labels_are_joined_on_the_id_column_in_any_row_order(tmp_path, 
         load_images(test, labels_path=tmp_path / "extra.csv", label_values=tuple(range(10)))
     # the one-column form stays positional
     pd.DataFrame({"label": y}).to_csv(tmp_path / "plain.csv", index=False)
-    assert np.array_equal(load_images(test, labels_path=tmp_path / "plain.csv", label_values=tuple(range(10))).labels, y)
+    assert np.array_equal(
+        load_images(test, labels_path=tmp_path / "plain.csv", label_values=tuple(range(10))).labels, y
+    )

@@ -26,7 +26,24 @@ def _whitening_of(images: np.ndarray) -> torch.Tensor:
 
 def test_the_fast_recipe_whitens_each_fold_with_its_training_rows_only_and_keeps_bn_scales_at_one(tmp_path, small):
     train = write_csv(tmp_path / "train.csv", small["x_train"], small["y_train"])
-    res = run_cli("fold-train", "--train", str(train), "--recipe", "fast", "--folds", "2", "--epochs", "2", "--batch-size", "64", "--run", "f", "-q", "--no-progress", cwd=tmp_path)
+    res = run_cli(
+        "fold-train",
+        "--train",
+        str(train),
+        "--recipe",
+        "fast",
+        "--folds",
+        "2",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--run",
+        "f",
+        "-q",
+        "--no-progress",
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     run = load_run("f", tmp_path)
     assert run.manifest["config"]["model_kwargs"]["stem"] == "whiten"
@@ -51,7 +68,9 @@ def test_whitening_decorrelates_the_patches_it_was_fit_on(small):
     moments = out @ out.T / out.shape[1]
     off = moments - torch.diag(torch.diag(moments))
     assert off.abs().max() < 1e-6, off.abs().max()  # decorrelated
-    assert (torch.diag(moments) <= 1 + 1e-9).all() and torch.diag(moments)[:4].min() > 0.9  # unit variance where the data has variance
+    assert (torch.diag(moments) <= 1 + 1e-9).all() and torch.diag(moments)[
+        :4
+    ].min() > 0.9  # unit variance where the data has variance
 
 
 def test_bn_scales_stay_frozen_biases_move_and_the_whitening_bias_stops_after_its_share_of_steps(small):
@@ -75,7 +94,9 @@ def test_bn_scales_stay_frozen_biases_move_and_the_whitening_bias_stops_after_it
         train_epoch(s, watched(batches.epoch_batches(epoch)), "test", tqdm(disable=True))
     assert s.step == s.total_steps == len(seen) - 1 and 0 < whiten_until < s.total_steps
     moved = [not torch.equal(seen[i][1], seen[i - 1][1]) for i in range(1, len(seen))]
-    settled = -(-(whiten_until + 1) // Lookahead.every) * Lookahead.every  # lookahead's next sync may still move it once
+    settled = (
+        -(-(whiten_until + 1) // Lookahead.every) * Lookahead.every
+    )  # lookahead's next sync may still move it once
     assert any(moved[:whiten_until]) and not any(moved[settled:])
     assert not torch.equal(seen[-1][2], seen[0][2])  # BN biases train (at 64x the rate)
     groups = {g["name"]: g for g in s.opt.param_groups}

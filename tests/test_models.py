@@ -122,7 +122,9 @@ def test_models_cli_lists_names_with_parameter_counts():
     assert res.returncode == 0, res.stderr
     rows = {r["model"]: r["params"] for r in json.loads(res.stdout)["models"]}
     assert rows["seed000_bncnn"] == 315_148 and rows["keras_model4"] == 3_381_797 and "fmnist_resnet" in rows
-    assert rows["seed002_dense"] == 1_398_597 and rows["seed002_vggish"] == 6_484_330  # each at its report's output width
+    assert (
+        rows["seed002_dense"] == 1_398_597 and rows["seed002_vggish"] == 6_484_330
+    )  # each at its report's output width
 
 
 def test_report004_transfer_input_grey_plus_two_zero_channels_padded_to_32(tmp_path):
@@ -135,13 +137,18 @@ def test_report004_transfer_input_grey_plus_two_zero_channels_padded_to_32(tmp_p
     src = timm.create_model("resnet18", num_classes=1000, in_chans=3)
     path = tmp_path / "imagenet_resnet18.pth"
     torch.save(src.state_dict(), path)
-    model = create_model("timm:resnet18", num_classes=5, input_size=32, channels="zeros", pretrained=str(path), freeze_backbone=True)
+    model = create_model(
+        "timm:resnet18", num_classes=5, input_size=32, channels="zeros", pretrained=str(path), freeze_backbone=True
+    )
     net = model.backbone.model
     assert torch.equal(net.conv1.weight, src.conv1.weight)  # 3 input channels, exactly the file's
     model.eval()
     x = torch.rand(4, 1, 28, 28)
     by_hand = net(F.pad(torch.cat([x, torch.zeros(4, 2, 28, 28)], dim=1), (2, 2, 2, 2)))
     assert torch.allclose(model(x), by_hand, atol=1e-6) and model(x).shape == (4, 5)
-    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["backbone.model.fc.weight", "backbone.model.fc.bias"]
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == [
+        "backbone.model.fc.weight",
+        "backbone.model.fc.bias",
+    ]
     with pytest.raises(FkaggleError, match="channels must be 'fold'"):
         create_model("timm:resnet18", channels="rgb")

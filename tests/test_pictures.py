@@ -25,15 +25,41 @@ def tiny_run(tmp_path_factory, small):
     tmp_path = tmp_path_factory.mktemp("pictures")
     train = write_csv(tmp_path / "train.csv", small["x_train"], small["y_train"])
     test = write_csv(tmp_path / "test.csv", small["x_test"], small["y_test"])
-    res = run_cli("fold-train", "--model", "lenet5", "--folds", "2", "--epochs", "2", "--subset", "200", "--optimizer", "adam", "--lr", "3e-3",
-                  "--train", str(train), "--test", str(test), "--run", "tiny", "--workdir", str(tmp_path), "-q", cwd=tmp_path, env={"FKAGGLE_CACHE": str(tmp_path / "cache")})  # fmt: skip
+    res = run_cli(
+        "fold-train",
+        "--model",
+        "lenet5",
+        "--folds",
+        "2",
+        "--epochs",
+        "2",
+        "--subset",
+        "200",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "3e-3",
+        "--train",
+        str(train),
+        "--test",
+        str(test),
+        "--run",
+        "tiny",
+        "--workdir",
+        str(tmp_path),
+        "-q",
+        cwd=tmp_path,
+        env={"FKAGGLE_CACHE": str(tmp_path / "cache")},
+    )
     assert res.returncode == 0, res.stderr
     return {"dir": tmp_path, "data": ["--train", str(train), "--test", str(test)], "ws": Workspace(tmp_path)}
 
 
 def test_explain_draws_held_out_images_of_every_class_through_the_saved_fold_model(tiny_run):
     ws, data = tiny_run["ws"], tiny_run["data"]
-    res = run_cli("explain", "tiny", "--fold", "1", "--images", "2", *data, "--workdir", str(ws.root), "--json", cwd=ws.root)
+    res = run_cli(
+        "explain", "tiny", "--fold", "1", "--images", "2", *data, "--workdir", str(ws.root), "--json", cwd=ws.root
+    )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     rd = ws.run("tiny")
@@ -89,9 +115,13 @@ def test_cv_draws_the_oof_prediction_grid_and_still_reports_without_the_images(t
     res = run_cli("cv", "tiny", *data, "--workdir", str(ws.root), "--json", cwd=ws.root)
     assert res.returncode == 0, res.stderr
     rep = json.loads(res.stdout)["runs"][0]
-    assert rep["predictions_png"] == str(ws.predictions_png("tiny")) and ws.predictions_png("tiny").read_bytes()[:8] == PNG
+    assert (
+        rep["predictions_png"] == str(ws.predictions_png("tiny")) and ws.predictions_png("tiny").read_bytes()[:8] == PNG
+    )
     ws.predictions_png("tiny").unlink()
-    plain = run_cli("cv", "tiny", "--workdir", str(ws.root), cwd=ws.root)  # no data option, no config: the run's recorded data
+    plain = run_cli(
+        "cv", "tiny", "--workdir", str(ws.root), cwd=ws.root
+    )  # no data option, no config: the run's recorded data
     assert plain.returncode == 0 and ws.predictions_png("tiny").read_bytes()[:8] == PNG, plain.stderr
     ws.predictions_png("tiny").unlink()
     train = Path(data[1])
@@ -101,4 +131,8 @@ def test_cv_draws_the_oof_prediction_grid_and_still_reports_without_the_images(t
     finally:
         train.with_suffix(".moved").rename(train)
     assert gone.returncode == 0 and "OOF accuracy" in gone.stdout
-    assert "no predictions grid: run tiny was trained on" in gone.stderr and "--train" in gone.stderr and not ws.predictions_png("tiny").exists()
+    assert (
+        "no predictions grid: run tiny was trained on" in gone.stderr
+        and "--train" in gone.stderr
+        and not ws.predictions_png("tiny").exists()
+    )

@@ -21,7 +21,21 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-CLI_TINY = ["--model", "lenet5", "--epochs", "2", "--batch-size", "16", "--lr", "0.002", "--optimizer", "adam", "--schedule", "constant", "--no-progress"]
+CLI_TINY = [
+    "--model",
+    "lenet5",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "16",
+    "--lr",
+    "0.002",
+    "--optimizer",
+    "adam",
+    "--schedule",
+    "constant",
+    "--no-progress",
+]
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the local run uses as many torch threads as a 1-CPU Ray task
 
 
@@ -74,23 +88,68 @@ def test_embedded_ray_run_equals_the_local_run(tmp_path, synth):
     assert mb["cv"] == ma["cv"] and mb["test_metrics"] == ma["test_metrics"]
     for m in fold_metrics(tmp_path / "ws/oof/onray"):  # where and how long each unit ran
         seed = m["seeds"][0]
-        assert seed["executor"] == "ray" and seed["node_ip"] == "127.0.0.2" and seed["unit_seconds"] >= seed["seconds"] > 0 and len(m["nodes"]) == 1
+        assert (
+            seed["executor"] == "ray"
+            and seed["node_ip"] == "127.0.0.2"
+            and seed["unit_seconds"] >= seed["seconds"] > 0
+            and len(m["nodes"]) == 1
+        )
     # downstream stages cannot tell how the run was trained
     cv = run_cli("cv", "onray", "--workdir", "ws", "--json")
     assert cv.returncode == 0 and json.loads(cv.stdout)["runs"][0]["acc"] == pytest.approx(ma["cv"]["acc"])
 
 
 def test_failed_units_leave_the_run_incomplete_with_one_line_each(tmp_path, synth):
-    res = run_cli("fold-train", *data_args(synth), *CLI_TINY, "--folds", "2", "--optimizer", "sgd", "--lr", "1e12", "--run", "nan", "--executor", "ray")
+    res = run_cli(
+        "fold-train",
+        *data_args(synth),
+        *CLI_TINY,
+        "--folds",
+        "2",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e12",
+        "--run",
+        "nan",
+        "--executor",
+        "ray",
+    )
     assert res.returncode == 2 and "Traceback" not in res.stderr
     last = res.stderr.strip().splitlines()[-1]
-    assert last.startswith("fkaggle: error: 2 (fold, seed) unit(s) failed") and "nan fold 0 seed 0" in last and "nan fold 1 seed 0" in last and "training loss is nan" in last
-    assert not list((tmp_path / "oof/nan").glob("fold_*/seed_0.json")) and not list((tmp_path / "oof/nan").glob("fold_*/metrics.json"))
+    assert (
+        last.startswith("fkaggle: error: 2 (fold, seed) unit(s) failed")
+        and "nan fold 0 seed 0" in last
+        and "nan fold 1 seed 0" in last
+        and "training loss is nan" in last
+    )
+    assert not list((tmp_path / "oof/nan").glob("fold_*/seed_0.json")) and not list(
+        (tmp_path / "oof/nan").glob("fold_*/metrics.json")
+    )
 
 
 def test_killed_driver_keeps_finished_units_and_a_rerun_completes(tmp_path, synth):
-    args = ["fold-train", *data_args(synth), *CLI_TINY, "--folds", "4", "--epochs", "6", "--batch-size", "8", "--run", "k", "--executor", "ray"]
-    driver = subprocess.Popen([sys.executable, "-m", "fmnist_kaggle.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    args = [
+        "fold-train",
+        *data_args(synth),
+        *CLI_TINY,
+        "--folds",
+        "4",
+        "--epochs",
+        "6",
+        "--batch-size",
+        "8",
+        "--run",
+        "k",
+        "--executor",
+        "ray",
+    ]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "fmnist_kaggle.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     run = tmp_path / "oof/k"
     deadline = time.monotonic() + 240
     while not list(run.glob("fold_*/seed_0.json")) and driver.poll() is None and time.monotonic() < deadline:
@@ -104,13 +163,26 @@ def test_killed_driver_keeps_finished_units_and_a_rerun_completes(tmp_path, synt
     res = run_cli(*args)
     assert res.returncode == 0, res.stderr
     assert f"{4 - n_done} (fold, seed) unit(s) to train" in res.stderr
-    assert all(hashlib.sha256(p.read_bytes()).hexdigest() == h for p, h in finished.items())  # finished work kept as it was
+    assert all(
+        hashlib.sha256(p.read_bytes()).hexdigest() == h for p, h in finished.items()
+    )  # finished work kept as it was
     status = run_cli("status", "k", "--json")
     assert status.returncode == 0 and json.loads(status.stdout)["complete"]
 
 
 def test_sweep_on_the_embedded_executor_gives_the_local_table(tmp_path, synth):
-    args = ["sweep", *data_args(synth), *CLI_TINY, "--folds", "2", "--grid", "lr=1e-3,3e-3", "--grid", "act=relu,tanh", "--json"]
+    args = [
+        "sweep",
+        *data_args(synth),
+        *CLI_TINY,
+        "--folds",
+        "2",
+        "--grid",
+        "lr=1e-3,3e-3",
+        "--grid",
+        "act=relu,tanh",
+        "--json",
+    ]
     local = run_cli(*args, "--name", "loc", env=ONE_THREAD)
     assert local.returncode == 0, local.stderr
     onray = run_cli(*args, "--name", "ray", "--executor", "ray")
@@ -123,7 +195,21 @@ def test_sweep_on_the_embedded_executor_gives_the_local_table(tmp_path, synth):
 def test_optuna_asks_and_tells_from_the_driver_while_ray_trains_trials_at_once(tmp_path, synth):
     import optuna
 
-    args = ["sweep", *data_args(synth), *CLI_TINY, "--folds", "2", "--optuna", "--range", "lr=1e-3:1e-2:log", "--name", "opt", "--executor", "ray", "--json"]
+    args = [
+        "sweep",
+        *data_args(synth),
+        *CLI_TINY,
+        "--folds",
+        "2",
+        "--optuna",
+        "--range",
+        "lr=1e-3:1e-2:log",
+        "--name",
+        "opt",
+        "--executor",
+        "ray",
+        "--json",
+    ]
     res = run_cli(*args, "--trials", "3")
     assert res.returncode == 0, res.stderr
     assert len(json.loads(res.stdout)["rows"]) == 3
@@ -133,7 +219,9 @@ def test_optuna_asks_and_tells_from_the_driver_while_ray_trains_trials_at_once(t
     study = optuna.load_study(study_name="opt", storage=f"sqlite:///{tmp_path / 'oof/sweeps/opt.optuna.db'}")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(rows) == 4 and len(complete) == 4
-    assert sorted(round(t.value, 5) for t in complete) == sorted(float(r["cv_acc"]) for r in rows)  # each tell is its trial's CV
+    assert sorted(round(t.value, 5) for t in complete) == sorted(
+        float(r["cv_acc"]) for r in rows
+    )  # each tell is its trial's CV
 
 
 @pytest.mark.parametrize(
@@ -147,7 +235,9 @@ def test_optuna_asks_and_tells_from_the_driver_while_ray_trains_trials_at_once(t
 def test_executor_options_that_cannot_work_are_refused_in_one_line(tmp_path, synth, extra, fragment):
     res = run_cli("fold-train", *data_args(synth), *CLI_TINY, "--folds", "2", "--run", "x", *extra)
     errors = [line for line in res.stderr.splitlines() if line.startswith("fkaggle: error:")]
-    assert res.returncode == 2 and len(errors) == 1 and fragment in errors[0] and "Traceback" not in res.stderr, res.stderr
+    assert res.returncode == 2 and len(errors) == 1 and fragment in errors[0] and "Traceback" not in res.stderr, (
+        res.stderr
+    )
 
 
 def test_a_deadline_cancels_the_units_still_running_on_ray(tmp_path, synth):
@@ -155,10 +245,14 @@ def test_a_deadline_cancels_the_units_still_running_on_ray(tmp_path, synth):
     import fmnist_kaggle as fk
     from fmnist_kaggle.runs.executors import make_executor
 
-    cfg = fk.build_config(model="lenet5", folds=2, epochs=6000, batch_size=16, optimizer="adam", schedule="constant")  # minutes per unit
+    cfg = fk.build_config(
+        model="lenet5", folds=2, epochs=6000, batch_size=16, optimizer="adam", schedule="constant"
+    )  # minutes per unit
     t0 = time.monotonic()
     with pytest.raises(fk.FkaggleError, match=r"2 \(fold, seed\) unit\(s\) stopped at the deadline"):
-        fk.fold_train(synth, cfg, run="late", workdir=tmp_path, progress=False, executor=make_executor("ray"), deadline=t0 + 6)
+        fk.fold_train(
+            synth, cfg, run="late", workdir=tmp_path, progress=False, executor=make_executor("ray"), deadline=t0 + 6
+        )
     assert time.monotonic() - t0 < 60
     assert not list((tmp_path / "oof/late").glob("fold_*/seed_0.json"))
     assert fk.list_runs(tmp_path)[0]["folds_done"] == 0
@@ -170,7 +264,21 @@ def test_auto_on_the_embedded_executor_trains_runs_at_once_within_its_limit(tmp_
     train, test = kaggle_csv_pair
     (tmp_path / "fixed.toml").write_text(FIXED)
     t0 = time.monotonic()
-    res = run_cli("auto", "--train", str(train), "--test", str(test), "--portfolio", "fixed.toml", "--time-limit", "90s", "--executor", "ray", "--no-progress", "--json")
+    res = run_cli(
+        "auto",
+        "--train",
+        str(train),
+        "--test",
+        str(test),
+        "--portfolio",
+        "fixed.toml",
+        "--time-limit",
+        "90s",
+        "--executor",
+        "ray",
+        "--no-progress",
+        "--json",
+    )
     wall = time.monotonic() - t0
     assert res.returncode == 0, res.stderr
     assert wall <= 90 + 4 and "embedded instance on loopback" in res.stderr and "2 unit(s) at once" in res.stderr

@@ -15,7 +15,21 @@ from loopback_cluster import loopback_cluster
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-CLI_TINY = ["--model", "lenet5", "--epochs", "2", "--batch-size", "16", "--lr", "0.002", "--optimizer", "adam", "--schedule", "constant", "--no-progress"]
+CLI_TINY = [
+    "--model",
+    "lenet5",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "16",
+    "--lr",
+    "0.002",
+    "--optimizer",
+    "adam",
+    "--schedule",
+    "constant",
+    "--no-progress",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +53,21 @@ def cluster(tmp_path):
 
 def test_two_node_loopback_cluster_spreads_folds_and_finishes_the_run(tmp_path, synth, cluster):
     address, env = cluster
-    res = run_process("fold-train", *data_args(synth), *CLI_TINY, "--folds", "4", "--run", "c", "--executor", "ray", "--address", address, "--json", env=env)
+    res = run_process(
+        "fold-train",
+        *data_args(synth),
+        *CLI_TINY,
+        "--folds",
+        "4",
+        "--run",
+        "c",
+        "--executor",
+        "ray",
+        "--address",
+        address,
+        "--json",
+        env=env,
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["complete"] and "2 node(s), 2 CPU(s)" in res.stderr
     metrics = fold_metrics(tmp_path / "oof/c")
@@ -47,8 +75,26 @@ def test_two_node_loopback_cluster_spreads_folds_and_finishes_the_run(tmp_path, 
     assert {m["seeds"][0]["node_ip"] for m in metrics} == {"127.0.0.2", "127.0.0.3"}
     assert len({n for m in metrics for n in m["nodes"]}) == 2
 
-    refused = run_process("fold-train", *data_args(synth), *CLI_TINY, "--folds", "2", "--run", "d", "--executor", "ray", "--address", address, "--cpus-per-task", "4", env=env)
-    assert refused.returncode == 2 and "no node of the Ray cluster has that many CPUs (largest: 1)" in refused.stderr.strip().splitlines()[-1]
+    refused = run_process(
+        "fold-train",
+        *data_args(synth),
+        *CLI_TINY,
+        "--folds",
+        "2",
+        "--run",
+        "d",
+        "--executor",
+        "ray",
+        "--address",
+        address,
+        "--cpus-per-task",
+        "4",
+        env=env,
+    )
+    assert (
+        refused.returncode == 2
+        and "no node of the Ray cluster has that many CPUs (largest: 1)" in refused.stderr.strip().splitlines()[-1]
+    )
 
 
 def test_a_cluster_with_gpus_gets_one_gpu_per_unit_on_cuda(tmp_path, synth):
@@ -56,8 +102,23 @@ def test_a_cluster_with_gpus_gets_one_gpu_per_unit_on_cuda(tmp_path, synth):
     that trains on `cuda`, so on this machine each fails in its task, named in one line, and the
     run stays incomplete with nothing marked finished."""
     with loopback_cluster(tmp_path, head_gpus=1) as (address, env):
-        res = run_process("fold-train", *data_args(synth), *CLI_TINY, "--folds", "2", "--run", "g", "--executor", "ray", "--address", address, env=env)
+        res = run_process(
+            "fold-train",
+            *data_args(synth),
+            *CLI_TINY,
+            "--folds",
+            "2",
+            "--run",
+            "g",
+            "--executor",
+            "ray",
+            "--address",
+            address,
+            env=env,
+        )
     assert res.returncode == 2 and "1 GPU(s); up to 1 unit(s) at once" in res.stderr, res.stderr
     last = res.stderr.strip().splitlines()[-1]
-    assert "2 (fold, seed) unit(s) failed" in last and last.count("device 'cuda' requested but CUDA is not available") == 2
+    assert (
+        "2 (fold, seed) unit(s) failed" in last and last.count("device 'cuda' requested but CUDA is not available") == 2
+    )
     assert not list((tmp_path / "oof/g").glob("fold_*/seed_0.json"))

@@ -26,7 +26,11 @@ TINY = ("--model", "lenet5", "--folds", "2", "--epochs", "1", "--batch-size", "3
 
 def _tree(root: Path) -> dict[str, str]:
     """Every file under root (links not followed) with its content hash."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
 
 
 def _one_line(res, fragment: str) -> None:
@@ -40,7 +44,12 @@ def ws(tmp_path_factory):
     """A workspace with a finished run and a sentinel file; the tests that share it must leave it as it was."""
     tmp_path = tmp_path_factory.mktemp("reliability")
     x, y = synthetic_images(12)
-    data = ["--train", str(write_csv(tmp_path / "train.csv", x, y)), "--test", str(write_csv(tmp_path / "test.csv", *synthetic_images(3, seed=1)))]
+    data = [
+        "--train",
+        str(write_csv(tmp_path / "train.csv", x, y)),
+        "--test",
+        str(write_csv(tmp_path / "test.csv", *synthetic_images(3, seed=1))),
+    ]
     assert run_cli("fold-train", *data, *TINY, "--run", "good", "-q", cwd=tmp_path).returncode == 0
     (tmp_path / "oof" / "sentinel.txt").write_text("keep me")
     return tmp_path, data
@@ -78,11 +87,18 @@ def test_a_refused_fold_train_writes_and_removes_nothing(ws, args, fragment):
     root, data = ws
     if "cuda" in args and torch.cuda.is_available():
         pytest.skip("CUDA is available here: the refusal needs a machine without it")
-    args = [a.format(fifo=_fifo(root / "in") if "{fifo}" in a else "", junk=_junk(root / "in") if "{junk}" in a else "") for a in args]
+    args = [
+        a.format(fifo=_fifo(root / "in") if "{fifo}" in a else "", junk=_junk(root / "in") if "{junk}" in a else "")
+        for a in args
+    ]
     before = _tree(root / "oof")
     res = run_cli("fold-train", *data, *TINY, *args, cwd=root, timeout=120)
     _one_line(res, fragment)
-    assert _tree(root / "oof") == before and sorted(p.name for p in (root / "oof").iterdir()) == ["folds", "good", "sentinel.txt"]
+    assert _tree(root / "oof") == before and sorted(p.name for p in (root / "oof").iterdir()) == [
+        "folds",
+        "good",
+        "sentinel.txt",
+    ]
     if args[1] == "ma":  # the name is not blocked: the corrected command runs
         assert run_cli("fold-train", *data, *TINY, "--run", "ma", "-q", cwd=root).returncode == 0
         shutil.rmtree(root / "oof/ma")
@@ -102,7 +118,12 @@ def test_overwrite_swaps_in_a_complete_new_run_and_leaves_no_staging(tmp_path):
 
 @pytest.mark.parametrize(
     "line,fragment",
-    [("epochs = 2.5", "epochs must be a whole number, got 2.5"), ('seeds = "01"', "seeds must be a list of whole numbers"), ("folds = 2.0", "folds must be a whole number, got 2.0"), ("lr = true", "lr must be a number")],
+    [
+        ("epochs = 2.5", "epochs must be a whole number, got 2.5"),
+        ('seeds = "01"', "seeds must be a list of whole numbers"),
+        ("folds = 2.0", "folds must be a whole number, got 2.0"),
+        ("lr = true", "lr must be a number"),
+    ],
 )
 def test_wrongly_typed_config_values_are_one_line_before_any_write(ws, line, fragment):
     root, data = ws
@@ -118,9 +139,15 @@ def test_options_and_settings_that_are_not_numbers_are_refused_in_one_line(ws):
     before = _tree(root / "oof")
     _one_line(run_cli("fold-train", *data, *TINY, "--seeds", "0,0", "--run", "twice", cwd=root), "different seeds")
     _one_line(run_cli("fold-train", *data, *TINY, "--fold-seed=-1", "--run", "neg", cwd=root), "fold_seed must be >= 0")
-    _one_line(run_cli("sweep", *data, "--model", "lenet5", "--grid", "epochs=1.5", "--folds", "2", "--name", "s", cwd=root), "epochs must be a whole number, got 1.5")
+    _one_line(
+        run_cli("sweep", *data, "--model", "lenet5", "--grid", "epochs=1.5", "--folds", "2", "--name", "s", cwd=root),
+        "epochs must be a whole number, got 1.5",
+    )
     assert _tree(root / "oof") == before
-    _one_line(run_cli("runs", cwd=root, env={"FKAGGLE_MAX_INPUT_BYTES": "abc"}), "FKAGGLE_MAX_INPUT_BYTES must be a positive whole number")
+    _one_line(
+        run_cli("runs", cwd=root, env={"FKAGGLE_MAX_INPUT_BYTES": "abc"}),
+        "FKAGGLE_MAX_INPUT_BYTES must be a positive whole number",
+    )
     for key, value in (("train", "123"), ("data_dirs", "[1]"), ("class_names", "5")):
         comp = root / "comp.toml"
         comp.write_text(f"[competition]\n{key} = {value}\n")
@@ -153,19 +180,31 @@ def test_download_force_keeps_the_good_files_when_the_new_ones_fail_their_checks
     assert run_cli("download", "five-mini", cwd=tmp_path, env=fake_kaggle.env).returncode == 0
     comp = tmp_path / "competition"
     before = _tree(comp)
-    fake_kaggle.files["five-mini.zip"] = _zip({"train.csv": b"label," + ",".join(f"pixel{i}" for i in range(1, 785)).encode() + b"\n", "test.csv": b"x"})
+    fake_kaggle.files["five-mini.zip"] = _zip(
+        {"train.csv": b"label," + ",".join(f"pixel{i}" for i in range(1, 785)).encode() + b"\n", "test.csv": b"x"}
+    )
     res = run_cli("download", "five-mini", "--force", cwd=tmp_path, env=fake_kaggle.env)
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     after = _tree(comp)
-    assert {k: v for k, v in after.items() if "/.download/" not in k} == {k: v for k, v in before.items() if "/.download/" not in k}  # data and config as they were
+    assert {k: v for k, v in after.items() if "/.download/" not in k} == {
+        k: v for k, v in before.items() if "/.download/" not in k
+    }  # data and config as they were
     assert not (comp / "data/five-mini/.staging").exists()
 
 
 @pytest.mark.parametrize(
     "members,env,fragment",
     [
-        ({f"part{i}.csv": bytes(8 << 20) for i in range(4)}, {}, "above 200x: a decompression bomb?"),  # 32 MiB of zeros in ~32 KB
-        ({f"part{i}.csv": os.urandom(400_000) for i in range(3)}, {"FKAGGLE_MAX_INPUT_BYTES": "1000000"}, "zip members total 1,200,000 bytes, above the 1,000,000-byte limit"),
+        (
+            {f"part{i}.csv": bytes(8 << 20) for i in range(4)},
+            {},
+            "above 200x: a decompression bomb?",
+        ),  # 32 MiB of zeros in ~32 KB
+        (
+            {f"part{i}.csv": os.urandom(400_000) for i in range(3)},
+            {"FKAGGLE_MAX_INPUT_BYTES": "1000000"},
+            "zip members total 1,200,000 bytes, above the 1,000,000-byte limit",
+        ),
     ],
 )
 def test_a_zip_bomb_is_refused_before_anything_is_written(tmp_path, fake_kaggle, members, env, fragment):
@@ -175,7 +214,8 @@ def test_a_zip_bomb_is_refused_before_anything_is_written(tmp_path, fake_kaggle,
     assert not (tmp_path / "competition").exists()
 
 
-# ----------------------------------------------------------------------------- a submit that is never repeated, every wait bounded
+# ----------------------------------------------------------------------------- a submit that is never repeated, every
+# wait bounded
 
 
 def _submission(tmp_path: Path) -> tuple[list[str], Path]:
@@ -184,11 +224,22 @@ def _submission(tmp_path: Path) -> tuple[list[str], Path]:
     import numpy as np
 
     x, y = synthetic_images(3, k=5)
-    train, test = write_csv(tmp_path / "train.csv", x, y + 1), write_csv(tmp_path / "test.csv", x[:5], ids=np.arange(1, 6))
+    train, test = (
+        write_csv(tmp_path / "train.csv", x, y + 1),
+        write_csv(tmp_path / "test.csv", x[:5], ids=np.arange(1, 6)),
+    )
     sub = tmp_path / "submissions" / "mine.csv"
     sub.parent.mkdir()
     sub.write_text("Id,Label\n" + "".join(f"{i},{1 + i % 5}\n" for i in range(1, 6)))
-    sub.with_suffix(".json").write_text(json.dumps({"file": "mine.csv", "sha256": hashlib.sha256(sub.read_bytes()).hexdigest(), "cv": {"acc": 0.9, "logloss": 0.3}}))
+    sub.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "file": "mine.csv",
+                "sha256": hashlib.sha256(sub.read_bytes()).hexdigest(),
+                "cv": {"acc": 0.9, "logloss": 0.3},
+            }
+        )
+    )
     return ["--train", str(train), "--test", str(test), "--slug", "five-class", "--workdir", str(tmp_path)], sub
 
 
@@ -241,6 +292,7 @@ def test_a_ray_address_that_is_malformed_unreachable_or_not_ray_is_one_line_with
     import time
 
     root, data = ws
+
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args) -> None:  # the CLI's stderr is this process's while it runs
             pass
@@ -257,7 +309,19 @@ def test_a_ray_address_that_is_malformed_unreachable_or_not_ray_is_one_line_with
     try:
         for args, env, fragment in cases:
             t0 = time.monotonic()
-            res = run_cli("fold-train", *data, *TINY, "--executor", "ray", *args, "--run", "remote", cwd=root, env=env, timeout=120)
+            res = run_cli(
+                "fold-train",
+                *data,
+                *TINY,
+                "--executor",
+                "ray",
+                *args,
+                "--run",
+                "remote",
+                cwd=root,
+                env=env,
+                timeout=120,
+            )
             assert time.monotonic() - t0 < 60  # Ray alone retries for minutes
             _one_line(res, fragment)
     finally:
@@ -289,7 +353,10 @@ def _blend(root: Path, data: list[str]) -> Path:
     return root / "submissions"
 
 
-@pytest.mark.parametrize("planted", ["oof/good/manifest.json", "oof/good/fold_0/metrics.json", "submissions/history.csv", "submissions/b.json"])
+@pytest.mark.parametrize(
+    "planted",
+    ["oof/good/manifest.json", "oof/good/fold_0/metrics.json", "submissions/history.csv", "submissions/b.json"],
+)
 def test_a_fifo_planted_in_the_workspace_is_one_line_never_a_hang(copy, planted):
     root, data = copy
     subs = _blend(root, data)
@@ -306,7 +373,9 @@ def test_a_fifo_planted_in_the_workspace_is_one_line_never_a_hang(copy, planted)
     elif planted.endswith("metrics.json"):  # the fold is corrupt: status says so and carries on
         import json
 
-        assert status.returncode == 1 and json.loads(status.stdout)["fold_status"]["0"] == "corrupt", status.stderr  # 1: incomplete
+        assert status.returncode == 1 and json.loads(status.stdout)["fold_status"]["0"] == "corrupt", (
+            status.stderr
+        )  # 1: incomplete
     elif planted.endswith("history.csv"):
         _one_line(local, "history.csv: CSV record is not a regular file")
         _one_line(dry, "history.csv: CSV record is not a regular file")
@@ -321,16 +390,30 @@ def test_nothing_the_workspace_reads_or_writes_follows_a_link_out_of_it(copy, tm
     before = _tree(outside)
     assert run_cli("fold-train", *data, *TINY, "--run", "half", "--fold", "0", "-q", cwd=root).returncode == 0
     (root / "oof/half/fold_1").symlink_to(outside, target_is_directory=True)
-    _one_line(run_cli("fold-train", *data, *TINY, "--run", "half", cwd=root), "fold_1: a symbolic link out of the workspace")
+    _one_line(
+        run_cli("fold-train", *data, *TINY, "--run", "half", cwd=root), "fold_1: a symbolic link out of the workspace"
+    )
     subs = _blend(root, data)
     (subs / "history.csv").symlink_to(outside / "history.csv")
-    _one_line(run_cli("submissions", "--local", *data, *SLUG, cwd=root), "history.csv: a symbolic link out of the workspace")
-    _one_line(run_cli("submit", str(subs / "b.csv"), "-m", "x", "--dry-run", *data, *SLUG, cwd=root), "history.csv: a symbolic link out of the workspace")
+    _one_line(
+        run_cli("submissions", "--local", *data, *SLUG, cwd=root), "history.csv: a symbolic link out of the workspace"
+    )
+    _one_line(
+        run_cli("submit", str(subs / "b.csv"), "-m", "x", "--dry-run", *data, *SLUG, cwd=root),
+        "history.csv: a symbolic link out of the workspace",
+    )
     (subs / "history.csv").unlink()
     (root / "oof/good/fold_0/seed_0.json").rename(outside / "seed_0.json")
-    (root / "oof/good/fold_0/seed_0.json").symlink_to(outside / "seed_0.json")  # a link inside the run: never followed either
-    _one_line(run_cli("predict", "good", "--test", data[3], "--name", "p", cwd=root), "seed_0.json: seed summary is a symbolic link")
-    assert _tree(outside) == {**before, "seed_0.json": _tree(outside)["seed_0.json"]} and len(list(outside.iterdir())) == 2
+    (root / "oof/good/fold_0/seed_0.json").symlink_to(
+        outside / "seed_0.json"
+    )  # a link inside the run: never followed either
+    _one_line(
+        run_cli("predict", "good", "--test", data[3], "--name", "p", cwd=root),
+        "seed_0.json: seed summary is a symbolic link",
+    )
+    assert (
+        _tree(outside) == {**before, "seed_0.json": _tree(outside)["seed_0.json"]} and len(list(outside.iterdir())) == 2
+    )
 
 
 def _edit_manifest(path: Path, change) -> None:
@@ -346,9 +429,18 @@ def _edit_manifest(path: Path, change) -> None:
     [
         (lambda m: m.pop("identity"), "malformed run manifest: top level: 'identity' is a required property"),
         (lambda m: m["data"].update(folds="2"), "malformed run manifest: data.folds: '2' is not of type 'integer'"),
-        (lambda m: m["data"].update(folds=10**12), "malformed run manifest: data.folds: 1000000000000 is greater than the maximum of 1000"),
-        (lambda m: m["files"]["folds.npy"].pop("bytes"), "malformed run manifest: files.folds.npy: 'bytes' is a required property"),
-        (lambda m: m["files"]["folds.npy"].update(bytes="x"), "malformed run manifest: files.folds.npy.bytes: 'x' is not of type 'integer'"),
+        (
+            lambda m: m["data"].update(folds=10**12),
+            "malformed run manifest: data.folds: 1000000000000 is greater than the maximum of 1000",
+        ),
+        (
+            lambda m: m["files"]["folds.npy"].pop("bytes"),
+            "malformed run manifest: files.folds.npy: 'bytes' is a required property",
+        ),
+        (
+            lambda m: m["files"]["folds.npy"].update(bytes="x"),
+            "malformed run manifest: files.folds.npy.bytes: 'x' is not of type 'integer'",
+        ),
     ],
 )
 def test_a_malformed_manifest_is_one_line_and_listed_as_broken(copy, change, fragment):
@@ -370,7 +462,9 @@ def test_non_utf8_records_and_an_edited_csv_cache_are_caught(copy):
     import numpy as np
 
     first = run_cli("data", "check", *data, "--json", cwd=root)
-    [cache] = Path(os.environ["FKAGGLE_CACHE"]).glob(f"csv-v2-{hashlib.blake2b(Path(data[1]).read_bytes(), digest_size=16).hexdigest()}.npz")
+    [cache] = Path(os.environ["FKAGGLE_CACHE"]).glob(
+        f"csv-v2-{hashlib.blake2b(Path(data[1]).read_bytes(), digest_size=16).hexdigest()}.npz"
+    )
     with np.load(cache) as z:
         arrays = {k: z[k] for k in z.files}
     arrays["targets"] = np.zeros_like(arrays["targets"])  # every row now class 0, its recorded hash kept
@@ -396,16 +490,37 @@ def test_a_checkpoint_of_another_unit_is_discarded_and_the_fold_trains(copy):
     from fmnist_kaggle.models import create_model
 
     model = create_model("lenet5", num_classes=10, in_chans=1)  # arbitrary weights, loadable: only the tag tells
-    history = [{"fold": 0, "seed": 0, "epoch": e, "train_loss": 0.1, "train_acc": 0.99, "val_loss": 0.1, "val_acc": 0.99} for e in (1, 2)]
+    history = [
+        {"fold": 0, "seed": 0, "epoch": e, "train_loss": 0.1, "train_acc": 0.99, "val_loss": 0.1, "val_acc": 0.99}
+        for e in (1, 2)
+    ]
     state = {"epoch": 2, "history": history, "best_loss": 0.0, "best_epoch": 2, "best_state": None, "bad_epochs": 0}
-    torch.save({"model": model.state_dict(), "opt": torch.optim.Adam(model.parameters()).state_dict(), "scaler": {}, "state": state}, fold / "checkpoint_seed_0.pt")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "opt": torch.optim.Adam(model.parameters()).state_dict(),
+            "scaler": {},
+            "state": state,
+        },
+        fold / "checkpoint_seed_0.pt",
+    )
     res = run_cli("fold-train", *args, "--run", "forged", cwd=root)
-    assert res.returncode == 0 and "unusable checkpoint" in res.stderr and "belongs to another run, fold or seed" in res.stderr, res.stderr
+    assert (
+        res.returncode == 0
+        and "unusable checkpoint" in res.stderr
+        and "belongs to another run, fold or seed" in res.stderr
+    ), res.stderr
     assert "resuming after epoch" not in res.stderr
-    assert np.array_equal(np.load(root / "oof/forged/oof_logits.npy"), np.load(root / "oof/clean/oof_logits.npy"))  # trained, as an untouched run
+    assert np.array_equal(
+        np.load(root / "oof/forged/oof_logits.npy"), np.load(root / "oof/clean/oof_logits.npy")
+    )  # trained, as an untouched run
 
 
-@pytest.mark.parametrize("model", [["--model", "seed000_bncnn"], ["--recipe", "fast", "--lookahead", "0.9", "--model-arg", "width=4"]], ids=["dropout", "fast-lookahead-whitening"])
+@pytest.mark.parametrize(
+    "model",
+    [["--model", "seed000_bncnn"], ["--recipe", "fast", "--lookahead", "0.9", "--model-arg", "width=4"]],
+    ids=["dropout", "fast-lookahead-whitening"],
+)
 def test_a_run_killed_mid_fold_resumes_exactly_with_dropout(tmp_path, model):
     import signal
     import subprocess
@@ -415,9 +530,26 @@ def test_a_run_killed_mid_fold_resumes_exactly_with_dropout(tmp_path, model):
     import numpy as np
 
     x, y = synthetic_images(60)
-    args = ["fold-train", "--train", str(write_csv(tmp_path / "train.csv", x, y)), *model, "--folds", "2", "--epochs", "4", "--batch-size", "32", "--no-progress"]
+    args = [
+        "fold-train",
+        "--train",
+        str(write_csv(tmp_path / "train.csv", x, y)),
+        *model,
+        "--folds",
+        "2",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "32",
+        "--no-progress",
+    ]
     assert run_cli(*args, "--run", "whole", "-q", cwd=tmp_path).returncode == 0
-    proc = subprocess.Popen([sys.executable, "-m", "fmnist_kaggle.cli", *args, "--run", "killed"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fmnist_kaggle.cli", *args, "--run", "killed"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     checkpoint = tmp_path / "oof/killed/fold_0/checkpoint_seed_0.pt"
     deadline = time.monotonic() + 300
     while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -448,7 +580,12 @@ def test_a_pickle_payload_as_a_model_file_is_one_line_and_never_runs(copy):
     model.write_bytes(pickle.dumps(Payload()))
     summary = root / "oof/good/fold_0/seed_0.json"
     s = json.loads(summary.read_text())
-    s["artifacts"][model.name].update(bytes=model.stat().st_size, sha256=hashlib.sha256(model.read_bytes()).hexdigest())  # its record rewritten to match
+    s["artifacts"][model.name].update(
+        bytes=model.stat().st_size, sha256=hashlib.sha256(model.read_bytes()).hexdigest()
+    )  # its record rewritten to match
     summary.write_text(json.dumps(s))
-    _one_line(run_cli("predict", "good", "--test", data[3], "--name", "p", cwd=root), "model_seed_0.pt: not a weights-only PyTorch model file (UnpicklingError); never executed")
+    _one_line(
+        run_cli("predict", "good", "--test", data[3], "--name", "p", cwd=root),
+        "model_seed_0.pt: not a weights-only PyTorch model file (UnpicklingError); never executed",
+    )
     assert not marker.exists() and not (root / "oof/p").exists()

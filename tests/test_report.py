@@ -46,9 +46,29 @@ def workspace(tmp_path_factory, small):
     test = write_csv(ws / "test.csv", small["x_test"], small["y_test"])
     data = ["--train", str(train), "--test", str(test)]
     for run, model in (("lenet", "lenet5"), ("cnn4", "cnn4")):
-        res = run_cli("fold-train", "--model", model, "--folds", "2", "--epochs", "2", "--batch-size", "32", "--run", run, "--no-progress", *data, cwd=ws)
+        res = run_cli(
+            "fold-train",
+            "--model",
+            model,
+            "--folds",
+            "2",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--run",
+            run,
+            "--no-progress",
+            *data,
+            cwd=ws,
+        )
         assert res.returncode == 0, res.stderr
-    for args in (["cv", "lenet", "cnn4"], ["blend", "lenet", "cnn4", "--method", "mean"], ["blend", "cnn4"], ["data", "check"]):
+    for args in (
+        ["cv", "lenet", "cnn4"],
+        ["blend", "lenet", "cnn4", "--method", "mean"],
+        ["blend", "cnn4"],
+        ["data", "check"],
+    ):
         res = run_cli(*args, *data, cwd=ws)
         assert res.returncode == 0, res.stderr
     return ws, data
@@ -59,7 +79,10 @@ def _open(driver, page: Path) -> dict:
     driver.get(page.resolve().as_uri())
     driver.execute_script("document.querySelectorAll('details').forEach(d => d.open = true)")
     deadline = time.monotonic() + 30
-    while not driver.execute_script("return Array.from(document.images).every(i => i.complete)") and time.monotonic() < deadline:
+    while (
+        not driver.execute_script("return Array.from(document.images).every(i => i.complete)")
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.2)
     return driver.execute_script(
         """return {title: document.title,
@@ -69,7 +92,8 @@ def _open(driver, page: Path) -> dict:
                    blends: Array.from(document.querySelectorAll('#blends-table tbody tr')).map(r => r.innerText),
                    uploads: Array.from(document.querySelectorAll('#uploads-table tbody tr')).map(r => r.innerText),
                    images: document.images.length,
-                   unloaded: Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt),
+                   unloaded: Array.from(document.images)
+                       .filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt),
                    links: Array.from(document.querySelectorAll('#details a')).map(a => a.href),
                    text: document.body.innerText}"""
     )
@@ -91,7 +115,7 @@ def _screenshot(driver, name: str) -> Path:
     return target
 
 
-def test_report_of_a_real_workspace_in_a_browser(workspace, fake_kaggle, browser):  # noqa: F811
+def test_report_of_a_real_workspace_in_a_browser(workspace, fake_kaggle, browser):
     ws, data = workspace
     slug = ["--slug", "fashion-mnist", *data]
     sub = run_cli("submit", "submissions/blend-mean.csv", "-m", "mean of two", *slug, cwd=ws, env=fake_kaggle.env)
@@ -105,7 +129,12 @@ def test_report_of_a_real_workspace_in_a_browser(workspace, fake_kaggle, browser
     res = run_cli("report", "--json", cwd=ws)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
-    assert out["html"] == "oof/report.html" and out["runs"] == 3 and out["complete_runs"] == 2 and out["broken_runs"] == ["broken"]
+    assert (
+        out["html"] == "oof/report.html"
+        and out["runs"] == 3
+        and out["complete_runs"] == 2
+        and out["broken_runs"] == ["broken"]
+    )
     assert out["blends"] == 2 and out["uploads"] == 1
     page = ws / out["html"]
     _strict_parse(page)
@@ -113,7 +142,16 @@ def test_report_of_a_real_workspace_in_a_browser(workspace, fake_kaggle, browser
     seen = _open(browser, page)
     shot = _screenshot(browser, "report.png")
     assert seen["title"] == f"fkaggle report: {ws.name}"
-    assert [h.split(" (")[0] for h in seen["h2"]] == ["Summary", "Runs", "Blends and submission files", "Autopilot", "Submissions to Kaggle", "Per run", "OOF correlation", "Data"]
+    assert [h.split(" (")[0] for h in seen["h2"]] == [
+        "Summary",
+        "Runs",
+        "Blends and submission files",
+        "Autopilot",
+        "Submissions to Kaggle",
+        "Per run",
+        "OOF correlation",
+        "Data",
+    ]
     manifests = {r: json.loads((ws / "oof" / r / "manifest.json").read_text()) for r in ("lenet", "cnn4")}
     ranked = sorted(manifests, key=lambda r: -manifests[r]["cv"]["acc"])
     assert [row.split("\t")[1] for row in seen["runs"]] == [*ranked, "broken"]  # ranked by CV, the broken run last
@@ -122,7 +160,8 @@ def test_report_of_a_real_workspace_in_a_browser(workspace, fake_kaggle, browser
     mean = next(b for b in seen["blends"] if b.startswith("blend-mean"))
     assert f"{100 * manifests[ranked[0]]['cv']['acc']:.2f}%" in mean  # the best single run's CV beside the blend's
     assert "0.81000" in seen["uploads"][0] and "match" in seen["uploads"][0] and "complete" in seen["uploads"][0]
-    # every picture is in the page and decodes: 2 runs x (curves, confusion, predictions), CV-vs-public, correlation, samples
+    # every picture is in the page and decodes: 2 runs x (curves, confusion, predictions), CV-vs-public, correlation,
+    # samples
     assert seen["images"] == 9 and seen["unloaded"] == [], seen["unloaded"]
     assert shot.stat().st_size > 50_000
 

@@ -53,7 +53,9 @@ def test_each_problem_is_reported(comp, mutate, fragment):
 def test_rows_in_another_order_are_valid_with_a_note_and_score_by_id(tmp_path, comp):
     lines = _good(comp).splitlines()
     shuffled = tmp_path / "shuffled.csv"
-    shuffled.write_text("\ufeff" + "\n".join([lines[0], *reversed(lines[1:])]) + "\n\n")  # BOM, reversed rows, a trailing blank line
+    shuffled.write_text(
+        "\ufeff" + "\n".join([lines[0], *reversed(lines[1:])]) + "\n\n"
+    )  # BOM, reversed rows, a trailing blank line
     args = ["--train", str(comp.train), "--test", str(comp.test), "--sample-submission", str(comp.sample_submission)]
     res = run_cli("validate", str(shuffled), *args, "--json")
     out = json.loads(res.stdout)
@@ -67,7 +69,16 @@ def test_several_problems_are_all_listed_by_the_cli(tmp_path, comp, five_class_n
     lines = _good(comp).splitlines()
     bad = tmp_path / "bad.csv"
     bad.write_text("\n".join(["Id,Label", lines[2], lines[1], "x,7"] + lines[4:]) + "\n")
-    res = run_cli("validate", str(bad), "--train", str(comp.train), "--test", str(comp.test), "--sample-submission", str(comp.sample_submission))
+    res = run_cli(
+        "validate",
+        str(bad),
+        "--train",
+        str(comp.train),
+        "--test",
+        str(comp.test),
+        "--sample-submission",
+        str(comp.sample_submission),
+    )
     assert res.returncode == 2
     err = res.stderr.strip().splitlines()
     assert len(err) >= 3 and all(line.startswith(str(bad)) for line in err)

@@ -23,7 +23,16 @@ from fmnist_kaggle.storage.layout import Workspace
 from fmnist_kaggle.training.augment import BatchAugment, crop_flip, jitter, random_erase
 from fmnist_kaggle.training.config import build_config
 
-TINY = dict(model="lenet5", folds=3, epochs=1, batch_size=64, lr=2e-3, optimizer="adam", schedule="constant", eval_batch_size=256)
+TINY = dict(
+    model="lenet5",
+    folds=3,
+    epochs=1,
+    batch_size=64,
+    lr=2e-3,
+    optimizer="adam",
+    schedule="constant",
+    eval_batch_size=256,
+)
 
 
 @pytest.fixture()
@@ -132,23 +141,57 @@ def test_sharded_folds_assemble_into_one_run(tmp_path, comp):
 
 def run_cli_train(workdir, comp, *extra):
     return run_cli(
-        "fold-train", "--train", str(comp.train), "--test", str(comp.test), "--model", "lenet5", "--folds", "3", "--epochs", "1",
-        "--batch-size", "64", "--run", "tiny-run", "--workdir", str(workdir), "--no-progress", *extra,
-    )  # fmt: skip
+        "fold-train",
+        "--train",
+        str(comp.train),
+        "--test",
+        str(comp.test),
+        "--model",
+        "lenet5",
+        "--folds",
+        "3",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--run",
+        "tiny-run",
+        "--workdir",
+        str(workdir),
+        "--no-progress",
+        *extra,
+    )
 
 
 def test_changed_config_is_refused_unless_overwrite(tmp_path, comp):
     train_folds(comp, build_config(**TINY), run="r", workdir=tmp_path, progress=False)
     with pytest.raises(FkaggleError, match=r"config differs \(lr\)"):
         train_folds(comp, build_config(**{**TINY, "lr": 0.01}), run="r", workdir=tmp_path, progress=False)
-    m = train_folds(comp, build_config(**{**TINY, "lr": 0.01}), run="r", workdir=tmp_path, overwrite=True, progress=False)
+    m = train_folds(
+        comp, build_config(**{**TINY, "lr": 0.01}), run="r", workdir=tmp_path, overwrite=True, progress=False
+    )
     assert m["complete"] and m["config"]["lr"] == 0.01
     # device/speed settings are not part of a run's identity: a shard may run elsewhere
-    train_folds(comp, build_config(**{**TINY, "lr": 0.01, "eval_batch_size": 64}), run="r", workdir=tmp_path, progress=False)
+    train_folds(
+        comp, build_config(**{**TINY, "lr": 0.01, "eval_batch_size": 64}), run="r", workdir=tmp_path, progress=False
+    )
 
 
 def test_seeds_are_averaged_and_options_train(tmp_path, comp):
-    cfg = build_config(**{**TINY, "folds": 2, "seeds": [0, 1], "loss": "sigmoid", "label_smoothing": 0.1, "tta": True, "augment": "strong", "optimizer": "sgd", "schedule": "onecycle", "lr": 0.05})
+    cfg = build_config(
+        **{
+            **TINY,
+            "folds": 2,
+            "seeds": [0, 1],
+            "loss": "sigmoid",
+            "label_smoothing": 0.1,
+            "tta": True,
+            "augment": "strong",
+            "optimizer": "sgd",
+            "schedule": "onecycle",
+            "lr": 0.05,
+        }
+    )
     train_folds(comp, cfg, run="s", workdir=tmp_path, progress=False)
     d = tmp_path / "oof/s/fold_0"
     mean = (np.load(d / "seed_0_val.npy") + np.load(d / "seed_1_val.npy")) / 2
@@ -159,10 +202,19 @@ def test_seeds_are_averaged_and_options_train(tmp_path, comp):
 def test_albumentations_backend_and_custom_pipeline_train(tmp_path, comp):
     cfg = build_config(**{**TINY, "folds": 2, "augment": "cropflip", "augment_backend": "albumentations"})
     assert train_folds(comp, cfg, run="al", workdir=tmp_path, progress=False)["complete"]
-    custom = build_config(**{**TINY, "folds": 2, "augment": "custom", "augment_pipeline": [{"name": "HorizontalFlip", "p": 0.5}, {"name": "Affine", "translate_px": 2, "p": 0.5}]})
+    custom = build_config(
+        **{
+            **TINY,
+            "folds": 2,
+            "augment": "custom",
+            "augment_pipeline": [{"name": "HorizontalFlip", "p": 0.5}, {"name": "Affine", "translate_px": 2, "p": 0.5}],
+        }
+    )
     assert train_folds(comp, custom, run="cu", workdir=tmp_path, progress=False)["complete"]
     with pytest.raises(FkaggleError, match="unknown albumentations transform 'Nope'"):
-        train_folds(comp, replace(custom, augment_pipeline=[{"name": "Nope"}]), run="bad", workdir=tmp_path, progress=False)
+        train_folds(
+            comp, replace(custom, augment_pipeline=[{"name": "Nope"}]), run="bad", workdir=tmp_path, progress=False
+        )
 
 
 def test_timm_model_with_local_pretrained_weights_fold_trains(tmp_path, comp):
@@ -171,14 +223,39 @@ def test_timm_model_with_local_pretrained_weights_fold_trains(tmp_path, comp):
     weights = tmp_path / "w.pth"
     torch.save(timm.create_model("resnet18", num_classes=1000, in_chans=3).state_dict(), weights)
     res = run_cli(
-        "fold-train", "--train", str(comp.train), "--test", str(comp.test), "--model", "timm:resnet18", "--pretrained", str(weights),
-        "--input-size", "32", "--folds", "2", "--epochs", "1", "--batch-size", "64", "--subset", "200", "--run", "tm", "--workdir", str(tmp_path), "--no-progress", "--json",
-    )  # fmt: skip
+        "fold-train",
+        "--train",
+        str(comp.train),
+        "--test",
+        str(comp.test),
+        "--model",
+        "timm:resnet18",
+        "--pretrained",
+        str(weights),
+        "--input-size",
+        "32",
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--subset",
+        "200",
+        "--run",
+        "tm",
+        "--workdir",
+        str(tmp_path),
+        "--no-progress",
+        "--json",
+    )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)  # stdout carries JSON only
     assert out["complete"]
     man = json.loads((tmp_path / "oof/tm/manifest.json").read_text())
-    assert man["config"]["model_kwargs"] == {"pretrained": str(weights), "input_size": 32} and man["data"]["rows"] == 200
+    assert (
+        man["config"]["model_kwargs"] == {"pretrained": str(weights), "input_size": 32} and man["data"]["rows"] == 200
+    )
 
 
 def test_batch_augmentations_on_tensors():
@@ -216,6 +293,7 @@ def test_tensor_presets_match_albumentations_statistically(small, preset):
     pipe = albumentations_pipeline(preset)
     slow = np.stack([pipe(image=im[:, :, None])["image"][:, :, 0] for im in imgs]).astype(np.float32) / 255
     orig = imgs.astype(np.float32) / 255
+
     # mean intensity, its spread across images, the fraction of zero pixels, and left/right mass balance
     def stats(a):
         half = a[:, :, :14].sum((1, 2)) / np.maximum(a.sum((1, 2)), 1e-6)
@@ -230,7 +308,13 @@ def test_flip_tta_without_flip_training_is_warned(tmp_path, synth, caplog):
     train_folds(synth, build_config(**{**TINY, "folds": 2, "tta": True}), run="w", workdir=tmp_path, progress=False)
     assert "hflip TTA on a model trained without flips" in caplog.text
     caplog.clear()
-    train_folds(synth, build_config(**{**TINY, "folds": 2, "tta": True, "augment": "cropflip"}), run="w2", workdir=tmp_path, progress=False)
+    train_folds(
+        synth,
+        build_config(**{**TINY, "folds": 2, "tta": True, "augment": "cropflip"}),
+        run="w2",
+        workdir=tmp_path,
+        progress=False,
+    )
     assert "hflip TTA" not in caplog.text
 
 
@@ -238,7 +322,9 @@ def test_early_stopping_keeps_the_best_epoch(fmnist):
     from fmnist_kaggle.training.fit import fit
 
     # plain SGD at this rate does not improve validation loss after epoch 1 on 300 rows (deterministic on CPU)
-    cfg = build_config(**{**TINY, "epochs": 6, "patience": 2, "lr": 0.05, "optimizer": "sgd", "momentum": 0.0, "schedule": "constant"})
+    cfg = build_config(
+        **{**TINY, "epochs": 6, "patience": 2, "lr": 0.05, "optimizer": "sgd", "momentum": 0.0, "schedule": "constant"}
+    )
     x, y = fmnist["x_train"][:400], fmnist["y_train"][:400]
     res = fit(cfg, 10, x[100:], y[100:], x[:100], y[:100], fold=0, seed=0, progress=False)
     losses = [r["val_loss"] for r in res.history]
@@ -251,7 +337,16 @@ def test_short_runs_refresh_batchnorm_statistics_before_evaluating(tmp_path, com
     initial values and the held-out predictions near chance."""
     from fmnist_kaggle.training.fit import fit, refresh_batchnorm
 
-    cfg = build_config(model="seed000_bncnn", folds=2, epochs=2, batch_size=32, optimizer="adam", lr=1e-3, schedule="constant", eval_batch_size=256)
+    cfg = build_config(
+        model="seed000_bncnn",
+        folds=2,
+        epochs=2,
+        batch_size=32,
+        optimizer="adam",
+        lr=1e-3,
+        schedule="constant",
+        eval_batch_size=256,
+    )
     m = train_folds(comp, cfg, run="bn", workdir=tmp_path, progress=False)
     assert m["cv"]["acc"] > 0.5, m["cv"]  # chance is 0.1
 
@@ -272,10 +367,17 @@ def test_predict_applies_the_fold_models_to_another_test_file_for_blend(tmp_path
     res = run_cli("predict", "r", "--test", str(other), "--name", "priv", "--workdir", str(tmp_path), "--json")
     assert res.returncode == 0, res.stderr
     src, new = load_run("r", tmp_path), load_run("priv", tmp_path)
-    assert np.allclose(new.test_logits, src.test_logits[order], atol=1e-5)  # every fold and seed model, averaged as in training
-    assert np.array_equal(new.oof_logits, src.oof_logits) and new.manifest["data"]["test_fingerprint"] != src.manifest["data"]["test_fingerprint"]
+    assert np.allclose(
+        new.test_logits, src.test_logits[order], atol=1e-5
+    )  # every fold and seed model, averaged as in training
+    assert (
+        np.array_equal(new.oof_logits, src.oof_logits)
+        and new.manifest["data"]["test_fingerprint"] != src.manifest["data"]["test_fingerprint"]
+    )
     assert status(new.dir)["complete"]
-    bl = run_cli("blend", "priv", "--train", str(comp.train), "--test", str(other), "--workdir", str(tmp_path), "--json")
+    bl = run_cli(
+        "blend", "priv", "--train", str(comp.train), "--test", str(other), "--workdir", str(tmp_path), "--json"
+    )
     assert bl.returncode == 0, bl.stderr
     lines = (tmp_path / "submissions/priv.csv").read_text().splitlines()
     assert lines[1].startswith("5000,") and len(lines) == len(ids) + 1
@@ -348,7 +450,9 @@ def test_mixup_targets_are_soft_and_need_even_batches():
     np.random.seed(0)
     x, y = torch.rand(8, 1, 28, 28), torch.arange(8) % 10
     mx, target = make_mixer(cfg, 10)(x.clone(), y)
-    assert target.shape == (8, 10) and torch.allclose(target.sum(1), torch.ones(8)) and (target.max(1).values < 0.96).all()
+    assert (
+        target.shape == (8, 10) and torch.allclose(target.sum(1), torch.ones(8)) and (target.max(1).values < 0.96).all()
+    )
     assert not torch.allclose(mx, x)
     assert torch.isfinite(loss_fn(cfg, torch.randn(8, 10), target))
     with pytest.raises(FkaggleError, match="batch_size must be even, got 63"):
@@ -369,7 +473,9 @@ def test_shift_tta_views_are_the_shifted_images_and_average_in_logit_space():
     assert torch.equal(views[2], shift(x, 1, 0, 0.0))  # background of unnormalized inputs is 0
     assert len(tta_views(x, build_config(**{**TINY, "tta_shift": 2, "tta": True, "augment": "cropflip"}))) == 10
     norm = build_config(**{**TINY, "tta_shift": 1, "normalize": True})
-    assert float(tta_views(x, norm)[1][0, 0, -1, 0]) == pytest.approx((0 - 0.2860) / 0.3530)  # filled with the normalized background
+    assert float(tta_views(x, norm)[1][0, 0, -1, 0]) == pytest.approx(
+        (0 - 0.2860) / 0.3530
+    )  # filled with the normalized background
     torch.manual_seed(0)
     model = create_model("lenet5").eval()
     images = torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8)
@@ -391,9 +497,13 @@ def test_cpu_bf16_under_auto_only_where_the_cpu_has_it(monkeypatch, small):
     assert train.amp_dtype(build_config(**TINY), cpu) is None  # emulated bf16 is slower than fp32
     assert train.amp_dtype(build_config(**TINY, amp="bf16"), cpu) == torch.bfloat16  # asked for: given
     res = _fit_fold(build_config(**{**TINY, "amp": "bf16", "epochs": 1}), small)
-    assert np.isfinite(res.history[0]["train_loss"]) and next(res.model.parameters()).dtype == torch.float32  # autocast, fp32 weights
+    assert (
+        np.isfinite(res.history[0]["train_loss"]) and next(res.model.parameters()).dtype == torch.float32
+    )  # autocast, fp32 weights
     monkeypatch.undo()
-    assert train.cpu_native_bf16() == ("avx512_bf16" in open("/proc/cpuinfo").read() or "amx_bf16" in open("/proc/cpuinfo").read())
+    assert train.cpu_native_bf16() == (
+        "avx512_bf16" in open("/proc/cpuinfo").read() or "amx_bf16" in open("/proc/cpuinfo").read()
+    )
 
 
 # ----------------------------------------------------------------------------- honest pseudo-labels
@@ -406,8 +516,13 @@ def test_fold_k_pseudo_labels_come_from_the_teachers_fold_k_models_only(tmp_path
     teacher = build_config(**{**TINY, "folds": 2, "epochs": 1})
     train_folds(comp, teacher, run="teacher", workdir=tmp_path, progress=False)
     rd = Workspace(tmp_path).run("teacher")
-    fold_logits = [read_array(rd.fold(k).test_logits, json.loads(rd.fold(k).metrics.read_text())["artifacts"]["test_logits.npy"]) for k in range(2)]
-    assert (fold_logits[0].argmax(1) != fold_logits[1].argmax(1)).any()  # the folds' teachers disagree somewhere: which one labels matters
+    fold_logits = [
+        read_array(rd.fold(k).test_logits, json.loads(rd.fold(k).metrics.read_text())["artifacts"]["test_logits.npy"])
+        for k in range(2)
+    ]
+    assert (
+        fold_logits[0].argmax(1) != fold_logits[1].argmax(1)
+    ).any()  # the folds' teachers disagree somewhere: which one labels matters
 
     seen = {}
     real_fit = train_mod.fit
@@ -417,33 +532,71 @@ def test_fold_k_pseudo_labels_come_from_the_teachers_fold_k_models_only(tmp_path
         return real_fit(cfg, k, x, y, vx, vy, fold, seed, **kw)
 
     monkeypatch.setattr(train_mod, "fit", spy)
-    student = build_config(**{**TINY, "folds": 2, "epochs": 1, "pseudo_label": "teacher", "pseudo_threshold": 0.0, "pseudo_weight": 0.5})
+    student = build_config(
+        **{**TINY, "folds": 2, "epochs": 1, "pseudo_label": "teacher", "pseudo_threshold": 0.0, "pseudo_weight": 0.5}
+    )
     m = train_folds(comp, student, run="student", workdir=tmp_path, progress=False)
     n_train, n_test = 200, len(comp.test_set)
     for k in range(2):
         n, y, w = seen[k]
         assert n == n_train + n_test
-        np.testing.assert_array_equal(y[n_train:], fold_logits[k].argmax(1))  # fold k's teacher, not the other fold's or their mean
+        np.testing.assert_array_equal(
+            y[n_train:], fold_logits[k].argmax(1)
+        )  # fold k's teacher, not the other fold's or their mean
         assert (w[:n_train] == 1).all() and (w[n_train:] == 0.5).all()
     rec = m["pseudo_label"]
-    assert rec["teachers"] == ["teacher"] and rec["threshold"] == 0.0 and rec["weight"] == 0.5 and rec["rows_per_fold"] == {"0": n_test, "1": n_test}
+    assert (
+        rec["teachers"] == ["teacher"]
+        and rec["threshold"] == 0.0
+        and rec["weight"] == 0.5
+        and rec["rows_per_fold"] == {"0": n_test, "1": n_test}
+    )
     # a confidence threshold keeps, per fold, the rows that fold's teacher is sure of
     sure = build_config(**{**TINY, "folds": 2, "epochs": 1, "pseudo_label": "teacher", "pseudo_threshold": 0.5})
     m2 = train_folds(comp, sure, run="student-sure", workdir=tmp_path, progress=False)
-    probs = [np.exp(lg - lg.max(1, keepdims=True)) / np.exp(lg - lg.max(1, keepdims=True)).sum(1, keepdims=True) for lg in fold_logits]
+    probs = [
+        np.exp(lg - lg.max(1, keepdims=True)) / np.exp(lg - lg.max(1, keepdims=True)).sum(1, keepdims=True)
+        for lg in fold_logits
+    ]
     assert m2["pseudo_label"]["rows_per_fold"] == {str(k): int((p.max(1) >= 0.5).sum()) for k, p in enumerate(probs)}
     assert m2["identity"]["teacher_fingerprint"] == m["identity"]["teacher_fingerprint"]
     # the student blends with its teacher (same data and folds)
-    res = run_cli("blend", "teacher", "student", "--workdir", str(tmp_path), "--train", str(comp.train), "--test", str(comp.test), "--json", cwd=tmp_path)
+    res = run_cli(
+        "blend",
+        "teacher",
+        "student",
+        "--workdir",
+        str(tmp_path),
+        "--train",
+        str(comp.train),
+        "--test",
+        str(comp.test),
+        "--json",
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
 
 
 def test_a_teacher_on_other_folds_is_refused(tmp_path, comp):
-    train_folds(comp, build_config(**{**TINY, "folds": 3, "epochs": 1}), run="teacher3", workdir=tmp_path, progress=False)
+    train_folds(
+        comp, build_config(**{**TINY, "folds": 3, "epochs": 1}), run="teacher3", workdir=tmp_path, progress=False
+    )
     with pytest.raises(FkaggleError, match="different fold assignment"):
-        train_folds(comp, build_config(**{**TINY, "folds": 2, "epochs": 1, "pseudo_label": "teacher3"}), run="s", workdir=tmp_path, progress=False)
+        train_folds(
+            comp,
+            build_config(**{**TINY, "folds": 2, "epochs": 1, "pseudo_label": "teacher3"}),
+            run="s",
+            workdir=tmp_path,
+            progress=False,
+        )
     with pytest.raises(FkaggleError, match="no run 'nobody'"):
-        train_folds(comp, build_config(**{**TINY, "folds": 3, "epochs": 1, "pseudo_label": "nobody"}), run="s", workdir=tmp_path, progress=False)
+        train_folds(
+            comp,
+            build_config(**{**TINY, "folds": 3, "epochs": 1, "pseudo_label": "nobody"}),
+            run="s",
+            workdir=tmp_path,
+            progress=False,
+        )
     assert not (tmp_path / "oof" / "s").exists()
 
 
@@ -469,7 +622,9 @@ def test_a_deadline_starts_nothing_after_it_and_the_same_call_resumes(tmp_path, 
     train_folds(comp, cfg, run="ref", workdir=tmp_path / "ref", progress=False)
     # the deadline passes while the first unit trains: the other three never start
     slow = _SlowLocal(hold=time.monotonic() + 1.0)
-    with pytest.raises(FkaggleError, match=r"3 \(fold, seed\) unit\(s\) stopped at the deadline.*re-run the same command to finish"):
+    with pytest.raises(
+        FkaggleError, match=r"3 \(fold, seed\) unit\(s\) stopped at the deadline.*re-run the same command to finish"
+    ):
         train_folds(comp, cfg, run="r", workdir=tmp_path, progress=False, executor=slow, deadline=slow.hold)
     assert slow.trained == [(0, 0)]
     assert status(Workspace(tmp_path).run("r"))["fold_status"] == {"0": "partial", "1": "missing"}
@@ -487,7 +642,30 @@ def test_a_deadline_starts_nothing_after_it_and_the_same_call_resumes(tmp_path, 
 def test_validating_only_after_the_last_epoch_agrees_with_the_fold_line_and_saves_the_passes(tmp_path, comp):
     """`--eval-every 0`: one validation, in the precision the OOF predictions are saved in, so the
     epoch line and the fold line show one number; the OOF logits are that validation's logits."""
-    args = ["fold-train", "--train", str(comp.train), "--test", str(comp.test), "--model", "fmnist_resnet", "--model-arg", "width=8", "--epochs", "3", "--folds", "2", "--batch-size", "32", "--optimizer", "sgd", "--lr", "0.05", "--no-progress", "--workdir", str(tmp_path)]
+    args = [
+        "fold-train",
+        "--train",
+        str(comp.train),
+        "--test",
+        str(comp.test),
+        "--model",
+        "fmnist_resnet",
+        "--model-arg",
+        "width=8",
+        "--epochs",
+        "3",
+        "--folds",
+        "2",
+        "--batch-size",
+        "32",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.05",
+        "--no-progress",
+        "--workdir",
+        str(tmp_path),
+    ]
     every = run_cli(*args, "--run", "every")
     last = run_cli(*args, "--run", "last", "--eval-every", "0")
     assert every.returncode == 0 and last.returncode == 0, last.stderr
@@ -498,9 +676,14 @@ def test_validating_only_after_the_last_epoch_agrees_with_the_fold_line_and_save
     assert epoch_line.split("val ")[1].split()[0].split("/")[1] == fold_line.split()[3]  # one number for one thing
     assert "val -" in next(line for line in last.stderr.splitlines() if "[last f0 s0] epoch 1/3" in line)
     a, b = load_run("every", tmp_path), load_run("last", tmp_path)
-    assert a.manifest["identity"]["config"] != b.manifest["identity"]["config"] and "eval_every" not in a.manifest["identity"]["config"]  # the default leaves older identities as they were
+    assert (
+        a.manifest["identity"]["config"] != b.manifest["identity"]["config"]
+        and "eval_every" not in a.manifest["identity"]["config"]
+    )  # the default leaves older identities as they were
     m = json.loads((tmp_path / "oof/every/fold_0/metrics.json").read_text())
-    if m["best_epochs"] == [3]:  # the same weights chosen: the same OOF predictions, one validation pass fewer per epoch
+    if m["best_epochs"] == [
+        3
+    ]:  # the same weights chosen: the same OOF predictions, one validation pass fewer per epoch
         assert np.array_equal(a.oof_logits[a.fold_of == 0], b.oof_logits[b.fold_of == 0])
 
 
@@ -511,7 +694,20 @@ def test_fold_train_estimates_its_time_before_training_and_warns_of_a_gpu_recipe
     from conftest import stderr_until, synthetic_images
 
     x, y = synthetic_images(100)
-    args = ["fold-train", "--train", str(write_csv(tmp_path / "train.csv", x, y)), "--recipe", "strong", "--batch-size", "64", "--epochs", "2000", "--no-progress", "--run", "long"]
+    args = [
+        "fold-train",
+        "--train",
+        str(write_csv(tmp_path / "train.csv", x, y)),
+        "--recipe",
+        "strong",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "2000",
+        "--no-progress",
+        "--run",
+        "long",
+    ]
     lines = stderr_until(args, tmp_path, "warning: run long would train")
     text = "".join(lines)
     estimate = next((ln for ln in lines if "estimated" in ln), "")

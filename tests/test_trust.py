@@ -25,8 +25,33 @@ from conftest import run_cli
 from fmnist_kaggle.runs.driver import train_folds
 from fmnist_kaggle.training.config import build_config
 
-TINY = dict(model="lenet5", folds=2, epochs=1, batch_size=32, lr=2e-3, optimizer="adam", schedule="constant", eval_batch_size=256)
-CLI_TINY = ["--model", "lenet5", "--folds", "2", "--epochs", "1", "--batch-size", "32", "--lr", "0.002", "--optimizer", "adam", "--schedule", "constant", "--no-progress"]
+TINY = dict(
+    model="lenet5",
+    folds=2,
+    epochs=1,
+    batch_size=32,
+    lr=2e-3,
+    optimizer="adam",
+    schedule="constant",
+    eval_batch_size=256,
+)
+CLI_TINY = [
+    "--model",
+    "lenet5",
+    "--folds",
+    "2",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "32",
+    "--lr",
+    "0.002",
+    "--optimizer",
+    "adam",
+    "--schedule",
+    "constant",
+    "--no-progress",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -37,12 +62,17 @@ def _outside_the_repo(tmp_path, monkeypatch):
 
 def _train_keep(root: Path) -> None:
     from conftest import synthetic_images, write_csv
+
     from fmnist_kaggle.data.competition import Competition
 
     data = root.parent / f"{root.name}-data"  # the run records where its data came from: kept for the session
     data.mkdir()
     x, y = synthetic_images(20)
-    comp = Competition(name="synth", train=write_csv(data / "train.csv", x, y), test=write_csv(data / "test.csv", *synthetic_images(5, seed=1)))
+    comp = Competition(
+        name="synth",
+        train=write_csv(data / "train.csv", x, y),
+        test=write_csv(data / "test.csv", *synthetic_images(5, seed=1)),
+    )
     train_folds(comp, build_config(**TINY), run="keep", workdir=str(root), progress=False)
 
 
@@ -61,7 +91,11 @@ def data_args(comp) -> list[str]:
 
 def snapshot(root: Path) -> dict[str, str]:
     """Content hash of every file under root: what 'nothing written or lost' is checked against."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def refused(res, *fragments: str) -> None:
@@ -86,10 +120,16 @@ def test_run_names_that_would_leave_oof_are_refused_and_overwrite_deletes_nothin
     assert snapshot(ws.parent) == before  # the sentinel, the other run and everything above oof/ are untouched
 
 
-@pytest.mark.parametrize("cmd,name", [("blend", "../x"), ("blend", "history"), ("blend", "/tmp/x"), ("sweep", "../../x")])
+@pytest.mark.parametrize(
+    "cmd,name", [("blend", "../x"), ("blend", "history"), ("blend", "/tmp/x"), ("sweep", "../../x")]
+)
 def test_blend_and_sweep_names_are_one_component(ws, synth, cmd, name):
     before = snapshot(ws.parent)
-    args = ["blend", "keep", "--name", name] if cmd == "blend" else ["sweep", *CLI_TINY, "--grid", "lr=1e-3", "--name", name]
+    args = (
+        ["blend", "keep", "--name", name]
+        if cmd == "blend"
+        else ["sweep", *CLI_TINY, "--grid", "lr=1e-3", "--name", name]
+    )
     res = run_cli(*args, *data_args(synth), "--workdir", str(ws))
     refused(res, "name")
     assert snapshot(ws.parent) == before
@@ -104,7 +144,18 @@ def test_overwrite_only_removes_a_folder_whose_manifest_names_the_run(ws, synth)
     assert (stranger / "notes.txt").read_text() == "not a run"
     # a run whose manifest names another run is not deleted either
     shutil.copytree(ws / "oof" / "keep", ws / "oof" / "other")
-    res = run_cli("fold-train", *data_args(synth), *CLI_TINY, "--lr", "0.01", "--run", "other", "--overwrite", "--workdir", str(ws))
+    res = run_cli(
+        "fold-train",
+        *data_args(synth),
+        *CLI_TINY,
+        "--lr",
+        "0.01",
+        "--run",
+        "other",
+        "--overwrite",
+        "--workdir",
+        str(ws),
+    )
     refused(res, "manifest names 'keep'")
     assert (ws / "oof/other/manifest.json").exists() and (ws / "oof/keep/oof_logits.npy").exists()
 
@@ -116,7 +167,9 @@ def test_upload_records_stay_in_the_workspace(tmp_path, ws, synth):
     outside = tmp_path / "elsewhere" / "keep.csv"
     outside.parent.mkdir()
     shutil.copy(ws / "submissions/keep.csv", outside)
-    res = run_cli("submit", str(outside), "-m", "x", "--slug", "s", "--dry-run", *data_args(synth), "--workdir", str(ws))
+    res = run_cli(
+        "submit", str(outside), "-m", "x", "--slug", "s", "--dry-run", *data_args(synth), "--workdir", str(ws)
+    )
     assert res.returncode == 0, res.stderr
     assert sorted(p.name for p in outside.parent.iterdir()) == ["keep.csv"]  # no record written next to it
 
@@ -161,7 +214,9 @@ def test_corrupt_checkpoint_is_discarded_and_the_seed_restarts(ws, synth):
 
 def test_fold_copied_from_a_run_with_other_folds_is_refused_by_name(tmp_path, ws, synth):
     other = tmp_path / "other"
-    res = run_cli("fold-train", *data_args(synth), *CLI_TINY, "--fold-seed", "7", "--run", "keep", "--workdir", str(other))
+    res = run_cli(
+        "fold-train", *data_args(synth), *CLI_TINY, "--fold-seed", "7", "--run", "keep", "--workdir", str(other)
+    )
     assert res.returncode == 0, res.stderr
     shutil.rmtree(ws / "oof/keep/fold_1")
     shutil.copytree(other / "oof/keep/fold_1", ws / "oof/keep/fold_1")
@@ -202,9 +257,23 @@ def test_truncated_or_altered_run_arrays_are_refused_by_readers(ws, synth):
 
 
 def test_diverging_run_stops_with_one_line_and_nothing_finished(ws, synth):
-    res = run_cli("fold-train", *data_args(synth), *CLI_TINY, "--optimizer", "sgd", "--lr", "1e12", "--run", "boom", "--workdir", str(ws))
+    res = run_cli(
+        "fold-train",
+        *data_args(synth),
+        *CLI_TINY,
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e12",
+        "--run",
+        "boom",
+        "--workdir",
+        str(ws),
+    )
     refused(res, "training loss is", "lower --lr")
-    assert not list((ws / "oof/boom").glob("fold_*/metrics.json")) and not list((ws / "oof/boom").glob("fold_*/seed_*.json"))
+    assert not list((ws / "oof/boom").glob("fold_*/metrics.json")) and not list(
+        (ws / "oof/boom").glob("fold_*/seed_*.json")
+    )
 
 
 def test_non_finite_logits_never_reach_a_submission_and_json_has_no_nan(ws, synth):
@@ -245,7 +314,22 @@ def test_submission_pair_cannot_disagree_and_stale_temps_are_cleaned(ws, synth):
     lines = (sub / "b1.csv").read_text().splitlines()
     lines[1] = lines[1].split(",")[0] + "," + ("1" if not lines[1].endswith(",1") else "2")
     (sub / "b1.csv").write_text("\n".join(lines) + "\n")
-    refused(run_cli("submit", str(sub / "b1.csv"), "-m", "x", "--slug", "s", "--dry-run", *data_args(synth), "--workdir", str(ws)), "b1.json", "another version")
+    refused(
+        run_cli(
+            "submit",
+            str(sub / "b1.csv"),
+            "-m",
+            "x",
+            "--slug",
+            "s",
+            "--dry-run",
+            *data_args(synth),
+            "--workdir",
+            str(ws),
+        ),
+        "b1.json",
+        "another version",
+    )
 
 
 def test_files_honour_the_umask(ws):
@@ -282,7 +366,11 @@ def test_hostile_array_files_are_refused_early(tmp_path, ws):
     refused(run_cli("data", "check", "--train", str(bomb), "--png", str(tmp_path / "g.png")), "bomb.npz", "declares")
     idx = tmp_path / "train-images-idx3-ubyte.gz"  # a valid header for 10 images, then 64 MB of zeros
     idx.write_bytes(gzip.compress(b"\0\0\x08\x03" + struct.pack(">3I", 10, 28, 28) + b"\0" * (64 << 20), 1))
-    refused(run_cli("data", "check", "--train", str(idx), "--png", str(tmp_path / "g.png")), "train-images-idx3-ubyte.gz", "decompression bomb")
+    refused(
+        run_cli("data", "check", "--train", str(idx), "--png", str(tmp_path / "g.png")),
+        "train-images-idx3-ubyte.gz",
+        "decompression bomb",
+    )
     assert not (tmp_path / "g.png").exists()
 
 
@@ -307,20 +395,37 @@ def test_unusable_output_folder_subset_and_batch_size(tmp_path, ws, synth):
     blocker = tmp_path / "afile"
     blocker.write_text("x")
     refused(run_cli("fold-train", *data_args(synth), *CLI_TINY, "--run", "r", "--workdir", str(blocker)), str(blocker))
-    refused(run_cli("fold-train", *data_args(synth), *CLI_TINY, "--subset", "3", "--run", "r", "--workdir", str(ws)), "--subset 3 is too small")
-    res = run_cli("fold-train", *data_args(synth), *CLI_TINY, "--batch-size", "4096", "--run", "big", "--workdir", str(ws))
+    refused(
+        run_cli("fold-train", *data_args(synth), *CLI_TINY, "--subset", "3", "--run", "r", "--workdir", str(ws)),
+        "--subset 3 is too small",
+    )
+    res = run_cli(
+        "fold-train", *data_args(synth), *CLI_TINY, "--batch-size", "4096", "--run", "big", "--workdir", str(ws)
+    )
     assert res.returncode == 0 and "larger than the fold's 100 training rows" in res.stderr, res.stderr
 
 
 def test_runs_lists_the_workspace_and_models_counts_for_k_classes(tmp_path, ws, synth):
-    assert run_cli("fold-train", *data_args(synth), *CLI_TINY, "--fold", "0", "--run", "half", "--workdir", str(ws)).returncode == 0
+    assert (
+        run_cli(
+            "fold-train", *data_args(synth), *CLI_TINY, "--fold", "0", "--run", "half", "--workdir", str(ws)
+        ).returncode
+        == 0
+    )
     res = run_cli("runs", "--workdir", str(ws), "--json")
     assert res.returncode == 0, res.stderr
     rows = {r["run"]: r for r in json.loads(res.stdout)}
     keep = json.loads((ws / "oof/keep/manifest.json").read_text())
-    assert set(rows) == {"keep", "half"} and rows["keep"]["cv_acc"] == keep["cv"]["acc"] and rows["keep"]["folds_done"] == 2
+    assert (
+        set(rows) == {"keep", "half"}
+        and rows["keep"]["cv_acc"] == keep["cv"]["acc"]
+        and rows["keep"]["folds_done"] == 2
+    )
     assert rows["half"]["folds_done"] == 1 and rows["half"]["cv_acc"] is None
-    assert any(line.startswith("half ") and " 1/2 " in line for line in run_cli("runs", "--workdir", str(ws)).stdout.splitlines())
+    assert any(
+        line.startswith("half ") and " 1/2 " in line
+        for line in run_cli("runs", "--workdir", str(ws)).stdout.splitlines()
+    )
 
     five = {r["model"]: r["params"] for r in json.loads(run_cli("models", "--classes", "5", "--json").stdout)["models"]}
     ten = {r["model"]: r["params"] for r in json.loads(run_cli("models", "--classes", "10", "--json").stdout)["models"]}

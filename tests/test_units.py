@@ -31,11 +31,23 @@ def test_precedence_defaults_recipe_file_flags_and_recipe_is_recorded(tmp_path):
     toml = tmp_path / "c.toml"
     toml.write_text('[train]\nrecipe = "cpu"\nlr = 0.05\nepochs = 7\n')
     f = build_config(config_file=toml)
-    assert (f.recipe, f.lr, f.epochs, f.model_kwargs) == ("cpu", 0.05, 7, {"width": 16})  # file beats recipe, recipe kept
+    assert (f.recipe, f.lr, f.epochs, f.model_kwargs) == (
+        "cpu",
+        0.05,
+        7,
+        {"width": 16},
+    )  # file beats recipe, recipe kept
     g = build_config(config_file=toml, lr=0.01, model="lenet5")
-    assert (g.lr, g.epochs, g.model_kwargs) == (0.01, 7, {})  # flags beat the file; another model drops the recipe's knobs
+    assert (g.lr, g.epochs, g.model_kwargs) == (
+        0.01,
+        7,
+        {},
+    )  # flags beat the file; another model drops the recipe's knobs
     assert "recipe" not in SEMANTIC and "device" not in SEMANTIC and "lr" in SEMANTIC
-    assert build_config(recipe="cpu").semantic_hash() == replace(build_config(recipe="cpu"), recipe=None, device="cuda").semantic_hash()
+    assert (
+        build_config(recipe="cpu").semantic_hash()
+        == replace(build_config(recipe="cpu"), recipe=None, device="cuda").semantic_hash()
+    )
 
 
 @pytest.mark.parametrize(
@@ -62,9 +74,33 @@ def test_every_cli_field_is_an_option_and_reaches_the_config():
     flags = {s for a in ft._actions for s in a.option_strings}
     for name, f in FIELDS.items():
         assert (("--" + name.replace("_", "-")) in flags) == f.metadata["cli"], name
-    args = parser.parse_args(["fold-train", "--weight-decay", "0.1", "--no-nesterov", "--seeds", "3,4", "--amp", "off", "--model-arg", "width=8", "--recipe", "cpu", "--no-compile"])
+    args = parser.parse_args(
+        [
+            "fold-train",
+            "--weight-decay",
+            "0.1",
+            "--no-nesterov",
+            "--seeds",
+            "3,4",
+            "--amp",
+            "off",
+            "--model-arg",
+            "width=8",
+            "--recipe",
+            "cpu",
+            "--no-compile",
+        ]
+    )
     cfg = train_config(args)
-    assert (cfg.weight_decay, cfg.nesterov, cfg.seeds, cfg.amp, cfg.model_kwargs, cfg.recipe, cfg.compile) == (0.1, False, [3, 4], "off", {"width": 8}, "cpu", False)
+    assert (cfg.weight_decay, cfg.nesterov, cfg.seeds, cfg.amp, cfg.model_kwargs, cfg.recipe, cfg.compile) == (
+        0.1,
+        False,
+        [3, 4],
+        "off",
+        {"width": 8},
+        "cpu",
+        False,
+    )
 
 
 def test_lr_schedule_shapes():
@@ -88,7 +124,9 @@ def test_good_names(name):
     assert check_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", ".", "..", "../x", "a/b", "/abs", "-x", ".x", "x\\y", "history", "FOLDS", "x.tmp", "a b"])
+@pytest.mark.parametrize(
+    "name", ["", ".", "..", "../x", "a/b", "/abs", "-x", ".x", "x\\y", "history", "FOLDS", "x.tmp", "a b"]
+)
 def test_bad_names(name):
     with pytest.raises(FkaggleError):
         check_name(name)
@@ -160,7 +198,18 @@ def test_blenders_follow_the_estimator_protocol(est):
 def test_learning_curves_of_a_one_epoch_run_show_points_on_whole_epochs(tmp_path):
     from fmnist_kaggle.plots import learning_curves, learning_figure
 
-    rows = [{"fold": f, "seed": 0, "epoch": 1, "train_loss": 1.2 - f / 10, "val_loss": 1.0, "train_acc": 0.6, "val_acc": 0.7 + f / 100} for f in range(3)]
+    rows = [
+        {
+            "fold": f,
+            "seed": 0,
+            "epoch": 1,
+            "train_loss": 1.2 - f / 10,
+            "val_loss": 1.0,
+            "train_acc": 0.6,
+            "val_acc": 0.7 + f / 100,
+        }
+        for f in range(3)
+    ]
     fig = learning_figure(rows)
     ax_loss, ax_acc, ax_both = fig.axes
     for ax in (ax_loss, ax_acc):

@@ -37,7 +37,9 @@ def progress(args: argparse.Namespace) -> bool:
 
 def data_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data (explicit paths override the competition config)")
-    g.add_argument("--competition", help="competition TOML (default competition/competition.toml or $FKAGGLE_COMPETITION)")
+    g.add_argument(
+        "--competition", help="competition TOML (default competition/competition.toml or $FKAGGLE_COMPETITION)"
+    )
     g.add_argument("--train", help="training file (CSV, NPY, NPZ or IDX)")
     g.add_argument("--train-labels", help="separate labels file for --train (IDX labels, y .npy)")
     g.add_argument("--test", help="test file")
@@ -63,7 +65,10 @@ def competition(args: argparse.Namespace):
 def run_data(args: argparse.Namespace):
     """The competition the data options name; None when none is given, so a run's images come
     from where the run recorded its data came from (checked by fingerprint)."""
-    given = any(getattr(args, k, None) is not None for k in ("competition", "train", "train_labels", "test", "test_labels", "sample_submission"))
+    given = any(
+        getattr(args, k, None) is not None
+        for k in ("competition", "train", "train_labels", "test", "test_labels", "sample_submission")
+    )
     return competition(args) if given or os.environ.get("FKAGGLE_COMPETITION") else None
 
 
@@ -89,8 +94,16 @@ def train_config(args: argparse.Namespace, model: str | None = None):
     for key in ("pretrained", "freeze_backbone", "input_size"):
         if getattr(args, key):
             kwargs[key] = getattr(args, key)
-    given = {name: getattr(args, name) for name, f in FIELDS.items() if f.metadata["cli"] and name not in ("recipe", "model")}
-    return build_config(recipe=args.recipe, config_file=args.config, model=model or (args.model if isinstance(args.model, str) else None), model_kwargs=kwargs, **given)
+    given = {
+        name: getattr(args, name) for name, f in FIELDS.items() if f.metadata["cli"] and name not in ("recipe", "model")
+    }
+    return build_config(
+        recipe=args.recipe,
+        config_file=args.config,
+        model=model or (args.model if isinstance(args.model, str) else None),
+        model_kwargs=kwargs,
+        **given,
+    )
 
 
 def executor(args: argparse.Namespace) -> Any:
@@ -105,7 +118,10 @@ def train_options(p: argparse.ArgumentParser, sweep: bool = False) -> None:
         meta, default = f.metadata, default_of(name)
         if not meta["cli"]:
             continue
-        kw: dict[str, Any] = {"default": None, "help": f"{meta['help']} (default {default})" if default not in (None, [], {}) else meta["help"]}
+        kw: dict[str, Any] = {
+            "default": None,
+            "help": f"{meta['help']} (default {default})" if default not in (None, [], {}) else meta["help"],
+        }
         if name == "recipe":
             kw["choices"] = list(RECIPES)
         elif name == "model" and sweep:
@@ -121,7 +137,9 @@ def train_options(p: argparse.ArgumentParser, sweep: bool = False) -> None:
         g.add_argument("--" + name.replace("_", "-"), **kw)
     executor_options(p)
     m = p.add_argument_group("model keywords (stored in model_kwargs)")
-    m.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model keyword, e.g. dropout3=0.3, width=32, act=tanh")
+    m.add_argument(
+        "--model-arg", action="append", metavar="KEY=VALUE", help="model keyword, e.g. dropout3=0.3, width=32, act=tanh"
+    )
     m.add_argument("--pretrained", help="local weights file for a timm: model")
     m.add_argument("--freeze-backbone", action="store_true", help="train only the classifier of a timm: model")
     m.add_argument("--input-size", type=int, help="timm: models: pad/resize 28x28 inputs to this size")
@@ -129,12 +147,34 @@ def train_options(p: argparse.ArgumentParser, sweep: bool = False) -> None:
 
 def executor_options(p: argparse.ArgumentParser) -> None:
     x = p.add_argument_group("where units train: each (fold, seed) is one unit")
-    x.add_argument("--executor", choices=executor_names(), default="local", help="local: in this process (default); ray: Ray tasks, embedded on this machine or on --address")
-    x.add_argument("--address", help="join this Ray cluster (auto or HOST:PORT; default $RAY_ADDRESS, else an embedded instance)")
-    x.add_argument("--cpus-per-task", type=int, default=1, help="Ray: CPUs (and torch threads) per unit when the cluster has no GPUs (default 1)")
+    x.add_argument(
+        "--executor",
+        choices=executor_names(),
+        default="local",
+        help="local: in this process (default); ray: Ray tasks, embedded on this machine or on --address",
+    )
+    x.add_argument(
+        "--address", help="join this Ray cluster (auto or HOST:PORT; default $RAY_ADDRESS, else an embedded instance)"
+    )
+    x.add_argument(
+        "--cpus-per-task",
+        type=int,
+        default=1,
+        help="Ray: CPUs (and torch threads) per unit when the cluster has no GPUs (default 1)",
+    )
 
 
-def command(sub: Any, name: str, help: str, func: Any, *, data: bool = False, workdir: bool = False, json: bool = True, track: bool = False) -> argparse.ArgumentParser:
+def command(
+    sub: Any,
+    name: str,
+    help: str,
+    func: Any,
+    *,
+    data: bool = False,
+    workdir: bool = False,
+    json: bool = True,
+    track: bool = False,
+) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, description=help)
     verbosity(p)
     if data:
@@ -142,7 +182,15 @@ def command(sub: Any, name: str, help: str, func: Any, *, data: bool = False, wo
     if workdir:
         p.add_argument("--workdir", default=".", help="competition workspace holding oof/ and submissions/ (default .)")
     if track:
-        p.add_argument("--track", nargs="?", const="", metavar="URI", help="log to MLflow: URI, else $FKAGGLE_TRACKING_URI or $MLFLOW_TRACKING_URI, else the workspace's mlflow.db (`mlflow ui` there); either variable alone turns it on (needs fmnist_kaggle[track])")
+        p.add_argument(
+            "--track",
+            nargs="?",
+            const="",
+            metavar="URI",
+            help="log to MLflow: URI, else $FKAGGLE_TRACKING_URI or $MLFLOW_TRACKING_URI, "
+            "else the workspace's mlflow.db (`mlflow ui` there); either variable alone "
+            "turns it on (needs fmnist_kaggle[track])",
+        )
     if json:
         p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=func)
@@ -162,5 +210,11 @@ def start_tracking(args: argparse.Namespace) -> None:
 
 
 def verbosity(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only warnings and errors on stderr; no progress bars")
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="only warnings and errors on stderr; no progress bars",
+    )
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug log lines on stderr")

@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fkaggle: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("fkaggle: interrupted (finished (fold, seed) units and epochs are kept; re-run to resume)", file=sys.stderr)
+        print(
+            "fkaggle: interrupted (finished (fold, seed) units and epochs are kept; re-run to resume)", file=sys.stderr
+        )
         return 130
 
 

@@ -24,8 +24,21 @@ from fmnist_kaggle.storage import atomic, files
 from fmnist_kaggle.storage.tomlfile import read_table
 
 DEFAULT_CONFIG = Path("competition/competition.toml")
-OFFICIAL_CONFIG = Path(__file__).with_name("official.toml")  # `fkaggle init --official`; the repository's competition/ holds the same file
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+OFFICIAL_CONFIG = Path(__file__).with_name(
+    "official.toml"
+)  # `fkaggle init --official`; the repository's competition/ holds the same file
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 _PATH_KEYS = ("train", "train_labels", "test", "test_labels", "sample_submission")
 
 
@@ -128,7 +141,9 @@ def _check_types(table: dict[str, Any], path: Path) -> None:
 def load_competition(path: str | Path, base: Path | None = None) -> Competition:
     """A competition config; its relative paths are found from `base` (default: the config's folder)."""
     path = Path(path)
-    table = read_table(path, "competition", {f for f in Competition.__dataclass_fields__ if f != "config_path"}, "competition config")
+    table = read_table(
+        path, "competition", {f for f in Competition.__dataclass_fields__ if f != "config_path"}, "competition config"
+    )
     _check_types(table, path)
     data_dirs = tuple(table.get("data_dirs", ("",)))
     kw: dict[str, Any] = {k: v for k, v in table.items() if k not in _PATH_KEYS and k != "data_dirs"}
@@ -159,7 +174,10 @@ def resolve_competition(
     elif train is not None:
         comp = Competition()
     else:
-        raise FkaggleError(f"no competition config at {DEFAULT_CONFIG}: pass --competition FILE or --train PATH (or `fkaggle init --official` for the official Fashion-MNIST)")
+        raise FkaggleError(
+            f"no competition config at {DEFAULT_CONFIG}: pass --competition FILE or "
+            "--train PATH (or `fkaggle init --official` for the official Fashion-MNIST)"
+        )
     overrides = {
         "train": train,
         "test": test,
@@ -172,7 +190,12 @@ def resolve_competition(
         kw["train_labels"] = None  # the config's labels belong to the config's train file
     if test is not None and test_labels is None:
         kw["test_labels"] = None
-    if test is not None and sample_submission is None and comp.sample_submission is not None and not _same_file(comp.test, kw["test"]):
+    if (
+        test is not None
+        and sample_submission is None
+        and comp.sample_submission is not None
+        and not _same_file(comp.test, kw["test"])
+    ):
         # the config's sample lists the config's test ids: keep its header, take the rows from the new test file
         columns = list(read_sample_submission(comp).columns)
         kw.update(sample_submission=None, id_column=columns[0], label_column=columns[1])
@@ -188,12 +211,21 @@ def _same_file(a: Path | None, b: Path | None) -> bool:
         return False
 
 
-def init_competition(paths: dict[str, Path | None], target: str | Path = DEFAULT_CONFIG, name: str = "custom", slug: str | None = None, format: str = "auto", force: bool = False) -> tuple[Competition, dict[str, Any]]:
+def init_competition(
+    paths: dict[str, Path | None],
+    target: str | Path = DEFAULT_CONFIG,
+    name: str = "custom",
+    slug: str | None = None,
+    format: str = "auto",
+    force: bool = False,
+) -> tuple[Competition, dict[str, Any]]:
     """A competition config from files it has loaded and checked (`fkaggle init`, `download`):
     `paths` maps train / train_labels / test / test_labels / sample_submission to files.
     Returns the competition and its `summary`; nothing is written unless every file loads."""
     target = Path(target)
-    comp = Competition(name=name, slug=slug, format=format, **{k: Path(v).resolve() for k, v in paths.items() if v is not None})
+    comp = Competition(
+        name=name, slug=slug, format=format, **{k: Path(v).resolve() for k, v in paths.items() if v is not None}
+    )
     if comp.sample_submission is not None:  # submission columns come from the sample
         cols = list(read_sample_submission(comp).columns)
         comp = replace(comp, id_column=cols[0], label_column=cols[1])
@@ -212,8 +244,10 @@ def init_official(target: str | Path = DEFAULT_CONFIG, force: bool = False) -> t
     comp = replace(load_competition(OFFICIAL_CONFIG, base=target.parent), config_path=target)
     if comp.train is None or not comp.train.is_file():
         raise FkaggleError(
-            f"the official Fashion-MNIST files are not in $FKAGGLE_DATA, {target.parent / 'data'} or /usr/share/datasets/fashion-mnist: "
-            "sudo apt-get install dataset-fashion-mnist, or set FKAGGLE_DATA to the folder holding the four IDX .gz files"
+            f"the official Fashion-MNIST files are not in $FKAGGLE_DATA, {target.parent / 'data'} "
+            "or /usr/share/datasets/fashion-mnist: "
+            "sudo apt-get install dataset-fashion-mnist, or set FKAGGLE_DATA to the "
+            "folder holding the four IDX .gz files"
         )
     info = summary(comp)
     if target.exists() and not force:
@@ -262,9 +296,12 @@ def summary(comp: Competition) -> dict[str, Any]:
         }
     if comp.sample_submission is not None:
         sample = read_sample_submission(comp)
-        out["sample_submission"] = {"path": str(comp.sample_submission), "columns": list(sample.columns), "rows": len(sample)}
+        out["sample_submission"] = {
+            "path": str(comp.sample_submission),
+            "columns": list(sample.columns),
+            "rows": len(sample),
+        }
     return out
-
 
 
 def read_sample_submission(comp: Competition) -> pd.DataFrame:
@@ -282,7 +319,15 @@ def read_sample_submission(comp: Competition) -> pd.DataFrame:
     return df
 
 
-def competition_from_arrays(images: Any, labels: Any, test_images: Any = None, test_labels: Any = None, class_names: tuple[str, ...] | list[str] = (), name: str = "in-memory", slug: str | None = None) -> Competition:
+def competition_from_arrays(
+    images: Any,
+    labels: Any,
+    test_images: Any = None,
+    test_labels: Any = None,
+    class_names: tuple[str, ...] | list[str] = (),
+    name: str = "in-memory",
+    slug: str | None = None,
+) -> Competition:
     """A competition on arrays in memory (a notebook's X, y, X_test), checked as files are:
     it trains, blends and writes submissions like one read from files (test ids 1..N)."""
     train = from_arrays(images, labels)

@@ -16,8 +16,8 @@ from fmnist_kaggle.data.images import ImageSet, check_min_class_count
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.storage import atomic
 from fmnist_kaggle.storage.artifacts import read_file, read_json
-from fmnist_kaggle.storage.schemas import FOLD_ASSIGNMENT
 from fmnist_kaggle.storage.layout import Workspace
+from fmnist_kaggle.storage.schemas import FOLD_ASSIGNMENT
 
 
 def make_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -54,11 +54,16 @@ def load_or_make_folds(ws: Workspace, train: ImageSet, k: int, seed: int) -> tup
             fold_of = np.load(io.BytesIO(read_file(npy, "fold assignment")), allow_pickle=False)
         except ValueError as exc:
             raise FkaggleError(f"unreadable fold assignment ({exc}); delete it to rebuild", npy) from None
-        if info.get("data_fingerprint") != data_fp or folds_fingerprint(data_fp, fold_of) != info.get("folds_fingerprint"):
+        if info.get("data_fingerprint") != data_fp or folds_fingerprint(data_fp, fold_of) != info.get(
+            "folds_fingerprint"
+        ):
             raise FkaggleError("saved fold assignment does not match its fingerprint; delete it to rebuild", npy)
         return fold_of, info["folds_fingerprint"]
     fold_of = make_folds(train.labels, k, seed)
     fp = folds_fingerprint(data_fp, fold_of)
     atomic.save_npy(npy, fold_of)
-    atomic.write_json(meta, {"data_fingerprint": data_fp, "folds": k, "fold_seed": seed, "rows": len(fold_of), "folds_fingerprint": fp})
+    atomic.write_json(
+        meta,
+        {"data_fingerprint": data_fp, "folds": k, "fold_seed": seed, "rows": len(fold_of), "folds_fingerprint": fp},
+    )
     return fold_of, fp

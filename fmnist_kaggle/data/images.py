@@ -1,8 +1,9 @@
 """Load every supported competition format into one canonical `ImageSet`.
 
 Each format is one reader in `formats/` (CSV pixel rows, NPY arrays or pickled dicts read
-through a restricted unpickler, NPZ, the original IDX files). Whatever the source, the result is uint8 images (N, 28, 28), int64 labels 0..K-1 and the ordered
-original label values, so predictions map back to what the competition expects.
+through a restricted unpickler, NPZ, the original IDX files). Whatever the source, the result
+is uint8 images (N, 28, 28), int64 labels 0..K-1 and the ordered original label values, so
+predictions map back to what the competition expects.
 Every problem raises `DataError` naming the file.
 """
 
@@ -108,7 +109,11 @@ def _targets_to_values(targets: np.ndarray, n: int, path: Path) -> np.ndarray:
     if targets.dtype.kind == "f":
         huge = ~np.isfinite(targets) | (np.abs(targets) > MAX_LABEL)  # inf or 1e20 would wrap in the cast below
         if huge.any():
-            raise DataError(f"label {float(targets[huge][0]):g} in row {int(np.flatnonzero(huge)[0]) + 1} is not a class label (labels are integers of at most {MAX_LABEL:,})", path)
+            raise DataError(
+                f"label {float(targets[huge][0]):g} in row {int(np.flatnonzero(huge)[0]) + 1} "
+                f"is not a class label (labels are integers of at most {MAX_LABEL:,})",
+                path,
+            )
         if np.isnan(targets).any() or not np.array_equal(targets, np.rint(targets)):
             bad = targets[np.isnan(targets) | (targets != np.rint(targets))][0]
             raise DataError(f"label {_plain(bad)!r} is not an integer", path)
@@ -166,10 +171,16 @@ def load_images(
     return canonical(raw, path, fmt, label_values, labels_path or path)
 
 
-def from_arrays(images: Any, labels: Any = None, label_values: tuple[int, ...] | None = None, ids: Any = None) -> ImageSet:
+def from_arrays(
+    images: Any, labels: Any = None, label_values: tuple[int, ...] | None = None, ids: Any = None
+) -> ImageSet:
     """An `ImageSet` from arrays in memory (a notebook's X, y), checked like a file:
     images (N, 28, 28), (N, 784) or (N, 28, 28, 1), 0..255 or 0..1; labels any integers."""
-    raw = Raw(_as_array(images, MEMORY, "images"), None if labels is None else _as_array(labels, MEMORY, "labels"), None if ids is None else np.asarray(ids))
+    raw = Raw(
+        _as_array(images, MEMORY, "images"),
+        None if labels is None else _as_array(labels, MEMORY, "labels"),
+        None if ids is None else np.asarray(ids),
+    )
     return canonical(raw, MEMORY, "memory", label_values, MEMORY)
 
 
@@ -189,7 +200,10 @@ def canonical(raw: Raw, path: Path, fmt: str, label_values: tuple[int, ...] | No
         else:
             unknown = np.setdiff1d(found, np.asarray(values))
             if len(unknown):
-                raise DataError(f"label value(s) {', '.join(map(str, unknown[:5]))} not among the training classes {list(values)}", labels_path)
+                raise DataError(
+                    f"label value(s) {', '.join(map(str, unknown[:5]))} not among the training classes {list(values)}",
+                    labels_path,
+                )
         labels = np.searchsorted(np.asarray(values), original).astype(np.int64)
     ids = raw.ids
     synthesized = ids is None
@@ -223,9 +237,13 @@ def load_images_labels(path: Path, ids: np.ndarray | None = None, id_column: str
     import pandas as pd
 
     try:
-        df = pd.read_csv(io.BytesIO(files.read_bytes(path, "labels file", csv.csv_limit())), dtype=str, keep_default_na=False)
+        df = pd.read_csv(
+            io.BytesIO(files.read_bytes(path, "labels file", csv.csv_limit())), dtype=str, keep_default_na=False
+        )
     except Exception as exc:
-        raise DataError(f"cannot parse labels CSV ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})", path) from None
+        raise DataError(
+            f"cannot parse labels CSV ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})", path
+        ) from None
     df = df[[c for c in df.columns if c.strip().lower() not in EXTRA_COLUMNS]]
     if df.shape[1] == 1:
         return _numeric(df.iloc[:, 0], path)
@@ -237,11 +255,17 @@ def load_images_labels(path: Path, ids: np.ndarray | None = None, id_column: str
     column = named[0] if len(named) == 1 else rest[0]
     by_id = pd.Series(df[column].to_numpy(), index=df[key].str.strip())
     if by_id.index.duplicated().any():
-        raise DataError(f"labels CSV: id {by_id.index[by_id.index.duplicated()][0]!r} appears twice in column {key!r}", path)
+        raise DataError(
+            f"labels CSV: id {by_id.index[by_id.index.duplicated()][0]!r} appears twice in column {key!r}", path
+        )
     wanted = pd.Index([str(i) for i in (ids if ids is not None else np.arange(1, len(df) + 1))])
     missing, extra = wanted.difference(by_id.index), by_id.index.difference(wanted)
     if len(missing) or len(extra):
-        detail = f"{len(missing)} test id(s) missing (first {missing[0]!r})" if len(missing) else f"{len(extra)} id(s) not in the test file (first {extra[0]!r})"
+        detail = (
+            f"{len(missing)} test id(s) missing (first {missing[0]!r})"
+            if len(missing)
+            else f"{len(extra)} id(s) not in the test file (first {extra[0]!r})"
+        )
         raise DataError(f"labels CSV joined on {key!r}: {detail}", path)
     return _numeric(by_id.loc[wanted], path)
 
@@ -270,6 +294,7 @@ def check_min_class_count(train: ImageSet, folds: int) -> None:
     for value, count in train.class_counts().items():
         if count < folds:
             raise DataError(
-                f"class {value} has only {count} sample{'s' if count != 1 else ''}; {folds}-fold stratified CV needs at least {folds}",
+                f"class {value} has only {count} sample{'s' if count != 1 else ''}; {folds}-fold "
+                f"stratified CV needs at least {folds}",
                 train.path,
             )

@@ -40,7 +40,9 @@ def layout(comp: Competition) -> Layout:
         sample = read_sample_submission(comp)
         ids = sample.iloc[:, 0].tolist()
         if len(ids) != len(test):
-            raise FkaggleError(f"sample submission has {len(ids)} rows but the test file {len(test)}", comp.sample_submission)
+            raise FkaggleError(
+                f"sample submission has {len(ids)} rows but the test file {len(test)}", comp.sample_submission
+            )
         if not test.ids_synthesized and [str(i) for i in test.ids] != ids:
             raise FkaggleError("sample submission ids differ from the test file's ids", comp.sample_submission)
         return Layout(sample.columns[0], sample.columns[1], ids, allowed)
@@ -53,14 +55,19 @@ def submission_csv(comp: Competition, pred_class: np.ndarray) -> str:
     if len(pred_class) != len(lay.ids):
         raise FkaggleError(f"{len(pred_class)} predictions for {len(lay.ids)} test rows")
     values = np.asarray(comp.train_set.label_values)[np.asarray(pred_class)]
-    return csvfile.csv_text([{lay.id_column: i, lay.label_column: int(v)} for i, v in zip(lay.ids, values)], [lay.id_column, lay.label_column])
+    return csvfile.csv_text(
+        [{lay.id_column: i, lay.label_column: int(v)} for i, v in zip(lay.ids, values)],
+        [lay.id_column, lay.label_column],
+    )
 
 
 def sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def write_submission(comp: Competition, test_logprobs: np.ndarray, out: SubmissionFiles, provenance: dict[str, Any]) -> dict[str, Any]:
+def write_submission(
+    comp: Competition, test_logprobs: np.ndarray, out: SubmissionFiles, provenance: dict[str, Any]
+) -> dict[str, Any]:
     """Write NAME.test_logprobs.npy, NAME.csv, then NAME.json naming the CSV's SHA-256.
 
     The record is written last and readers check the hash, so a crash between the writes
@@ -75,9 +82,15 @@ def write_submission(comp: Competition, test_logprobs: np.ndarray, out: Submissi
     atomic.save_npy(out.logprobs, test_logprobs.astype(np.float32))
     atomic.write_text(out.csv, text)
     meta = {
-        "file": out.csv.name, "sha256": sha256(text), "created": utc_now(), "competition": comp.name,
-        "slug": comp.slug, "rows": len(test_logprobs), **provenance, "submissions": [],
-    }  # fmt: skip
+        "file": out.csv.name,
+        "sha256": sha256(text),
+        "created": utc_now(),
+        "competition": comp.name,
+        "slug": comp.slug,
+        "rows": len(test_logprobs),
+        **provenance,
+        "submissions": [],
+    }
     atomic.write_json(out.record, meta)
     return meta
 
@@ -88,7 +101,11 @@ def read_record(out: SubmissionFiles) -> dict[str, Any] | None:
         return None
     meta = read_json(out.record, "submission record", SUBMISSION_RECORD)
     if not out.csv.exists() or meta["sha256"] != hashlib.sha256(read_file(out.csv, "submission file")).hexdigest():
-        raise FkaggleError(f"describes another version of {out.csv.name} (an interrupted or edited write); re-run `fkaggle blend` or remove the record", out.record)
+        raise FkaggleError(
+            f"describes another version of {out.csv.name} (an interrupted or edited "
+            "write); re-run `fkaggle blend` or remove the record",
+            out.record,
+        )
     return meta
 
 
@@ -132,7 +149,9 @@ def validate_text(text: str, comp: Competition) -> list[str]:
     if missing or extra:
         problems.append(f"ids differ from the test set ({len(missing)} missing, {len(extra)} unknown)")
     allowed = set(lay.allowed)
-    bad = [lab for lab in labels if lab and lab not in allowed]  # exactly as the competition writes them: no 1.0, +1, nan
+    bad = [
+        lab for lab in labels if lab and lab not in allowed
+    ]  # exactly as the competition writes them: no 1.0, +1, nan
     if bad:
         problems.append(f"{len(bad)} label(s) outside {sorted(allowed, key=_sort_key)}, e.g. {bad[0]!r}")
     return problems
@@ -148,7 +167,10 @@ def notes(text: str, comp: Competition) -> list[str]:
     lay = layout(comp)
     if ids != lay.ids and sorted(ids) == sorted(lay.ids):
         first = next(i for i, (a, b) in enumerate(zip(ids, lay.ids)) if a != b)
-        return [f"rows are not in the test file's order (first difference at line {first + 2}); fine: Kaggle joins on {lay.id_column}"]
+        return [
+            f"rows are not in the test file's order (first difference at line {first + 2}); "
+            f"fine: Kaggle joins on {lay.id_column}"
+        ]
     return []
 
 

@@ -42,7 +42,14 @@ class BlendResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def blend(runs: list[Run], labels: np.ndarray, method: str = "mean", space: str = "prob", temperature: bool = False, seed: int = 0) -> BlendResult:
+def blend(
+    runs: list[Run],
+    labels: np.ndarray,
+    method: str = "mean",
+    space: str = "prob",
+    temperature: bool = False,
+    seed: int = 0,
+) -> BlendResult:
     """Blend finished runs; `labels` are the training labels (0..K-1) the OOF rows belong to."""
     blender = load_blender(method)
     check_compatible(runs)
@@ -52,7 +59,9 @@ def blend(runs: list[Run], labels: np.ndarray, method: str = "mean", space: str 
     if not blender.FITTED:
         oof, test, extra = blender.combine(oofs, tests, space)
         details.update(extra)
-        return BlendResult(method, oof, test, metrics.accuracy(oof, labels), metrics.log_loss(oof, labels), details=details)
+        return BlendResult(
+            method, oof, test, metrics.accuracy(oof, labels), metrics.log_loss(oof, labels), details=details
+        )
 
     from sklearn.base import clone
     from sklearn.model_selection import PredefinedSplit, cross_val_predict
@@ -66,9 +75,15 @@ def blend(runs: list[Run], labels: np.ndarray, method: str = "mean", space: str 
     nested = cross_val_predict(est, X, labels, cv=PredefinedSplit(runs[0].fold_of), method="predict_log_proba")
     details["nested_per_fold"] = metrics.per_fold(nested, labels, runs[0].fold_of)
     result = BlendResult(
-        method, nested, test, metrics.accuracy(nested, labels), metrics.log_loss(nested, labels),
-        insample_acc=metrics.accuracy(insample, labels), insample_logloss=metrics.log_loss(insample, labels), details=details,
-    )  # fmt: skip
+        method,
+        nested,
+        test,
+        metrics.accuracy(nested, labels),
+        metrics.log_loss(nested, labels),
+        insample_acc=metrics.accuracy(insample, labels),
+        insample_logloss=metrics.log_loss(insample, labels),
+        details=details,
+    )
     warning = overfit_warning(result)
     if warning:
         details["warning"] = warning
@@ -78,17 +93,23 @@ def blend(runs: list[Run], labels: np.ndarray, method: str = "mean", space: str 
 def overfit_warning(r: BlendResult, acc_gap: float = 0.01, logloss_ratio: float = 1.25) -> str | None:
     """A fitted blend whose nested CV is far below its in-sample score learned the OOF rows,
     not the runs: say so with the per-fold spread, so the nested number is the one trusted."""
-    if r.insample_acc is None or (r.insample_acc - r.cv_acc < acc_gap and r.cv_logloss < logloss_ratio * r.insample_logloss):
+    if r.insample_acc is None or (
+        r.insample_acc - r.cv_acc < acc_gap and r.cv_logloss < logloss_ratio * r.insample_logloss
+    ):
         return None
     accs = [f["acc"] for f in r.details["nested_per_fold"]]
     return (
         f"{r.method} overfits the OOF rows: nested CV accuracy {r.cv_acc:.4f} (log-loss {r.cv_logloss:.4f}) against "
-        f"{r.insample_acc:.4f} ({r.insample_logloss:.4f}) in-sample; per fold {min(accs):.4f}..{max(accs):.4f} (std {np.std(accs):.4f}). "
-        f"Expect the nested number on the leaderboard; a simpler method (mean, weighted) or stronger runs may do better."
+        f"{r.insample_acc:.4f} ({r.insample_logloss:.4f}) in-sample; per fold {min(accs):.4f}..{max(accs):.4f} "
+        f"(std {np.std(accs):.4f}). "
+        "Expect the nested number on the leaderboard; a simpler method (mean, weighted) "
+        "or stronger runs may do better."
     )
 
 
 def single_run(run: Run, labels: np.ndarray) -> BlendResult:
     """A run on its own, in the same shape as a blend (for `fkaggle blend RUN`)."""
     oof, test = _logprobs(run.oof_logits), _logprobs(run.test_logits)
-    return BlendResult("single", oof, test, metrics.accuracy(oof, labels), metrics.log_loss(oof, labels), details={"runs": [run.name]})
+    return BlendResult(
+        "single", oof, test, metrics.accuracy(oof, labels), metrics.log_loss(oof, labels), details={"runs": [run.name]}
+    )

@@ -17,7 +17,12 @@ from fmnist_kaggle import metrics
 from fmnist_kaggle.evaluate.blend import BlendResult, blend, single_run
 from fmnist_kaggle.runs.store import Run
 
-BLEND_METHODS = ("mean", "weighted", "hillclimb", "stack")  # one per family: pooling, fitted weights, selection, level-2 model
+BLEND_METHODS = (
+    "mean",
+    "weighted",
+    "hillclimb",
+    "stack",
+)  # one per family: pooling, fitted weights, selection, level-2 model
 
 
 @dataclass
@@ -37,7 +42,16 @@ class Candidate:
         return self.runs[0] if self.method == "single" else f"{self.method}({', '.join(self.runs)})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "runs": self.runs, "method": self.method, "cv_acc": self.cv_acc, "cv_logloss": self.cv_logloss, "nested": self.nested, "test_acc": self.test_acc, "seconds": round(self.seconds, 2)}
+        return {
+            "label": self.label,
+            "runs": self.runs,
+            "method": self.method,
+            "cv_acc": self.cv_acc,
+            "cv_logloss": self.cv_logloss,
+            "nested": self.nested,
+            "test_acc": self.test_acc,
+            "seconds": round(self.seconds, 2),
+        }
 
 
 @dataclass
@@ -48,15 +62,24 @@ class Choice:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"chosen": self.chosen.to_dict(), "best_single": self.best_single.to_dict(), "reason": self.reason, "candidates": [c.to_dict() for c in self.candidates]}
+        return {
+            "chosen": self.chosen.to_dict(),
+            "best_single": self.best_single.to_dict(),
+            "reason": self.reason,
+            "candidates": [c.to_dict() for c in self.candidates],
+        }
 
 
 def _candidate(result: BlendResult, runs: list[str], test_labels: np.ndarray | None, seconds: float) -> Candidate:
     test_acc = metrics.accuracy(result.test, test_labels) if test_labels is not None else None
-    return Candidate(runs, result.method, result.cv_acc, result.cv_logloss, result.insample_acc is not None, test_acc, seconds)
+    return Candidate(
+        runs, result.method, result.cv_acc, result.cv_logloss, result.insample_acc is not None, test_acc, seconds
+    )
 
 
-def choose(runs: list[Run], labels: np.ndarray, test_labels: np.ndarray | None = None, methods: tuple[str, ...] = BLEND_METHODS) -> Choice:
+def choose(
+    runs: list[Run], labels: np.ndarray, test_labels: np.ndarray | None = None, methods: tuple[str, ...] = BLEND_METHODS
+) -> Choice:
     """Score every run alone and every blend of all of them; choose by CV accuracy (then
     log-loss), a blend only when it beats the best single run."""
     singles = []
@@ -67,15 +90,27 @@ def choose(runs: list[Run], labels: np.ndarray, test_labels: np.ndarray | None =
     if len(runs) > 1:
         for method in methods:
             t0 = time.perf_counter()
-            blends.append(_candidate(blend(runs, labels, method), [r.name for r in runs], test_labels, time.perf_counter() - t0))
+            blends.append(
+                _candidate(blend(runs, labels, method), [r.name for r in runs], test_labels, time.perf_counter() - t0)
+            )
     key = lambda c: (c.cv_acc, -c.cv_logloss)
     best_single = max(singles, key=key)
     best_blend = max(blends, key=key, default=None)
     if best_blend is not None and best_blend.cv_acc > best_single.cv_acc:
-        reason = f"{best_blend.label}: {'nested ' if best_blend.nested else ''}CV accuracy {best_blend.cv_acc:.4f} beats the best single run {best_single.label} ({best_single.cv_acc:.4f})"
+        reason = (
+            f"{best_blend.label}: {'nested ' if best_blend.nested else ''}CV accuracy "
+            f"{best_blend.cv_acc:.4f} beats the best single run {best_single.label} "
+            f"({best_single.cv_acc:.4f})"
+        )
         return Choice(best_blend, best_single, singles + blends, reason)
     if best_blend is None:
-        reason = f"the best single run {best_single.label} (CV accuracy {best_single.cv_acc:.4f}); one finished run, nothing to blend"
+        reason = (
+            f"the best single run {best_single.label} (CV accuracy {best_single.cv_acc:.4f}); "
+            "one finished run, nothing to blend"
+        )
     else:
-        reason = f"the best single run {best_single.label} (CV accuracy {best_single.cv_acc:.4f}): no blend beat it (best: {best_blend.label} {best_blend.cv_acc:.4f})"
+        reason = (
+            f"the best single run {best_single.label} (CV accuracy {best_single.cv_acc:.4f}): "
+            f"no blend beat it (best: {best_blend.label} {best_blend.cv_acc:.4f})"
+        )
     return Choice(best_single, best_single, singles + blends, reason)

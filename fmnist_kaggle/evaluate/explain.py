@@ -35,7 +35,10 @@ def feature_maps(model: torch.nn.Module, x: torch.Tensor, layers: int) -> list[t
     if not convs:
         raise FkaggleError(f"{type(model).__name__} has no convolution layers to draw")
     seen: dict[str, torch.Tensor] = {}
-    hooks = [m.register_forward_hook(lambda _m, _i, out, name=name: seen.__setitem__(name, out.detach().float().cpu())) for name, m in convs]
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out, name=name: seen.__setitem__(name, out.detach().float().cpu()))
+        for name, m in convs
+    ]
     try:
         model(x)
     finally:
@@ -44,7 +47,15 @@ def feature_maps(model: torch.nn.Module, x: torch.Tensor, layers: int) -> list[t
     return [(name, seen[name].numpy()) for name, _ in convs]
 
 
-def explain(ref: str, comp: Competition | None, fold: int = 0, per_class: int = 1, layers: int = 2, channels: int = 8, workdir: str | Path = ".") -> dict[str, Any]:
+def explain(
+    ref: str,
+    comp: Competition | None,
+    fold: int = 0,
+    per_class: int = 1,
+    layers: int = 2,
+    channels: int = 8,
+    workdir: str | Path = ".",
+) -> dict[str, Any]:
     """Draw the feature maps of fold `fold`'s first `layers` convolutions for `per_class` held-out images of each class
     (`comp` None: the images from where the run recorded its data came from)."""
     ws = Workspace(workdir)
@@ -65,6 +76,25 @@ def explain(ref: str, comp: Competition | None, fold: int = 0, per_class: int = 
     maps = feature_maps(model, x, layers)
     with torch.no_grad():
         pred = model(x).argmax(1).numpy()
-    title = f"{rd.name}, fold {fold}: feature maps of its first {len(maps)} convolution layer(s) (modules {', '.join(n for n, _ in maps)})"
-    png = activation_maps(train.images[rows], train.labels[rows], pred, maps, manifest["data"]["class_names"], channels, rd.explain_png(fold), title)
-    return {"run": rd.name, "fold": fold, "title": title, "rows": rows.tolist(), "layers": [{"name": n, "channels": int(m.shape[1]), "size": list(m.shape[2:])} for n, m in maps], "png": str(png)}
+    title = (
+        f"{rd.name}, fold {fold}: feature maps of its first {len(maps)} convolution "
+        f"layer(s) (modules {', '.join(n for n, _ in maps)})"
+    )
+    png = activation_maps(
+        train.images[rows],
+        train.labels[rows],
+        pred,
+        maps,
+        manifest["data"]["class_names"],
+        channels,
+        rd.explain_png(fold),
+        title,
+    )
+    return {
+        "run": rd.name,
+        "fold": fold,
+        "title": title,
+        "rows": rows.tolist(),
+        "layers": [{"name": n, "channels": int(m.shape[1]), "size": list(m.shape[2:])} for n, m in maps],
+        "png": str(png),
+    }

@@ -49,7 +49,10 @@ def sample_predictions(logits: np.ndarray, labels: np.ndarray, n: int = 32) -> n
     pred, conf = logits.argmax(1), metrics.softmax(logits).max(1)
     wrong = np.flatnonzero(pred != labels)
     shown = list(wrong[np.argsort(-conf[wrong], kind="stable")][: n // 2])
-    right = [c[np.argsort(-conf[c], kind="stable")] for c in (np.flatnonzero((pred == labels) & (labels == k)) for k in np.unique(labels))]
+    right = [
+        c[np.argsort(-conf[c], kind="stable")]
+        for c in (np.flatnonzero((pred == labels) & (labels == k)) for k in np.unique(labels))
+    ]
     for depth in range(max((len(c) for c in right), default=0)):
         shown += [c[depth] for c in right if depth < len(c)]
         if len(shown) >= n:
@@ -57,18 +60,28 @@ def sample_predictions(logits: np.ndarray, labels: np.ndarray, n: int = 32) -> n
     return np.array(shown[:n], dtype=np.int64)
 
 
-def predictions_png(run: Run, competition: Callable[[], Competition | None], class_names: list[str], target: Path) -> str:
+def predictions_png(
+    run: Run, competition: Callable[[], Competition | None], class_names: list[str], target: Path
+) -> str:
     """Report 001's sample predictions from a run's OOF logits (images rebuilt from the competition)."""
     rows = sample_predictions(run.oof_logits, run.labels)
     images = run_images(run.manifest, competition()).images[rows]
     probs = metrics.softmax(run.oof_logits[rows])
-    title = f"{run.name}: out-of-fold predictions, the most confident mistakes first (red), then correct ones of each class"
+    title = (
+        f"{run.name}: out-of-fold predictions, the most confident mistakes first (red), then correct ones of each class"
+    )
     return str(prediction_grid(images, run.labels[rows], probs.argmax(1), probs.max(1), class_names, target, title))
 
 
-def cv(runs: list[Run], class_names: list[str], ws: Workspace | None = None, competition: Callable[[], Competition | None] | None = None) -> dict[str, Any]:
+def cv(
+    runs: list[Run],
+    class_names: list[str],
+    ws: Workspace | None = None,
+    competition: Callable[[], Competition | None] | None = None,
+) -> dict[str, Any]:
     """CV report of runs (confusion PNGs into the workspace's oof/cv/ when given one, and
-    prediction grids from the runs' training images: `competition()`'s, or, when it gives None, where each run recorded its data)."""
+    prediction grids from the runs' training images: `competition()`'s, or, when it gives None,
+    where each run recorded its data)."""
     labels = runs[0].labels
     if len(runs) > 1:
         check_compatible(runs)
@@ -76,7 +89,9 @@ def cv(runs: list[Run], class_names: list[str], ws: Workspace | None = None, com
     out: dict[str, Any] = {"runs": reports}
     if ws is not None:
         for r, rep in zip(runs, reports):
-            rep["confusion_png"] = str(confusion_matrix(np.array(rep["confusion"]), class_names, ws.confusion_png(r.name), f"{r.name} (OOF)"))
+            rep["confusion_png"] = str(
+                confusion_matrix(np.array(rep["confusion"]), class_names, ws.confusion_png(r.name), f"{r.name} (OOF)")
+            )
             if competition is None:
                 continue
             try:
@@ -93,7 +108,10 @@ def format_cv(result: dict[str, Any]) -> str:
     lines = []
     for rep in result["runs"]:
         lines.append(f"== {rep['run']} ({rep['model']}, {rep['params']:,} params)")
-        lines.append(f"OOF accuracy {rep['acc']:.4f}  log-loss {rep['logloss']:.4f}  macro-F1 {rep['macro_f1']:.4f}  ROC AUC (ovr) {rep['roc_auc_ovr']:.4f}")
+        lines.append(
+            f"OOF accuracy {rep['acc']:.4f}  log-loss {rep['logloss']:.4f}  macro-F1 "
+            f"{rep['macro_f1']:.4f}  ROC AUC (ovr) {rep['roc_auc_ovr']:.4f}"
+        )
         if "test" in rep:
             lines.append(f"test accuracy {rep['test']['acc']:.4f}  log-loss {rep['test']['logloss']:.4f}")
         lines.append("fold  acc     logloss  macro-F1")
@@ -101,7 +119,10 @@ def format_cv(result: dict[str, Any]) -> str:
             lines.append(f"{f['fold']:>4}  {f['acc']:.4f}  {f['logloss']:.4f}   {f['macro_f1']:.4f}")
         lines.append(f"{'class':<14} {'acc':>6} {'prec':>6} {'rec':>6} {'f1':>6} {'n':>6}")
         for c in rep["per_class"]:
-            lines.append(f"{c['class']:<14} {c['accuracy']:.4f} {c['precision']:.4f} {c['recall']:.4f} {c['f1']:.4f} {c['support']:>6}")
+            lines.append(
+                f"{c['class']:<14} {c['accuracy']:.4f} {c['precision']:.4f} {c['recall']:.4f} "
+                f"{c['f1']:.4f} {c['support']:>6}"
+            )
         names = [c["class"] for c in rep["per_class"]]
         width = max(5, max(len(n) for n in names[:12]) if names else 5)
         lines.append("confusion (rows true, columns predicted):")
@@ -110,7 +131,12 @@ def format_cv(result: dict[str, Any]) -> str:
         for i, row in enumerate(rep["confusion"]):
             lines.append(f"{names[i][:width]:<{width}} " + " ".join(f"{v:>{cell}}" for v in row))
         if rep["most_confused"]:
-            lines.append("most confused: " + "; ".join(f"{a} <-> {b}: {n}" for (a, b), n in ((m["pair"], m["errors"]) for m in rep["most_confused"])))
+            lines.append(
+                "most confused: "
+                + "; ".join(
+                    f"{a} <-> {b}: {n}" for (a, b), n in ((m["pair"], m["errors"]) for m in rep["most_confused"])
+                )
+            )
         if "confusion_png" in rep:
             lines.append(f"confusion matrix PNG: {rep['confusion_png']}")
         if "predictions_png" in rep:
@@ -132,8 +158,16 @@ def score_submission(path: str | Path, comp: Competition) -> dict[str, Any]:
     """Accuracy of a submission file against the competition's known test labels."""
     test = comp.test_set
     if test is None or test.labels is None:
-        raise FkaggleError("the competition config has no test labels to score against (set test_labels)", comp.config_path)
+        raise FkaggleError(
+            "the competition config has no test labels to score against (set test_labels)", comp.config_path
+        )
     pred = read_predictions(path, comp)
     names = comp.names
     rep = metrics.full_report(np.eye(len(names))[pred] * 10.0, test.labels, names)
-    return {"file": str(path), "acc": rep["acc"], "macro_f1": rep["macro_f1"], "per_class": rep["per_class"], "confusion": rep["confusion"]}
+    return {
+        "file": str(path),
+        "acc": rep["acc"],
+        "macro_f1": rep["macro_f1"],
+        "per_class": rep["per_class"],
+        "confusion": rep["confusion"],
+    }

@@ -22,7 +22,15 @@ from fmnist_kaggle.storage.layout import SubmissionFiles, Workspace, check_name
 log = logging.getLogger(__name__)
 
 
-def make_submission(comp: Competition, run_refs: list[str], method: str, name: str, workdir: str | Path = ".", space: str = "prob", temperature: bool = False) -> dict[str, Any]:
+def make_submission(
+    comp: Competition,
+    run_refs: list[str],
+    method: str,
+    name: str,
+    workdir: str | Path = ".",
+    space: str = "prob",
+    temperature: bool = False,
+) -> dict[str, Any]:
     """Blend runs (or take one) and write submissions/NAME.csv + NAME.json."""
     ws = Workspace(workdir)
     check_name(name, "submission")
@@ -35,11 +43,24 @@ def make_submission(comp: Competition, run_refs: list[str], method: str, name: s
     require_test_file(runs[0].name, runs[0].identity, test.fingerprint(), test.path)
     require_classes(runs[0].name, runs[0].manifest["data"]["label_values"], list(comp.train_set.label_values))
     labels = runs[0].labels
-    result = single_run(runs[0], labels) if len(runs) == 1 and method == "mean" else blend(runs, labels, method, space, temperature)
+    result = (
+        single_run(runs[0], labels)
+        if len(runs) == 1 and method == "mean"
+        else blend(runs, labels, method, space, temperature)
+    )
     best = best_single(runs, labels)
     provenance = {
         "method": result.method,
-        "runs": [{"run": r.name, "model": r.manifest.get("model"), "data_fingerprint": r.manifest["data"]["data_fingerprint"], "folds_fingerprint": r.manifest["data"]["folds_fingerprint"], "cv_acc": r.manifest.get("cv", {}).get("acc")} for r in runs],
+        "runs": [
+            {
+                "run": r.name,
+                "model": r.manifest.get("model"),
+                "data_fingerprint": r.manifest["data"]["data_fingerprint"],
+                "folds_fingerprint": r.manifest["data"]["folds_fingerprint"],
+                "cv_acc": r.manifest.get("cv", {}).get("acc"),
+            }
+            for r in runs
+        ],
         "details": result.details,
         "cv": {"acc": result.cv_acc, "logloss": result.cv_logloss, "nested": result.insample_acc is not None},
         "best_single": best,
@@ -51,7 +72,10 @@ def make_submission(comp: Competition, run_refs: list[str], method: str, name: s
     if result.insample_acc is not None:
         provenance["cv_in_sample"] = {"acc": result.insample_acc, "logloss": result.insample_logloss}
     if test.labels is not None:
-        provenance["test"] = {"acc": metrics.accuracy(result.test, test.labels), "logloss": metrics.log_loss(result.test, test.labels)}
+        provenance["test"] = {
+            "acc": metrics.accuracy(result.test, test.labels),
+            "logloss": metrics.log_loss(result.test, test.labels),
+        }
     out, renamed = unsubmitted_files(ws, name)
     if renamed:
         provenance["renamed_from"] = renamed
@@ -74,7 +98,8 @@ def against_best_single(result: BlendResult, best: dict[str, Any], n_runs: int) 
         return None
     nested = "nested " if result.insample_acc is not None else ""
     return (
-        f"this {result.method} blend ({nested}CV accuracy {result.cv_acc:.4f}) does not beat run {best['run']} alone ({best['acc']:.4f}): "
+        f"this {result.method} blend ({nested}CV accuracy {result.cv_acc:.4f}) does "
+        f"not beat run {best['run']} alone ({best['acc']:.4f}): "
         f"submit `fkaggle blend {best['run']}` instead, or blend stronger or more different runs"
     )
 
@@ -95,6 +120,24 @@ def _track(comp: Competition, name: str, out: SubmissionFiles, record: dict[str,
     """The submission as an MLflow run: its inputs, method, (nested) CV beside the best input's."""
     if not tracking.active():
         return
-    results = {"cv_acc": record["cv"]["acc"], "cv_logloss": record["cv"]["logloss"], "best_single_cv_acc": record["best_single"]["acc"], **{f"test_{k}": v for k, v in record.get("test", {}).items()}}
-    params = {"method": record["method"], "runs": [r["run"] for r in record["runs"]], "nested_cv": record["cv"]["nested"], **{f"details.{k}": v for k, v in record["details"].items()}}
-    tracking.sync_blend(comp.name or "fkaggle", name, record["sha256"], params, {k: v for k, v in results.items() if v is not None}, [r["run"] for r in record["runs"]], [out.record, out.csv])
+    results = {
+        "cv_acc": record["cv"]["acc"],
+        "cv_logloss": record["cv"]["logloss"],
+        "best_single_cv_acc": record["best_single"]["acc"],
+        **{f"test_{k}": v for k, v in record.get("test", {}).items()},
+    }
+    params = {
+        "method": record["method"],
+        "runs": [r["run"] for r in record["runs"]],
+        "nested_cv": record["cv"]["nested"],
+        **{f"details.{k}": v for k, v in record["details"].items()},
+    }
+    tracking.sync_blend(
+        comp.name or "fkaggle",
+        name,
+        record["sha256"],
+        params,
+        {k: v for k, v in results.items() if v is not None},
+        [r["run"] for r in record["runs"]],
+        [out.record, out.csv],
+    )

@@ -26,7 +26,9 @@ def act_layer(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def conv_bn_act(cin: int, cout: int, k: int = 3, pad: int | str = "same", act: str = "relu", bn: bool = True) -> list[nn.Module]:
+def conv_bn_act(
+    cin: int, cout: int, k: int = 3, pad: int | str = "same", act: str = "relu", bn: bool = True
+) -> list[nn.Module]:
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, padding=pad)]
     if bn:
         layers.append(nn.BatchNorm2d(cout))

@@ -44,13 +44,30 @@ def seed000_bncnn(
     third, `dropout3` before the classifier. Defaults are the grid's best (0, 0, 0.3).
     """
     return Sequential(
-        nn.BatchNorm2d(in_chans), nn.Conv2d(in_chans, 32, 3, padding=1), act_layer(act), nn.MaxPool2d(2), nn.Dropout(dropout1),
-        nn.BatchNorm2d(32), nn.Conv2d(32, 64, 3, padding=1), act_layer(act), nn.MaxPool2d(2), nn.Dropout(dropout1),
-        nn.BatchNorm2d(64), nn.Conv2d(64, 128, 3, padding=1), act_layer(act),
-        nn.Conv2d(128, 128, 3, padding=1), act_layer(act), nn.MaxPool2d(2), nn.Dropout(dropout2),
-        nn.BatchNorm2d(128), nn.Flatten(), nn.Linear(128 * 3 * 3, hidden), act_layer(act), nn.Dropout(dropout3),
+        nn.BatchNorm2d(in_chans),
+        nn.Conv2d(in_chans, 32, 3, padding=1),
+        act_layer(act),
+        nn.MaxPool2d(2),
+        nn.Dropout(dropout1),
+        nn.BatchNorm2d(32),
+        nn.Conv2d(32, 64, 3, padding=1),
+        act_layer(act),
+        nn.MaxPool2d(2),
+        nn.Dropout(dropout1),
+        nn.BatchNorm2d(64),
+        nn.Conv2d(64, 128, 3, padding=1),
+        act_layer(act),
+        nn.Conv2d(128, 128, 3, padding=1),
+        act_layer(act),
+        nn.MaxPool2d(2),
+        nn.Dropout(dropout2),
+        nn.BatchNorm2d(128),
+        nn.Flatten(),
+        nn.Linear(128 * 3 * 3, hidden),
+        act_layer(act),
+        nn.Dropout(dropout3),
         nn.Linear(hidden, num_classes),
-    )  # fmt: skip
+    )
 
 
 # --------------------------------------------------------------------------- report 001
@@ -62,11 +79,19 @@ def lenet5(num_classes: int = 10, in_chans: int = 1, act: str = "relu") -> nn.Mo
     avg-pool, fc 400-120-84-K. The report applied softmax before CrossEntropyLoss (a bug:
     softmax twice); we return logits."""
     return Sequential(
-        nn.Conv2d(in_chans, 6, 5, padding=2), act_layer(act), nn.AvgPool2d(2),
-        nn.Conv2d(6, 16, 5), act_layer(act), nn.AvgPool2d(2),
-        nn.Flatten(), nn.Linear(16 * 5 * 5, 120), act_layer(act), nn.Linear(120, 84), act_layer(act),
+        nn.Conv2d(in_chans, 6, 5, padding=2),
+        act_layer(act),
+        nn.AvgPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        act_layer(act),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120),
+        act_layer(act),
+        nn.Linear(120, 84),
+        act_layer(act),
         nn.Linear(84, num_classes),
-    )  # fmt: skip
+    )
 
 
 # --------------------------------------------------------------------------- report 002
@@ -79,12 +104,23 @@ def seed002_vggish(
     """VGG-ish Keras CNN of report 002 (6,484,330 params): conv 5x5@32 same, max-pool,
     conv 3x3@64 same, max-pool, conv 1x1@128, dropout 0.2, dense 1024, dropout 0.25, dense 32, dense K."""
     return Sequential(
-        nn.Conv2d(in_chans, 32, 5, padding=2), act_layer(act), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), act_layer(act), nn.MaxPool2d(2),
-        nn.Conv2d(64, 128, 1), act_layer(act), nn.Dropout(dropout1),
-        nn.Flatten(), nn.Linear(128 * 7 * 7, 1024), act_layer(act), nn.Dropout(dropout2),
-        nn.Linear(1024, 32), act_layer(act), nn.Linear(32, num_classes),
-    )  # fmt: skip
+        nn.Conv2d(in_chans, 32, 5, padding=2),
+        act_layer(act),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        act_layer(act),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 128, 1),
+        act_layer(act),
+        nn.Dropout(dropout1),
+        nn.Flatten(),
+        nn.Linear(128 * 7 * 7, 1024),
+        act_layer(act),
+        nn.Dropout(dropout2),
+        nn.Linear(1024, 32),
+        act_layer(act),
+        nn.Linear(32, num_classes),
+    )
 
 
 class _Residual(nn.Module):
@@ -117,9 +153,17 @@ class _Inception(nn.Module):
 def seed002_dense(num_classes: int = 5, in_chans: int = 1, act: str = "relu") -> nn.Module:
     """Dense network of report 002 (1,398,597 params for K = 5, exact): 784-1024-512-128-32-K."""
     return Sequential(
-        nn.Flatten(), nn.Linear(in_chans * 28 * 28, 1024), act_layer(act), nn.Linear(1024, 512), act_layer(act),
-        nn.Linear(512, 128), act_layer(act), nn.Linear(128, 32), act_layer(act), nn.Linear(32, num_classes),
-    )  # fmt: skip
+        nn.Flatten(),
+        nn.Linear(in_chans * 28 * 28, 1024),
+        act_layer(act),
+        nn.Linear(1024, 512),
+        act_layer(act),
+        nn.Linear(512, 128),
+        act_layer(act),
+        nn.Linear(128, 32),
+        act_layer(act),
+        nn.Linear(32, num_classes),
+    )
 
 
 @register_model
@@ -136,11 +180,23 @@ def seed002_resnet(num_classes: int = 5, in_chans: int = 1, act: str = "relu") -
     is 99,520 (+1.5%) above it.
     """
     return Sequential(
-        nn.Conv2d(in_chans, 32, 5, padding=2), act_layer(act), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), act_layer(act), _Residual(64, act), nn.MaxPool2d(2),
-        nn.Conv2d(64, 128, 1), act_layer(act), _Residual(128, act),
-        nn.Flatten(), nn.Linear(128 * 7 * 7, 1024), act_layer(act), nn.Linear(1024, 32), act_layer(act), nn.Linear(32, num_classes),
-    )  # fmt: skip
+        nn.Conv2d(in_chans, 32, 5, padding=2),
+        act_layer(act),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        act_layer(act),
+        _Residual(64, act),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 128, 1),
+        act_layer(act),
+        _Residual(128, act),
+        nn.Flatten(),
+        nn.Linear(128 * 7 * 7, 1024),
+        act_layer(act),
+        nn.Linear(1024, 32),
+        act_layer(act),
+        nn.Linear(32, num_classes),
+    )
 
 
 @register_model
@@ -155,11 +211,21 @@ def seed002_inception(num_classes: int = 5, in_chans: int = 1, act: str = "relu"
     search over stems, tower widths and dense heads; none was exact.
     """
     return Sequential(
-        nn.Conv2d(in_chans, 32, 5, padding=2), act_layer(act), nn.MaxPool2d(2),
-        nn.Conv2d(32, 128, 5, padding=2), act_layer(act), nn.MaxPool2d(2),
-        _Inception(128, 64, act), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Linear(192, 256), act_layer(act), nn.Linear(256, 32), act_layer(act), nn.Linear(32, num_classes),
-    )  # fmt: skip
+        nn.Conv2d(in_chans, 32, 5, padding=2),
+        act_layer(act),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 128, 5, padding=2),
+        act_layer(act),
+        nn.MaxPool2d(2),
+        _Inception(128, 64, act),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(192, 256),
+        act_layer(act),
+        nn.Linear(256, 32),
+        act_layer(act),
+        nn.Linear(32, num_classes),
+    )
 
 
 # --------------------------------------------------------------------------- report 003
@@ -176,12 +242,28 @@ def _advertima_features(in_chans: int, bn: bool, act: str) -> list[nn.Module]:
     def block(cin: int, cout: int, pad: int) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, padding=pad)] + ([nn.BatchNorm2d(cout)] if bn else []) + [act_layer(act)]
 
-    return [*block(in_chans, 32, 1), *block(32, 64, 0), *block(64, 128, 0), nn.MaxPool2d(2), *block(128, 128, 0), nn.MaxPool2d(2)]
+    return [
+        *block(in_chans, 32, 1),
+        *block(32, 64, 0),
+        *block(64, 128, 0),
+        nn.MaxPool2d(2),
+        *block(128, 128, 0),
+        nn.MaxPool2d(2),
+    ]
 
 
 def _advertima_head(num_classes: int, dropout: float, act: str) -> list[nn.Module]:
     drop = [nn.Dropout(dropout)] if dropout else []
-    return [nn.Flatten(), nn.Linear(3200, 1024), *drop, act_layer(act), nn.Linear(1024, 512), *drop, act_layer(act), nn.Linear(512, num_classes)]
+    return [
+        nn.Flatten(),
+        nn.Linear(3200, 1024),
+        *drop,
+        act_layer(act),
+        nn.Linear(1024, 512),
+        *drop,
+        act_layer(act),
+        nn.Linear(512, num_classes),
+    ]
 
 
 @register_model
@@ -239,11 +321,19 @@ def _kbn(c: int, dim: int = 2) -> nn.Module:
 def keras_model1(num_classes: int = 5, in_chans: int = 1, act: str = "relu") -> nn.Module:
     """Model 1 of report 004 (240,901 params for 5 classes): 3 valid 3x3 convs 32-64-128, 2 max-pools, dense 128."""
     return Sequential(
-        nn.Conv2d(in_chans, 32, 3), act_layer(act), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3), act_layer(act), nn.MaxPool2d(2),
-        nn.Conv2d(64, 128, 3), act_layer(act),
-        nn.Flatten(), nn.Linear(1152, 128), act_layer(act), nn.Linear(128, num_classes),
-    )  # fmt: skip
+        nn.Conv2d(in_chans, 32, 3),
+        act_layer(act),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3),
+        act_layer(act),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 128, 3),
+        act_layer(act),
+        nn.Flatten(),
+        nn.Linear(1152, 128),
+        act_layer(act),
+        nn.Linear(128, num_classes),
+    )
 
 
 @register_model
@@ -251,23 +341,62 @@ def keras_model2(num_classes: int = 5, in_chans: int = 1, act: str = "relu") -> 
     """Model 2 of report 004 (241,605 trainable for 5 classes): Model 1 with 4 BatchNorm and 4 Dropout layers
     (Keras order: conv+act, BN, dropout/pool)."""
     return Sequential(
-        nn.Conv2d(in_chans, 32, 3), act_layer(act), _kbn(32), nn.Dropout(0.25), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3), act_layer(act), _kbn(64), nn.MaxPool2d(2), nn.Dropout(0.25),
-        nn.Conv2d(64, 128, 3), act_layer(act), _kbn(128), nn.Dropout(0.4),
-        nn.Flatten(), nn.Linear(1152, 128), act_layer(act), _kbn(128, 1), nn.Dropout(0.3), nn.Linear(128, num_classes),
-    )  # fmt: skip
+        nn.Conv2d(in_chans, 32, 3),
+        act_layer(act),
+        _kbn(32),
+        nn.Dropout(0.25),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3),
+        act_layer(act),
+        _kbn(64),
+        nn.MaxPool2d(2),
+        nn.Dropout(0.25),
+        nn.Conv2d(64, 128, 3),
+        act_layer(act),
+        _kbn(128),
+        nn.Dropout(0.4),
+        nn.Flatten(),
+        nn.Linear(1152, 128),
+        act_layer(act),
+        _kbn(128, 1),
+        nn.Dropout(0.3),
+        nn.Linear(128, num_classes),
+    )
 
 
-def _keras_deep(num_classes: int, in_chans: int, pad: int, drops: tuple[float, ...], flat: int, act: str, l2: float) -> nn.Module:
+def _keras_deep(
+    num_classes: int, in_chans: int, pad: int, drops: tuple[float, ...], flat: int, act: str, l2: float
+) -> nn.Module:
     d1, d2, d3, d4, d5 = drops
     net = Sequential(
-        nn.Conv2d(in_chans, 32, 3, padding=pad), act_layer(act), _kbn(32),
-        nn.Conv2d(32, 32, 3, padding=pad), act_layer(act), _kbn(32), nn.MaxPool2d(2), nn.Dropout(d1),
-        nn.Conv2d(32, 64, 3, padding=pad), act_layer(act), _kbn(64), nn.Dropout(d2),
-        nn.Conv2d(64, 128, 3, padding=pad), act_layer(act), _kbn(128), nn.MaxPool2d(2), nn.Dropout(d3),
-        nn.Flatten(), nn.Linear(flat, 512), act_layer(act), _kbn(512, 1), nn.Dropout(d4),
-        nn.Linear(512, 128), act_layer(act), _kbn(128, 1), nn.Dropout(d5), nn.Linear(128, num_classes),
-    )  # fmt: skip
+        nn.Conv2d(in_chans, 32, 3, padding=pad),
+        act_layer(act),
+        _kbn(32),
+        nn.Conv2d(32, 32, 3, padding=pad),
+        act_layer(act),
+        _kbn(32),
+        nn.MaxPool2d(2),
+        nn.Dropout(d1),
+        nn.Conv2d(32, 64, 3, padding=pad),
+        act_layer(act),
+        _kbn(64),
+        nn.Dropout(d2),
+        nn.Conv2d(64, 128, 3, padding=pad),
+        act_layer(act),
+        _kbn(128),
+        nn.MaxPool2d(2),
+        nn.Dropout(d3),
+        nn.Flatten(),
+        nn.Linear(flat, 512),
+        act_layer(act),
+        _kbn(512, 1),
+        nn.Dropout(d4),
+        nn.Linear(512, 128),
+        act_layer(act),
+        _kbn(128, 1),
+        nn.Dropout(d5),
+        nn.Linear(128, num_classes),
+    )
     net.l2 = l2
     return net
 

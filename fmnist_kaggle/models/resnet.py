@@ -23,7 +23,9 @@ STEMS = ("conv", "whiten")
 
 def _down(cin: int, cout: int, act: str, pool_first: bool) -> nn.Sequential:
     if pool_first:
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding="same"), nn.MaxPool2d(2), nn.BatchNorm2d(cout), act_layer(act))
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding="same"), nn.MaxPool2d(2), nn.BatchNorm2d(cout), act_layer(act)
+        )
     return nn.Sequential(*conv_bn_act(cin, cout, act=act), nn.MaxPool2d(2))
 
 
@@ -31,7 +33,9 @@ class _Stage(nn.Module):
     def __init__(self, cin: int, cout: int, residual: bool, act: str, pool_first: bool = False) -> None:
         super().__init__()
         self.down = _down(cin, cout, act, pool_first)
-        self.res = nn.Sequential(*conv_bn_act(cout, cout, act=act), *conv_bn_act(cout, cout, act=act)) if residual else None
+        self.res = (
+            nn.Sequential(*conv_bn_act(cout, cout, act=act), *conv_bn_act(cout, cout, act=act)) if residual else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.down(x)
@@ -40,9 +44,17 @@ class _Stage(nn.Module):
 
 class ResNet28(nn.Module):
     def __init__(
-        self, num_classes: int = 10, in_chans: int = 1, width: int = 32, act: str = "relu", dropout: float = 0.0,
-        stem: str = "conv", dirac: bool = False, pool_first: bool = False, bn_momentum: float = 0.1,
-    ) -> None:  # fmt: skip
+        self,
+        num_classes: int = 10,
+        in_chans: int = 1,
+        width: int = 32,
+        act: str = "relu",
+        dropout: float = 0.0,
+        stem: str = "conv",
+        dirac: bool = False,
+        pool_first: bool = False,
+        bn_momentum: float = 0.1,
+    ) -> None:
         super().__init__()
         if stem not in STEMS:
             raise FkaggleError(f"fmnist_resnet: stem must be one of {', '.join(STEMS)}, got {stem!r}")
@@ -54,8 +66,14 @@ class ResNet28(nn.Module):
             self.stem, stem_out = nn.Sequential(whiten, act_layer(act)), whiten.out_chans
         else:
             self.stem, stem_out = nn.Sequential(*conv_bn_act(in_chans, w, act=act)), w
-        self.stages = nn.Sequential(_Stage(stem_out, 2 * w, True, act, pool_first), _Stage(2 * w, 4 * w, False, act, pool_first), _Stage(4 * w, 8 * w, True, act, pool_first))
-        self.head = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(8 * w, num_classes))
+        self.stages = nn.Sequential(
+            _Stage(stem_out, 2 * w, True, act, pool_first),
+            _Stage(2 * w, 4 * w, False, act, pool_first),
+            _Stage(4 * w, 8 * w, True, act, pool_first),
+        )
+        self.head = nn.Sequential(
+            nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(8 * w, num_classes)
+        )
         for m in self.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.momentum = bn_momentum
@@ -78,8 +96,16 @@ class ResNet28(nn.Module):
 
 @register_model
 def fmnist_resnet(
-    num_classes: int = 10, in_chans: int = 1, width: int = 32, act: str = "relu", dropout: float = 0.0,
-    stem: str = "conv", dirac: bool = False, pool_first: bool = False, bn_momentum: float = 0.1,
-) -> nn.Module:  # fmt: skip
-    """ResNet-9-style net for 28x28 (width 32: ~1.2M params); airbench options: stem="whiten", dirac, pool_first, bn_momentum."""
+    num_classes: int = 10,
+    in_chans: int = 1,
+    width: int = 32,
+    act: str = "relu",
+    dropout: float = 0.0,
+    stem: str = "conv",
+    dirac: bool = False,
+    pool_first: bool = False,
+    bn_momentum: float = 0.1,
+) -> nn.Module:
+    """ResNet-9-style net for 28x28 (width 32: ~1.2M params); airbench options: stem="whiten",
+    dirac, pool_first, bn_momentum."""
     return ResNet28(num_classes, in_chans, width, act, dropout, stem, dirac, pool_first, bn_momentum)

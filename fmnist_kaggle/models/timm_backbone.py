@@ -83,7 +83,9 @@ def create_timm_model(
     if not timm.is_model(name):
         raise FkaggleError(f"timm has no model {name!r}")
     if channels not in ("fold", "zeros"):
-        raise FkaggleError(f"channels must be 'fold' (one-channel stem) or 'zeros' (grey + 2 zero channels), not {channels!r}")
+        raise FkaggleError(
+            f"channels must be 'fold' (one-channel stem) or 'zeros' (grey + 2 zero channels), not {channels!r}"
+        )
     zero_channels = 2 if channels == "zeros" else 0
     in_chans += zero_channels
     if resize not in ("pad", "interpolate"):
@@ -93,7 +95,10 @@ def create_timm_model(
     extra = {}
     if pretrained:
         path = regular_file(pretrained, "pretrained weights file")  # not a FIFO, device or folder
-        extra = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path), "num_classes": _file_num_classes(path)}}
+        extra = {
+            "pretrained": True,
+            "pretrained_cfg_overlay": {"file": str(path), "num_classes": _file_num_classes(path)},
+        }
     try:
         model = timm.create_model(name, num_classes=num_classes, in_chans=in_chans, **extra, **kwargs)
     except (RuntimeError, TypeError, ValueError) as exc:
@@ -107,7 +112,8 @@ def _file_num_classes(path: Path) -> int:
     """Classifier size stored in a weights file, so timm knows whether to drop it."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001  (torch.load raises many types for a non-weights file; weights_only never runs code)
+    # torch.load raises many types for a non-weights file; weights_only never runs code
+    except Exception as exc:  # noqa: BLE001
         raise FkaggleError(f"not a readable weights file ({type(exc).__name__})", path) from None
     if not isinstance(state, dict):
         raise FkaggleError(f"not a weights file (holds a {type(state).__name__}, expected a state dict)", path)

@@ -26,8 +26,14 @@ def write_report(workdir: str | Path = ".", out: str | Path | None = None) -> di
     atomic.write_text(target, page)
     runs = data["runs"]
     return {
-        "html": str(target), "bytes": len(page.encode()), "seconds": round(time.perf_counter() - started, 2),
-        "runs": len(runs), "complete_runs": sum(r.get("cv_acc") is not None for r in runs), "broken_runs": [r["run"] for r in runs if r.get("problem")],
-        "blends": len(data["blends"]), "uploads": len(data["uploads"]), "autopilots": len(data["autopilots"]),
+        "html": str(target),
+        "bytes": len(page.encode()),
+        "seconds": round(time.perf_counter() - started, 2),
+        "runs": len(runs),
+        "complete_runs": sum(r.get("cv_acc") is not None for r in runs),
+        "broken_runs": [r["run"] for r in runs if r.get("problem")],
+        "blends": len(data["blends"]),
+        "uploads": len(data["uploads"]),
+        "autopilots": len(data["autopilots"]),
         "best_run": next((r["run"] for r in runs if r.get("cv_acc") is not None), None),
-    }  # fmt: skip
+    }

@@ -50,17 +50,40 @@ def _run_row(ws: Workspace, name: str) -> dict[str, Any]:
         per_fold = [f["acc"] for f in (cv or {}).get("per_fold", [])]
         seconds = sum(float(f.get("seconds") or 0) for f in m["fold_metrics"])
         done = data["folds"] if predicted_from(m) else sum(s == "done" for s in m["fold_status"].values())
-        state = f"predicted from {predicted_from(m)}" if predicted_from(m) else "complete" if assembled else f"{done} of {data['folds']} folds"
-        pictures = {"learning curves": rd.curves_png, "confusion matrix": ws.confusion_png(name), "predictions": ws.predictions_png(name)}
+        state = (
+            f"predicted from {predicted_from(m)}"
+            if predicted_from(m)
+            else "complete"
+            if assembled
+            else f"{done} of {data['folds']} folds"
+        )
+        pictures = {
+            "learning curves": rd.curves_png,
+            "confusion matrix": ws.confusion_png(name),
+            "predictions": ws.predictions_png(name),
+        }
         return {
-            "run": name, "model": m["model"], "recipe": m.get("recipe") or "", "folds": data["folds"], "seeds": len(m.get("seeds") or [0]),
-            "epochs": cfg.get("epochs"), "best_epochs": sorted({e for f in m["fold_metrics"] for e in f.get("best_epochs", [])}),
-            "minutes": round(seconds / 60, 2) if seconds else None, "cv_acc": cv["acc"] if cv else None, "cv_logloss": cv["logloss"] if cv else None,
-            "cv_std": float(np.std(per_fold)) if len(per_fold) > 1 else None, "per_fold": per_fold,
-            "test_acc": (m.get("test_metrics") or {}).get("acc") if assembled else None, "state": state,
-            "pseudo_labelled": bool(m.get("pseudo_label")), "predicted_from": predicted_from(m), "created": m.get("created", ""),
-            "pictures": {k: str(p) for k, p in pictures.items() if p.is_file()}, "data_fingerprint": data.get("data_fingerprint"), "folds_fingerprint": data.get("folds_fingerprint"),
-        }  # fmt: skip
+            "run": name,
+            "model": m["model"],
+            "recipe": m.get("recipe") or "",
+            "folds": data["folds"],
+            "seeds": len(m.get("seeds") or [0]),
+            "epochs": cfg.get("epochs"),
+            "best_epochs": sorted({e for f in m["fold_metrics"] for e in f.get("best_epochs", [])}),
+            "minutes": round(seconds / 60, 2) if seconds else None,
+            "cv_acc": cv["acc"] if cv else None,
+            "cv_logloss": cv["logloss"] if cv else None,
+            "cv_std": float(np.std(per_fold)) if len(per_fold) > 1 else None,
+            "per_fold": per_fold,
+            "test_acc": (m.get("test_metrics") or {}).get("acc") if assembled else None,
+            "state": state,
+            "pseudo_labelled": bool(m.get("pseudo_label")),
+            "predicted_from": predicted_from(m),
+            "created": m.get("created", ""),
+            "pictures": {k: str(p) for k, p in pictures.items() if p.is_file()},
+            "data_fingerprint": data.get("data_fingerprint"),
+            "folds_fingerprint": data.get("folds_fingerprint"),
+        }
     except BROKEN as exc:
         return {"run": name, "problem": _one_line(exc), "state": "broken"}
 
@@ -75,11 +98,22 @@ def _blends(ws: Workspace, runs: dict[str, dict[str, Any]]) -> list[dict[str, An
             meta = read_record(ws.submission(name))
             inputs = [r["run"] for r in meta["runs"]]
             best = _best_single(meta)
-            out.append({
-                "name": name, "file": meta["file"], "method": meta["method"], "runs": inputs, "cv_acc": meta["cv"]["acc"], "cv_logloss": meta["cv"]["logloss"],
-                "nested": bool(meta["cv"].get("nested")), "best_single": best[1], "best_single_cv": best[0], "test_acc": (meta.get("test") or {}).get("acc"),
-                "created": meta.get("created", ""), "uploads": len(meta.get("submissions") or []),
-            })  # fmt: skip
+            out.append(
+                {
+                    "name": name,
+                    "file": meta["file"],
+                    "method": meta["method"],
+                    "runs": inputs,
+                    "cv_acc": meta["cv"]["acc"],
+                    "cv_logloss": meta["cv"]["logloss"],
+                    "nested": bool(meta["cv"].get("nested")),
+                    "best_single": best[1],
+                    "best_single_cv": best[0],
+                    "test_acc": (meta.get("test") or {}).get("acc"),
+                    "created": meta.get("created", ""),
+                    "uploads": len(meta.get("submissions") or []),
+                }
+            )
         except BROKEN as exc:
             out.append({"name": name, "problem": _one_line(exc)})
     return sorted(out, key=lambda b: (b.get("cv_acc") is None, -(b.get("cv_acc") or 0.0), b["name"]))
@@ -105,8 +139,17 @@ def _autopilot(ws: Workspace, name: str) -> dict[str, Any]:
         state = read_json(files.state, "autopilot state", AUTOPILOT_STATE) if files.state.is_file() else {}
         choice = state.get("choice") or {}
         chosen = choice.get("chosen")
-        label = chosen.get("label") if isinstance(chosen, dict) else chosen  # state.json records the chosen candidate whole
-        return {"name": name, "rows": rows, "png": str(files.png) if files.png.is_file() else None, "chosen": label, "reason": choice.get("reason"), "submission": state.get("submission")}
+        label = (
+            chosen.get("label") if isinstance(chosen, dict) else chosen
+        )  # state.json records the chosen candidate whole
+        return {
+            "name": name,
+            "rows": rows,
+            "png": str(files.png) if files.png.is_file() else None,
+            "chosen": label,
+            "reason": choice.get("reason"),
+            "submission": state.get("submission"),
+        }
     except BROKEN as exc:
         return {"name": name, "problem": _one_line(exc), "rows": [], "png": None}
 
@@ -118,11 +161,19 @@ def _uploads(ws: Workspace) -> list[dict[str, Any]]:
         return [{"problem": _one_line(exc)}]
     out = []
     for h in rows:
-        out.append({
-            "time": h.get("time", ""), "file": h.get("file", ""), "ref": h.get("ref", ""), "status": h.get("kaggle_status") or h.get("status") or "submitted",
-            "message": h.get("message", ""), "cv_acc": csvfile.optional_float(h.get("cv_acc")), "public_score": csvfile.optional_float(h.get("public_score")),
-            "private_score": csvfile.optional_float(h.get("private_score")), "sha256": file_state(ws, h.get("file"), h.get("sha256", "")),
-        })  # fmt: skip
+        out.append(
+            {
+                "time": h.get("time", ""),
+                "file": h.get("file", ""),
+                "ref": h.get("ref", ""),
+                "status": h.get("kaggle_status") or h.get("status") or "submitted",
+                "message": h.get("message", ""),
+                "cv_acc": csvfile.optional_float(h.get("cv_acc")),
+                "public_score": csvfile.optional_float(h.get("public_score")),
+                "private_score": csvfile.optional_float(h.get("private_score")),
+                "sha256": file_state(ws, h.get("file"), h.get("sha256", "")),
+            }
+        )
     return out
 
 
@@ -134,7 +185,11 @@ def _data(ws: Workspace) -> dict[str, Any]:
             drift = {k: drift[k] for k in ("auc", "verdict", "train_rows", "test_rows", "created") if k in drift}
         except BROKEN as exc:
             drift = {"problem": _one_line(exc)}
-    pictures = {"samples per class": ws.data_check_png, "drift: pixel importance": ws.drift_pngs[0], "drift: most test-like training images": ws.drift_pngs[1]}
+    pictures = {
+        "samples per class": ws.data_check_png,
+        "drift: pixel importance": ws.drift_pngs[0],
+        "drift: most test-like training images": ws.drift_pngs[1],
+    }
     return {"drift": drift, "pictures": {k: str(p) for k, p in pictures.items() if p.is_file()}}
 
 
@@ -148,7 +203,11 @@ def _correlation(ws: Workspace, runs: list[dict[str, Any]]) -> dict[str, Any] | 
         loaded = [load_run(r["run"], ws.root) for r in same]
     except BROKEN:
         return None
-    return {"runs": [r.name for r in loaded], "matrix": np.round(oof_correlation(loaded), 4).tolist()} if len(loaded) > 1 else None
+    return (
+        {"runs": [r.name for r in loaded], "matrix": np.round(oof_correlation(loaded), 4).tolist()}
+        if len(loaded) > 1
+        else None
+    )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -22,7 +22,8 @@ CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1280px;padding:0 16px;color:#222}
 h1{font-size:22px;margin-bottom:4px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
 .muted{color:#666}.warn{color:#a40}.bad{color:#b00}.good{color:#070}
-table{border-collapse:collapse;margin:8px 0;font-size:13px}th,td{padding:3px 8px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
+table{border-collapse:collapse;margin:8px 0;font-size:13px}
+th,td{padding:3px 8px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
 th{background:#f5f5f5;position:sticky;top:0}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.broken td{color:#b00}img{max-width:100%;border:1px solid #eee;margin:4px 0}
 details{margin:4px 0}summary{cursor:pointer}nav a{margin-right:14px}code{background:#f4f4f4;padding:1px 4px}
@@ -32,12 +33,34 @@ details{margin:4px 0}summary{cursor:pointer}nav a{margin-right:14px}code{backgro
 def render(data: dict[str, Any], out: Path) -> str:
     """The page for `collect()`'s data; `out` (where it will be written) anchors links to files."""
     runs = data["runs"]
-    sections = [_summary(data), _runs_table(runs), _blends(data["blends"]), _autopilots(data["autopilots"], out), _uploads(data["uploads"]), _run_details(runs, out), _correlation(data["correlation"]), _data(data["data"], out)]
-    nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (("runs", "Runs"), ("blends", "Blends"), ("autopilot", "Autopilot"), ("submissions", "Submissions"), ("details", "Per run"), ("correlation", "Correlation"), ("data", "Data")))
+    sections = [
+        _summary(data),
+        _runs_table(runs),
+        _blends(data["blends"]),
+        _autopilots(data["autopilots"], out),
+        _uploads(data["uploads"]),
+        _run_details(runs, out),
+        _correlation(data["correlation"]),
+        _data(data["data"], out),
+    ]
+    nav = "".join(
+        f'<a href="#{a}">{t}</a>'
+        for a, t in (
+            ("runs", "Runs"),
+            ("blends", "Blends"),
+            ("autopilot", "Autopilot"),
+            ("submissions", "Submissions"),
+            ("details", "Per run"),
+            ("correlation", "Correlation"),
+            ("data", "Data"),
+        )
+    )
     return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>fkaggle report: {_e(Path(data["workspace"]).name)}</title>'
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>fkaggle '
+        f"report: {_e(Path(data['workspace']).name)}</title>"
         f"<style>{CSS}</style></head><body><h1>fkaggle report</h1>"
-        f'<p class="muted">{_e(data["workspace"])} · generated {_e(data["generated"])}</p><nav>{nav}</nav>{"".join(sections)}</body></html>\n'
+        f'<p class="muted">{_e(data["workspace"])} · generated {_e(data["generated"])}</p>'
+        f"<nav>{nav}</nav>{''.join(sections)}</body></html>\n"
     )
 
 
@@ -53,9 +76,20 @@ def _f(v: float | None, digits: int = 4) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
-def _table(table_id: str, header: Sequence[str], rows: Sequence[Sequence[str]], numeric: set[int] = frozenset(), row_class: Callable[[int], str] = lambda i: "") -> str:
+def _table(
+    table_id: str,
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    numeric: set[int] = frozenset(),
+    row_class: Callable[[int], str] = lambda i: "",
+) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join(f'<tr class="{row_class(i)}">' + "".join(f'<td class="num">{c}</td>' if j in numeric else f"<td>{c}</td>" for j, c in enumerate(r)) + "</tr>" for i, r in enumerate(rows))
+    body = "".join(
+        f'<tr class="{row_class(i)}">'
+        + "".join(f'<td class="num">{c}</td>' if j in numeric else f"<td>{c}</td>" for j, c in enumerate(r))
+        + "</tr>"
+        for i, r in enumerate(rows)
+    )
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
@@ -83,23 +117,46 @@ def _summary(data: dict[str, Any]) -> str:
     broken = [r for r in runs if r.get("problem")]
     if not runs:
         return (
-            '<section id="summary"><h2>Start here</h2><p>No runs in this workspace yet. The quickest way to a good submission:</p>'
+            '<section id="summary"><h2>Start here</h2><p>No runs in this workspace '
+            "yet. The quickest way to a good submission:</p>"
             "<pre><code>fkaggle data check\nfkaggle auto --time-limit 20m</code></pre>"
-            "<p>or train one run yourself: <code>fkaggle fold-train --recipe cpu</code>, then <code>fkaggle blend RUN</code> and <code>fkaggle report</code> again.</p></section>"
+            "<p>or train one run yourself: <code>fkaggle fold-train --recipe cpu</code>, "
+            "then <code>fkaggle blend RUN</code> and <code>fkaggle report</code> again.</p></section>"
         )
     best = complete[0] if complete else None
     scored = [u for u in data["uploads"] if u.get("public_score") is not None]
-    items = [f"{len(runs)} runs ({len(complete)} complete{f', {len(broken)} broken' if broken else ''}), {len(data['blends'])} submission files, {len(data['uploads'])} uploads"]
+    items = [
+        f"{len(runs)} runs ({len(complete)} complete{f', {len(broken)} broken' if broken else ''}), "
+        f"{len(data['blends'])} submission files, {len(data['uploads'])} uploads"
+    ]
     if best:
-        items.append(f"best run by CV: <b>{_e(best['run'])}</b> ({_e(best['model'])}) CV {_pct(best['cv_acc'])}" + (f", test {_pct(best['test_acc'])}" if best.get("test_acc") is not None else ""))
+        items.append(
+            f"best run by CV: <b>{_e(best['run'])}</b> ({_e(best['model'])}) CV {_pct(best['cv_acc'])}"
+            + (f", test {_pct(best['test_acc'])}" if best.get("test_acc") is not None else "")
+        )
     if scored:
         top = max(scored, key=lambda u: u["public_score"])
-        items.append(f"best public score: <b>{top['public_score']:.5f}</b> ({_e(top['file'])}, CV {_pct(top['cv_acc'])})")
+        items.append(
+            f"best public score: <b>{top['public_score']:.5f}</b> ({_e(top['file'])}, CV {_pct(top['cv_acc'])})"
+        )
     return '<section id="summary"><h2>Summary</h2><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul></section>"
 
 
 def _runs_table(runs: list[dict[str, Any]]) -> str:
-    header = ["#", "run", "model", "recipe", "folds × seeds", "epochs (best)", "minutes", "CV accuracy", "± fold std", "CV log-loss", "test accuracy", "state"]
+    header = [
+        "#",
+        "run",
+        "model",
+        "recipe",
+        "folds × seeds",
+        "epochs (best)",
+        "minutes",
+        "CV accuracy",
+        "± fold std",
+        "CV log-loss",
+        "test accuracy",
+        "state",
+    ]
     rows = []
     for i, r in enumerate(runs, 1):
         if r.get("problem"):
@@ -123,13 +180,23 @@ def _runs_table(runs: list[dict[str, Any]]) -> str:
                 _e(state),
             ]
         )
-    note = '<p class="muted">Ranked by out-of-fold CV accuracy; test accuracy only where the competition knows the test labels.</p>'
-    return f'<section id="runs"><h2>Runs ({len(runs)})</h2>{note}' + _table("runs-table", header, rows, {0, 6, 7, 8, 9, 10}, lambda i: "broken" if runs[i].get("problem") else "") + "</section>"
+    note = (
+        '<p class="muted">Ranked by out-of-fold CV accuracy; test accuracy only '
+        "where the competition knows the test labels.</p>"
+    )
+    return (
+        f'<section id="runs"><h2>Runs ({len(runs)})</h2>{note}'
+        + _table("runs-table", header, rows, {0, 6, 7, 8, 9, 10}, lambda i: "broken" if runs[i].get("problem") else "")
+        + "</section>"
+    )
 
 
 def _blends(blends: list[dict[str, Any]]) -> str:
     if not blends:
-        return '<section id="blends"><h2>Blends and submission files</h2><p class="muted">None yet: <code>fkaggle blend RUN [RUN ...] --method stack</code>.</p></section>'
+        return (
+            '<section id="blends"><h2>Blends and submission files</h2><p class="muted">None '
+            "yet: <code>fkaggle blend RUN [RUN ...] --method stack</code>.</p></section>"
+        )
     rows = []
     for b in blends:
         if b.get("problem"):
@@ -137,8 +204,35 @@ def _blends(blends: list[dict[str, Any]]) -> str:
             continue
         gain = None if b["best_single_cv"] is None else b["cv_acc"] - b["best_single_cv"]
         verdict = "–" if gain is None or len(b["runs"]) < 2 else _against_best(gain, b["best_single"])
-        rows.append([_e(b["name"]), _e(b["method"]), _e(", ".join(b["runs"])), _pct(b["cv_acc"]) + (" (nested)" if b["nested"] else ""), _pct(b["best_single_cv"]), _pct(b["test_acc"]), verdict])
-    return '<section id="blends"><h2>Blends and submission files</h2>' + _table("blends-table", ["file", "method", "runs", "CV accuracy", "best single run CV", "test accuracy", "against the best single run"], rows, {3, 4, 5}) + "</section>"
+        rows.append(
+            [
+                _e(b["name"]),
+                _e(b["method"]),
+                _e(", ".join(b["runs"])),
+                _pct(b["cv_acc"]) + (" (nested)" if b["nested"] else ""),
+                _pct(b["best_single_cv"]),
+                _pct(b["test_acc"]),
+                verdict,
+            ]
+        )
+    return (
+        '<section id="blends"><h2>Blends and submission files</h2>'
+        + _table(
+            "blends-table",
+            [
+                "file",
+                "method",
+                "runs",
+                "CV accuracy",
+                "best single run CV",
+                "test accuracy",
+                "against the best single run",
+            ],
+            rows,
+            {3, 4, 5},
+        )
+        + "</section>"
+    )
 
 
 def _against_best(gain: float, best: str) -> str:
@@ -151,7 +245,10 @@ def _against_best(gain: float, best: str) -> str:
 
 def _autopilots(autos: list[dict[str, Any]], out: Path) -> str:
     if not autos:
-        return '<section id="autopilot"><h2>Autopilot</h2><p class="muted">No <code>fkaggle auto</code> sessions here.</p></section>'
+        return (
+            '<section id="autopilot"><h2>Autopilot</h2><p class="muted">No <code>fkaggle '
+            "auto</code> sessions here.</p></section>"
+        )
     parts = ['<section id="autopilot"><h2>Autopilot</h2>']
     for a in autos:
         parts.append(f"<h3>{_e(a['name'])}</h3>")
@@ -186,16 +283,43 @@ def _float(v: Any) -> float | None:
 def _uploads(uploads: list[dict[str, Any]]) -> str:
     parts = ['<section id="submissions"><h2>Submissions to Kaggle</h2>']
     if not uploads:
-        return parts[0] + '<p class="muted">Nothing uploaded yet: <code>fkaggle submit submissions/NAME.csv -m "message"</code>; <code>fkaggle submissions</code> fetches the scores.</p></section>'
+        return (
+            parts[0] + '<p class="muted">Nothing uploaded yet: <code>fkaggle submit submissions/NAME.csv '
+            '-m "message"</code>; <code>fkaggle submissions</code> fetches the scores.</p></section>'
+        )
     if uploads[0].get("problem"):
         return parts[0] + f'<p class="bad">submissions/history.csv is broken: {_e(uploads[0]["problem"])}</p></section>'
     points = [u for u in uploads if u["cv_acc"] is not None and u["public_score"] is not None]
     if points:
         parts.append(_img_bytes(cv_against_public(points), "CV against public score"))
     else:
-        parts.append('<p class="muted">No public scores known yet (run <code>fkaggle submissions</code> to fetch them).</p>')
-    rows = [[_e(u["time"]), _e(u["file"]), _e(u["ref"]), _e(u["status"]), _pct(u["cv_acc"]), _f(u["public_score"], 5), _f(u["private_score"], 5), _sha(u["sha256"]), _e(u["message"])] for u in uploads]
-    return "".join(parts) + _table("uploads-table", ["time", "file", "ref", "status", "CV accuracy", "public", "private", "file vs upload", "message"], rows, {4, 5, 6}) + "</section>"
+        parts.append(
+            '<p class="muted">No public scores known yet (run <code>fkaggle submissions</code> to fetch them).</p>'
+        )
+    rows = [
+        [
+            _e(u["time"]),
+            _e(u["file"]),
+            _e(u["ref"]),
+            _e(u["status"]),
+            _pct(u["cv_acc"]),
+            _f(u["public_score"], 5),
+            _f(u["private_score"], 5),
+            _sha(u["sha256"]),
+            _e(u["message"]),
+        ]
+        for u in uploads
+    ]
+    return (
+        "".join(parts)
+        + _table(
+            "uploads-table",
+            ["time", "file", "ref", "status", "CV accuracy", "public", "private", "file vs upload", "message"],
+            rows,
+            {4, 5, 6},
+        )
+        + "</section>"
+    )
 
 
 def _sha(state: str) -> str:
@@ -206,22 +330,39 @@ def _sha(state: str) -> str:
 def _run_details(runs: list[dict[str, Any]], out: Path) -> str:
     parts = ['<section id="details"><h2>Per run</h2>']
     if runs:
-        parts.append(f'<p class="muted">Pictures are embedded for the {EMBEDDED_RUNS} best runs; later runs link to their files.</p>')
+        parts.append(
+            f'<p class="muted">Pictures are embedded for the {EMBEDDED_RUNS} best runs; '
+            "later runs link to their files.</p>"
+        )
     for i, r in enumerate(runs):
         if r.get("problem"):
             continue
         embed = i < EMBEDDED_RUNS
         folds = ", ".join(_pct(a) for a in r["per_fold"]) or "–"
-        pics = "".join(f"<h4>{_e(k)}</h4>" + _img(p, r["run"] + " " + k, out, embed) for k, p in r["pictures"].items()) or '<p class="muted">no pictures yet (<code>fkaggle cv RUN</code> draws the confusion matrix and predictions)</p>'
-        parts.append(f'<details id="run-{_e(r["run"])}"><summary><b>{_e(r["run"])}</b> — CV {_pct(r["cv_acc"])} · {_e(r["state"])}</summary><p>per fold: {folds}</p>{pics}</details>')
+        pics = (
+            "".join(f"<h4>{_e(k)}</h4>" + _img(p, r["run"] + " " + k, out, embed) for k, p in r["pictures"].items())
+            or '<p class="muted">no pictures yet (<code>fkaggle cv RUN</code> draws the '
+            "confusion matrix and predictions)</p>"
+        )
+        parts.append(
+            f'<details id="run-{_e(r["run"])}"><summary><b>{_e(r["run"])}</b> — CV {_pct(r["cv_acc"])} '
+            f"· {_e(r['state'])}</summary><p>per fold: {folds}</p>{pics}</details>"
+        )
     return "".join(parts) + "</section>"
 
 
 def _correlation(corr: dict[str, Any] | None) -> str:
     if not corr:
-        return '<section id="correlation"><h2>OOF correlation</h2><p class="muted">Needs two complete runs on the same folds.</p></section>'
+        return (
+            '<section id="correlation"><h2>OOF correlation</h2><p class="muted">Needs '
+            "two complete runs on the same folds.</p></section>"
+        )
     png = correlation_heatmap(corr["runs"], np.asarray(corr["matrix"]))
-    return '<section id="correlation"><h2>OOF correlation</h2><p class="muted">The best complete runs on the best run\'s folds; the least correlated pairs gain most from blending.</p>' + _img_bytes(png, "OOF correlation") + "</section>"
+    return (
+        '<section id="correlation"><h2>OOF correlation</h2><p class="muted">The '
+        "best complete runs on the best run's folds; the least correlated pairs "
+        "gain most from blending.</p>" + _img_bytes(png, "OOF correlation") + "</section>"
+    )
 
 
 def _data(data: dict[str, Any], out: Path) -> str:
@@ -230,9 +371,13 @@ def _data(data: dict[str, Any], out: Path) -> str:
     if drift and drift.get("problem"):
         parts.append(f'<p class="bad">drift result broken: {_e(drift["problem"])}</p>')
     elif drift:
-        parts.append(f"<p>train vs test (adversarial validation): ROC AUC <b>{drift['auc']:.3f}</b> — {_e(drift['verdict'])}</p>")
+        parts.append(
+            f"<p>train vs test (adversarial validation): ROC AUC <b>{drift['auc']:.3f}</b> — {_e(drift['verdict'])}</p>"
+        )
     for k, p in data["pictures"].items():
         parts.append(f"<h4>{_e(k)}</h4>{_img(p, k, out)}")
     if len(parts) == 1:
-        parts.append('<p class="muted">No data checks yet: <code>fkaggle data check</code>, <code>fkaggle data drift</code>.</p>')
+        parts.append(
+            '<p class="muted">No data checks yet: <code>fkaggle data check</code>, <code>fkaggle data drift</code>.</p>'
+        )
     return "".join(parts) + "</section>"

@@ -31,10 +31,19 @@ def measured_speeds(workdir: str | Path = ".") -> dict[str, dict[str, Any]]:
         cfg = m.get("config") or {}
         speeds = [f["images_per_s"] for f in m.get("fold_metrics", []) if f.get("images_per_s")]
         if speeds:
-            entry = seen.setdefault(_key(cfg.get("model"), cfg.get("model_kwargs") or {}), {"speeds": [], "devices": set()})
+            entry = seen.setdefault(
+                _key(cfg.get("model"), cfg.get("model_kwargs") or {}), {"speeds": [], "devices": set()}
+            )
             entry["speeds"] += speeds
             entry["devices"].add(str(cfg.get("device")))
-    return {k: {"images_per_s": round(float(np.median(v["speeds"])), 1), "folds": len(v["speeds"]), "device": ",".join(sorted(v["devices"]))} for k, v in seen.items()}
+    return {
+        k: {
+            "images_per_s": round(float(np.median(v["speeds"])), 1),
+            "folds": len(v["speeds"]),
+            "device": ",".join(sorted(v["devices"])),
+        }
+        for k, v in seen.items()
+    }
 
 
 def model_rows(classes: int | None = None, workdir: str | Path = ".") -> dict[str, list[dict[str, Any]]]:
@@ -44,8 +53,17 @@ def model_rows(classes: int | None = None, workdir: str | Path = ".") -> dict[st
 
     def row(model: str, kwargs: dict[str, Any], k: int) -> dict[str, Any]:
         measured = speeds.get(_key(model, kwargs), {})
-        return {"model": model, "model_kwargs": kwargs, "params": count_params(create_model(model, num_classes=k, **kwargs)), "classes": k, "images_per_s": measured.get("images_per_s"), "measured_on": measured.get("device")}
+        return {
+            "model": model,
+            "model_kwargs": kwargs,
+            "params": count_params(create_model(model, num_classes=k, **kwargs)),
+            "classes": k,
+            "images_per_s": measured.get("images_per_s"),
+            "measured_on": measured.get("device"),
+        }
 
     models = [row(name, {}, classes or report_classes(name)) for name in list_models()]
-    recipes = [{"recipe": name, **row(r["model"], r.get("model_kwargs", {}), classes or 10)} for name, r in RECIPES.items()]
+    recipes = [
+        {"recipe": name, **row(r["model"], r.get("model_kwargs", {}), classes or 10)} for name, r in RECIPES.items()
+    ]
     return {"models": models, "recipes": recipes}

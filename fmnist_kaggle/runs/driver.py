@@ -101,7 +101,9 @@ def check_model(cfg: TrainConfig, num_classes: int, device: bool = True) -> int:
         raise FkaggleError(f"model {cfg.model} with {cfg.model_kwargs}: {str(exc).splitlines()[0]}") from None
 
 
-def open_run(ws: Workspace, name: str, cfg: TrainConfig, data: TrainingData, comp: Competition, overwrite: bool, params: int) -> tuple[RunDir, dict[str, Any]]:
+def open_run(
+    ws: Workspace, name: str, cfg: TrainConfig, data: TrainingData, comp: Competition, overwrite: bool, params: int
+) -> tuple[RunDir, dict[str, Any]]:
     """The run folder for this config and data: checked to be the same run, or made whole in a
     staging folder and renamed into place, so a failure never leaves a half-made run that blocks
     its name; `--overwrite` removes the old run only once the new one is in place beside it."""
@@ -115,12 +117,20 @@ def open_run(ws: Workspace, name: str, cfg: TrainConfig, data: TrainingData, com
                 raise
             diff = "unreadable manifest"
         if diff and not overwrite:
-            raise FkaggleError(f"run exists and its {diff}; pass --overwrite to replace it, or choose another --run", rd.path)
+            raise FkaggleError(
+                f"run exists and its {diff}; pass --overwrite to replace it, or choose another --run", rd.path
+            )
         replace = diff
     elif rd.path.exists() and any(rd.path.iterdir()):
         if not overwrite:
-            raise FkaggleError("folder exists without a run manifest; pass --overwrite only if it is a run folder to replace, or choose another --run", rd.path)
-        raise FkaggleError("folder exists without a run manifest; refusing to delete what fkaggle did not write", rd.path)
+            raise FkaggleError(
+                "folder exists without a run manifest; pass --overwrite only if it is a "
+                "run folder to replace, or choose another --run",
+                rd.path,
+            )
+        raise FkaggleError(
+            "folder exists without a run manifest; refusing to delete what fkaggle did not write", rd.path
+        )
     if rd.exists() and not replace:
         return rd, rd.read_manifest()
     staging = RunDir(ws.oof / f".{name}.new-{os.getpid()}", name)  # a dot name: never listed as a run
@@ -142,32 +152,55 @@ def data_source(comp: Competition) -> dict[str, Any]:
     (explain, cv's picture) find them with no data option, and check them by fingerprint."""
     absolute = lambda p: str(Path(p).absolute()) if p is not None else None
     return {
-        "config": absolute(comp.config_path), "format": comp.format, "id_column": comp.id_column, "label_column": comp.label_column,
-        **{k: absolute(getattr(comp, k)) for k in ("train", "train_labels", "test", "test_labels", "sample_submission")},
+        "config": absolute(comp.config_path),
+        "format": comp.format,
+        "id_column": comp.id_column,
+        "label_column": comp.label_column,
+        **{
+            k: absolute(getattr(comp, k)) for k in ("train", "train_labels", "test", "test_labels", "sample_submission")
+        },
     }
 
 
 def _new_manifest(comp: Competition, cfg: TrainConfig, rd: RunDir, data: TrainingData, params: int) -> dict[str, Any]:
     train, test = data.train, data.test
-    files = {rd.folds_npy.name: write_array(rd.folds_npy, data.fold_of), rd.labels_npy.name: write_array(rd.labels_npy, train.labels)}
+    files = {
+        rd.folds_npy.name: write_array(rd.folds_npy, data.fold_of),
+        rd.labels_npy.name: write_array(rd.labels_npy, train.labels),
+    }
     if test is not None and test.labels is not None:
         files[rd.test_labels_npy.name] = write_array(rd.test_labels_npy, test.labels)
     atomic.write_text(rd.config_toml, to_toml(cfg))
     return {
-        "schema": SCHEMA, "run": rd.name, "created": utc_now(), "model": cfg.model,
+        "schema": SCHEMA,
+        "run": rd.name,
+        "created": utc_now(),
+        "model": cfg.model,
         "params": params,
-        "recipe": cfg.recipe, "seeds": cfg.seeds, "config": cfg.to_dict(), "identity": data.identity,
+        "recipe": cfg.recipe,
+        "seeds": cfg.seeds,
+        "config": cfg.to_dict(),
+        "identity": data.identity,
         "data": {
-            "competition": comp.name, "train_path": str(train.path), "rows": len(train), "num_classes": train.num_classes,
-            "label_values": list(train.label_values), "class_names": comp.names,
-            "data_fingerprint": data.identity["data_fingerprint"], "test_path": str(test.path) if test is not None else None,
-            "test_rows": len(test) if test is not None else 0, "test_fingerprint": data.identity["test_fingerprint"],
-            "folds": cfg.folds, "fold_seed": cfg.fold_seed, "folds_fingerprint": data.identity["folds_fingerprint"],
+            "competition": comp.name,
+            "train_path": str(train.path),
+            "rows": len(train),
+            "num_classes": train.num_classes,
+            "label_values": list(train.label_values),
+            "class_names": comp.names,
+            "data_fingerprint": data.identity["data_fingerprint"],
+            "test_path": str(test.path) if test is not None else None,
+            "test_rows": len(test) if test is not None else 0,
+            "test_fingerprint": data.identity["test_fingerprint"],
+            "folds": cfg.folds,
+            "fold_seed": cfg.fold_seed,
+            "folds_fingerprint": data.identity["folds_fingerprint"],
             "source": data_source(comp),
         },
-        "files": files, "versions": _versions(),
+        "files": files,
+        "versions": _versions(),
         **({"pseudo_label": data.pseudo.record(cfg.pseudo_threshold, cfg.pseudo_weight)} if data.pseudo else {}),
-    }  # fmt: skip
+    }
 
 
 # ----------------------------------------------------------------------------- fold and seed states
@@ -212,8 +245,14 @@ def finish_fold(rd: RunDir, cfg: TrainConfig, data: TrainingData, fold: int) -> 
     fd = rd.fold(fold)
     _, va = data.split(fold)
     seeds = [read_seed(fd, s, data.identity) for s in cfg.seeds]
-    val = np.mean([read_array(fd.seed_val(s["seed"]), s["artifacts"][fd.seed_val(s["seed"]).name], finite=True) for s in seeds], axis=0).astype(np.float32)
-    test = np.mean([read_array(fd.seed_test(s["seed"]), s["artifacts"][fd.seed_test(s["seed"]).name], finite=True) for s in seeds], axis=0).astype(np.float32)
+    val = np.mean(
+        [read_array(fd.seed_val(s["seed"]), s["artifacts"][fd.seed_val(s["seed"]).name], finite=True) for s in seeds],
+        axis=0,
+    ).astype(np.float32)
+    test = np.mean(
+        [read_array(fd.seed_test(s["seed"]), s["artifacts"][fd.seed_test(s["seed"]).name], finite=True) for s in seeds],
+        axis=0,
+    ).astype(np.float32)
     history = [r for s in seeds for r in csvfile.read_csv_rows(fd.seed_history(s["seed"]))]
     arts = {
         fd.val_logits.name: write_array(fd.val_logits, val),
@@ -222,14 +261,25 @@ def finish_fold(rd: RunDir, cfg: TrainConfig, data: TrainingData, fold: int) -> 
     }
     y = data.train.labels[va]
     m = {
-        "fold": fold, "val_rows": int(len(va)), "acc": metrics.accuracy(val, y), "logloss": metrics.log_loss(val, y),
-        "best_epochs": [s["best_epoch"] for s in seeds], "seconds": round(sum(s["seconds"] for s in seeds), 1),
-        "images_per_s": round(float(np.mean([s["images_per_s"] for s in seeds])), 1), "hosts": sorted({s.get("host", "") for s in seeds}), "nodes": sorted({s["node_id"] for s in seeds if "node_id" in s}),
-        "finished": utc_now(), "seeds": [{k: v for k, v in s.items() if k not in ("artifacts", "identity")} for s in seeds],
-        "identity": data.identity, "artifacts": arts,
-    }  # fmt: skip
+        "fold": fold,
+        "val_rows": int(len(va)),
+        "acc": metrics.accuracy(val, y),
+        "logloss": metrics.log_loss(val, y),
+        "best_epochs": [s["best_epoch"] for s in seeds],
+        "seconds": round(sum(s["seconds"] for s in seeds), 1),
+        "images_per_s": round(float(np.mean([s["images_per_s"] for s in seeds])), 1),
+        "hosts": sorted({s.get("host", "") for s in seeds}),
+        "nodes": sorted({s["node_id"] for s in seeds if "node_id" in s}),
+        "finished": utc_now(),
+        "seeds": [{k: v for k, v in s.items() if k not in ("artifacts", "identity")} for s in seeds],
+        "identity": data.identity,
+        "artifacts": arts,
+    }
     atomic.write_json(fd.metrics, m)
-    log.info(f"fold {fold}: acc {m['acc']:.4f}  logloss {m['logloss']:.4f}  best epoch(s) {m['best_epochs']}  {m['seconds']:.0f}s  {m['images_per_s']:.0f} img/s")
+    log.info(
+        f"fold {fold}: acc {m['acc']:.4f}  logloss {m['logloss']:.4f}  best epoch(s) "
+        f"{m['best_epochs']}  {m['seconds']:.0f}s  {m['images_per_s']:.0f} img/s"
+    )
     return m
 
 
@@ -261,7 +311,14 @@ def announce_estimate(name: str, cfg: TrainConfig, data: TrainingData, units: in
     would take hours on a CPU, naming the recipe made for one. Returns the estimate (seconds)."""
     from fmnist_kaggle.training.estimate import run_seconds
 
-    estimate = run_seconds(cfg, data.train.images, data.train.labels, data.train.num_classes, units, len(data.test) if data.test is not None else 0)
+    estimate = run_seconds(
+        cfg,
+        data.train.images,
+        data.train.labels,
+        data.train.num_classes,
+        units,
+        len(data.test) if data.test is not None else 0,
+    )
     return None if estimate is None else _announce(f"run {name}", f"{units} unit(s)", cfg, *estimate)
 
 
@@ -277,12 +334,24 @@ def announce_plan_estimate(what: str, cfgs: list[TrainConfig], comp: Competition
 
 
 def _announce(what: str, units: str, cfg: TrainConfig, seconds: float, speed: Any) -> float:
-    log.info(f"{what}: estimated {_duration(seconds)} for {units} here ({speed.train_ips:,.0f} img/s training, {speed.predict_ips:,.0f} img/s predicting; {speed.device}, {speed.precision})")
+    log.info(
+        f"{what}: estimated {_duration(seconds)} for {units} here ({speed.train_ips:,.0f} "
+        f"img/s training, {speed.predict_ips:,.0f} img/s predicting; {speed.device}, "
+        f"{speed.precision})"
+    )
     if speed.device == "cpu" and seconds > LONG_ON_CPU_S:
-        instead = "--recipe cpu or fast (made for CPUs)" if cfg.recipe not in CPU_RECIPES else "fewer --epochs or --folds, a --subset to try things"
+        instead = (
+            "--recipe cpu or fast (made for CPUs)"
+            if cfg.recipe not in CPU_RECIPES
+            else "fewer --epochs or --folds, a --subset to try things"
+        )
         why = f"recipe {cfg.recipe} is tuned for a GPU" if cfg.recipe in GPU_RECIPES else "long for a CPU"
-        log.warning(f"warning: {what} would train for about {_duration(seconds)} on this CPU ({speed.train_ips:,.0f} img/s): {why}; "
-                    f"use {instead}, or a GPU (here with CUDA, or --executor ray --address HEAD:PORT); Ctrl-C keeps finished folds")
+        log.warning(
+            f"warning: {what} would train for about {_duration(seconds)} on this CPU "
+            f"({speed.train_ips:,.0f} img/s): {why}; "
+            f"use {instead}, or a GPU (here with CUDA, or --executor ray --address HEAD:PORT); "
+            "Ctrl-C keeps finished folds"
+        )
     return seconds
 
 
@@ -291,7 +360,16 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{minutes} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
-def prepare_run(comp: Competition, cfg: TrainConfig, run: str | None = None, workdir: str | Path = ".", only_folds: list[int] | None = None, overwrite: bool = False, tag: Any = None, trains_here: bool = True) -> RunJob:
+def prepare_run(
+    comp: Competition,
+    cfg: TrainConfig,
+    run: str | None = None,
+    workdir: str | Path = ".",
+    only_folds: list[int] | None = None,
+    overwrite: bool = False,
+    tag: Any = None,
+    trains_here: bool = True,
+) -> RunJob:
     """Check everything, open (or create) the run folder and plan its unfinished units
     (`trains_here`: the units train in this process, so its device is checked too)."""
     ws = Workspace(workdir)
@@ -307,12 +385,19 @@ def prepare_run(comp: Competition, cfg: TrainConfig, run: str | None = None, wor
     for warning in cfg.warnings():
         log.warning(warning)
     if cfg.subset and tag is None:  # a sweep's trials search on a subset on purpose
-        log.warning(f"warning: run {name} trains on a stratified subset of {len(data.train)} rows (subset = {cfg.subset}): "
-                    "its OOF rows cannot be blended with full-data runs; set subset = 0 (or drop it from the config) to train on all rows")
+        log.warning(
+            f"warning: run {name} trains on a stratified subset of {len(data.train)} rows (subset = {cfg.subset}): "
+            "its OOF rows cannot be blended with full-data runs; set subset = 0 (or "
+            "drop it from the config) to train on all rows"
+        )
     units = plan(rd, cfg, data.identity, selected)
     if manifest["config"] != cfg.to_dict():  # speed settings (device, amp...) may differ between resumes
         rd.write_manifest({**manifest, "config": cfg.to_dict()})
-    log.info(f"run {name}: {cfg.model}, {cfg.folds} folds ({', '.join(map(str, selected))} here), {len(data.train)} train rows, {len(units)} (fold, seed) unit(s) to train")
+    log.info(
+        f"run {name}: {cfg.model}, {cfg.folds} folds ({', '.join(map(str, selected))} "
+        f"here), {len(data.train)} train rows, {len(units)} (fold, seed) unit(s) "
+        "to train"
+    )
     if trains_here and units and tag is None:  # the autopilot and sweeps make their own estimates
         announce_estimate(name, cfg, data, len(units))
     return RunJob(rd, cfg, data, selected, units, tag)
@@ -349,9 +434,15 @@ def run_summary(manifest: dict[str, Any]) -> str:
     """A run's result in words: its CV (per fold), the test accuracy where known, or what is missing."""
     name, folds = manifest["run"], manifest["data"]["folds"]
     if not manifest["complete"]:
-        return f"run {name}: folds missing {manifest['missing_folds']} (run them, or copy their fold_K folders here and `fkaggle assemble {name}`)"
+        return (
+            f"run {name}: folds missing {manifest['missing_folds']} (run them, or copy "
+            f"their fold_K folders here and `fkaggle assemble {name}`)"
+        )
     cv = manifest["cv"]
-    lines = [f"run {name} ({manifest.get('model')}, {folds} folds): CV accuracy {cv['acc']:.4f}  log-loss {cv['logloss']:.4f}  (per fold: {_per_fold_text(cv)})"]
+    lines = [
+        f"run {name} ({manifest.get('model')}, {folds} folds): CV accuracy {cv['acc']:.4f} "
+        f" log-loss {cv['logloss']:.4f}  (per fold: {_per_fold_text(cv)})"
+    ]
     if manifest.get("test_metrics"):
         lines.append(f"  test accuracy of the {folds}-fold ensemble: {manifest['test_metrics']['acc']:.4f}")
     return "\n".join(lines)
@@ -377,7 +468,9 @@ def drive(
     pending: dict[int, RunJob] = {}  # id(unit) -> its job
     unfinished: list[RunJob] = []
     jobs = iter(jobs)
-    bar = tqdm(total=0, desc="units", unit="unit", disable=True if executor.shows_unit_progress or not progress else None)
+    bar = tqdm(
+        total=0, desc="units", unit="unit", disable=True if executor.shows_unit_progress or not progress else None
+    )
     late = lambda: deadline is not None and time.monotonic() >= deadline  # noqa: E731
 
     def finish(job: RunJob) -> None:
@@ -392,7 +485,9 @@ def drive(
 
     with bar:
         while True:
-            while not late() and (not pending or len(pending) < executor.capacity):  # the first job is prepared before the executor starts
+            while not late() and (
+                not pending or len(pending) < executor.capacity
+            ):  # the first job is prepared before the executor starts
                 job = next(jobs, None)
                 if job is None:
                     break
@@ -407,12 +502,19 @@ def drive(
                 bar.refresh()
             if not pending:
                 return unfinished
-            done = None if late() else executor.next_done(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            done = (
+                None
+                if late()
+                else executor.next_done(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            )
             if done is None:  # the deadline: nothing more starts, nothing in flight is waited for
                 cut = [give_back(unit) for unit in executor.cancel()]
                 for job in cut:
                     job.cancelled += 1
-                log.warning(f"deadline reached: {len(cut)} (fold, seed) unit(s) cancelled; finished units are kept (re-run to resume)")
+                log.warning(
+                    f"deadline reached: {len(cut)} (fold, seed) unit(s) cancelled; finished "
+                    "units are kept (re-run to resume)"
+                )
                 for job in {id(j): j for j in cut}.values():
                     if job.outstanding == 0:
                         finish(job)
@@ -442,7 +544,10 @@ def failure_message(jobs: list[RunJob]) -> str:
     cancelled = sum(job.cancelled for job in jobs)
     what = [f"{len(lines)} (fold, seed) unit(s) failed: {'; '.join(lines)}"] if lines else []
     what += [f"{cancelled} (fold, seed) unit(s) stopped at the deadline"] if cancelled else []
-    return f"{'; '.join(what)}. Finished units are kept; re-run the same command to {'retry' if lines else 'finish'} the rest"
+    return (
+        f"{'; '.join(what)}. Finished units are kept; re-run the same command to "
+        f"{'retry' if lines else 'finish'} the rest"
+    )
 
 
 def train_folds(
@@ -459,7 +564,9 @@ def train_folds(
     """Train the selected folds of a run (all by default) on `executor` (this process by
     default), recording each (fold, seed) as it finishes; assemble the run if complete.
     Returns the run's manifest (`fmnist_kaggle.fold_train` returns the `Run` itself)."""
-    job = prepare_run(comp, cfg, run, workdir, only_folds, overwrite, trains_here=getattr(executor, "trains_here", True))
+    job = prepare_run(
+        comp, cfg, run, workdir, only_folds, overwrite, trains_here=getattr(executor, "trains_here", True)
+    )
     done: dict[str, Any] = {}
     with executor or make_executor("local", progress=progress) as ex:
         failed = drive(ex, iter([job]), lambda job, manifest: done.update(manifest), progress, deadline)
@@ -488,12 +595,12 @@ def near_chance(manifest: dict[str, Any], cfg: TrainConfig, data: TrainingData, 
     rows = int((data.fold_of != 0).sum())
     steps = max(1, rows // min(cfg.batch_size, rows)) * cfg.epochs
     return (
-        f"run {manifest['run']}: CV accuracy {manifest['cv']['acc']:.4f} is near chance (always guessing the most common class scores {majority:.4f}) "
-        f"after {steps} optimizer steps per fold ({rows} rows, batch {cfg.batch_size}, {cfg.epochs} epochs, lr {cfg.lr:g}): "
+        f"run {manifest['run']}: CV accuracy {manifest['cv']['acc']:.4f} is near "
+        f"chance (always guessing the most common class scores {majority:.4f}) "
+        f"after {steps} optimizer steps per fold ({rows} rows, batch {cfg.batch_size}, "
+        f"{cfg.epochs} epochs, lr {cfg.lr:g}): "
         "train longer (--epochs), on more rows, with a smaller --batch-size, or check --lr"
     )
 
 
 # ----------------------------------------------------------------------------- reading finished runs
-
-

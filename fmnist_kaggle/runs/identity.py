@@ -16,9 +16,21 @@ from fmnist_kaggle.errors import FkaggleError
 # key -> (what it is, what to do when two runs differ in it)
 FINGERPRINTS: dict[str, tuple[str, str]] = {
     "data_fingerprint": ("training data", "train them on the same data (the same --train file or competition)"),
-    "folds_fingerprint": ("fold assignment", "their validation rows would leak into each other's CV estimate; retrain with the same --folds/--fold-seed (and --subset)"),
-    "test_fingerprint": ("test file", "they predicted different test files; use runs of one test file and pass --test FILE when it is not the competition's (`fkaggle predict RUN --test FILE` predicts a run on another)"),
-    "teacher_fingerprint": ("pseudo-label teachers' predictions", "the teachers were retrained; retrain this run or choose another --run"),
+    "folds_fingerprint": (
+        "fold assignment",
+        "their validation rows would leak into each other's CV estimate; retrain "
+        "with the same --folds/--fold-seed (and --subset)",
+    ),
+    "test_fingerprint": (
+        "test file",
+        "they predicted different test files; use runs of one test file and pass "
+        "--test FILE when it is not the competition's (`fkaggle predict RUN --test "
+        "FILE` predicts a run on another)",
+    ),
+    "teacher_fingerprint": (
+        "pseudo-label teachers' predictions",
+        "the teachers were retrained; retrain this run or choose another --run",
+    ),
 }
 SHARED = ("data_fingerprint", "folds_fingerprint", "test_fingerprint")  # what blends and teachers must share
 
@@ -50,9 +62,16 @@ def require_test_file(name: str, identity: dict[str, Any], test_fingerprint: str
     """A run's test predictions belong to the test file a submission is made for."""
     recorded = identity.get("test_fingerprint")
     if recorded and test_fingerprint and recorded != test_fingerprint:
-        raise FkaggleError(f"run {name} predicted a different test file than {test_path}; pass --test FILE with the file it predicted (`fkaggle predict {name} --test {test_path}` predicts this one)")
+        raise FkaggleError(
+            f"run {name} predicted a different test file than {test_path}; pass --test "
+            f"FILE with the file it predicted (`fkaggle predict {name} --test {test_path}` "
+            "predicts this one)"
+        )
 
 
 def require_classes(name: str, label_values: list[int], expected: list[int]) -> None:
     if list(label_values) != list(expected):
-        raise FkaggleError(f"run {name} was trained on other classes ({label_values}) than the competition's ({list(expected)}); pass the run's --competition or --train")
+        raise FkaggleError(
+            f"run {name} was trained on other classes ({label_values}) than the competition's "
+            f"({list(expected)}); pass the run's --competition or --train"
+        )

@@ -20,8 +20,14 @@ from fmnist_kaggle.training.config import build_config
 log = logging.getLogger(__name__)
 
 
-
-def predict_run(ref: str, test_path: str | Path, name: str | None = None, workdir: str | Path = ".", format: str = "auto", device: str = "auto") -> dict[str, Any]:
+def predict_run(
+    ref: str,
+    test_path: str | Path,
+    name: str | None = None,
+    workdir: str | Path = ".",
+    format: str = "auto",
+    device: str = "auto",
+) -> dict[str, Any]:
     """Apply a run's saved fold (and seed) models to another test file. The result is a run
     `oof/NAME/` holding the source's OOF logits (same data, folds, labels) and the new
     fold-averaged test logits, with the new test file's fingerprint: `blend NAME --test FILE`
@@ -37,7 +43,9 @@ def predict_run(ref: str, test_path: str | Path, name: str | None = None, workdi
     if out.path.exists():
         raise FkaggleError("exists; choose another --name", out.path)
     if src.predicted_from:
-        raise FkaggleError(f"{src.name} is itself a prediction of {src.predicted_from}: predict from that run", src.dir.path)
+        raise FkaggleError(
+            f"{src.name} is itself a prediction of {src.predicted_from}: predict from that run", src.dir.path
+        )
     data = src.manifest["data"]
     test = load_images(test_path, format, label_values=tuple(data["label_values"]))
     cfg = build_config(**{**src.manifest["config"], "device": device})
@@ -45,7 +53,10 @@ def predict_run(ref: str, test_path: str | Path, name: str | None = None, workdi
     images = torch.from_numpy(test.images)
     folds = []
     for f in range(data["folds"]):
-        per_seed = [predict(load_fold_model(src.dir, src.manifest, f, seed).to(dev), images, cfg, dev) for seed in src.manifest["seeds"]]
+        per_seed = [
+            predict(load_fold_model(src.dir, src.manifest, f, seed).to(dev), images, cfg, dev)
+            for seed in src.manifest["seeds"]
+        ]
         log.debug(f"fold {f}: {len(per_seed)} seed model(s) predicted {len(test)} rows")
         folds.append(np.mean(per_seed, axis=0))
     test_logits = np.mean(folds, axis=0).astype(np.float32)
@@ -53,18 +64,37 @@ def predict_run(ref: str, test_path: str | Path, name: str | None = None, workdi
 
 
 def _write_prediction(out: RunDir, src: "Run", test: Any, test_logits: np.ndarray) -> dict[str, Any]:
-    files = {path.name: write_array(path, array) for path, array in ((out.folds_npy, src.fold_of), (out.labels_npy, src.labels), (out.oof_logits, src.oof_logits), (out.test_logits, test_logits))}
+    files = {
+        path.name: write_array(path, array)
+        for path, array in (
+            (out.folds_npy, src.fold_of),
+            (out.labels_npy, src.labels),
+            (out.oof_logits, src.oof_logits),
+            (out.test_logits, test_logits),
+        )
+    }
     fingerprint = test.fingerprint()
     m = {k: v for k, v in src.manifest.items() if k not in DERIVED and k != "files"}
     m.update(
-        run=out.name, created=utc_now(), files=files, cv=src.manifest["cv"],
+        run=out.name,
+        created=utc_now(),
+        files=files,
+        cv=src.manifest["cv"],
         identity={**src.manifest["identity"], "test_fingerprint": fingerprint},
-        data={**src.manifest["data"], "test_path": str(test.path), "test_rows": len(test), "test_fingerprint": fingerprint},
+        data={
+            **src.manifest["data"],
+            "test_path": str(test.path),
+            "test_rows": len(test),
+            "test_fingerprint": fingerprint,
+        },
         predicted_from={"run": src.name, "test_path": str(test.path), "test_fingerprint": fingerprint},
     )
     if test.labels is not None:
         files[out.test_labels_npy.name] = write_array(out.test_labels_npy, test.labels)
-        m["test_metrics"] = {"acc": metrics.accuracy(test_logits, test.labels), "logloss": metrics.log_loss(test_logits, test.labels)}
+        m["test_metrics"] = {
+            "acc": metrics.accuracy(test_logits, test.labels),
+            "logloss": metrics.log_loss(test_logits, test.labels),
+        }
     out.write_manifest(m)  # last: the folder is a run once its manifest names its verified files
     return m
 
@@ -82,6 +112,10 @@ def blend_hint(manifest: dict[str, Any], test_path: str | Path) -> str:
     if source.get("config") and Path(source["config"]) != DEFAULT_CONFIG.absolute():
         options = ["--competition", source["config"], *options]
     elif not source.get("config") and source.get("train"):
-        options = ["--train", source["train"], *(["--train-labels", source["train_labels"]] if source.get("train_labels") else []), *options]
+        options = [
+            "--train",
+            source["train"],
+            *(["--train-labels", source["train_labels"]] if source.get("train_labels") else []),
+            *options,
+        ]
     return "fkaggle blend " + shlex.join([manifest["run"], *options])
-

@@ -23,7 +23,9 @@ from fmnist_kaggle.storage.artifacts import read_array
 from fmnist_kaggle.storage.layout import Workspace
 
 
-def teacher_fold_logprobs(ws: Workspace, teachers: list[str], identity: dict[str, Any], folds: int) -> tuple[list[np.ndarray], str]:
+def teacher_fold_logprobs(
+    ws: Workspace, teachers: list[str], identity: dict[str, Any], folds: int
+) -> tuple[list[np.ndarray], str]:
     """Fold k -> the teachers' fold-k test log-probabilities (averaged over teachers), verified,
     from teachers trained on the same data, folds and test file as the student."""
     per_fold: list[list[np.ndarray]] = [[] for _ in range(folds)]
@@ -32,7 +34,11 @@ def teacher_fold_logprobs(ws: Workspace, teachers: list[str], identity: dict[str
         rd = ws.find_run(name)
         m = rd.read_manifest()
         if predicted_from(m):
-            raise FkaggleError(f"pseudo-label teacher {name} is a prediction of {predicted_from(m)}; its fold models never predicted this test file as folds", rd.path)
+            raise FkaggleError(
+                f"pseudo-label teacher {name} is a prediction of {predicted_from(m)}; its "
+                "fold models never predicted this test file as folds",
+                rd.path,
+            )
         require_same([("this run", identity), (name, m["identity"])], role="pseudo-label teacher")
         for k in range(folds):
             fd = rd.fold(k)
@@ -43,7 +49,9 @@ def teacher_fold_logprobs(ws: Workspace, teachers: list[str], identity: dict[str
     return [np.mean(lps, axis=0) for lps in per_fold], digest.hexdigest()
 
 
-def pseudo_labels(ws: Workspace, teachers: list[str], identity: dict[str, Any], folds: int, threshold: float) -> PseudoLabels:
+def pseudo_labels(
+    ws: Workspace, teachers: list[str], identity: dict[str, Any], folds: int, threshold: float
+) -> PseudoLabels:
     fold_lp, fingerprint = teacher_fold_logprobs(ws, teachers, identity, folds)
     rows, labels = {}, {}
     for k, lp in enumerate(fold_lp):

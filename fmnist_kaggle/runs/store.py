@@ -21,7 +21,16 @@ from fmnist_kaggle.plots import learning_curves
 from fmnist_kaggle.runs.identity import identity_diff
 from fmnist_kaggle.runs.trainset import training_rows
 from fmnist_kaggle.storage import csvfile
-from fmnist_kaggle.storage.artifacts import CorruptArtifact, read_array, read_json, read_verified, torch_load, utc_now, write_array, write_recorded
+from fmnist_kaggle.storage.artifacts import (
+    CorruptArtifact,
+    read_array,
+    read_json,
+    read_verified,
+    torch_load,
+    utc_now,
+    write_array,
+    write_recorded,
+)
 from fmnist_kaggle.storage.layout import FoldDir, RunDir, Workspace
 from fmnist_kaggle.storage.schemas import DONE_MARKER
 from fmnist_kaggle.training.config import build_config
@@ -37,7 +46,9 @@ def predicted_from(manifest: dict[str, Any]) -> str | None:
     return (manifest.get("predicted_from") or {}).get("run")
 
 
-def _read_done_marker(marker: Path, what: str, owner: str, where: Path, identity: dict[str, Any], artifacts: tuple[Path, ...]) -> dict[str, Any]:
+def _read_done_marker(
+    marker: Path, what: str, owner: str, where: Path, identity: dict[str, Any], artifacts: tuple[Path, ...]
+) -> dict[str, Any]:
     """A done marker (fold metrics, seed summary) of this run, with every artifact it records verified."""
     m = read_json(marker, what, DONE_MARKER)
     diff = identity_diff(m.get("identity"), identity)
@@ -51,7 +62,9 @@ def _read_done_marker(marker: Path, what: str, owner: str, where: Path, identity
 
 def read_fold(fd: FoldDir, identity: dict[str, Any]) -> dict[str, Any]:
     """A finished fold's metrics, its artifacts verified; FkaggleError (foreign) or CorruptArtifact otherwise."""
-    return _read_done_marker(fd.metrics, "fold metrics", "fold folder", fd.path, identity, (fd.val_logits, fd.test_logits, fd.history))
+    return _read_done_marker(
+        fd.metrics, "fold metrics", "fold folder", fd.path, identity, (fd.val_logits, fd.test_logits, fd.history)
+    )
 
 
 def fold_state(fd: FoldDir, identity: dict[str, Any]) -> tuple[str, str, dict[str, Any] | None]:
@@ -69,14 +82,28 @@ def fold_state(fd: FoldDir, identity: dict[str, Any]) -> tuple[str, str, dict[st
 def read_seed(fd: FoldDir, seed: int, identity: dict[str, Any]) -> dict[str, Any]:
     """A finished seed's summary with its artifacts verified."""
     marker = fd.seed_summary(seed)
-    return _read_done_marker(marker, "seed summary", f"seed {seed}", marker, identity, (fd.seed_val(seed), fd.seed_test(seed), fd.seed_model(seed), fd.seed_history(seed)))
+    return _read_done_marker(
+        marker,
+        "seed summary",
+        f"seed {seed}",
+        marker,
+        identity,
+        (fd.seed_val(seed), fd.seed_test(seed), fd.seed_model(seed), fd.seed_history(seed)),
+    )
 
 
 def status(rd: RunDir, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
     """The run's manifest with every fold's state derived from its folder. Writes nothing."""
     manifest = manifest or rd.read_manifest()
     if predicted_from(manifest):  # a prediction of another run's models: no folds of its own
-        return {**manifest, "fold_status": {}, "fold_problems": {}, "fold_metrics": [], "missing_folds": [], "complete": True}
+        return {
+            **manifest,
+            "fold_status": {},
+            "fold_problems": {},
+            "fold_metrics": [],
+            "missing_folds": [],
+            "complete": True,
+        }
     identity = manifest["identity"]
     states, details, fold_metrics = {}, {}, []
     for f in range(manifest["data"]["folds"]):
@@ -87,7 +114,14 @@ def status(rd: RunDir, manifest: dict[str, Any] | None = None) -> dict[str, Any]
         if done_metrics is not None:
             fold_metrics.append(done_metrics)
     missing = [int(f) for f, s in states.items() if s != "done"]
-    return {**manifest, "fold_status": states, "fold_problems": details, "fold_metrics": [{k: v for k, v in m.items() if k not in ("identity", "artifacts")} for m in fold_metrics], "missing_folds": missing, "complete": not missing}
+    return {
+        **manifest,
+        "fold_status": states,
+        "fold_problems": details,
+        "fold_metrics": [{k: v for k, v in m.items() if k not in ("identity", "artifacts")} for m in fold_metrics],
+        "missing_folds": missing,
+        "complete": not missing,
+    }
 
 
 def assemble(rd: RunDir) -> dict[str, Any]:
@@ -109,7 +143,9 @@ def assemble(rd: RunDir) -> dict[str, Any]:
         arts = read_json(fd.metrics, "fold metrics", DONE_MARKER)["artifacts"]
         v = read_array(fd.val_logits, arts[fd.val_logits.name], finite=True)
         if len(v) != int((fold_of == f).sum()):
-            raise FkaggleError(f"fold {f} has {len(v)} validation rows, the fold assignment {(fold_of == f).sum()}", fd.path)
+            raise FkaggleError(
+                f"fold {f} has {len(v)} validation rows, the fold assignment {(fold_of == f).sum()}", fd.path
+            )
         oof[fold_of == f] = v
         tests.append(read_array(fd.test_logits, arts[fd.test_logits.name], finite=True))
         history += csvfile.read_csv_rows(fd.history)
@@ -121,10 +157,17 @@ def assemble(rd: RunDir) -> dict[str, Any]:
     if history:
         learning_curves(history, rd.curves_png, title=rd.name)
     manifest["files"] = files
-    manifest["cv"] = {"acc": metrics.accuracy(oof, labels), "logloss": metrics.log_loss(oof, labels), "per_fold": metrics.per_fold(oof, labels, fold_of)}
+    manifest["cv"] = {
+        "acc": metrics.accuracy(oof, labels),
+        "logloss": metrics.log_loss(oof, labels),
+        "per_fold": metrics.per_fold(oof, labels, fold_of),
+    }
     if rd.test_labels_npy.name in files:
         test_labels = rd.array("test_labels", base)
-        manifest["test_metrics"] = {"acc": metrics.accuracy(test_logits, test_labels), "logloss": metrics.log_loss(test_logits, test_labels)}
+        manifest["test_metrics"] = {
+            "acc": metrics.accuracy(test_logits, test_labels),
+            "logloss": metrics.log_loss(test_logits, test_labels),
+        }
     rd.write_manifest(manifest)
     return manifest
 
@@ -135,10 +178,17 @@ def run_images(manifest: dict[str, Any], comp: Competition | None = None) -> Ima
     run folder keeps labels and logits, not images)."""
     comp = comp or recorded_competition(manifest)
     if comp.train is not None and not comp.train.exists():
-        raise FkaggleError(f"run {manifest['run']} was trained on {comp.train}, which is gone (moved or deleted): pass --train PATH (or --competition FILE) with its data")
+        raise FkaggleError(
+            f"run {manifest['run']} was trained on {comp.train}, which is gone (moved "
+            "or deleted): pass --train PATH (or --competition FILE) with its data"
+        )
     train = training_rows(comp, build_config(**manifest["config"]))
     if train.fingerprint() != manifest["identity"]["data_fingerprint"]:
-        raise FkaggleError(f"run {manifest['run']} was trained on other data than {train.path} holds now (fingerprints differ): pass --train PATH (or --competition FILE) with the run's data")
+        raise FkaggleError(
+            f"run {manifest['run']} was trained on other data than {train.path} holds "
+            "now (fingerprints differ): pass --train PATH (or --competition FILE) with "
+            "the run's data"
+        )
     return train
 
 
@@ -151,10 +201,14 @@ def recorded_competition(manifest: dict[str, Any]) -> Competition:
         return resolve_competition()
     path = lambda key: Path(source[key]) if source.get(key) else None
     return Competition(
-        name=manifest["data"].get("competition") or "custom", format=source.get("format") or "auto", id_column=source.get("id_column") or "Id",
-        label_column=source.get("label_column") or "Label", class_names=tuple(manifest["data"].get("class_names") or ()), config_path=path("config"),
+        name=manifest["data"].get("competition") or "custom",
+        format=source.get("format") or "auto",
+        id_column=source.get("id_column") or "Id",
+        label_column=source.get("label_column") or "Label",
+        class_names=tuple(manifest["data"].get("class_names") or ()),
+        config_path=path("config"),
         **{k: path(k) for k in ("train", "train_labels", "test", "test_labels", "sample_submission")},
-    )  # fmt: skip
+    )
 
 
 def load_fold_model(rd: RunDir, manifest: dict[str, Any], fold: int, seed: int) -> torch.nn.Module:
@@ -188,12 +242,20 @@ def list_runs(workdir: str | Path = ".") -> list[dict[str, Any]]:
             continue
         done = m["data"]["folds"] if predicted_from(m) else sum(s == "done" for s in m["fold_status"].values())
         assembled = rd.assembled(m)
-        rows.append({
-            "run": name, "model": m["model"], "folds_done": done, "folds": m["data"]["folds"], "assembled": assembled,
-            "cv_acc": m["cv"]["acc"] if assembled and m.get("cv") else None, "cv_logloss": m["cv"]["logloss"] if assembled and m.get("cv") else None,
-            "test_acc": (m.get("test_metrics") or {}).get("acc") if assembled else None, "created": m["created"],
-            "predicted_from": predicted_from(m),
-        })  # fmt: skip
+        rows.append(
+            {
+                "run": name,
+                "model": m["model"],
+                "folds_done": done,
+                "folds": m["data"]["folds"],
+                "assembled": assembled,
+                "cv_acc": m["cv"]["acc"] if assembled and m.get("cv") else None,
+                "cv_logloss": m["cv"]["logloss"] if assembled and m.get("cv") else None,
+                "test_acc": (m.get("test_metrics") or {}).get("acc") if assembled else None,
+                "created": m["created"],
+                "predicted_from": predicted_from(m),
+            }
+        )
     return sorted(rows, key=lambda r: (r.get("cv_acc") is None, -(r.get("cv_acc") or 0.0), r["run"]))  # best CV first
 
 
@@ -231,6 +293,18 @@ def load_run(ref: str, workdir: str | Path = ".") -> Run:
     manifest = rd.read_manifest()
     if not rd.assembled(manifest):
         st = status(rd, manifest)
-        hint = f"`fkaggle assemble {rd.name}`" if st["complete"] else f"missing folds {st['missing_folds']}; `fkaggle status {rd.name}`"
+        hint = (
+            f"`fkaggle assemble {rd.name}`"
+            if st["complete"]
+            else f"missing folds {st['missing_folds']}; `fkaggle status {rd.name}`"
+        )
         raise FkaggleError(f"run is not assembled ({hint})", rd.path)
-    return Run(rd.name, rd, manifest, rd.array("oof_logits", manifest, finite=True), rd.array("test_logits", manifest, finite=True), rd.array("folds", manifest), rd.array("labels", manifest))
+    return Run(
+        rd.name,
+        rd,
+        manifest,
+        rd.array("oof_logits", manifest, finite=True),
+        rd.array("test_logits", manifest, finite=True),
+        rd.array("folds", manifest),
+        rd.array("labels", manifest),
+    )

@@ -41,9 +41,17 @@ def track_run(rd: RunDir, manifest: dict[str, Any] | None = None, ended: bool = 
         "fkaggle.workspace_run": str(rd.path.resolve()),
     }
     tracking.sync_run(
-        data.get("competition") or "fkaggle", rd.name, tracking.fingerprint([identity, manifest["created"]]),
-        tracking.flatten(manifest["config"]), tags, units, _results(rd, manifest), [rd.manifest_path, rd.config_toml, rd.curves_png, rd.history], len(manifest["seeds"]), ended,
-    )  # fmt: skip
+        data.get("competition") or "fkaggle",
+        rd.name,
+        tracking.fingerprint([identity, manifest["created"]]),
+        tracking.flatten(manifest["config"]),
+        tags,
+        units,
+        _results(rd, manifest),
+        [rd.manifest_path, rd.config_toml, rd.curves_png, rd.history],
+        len(manifest["seeds"]),
+        ended,
+    )
 
 
 def _results(rd: RunDir, manifest: dict[str, Any]) -> list[tuple[str, float, int]] | None:
@@ -51,7 +59,11 @@ def _results(rd: RunDir, manifest: dict[str, Any]) -> list[tuple[str, float, int
         return None
     cv = manifest["cv"]
     out = [("cv_acc", cv["acc"], 0), ("cv_logloss", cv["logloss"], 0)]
-    out += [(name, f[key], f["fold"]) for f in cv["per_fold"] for name, key in (("fold_acc", "acc"), ("fold_logloss", "logloss"))]
+    out += [
+        (name, f[key], f["fold"])
+        for f in cv["per_fold"]
+        for name, key in (("fold_acc", "acc"), ("fold_logloss", "logloss"))
+    ]
     test = manifest.get("test_metrics") or {}
     return out + [(f"test_{k}", v, 0) for k, v in test.items()]
 

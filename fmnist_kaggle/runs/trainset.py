@@ -25,7 +25,13 @@ class PseudoLabels:
     labels: dict[int, np.ndarray]
 
     def record(self, threshold: float, weight: float) -> dict[str, Any]:
-        return {"teachers": list(self.teachers), "threshold": threshold, "weight": weight, "teacher_fingerprint": self.fingerprint, "rows_per_fold": {str(k): int(len(r)) for k, r in self.rows.items()}}
+        return {
+            "teachers": list(self.teachers),
+            "threshold": threshold,
+            "weight": weight,
+            "teacher_fingerprint": self.fingerprint,
+            "rows_per_fold": {str(k): int(len(r)) for k, r in self.rows.items()},
+        }
 
 
 @dataclass
@@ -48,6 +54,9 @@ def training_rows(comp: Competition, cfg: TrainConfig) -> ImageSet:
     if cfg.subset:
         need = cfg.folds * train.num_classes
         if cfg.subset < need:
-            raise FkaggleError(f"--subset {cfg.subset} is too small: {cfg.folds}-fold stratified CV of {train.num_classes} classes needs at least {need} rows")
+            raise FkaggleError(
+                f"--subset {cfg.subset} is too small: {cfg.folds}-fold stratified CV of "
+                f"{train.num_classes} classes needs at least {need} rows"
+            )
         train = train.subset(stratified_subset(train.labels, cfg.subset, cfg.fold_seed))
     return train

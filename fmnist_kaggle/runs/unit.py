@@ -32,7 +32,16 @@ class UnitResult:
     summary: dict[str, Any]
 
 
-def train_unit(cfg: TrainConfig, data: TrainingData, fold: int, seed: int, checkpoint: Path | None = None, progress: bool = False, desc: str = "", stop_at: float | None = None) -> UnitResult:
+def train_unit(
+    cfg: TrainConfig,
+    data: TrainingData,
+    fold: int,
+    seed: int,
+    checkpoint: Path | None = None,
+    progress: bool = False,
+    desc: str = "",
+    stop_at: float | None = None,
+) -> UnitResult:
     """Train one seed on one fold and predict its held-out rows and the test set (fp32).
     `stop_at`: a `time.monotonic()` deadline for training steps (fit's DeadlineReached)."""
     import torch
@@ -49,14 +58,43 @@ def train_unit(cfg: TrainConfig, data: TrainingData, fold: int, seed: int, check
         rows = data.pseudo.rows[fold]
         x, y = np.concatenate([x, data.test.images[rows]]), np.concatenate([y, data.pseudo.labels[fold]])
         w = np.r_[np.ones(len(tr), np.float32), np.full(len(rows), cfg.pseudo_weight, np.float32)]
-    result = fit(cfg, train.num_classes, x, y, train.images[va], train.labels[va], fold=fold, seed=seed, checkpoint=checkpoint, progress=progress, desc=desc, train_w=w, stop_at=stop_at,
-                 checkpoint_tag={"identity": data.identity, "fold": fold, "seed": seed})
+    result = fit(
+        cfg,
+        train.num_classes,
+        x,
+        y,
+        train.images[va],
+        train.labels[va],
+        fold=fold,
+        seed=seed,
+        checkpoint=checkpoint,
+        progress=progress,
+        desc=desc,
+        train_w=w,
+        stop_at=stop_at,
+        checkpoint_tag={"identity": data.identity, "fold": fold, "seed": seed},
+    )
     device = resolve_device(cfg.device)
-    val = result.val_logits if result.val_logits is not None else predict(result.model, torch.from_numpy(train.images[va]), cfg, device)
-    test = predict(result.model, torch.from_numpy(_writable(data.test.images)), cfg, device) if data.test is not None else np.zeros((0, train.num_classes), np.float32)
+    val = (
+        result.val_logits
+        if result.val_logits is not None
+        else predict(result.model, torch.from_numpy(train.images[va]), cfg, device)
+    )
+    test = (
+        predict(result.model, torch.from_numpy(_writable(data.test.images)), cfg, device)
+        if data.test is not None
+        else np.zeros((0, train.num_classes), np.float32)
+    )
     buf = io.BytesIO()
     torch.save(result.model.state_dict(), buf)
-    summary = {"fold": fold, "seed": seed, **result.summary(), "host": platform.node(), "unit_seconds": round(time.perf_counter() - t0, 1), "finished": utc_now()}
+    summary = {
+        "fold": fold,
+        "seed": seed,
+        **result.summary(),
+        "host": platform.node(),
+        "unit_seconds": round(time.perf_counter() - t0, 1),
+        "finished": utc_now(),
+    }
     return UnitResult(fold, seed, val, test, buf.getvalue(), result.history, summary)
 
 

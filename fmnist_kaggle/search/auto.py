@@ -44,9 +44,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SAFETY = 0.05  # share of the time left kept free when sizing: throughput drifts
-FIRST_SAFETY = 0.2  # before any unit of this session has been timed (this project's 2-core VM drifts by +-25% over minutes)
+FIRST_SAFETY = (
+    0.2  # before any unit of this session has been timed (this project's 2-core VM drifts by +-25% over minutes)
+)
 SUBMIT_S = 60.0  # kept for an upload with --submit (the client's timeouts)
-FINAL_S = 10.0  # after training, before any measurement: scikit-learn and matplotlib imports, the submission, the leaderboard
+FINAL_S = (
+    10.0  # after training, before any measurement: scikit-learn and matplotlib imports, the submission, the leaderboard
+)
 SAMPLE_ROWS = 2048  # rows the throughput is measured on
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -62,7 +66,11 @@ def parse_time_limit(text: str) -> float:
 
 def _mmss(seconds: float) -> str:
     seconds = max(0, round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else f"{seconds // 60}:{seconds % 60:02d}"
+    )
 
 
 @dataclass
@@ -84,15 +92,34 @@ class Autopilot:
     """One session of `fkaggle auto`: sizes and starts the portfolio's runs, records each
     outcome, chooses the submission. Its state is `state.json`; nothing else is remembered."""
 
-    def __init__(self, comp: Competition, name: str, clock: Clock, entries: list[Entry], workdir: str | Path, speed: dict[str, Any], capacity: int = 1, submitting: bool = False) -> None:
-        self.comp, self.name, self.clock, self.entries, self.workdir, self.speed = comp, name, clock, entries, workdir, speed
+    def __init__(
+        self,
+        comp: Competition,
+        name: str,
+        clock: Clock,
+        entries: list[Entry],
+        workdir: str | Path,
+        speed: dict[str, Any],
+        capacity: int = 1,
+        submitting: bool = False,
+    ) -> None:
+        self.comp, self.name, self.clock, self.entries, self.workdir, self.speed = (
+            comp,
+            name,
+            clock,
+            entries,
+            workdir,
+            speed,
+        )
         self.ws = Workspace(workdir)
         self.files = self.ws.autopilot(name)
         for e in entries:
             check_name(f"{name}-{e.name}", "run")  # refused before anything is written
         self.train, self.test = comp.train_set, comp.test_set
         if self.test is None:
-            raise FkaggleError("fkaggle auto makes a submission: the competition needs a test file (--test or the config)")
+            raise FkaggleError(
+                "fkaggle auto makes a submission: the competition needs a test file (--test or the config)"
+            )
         self.capacity, self.submitting = capacity, submitting
         self.state = self._read_state()
         self.committed = self.files.state.exists()
@@ -112,13 +139,24 @@ class Autopilot:
     def _read_state(self) -> dict[str, Any]:
         fingerprint = self.train.fingerprint()
         if not self.files.state.exists():
-            return {"schema": 1, "name": self.name, "data_fingerprint": fingerprint, "test_fingerprint": self.test.fingerprint(), "sessions": [], "entries": {}, "order": []}
+            return {
+                "schema": 1,
+                "name": self.name,
+                "data_fingerprint": fingerprint,
+                "test_fingerprint": self.test.fingerprint(),
+                "sessions": [],
+                "entries": {},
+                "order": [],
+            }
         try:
             state = read_json(self.files.state, "autopilot state", AUTOPILOT_STATE)
         except CorruptArtifact as exc:
             raise FkaggleError(f"{exc}; delete {self.files.state.parent} or choose another --name") from None
         if state.get("data_fingerprint") != fingerprint or state.get("test_fingerprint") != self.test.fingerprint():
-            raise FkaggleError(f"made on other training or test data; choose another --name (or delete {self.files.state.parent})", self.files.state)
+            raise FkaggleError(
+                f"made on other training or test data; choose another --name (or delete {self.files.state.parent})",
+                self.files.state,
+            )
         return state
 
     def save(self) -> None:
@@ -148,9 +186,14 @@ class Autopilot:
             rows = np.random.default_rng(0).permutation(len(self.train))[:SAMPLE_ROWS]
             rows.sort()
             cfg = entry.config(**self.speed)
-            self.speeds[entry.name] = measure_throughput(cfg, self.train.images[rows], self.train.labels[rows], self.train.num_classes)
+            self.speeds[entry.name] = measure_throughput(
+                cfg, self.train.images[rows], self.train.labels[rows], self.train.num_classes
+            )
             sp = self.speeds[entry.name]
-            log.info(f"{self.clock} {entry.name}: {sp.train_ips:,.0f} training img/s, {sp.predict_ips:,.0f} predicted img/s ({sp.precision} on {sp.device})")
+            log.info(
+                f"{self.clock} {entry.name}: {sp.train_ips:,.0f} training img/s, {sp.predict_ips:,.0f} "
+                f"predicted img/s ({sp.precision} on {sp.device})"
+            )
         return self.speeds[entry.name]
 
     def run_seconds(self, entry: Entry, epochs: int, units: int | None = None) -> float:
@@ -162,14 +205,24 @@ class Autopilot:
         shape = self.shape(cfg.folds)
         busy = sum(job.outstanding for job in self.active)
         waves = math.ceil(units / max(1, self.capacity - busy))
-        return waves * unit_seconds(cfg, self.measure(entry), shape.train_rows, shape.val_rows, shape.test_rows) * self.calibration
+        return (
+            waves
+            * unit_seconds(cfg, self.measure(entry), shape.train_rows, shape.val_rows, shape.test_rows)
+            * self.calibration
+        )
 
     def reserve(self) -> float:
         """Seconds kept for after training: the choice and the submission file (measured per
         run), the last unit's predictions, an upload."""
         runs = max(2, 1 + sum(r.get("status") == "complete" for r in self.state["entries"].values()))
-        tail = max((2 * self.shape(5).val_rows + len(self.test)) / sp.predict_ips for sp in self.speeds.values()) if self.speeds else 0.0
-        base = max(FINAL_S, 1.25 * self.state.get("final_s", 0.0))  # imports, the file, its check, the leaderboard: measured last session
+        tail = (
+            max((2 * self.shape(5).val_rows + len(self.test)) / sp.predict_ips for sp in self.speeds.values())
+            if self.speeds
+            else 0.0
+        )
+        base = max(
+            FINAL_S, 1.25 * self.state.get("final_s", 0.0)
+        )  # imports, the file, its check, the leaderboard: measured last session
         return base + 1.5 * self.select_s_per_run * runs + tail + (SUBMIT_S if self.submitting else 0.0)
 
     def available(self) -> float:
@@ -219,10 +272,20 @@ class Autopilot:
 
     def too_short(self) -> str:
         if not self.speeds:
-            return f"--time-limit {self.clock.limit:g}s leaves nothing to train: about {self.reserve():.0f} s go to choosing, writing and checking the submission"
-        need, entry = min(((self.run_seconds(e, e.min_epochs), e) for e in self.entries if e.name in self.speeds), key=lambda n: n[0])
+            return (
+                f"--time-limit {self.clock.limit:g}s leaves nothing to train: about {self.reserve():.0f} "
+                "s go to choosing, writing and checking the submission"
+            )
+        need, entry = min(
+            ((self.run_seconds(e, e.min_epochs), e) for e in self.entries if e.name in self.speeds), key=lambda n: n[0]
+        )
         total = self.clock.elapsed() + need / (1 - self.safety()) + self.reserve()
-        return f"--time-limit {self.clock.limit:g}s is too short for any run of the portfolio here: the cheapest, {entry.name} at {entry.min_epochs} epoch(s), needs about {need:.0f} s; give at least {math.ceil(total / 60)}m. Nothing was written"
+        return (
+            f"--time-limit {self.clock.limit:g}s is too short for any run of the portfolio "
+            f"here: the cheapest, {entry.name} at {entry.min_epochs} epoch(s), needs "
+            f"about {need:.0f} s; give at least {math.ceil(total / 60)}m. Nothing was "
+            "written"
+        )
 
     def commit(self) -> None:
         """The first run starts: from now on the session's decisions are on disk."""
@@ -233,27 +296,58 @@ class Autopilot:
     def next_job(self, entry: Entry) -> RunJob | None:
         rec = self.state["entries"].get(entry.name, {})
         if rec.get("status") == "complete" or rec.get("epochs"):  # reuse, or finish with its recorded epochs
-            job = prepare_run(self.comp, entry.config(rec["epochs"], **self.speed), rec["run"], self.workdir, tag=entry.name)
+            job = prepare_run(
+                self.comp, entry.config(rec["epochs"], **self.speed), rec["run"], self.workdir, tag=entry.name
+            )
             if not job.units:
                 return job
             need = self.run_seconds(entry, rec["epochs"], len(job.units))
             if need > self.available():
-                self.record(entry, status="incomplete", note=f"{len(job.units)} unit(s) left need ~{need:.0f} s, {max(0, self.available()):.0f} s available: re-run with a larger --time-limit to finish it")
+                self.record(
+                    entry,
+                    status="incomplete",
+                    note=f"{len(job.units)} unit(s) left need ~{need:.0f} s, {max(0, self.available()):.0f} "
+                    "s available: re-run with a larger --time-limit to finish it",
+                )
                 log.warning(f"{self.clock} {entry.name}: {self.state['entries'][entry.name]['note']}")
                 return None
             self.commit()
-            self.record(entry, status="training", estimate_s=round(need, 1), unit_estimate_s=self.unit_estimate(entry, rec["epochs"]))
-            log.info(f"{self.clock} {entry.name}: finishing {rec['run']} ({len(job.units)} unit(s), {rec['epochs']} epochs), estimated {_mmss(need)}")
+            self.record(
+                entry,
+                status="training",
+                estimate_s=round(need, 1),
+                unit_estimate_s=self.unit_estimate(entry, rec["epochs"]),
+            )
+            log.info(
+                f"{self.clock} {entry.name}: finishing {rec['run']} ({len(job.units)} unit(s), "
+                f"{rec['epochs']} epochs), estimated {_mmss(need)}"
+            )
             return job
         epochs, seconds = self.size(entry, self.floor(entry))
         if epochs is None:
-            self.record(entry, status="skipped", note=f"{self.floor(entry)} epochs need ~{seconds:.0f} s, {max(0, self.available()):.0f} s available")
+            self.record(
+                entry,
+                status="skipped",
+                note=f"{self.floor(entry)} epochs need ~{seconds:.0f} s, {max(0, self.available()):.0f} s available",
+            )
             log.info(f"{self.clock} {entry.name}: skipped ({self.state['entries'][entry.name]['note']})")
             return None
         cfg = entry.config(epochs, **self.speed)
         self.commit()
-        self.record(entry, status="training", epochs=epochs, estimate_s=round(seconds, 1), unit_estimate_s=self.unit_estimate(entry, epochs), model=cfg.model, note="")
-        log.info(f"{self.clock} {entry.name}: {cfg.model} {epochs} epochs x {cfg.folds} folds x {len(cfg.seeds)} seed(s), estimated {_mmss(seconds)} (reserve {self.reserve():.0f} s)")
+        self.record(
+            entry,
+            status="training",
+            epochs=epochs,
+            estimate_s=round(seconds, 1),
+            unit_estimate_s=self.unit_estimate(entry, epochs),
+            model=cfg.model,
+            note="",
+        )
+        log.info(
+            f"{self.clock} {entry.name}: {cfg.model} {epochs} epochs x {cfg.folds} folds "
+            f"x {len(cfg.seeds)} seed(s), estimated {_mmss(seconds)} (reserve {self.reserve():.0f} "
+            "s)"
+        )
         return prepare_run(self.comp, cfg, f"{self.name}-{entry.name}", self.workdir, tag=entry.name)
 
     def unit_estimate(self, entry: Entry, epochs: int) -> float:
@@ -272,8 +366,14 @@ class Autopilot:
         left = job.outstanding  # units of this run not back yet
         finish = time.monotonic() + left * float(np.mean(times))
         if self.capacity == 1 and left and finish > self.deadline:  # one unit at a time: the projection is the queue
-            self.stopped[job.tag] = f"stopped after {len(times)} unit(s): at {np.mean(times):.0f} s per unit it would end {_mmss(finish - self.deadline)} after the training deadline"
-            log.warning(f"{self.clock} {job.tag}: {self.stopped[job.tag]}; its finished units are kept (a larger --time-limit finishes it)")
+            self.stopped[job.tag] = (
+                f"stopped after {len(times)} unit(s): at {np.mean(times):.0f} s per unit "
+                f"it would end {_mmss(finish - self.deadline)} after the training deadline"
+            )
+            log.warning(
+                f"{self.clock} {job.tag}: {self.stopped[job.tag]}; its finished units are "
+                "kept (a larger --time-limit finishes it)"
+            )
             return True
         return False
 
@@ -285,23 +385,41 @@ class Autopilot:
         if manifest.get("complete"):
             test = manifest.get("test_metrics") or {}
             self.record(
-                entry, status="complete", cv_acc=manifest["cv"]["acc"], cv_logloss=manifest["cv"]["logloss"], test_acc=test.get("acc"),
+                entry,
+                status="complete",
+                cv_acc=manifest["cv"]["acc"],
+                cv_logloss=manifest["cv"]["logloss"],
+                test_acc=test.get("acc"),
                 seconds=rec.get("seconds") if not job.units else round(seconds + rec.get("seconds_before", 0), 1),
-                minute=rec.get("minute") if not job.units else round((self.state.get("elapsed_before", 0) + self.clock.elapsed()) / 60, 2), note="",
-            )  # fmt: skip
-            log.info(f"{self.clock} {entry.name}: complete, CV accuracy {manifest['cv']['acc']:.4f} in {_mmss(seconds)}")
+                minute=rec.get("minute")
+                if not job.units
+                else round((self.state.get("elapsed_before", 0) + self.clock.elapsed()) / 60, 2),
+                note="",
+            )
+            log.info(
+                f"{self.clock} {entry.name}: complete, CV accuracy {manifest['cv']['acc']:.4f} in {_mmss(seconds)}"
+            )
             self.select()
         elif job.failures:
             self.record(entry, status="failed", note=job.failures[0][:300])
         else:
             left = len(manifest.get("missing_folds", []))
             why = self.stopped.pop(entry.name, "stopped at the deadline")
-            self.record(entry, status="incomplete", seconds_before=round(seconds + rec.get("seconds_before", 0), 1), note=f"{why}; {left} fold(s) unfinished; never blended; the same command (with time) finishes it")
+            self.record(
+                entry,
+                status="incomplete",
+                seconds_before=round(seconds + rec.get("seconds_before", 0), 1),
+                note=f"{why}; {left} fold(s) unfinished; never blended; the same command (with time) finishes it",
+            )
 
     # -- the choice
 
     def complete_runs(self) -> list[str]:
-        return [self.state["entries"][n]["run"] for n in self.state["order"] if self.state["entries"][n].get("status") == "complete"]
+        return [
+            self.state["entries"][n]["run"]
+            for n in self.state["order"]
+            if self.state["entries"][n].get("status") == "complete"
+        ]
 
     def select(self) -> dict[str, Any]:
         from fmnist_kaggle.evaluate.choose import choose
@@ -350,10 +468,21 @@ def run_auto(
         pilot = Autopilot(comp, name, clock, entries, workdir, speed, 1, submit_message is not None)
         _refuse_if_hopeless(pilot)
         pilot.capacity = ex.capacity
-        pilot.state["sessions"].append({"started": utc_now(), "time_limit_s": time_limit, "hardware": kind, "executor": type(ex).__name__, "capacity": pilot.capacity})
+        pilot.state["sessions"].append(
+            {
+                "started": utc_now(),
+                "time_limit_s": time_limit,
+                "hardware": kind,
+                "executor": type(ex).__name__,
+                "capacity": pilot.capacity,
+            }
+        )
         pilot.state["elapsed_before"] = sum(s.get("wall_s", 0) for s in pilot.state["sessions"][:-1])
         pilot.save()
-        log.info(f"{clock} fkaggle auto {name}: {len(entries)} portfolio entries for {kind}, {pilot.capacity} unit(s) at once")
+        log.info(
+            f"{clock} fkaggle auto {name}: {len(entries)} portfolio entries for {kind}, "
+            f"{pilot.capacity} unit(s) at once"
+        )
         pilot.deadline = clock.start + clock.limit - pilot.reserve()
         drive(ex, pilot.jobs(), pilot.on_done, progress, deadline=pilot.deadline, on_unit=pilot.on_unit)
     pilot.trained_at = time.monotonic()
@@ -363,14 +492,25 @@ def run_auto(
     return _conclude(pilot, submit_message, slug)
 
 
-def show_plan(comp: Competition, time_limit: float, name: str = "auto", workdir: str | Path = ".", portfolio: str | Path | None = None, device: str | None = None, amp: str | None = None, capacity: int = 1) -> list[dict[str, Any]]:
+def show_plan(
+    comp: Competition,
+    time_limit: float,
+    name: str = "auto",
+    workdir: str | Path = ".",
+    portfolio: str | Path | None = None,
+    device: str | None = None,
+    amp: str | None = None,
+    capacity: int = 1,
+) -> list[dict[str, Any]]:
     """The portfolio for this machine with measured speeds, and the epochs each entry would get
     within `time_limit` if every run took its estimate. Trains and writes nothing."""
     from fmnist_kaggle.training.device import cpu_native_bf16, resolve_device
 
     kind = hardware_kind(resolve_device(device or "auto").type, cpu_native_bf16())
     entries = for_hardware(load_portfolio(portfolio), kind)
-    pilot = Autopilot(comp, name, Clock(time.monotonic(), time_limit), entries, workdir, {"device": device, "amp": amp}, capacity)
+    pilot = Autopilot(
+        comp, name, Clock(time.monotonic(), time_limit), entries, workdir, {"device": device, "amp": amp}, capacity
+    )
     left, best, rows = time_limit - pilot.reserve(), None, []
     for entry in entries:
         speed = pilot.measure(entry)
@@ -378,11 +518,21 @@ def show_plan(comp: Competition, time_limit: float, name: str = "auto", workdir:
         epochs, seconds = pilot.size(entry, floor, left * (1 - pilot.safety()))
         cfg = entry.config(**pilot.speed)
         per_epoch = pilot.epoch_seconds(entry)
-        rows.append({
-            "entry": entry.name, "hardware": kind, "model": cfg.model, "settings": ", ".join(f"{k}={v}" for k, v in entry.train.items()), "epochs": f"{floor}..{entry.max_epochs}",
-            "train_img_s": speed.train_ips, "precision": speed.precision, "s_per_epoch": round(per_epoch, 1), "planned_epochs": epochs or 0,
-            "planned_min": round(seconds / 60, 1) if epochs else 0, "why": entry.why,
-        })  # fmt: skip
+        rows.append(
+            {
+                "entry": entry.name,
+                "hardware": kind,
+                "model": cfg.model,
+                "settings": ", ".join(f"{k}={v}" for k, v in entry.train.items()),
+                "epochs": f"{floor}..{entry.max_epochs}",
+                "train_img_s": speed.train_ips,
+                "precision": speed.precision,
+                "s_per_epoch": round(per_epoch, 1),
+                "planned_epochs": epochs or 0,
+                "planned_min": round(seconds / 60, 1) if epochs else 0,
+                "why": entry.why,
+            }
+        )
         if epochs:
             left -= seconds
             best = best or epochs
@@ -393,7 +543,11 @@ def plan_table(rows: list[dict[str, Any]]) -> str:
     keys = ["entry", "model", "epochs", "train_img_s", "precision", "s_per_epoch", "planned_epochs", "planned_min"]
     lines = ["  ".join(f"{k:<14}" for k in keys)]
     lines += ["  ".join(f"{r[k]!s:<14}" for k in keys) + f"  {r['settings']}" for r in rows]
-    lines += ["", "s_per_epoch: one more epoch of the whole k-fold run; planned: what the budget buys if every run takes its estimate"]
+    lines += [
+        "",
+        "s_per_epoch: one more epoch of the whole k-fold run; planned: what the "
+        "budget buys if every run takes its estimate",
+    ]
     lines += [f"{r['entry']}: {r['why']}" for r in rows]
     return "\n".join(lines)
 
@@ -414,10 +568,19 @@ def _conclude(pilot: Autopilot, submit_message: str | None, slug: str | None) ->
     if not pilot.complete_runs():
         session["wall_s"] = round(pilot.clock.elapsed(), 1)
         write_leaderboard(pilot)
-        raise FkaggleError(f"no run finished within {pilot.clock.limit:g}s; finished units are kept: re-run the same command (with a larger --time-limit) to go on")
+        raise FkaggleError(
+            f"no run finished within {pilot.clock.limit:g}s; finished units are kept: "
+            "re-run the same command (with a larger --time-limit) to go on"
+        )
     choice = pilot.select()
     chosen = choice["chosen"]
-    sub = make_submission(pilot.comp, chosen["runs"], "mean" if chosen["method"] == "single" else chosen["method"], pilot.name, pilot.workdir)
+    sub = make_submission(
+        pilot.comp,
+        chosen["runs"],
+        "mean" if chosen["method"] == "single" else chosen["method"],
+        pilot.name,
+        pilot.workdir,
+    )
     text, problems, _ = check_file(Path(sub["csv"]), pilot.comp)
     if problems:
         raise FkaggleError("the written submission is invalid: " + "; ".join(problems), sub["csv"])
@@ -425,7 +588,9 @@ def _conclude(pilot: Autopilot, submit_message: str | None, slug: str | None) ->
     before = pilot.state.get("uploaded") or {}
     uploaded = None
     if submit_message is not None and before.get("sha256") == sha256(text):
-        log.warning(f"{sub['csv']} was already uploaded by this autopilot (ref {before.get('ref')}); not uploaded again")
+        log.warning(
+            f"{sub['csv']} was already uploaded by this autopilot (ref {before.get('ref')}); not uploaded again"
+        )
     elif submit_message is not None:
         from fmnist_kaggle.submit.uploads import submit_file
 
@@ -438,11 +603,24 @@ def _conclude(pilot: Autopilot, submit_message: str | None, slug: str | None) ->
     pilot.save()
     log.info(f"{pilot.clock} submission {sub['csv']}: {choice['reason']}")
     return {
-        "name": pilot.name, "submission": sub["csv"], "record": sub["json"], "chosen": chosen, "reason": choice["reason"],
-        "cv": sub["cv"], "test": sub.get("test"), "leaderboard": rows, "time_limit_s": pilot.clock.limit, "wall_s": session["wall_s"],
-        "files": {"markdown": str(pilot.files.markdown), "csv": str(pilot.files.csv), "png": str(pilot.files.png), "state": str(pilot.files.state)},
+        "name": pilot.name,
+        "submission": sub["csv"],
+        "record": sub["json"],
+        "chosen": chosen,
+        "reason": choice["reason"],
+        "cv": sub["cv"],
+        "test": sub.get("test"),
+        "leaderboard": rows,
+        "time_limit_s": pilot.clock.limit,
+        "wall_s": session["wall_s"],
+        "files": {
+            "markdown": str(pilot.files.markdown),
+            "csv": str(pilot.files.csv),
+            "png": str(pilot.files.png),
+            "state": str(pilot.files.state),
+        },
         **({"uploaded": uploaded} if uploaded else {}),
-    }  # fmt: skip
+    }
 
 
 # ----------------------------------------------------------------------------- leaderboard
@@ -457,17 +635,39 @@ def leaderboard_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for name in state["order"]:
         r = state["entries"][name]
-        rows.append({
-            "kind": "run", "name": r["run"], "model": r.get("model", ""), "epochs": r.get("epochs", ""), "minutes": round(r["seconds"] / 60, 2) if r.get("seconds") else "",
-            "cv_acc": r.get("cv_acc", ""), "cv_logloss": r.get("cv_logloss", ""), "test_acc": r.get("test_acc") if r.get("test_acc") is not None else "",
-            "status": r.get("status", ""), "chosen": r["run"] == chosen, "note": r.get("note", ""), "minute": r.get("minute"),
-        })  # fmt: skip
+        rows.append(
+            {
+                "kind": "run",
+                "name": r["run"],
+                "model": r.get("model", ""),
+                "epochs": r.get("epochs", ""),
+                "minutes": round(r["seconds"] / 60, 2) if r.get("seconds") else "",
+                "cv_acc": r.get("cv_acc", ""),
+                "cv_logloss": r.get("cv_logloss", ""),
+                "test_acc": r.get("test_acc") if r.get("test_acc") is not None else "",
+                "status": r.get("status", ""),
+                "chosen": r["run"] == chosen,
+                "note": r.get("note", ""),
+                "minute": r.get("minute"),
+            }
+        )
     for c in choice.get("candidates", []):
         if c["method"] != "single":
-            rows.append({
-                "kind": "blend", "name": c["label"], "model": "", "epochs": "", "minutes": round(c["seconds"] / 60, 3), "cv_acc": c["cv_acc"], "cv_logloss": c["cv_logloss"],
-                "test_acc": c["test_acc"] if c["test_acc"] is not None else "", "status": "nested CV" if c["nested"] else "CV", "chosen": c["label"] == chosen, "note": "",
-            })  # fmt: skip
+            rows.append(
+                {
+                    "kind": "blend",
+                    "name": c["label"],
+                    "model": "",
+                    "epochs": "",
+                    "minutes": round(c["seconds"] / 60, 3),
+                    "cv_acc": c["cv_acc"],
+                    "cv_logloss": c["cv_logloss"],
+                    "test_acc": c["test_acc"] if c["test_acc"] is not None else "",
+                    "status": "nested CV" if c["nested"] else "CV",
+                    "chosen": c["label"] == chosen,
+                    "note": "",
+                }
+            )
     return rows
 
 
@@ -482,7 +682,10 @@ def write_leaderboard(pilot: Autopilot) -> list[dict[str, Any]]:
     rows = leaderboard_rows(state)
     atomic.write_text(files.csv, csvfile.csv_text([{k: r[k] for k in COLUMNS} for r in rows], COLUMNS))
     limit_min = max(s["time_limit_s"] for s in state["sessions"]) / 60
-    sessions = ", ".join(f"{s['started']} ({_mmss(s['time_limit_s'])} limit, {_mmss(s.get('wall_s', 0))} used, {s['hardware']})" for s in state["sessions"])
+    sessions = ", ".join(
+        f"{s['started']} ({_mmss(s['time_limit_s'])} limit, {_mmss(s.get('wall_s', 0))} used, {s['hardware']})"
+        for s in state["sessions"]
+    )
     choice = state.get("choice")
     lines = [f"# fkaggle auto: {pilot.name}", "", f"Sessions: {sessions}.", ""]
     if choice:
@@ -491,7 +694,21 @@ def write_leaderboard(pilot: Autopilot) -> list[dict[str, Any]]:
     lines += ["| " + " | ".join(_fmt(k, r[k]) for k in COLUMNS) + " |" for r in rows]
     lines += ["", "Test accuracy is shown where the test labels are known; it is never used to choose."]
     atomic.write_text(files.markdown, "\n".join(lines) + "\n")
-    runs = [{"label": r["name"], "minute": r["minute"], "cv_acc": r["cv_acc"], "test_acc": r["test_acc"] or None, "chosen": r["chosen"]} for r in rows if r["kind"] == "run" and r["status"] == "complete"]
-    blends = [{"method": r["name"].split("(")[0], "label": r["name"], "cv_acc": r["cv_acc"], "chosen": r["chosen"]} for r in rows if r["kind"] == "blend"]
+    runs = [
+        {
+            "label": r["name"],
+            "minute": r["minute"],
+            "cv_acc": r["cv_acc"],
+            "test_acc": r["test_acc"] or None,
+            "chosen": r["chosen"],
+        }
+        for r in rows
+        if r["kind"] == "run" and r["status"] == "complete"
+    ]
+    blends = [
+        {"method": r["name"].split("(")[0], "label": r["name"], "cv_acc": r["cv_acc"], "chosen": r["chosen"]}
+        for r in rows
+        if r["kind"] == "blend"
+    ]
     autopilot_chart(runs, blends, limit_min, f"fkaggle auto (--name {pilot.name}): CV accuracy against time", files.png)
     return [{k: r[k] for k in COLUMNS} for r in rows]

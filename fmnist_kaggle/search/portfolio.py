@@ -34,7 +34,11 @@ class Entry:
     def config(self, epochs: int | None = None, **speed: Any) -> TrainConfig:
         """The entry's training config; `epochs` sizes it (default: its most), `speed` adds
         settings that change speed only (device, amp)."""
-        values = {**self.train, **({"epochs": epochs} if epochs is not None else {}), **{k: v for k, v in speed.items() if v is not None}}
+        values = {
+            **self.train,
+            **({"epochs": epochs} if epochs is not None else {}),
+            **{k: v for k, v in speed.items() if v is not None},
+        }
         return build_config(**values)
 
     @property
@@ -66,19 +70,24 @@ def load_portfolio(path: str | Path | None = None) -> list[Entry]:
 
 def _entry(row: Any, where: Path) -> Entry:
     if not isinstance(row, dict) or set(row) - _KEYS or "name" not in row or "train" not in row:
-        raise FkaggleError(f"each [[entry]] needs name and train, and only {', '.join(sorted(_KEYS))}; got {row!r:.120}", where)
+        raise FkaggleError(
+            f"each [[entry]] needs name and train, and only {', '.join(sorted(_KEYS))}; got {row!r:.120}", where
+        )
     name, train = str(row["name"]), row["train"]
     try:
         check_name(name, "portfolio entry")
         if not isinstance(train, dict) or set(train) - set(FIELDS):
-            raise FkaggleError(f"train must be a table of training settings; unknown: {', '.join(sorted(set(train) - set(FIELDS))) if isinstance(train, dict) else train!r}")
+            unknown = ", ".join(sorted(set(train) - set(FIELDS))) if isinstance(train, dict) else repr(train)
+            raise FkaggleError(f"train must be a table of training settings; unknown: {unknown}")
         hardware = tuple(row.get("hardware", HARDWARE))
         if not hardware or set(hardware) - set(HARDWARE):
             raise FkaggleError(f"hardware must name some of {', '.join(HARDWARE)}, got {list(hardware)}")
         min_epochs = row.get("min_epochs", 1)
         if not isinstance(min_epochs, int) or isinstance(min_epochs, bool) or min_epochs < 1:
             raise FkaggleError(f"min_epochs must be a positive integer, got {min_epochs!r}")
-        entry = Entry(name, hardware, dict(train), min_epochs, bool(row.get("comparable", False)), str(row.get("why", "")))
+        entry = Entry(
+            name, hardware, dict(train), min_epochs, bool(row.get("comparable", False)), str(row.get("why", ""))
+        )
         if entry.max_epochs < min_epochs:
             raise FkaggleError(f"its epochs ({entry.max_epochs}) are fewer than min_epochs ({min_epochs})")
     except FkaggleError as exc:

@@ -81,13 +81,18 @@ def experiment_trials(exp: dict[str, Any], budget: str, best: dict[str, Trial]) 
     return [(m, p, r) for (m, p), (_, r) in zip(grid_trials(exp["models"], grid), report)]
 
 
-def base_config(spec: dict[str, Any], exp: dict[str, Any], budget: str, subset: int | None, folds: int | None) -> TrainConfig:
+def base_config(
+    spec: dict[str, Any], exp: dict[str, Any], budget: str, subset: int | None, folds: int | None
+) -> TrainConfig:
     settings = {**exp.get("set", {}), **(exp.get("quick", {}).get("set", {}) if budget == "quick" else {})}
     unknown = set(settings) - set(FIELDS)
     if unknown:
         raise FkaggleError(f"experiment {exp['name']}: unknown config key(s) {', '.join(sorted(unknown))}")
     quick = budget == "quick"
-    sizes = {"subset": subset if subset is not None else (QUICK_SUBSET if quick else 0), "folds": folds or (QUICK_FOLDS if quick else 5)}
+    sizes = {
+        "subset": subset if subset is not None else (QUICK_SUBSET if quick else 0),
+        "folds": folds or (QUICK_FOLDS if quick else 5),
+    }
     return build_config(recipe=spec["recipe"], **{**settings, **sizes})
 
 
@@ -128,18 +133,43 @@ def reproduce(
     best: dict[str, Trial] = {}
     sections = []
     for exp in spec["experiment"]:
-        if only and exp["name"] not in only and not any(e.get("from_best") == exp["name"] for e in spec["experiment"] if e["name"] in only):
+        if (
+            only
+            and exp["name"] not in only
+            and not any(e.get("from_best") == exp["name"] for e in spec["experiment"] if e["name"] in only)
+        ):
             continue
         sections.append(_run_experiment(comp, spec, exp, budget, subset, folds, workdir, progress, executor(), best))
     return write_tables(spec, budget, sections, workdir)
 
 
-def _run_experiment(comp: Competition, spec: dict, exp: dict, budget: str, subset: int | None, folds: int | None, workdir: str | Path, progress: bool, executor: Executor | None, best: dict[str, Trial]) -> dict[str, Any]:
+def _run_experiment(
+    comp: Competition,
+    spec: dict,
+    exp: dict,
+    budget: str,
+    subset: int | None,
+    folds: int | None,
+    workdir: str | Path,
+    progress: bool,
+    executor: Executor | None,
+    best: dict[str, Trial],
+) -> dict[str, Any]:
     base = base_config(spec, exp, budget, subset, folds)
     trials = experiment_trials(exp, budget, best)
     sweep = f"{spec['report']}-{exp['name']}-{budget}-n{base.subset or 'all'}-k{base.folds}"
     log.info(f"{spec['report']} {exp['name']}: {len(trials)} trial(s) as sweep {sweep}")
-    result = run_sweep(comp, base, sweep, [m for m, _, _ in trials], {}, workdir=workdir, progress=progress, executor=executor, plan=[(m, p) for m, p, _ in trials])
+    result = run_sweep(
+        comp,
+        base,
+        sweep,
+        [m for m, _, _ in trials],
+        {},
+        workdir=workdir,
+        progress=progress,
+        executor=executor,
+        plan=[(m, p) for m, p, _ in trials],
+    )
     by_run = {r["run"]: r for r in result["rows"]}
     rows = [_row(exp, m, p, r, by_run[trial_name(sweep, m, p)], workdir) for m, p, r in trials]
     top = max(range(len(trials)), key=lambda i: (rows[i]["cv_acc"], -rows[i]["cv_logloss"]))
@@ -147,18 +177,43 @@ def _run_experiment(comp: Competition, spec: dict, exp: dict, budget: str, subse
     changed = dict(exp.get("quick", {}).get("set", {})) if budget == "quick" else {}
     report_side = {k: exp.get("set", {}).get(k, "recipe") for k in changed}
     swept = {k for _, p, _ in trials for k in p}
-    shared = [f"{base.epochs} epochs" if "epochs" not in swept else "", f"batch {base.batch_size}" if "batch_size" not in swept else ""]
-    trained = f"ours: {', '.join(t for t in shared if t) or 'settings per row'}" + (f" (quick budget; the report: {', '.join(f'{k} {v}' for k, v in report_side.items())})" if changed else "")
-    return {"name": exp["name"], "title": exp["title"], "trained": trained, "metric": exp["metric"], "sweep": sweep, "rows": rows, "epochs": base.epochs, "batch_size": base.batch_size, "quick_changes": changed, "report_settings": report_side}
+    shared = [
+        f"{base.epochs} epochs" if "epochs" not in swept else "",
+        f"batch {base.batch_size}" if "batch_size" not in swept else "",
+    ]
+    trained = f"ours: {', '.join(t for t in shared if t) or 'settings per row'}" + (
+        f" (quick budget; the report: {', '.join(f'{k} {v}' for k, v in report_side.items())})" if changed else ""
+    )
+    return {
+        "name": exp["name"],
+        "title": exp["title"],
+        "trained": trained,
+        "metric": exp["metric"],
+        "sweep": sweep,
+        "rows": rows,
+        "epochs": base.epochs,
+        "batch_size": base.batch_size,
+        "quick_changes": changed,
+        "report_settings": report_side,
+    }
 
 
-def _row(exp: dict, model: str, params: dict, report_params: dict, trial: dict[str, str], workdir: str | Path) -> dict[str, Any]:
+def _row(
+    exp: dict, model: str, params: dict, report_params: dict, trial: dict[str, str], workdir: str | Path
+) -> dict[str, Any]:
     pub = published_for(exp, model, report_params)
     row: dict[str, Any] = {
-        "experiment": exp["name"], "model": model, "params": params, "report_params": report_params,
-        "cv_acc": float(trial["cv_acc"]), "cv_acc_std": float(trial["cv_acc_std"]), "cv_logloss": float(trial["cv_logloss"]),
-        "test_acc": csvfile.optional_float(trial["test_acc"]), "report_value": pub["value"] if pub else None, "run": trial["run"],
-    }  # fmt: skip
+        "experiment": exp["name"],
+        "model": model,
+        "params": params,
+        "report_params": report_params,
+        "cv_acc": float(trial["cv_acc"]),
+        "cv_acc_std": float(trial["cv_acc_std"]),
+        "cv_logloss": float(trial["cv_logloss"]),
+        "test_acc": csvfile.optional_float(trial["test_acc"]),
+        "report_value": pub["value"] if pub else None,
+        "run": trial["run"],
+    }
     if exp.get("per_class"):
         run = load_run(trial["run"], str(workdir))
         rep = metrics.full_report(run.oof_logits, run.labels, run.manifest["data"]["class_names"])
@@ -170,23 +225,37 @@ def _row(exp: dict, model: str, params: dict, report_params: dict, trial: dict[s
 # ----------------------------------------------------------------------------- the comparison table
 
 
-def write_tables(spec: dict[str, Any], budget: str, sections: list[dict[str, Any]], workdir: str | Path) -> dict[str, Any]:
+def write_tables(
+    spec: dict[str, Any], budget: str, sections: list[dict[str, Any]], workdir: str | Path
+) -> dict[str, Any]:
     paths = Workspace(workdir).reproduction(f"{spec['report']}-{budget}")
     first = sections[0]["rows"][0]["run"] if sections and sections[0]["rows"] else None
     header = _header(spec, budget, load_run(first, str(workdir)).manifest if first else {})
     atomic.write_text(paths["markdown"], markdown(spec, header, sections))
     atomic.write_text(paths["csv"], csvfile.csv_text(_flat_rows(spec, budget, sections)))
     reproduction_chart(sections, f"{spec['report']} ({budget}): ours vs the report", paths["png"])
-    return {"report": spec["report"], "budget": budget, "header": header, "experiments": sections, **{k: str(v) for k, v in paths.items()}}
+    return {
+        "report": spec["report"],
+        "budget": budget,
+        "header": header,
+        "experiments": sections,
+        **{k: str(v) for k, v in paths.items()},
+    }
 
 
 def _header(spec: dict[str, Any], budget: str, manifest: dict[str, Any]) -> str:
     data = manifest.get("data", {})
-    rows = f"{data['rows']:,}-row stratified subset" if manifest.get("config", {}).get("subset") else f"all {data.get('rows', 0):,} rows"
+    rows = (
+        f"{data['rows']:,}-row stratified subset"
+        if manifest.get("config", {}).get("subset")
+        else f"all {data.get('rows', 0):,} rows"
+    )
     return (
         f"Budget {budget}: {rows}, {data.get('folds', '?')}-fold CV of {data.get('competition', 'the competition')} "
-        f"(the report used one split). Ours: OOF CV accuracy (mean ± std over folds) and test accuracy when the test labels are known; "
-        f"the report's: the metric named per table. Source: the write-up {spec['source']}, its numbers transcribed in fmnist_kaggle/report_tables/{spec['report']}.toml."
+        "(the report used one split). Ours: OOF CV accuracy (mean ± std over folds) "
+        "and test accuracy when the test labels are known; "
+        f"the report's: the metric named per table. Source: the write-up {spec['source']}, "
+        f"its numbers transcribed in fmnist_kaggle/report_tables/{spec['report']}.toml."
     )
 
 
@@ -205,8 +274,25 @@ def markdown(spec: dict[str, Any], header: str, sections: list[dict[str, Any]]) 
         out += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for r in s["rows"]:
             shown = [_param(r, k) for k in keys]
-            per_class = [f"{r['classes'][c]:.3f} / " + (f"{r['report_classes'][c]:.2f}" if c in r["report_classes"] else "-") for c in classes]
-            out.append("| " + " | ".join([r["model"], *shown, f"{r['cv_acc']:.4f}", f"{r['cv_acc_std']:.4f}", _num(r["test_acc"]), _num(r["report_value"]), *per_class]) + " |")
+            per_class = [
+                f"{r['classes'][c]:.3f} / " + (f"{r['report_classes'][c]:.2f}" if c in r["report_classes"] else "-")
+                for c in classes
+            ]
+            out.append(
+                "| "
+                + " | ".join(
+                    [
+                        r["model"],
+                        *shown,
+                        f"{r['cv_acc']:.4f}",
+                        f"{r['cv_acc_std']:.4f}",
+                        _num(r["test_acc"]),
+                        _num(r["report_value"]),
+                        *per_class,
+                    ]
+                )
+                + " |"
+            )
         if classes:
             out += ["", "Per-class columns: our OOF accuracy / the report's."]
         out.append("")
@@ -226,11 +312,19 @@ def _flat_rows(spec: dict[str, Any], budget: str, sections: list[dict[str, Any]]
     out = []
     for s in sections:
         for r in s["rows"]:
-            flat = {"report": spec["report"], "budget": budget, "experiment": s["name"], "model": r["model"], "params": json.dumps(r["params"], sort_keys=True), "report_params": json.dumps(r["report_params"], sort_keys=True)}
+            flat = {
+                "report": spec["report"],
+                "budget": budget,
+                "experiment": s["name"],
+                "model": r["model"],
+                "params": json.dumps(r["params"], sort_keys=True),
+                "report_params": json.dumps(r["report_params"], sort_keys=True),
+            }
             flat.update({k: r[k] for k in ("cv_acc", "cv_acc_std", "cv_logloss", "test_acc", "report_value")})
-            flat.update({"report_metric": s["metric"], "epochs": r["params"].get("epochs", s["epochs"]), "run": r["run"]})
+            flat.update(
+                {"report_metric": s["metric"], "epochs": r["params"].get("epochs", s["epochs"]), "run": r["run"]}
+            )
             for c, v in r.get("classes", {}).items():
                 flat[f"acc {c}"], flat[f"report acc {c}"] = v, r["report_classes"].get(c)
             out.append(flat)
     return out
-

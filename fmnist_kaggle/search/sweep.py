@@ -83,7 +83,9 @@ def grid_trials(models: list[str], grid: dict[str, list[Any]]) -> list[tuple[str
     return [(m, dict(zip(keys, combo))) for m in models for combo in itertools.product(*(grid[k] for k in keys))]
 
 
-def random_trials(models: list[str], grid: dict[str, list[Any]], ranges: dict[str, tuple], n: int, seed: int) -> list[tuple[str, dict[str, Any]]]:
+def random_trials(
+    models: list[str], grid: dict[str, list[Any]], ranges: dict[str, tuple], n: int, seed: int
+) -> list[tuple[str, dict[str, Any]]]:
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
@@ -100,16 +102,22 @@ def _trial_row(manifest: dict[str, Any], model: str, params: dict[str, Any], tri
     seeds = [s for f in folds for s in f["seeds"]]  # per-seed summaries: the selected epoch of each
     row: dict[str, Any] = {"trial": trial, "run": manifest["run"], "model": model}
     row.update({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in params.items()})
-    row.update({
-        "cv_acc": round(manifest["cv"]["acc"], 5), "cv_acc_std": round(float(np.std([f["acc"] for f in folds])), 5),
-        "cv_logloss": round(manifest["cv"]["logloss"], 5), "cv_logloss_std": round(float(np.std([f["logloss"] for f in folds])), 5),
-        "train_acc": round(float(np.mean([s["best"]["train_acc"] for s in seeds])), 4),
-        "val_acc": round(float(np.mean([s["best"]["val_acc"] for s in seeds])), 4),
-        "test_acc": round(manifest["test_metrics"]["acc"], 5) if manifest.get("test_metrics") else "",
-        "epochs_trained": round(float(np.mean([s["best_epoch"] for s in seeds])), 2),
-        "seconds": round(sum(f["seconds"] for f in folds), 1),  # training time, wherever and however parallel it ran
-        "params": manifest.get("params", ""),
-    })  # fmt: skip
+    row.update(
+        {
+            "cv_acc": round(manifest["cv"]["acc"], 5),
+            "cv_acc_std": round(float(np.std([f["acc"] for f in folds])), 5),
+            "cv_logloss": round(manifest["cv"]["logloss"], 5),
+            "cv_logloss_std": round(float(np.std([f["logloss"] for f in folds])), 5),
+            "train_acc": round(float(np.mean([s["best"]["train_acc"] for s in seeds])), 4),
+            "val_acc": round(float(np.mean([s["best"]["val_acc"] for s in seeds])), 4),
+            "test_acc": round(manifest["test_metrics"]["acc"], 5) if manifest.get("test_metrics") else "",
+            "epochs_trained": round(float(np.mean([s["best_epoch"] for s in seeds])), 2),
+            "seconds": round(
+                sum(f["seconds"] for f in folds), 1
+            ),  # training time, wherever and however parallel it ran
+            "params": manifest.get("params", ""),
+        }
+    )
     return row
 
 
@@ -140,26 +148,55 @@ def run_sweep(
         if run in done:
             log.info(f"trial {trial}: {run} done already, skipped")
             return None
-        return prepare_run(comp, apply_params(base, model, params), run, workdir, tag=(trial, model, params, tag), trains_here=getattr(executor, "trains_here", True))
+        return prepare_run(
+            comp,
+            apply_params(base, model, params),
+            run,
+            workdir,
+            tag=(trial, model, params, tag),
+            trains_here=getattr(executor, "trains_here", True),
+        )
 
     def record_trial(job: RunJob, manifest: dict[str, Any]) -> dict[str, Any] | None:
         trial, model, params, _ = job.tag
         if job.failures:
             return None
         if not manifest["complete"]:
-            raise FkaggleError(f"trial {trial} ({job.rd.name}) did not finish: folds {manifest['missing_folds']} missing")
+            raise FkaggleError(
+                f"trial {trial} ({job.rd.name}) did not finish: folds {manifest['missing_folds']} missing"
+            )
         row = _trial_row(manifest, model, params, trial)
         csvfile.append_csv_row(paths["results"], row)
         done[row["run"]] = row
-        log.info(f"trial {trial}: {model} {params} -> CV acc {row['cv_acc']:.4f} (+-{row['cv_acc_std']:.4f}) log-loss {row['cv_logloss']:.4f}  {row['seconds']:.0f}s")
+        log.info(
+            f"trial {trial}: {model} {params} -> CV acc {row['cv_acc']:.4f} (+-{row['cv_acc_std']:.4f}) "
+            f"log-loss {row['cv_logloss']:.4f}  {row['seconds']:.0f}s"
+        )
         return row
 
     with executor or make_executor("local", progress=progress) as ex:
         if use_optuna:
-            failed = _optuna_search(ex, job_for, record_trial, done, name, paths["optuna"], models, grid, ranges, trials or 10, seed, progress)
+            failed = _optuna_search(
+                ex,
+                job_for,
+                record_trial,
+                done,
+                name,
+                paths["optuna"],
+                models,
+                grid,
+                ranges,
+                trials or 10,
+                seed,
+                progress,
+            )
         else:
             if plan is None:
-                plan = random_trials(models, grid, ranges, trials, seed) if (trials or ranges) else grid_trials(models, grid)
+                plan = (
+                    random_trials(models, grid, ranges, trials, seed)
+                    if (trials or ranges)
+                    else grid_trials(models, grid)
+                )
             if not plan:
                 raise FkaggleError("nothing to sweep: give --grid, --range with --trials, or several --model")
             if getattr(ex, "trains_here", True):
@@ -173,7 +210,20 @@ def run_sweep(
     return finish(name, swept, base, workdir)
 
 
-def _optuna_search(ex: Executor, job_for: Callable, record_trial: Callable, done: dict, name: str, db: Path, models: list[str], grid: dict, ranges: dict, n: int, seed: int, progress: bool) -> list[RunJob]:
+def _optuna_search(
+    ex: Executor,
+    job_for: Callable,
+    record_trial: Callable,
+    done: dict,
+    name: str,
+    db: Path,
+    models: list[str],
+    grid: dict,
+    ranges: dict,
+    n: int,
+    seed: int,
+    progress: bool,
+) -> list[RunJob]:
     """Optuna on the driver (ask/tell): each asked trial becomes a job; the executor may run
     several at once (TPE then samples with trials still pending)."""
     try:
@@ -182,7 +232,9 @@ def _optuna_search(ex: Executor, job_for: Callable, record_trial: Callable, done
         raise FkaggleError("--optuna needs the optuna package (pip install 'fmnist_kaggle[optuna]')") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     db.parent.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(study_name=name, direction="maximize", storage=f"sqlite:///{db.resolve()}", load_if_exists=True)
+    study = optuna.create_study(
+        study_name=name, direction="maximize", storage=f"sqlite:///{db.resolve()}", load_if_exists=True
+    )
     # seeded by the trials so far: a resumed study samples new points instead of replaying the first ones
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
     remaining = n - len(done)  # --trials N: N trained trials in the table
@@ -195,7 +247,11 @@ def _optuna_search(ex: Executor, job_for: Callable, record_trial: Callable, done
             trial = study.ask()
             params: dict[str, Any] = {k: trial.suggest_categorical(k, v) for k, v in grid.items()}
             for k, (lo, hi, log_, integer) in ranges.items():
-                params[k] = trial.suggest_int(k, int(lo), int(hi), log=log_) if integer else trial.suggest_float(k, lo, hi, log=log_)
+                params[k] = (
+                    trial.suggest_int(k, int(lo), int(hi), log=log_)
+                    if integer
+                    else trial.suggest_float(k, lo, hi, log=log_)
+                )
             model = trial.suggest_categorical("model", models) if len(models) > 1 else models[0]
             job = job_for(trial.number, model, params, trial)
             if job is None:  # these parameters were trained already: tell their score, ask again
@@ -222,10 +278,25 @@ def finish(name: str, swept: list[str], base: TrainConfig, workdir: str | Path =
     if not rows:
         raise FkaggleError(f"sweep {name!r} has no finished trials")
     rows.sort(key=lambda r: (-float(r["cv_acc"]), float(r["cv_logloss"])))
-    cols = ["model", *[c for c in swept if c in rows[0]], "cv_acc", "cv_acc_std", "cv_logloss", "train_acc", "val_acc", "test_acc", "epochs_trained", "seconds", "params", "run"]
+    cols = [
+        "model",
+        *[c for c in swept if c in rows[0]],
+        "cv_acc",
+        "cv_acc_std",
+        "cv_logloss",
+        "train_acc",
+        "val_acc",
+        "test_acc",
+        "epochs_trained",
+        "seconds",
+        "params",
+        "run",
+    ]
     cols = [c for c in dict.fromkeys(cols) if c in rows[0]]
     atomic.write_text(paths["table"], csvfile.csv_text(rows, cols))
-    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + [
+        "| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows
+    ]
     atomic.write_text(paths["markdown"], "\n".join(md) + "\n")
     plot_params = [p for p in swept if p in rows[0]] + (["model"] if len({r["model"] for r in rows}) > 1 else [])
     sweep_scores(rows, plot_params, paths["png"])
@@ -233,7 +304,15 @@ def finish(name: str, swept: list[str], base: TrainConfig, workdir: str | Path =
     params = {c: parse_value(best[c]) for c in swept if c in best and best[c] != ""}
     best_cfg = apply_params(base, best["model"], params)
     atomic.write_text(paths["best"], best_config_toml(name, best, best_cfg, swept))
-    return {"rows": rows, "columns": cols, "table_csv": str(paths["table"]), "markdown": str(paths["markdown"]), "png": str(paths["png"]), "best_config": str(paths["best"]), "best": best}
+    return {
+        "rows": rows,
+        "columns": cols,
+        "table_csv": str(paths["table"]),
+        "markdown": str(paths["markdown"]),
+        "png": str(paths["png"]),
+        "best_config": str(paths["best"]),
+        "best": best,
+    }
 
 
 SEARCH_BUDGET = ("subset", "folds", "epochs")  # what a sweep saves time with, not what it chooses

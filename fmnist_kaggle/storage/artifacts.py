@@ -60,7 +60,9 @@ def read_file(path: Path, what: str = "file", limit: int = ARTIFACT_LIMIT) -> by
         raise CorruptArtifact(f"{what} is missing", path) from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise CorruptArtifact(f"{what} is a symbolic link: the workspace follows no links; remove it", path) from None
+            raise CorruptArtifact(
+                f"{what} is a symbolic link: the workspace follows no links; remove it", path
+            ) from None
         raise CorruptArtifact(f"cannot read {what} ({exc.strerror})", path) from None
     with os.fdopen(fd, "rb") as fh:
         st = os.fstat(fd)
@@ -105,7 +107,9 @@ def read_array(path: Path, rec: dict[str, Any] | None, finite: bool = False) -> 
     except ValueError as exc:
         raise CorruptArtifact(f"not a valid .npy array ({exc})", path) from None
     if list(arr.shape) != rec.get("shape", list(arr.shape)) or str(arr.dtype) != rec.get("dtype", str(arr.dtype)):
-        raise CorruptArtifact(f"array is {arr.dtype}{list(arr.shape)}, recorded {rec.get('dtype')}{rec.get('shape')}", path)
+        raise CorruptArtifact(
+            f"array is {arr.dtype}{list(arr.shape)}, recorded {rec.get('dtype')}{rec.get('shape')}", path
+        )
     if finite and arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise FkaggleError("holds NaN or infinite values (a diverged run?); refused", path)
     return arr
@@ -146,7 +150,9 @@ def torch_load(data: bytes, path: Path, what: str = "model file", map_location: 
             warnings.simplefilter("ignore")
             return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001  (UnpicklingError for a payload, RuntimeError for a torn zip, ...)
-        raise CorruptArtifact(f"not a weights-only PyTorch {what} ({type(exc).__name__}); never executed, refused", path) from None
+        raise CorruptArtifact(
+            f"not a weights-only PyTorch {what} ({type(exc).__name__}); never executed, refused", path
+        ) from None
 
 
 def utc_now() -> str:

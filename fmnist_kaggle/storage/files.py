@@ -57,7 +57,9 @@ def regular_file(path: str | Path, what: str = "file") -> Path:
     return path
 
 
-def read_bytes(path: str | Path, what: str = "file", limit: int | None = None, unzipped_limit: int | None = None) -> bytes:
+def read_bytes(
+    path: str | Path, what: str = "file", limit: int | None = None, unzipped_limit: int | None = None
+) -> bytes:
     """Contents of a regular file, gunzipped if it is gzip. The file may hold at most `limit`
     bytes, its decompressed stream at most `unzipped_limit` (default `limit`)."""
     path = regular_file(path, what)
@@ -96,17 +98,25 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, limit: i
     `limit` (a declared size can lie: bomb guard)."""
     limit = max_bytes() if limit is None else limit
     if info.file_size > limit:
-        raise DataError(f"{info.filename} decompresses to {info.file_size:,} bytes, above the {limit:,}-byte limit", path)
+        raise DataError(
+            f"{info.filename} decompresses to {info.file_size:,} bytes, above the {limit:,}-byte limit", path
+        )
     with zf.open(info) as fh:
         out = fh.read(limit + 1)
     if len(out) > limit:
-        raise DataError(f"{info.filename} decompresses to more than {limit:,} bytes (a decompression bomb?), refused", path)
+        raise DataError(
+            f"{info.filename} decompresses to more than {limit:,} bytes (a decompression bomb?), refused", path
+        )
     return out
 
 
 def multi_file_zip_message(names: list[str]) -> str:
     shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-    return f"a zip of {len(names)} files ({shown}): a whole competition download, not one data file; unzip it and pass the train/test files, or let `fkaggle download SLUG` unpack it and write the config"
+    return (
+        f"a zip of {len(names)} files ({shown}): a whole competition download, not "
+        "one data file; unzip it and pass the train/test files, or let `fkaggle "
+        "download SLUG` unpack it and write the config"
+    )
 
 
 def gunzip(data: bytes, path: Path, limit: int | None = None) -> bytes:

@@ -26,17 +26,33 @@ SCHEMA = 2
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MAX_NAME = 120  # leaves room in a 255-byte file name for suffixes (NAME.test_logprobs.npy, sweep trial names)
 # Names the layout itself uses in oof/ and submissions/: a run or blend called so would clobber them.
-RESERVED = {"folds", "sweeps", "cv", "reproduce", "autopilot", "data-check", "history", "readme.md", "readme", "report.html"}
+RESERVED = {
+    "folds",
+    "sweeps",
+    "cv",
+    "reproduce",
+    "autopilot",
+    "data-check",
+    "history",
+    "readme.md",
+    "readme",
+    "report.html",
+}
 
 
 def check_name(name: str, what: str = "run") -> str:
     """A user-given name: one path component of safe characters, not a reserved layout name."""
     if not isinstance(name, str) or not NAME.fullmatch(name) or name.endswith(".tmp"):
-        raise FkaggleError(f"invalid {what} name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter or digit (one name, not a path)")
+        raise FkaggleError(
+            f"invalid {what} name {name!r}: use letters, digits, '.', '_' or '-', starting "
+            "with a letter or digit (one name, not a path)"
+        )
     if len(name) > MAX_NAME:
         raise FkaggleError(f"invalid {what} name: {len(name)} characters, at most {MAX_NAME}")
     if name.lower() in RESERVED:
-        raise FkaggleError(f"invalid {what} name {name!r}: reserved by the workspace layout ({', '.join(sorted(RESERVED))})")
+        raise FkaggleError(
+            f"invalid {what} name {name!r}: reserved by the workspace layout ({', '.join(sorted(RESERVED))})"
+        )
     return name
 
 
@@ -48,7 +64,11 @@ def inside(path: Path, base: Path) -> Path:
     except (OSError, RuntimeError) as exc:  # a link loop
         raise FkaggleError(f"cannot resolve the path ({exc})", path) from None
     if real != root and root not in real.parents:
-        raise FkaggleError(f"a symbolic link out of the workspace (to {real}): the workspace follows no links out of it; remove the link", path)
+        raise FkaggleError(
+            f"a symbolic link out of the workspace (to {real}): the workspace follows "
+            "no links out of it; remove the link",
+            path,
+        )
     return path
 
 
@@ -184,7 +204,9 @@ class RunDir:
         except FkaggleError:
             named = None
         if named != self.name or self.path.is_symlink():
-            raise FkaggleError(f"refusing to delete: not a run folder of run {self.name!r} (its manifest names {named!r})", self.path)
+            raise FkaggleError(
+                f"refusing to delete: not a run folder of run {self.name!r} (its manifest names {named!r})", self.path
+            )
         shutil.rmtree(self.path)
 
 
@@ -292,14 +314,25 @@ class Workspace:
         if not rd.exists():
             names = self.run_names()
             close = difflib.get_close_matches(text, names, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else (f" (runs here: {', '.join(names[:8])})" if names else "")
+            hint = (
+                f"; did you mean {', '.join(close)}?"
+                if close
+                else (f" (runs here: {', '.join(names[:8])})" if names else "")
+            )
             raise FkaggleError(f"no run {text!r} in {self.oof}{hint}")
         return rd
 
     def sweep(self, name: str) -> dict[str, Path]:
         check_name(name, "sweep")
         d = self.sweeps_dir
-        return {"results": d / f"{name}.csv", "table": d / f"{name}_table.csv", "markdown": d / f"{name}.md", "png": d / f"{name}.png", "best": d / f"{name}_best.toml", "optuna": d / f"{name}.optuna.db"}
+        return {
+            "results": d / f"{name}.csv",
+            "table": d / f"{name}_table.csv",
+            "markdown": d / f"{name}.md",
+            "png": d / f"{name}.png",
+            "best": d / f"{name}_best.toml",
+            "optuna": d / f"{name}.optuna.db",
+        }
 
     def reproduction(self, name: str) -> dict[str, Path]:
         """`fkaggle reproduce`'s comparison of a report's tables with ours."""
@@ -323,7 +356,9 @@ class Workspace:
     def submission(self, name: str) -> SubmissionFiles:
         check_name(name, "submission")
         d = self.submissions
-        return SubmissionFiles(*(inside(d / f"{name}{suffix}", d) for suffix in (".csv", ".json", ".test_logprobs.npy")))
+        return SubmissionFiles(
+            *(inside(d / f"{name}{suffix}", d) for suffix in (".csv", ".json", ".test_logprobs.npy"))
+        )
 
     def submission_named(self, file: str | None) -> SubmissionFiles | None:
         """The workspace's files for a submission known by file name only (an upload record, Kaggle's

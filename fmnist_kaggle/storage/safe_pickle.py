@@ -63,7 +63,11 @@ def check_npy_header(fh: Any, path: Path, member: str | None = None) -> tuple[tu
         raise DataError(f"{where}not a valid .npy header ({exc})", path) from None
     header_len = fh.tell()
     if not dtype.hasobject and int(np.prod(shape, dtype=object)) * dtype.itemsize > files.max_bytes():
-        raise DataError(f"{where}header declares shape {shape} of {dtype} ({int(np.prod(shape, dtype=object)) * dtype.itemsize:,} bytes), above the {files.max_bytes():,}-byte limit", path)
+        raise DataError(
+            f"{where}header declares shape {shape} of {dtype} ({int(np.prod(shape, dtype=object)) * dtype.itemsize:,} "
+            f"bytes), above the {files.max_bytes():,}-byte limit",
+            path,
+        )
     return tuple(shape), dtype, header_len
 
 
@@ -79,7 +83,11 @@ def load_npy(path: str | Path) -> Any:
         if not dtype.hasobject:
             need = int(np.prod(shape, dtype=object)) * dtype.itemsize
             if size - header_len != need:
-                raise DataError(f"truncated or corrupt .npy file: header declares shape {shape} of {dtype} ({need:,} bytes), the file holds {size - header_len:,}", path)
+                raise DataError(
+                    f"truncated or corrupt .npy file: header declares shape {shape} of {dtype} "
+                    f"({need:,} bytes), the file holds {size - header_len:,}",
+                    path,
+                )
             fh.seek(0)
             return np.load(fh, allow_pickle=False)
         if size > files.max_bytes():

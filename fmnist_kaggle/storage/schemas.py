@@ -18,13 +18,25 @@ MAX_FOLDS = 1000  # far above any sane k; bounds every loop over a record's fold
 RECORD = {  # a verified artifact: {file, bytes, sha256[, shape, dtype]}
     "type": "object",
     "required": ["file", "bytes", "sha256"],
-    "properties": {"file": _STR, "bytes": _INT, "sha256": _SHA256, "shape": {"type": "array", "items": _INT}, "dtype": _STR},
+    "properties": {
+        "file": _STR,
+        "bytes": _INT,
+        "sha256": _SHA256,
+        "shape": {"type": "array", "items": _INT},
+        "dtype": _STR,
+    },
 }
 _RECORDS = {"type": "object", "additionalProperties": RECORD}
 IDENTITY = {
     "type": "object",
     "required": ["data_fingerprint", "folds_fingerprint", "config"],
-    "properties": {"data_fingerprint": _STR, "folds_fingerprint": _STR, "test_fingerprint": {"type": ["string", "null"]}, "config": {"type": "object"}, "teacher_fingerprint": _STR},
+    "properties": {
+        "data_fingerprint": _STR,
+        "folds_fingerprint": _STR,
+        "test_fingerprint": {"type": ["string", "null"]},
+        "config": {"type": "object"},
+        "teacher_fingerprint": _STR,
+    },
 }
 _SCORES = {"type": "object", "required": ["acc", "logloss"], "properties": {"acc": _NUMBER, "logloss": _NUMBER}}
 
@@ -32,16 +44,27 @@ MANIFEST = {
     "type": "object",
     "required": ["schema", "run", "created", "model", "config", "identity", "data", "files", "seeds"],
     "properties": {
-        "schema": {"type": "integer"}, "run": _STR, "created": _STR, "model": _STR,
-        "config": {"type": "object", "required": ["model", "model_kwargs"], "properties": {"model": _STR, "model_kwargs": {"type": "object"}}},
+        "schema": {"type": "integer"},
+        "run": _STR,
+        "created": _STR,
+        "model": _STR,
+        "config": {
+            "type": "object",
+            "required": ["model", "model_kwargs"],
+            "properties": {"model": _STR, "model_kwargs": {"type": "object"}},
+        },
         "identity": IDENTITY,
         "seeds": {"type": "array", "items": _INT, "minItems": 1},
         "data": {
             "type": "object",
             "required": ["folds", "num_classes", "rows"],
             "properties": {
-                "folds": {"type": "integer", "minimum": 2, "maximum": MAX_FOLDS}, "num_classes": {"type": "integer", "minimum": 2, "maximum": 100_000},
-                "rows": _INT, "label_values": {"type": "array"}, "class_names": {"type": "array", "items": _STR}, "source": {"type": ["object", "null"]},
+                "folds": {"type": "integer", "minimum": 2, "maximum": MAX_FOLDS},
+                "num_classes": {"type": "integer", "minimum": 2, "maximum": 100_000},
+                "rows": _INT,
+                "label_values": {"type": "array"},
+                "class_names": {"type": "array", "items": _STR},
+                "source": {"type": ["object", "null"]},
             },
         },
         "files": _RECORDS,
@@ -49,26 +72,46 @@ MANIFEST = {
         "test_metrics": {"anyOf": [_SCORES, {"type": "null"}]},
         "predicted_from": {"type": "object", "required": ["run"], "properties": {"run": _STR}},
     },
-}  # fmt: skip
+}
 
 DONE_MARKER = {  # fold_K/metrics.json and fold_K/seed_S.json
     "type": "object",
     "required": ["identity", "artifacts"],
-    "properties": {"identity": IDENTITY, "artifacts": _RECORDS, "fold": _INT, "seed": _INT, "seeds": {"type": "array", "items": {"type": "object"}}},
+    "properties": {
+        "identity": IDENTITY,
+        "artifacts": _RECORDS,
+        "fold": _INT,
+        "seed": _INT,
+        "seeds": {"type": "array", "items": {"type": "object"}},
+    },
 }
 
 FOLD_ASSIGNMENT = {
     "type": "object",
     "required": ["data_fingerprint", "folds", "folds_fingerprint"],
-    "properties": {"data_fingerprint": _STR, "folds": {"type": "integer", "minimum": 2, "maximum": MAX_FOLDS}, "folds_fingerprint": _STR, "rows": _INT},
+    "properties": {
+        "data_fingerprint": _STR,
+        "folds": {"type": "integer", "minimum": 2, "maximum": MAX_FOLDS},
+        "folds_fingerprint": _STR,
+        "rows": _INT,
+    },
 }
 
-SUBMISSION_RECORD = {"type": "object", "required": ["sha256"], "properties": {"sha256": _SHA256, "runs": {"type": "array"}, "best_single": {"type": ["object", "null"]}}}
+SUBMISSION_RECORD = {
+    "type": "object",
+    "required": ["sha256"],
+    "properties": {"sha256": _SHA256, "runs": {"type": "array"}, "best_single": {"type": ["object", "null"]}},
+}
 
 AUTOPILOT_STATE = {
     "type": "object",
     "required": ["schema", "sessions", "entries"],
-    "properties": {"schema": {"type": "integer"}, "sessions": {"type": "array", "items": {"type": "object"}}, "entries": {"type": "object", "additionalProperties": {"type": "object"}}, "order": {"type": "array", "items": _STR}},
+    "properties": {
+        "schema": {"type": "integer"},
+        "sessions": {"type": "array", "items": {"type": "object"}},
+        "entries": {"type": "object", "additionalProperties": {"type": "object"}},
+        "order": {"type": "array", "items": _STR},
+    },
 }
 
 DRIFT = {"type": "object", "required": ["auc"], "properties": {"auc": _NUMBER, "verdict": _STR}}
@@ -78,7 +121,10 @@ def schema_problem(obj: Any, schema: dict[str, Any]) -> str | None:
     """The first way `obj` breaks `schema`, as `key.path: what is wrong` (None when it fits)."""
     from jsonschema import Draft202012Validator
 
-    errors = sorted(Draft202012Validator(schema).iter_errors(obj), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    errors = sorted(
+        Draft202012Validator(schema).iter_errors(obj),
+        key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))),
+    )
     if not errors:
         return None
     err = errors[0]

@@ -26,15 +26,22 @@ log = logging.getLogger(__name__)
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]*")
 
 
-def download_competition(slug: str, folder: str | Path | None = None, config: str | Path = DEFAULT_CONFIG, force: bool = False) -> tuple[dict[str, Any], Path]:
+def download_competition(
+    slug: str, folder: str | Path | None = None, config: str | Path = DEFAULT_CONFIG, force: bool = False
+) -> tuple[dict[str, Any], Path]:
     """Download, unpack, recognise and check a competition's files; write its config."""
     if not _SLUG.fullmatch(slug):
-        raise FkaggleError(f"{slug!r} is not a Kaggle competition slug (lower-case letters, digits and dashes, as in kaggle.com/competitions/SLUG)")
+        raise FkaggleError(
+            f"{slug!r} is not a Kaggle competition slug (lower-case letters, digits "
+            "and dashes, as in kaggle.com/competitions/SLUG)"
+        )
     config = Path(config)
     if config.exists() and not force:  # refuse before the download, not after
         raise FkaggleError("exists; pass --force to replace it", config)
     folder = Path(folder) if folder else config.parent / "data" / slug
-    created = next((p for p in reversed([folder, *folder.parents]) if not p.exists()), None)  # the topmost folder we make
+    created = next(
+        (p for p in reversed([folder, *folder.parents]) if not p.exists()), None
+    )  # the topmost folder we make
     staging = folder / ".staging"  # unpacked and checked here; swapped in only when every file loads
     try:
         archive = kaggle_client.download_files(slug, folder / ".download", force)
@@ -48,7 +55,9 @@ def download_competition(slug: str, folder: str | Path | None = None, config: st
         log.info(f"{slug}: " + ", ".join(f"{k} {p.name}" for k, p in paths.items()))
         _, info = init_competition(paths, config, name=slug, slug=slug, force=force)
     except BaseException:
-        if created is not None:  # a failed first download leaves nothing behind (a re-run resumes a partial zip otherwise)
+        if (
+            created is not None
+        ):  # a failed first download leaves nothing behind (a re-run resumes a partial zip otherwise)
             shutil.rmtree(created, ignore_errors=True)
         raise
     finally:
@@ -64,7 +73,11 @@ def download_once(slug: str, config: str | Path | None = None) -> Path:
     if config.exists():
         existing = load_competition(config).slug
         if existing != slug:
-            raise FkaggleError(f"holds the config of {existing or 'a competition without a slug'}, not {slug}; pass --competition FILE, or download into another folder", config)
+            raise FkaggleError(
+                f"holds the config of {existing or 'a competition without a slug'}, not "
+                f"{slug}; pass --competition FILE, or download into another folder",
+                config,
+            )
         return config
     download_competition(slug, None, config)
     return config
@@ -87,9 +100,16 @@ def extract(archive: Path, folder: Path, limit: int | None = None) -> list[str]:
                 if name in ("", ".", "..") or name.startswith("."):
                     raise DataError(f"zip member {info.filename!r} has no plain file name", archive)
                 if info.file_size > limit:
-                    raise DataError(f"zip member {name} is {info.file_size:,} bytes, above the {limit:,}-byte limit", archive)
+                    raise DataError(
+                        f"zip member {name} is {info.file_size:,} bytes, above the {limit:,}-byte limit", archive
+                    )
                 if info.file_size > (1 << 20) and info.file_size > MAX_RATIO * max(info.compress_size, 1):
-                    raise DataError(f"zip member {name} expands {info.file_size / max(info.compress_size, 1):,.0f}x ({info.compress_size:,} -> {info.file_size:,} bytes), above {MAX_RATIO}x: a decompression bomb?", archive)
+                    raise DataError(
+                        f"zip member {name} expands {info.file_size / max(info.compress_size, 1):,.0f}x "
+                        f"({info.compress_size:,} -> {info.file_size:,} bytes), above {MAX_RATIO}x: "
+                        "a decompression bomb?",
+                        archive,
+                    )
             total = sum(i.file_size for i in members)
             if total > limit:
                 raise DataError(f"zip members total {total:,} bytes, above the {limit:,}-byte limit", archive)
@@ -112,7 +132,10 @@ def _stream(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, archive: P
             while chunk := src.read(1 << 20):
                 copied += len(chunk)
                 if copied > info.file_size:
-                    raise DataError(f"zip member {target.name} holds more than its declared {info.file_size:,} bytes, refused", archive)
+                    raise DataError(
+                        f"zip member {target.name} holds more than its declared {info.file_size:,} bytes, refused",
+                        archive,
+                    )
                 dst.write(chunk)
         part.replace(target)
     finally:
@@ -135,8 +158,16 @@ def recognise(paths: list[Path]) -> dict[str, Path]:
         else:
             continue
         if role in out:
-            raise DataError(f"two candidates for the {role.replace('_', ' ')} file: {out[role].name} and {p.name}; run `fkaggle init` with the ones to use", p.parent)
+            raise DataError(
+                f"two candidates for the {role.replace('_', ' ')} file: {out[role].name} "
+                f"and {p.name}; run `fkaggle init` with the ones to use",
+                p.parent,
+            )
         out[role] = p
     if "train" not in out:
-        raise DataError(f"no training file among {', '.join(p.name for p in paths) or 'the download'}; run `fkaggle init --train FILE ...`", paths[0].parent if paths else None)
+        raise DataError(
+            f"no training file among {', '.join(p.name for p in paths) or 'the download'}; "
+            "run `fkaggle init --train FILE ...`",
+            paths[0].parent if paths else None,
+        )
     return out

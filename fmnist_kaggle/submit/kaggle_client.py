@@ -98,8 +98,13 @@ def _explain(exc: BaseException, slug: str) -> str:
     if status == 403:
         rules = f"https://www.kaggle.com/competitions/{slug}/rules"
         if "participate" in body or "participate" in text:
-            return f"Kaggle refused (HTTP 403 competitions.participate): accept the competition's rules at {rules} (and check the slug)"
-        return f"Kaggle refused the request (HTTP 403) for competition {slug!r}: have you accepted its rules at {rules}?"
+            return (
+                "Kaggle refused (HTTP 403 competitions.participate): accept the competition's "
+                f"rules at {rules} (and check the slug)"
+            )
+        return (
+            f"Kaggle refused the request (HTTP 403) for competition {slug!r}: have you accepted its rules at {rules}?"
+        )
     if status == 429:
         return "Kaggle is rate-limiting this account (HTTP 429) and kept refusing after the retries; wait a few minutes"
     if status == 404:
@@ -125,7 +130,10 @@ def has_credentials() -> bool:
 def api() -> Any:
     """An authenticated KaggleApi, imported lazily and quietly."""
     if not has_credentials():
-        raise FkaggleError("no Kaggle credentials: put kaggle.json in ~/.kaggle/ or set KAGGLE_USERNAME and KAGGLE_KEY (or KAGGLE_API_TOKEN)")
+        raise FkaggleError(
+            "no Kaggle credentials: put kaggle.json in ~/.kaggle/ or set KAGGLE_USERNAME "
+            "and KAGGLE_KEY (or KAGGLE_API_TOKEN)"
+        )
     sink = io.StringIO()
     try:
         with _deadlines(), contextlib.redirect_stdout(sink):
@@ -154,7 +162,9 @@ def _within(seconds: float, fn: Any, *args: Any, **kwargs: Any) -> Any:
             outcome["error"] = exc
 
     worker = threading.Thread(target=run, name="kaggle-call", daemon=True)
-    with contextlib.redirect_stdout(io.StringIO()):  # the client's prints; in this thread, so stdout is ours again after
+    with contextlib.redirect_stdout(
+        io.StringIO()
+    ):  # the client's prints; in this thread, so stdout is ours again after
         worker.start()
         worker.join(seconds)
     if worker.is_alive():
@@ -224,7 +234,10 @@ def require_quota(slug: str, client: Any) -> dict[str, Any]:
     limits = submission_limits(slug, client)
     if limits["num_allowed_now"] <= 0 and (limits["num_today"] > 0 or limits["limited_by_total"]):
         scope = "in total" if limits["limited_by_total"] else "today"
-        raise FkaggleError(f"no submissions left {scope} for {slug!r} ({limits['num_today']} made today); try again after the daily reset")
+        raise FkaggleError(
+            f"no submissions left {scope} for {slug!r} ({limits['num_today']} made today); "
+            "try again after the daily reset"
+        )
     return limits
 
 
@@ -234,7 +247,10 @@ def upload(path: str | Path, message: str, slug: str, client: Any) -> dict[str, 
     or garbled reply there may have counted, so it is NoAnswer. FkaggleError: refused, nothing
     was submitted."""
     from kaggle.api.kaggle_api_extended import ResumableUploadResult
-    from kagglesdk.competitions.types.competition_api_service import ApiCreateSubmissionRequest, ApiStartSubmissionUploadRequest
+    from kagglesdk.competitions.types.competition_api_service import (
+        ApiCreateSubmissionRequest,
+        ApiStartSubmissionUploadRequest,
+    )
 
     path = Path(path)
 
@@ -253,7 +269,9 @@ def upload(path: str | Path, message: str, slug: str, client: Any) -> dict[str, 
 
     try:
         started = _call(slug, start)
-        status = _call(slug, client.upload_complete, str(path), started.create_url, True, retry_on=frozenset())  # it retries itself
+        status = _call(
+            slug, client.upload_complete, str(path), started.create_url, True, retry_on=frozenset()
+        )  # it retries itself
     except NoAnswer as exc:  # the create call was never made: nothing can have counted
         raise FkaggleError(f"upload did not finish ({exc}); nothing was submitted", path) from None
     if status != ResumableUploadResult.COMPLETE:
@@ -267,11 +285,15 @@ def upload(path: str | Path, message: str, slug: str, client: Any) -> dict[str, 
     msg = str(getattr(resp, "message", "") or "")
     ref = int(getattr(resp, "ref", 0) or 0)
     if msg.startswith(UPLOAD_FAILED) or ref == 0:
-        raise FkaggleError(f"upload failed: Kaggle replied {msg or 'nothing'!r} (ref {ref}); nothing was submitted", path)
+        raise FkaggleError(
+            f"upload failed: Kaggle replied {msg or 'nothing'!r} (ref {ref}); nothing was submitted", path
+        )
     return {"ref": ref, "message": msg}
 
 
-def list_submissions(slug: str, client: Any | None = None, page_size: int = 100, max_pages: int = 100) -> list[dict[str, Any]]:
+def list_submissions(
+    slug: str, client: Any | None = None, page_size: int = 100, max_pages: int = 100
+) -> list[dict[str, Any]]:
     """Every submission of the competition (all pages; the client's own call returns only the first)."""
     from kagglesdk.competitions.types.competition_api_service import ApiListSubmissionsRequest
 
@@ -312,7 +334,9 @@ def download_files(slug: str, folder: Path, force: bool = False, client: Any | N
     client's own download: progress bar on stderr, resumed with Range where the server allows."""
     client = client or api()
     folder.mkdir(parents=True, exist_ok=True)
-    _call(slug, client.competition_download_files, slug, path=str(folder), force=force, quiet=not sys.stderr.isatty())  # its bar: stderr, terminals only
+    _call(
+        slug, client.competition_download_files, slug, path=str(folder), force=force, quiet=not sys.stderr.isatty()
+    )  # its bar: stderr, terminals only
     target = folder / f"{slug}.zip"
     if not target.is_file():
         found = sorted(p.name for p in folder.iterdir())
@@ -326,7 +350,12 @@ def leaderboard(slug: str, top: int = 20, client: Any | None = None) -> list[dic
     client = client or api()
     sent = _call(slug, client.competition_leaderboard_view, slug, page_size=top) or []
     rows = [
-        {"rank": i + 1, "team": getattr(r, "team_name", None), "score": getattr(r, "score", None), "date": str(getattr(r, "submission_date", "") or "")}
+        {
+            "rank": i + 1,
+            "team": getattr(r, "team_name", None),
+            "score": getattr(r, "score", None),
+            "date": str(getattr(r, "submission_date", "") or ""),
+        }
         for i, r in enumerate(sent)
         if r is not None
     ]

@@ -25,7 +25,15 @@ from fmnist_kaggle.submit import kaggle_client
 log = logging.getLogger(__name__)
 
 
-def submit_file(comp: Competition, path: str | Path, message: str, slug: str | None = None, dry_run: bool = False, workdir: str | Path = ".", force: bool = False) -> dict[str, Any]:
+def submit_file(
+    comp: Competition,
+    path: str | Path,
+    message: str,
+    slug: str | None = None,
+    dry_run: bool = False,
+    workdir: str | Path = ".",
+    force: bool = False,
+) -> dict[str, Any]:
     """Validate, upload through the kaggle client, and record the upload in the workspace.
     The record is written as `uploading` before the upload, so no submission goes unrecorded:
     it becomes `submitted` with Kaggle's ref, is removed when Kaggle refused the upload, and
@@ -42,31 +50,59 @@ def submit_file(comp: Competition, path: str | Path, message: str, slug: str | N
     digest = sha256(text)  # of the bytes validated (UTF-8 text round-trips exactly)
     earlier = earlier_upload(ws, digest)
     if earlier is not None and not force:
-        raise FkaggleError(f"the same content was already submitted: {describe_upload(earlier)}; not uploaded again (--force to spend a submission on it anyway)", path)
+        raise FkaggleError(
+            f"the same content was already submitted: {describe_upload(earlier)}; not "
+            "uploaded again (--force to spend a submission on it anyway)",
+            path,
+        )
     if dry_run:
         return {"file": str(path), "slug": slug, "sha256": digest, "dry_run": True, "valid": True}
     files.writable_folder(ws.submissions)
     client = kaggle_client.api()
     limits = kaggle_client.require_quota(slug, client)
     cv = (meta or {}).get("cv", {})
-    entry = {"time": utc_now(), "slug": slug, "file": path.name, "sha256": digest, "message": message, "ref": "", "status": "uploading", "reply": "", "cv_acc": cv.get("acc", ""), "cv_logloss": cv.get("logloss", ""), "upload_id": secrets.token_hex(6)}
+    entry = {
+        "time": utc_now(),
+        "slug": slug,
+        "file": path.name,
+        "sha256": digest,
+        "message": message,
+        "ref": "",
+        "status": "uploading",
+        "reply": "",
+        "cv_acc": cv.get("acc", ""),
+        "cv_logloss": cv.get("logloss", ""),
+        "upload_id": secrets.token_hex(6),
+    }
     csvfile.append_csv_row(ws.history_csv, entry)
     try:
         reply = kaggle_client.upload(path, message, slug, client)
     except kaggle_client.NoAnswer as exc:
         _update_history(ws, entry, status="unknown", reply=str(exc))
-        raise FkaggleError(f"{exc}: the submission may have counted; recorded as 'unknown' (`fkaggle submissions` matches it with Kaggle's list)", path) from None
+        raise FkaggleError(
+            f"{exc}: the submission may have counted; recorded as 'unknown' (`fkaggle "
+            "submissions` matches it with Kaggle's list)",
+            path,
+        ) from None
     except BaseException:
         _update_history(ws, entry, remove=True)  # Kaggle refused it (or we never reached it): nothing was submitted
         raise
     _update_history(ws, entry, status="submitted", ref=reply["ref"], reply=reply["message"])
     entry.update(status="submitted", ref=reply["ref"], reply=reply["message"])
     if meta is not None:
-        meta.setdefault("submissions", []).append({k: entry[k] for k in ("time", "slug", "file", "sha256", "message", "ref", "reply")})
+        meta.setdefault("submissions", []).append(
+            {k: entry[k] for k in ("time", "slug", "file", "sha256", "message", "ref", "reply")}
+        )
         atomic.write_json(own.record, meta)
     tracking.log_upload(comp.name or "fkaggle", path.name, digest, reply["ref"], message)
     left = max(0, limits["num_allowed_now"] - 1)
-    return {**entry, "cv": cv, "limits_before": limits, "left_today": left, **({"resubmitted": earlier} if earlier else {})}
+    return {
+        **entry,
+        "cv": cv,
+        "limits_before": limits,
+        "left_today": left,
+        **({"resubmitted": earlier} if earlier else {}),
+    }
 
 
 def earlier_upload(ws: Workspace, digest: str) -> dict[str, str] | None:
@@ -77,7 +113,9 @@ def earlier_upload(ws: Workspace, digest: str) -> dict[str, str] | None:
 
 def describe_upload(h: dict[str, str]) -> str:
     score = h.get("public_score") or ""
-    return f"{h.get('file')} on {h.get('time')} (ref {h.get('ref') or '?'}, {h.get('kaggle_status') or h.get('status')}{f', public score {score}' if score else ''})"
+    status = h.get("kaggle_status") or h.get("status")
+    scored = f", public score {score}" if score else ""
+    return f"{h.get('file')} on {h.get('time')} (ref {h.get('ref') or '?'}, {status}{scored})"
 
 
 def file_state(ws: Workspace, file: str | None, digest: str) -> str:
@@ -87,7 +125,11 @@ def file_state(ws: Workspace, file: str | None, digest: str) -> str:
         return "not in submissions/"  # uploaded from elsewhere
     if not own.csv.is_file():
         return "missing"
-    return "match" if hashlib.sha256(read_file(own.csv, "submission file")).hexdigest() == digest else "changed since upload"
+    return (
+        "match"
+        if hashlib.sha256(read_file(own.csv, "submission file")).hexdigest() == digest
+        else "changed since upload"
+    )
 
 
 def _update_history(ws: Workspace, entry: dict[str, Any], remove: bool = False, **changes: Any) -> dict[str, Any]:
@@ -108,7 +150,9 @@ def _update_history(ws: Workspace, entry: dict[str, Any], remove: bool = False, 
 RECONCILE_WINDOW_S = 1800  # an unknown upload matches a Kaggle submission with its message this close in time
 
 
-def submissions_table(comp: Competition, slug: str | None = None, workdir: str | Path = ".", fetch: bool = True) -> dict[str, Any]:
+def submissions_table(
+    comp: Competition, slug: str | None = None, workdir: str | Path = ".", fetch: bool = True
+) -> dict[str, Any]:
     """Local upload records joined with Kaggle's status and scores (CV next to LB), every page
     of Kaggle's list read; `unknown` uploads matched to Kaggle's list by message and time; each
     file checked against the bytes uploaded; the submissions left today. When Kaggle cannot be
@@ -130,17 +174,48 @@ def submissions_table(comp: Competition, slug: str | None = None, workdir: str |
     rows = []
     for h in local:
         r = remote.get(_int(h.get("ref")), {})
-        status = h["status"] if h.get("status") in ("unknown", "uploading") else r.get("status") or h.get("kaggle_status") or ("?" if fetch else "-")
-        scores = {k: r[k] if r else csvfile.optional_float(h.get(k)) for k in ("public_score", "private_score")}  # offline: the last known
-        rows.append({"time": h["time"], "file": h["file"], "ref": _int(h.get("ref")), "cv_acc": csvfile.optional_float(h.get("cv_acc")), "status": status, **scores, "message": h.get("message"), "file_check": file_state(ws, h.get("file"), h.get("sha256", ""))})
+        status = (
+            h["status"]
+            if h.get("status") in ("unknown", "uploading")
+            else r.get("status") or h.get("kaggle_status") or ("?" if fetch else "-")
+        )
+        scores = {
+            k: r[k] if r else csvfile.optional_float(h.get(k)) for k in ("public_score", "private_score")
+        }  # offline: the last known
+        rows.append(
+            {
+                "time": h["time"],
+                "file": h["file"],
+                "ref": _int(h.get("ref")),
+                "cv_acc": csvfile.optional_float(h.get("cv_acc")),
+                "status": status,
+                **scores,
+                "message": h.get("message"),
+                "file_check": file_state(ws, h.get("file"), h.get("sha256", "")),
+            }
+        )
     known = {_int(h.get("ref")) for h in local}
     for ref, r in remote.items():
         if ref not in known:  # uploaded from elsewhere: still worth seeing, with its CV when the file is one of ours
-            rows.append({"time": r["date"], "file": r["file"], "ref": ref, "cv_acc": _cv_of(ws, r["file"]), "status": r["status"], "public_score": r["public_score"], "private_score": r["private_score"], "message": r["description"], "file_check": None})
+            rows.append(
+                {
+                    "time": r["date"],
+                    "file": r["file"],
+                    "ref": ref,
+                    "cv_acc": _cv_of(ws, r["file"]),
+                    "status": r["status"],
+                    "public_score": r["public_score"],
+                    "private_score": r["private_score"],
+                    "message": r["description"],
+                    "file_check": None,
+                }
+            )
     return {"submissions": rows, "limits": limits, "left_today": None if limits is None else limits["num_allowed_now"]}
 
 
-def _remember_scores(ws: Workspace, comp: Competition, local: list[dict[str, str]], remote: dict[int, dict[str, Any]]) -> None:
+def _remember_scores(
+    ws: Workspace, comp: Competition, local: list[dict[str, str]], remote: dict[int, dict[str, Any]]
+) -> None:
     """Keep Kaggle's last known status and scores in history.csv (the report and `--local` read
     them offline); a newly learnt score also goes onto the file's tracked run."""
     changed = []
@@ -148,7 +223,11 @@ def _remember_scores(ws: Workspace, comp: Competition, local: list[dict[str, str
         r = remote.get(_int(h.get("ref")))
         if r is None:
             continue
-        known = {"public_score": _text(r.get("public_score")), "private_score": _text(r.get("private_score")), "kaggle_status": _text(r.get("status"))}
+        known = {
+            "public_score": _text(r.get("public_score")),
+            "private_score": _text(r.get("private_score")),
+            "kaggle_status": _text(r.get("status")),
+        }
         if any(h.get(k, "") != v for k, v in known.items()):
             h.update(known)
             changed.append(h)
@@ -157,7 +236,9 @@ def _remember_scores(ws: Workspace, comp: Competition, local: list[dict[str, str
     atomic.write_text(ws.history_csv, csvfile.csv_text(local))  # the header: every row's keys, the new scores included
     for h in changed:
         scores = {k: csvfile.optional_float(h[k]) for k in ("public_score", "private_score")}
-        tracking.log_upload(comp.name or "fkaggle", h["file"], h.get("sha256", ""), h.get("ref"), h.get("message", ""), scores)
+        tracking.log_upload(
+            comp.name or "fkaggle", h["file"], h.get("sha256", ""), h.get("ref"), h.get("message", ""), scores
+        )
 
 
 def _text(v: Any) -> str:
@@ -182,7 +263,15 @@ def _reconcile(ws: Workspace, local: list[dict[str, str]], remote: dict[int, dic
         if h.get("status") not in ("unknown", "uploading") or not remote:
             continue
         t = _when(h["time"])
-        matches = [r for ref, r in remote.items() if ref not in taken and r["description"] == h.get("message") and t is not None and (w := _when(r["date"])) is not None and abs(w - t) <= RECONCILE_WINDOW_S]
+        matches = [
+            r
+            for ref, r in remote.items()
+            if ref not in taken
+            and r["description"] == h.get("message")
+            and t is not None
+            and (w := _when(r["date"])) is not None
+            and abs(w - t) <= RECONCILE_WINDOW_S
+        ]
         if matches:
             best = min(matches, key=lambda r: abs(_when(r["date"]) - t))
             h.update(ref=str(best["ref"]), status="submitted", reply="matched in Kaggle's list")

@@ -53,8 +53,8 @@ def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = PAD, flips: bool
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=x.device)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # (n, h)
-    cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])  # (n, w)
+    rows = dy[:, None] + torch.arange(h, device=x.device)[None, :]  # (n, h)
+    cols = dx[:, None] + torch.arange(w, device=x.device)[None, :]  # (n, w)
     if flips:
         flip = torch.rand(n, generator=gen, device=x.device) < 0.5
         cols = torch.where(flip[:, None], cols.flip(1), cols)
@@ -127,7 +127,11 @@ def albumentations_pipeline(preset: str, custom: list[dict[str, Any]] | None = N
     if preset in ("cropflip", "strong"):
         steps.append(A.HorizontalFlip(p=0.5))
     if preset == "strong":
-        steps.append(A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.14, 0.5), hole_width_range=(0.14, 0.5), fill=0, p=ERASE_P))
+        steps.append(
+            A.CoarseDropout(
+                num_holes_range=(1, 1), hole_height_range=(0.14, 0.5), hole_width_range=(0.14, 0.5), fill=0, p=ERASE_P
+            )
+        )
     return A.Compose(steps)
 
 

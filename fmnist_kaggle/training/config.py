@@ -32,7 +32,16 @@ _POSITIVE = (lambda v: v > 0, "must be positive")
 _NONNEG = (lambda v: v >= 0, "must be >= 0")
 
 
-def setting(default: Any, help: str, *, choices: tuple | None = None, check: tuple | None = None, semantic: bool = True, cli: bool = True, since: int = 0) -> Any:
+def setting(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple | None = None,
+    check: tuple | None = None,
+    semantic: bool = True,
+    cli: bool = True,
+    since: int = 0,
+) -> Any:
     """A config field with its documentation. semantic=False: it changes speed, not results,
     so a resumed or sharded run may differ in it (folds spread over a GPU box and a laptop).
     since > 0: added after runs were recorded; at its default it stays out of run identities,
@@ -46,11 +55,22 @@ def setting(default: Any, help: str, *, choices: tuple | None = None, check: tup
 @dataclass
 class TrainConfig:
     model: str = setting("seed000_bncnn", "registry name or timm:<name> (see `fkaggle models`)")
-    model_kwargs: dict[str, Any] = setting({}, "model keywords: dropout, width, act, input_size, pretrained...", cli=False)
-    recipe: str | None = setting(None, "preset bundle the config started from (cpu, fast, strong, report000..report004)", semantic=False)
+    model_kwargs: dict[str, Any] = setting(
+        {}, "model keywords: dropout, width, act, input_size, pretrained...", cli=False
+    )
+    recipe: str | None = setting(
+        None, "preset bundle the config started from (cpu, fast, strong, report000..report004)", semantic=False
+    )
     folds: int = setting(5, "number of stratified folds", check=(lambda v: v >= 2, "must be at least 2"))
     fold_seed: int = setting(42, "seed of the fold assignment (same seed, same folds: blendable runs)", check=_NONNEG)
-    seeds: list[int] = setting([0], "comma-separated seeds; each fold is trained once per seed and averaged", check=(lambda v: len(v) >= 1 and len(set(v)) == len(v) and min(v) >= 0, "must name one or more different seeds, each >= 0"))
+    seeds: list[int] = setting(
+        [0],
+        "comma-separated seeds; each fold is trained once per seed and averaged",
+        check=(
+            lambda v: len(v) >= 1 and len(set(v)) == len(v) and min(v) >= 0,
+            "must name one or more different seeds, each >= 0",
+        ),
+    )
     subset: int = setting(0, "train on a stratified subset of N rows (0 = all; quick experiments)", check=_NONNEG)
     epochs: int = setting(10, "training epochs", check=_POSITIVE)
     batch_size: int = setting(128, "training batch size", check=_POSITIVE)
@@ -60,28 +80,87 @@ class TrainConfig:
     momentum: float = setting(0.9, "SGD momentum", check=_NONNEG)
     nesterov: bool = setting(True, "Nesterov momentum for SGD")
     weight_decay: float = setting(0.0, "weight decay", check=_NONNEG)
-    schedule: str = setting("onecycle", "learning-rate schedule (onecycle warms up for 25%% of steps)", choices=SCHEDULES)
+    schedule: str = setting(
+        "onecycle", "learning-rate schedule (onecycle warms up for 25%% of steps)", choices=SCHEDULES
+    )
     warmup_epochs: float = setting(0.0, "linear warm-up epochs for cosine/constant", check=_NONNEG)
     label_smoothing: float = setting(0.0, "label smoothing", check=(lambda v: 0 <= v < 1, "must be in [0, 1)"))
     loss: str = setting("softmax", "softmax cross-entropy or one-vs-all sigmoid (report 003)", choices=LOSSES)
-    augment: str = setting("none", "augmentation preset: jitter, translate (random shifts of up to 2 px), cropflip (translate + horizontal flip), strong (cropflip + erasing); custom: augment_pipeline from --config", choices=AUGMENTS)
-    augment_pipeline: list[dict[str, Any]] = setting([], "albumentations steps [{name, **params}] for augment='custom'", cli=False)
-    augment_backend: str = setting("auto", "auto: batched tensor ops; albumentations: per-sample pipeline", choices=AUGMENT_BACKENDS)
-    pseudo_label: str = setting("", "teacher run(s), comma-separated, of the same data and folds: fold k also trains on test rows labelled by the teachers' fold-k models")
-    pseudo_threshold: float = setting(0.9, "pseudo-label only test rows whose teacher probability reaches this", check=(lambda v: 0 <= v <= 1, "must be in [0, 1]"))
+    augment: str = setting(
+        "none",
+        "augmentation preset: jitter, translate (random shifts of up to 2 px), "
+        "cropflip (translate + horizontal flip), strong (cropflip + erasing); custom: "
+        "augment_pipeline from --config",
+        choices=AUGMENTS,
+    )
+    augment_pipeline: list[dict[str, Any]] = setting(
+        [], "albumentations steps [{name, **params}] for augment='custom'", cli=False
+    )
+    augment_backend: str = setting(
+        "auto", "auto: batched tensor ops; albumentations: per-sample pipeline", choices=AUGMENT_BACKENDS
+    )
+    pseudo_label: str = setting(
+        "",
+        "teacher run(s), comma-separated, of the same data and folds: fold k also "
+        "trains on test rows labelled by the teachers' fold-k models",
+    )
+    pseudo_threshold: float = setting(
+        0.9,
+        "pseudo-label only test rows whose teacher probability reaches this",
+        check=(lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    )
     pseudo_weight: float = setting(1.0, "loss weight of pseudo-labelled rows", check=_POSITIVE)
     tta: bool = setting(False, "average logits with the horizontally flipped image")
-    tta_shift: int = setting(0, "test-time shift views of N pixels (up, down, left, right; of each flip view too), logits averaged; 0 = off", check=_NONNEG)
-    ema: float = setting(0.0, "EMA decay of the weights (timm ModelEmaV3, with warm-up), used for validation, OOF and test predictions; 0 = off", check=(lambda v: 0 <= v < 1, "must be in [0, 1)"))
-    lookahead: float = setting(0.0, "lookahead decay per step (airbench): every 5 steps the weights are averaged into a slow copy that is written back into the net; the decay falls with the learning rate (x lr_factor^3); 0 = off", check=(lambda v: 0 <= v < 1, "must be in [0, 1)"), since=4)
+    tta_shift: int = setting(
+        0,
+        "test-time shift views of N pixels (up, down, left, right; of each flip view too), logits averaged; 0 = off",
+        check=_NONNEG,
+    )
+    ema: float = setting(
+        0.0,
+        "EMA decay of the weights (timm ModelEmaV3, with warm-up), used for validation, "
+        "OOF and test predictions; 0 = off",
+        check=(lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    )
+    lookahead: float = setting(
+        0.0,
+        "lookahead decay per step (airbench): every 5 steps the weights are averaged "
+        "into a slow copy that is written back into the net; the decay falls with "
+        "the learning rate (x lr_factor^3); 0 = off",
+        check=(lambda v: 0 <= v < 1, "must be in [0, 1)"),
+        since=4,
+    )
     bn_freeze_scale: bool = setting(False, "keep batch-norm scales at their initial 1 (not trained)", since=4)
-    bn_bias_lr: float = setting(1.0, "learning-rate multiplier of batch-norm biases and the whitening stem's bias; their weight decay is divided by it (the same decay per step)", check=_POSITIVE, since=4)
+    bn_bias_lr: float = setting(
+        1.0,
+        "learning-rate multiplier of batch-norm biases and the whitening stem's "
+        "bias; their weight decay is divided by it (the same decay per step)",
+        check=_POSITIVE,
+        since=4,
+    )
     mixup: float = setting(0.0, "mixup alpha (timm Mixup, per sample, with --label-smoothing); 0 = off", check=_NONNEG)
-    cutmix: float = setting(0.0, "cutmix alpha (timm Mixup, per sample; with --mixup too, each sample picks one at p=0.5); 0 = off", check=_NONNEG)
+    cutmix: float = setting(
+        0.0,
+        "cutmix alpha (timm Mixup, per sample; with --mixup too, each sample picks one at p=0.5); 0 = off",
+        check=_NONNEG,
+    )
     patience: int = setting(0, "early-stopping patience in epochs (0: train all epochs, keep the best)", check=_NONNEG)
-    eval_every: int = setting(1, "validate, and consider the epoch for the best, every N epochs and after the last; 0: after the last only (one-cycle runs end at their best: a validation pass saved per epoch)", check=_NONNEG, since=3)
+    eval_every: int = setting(
+        1,
+        "validate, and consider the epoch for the best, every N epochs and after "
+        "the last; 0: after the last only (one-cycle runs end at their best: a "
+        "validation pass saved per epoch)",
+        check=_NONNEG,
+        since=3,
+    )
     normalize: bool = setting(False, "standardize inputs, (x - 0.286) / 0.353, instead of 0..1")
-    amp: str = setting("auto", "mixed precision: auto (CUDA: bf16, else fp16; CPU: bf16 where the CPU has it natively, else fp32), off, bf16, fp16 (CUDA)", choices=AMP_MODES, semantic=False)
+    amp: str = setting(
+        "auto",
+        "mixed precision: auto (CUDA: bf16, else fp16; CPU: bf16 where the CPU "
+        "has it natively, else fp32), off, bf16, fp16 (CUDA)",
+        choices=AMP_MODES,
+        semantic=False,
+    )
     channels_last: bool = setting(True, "channels_last memory format", semantic=False)
     compile: bool = setting(False, "torch.compile the model", semantic=False)
     device: str = setting("auto", "auto, cpu, cuda, cuda:1 ...", semantic=False)
@@ -95,7 +174,9 @@ class TrainConfig:
                 raise FkaggleError(f"invalid training config: {f.name} must be {wrong}, got {value!r}")
             choices, check = f.metadata["choices"], f.metadata["check"]
             if choices and value not in choices:
-                raise FkaggleError(f"invalid training config: {f.name} must be one of {', '.join(choices)}, got {value!r}")
+                raise FkaggleError(
+                    f"invalid training config: {f.name} must be one of {', '.join(choices)}, got {value!r}"
+                )
             if isinstance(value, float) and not math.isfinite(value):
                 raise FkaggleError(f"invalid training config: {f.name} must be a finite number, got {value!r}")
             try:
@@ -105,13 +186,21 @@ class TrainConfig:
             if not ok:
                 raise FkaggleError(f"invalid training config: {f.name} {check[1]}, got {value!r}")
         if (self.mixup or self.cutmix) and self.batch_size % 2:
-            raise FkaggleError(f"invalid training config: mixup/cutmix pair each sample with another, so batch_size must be even, got {self.batch_size}")
+            raise FkaggleError(
+                "invalid training config: mixup/cutmix pair each sample with another, so "
+                f"batch_size must be even, got {self.batch_size}"
+            )
         if self.pseudo_label and (self.augment == "custom" or self.augment_backend == "albumentations"):
-            raise FkaggleError("invalid training config: pseudo-labels train on the tensor path (augment presets, augment_backend auto/tensor)")
+            raise FkaggleError(
+                "invalid training config: pseudo-labels train on the tensor path (augment "
+                "presets, augment_backend auto/tensor)"
+            )
         if self.augment == "custom" and not self.augment_pipeline:
             raise FkaggleError("invalid training config: augment='custom' needs augment_pipeline")
         if self.patience and self.eval_every != 1:
-            raise FkaggleError("invalid training config: early stopping (patience) needs a validation every epoch (eval_every = 1)")
+            raise FkaggleError(
+                "invalid training config: early stopping (patience) needs a validation every epoch (eval_every = 1)"
+            )
         if self.recipe is not None and self.recipe not in RECIPES:
             raise FkaggleError(f"unknown recipe {self.recipe!r} (choose from {', '.join(RECIPES)})")
         return self
@@ -122,16 +211,25 @@ class TrainConfig:
     def warnings(self) -> list[str]:
         """Legal but usually harmful settings, worth a line in the log."""
         out = []
-        flips = self.augment in ("cropflip", "strong") or any("Flip" in str(s.get("name", "")) for s in self.augment_pipeline)
+        flips = self.augment in ("cropflip", "strong") or any(
+            "Flip" in str(s.get("name", "")) for s in self.augment_pipeline
+        )
         if self.tta and not flips:
-            out.append("warning: hflip TTA on a model trained without flips usually hurts (Fashion-MNIST shoes all face left); use --augment cropflip/strong or --no-tta")
+            out.append(
+                "warning: hflip TTA on a model trained without flips usually hurts (Fashion-MNIST "
+                "shoes all face left); use --augment cropflip/strong or --no-tta"
+            )
         return out
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def semantic(self) -> dict[str, Any]:
-        return {k: v for k, v in self.to_dict().items() if k in SEMANTIC and not (FIELDS[k].metadata["since"] and v == default_of(k))}
+        return {
+            k: v
+            for k, v in self.to_dict().items()
+            if k in SEMANTIC and not (FIELDS[k].metadata["since"] and v == default_of(k))
+        }
 
     def semantic_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.semantic(), sort_keys=True, default=str).encode()).hexdigest()
@@ -151,7 +249,11 @@ def _wrong_type(name: str, value: Any) -> str | None:
     if isinstance(default, str) or (default is None and name == "recipe"):
         return None if isinstance(value, str) or (default is None and value is None) else "text"
     if name == "seeds":
-        return None if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value) else "a list of whole numbers"
+        return (
+            None
+            if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            else "a list of whole numbers"
+        )
     if isinstance(default, list):
         return None if isinstance(value, list) else "a list"
     if isinstance(default, dict):
@@ -170,32 +272,84 @@ def default_of(name: str) -> Any:
 
 RECIPES: dict[str, dict[str, Any]] = {
     # 2 CPU cores: 5 folds in ~15 min with bf16 (--amp auto). 8 epochs: the best CV found within
-    # 20 min (official test 4 epochs: 93.95%; 8: 94.58%; 10: 94.62% at lower CV; cropflip or 3 folds x 12: less; README).
+    # 20 min (official test 4 epochs: 93.95%; 8: 94.58%; 10: 94.62% at lower CV; cropflip or 3 folds x 12: less;
+    # README).
     "cpu": dict(
-        model="fmnist_resnet", model_kwargs={"width": 16}, epochs=8, batch_size=256, optimizer="sgd", lr=0.2,
-        momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle", label_smoothing=0.1,
-        augment="none", tta=False,  # no flips in training, so no flip TTA (it cost 0.45% here)
+        model="fmnist_resnet",
+        model_kwargs={"width": 16},
+        epochs=8,
+        batch_size=256,
+        optimizer="sgd",
+        lr=0.2,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        schedule="onecycle",
+        label_smoothing=0.1,
+        augment="none",
+        tta=False,  # no flips in training, so no flip TTA (it cost 0.45% here)
     ),
     # `cpu` plus what of airbench's lessons helped on 2 CPU cores (docs/results.md ablation, one fold at 3
     # epochs): a frozen patch-whitening stem fit on the fold's training rows, frozen BN scales,
     # 64x BN-bias learning rate, BN momentum 0.4. Dirac init, lookahead, label smoothing 0.2,
     # pool-before-BN and +-2 px translations with shift TTA did not help at this budget.
     "fast": dict(
-        model="fmnist_resnet", model_kwargs={"width": 16, "stem": "whiten", "bn_momentum": 0.4}, epochs=8, batch_size=256, optimizer="sgd", lr=0.2,
-        momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle", label_smoothing=0.1, bn_freeze_scale=True, bn_bias_lr=64.0,
-        augment="none", tta=False,
+        model="fmnist_resnet",
+        model_kwargs={"width": 16, "stem": "whiten", "bn_momentum": 0.4},
+        epochs=8,
+        batch_size=256,
+        optimizer="sgd",
+        lr=0.2,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        schedule="onecycle",
+        label_smoothing=0.1,
+        bn_freeze_scale=True,
+        bn_bias_lr=64.0,
+        augment="none",
+        tta=False,
     ),
     # One GPU: wider residual net, crop+flip+erasing, label smoothing, one-cycle, hflip TTA.
     "strong": dict(
-        model="fmnist_resnet", model_kwargs={"width": 64}, epochs=24, batch_size=512, optimizer="sgd", lr=0.4,
-        momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle", label_smoothing=0.1,
-        augment="strong", tta=True,
+        model="fmnist_resnet",
+        model_kwargs={"width": 64},
+        epochs=24,
+        batch_size=512,
+        optimizer="sgd",
+        lr=0.4,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        schedule="onecycle",
+        label_smoothing=0.1,
+        augment="strong",
+        tta=True,
     ),
     # The report systems, as their authors trained them (single split -> our k folds).
-    "report000": dict(model="seed000_bncnn", epochs=20, batch_size=64, optimizer="adam", lr=1e-3, schedule="constant", augment="jitter"),
+    "report000": dict(
+        model="seed000_bncnn",
+        epochs=20,
+        batch_size=64,
+        optimizer="adam",
+        lr=1e-3,
+        schedule="constant",
+        augment="jitter",
+    ),
     "report001": dict(model="lenet5", epochs=25, batch_size=100, optimizer="adam", lr=1e-3, schedule="constant"),
-    "report002": dict(model="seed002_vggish", epochs=400, batch_size=1024, optimizer="adam", lr=1e-4, schedule="constant"),
-    "report003": dict(model="cnn2", epochs=10, batch_size=64, optimizer="adam", lr=3.593e-4, weight_decay=3.593e-4, schedule="constant", augment="cropflip"),
+    "report002": dict(
+        model="seed002_vggish", epochs=400, batch_size=1024, optimizer="adam", lr=1e-4, schedule="constant"
+    ),
+    "report003": dict(
+        model="cnn2",
+        epochs=10,
+        batch_size=64,
+        optimizer="adam",
+        lr=3.593e-4,
+        weight_decay=3.593e-4,
+        schedule="constant",
+        augment="cropflip",
+    ),
     "report004": dict(model="keras_model4", epochs=50, batch_size=128, optimizer="adam", lr=1e-3, schedule="constant"),
 }
 

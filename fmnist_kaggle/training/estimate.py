@@ -43,13 +43,22 @@ class _NoBar:
         pass
 
 
-def measure_throughput(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, num_classes: int, seconds: float = 2.0, max_steps: int = 12) -> Throughput:
+def measure_throughput(
+    cfg: TrainConfig,
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    seconds: float = 2.0,
+    max_steps: int = 12,
+) -> Throughput:
     """Time training steps for about `seconds` (after one untimed step; at least one timed
     step, at most `max_steps`) and one prediction pass on the given rows (uint8 (N, 28, 28),
     labels 0..K-1). Nothing is written."""
     cfg = replace(cfg, batch_size=min(cfg.batch_size, len(images)))
     s, batches = make_stepper(cfg, num_classes, images, labels)
-    feed = itertools.chain.from_iterable(batches.epoch_batches(epoch) for epoch in itertools.count())  # as many epochs as the steps need
+    feed = itertools.chain.from_iterable(
+        batches.epoch_batches(epoch) for epoch in itertools.count()
+    )  # as many epochs as the steps need
     train_epoch(s, itertools.islice(feed, 1), "throughput", _NoBar())  # warm-up: allocations, kernel choice
     steps, t0 = 0, time.perf_counter()
     while steps < max_steps and (steps == 0 or time.perf_counter() - t0 < seconds):
@@ -61,7 +70,12 @@ def measure_throughput(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray,
     t0 = time.perf_counter()
     predict(s.eval_model, rows, cfg, s.device, s.dtype)
     predict_ips = len(rows) / max(time.perf_counter() - t0, 1e-9)
-    return Throughput(round(train_ips, 1), round(predict_ips, 1), str(s.device), str(s.dtype).replace("torch.", "") if s.dtype else "float32")
+    return Throughput(
+        round(train_ips, 1),
+        round(predict_ips, 1),
+        str(s.device),
+        str(s.dtype).replace("torch.", "") if s.dtype else "float32",
+    )
 
 
 @dataclass(frozen=True)
@@ -82,7 +96,9 @@ def views(cfg: TrainConfig) -> int:
     return len(tta_views(torch.zeros(1, 1, 2, 2), cfg))
 
 
-def unit_seconds(cfg: TrainConfig, speed: Throughput, train_rows: int, val_rows: int, test_rows: int, epochs: int | None = None) -> float:
+def unit_seconds(
+    cfg: TrainConfig, speed: Throughput, train_rows: int, val_rows: int, test_rows: int, epochs: int | None = None
+) -> float:
     """Estimated seconds of one (fold, seed) unit: its epochs of training, each followed by a
     validation pass (and a batch-norm refresh on short runs), then the final predictions."""
     epochs = cfg.epochs if epochs is None else epochs
@@ -92,13 +108,20 @@ def unit_seconds(cfg: TrainConfig, speed: Throughput, train_rows: int, val_rows:
     per_validation = val_rows / speed.predict_ips
     if steps * epochs < BN_REFRESH_STEPS:
         per_validation += train_rows / (speed.predict_ips * views(cfg))  # one view each: no TTA
-    return epochs * steps * batch / speed.train_ips + validations * per_validation + test_rows / speed.predict_ips + UNIT_OVERHEAD_S
+    return (
+        epochs * steps * batch / speed.train_ips
+        + validations * per_validation
+        + test_rows / speed.predict_ips
+        + UNIT_OVERHEAD_S
+    )
 
 
 RUN_ESTIMATE_MIN_IMAGES = 50_000  # below this many training images a run takes minutes at worst: not timed
 
 
-def run_seconds(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, num_classes: int, units: int, test_rows: int) -> tuple[float, Throughput] | None:
+def run_seconds(
+    cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, num_classes: int, units: int, test_rows: int
+) -> tuple[float, Throughput] | None:
     """Estimated seconds of `units` (fold, seed) units of a run on these training rows, timed
     on this machine (a second or two of real steps); None for a run too small to be worth it."""
     shape = unit_shape(len(images), cfg.folds, test_rows)
@@ -109,16 +132,39 @@ def run_seconds(cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, num_cl
     return units * unit_seconds(cfg, speed, shape.train_rows, shape.val_rows, shape.test_rows), speed
 
 
-SPEED_FIELDS = ("model", "model_kwargs", "batch_size", "eval_batch_size", "augment", "augment_pipeline", "augment_backend", "tta", "tta_shift",
-                "ema", "lookahead", "mixup", "cutmix", "amp", "channels_last", "compile", "device", "num_workers")  # fmt: skip
+SPEED_FIELDS = (
+    "model",
+    "model_kwargs",
+    "batch_size",
+    "eval_batch_size",
+    "augment",
+    "augment_pipeline",
+    "augment_backend",
+    "tta",
+    "tta_shift",
+    "ema",
+    "lookahead",
+    "mixup",
+    "cutmix",
+    "amp",
+    "channels_last",
+    "compile",
+    "device",
+    "num_workers",
+)
 
 
-def runs_seconds(cfgs: list[TrainConfig], images: np.ndarray, labels: np.ndarray, num_classes: int, test_rows: int) -> tuple[float, Throughput] | None:
+def runs_seconds(
+    cfgs: list[TrainConfig], images: np.ndarray, labels: np.ndarray, num_classes: int, test_rows: int
+) -> tuple[float, Throughput] | None:
     """Estimated seconds of whole runs (every fold and seed of each config: a sweep's trials),
     timed on this machine once per distinct model setup; None when all together are too small
     to be worth timing. The speed returned is the first config's."""
     shapes = [unit_shape(cfg.subset or len(images), cfg.folds, test_rows) for cfg in cfgs]
-    if sum(len(c.seeds) * c.folds * c.epochs * sh.train_rows for c, sh in zip(cfgs, shapes, strict=True)) < RUN_ESTIMATE_MIN_IMAGES:
+    if (
+        sum(len(c.seeds) * c.folds * c.epochs * sh.train_rows for c, sh in zip(cfgs, shapes, strict=True))
+        < RUN_ESTIMATE_MIN_IMAGES
+    ):
         return None
     speeds: dict[str, Throughput] = {}
     total = 0.0
@@ -134,4 +180,6 @@ def runs_seconds(cfgs: list[TrainConfig], images: np.ndarray, labels: np.ndarray
 def epoch_seconds(cfg: TrainConfig, speed: Throughput, train_rows: int, val_rows: int) -> float:
     """The marginal cost of one more epoch of one unit (with its validation, if it has one)."""
     batch = min(cfg.batch_size, train_rows)
-    return max(1, train_rows // batch) * batch / speed.train_ips + (val_rows / speed.predict_ips if cfg.eval_every == 1 else 0.0)
+    return max(1, train_rows // batch) * batch / speed.train_ips + (
+        val_rows / speed.predict_ips if cfg.eval_every == 1 else 0.0
+    )

@@ -63,7 +63,11 @@ def param_groups(cfg: TrainConfig, model: torch.nn.Module, total_steps: int) -> 
             if cfg.bn_bias_lr != 1.0:
                 special[id(m.bias)] = {"name": "bn_bias", **bias_group}
         if isinstance(m, PatchWhitening):
-            special[id(m.bias)] = {"name": "whiten_bias", **bias_group, "until_step": int(m.bias_train_fraction * total_steps)}
+            special[id(m.bias)] = {
+                "name": "whiten_bias",
+                **bias_group,
+                "until_step": int(m.bias_train_fraction * total_steps),
+            }
     groups: dict[str, dict[str, Any]] = {}
     for p in model.parameters():
         if not p.requires_grad:
@@ -80,7 +84,14 @@ def build_optimizer(cfg: TrainConfig, groups: list[dict[str, Any]], device: torc
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay, **fused)
+        return torch.optim.SGD(
+            groups,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
+            weight_decay=cfg.weight_decay,
+            **fused,
+        )
     return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=0.0, weight_decay=cfg.weight_decay)
 
 
@@ -126,12 +137,18 @@ def lr_factor(cfg: TrainConfig, step: int, total: int, steps_per_epoch: int) -> 
     return 1.0
 
 
-def loss_fn(cfg: TrainConfig, logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+def loss_fn(
+    cfg: TrainConfig, logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Hard labels (N,), or soft targets (N, K) from mixup/cutmix (already smoothed);
     `weight`: per-sample loss weights (pseudo-labelled rows)."""
     logits = logits.float()
     if y.dim() == 2:
-        per = F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(1) if cfg.loss == "sigmoid" else F.cross_entropy(logits, y, reduction="none")
+        per = (
+            F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(1)
+            if cfg.loss == "sigmoid"
+            else F.cross_entropy(logits, y, reduction="none")
+        )
     elif cfg.loss == "sigmoid":  # one-vs-all BCE, as compared in report 003
         k = logits.shape[1]
         target = F.one_hot(y, k).float() * (1 - cfg.label_smoothing) + cfg.label_smoothing / k
@@ -147,7 +164,15 @@ def make_mixer(cfg: TrainConfig, num_classes: int) -> Any:
         return None
     from timm.data import Mixup
 
-    return Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=1.0, switch_prob=0.5, mode="elem", label_smoothing=cfg.label_smoothing, num_classes=num_classes)
+    return Mixup(
+        mixup_alpha=cfg.mixup,
+        cutmix_alpha=cfg.cutmix,
+        prob=1.0,
+        switch_prob=0.5,
+        mode="elem",
+        label_smoothing=cfg.label_smoothing,
+        num_classes=num_classes,
+    )
 
 
 def make_ema(cfg: TrainConfig, model: torch.nn.Module) -> Any:
@@ -164,7 +189,9 @@ def refresh_batchnorm(model: torch.nn.Module, images: np.ndarray, cfg: TrainConf
     """Batch-norm running statistics recomputed as exact averages over the training rows
     (torch's `update_bn`). After a few hundred steps the momentum averages still lag the
     weights, and evaluation with them is near chance. Frozen (pretrained) models are left alone."""
-    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()) or not all(p.requires_grad for p in model.parameters()):
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()) or not all(
+        p.requires_grad for p in model.parameters()
+    ):
         return
     x = torch.from_numpy(np.require(images, requirements=["C", "W"]))
     torch.optim.swa_utils.update_bn((_to_model(b, cfg) for b in eval_batches(x, cfg, device)), model)
@@ -208,21 +235,32 @@ class Batches:
     steps_per_epoch: int
 
 
-def make_batches(cfg: TrainConfig, x: np.ndarray, y: np.ndarray, device: torch.device, batch_size: int, w: np.ndarray | None = None) -> Batches:
+def make_batches(
+    cfg: TrainConfig, x: np.ndarray, y: np.ndarray, device: torch.device, batch_size: int, w: np.ndarray | None = None
+) -> Batches:
     """(inputs, labels) batches, or (inputs, labels, weights) when per-sample weights are given."""
     steps = max(1, len(x) // batch_size)  # drop the ragged last batch (BN on tiny batches)
     if cfg.augment == "custom" or cfg.augment_backend == "albumentations":
-        ds = AlbumentationsDataset(np.asarray(x), np.asarray(y), albumentations_pipeline(cfg.augment, cfg.augment_pipeline))
+        ds = AlbumentationsDataset(
+            np.asarray(x), np.asarray(y), albumentations_pipeline(cfg.augment, cfg.augment_pipeline)
+        )
 
         def albu(seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             gen = torch.Generator().manual_seed(seed)
-            loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, drop_last=True, generator=gen, num_workers=cfg.num_workers)
-            return ((normalize(xb.to(device, non_blocking=True), cfg), yb.to(device, non_blocking=True)) for xb, yb in loader)
+            loader = torch.utils.data.DataLoader(
+                ds, batch_size=batch_size, shuffle=True, drop_last=True, generator=gen, num_workers=cfg.num_workers
+            )
+            return (
+                (normalize(xb.to(device, non_blocking=True), cfg), yb.to(device, non_blocking=True))
+                for xb, yb in loader
+            )
 
         return Batches(albu, steps)
     # the fast path: the fold's uint8 images live on the training device
     augment = BatchAugment(cfg.augment)
-    xs = torch.from_numpy(np.require(x, requirements=["C", "W"])).to(device)  # a read-only array (np.frombuffer, Ray) is copied
+    xs = torch.from_numpy(np.require(x, requirements=["C", "W"])).to(
+        device
+    )  # a read-only array (np.frombuffer, Ray) is copied
     ys = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
     ws = torch.from_numpy(np.asarray(w, dtype=np.float32)).to(device) if w is not None else None
     gen = torch.Generator(device=device)
@@ -230,7 +268,10 @@ def make_batches(cfg: TrainConfig, x: np.ndarray, y: np.ndarray, device: torch.d
     def fast(seed: int) -> Iterator[tuple[torch.Tensor, ...]]:
         gen.manual_seed(seed)
         perm = torch.randperm(len(xs), generator=gen, device=device)[: steps * batch_size].view(steps, batch_size)
-        return ((normalize(augment(to_float(xs[idx]), gen), cfg), ys[idx], *([ws[idx]] if ws is not None else [])) for idx in perm)
+        return (
+            (normalize(augment(to_float(xs[idx]), gen), cfg), ys[idx], *([ws[idx]] if ws is not None else []))
+            for idx in perm
+        )
 
     return Batches(fast, steps)
 
@@ -269,7 +310,9 @@ class Stepper:
             g["lr"] = self.lr(self.step) * g.get("lr_scale", 1.0) * (self.step < g.get("until_step", self.total_steps))
 
 
-def train_epoch(s: Stepper, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], where: str, bar: Any) -> dict[str, float]:
+def train_epoch(
+    s: Stepper, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], where: str, bar: Any
+) -> dict[str, float]:
     """One pass over the batches; raises NonFiniteLoss the moment the loss diverges."""
     s.model.train()
     t0 = time.perf_counter()
@@ -278,7 +321,9 @@ def train_epoch(s: Stepper, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
     seen = 0
     for x, y, *w in batches:
         if s.stop_at is not None and time.monotonic() >= s.stop_at:
-            raise DeadlineReached(f"{where}: deadline reached at step {s.step + 1}; resumes from the last finished epoch")
+            raise DeadlineReached(
+                f"{where}: deadline reached at step {s.step + 1}; resumes from the last finished epoch"
+            )
         s.set_lr()
         x, target = s.mixer(x, y) if s.mixer is not None else (x, y)
         with _autocast(s.device, s.dtype):
@@ -288,14 +333,19 @@ def train_epoch(s: Stepper, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
             if reg is not None:
                 loss = loss + reg()
         if not torch.isfinite(loss):  # one sync a step: a diverged fold must not be marked finished
-            raise NonFiniteLoss(f"{where}: training loss is {loss.item()} at step {s.step + 1} (lr {s.lr(s.step):.3g}); lower --lr or check the data")
+            raise NonFiniteLoss(
+                f"{where}: training loss is {loss.item()} at step {s.step + 1} (lr {s.lr(s.step):.3g}); "
+                "lower --lr or check the data"
+            )
         s.opt.zero_grad(set_to_none=True)
         s.scaler.scale(loss).backward()
         s.scaler.step(s.opt)
         s.scaler.update()
         s.step += 1
         if s.lookahead is not None and (s.step % Lookahead.every == 0 or s.step == s.total_steps):
-            s.lookahead.update(s.model, lr_factor(s.cfg, s.step - 1, s.total_steps, s.steps_per_epoch), last=s.step == s.total_steps)
+            s.lookahead.update(
+                s.model, lr_factor(s.cfg, s.step - 1, s.total_steps, s.steps_per_epoch), last=s.step == s.total_steps
+            )
         if s.ema is not None:
             s.ema.update(s.model, step=s.step)
         seen += len(y)
@@ -303,16 +353,31 @@ def train_epoch(s: Stepper, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
         correct += (logits.argmax(1) == y).sum()
         bar.update(1)
         if s.step % 20 == 0 and not bar.disable:
-            bar.set_postfix(loss=f"{sum_loss.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            bar.set_postfix(
+                loss=f"{sum_loss.item() / seen:.4f}",
+                acc=f"{correct.item() / seen:.4f}",
+                img_s=f"{seen / (time.perf_counter() - t0):.0f}",
+            )
     seconds = time.perf_counter() - t0
-    return {"train_loss": sum_loss.item() / max(seen, 1), "train_acc": correct.item() / max(seen, 1), "seconds": seconds, "images_per_s": seen / max(seconds, 1e-9)}
+    return {
+        "train_loss": sum_loss.item() / max(seen, 1),
+        "train_acc": correct.item() / max(seen, 1),
+        "seconds": seconds,
+        "images_per_s": seen / max(seconds, 1e-9),
+    }
 
 
 # ----------------------------------------------------------------------------- checkpoints
 
 
 def save_checkpoint(path: Path, s: Stepper, state: dict[str, Any], tag: dict[str, Any] | None = None) -> None:
-    ck = {"model": s.model.state_dict(), "opt": s.opt.state_dict(), "scaler": s.scaler.state_dict(), "state": state, "tag": tag}
+    ck = {
+        "model": s.model.state_dict(),
+        "opt": s.opt.state_dict(),
+        "scaler": s.scaler.state_dict(),
+        "state": state,
+        "tag": tag,
+    }
     if s.ema is not None:
         ck["ema"] = s.ema.module.state_dict()
     if s.lookahead is not None:
@@ -336,7 +401,9 @@ def load_checkpoint(path: Path, s: Stepper, tag: dict[str, Any] | None = None) -
         state = ck["state"]
         epoch = int(state["epoch"])
         if not 0 < epoch <= s.cfg.epochs or len(state["history"]) != epoch:
-            raise ValueError(f"epoch {epoch} with {len(state['history'])} epochs of history, for a {s.cfg.epochs}-epoch training")
+            raise ValueError(
+                f"epoch {epoch} with {len(state['history'])} epochs of history, for a {s.cfg.epochs}-epoch training"
+            )
         s.model.load_state_dict(ck["model"])
         s.opt.load_state_dict(ck["opt"])
         s.scaler.load_state_dict(ck["scaler"])
@@ -346,7 +413,8 @@ def load_checkpoint(path: Path, s: Stepper, tag: dict[str, Any] | None = None) -
             s.lookahead.load_state_dict(ck["lookahead"])
         return state
     except Exception as exc:  # truncated, foreign, or not weights-only: restart this seed
-        log.warning(f"{path}: unusable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); discarded, this seed restarts")
+        first = str(exc).splitlines()[0][:120] if str(exc) else ""
+        log.warning(f"{path}: unusable checkpoint ({type(exc).__name__}: {first}); discarded, this seed restarts")
         path.unlink(missing_ok=True)
         return None
 
@@ -354,7 +422,16 @@ def load_checkpoint(path: Path, s: Stepper, tag: dict[str, Any] | None = None) -
 # ----------------------------------------------------------------------------- fit
 
 
-def make_stepper(cfg: TrainConfig, num_classes: int, train_x: np.ndarray, train_y: np.ndarray, fold: int = 0, seed: int = 0, desc: str = "", train_w: np.ndarray | None = None) -> tuple[Stepper, Batches]:
+def make_stepper(
+    cfg: TrainConfig,
+    num_classes: int,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    fold: int = 0,
+    seed: int = 0,
+    desc: str = "",
+    train_w: np.ndarray | None = None,
+) -> tuple[Stepper, Batches]:
     """A freshly initialised model with its optimizer, schedule and batches: what `fit` trains
     and what `estimate` times."""
     device = resolve_device(cfg.device)
@@ -365,15 +442,27 @@ def make_stepper(cfg: TrainConfig, num_classes: int, train_x: np.ndarray, train_
         model = model.to(memory_format=torch.channels_last)
     batch_size = min(cfg.batch_size, len(train_x))
     if batch_size < cfg.batch_size:
-        log.warning(f"{desc} batch size {cfg.batch_size} is larger than the fold's {len(train_x)} training rows; using {batch_size}")
+        log.warning(
+            f"{desc} batch size {cfg.batch_size} is larger than the fold's {len(train_x)} "
+            f"training rows; using {batch_size}"
+        )
     batches = make_batches(cfg, train_x, train_y, device, batch_size, train_w)
     init_from_data(model, train_x, cfg, device)
     total = batches.steps_per_epoch * cfg.epochs
     s = Stepper(
-        model, torch.compile(model) if cfg.compile else model, build_optimizer(cfg, param_groups(cfg, model, total), device),
-        torch.amp.GradScaler("cuda", enabled=dtype == torch.float16), cfg, device, dtype, total, batches.steps_per_epoch,
-        ema=make_ema(cfg, model), mixer=make_mixer(cfg, num_classes), lookahead=Lookahead(model, cfg.lookahead) if cfg.lookahead else None,
-    )  # fmt: skip
+        model,
+        torch.compile(model) if cfg.compile else model,
+        build_optimizer(cfg, param_groups(cfg, model, total), device),
+        torch.amp.GradScaler("cuda", enabled=dtype == torch.float16),
+        cfg,
+        device,
+        dtype,
+        total,
+        batches.steps_per_epoch,
+        ema=make_ema(cfg, model),
+        mixer=make_mixer(cfg, num_classes),
+        lookahead=Lookahead(model, cfg.lookahead) if cfg.lookahead else None,
+    )
     return s, batches
 
 
@@ -390,10 +479,12 @@ class FitResult:
         """The per-seed summary every reader uses (best epoch and its metrics, speed)."""
         best = next((r for r in self.history if r["epoch"] == self.best_epoch), {})
         return {
-            "best_epoch": self.best_epoch, "epochs_trained": len(self.history),
+            "best_epoch": self.best_epoch,
+            "epochs_trained": len(self.history),
             "best": {k: best.get(k) for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
-            "images_per_s": round(self.images_per_s, 1), "seconds": round(self.seconds, 1),
-        }  # fmt: skip
+            "images_per_s": round(self.images_per_s, 1),
+            "seconds": round(self.seconds, 1),
+        }
 
 
 def fit(
@@ -427,11 +518,26 @@ def fit(
     state = load_checkpoint(checkpoint, s, checkpoint_tag) if checkpoint is not None else None
     if state is not None:
         log.info(f"{desc} resuming after epoch {state['epoch']} from {checkpoint.name}")
-    state = state or {"epoch": 0, "history": [], "best_loss": float("inf"), "best_epoch": 0, "best_state": None, "bad_epochs": 0}
+    state = state or {
+        "epoch": 0,
+        "history": [],
+        "best_loss": float("inf"),
+        "best_epoch": 0,
+        "best_state": None,
+        "bad_epochs": 0,
+    }
     s.step = state["epoch"] * batches.steps_per_epoch
     images_per_s = 0.0
     # one bar for the whole unit (its ETA is the unit's remaining time), resumed steps counted
-    with tqdm(total=batches.steps_per_epoch * cfg.epochs, initial=s.step, desc=desc, unit="step", leave=False, disable=None if progress else True, mininterval=1.0) as bar:
+    with tqdm(
+        total=batches.steps_per_epoch * cfg.epochs,
+        initial=s.step,
+        desc=desc,
+        unit="step",
+        leave=False,
+        disable=None if progress else True,
+        mininterval=1.0,
+    ) as bar:
         for epoch in range(state["epoch"], cfg.epochs):
             if cfg.patience and state["bad_epochs"] >= cfg.patience:
                 break
@@ -440,17 +546,33 @@ def fit(
             tr = train_epoch(s, batches.epoch_batches(_seed_for(seed, fold, epoch)), f"{desc} epoch {epoch + 1}", bar)
             images_per_s = tr["images_per_s"]
             row = {
-                "fold": fold, "seed": seed, "epoch": epoch + 1, "train_loss": round(tr["train_loss"], 6), "train_acc": round(tr["train_acc"], 6), "val_loss": None, "val_acc": None,
-                "lr": s.lr(max(s.step - 1, 0)), "images_per_s": round(images_per_s, 1), "seconds": round(tr["seconds"], 2),
-            }  # fmt: skip
+                "fold": fold,
+                "seed": seed,
+                "epoch": epoch + 1,
+                "train_loss": round(tr["train_loss"], 6),
+                "train_acc": round(tr["train_acc"], 6),
+                "val_loss": None,
+                "val_acc": None,
+                "lr": s.lr(max(s.step - 1, 0)),
+                "images_per_s": round(images_per_s, 1),
+                "seconds": round(tr["seconds"], 2),
+            }
             if _validates(cfg, epoch):
                 if s.total_steps < BN_REFRESH_STEPS:
                     refresh_batchnorm(s.eval_model, train_x, cfg, device)
-                logits = predict(s.eval_model, vx, cfg, device)  # fp32, as the saved predictions: the epoch line and the fold line agree
+                logits = predict(
+                    s.eval_model, vx, cfg, device
+                )  # fp32, as the saved predictions: the epoch line and the fold line agree
                 val_loss, val_acc = scores(logits, vy)
                 row.update(val_loss=round(val_loss, 6), val_acc=round(val_acc, 6))
                 if val_loss < state["best_loss"]:  # its logits are the fold's OOF predictions if it stays the best
-                    state.update(best_loss=val_loss, best_epoch=epoch + 1, best_state=copy.deepcopy(s.eval_model.state_dict()), best_val=torch.from_numpy(logits), bad_epochs=0)
+                    state.update(
+                        best_loss=val_loss,
+                        best_epoch=epoch + 1,
+                        best_state=copy.deepcopy(s.eval_model.state_dict()),
+                        best_val=torch.from_numpy(logits),
+                        bad_epochs=0,
+                    )
                 else:
                     state["bad_epochs"] += 1
             state["history"].append(row)
@@ -458,11 +580,21 @@ def fit(
             if checkpoint is not None:
                 save_checkpoint(checkpoint, s, state, checkpoint_tag)
             val = f"{row['val_loss']:.4f}/{row['val_acc']:.4f}" if row["val_loss"] is not None else "-"
-            log.info(f"{desc} epoch {epoch + 1}/{cfg.epochs}  train {row['train_loss']:.4f}/{row['train_acc']:.4f}  val {val}  {images_per_s:.0f} img/s")
+            log.info(
+                f"{desc} epoch {epoch + 1}/{cfg.epochs}  train {row['train_loss']:.4f}/{row['train_acc']:.4f} "
+                f" val {val}  {images_per_s:.0f} img/s"
+            )
     if state["best_state"] is not None:
         s.eval_model.load_state_dict(state["best_state"])
     best_val = state.get("best_val")
-    return FitResult(s.eval_model, state["history"], state["best_epoch"], images_per_s, time.perf_counter() - t_start, best_val.numpy() if best_val is not None else None)
+    return FitResult(
+        s.eval_model,
+        state["history"],
+        state["best_epoch"],
+        images_per_s,
+        time.perf_counter() - t_start,
+        best_val.numpy() if best_val is not None else None,
+    )
 
 
 def _validates(cfg: TrainConfig, epoch: int) -> bool:

@@ -54,7 +54,13 @@ def tta_views(x: torch.Tensor, cfg: TrainConfig) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig, device: torch.device, dtype: torch.dtype | None = None) -> np.ndarray:
+def predict(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    cfg: TrainConfig,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+) -> np.ndarray:
     """Logits for uint8 images (N,28,28), averaged (in logit space) over the TTA views."""
     model.eval()
     out = []
@@ -66,7 +72,14 @@ def predict(model: torch.nn.Module, images: torch.Tensor, cfg: TrainConfig, devi
     return torch.cat(out).numpy().astype(np.float32)
 
 
-def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: np.ndarray, cfg: TrainConfig, device: torch.device, dtype: torch.dtype | None) -> tuple[float, float]:
+def evaluate(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: np.ndarray,
+    cfg: TrainConfig,
+    device: torch.device,
+    dtype: torch.dtype | None,
+) -> tuple[float, float]:
     """Validation loss and accuracy."""
     return scores(predict(model, images, cfg, device, dtype), labels)
 

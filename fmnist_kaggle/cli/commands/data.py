@@ -33,31 +33,42 @@ def cmd_data_drift(args: argparse.Namespace) -> int:
 
     comp = competition(args)
     ws = Workspace(args.workdir)
-    res = drift_report(comp.train_set, comp.test_set, *ws.drift_pngs, rows=args.rows, folds=args.folds, result_json=ws.drift_json)
+    res = drift_report(
+        comp.train_set, comp.test_set, *ws.drift_pngs, rows=args.rows, folds=args.folds, result_json=ws.drift_json
+    )
     return emit(args, res, _drift_text)
 
 
 def _drift_text(res: dict[str, Any]) -> str:
-    return "\n".join([
-        f"adversarial validation: {res['train_rows']} train vs {res['test_rows']} test rows, {res['folds']}-fold ROC AUC {res['auc']:.4f}",
-        f"verdict: {res['verdict']}",
-        f"pixel importances: {res['importance_png']}",
-        f"the {len(res['test_like_rows'])} most test-like training rows (0-based row: P(test)), as drawn in {res['test_like_png']}:",
-        "  " + ", ".join(f"{r}: {p:.2f}" for r, p in zip(res["test_like_rows"], res["test_like_p"])),
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"adversarial validation: {res['train_rows']} train vs {res['test_rows']} "
+            f"test rows, {res['folds']}-fold ROC AUC {res['auc']:.4f}",
+            f"verdict: {res['verdict']}",
+            f"pixel importances: {res['importance_png']}",
+            f"the {len(res['test_like_rows'])} most test-like training rows (0-based "
+            f"row: P(test)), as drawn in {res['test_like_png']}:",
+            "  " + ", ".join(f"{r}: {p:.2f}" for r, p in zip(res["test_like_rows"], res["test_like_p"])),
+        ]
+    )
 
 
 def _summary_text(info: dict[str, Any]) -> str:
     tr = info["train"]
     lines = [
-        f"train  {tr['path']}  [{tr['format']}]  {tr['rows']} rows, {tr['classes']} classes, label values {tr['label_values']}",
-        f"       pixels {tr['pixel_dtype']} {tr['pixel_range'][0]}..{tr['pixel_range'][1]} (stored as {tr['stored_scale']}), fingerprint {tr['fingerprint']}",
+        f"train  {tr['path']}  [{tr['format']}]  {tr['rows']} rows, {tr['classes']} "
+        f"classes, label values {tr['label_values']}",
+        f"       pixels {tr['pixel_dtype']} {tr['pixel_range'][0]}..{tr['pixel_range'][1]} "
+        f"(stored as {tr['stored_scale']}), fingerprint {tr['fingerprint']}",
         *(f"       {name:<14} {count}" for name, count in tr["class_counts"].items()),
     ]
     if "test" in info:
         te = info["test"]
         ids = "synthesized 1..N" if te["ids_synthesized"] else f"column {te['id_column']!r}"
-        lines.append(f"test   {te['path']}  [{te['format']}]  {te['rows']} rows, ids {ids}, labels {'known' if te['has_labels'] else 'unknown'}")
+        lines.append(
+            f"test   {te['path']}  [{te['format']}]  {te['rows']} rows, ids {ids}, labels "
+            f"{'known' if te['has_labels'] else 'unknown'}"
+        )
     if "sample_submission" in info:
         ss = info["sample_submission"]
         lines.append(f"sample {ss['path']}  columns {ss['columns']}, {ss['rows']} rows")
@@ -73,7 +84,10 @@ def cmd_init(args: argparse.Namespace) -> int:
             raise FkaggleError("--official writes the official Fashion-MNIST config: no --train/--test/... with it")
         _, info = init_official(args.out, args.force)
     elif args.train is None:
-        raise FkaggleError("init needs --train FILE (your competition's files) or --official (the official Fashion-MNIST, installed on this machine)")
+        raise FkaggleError(
+            "init needs --train FILE (your competition's files) or --official (the "
+            "official Fashion-MNIST, installed on this machine)"
+        )
     else:
         _, info = init_competition(paths, args.out, args.name, args.slug, args.format or "auto", args.force)
     return _report_config(args, info, args.out)
@@ -93,28 +107,82 @@ def _report_config(args: argparse.Namespace, info: dict[str, Any], target: str) 
 def register(sub: Any) -> None:
     data = sub.add_parser("data", help="load and check competition data")
     dsub = data.add_subparsers(dest="data_command", required=True)
-    check = command(dsub, "check", "load, validate and summarize train/test files; write a sample grid PNG", cmd_data_check, data=True)
-    check.add_argument("--folds", type=int, default=5, help="check every class has at least this many samples (default 5)")
+    check = command(
+        dsub,
+        "check",
+        "load, validate and summarize train/test files; write a sample grid PNG",
+        cmd_data_check,
+        data=True,
+    )
+    check.add_argument(
+        "--folds", type=int, default=5, help="check every class has at least this many samples (default 5)"
+    )
     check.add_argument("--png", help="where to write the sample grid (default oof/data-check/samples.png)")
-    drift = command(dsub, "drift", "adversarial validation: can a classifier tell train from test rows? ROC AUC, verdict, PNGs", cmd_data_drift, data=True, workdir=True)
+    drift = command(
+        dsub,
+        "drift",
+        "adversarial validation: can a classifier tell train from test rows? ROC AUC, verdict, PNGs",
+        cmd_data_drift,
+        data=True,
+        workdir=True,
+    )
     drift.add_argument("--rows", type=int, default=5000, help="rows sampled from each of train and test (default 5000)")
-    drift.add_argument("--folds", type=int, default=5, help="cross-validation folds for the out-of-fold AUC (default 5)")
+    drift.add_argument(
+        "--folds", type=int, default=5, help="cross-validation folds for the out-of-fold AUC (default 5)"
+    )
 
-    init = command(sub, "init", "write a competition config (default competition/competition.toml) from files it has loaded and checked; later commands read it", cmd_init)
-    init.add_argument("--official", action="store_true", help="the official Fashion-MNIST (10 classes, its test labels for offline scoring), found in $FKAGGLE_DATA, competition/data/ or Debian's dataset-fashion-mnist")
-    init.add_argument("--train", help="training file: CSV (label + 784 pixel columns, may be zipped or gzipped), NPY/NPZ, or IDX images")
-    init.add_argument("--train-labels", help="separate training labels (IDX labels, or .npy) when the training file holds only images")
+    init = command(
+        sub,
+        "init",
+        "write a competition config (default competition/competition.toml) from "
+        "files it has loaded and checked; later commands read it",
+        cmd_init,
+    )
+    init.add_argument(
+        "--official",
+        action="store_true",
+        help="the official Fashion-MNIST (10 classes, its test labels for offline scoring), "
+        "found in $FKAGGLE_DATA, competition/data/ or Debian's dataset-fashion-mnist",
+    )
+    init.add_argument(
+        "--train",
+        help="training file: CSV (label + 784 pixel columns, may be zipped or gzipped), NPY/NPZ, or IDX images",
+    )
+    init.add_argument(
+        "--train-labels", help="separate training labels (IDX labels, or .npy) when the training file holds only images"
+    )
     init.add_argument("--test", help="test file to predict (same formats; an id column is kept for the submission)")
-    init.add_argument("--test-labels", help="known test truth for offline scoring: .npy/IDX in test order, or a CSV joined on the id column")
-    init.add_argument("--sample-submission", help="the competition's sample submission: its two columns name the submission's id and label columns")
+    init.add_argument(
+        "--test-labels",
+        help="known test truth for offline scoring: .npy/IDX in test order, or a CSV joined on the id column",
+    )
+    init.add_argument(
+        "--sample-submission",
+        help="the competition's sample submission: its two columns name the submission's id and label columns",
+    )
     init.add_argument("--slug", help="Kaggle competition slug (used by submit, submissions and leaderboard)")
     init.add_argument("--name", default="custom", help="a name for the competition (default custom)")
-    init.add_argument("--format", choices=format_choices(), help="file format (default: detected from name and content)")
-    init.add_argument("--out", default="competition/competition.toml", help="where to write the config (default competition/competition.toml, found there by every command)")
+    init.add_argument(
+        "--format", choices=format_choices(), help="file format (default: detected from name and content)"
+    )
+    init.add_argument(
+        "--out",
+        default="competition/competition.toml",
+        help="where to write the config (default competition/competition.toml, found there by every command)",
+    )
     init.add_argument("--force", action="store_true", help="replace an existing config")
 
-    dl = command(sub, "download", "download a Kaggle competition's files with the official client, check them and write its config", cmd_download)
+    dl = command(
+        sub,
+        "download",
+        "download a Kaggle competition's files with the official client, check them and write its config",
+        cmd_download,
+    )
     dl.add_argument("slug", help="the competition's slug, as in kaggle.com/competitions/SLUG")
     dl.add_argument("--dir", help="where the files go (default competition/data/SLUG)")
-    dl.add_argument("--out", default="competition/competition.toml", help="where to write the config (default competition/competition.toml)")
+    dl.add_argument(
+        "--out",
+        default="competition/competition.toml",
+        help="where to write the config (default competition/competition.toml)",
+    )
     dl.add_argument("--force", action="store_true", help="download again and replace an existing config")

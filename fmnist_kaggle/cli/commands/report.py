@@ -19,9 +19,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _text(res: dict[str, Any]) -> str:
     broken = f", {len(res['broken_runs'])} broken ({', '.join(res['broken_runs'][:5])})" if res["broken_runs"] else ""
     best = f"; best run {res['best_run']}" if res["best_run"] else ""
-    return f"wrote {res['html']} ({res['bytes'] / 1e6:.1f} MB, {res['seconds']:.1f}s): {res['runs']} runs ({res['complete_runs']} complete{broken}), {res['blends']} submission files, {res['uploads']} uploads{best}"
+    return (
+        f"wrote {res['html']} ({res['bytes'] / 1e6:.1f} MB, {res['seconds']:.1f}s): "
+        f"{res['runs']} runs ({res['complete_runs']} complete{broken}), {res['blends']} "
+        f"submission files, {res['uploads']} uploads{best}"
+    )
 
 
 def register(sub: Any) -> None:
-    rp = command(sub, "report", "one self-contained HTML page of the workspace: runs ranked by CV, blends, autopilot, submissions (CV vs public), pictures", cmd_report, workdir=True)
+    rp = command(
+        sub,
+        "report",
+        "one self-contained HTML page of the workspace: runs ranked by CV, blends, "
+        "autopilot, submissions (CV vs public), pictures",
+        cmd_report,
+        workdir=True,
+    )
     rp.add_argument("--out", help="where to write the page (default oof/report.html)")

@@ -7,7 +7,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fmnist_kaggle.cli.common import command, competition, emit, executor, executor_options, progress, train_config, train_options
+from fmnist_kaggle.cli.common import (
+    command,
+    competition,
+    emit,
+    executor,
+    executor_options,
+    progress,
+    train_config,
+    train_options,
+)
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.training.config import AMP_MODES
 
@@ -20,18 +29,47 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     models = [m for spec in (args.model or []) for m in spec.split(",") if m]
     base = train_config(args, model=models[0] if models else None)
     result = run_sweep(
-        competition(args), base, args.name or "sweep", models or [base.model], parse_grid(args.grid), parse_ranges(args.range),
-        trials=args.trials, use_optuna=args.optuna, workdir=args.workdir, progress=progress(args), seed=args.search_seed, executor=executor(args),
-    )  # fmt: skip
-    return emit(args, result, lambda r: f"{format_table(r)}\ntable: {r['table_csv']} and {r['markdown']}; plot: {r['png']}; best config: {r['best_config']}")
+        competition(args),
+        base,
+        args.name or "sweep",
+        models or [base.model],
+        parse_grid(args.grid),
+        parse_ranges(args.range),
+        trials=args.trials,
+        use_optuna=args.optuna,
+        workdir=args.workdir,
+        progress=progress(args),
+        seed=args.search_seed,
+        executor=executor(args),
+    )
+    return emit(
+        args,
+        result,
+        lambda r: (
+            f"{format_table(r)}\ntable: {r['table_csv']} and {r['markdown']}; plot: "
+            f"{r['png']}; best config: {r['best_config']}"
+        ),
+    )
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from fmnist_kaggle.search.reproduce import reproduce
 
     only = [t.strip() for t in args.experiment.split(",") if t.strip()] if args.experiment else None
-    res = reproduce(competition(args), args.report, args.budget, args.subset, args.folds, args.workdir, progress(args), lambda: executor(args), only)
-    return emit(args, res, lambda r: f"{Path(r['markdown']).read_text()}\ntable: {r['markdown']}, {r['csv']}; plot: {r['png']}")
+    res = reproduce(
+        competition(args),
+        args.report,
+        args.budget,
+        args.subset,
+        args.folds,
+        args.workdir,
+        progress(args),
+        lambda: executor(args),
+        only,
+    )
+    return emit(
+        args, res, lambda r: f"{Path(r['markdown']).read_text()}\ntable: {r['markdown']}, {r['csv']}; plot: {r['png']}"
+    )
 
 
 def cmd_auto(args: argparse.Namespace) -> int:
@@ -50,9 +88,19 @@ def cmd_auto(args: argparse.Namespace) -> int:
         rows = show_plan(comp, limit, args.name, args.workdir, args.portfolio, args.device, args.amp)
         return emit(args, rows, plan_table)
     res = run_auto(
-        comp, limit, args.name, args.workdir, args.portfolio, args.device, args.amp, executor(args),
-        submit_message=args.message if args.submit else None, slug=args.slug, progress=progress(args), started=started,
-    )  # fmt: skip
+        comp,
+        limit,
+        args.name,
+        args.workdir,
+        args.portfolio,
+        args.device,
+        args.amp,
+        executor(args),
+        submit_message=args.message if args.submit else None,
+        slug=args.slug,
+        progress=progress(args),
+        started=started,
+    )
     return emit(args, res, _auto_text)
 
 
@@ -62,40 +110,107 @@ def _auto_text(r: dict[str, Any]) -> str:
     cell = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)
     widths = list(zip(COLUMNS[:9], (5, 40, 14, 6, 7, 7, 10, 8, 11)))
     table = [" ".join(f"{cell(row[k])[:40]:<{w}}" for k, w in widths) for row in r["leaderboard"]]
-    lines = [f"submission: {r['submission']} ({r['reason']})", f"CV accuracy {r['cv']['acc']:.4f}" + (f", test accuracy {r['test']['acc']:.4f}" if r.get("test") else ""), f"time: {r['wall_s'] / 60:.1f} of {r['time_limit_s'] / 60:g} min"]
+    lines = [
+        f"submission: {r['submission']} ({r['reason']})",
+        f"CV accuracy {r['cv']['acc']:.4f}" + (f", test accuracy {r['test']['acc']:.4f}" if r.get("test") else ""),
+        f"time: {r['wall_s'] / 60:.1f} of {r['time_limit_s'] / 60:g} min",
+    ]
     if r.get("uploaded"):
         lines.append(f"submitted (ref {r['uploaded']['ref']}): {r['uploaded']['reply']}")
     head = " ".join(f"{k:<{w}}" for k, w in widths)
-    return "\n".join([*lines, "", head, *table, "", f"leaderboard: {r['files']['markdown']}, {r['files']['csv']}, {r['files']['png']}"])
+    return "\n".join(
+        [
+            *lines,
+            "",
+            head,
+            *table,
+            "",
+            f"leaderboard: {r['files']['markdown']}, {r['files']['csv']}, {r['files']['png']}",
+        ]
+    )
 
 
 def register(sub: Any) -> None:
-    au = command(sub, "auto", "the best submission a time budget buys: sized k-fold runs of a portfolio, an honest choice, a validated submission", cmd_auto, data=True, workdir=True, track=True)
-    au.add_argument("slug", nargs="?", help="a Kaggle competition to download first (as `fkaggle download SLUG`); default: the competition config or data options")
+    au = command(
+        sub,
+        "auto",
+        "the best submission a time budget buys: sized k-fold runs of a portfolio, "
+        "an honest choice, a validated submission",
+        cmd_auto,
+        data=True,
+        workdir=True,
+        track=True,
+    )
+    au.add_argument(
+        "slug",
+        nargs="?",
+        help="a Kaggle competition to download first (as `fkaggle download SLUG`); default: "
+        "the competition config or data options",
+    )
     au.add_argument("--time-limit", default="20m", help="the whole command's budget: 90s, 20m, 1.5h (default 20m)")
-    au.add_argument("--name", default="auto", help="names the session (oof/autopilot/NAME/), its runs (oof/NAME-ENTRY/) and the submission (submissions/NAME.csv); default auto")
-    au.add_argument("--submit", action="store_true", help="upload the chosen submission with the kaggle client (needs -m)")
+    au.add_argument(
+        "--name",
+        default="auto",
+        help="names the session (oof/autopilot/NAME/), its runs (oof/NAME-ENTRY/) and "
+        "the submission (submissions/NAME.csv); default auto",
+    )
+    au.add_argument(
+        "--submit", action="store_true", help="upload the chosen submission with the kaggle client (needs -m)"
+    )
     au.add_argument("-m", "--message", help="the submission's description on Kaggle")
-    au.add_argument("--portfolio", help="a portfolio TOML replacing the packaged one (format: fmnist_kaggle/search/portfolio.toml)")
-    au.add_argument("--show-plan", action="store_true", help="print the portfolio for this machine and budget, with measured speeds and the epochs each entry would get; train nothing")
+    au.add_argument(
+        "--portfolio", help="a portfolio TOML replacing the packaged one (format: fmnist_kaggle/search/portfolio.toml)"
+    )
+    au.add_argument(
+        "--show-plan",
+        action="store_true",
+        help="print the portfolio for this machine and budget, with measured speeds "
+        "and the epochs each entry would get; train nothing",
+    )
     au.add_argument("--device", help="auto (default), cpu, cuda ...")
     au.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default auto)")
     au.add_argument("--no-progress", action="store_true")
     executor_options(au)
 
-    sw = command(sub, "sweep", "cross-validated grid / random / Optuna search; every trial is a run", cmd_sweep, data=True, workdir=True, track=True)
+    sw = command(
+        sub,
+        "sweep",
+        "cross-validated grid / random / Optuna search; every trial is a run",
+        cmd_sweep,
+        data=True,
+        workdir=True,
+        track=True,
+    )
     train_options(sw, sweep=True)
-    sw.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="values to try (config keys or model keywords)")
+    sw.add_argument(
+        "--grid", action="append", metavar="KEY=V1,V2", help="values to try (config keys or model keywords)"
+    )
     sw.add_argument("--range", action="append", metavar="KEY=LO:HI[:log][:int]", help="random/Optuna search range")
-    sw.add_argument("--trials", type=int, default=0, help="random search (or Optuna) with N trials instead of the full grid")
+    sw.add_argument(
+        "--trials", type=int, default=0, help="random search (or Optuna) with N trials instead of the full grid"
+    )
     sw.add_argument("--optuna", action="store_true", help="Optuna TPE search (needs optuna installed)")
     sw.add_argument("--search-seed", type=int, default=0)
     sw.add_argument("--name", help="sweep name: results in oof/sweeps/NAME.csv")
     sw.add_argument("--no-progress", action="store_true")
 
-    rp = command(sub, "reproduce", "re-run a report's experiment tables as k-fold sweeps; table (Markdown, CSV, PNG) beside the report's numbers", cmd_reproduce, data=True, workdir=True, track=True)
+    rp = command(
+        sub,
+        "reproduce",
+        "re-run a report's experiment tables as k-fold sweeps; table (Markdown, CSV, PNG) beside the report's numbers",
+        cmd_reproduce,
+        data=True,
+        workdir=True,
+        track=True,
+    )
     rp.add_argument("report", help="report000 .. report004 (or 000 .. 004)")
-    rp.add_argument("--budget", choices=["quick", "full"], default="quick", help="quick: subset, 3 folds, fewer epochs (stated in the table); full: the report's settings on all rows, 5 folds")
+    rp.add_argument(
+        "--budget",
+        choices=["quick", "full"],
+        default="quick",
+        help="quick: subset, 3 folds, fewer epochs (stated in the table); full: the "
+        "report's settings on all rows, 5 folds",
+    )
     rp.add_argument("--subset", type=int, help="stratified subset of N training rows (quick default 6000; 0 = all)")
     rp.add_argument("--folds", type=int, help="k-fold CV (quick default 3, full 5)")
     rp.add_argument("--experiment", help="only these tables, comma-separated (names in the report's table file)")

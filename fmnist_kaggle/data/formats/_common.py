@@ -104,7 +104,9 @@ def _to_uint8(pixels: np.ndarray, path: Path) -> tuple[np.ndarray, str]:
         return np.rint(pixels * 255.0).astype(np.uint8), "0..1"
     if pixels.dtype.kind == "f" and not np.array_equal(pixels, np.rint(pixels)):
         bad = pixels[(pixels != np.rint(pixels))][0]
-        raise DataError(f"fractional pixel value {bad:g} among values above 1 (0..1 floats mixed with 0..255 ints?)", path)
+        raise DataError(
+            f"fractional pixel value {bad:g} among values above 1 (0..1 floats mixed with 0..255 ints?)", path
+        )
     return pixels.astype(np.uint8), "0..255"
 
 

@@ -137,7 +137,9 @@ def _read_cache(cache: Path) -> tuple[Raw, str] | None:
         if digest != _arrays_digest(arrays, meta):
             log.warning(f"{cache}: cache does not match its recorded hash (edited?); parsing the CSV again")
             return None
-        raw = Raw(arrays["pixels"], arrays.get("targets"), arrays.get("ids"), meta["id_column"], tuple(meta["pixel_columns"]))
+        raw = Raw(
+            arrays["pixels"], arrays.get("targets"), arrays.get("ids"), meta["id_column"], tuple(meta["pixel_columns"])
+        )
         return raw, meta["scale"]
     except Exception:  # noqa: BLE001  (an unreadable cache, whatever the error, is rebuilt)
         return None

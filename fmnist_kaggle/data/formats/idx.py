@@ -21,7 +21,6 @@ def by_content(head: bytes) -> bool:
     return len(head) >= 4 and head[:2] == b"\x00\x00" and head[2] == 0x08
 
 
-
 def parse_idx(path: Path) -> np.ndarray:
     head = files.head(files.regular_file(path, "IDX file"), 4 + 4 * 255)
     if len(head) == 0:
@@ -36,12 +35,18 @@ def parse_idx(path: Path) -> np.ndarray:
     dims = struct.unpack(f">{ndim}I", head[4 : 4 + 4 * ndim])
     expected = math.prod(dims)  # exact: int64 wraps (65536**4 -> 0)
     if expected > files.max_bytes():
-        raise DataError(f"IDX header declares {'x'.join(map(str, dims))} ({expected:,} bytes), above the {files.max_bytes():,}-byte limit", path)
+        raise DataError(
+            f"IDX header declares {'x'.join(map(str, dims))} ({expected:,} bytes), above "
+            f"the {files.max_bytes():,}-byte limit",
+            path,
+        )
     # read no more than the header declares (+1 to notice extra data): a .gz bomb stops here
     data = files.read_bytes(path, "IDX file", unzipped_limit=4 + 4 * ndim + expected + 1)
     payload = len(data) - 4 - 4 * ndim
     if payload != expected:
-        raise DataError(f"IDX header says {'x'.join(map(str, dims))} ({expected} bytes) but the file holds {payload}", path)
+        raise DataError(
+            f"IDX header says {'x'.join(map(str, dims))} ({expected} bytes) but the file holds {payload}", path
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims).copy()  # writable, for torch
 
 
@@ -56,5 +61,7 @@ def read(path: Path, labels_path: Path | None, use_cache: bool = True) -> Raw:
         if targets.ndim != 1:
             raise DataError(f"IDX labels file has {targets.ndim} dimensions, expected 1", labels_path)
         if len(targets) != len(images):
-            raise DataError(f"IDX labels count {len(targets)} differs from images count {len(images)} in {path.name}", labels_path)
+            raise DataError(
+                f"IDX labels count {len(targets)} differs from images count {len(images)} in {path.name}", labels_path
+            )
     return Raw(images, targets)

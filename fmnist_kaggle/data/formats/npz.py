@@ -21,7 +21,6 @@ def by_content(head: bytes) -> bool:
     return False  # a zip: recognised by detect_format
 
 
-
 def read(path: Path, labels_path: Path | None, use_cache: bool = True) -> Raw:
     arrays = read_npz(path)
     feats = _pick(arrays, FEATURE_KEYS)
@@ -44,7 +43,11 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
                     shape, dtype, header_len = check_npy_header(fh, path, member=info.filename)
                 need = header_len + int(np.prod(shape)) * dtype.itemsize
                 if info.file_size != need:
-                    raise DataError(f"member {info.filename} declares {info.file_size:,} bytes but its header {dtype}{list(shape)} needs {need:,}", path)
+                    raise DataError(
+                        f"member {info.filename} declares {info.file_size:,} bytes but its header "
+                        f"{dtype}{list(shape)} needs {need:,}",
+                        path,
+                    )
                 with zf.open(info) as fh:  # ZipExtFile stops at the declared size
                     arrays[key] = np.lib.format.read_array(fh, allow_pickle=False)
             return arrays

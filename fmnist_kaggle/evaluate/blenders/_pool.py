@@ -10,7 +10,9 @@ from fmnist_kaggle import metrics
 from fmnist_kaggle.evaluate.blenders._common import _logprobs, _pool, fit_temperature, fit_weights
 
 
-def fit_hillclimb(logps: list[np.ndarray], y: np.ndarray, iters: int = 40, bags: int = 10, bag_frac: float = 0.6, seed: int = 0) -> np.ndarray:
+def fit_hillclimb(
+    logps: list[np.ndarray], y: np.ndarray, iters: int = 40, bags: int = 10, bag_frac: float = 0.6, seed: int = 0
+) -> np.ndarray:
     """Caruana ensemble selection: greedily add (with replacement) the run that most lowers
     the OOF log-loss of the (log-linear) average, keep the best prefix of that path.
 
@@ -19,7 +21,10 @@ def fit_hillclimb(logps: list[np.ndarray], y: np.ndarray, iters: int = 40, bags:
     """
     rng = np.random.default_rng(seed)
     r = len(logps)
-    pools = [rng.choice(r, size=max(2, int(round(bag_frac * r))), replace=False) if r >= 6 else np.arange(r) for _ in range(bags if r >= 6 else 1)]
+    pools = [
+        rng.choice(r, size=max(2, int(round(bag_frac * r))), replace=False) if r >= 6 else np.arange(r)
+        for _ in range(bags if r >= 6 else 1)
+    ]
     counts = np.zeros(r)
     for path, best_len in _climb(np.stack(logps), y, pools, iters):
         for m in path[:best_len]:
@@ -65,7 +70,12 @@ def _climb(lp: np.ndarray, y: np.ndarray, pools: list[np.ndarray], iters: int) -
         for j, b in enumerate(list(active)):
             row = losses[j]
             if not torch.isfinite(row[in_pool[b]]).all():  # exps underflowed together: score directly
-                row = torch.tensor([metrics.log_loss((total[b].double().numpy() + lp[m]) / step, y) if in_pool[b, m] else np.inf for m in range(len(L))])
+                row = torch.tensor(
+                    [
+                        metrics.log_loss((total[b].double().numpy() + lp[m]) / step, y) if in_pool[b, m] else np.inf
+                        for m in range(len(L))
+                    ]
+                )
             m = int(torch.argmin(row))
             paths[b].append(m)
             total[b] += L[m]
@@ -90,7 +100,9 @@ class PoolBlender(ClassifierMixin, BaseEstimator):
         runs = list(np.swapaxes(X, 0, 1))
         self.temperatures_ = [fit_temperature(z, y) for z in runs]
         calibrated = [_logprobs(z / t) for z, t in zip(runs, self.temperatures_)]
-        self.weights_ = fit_weights(calibrated, y) if self.method == "weighted" else fit_hillclimb(calibrated, y, seed=self.seed)
+        self.weights_ = (
+            fit_weights(calibrated, y) if self.method == "weighted" else fit_hillclimb(calibrated, y, seed=self.seed)
+        )
         self.pool_temperature_ = fit_temperature(_pool(calibrated, self.weights_), y)
         self.classes_ = np.arange(X.shape[2])
         return self

@@ -10,8 +10,12 @@ FITTED = False
 
 
 def blend_geomean(oofs: list[np.ndarray], tests: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    return _logprobs(np.mean([_logprobs(o) for o in oofs], axis=0)), _logprobs(np.mean([_logprobs(t) for t in tests], axis=0))
+    return _logprobs(np.mean([_logprobs(o) for o in oofs], axis=0)), _logprobs(
+        np.mean([_logprobs(t) for t in tests], axis=0)
+    )
 
 
-def combine(oofs: list[np.ndarray], tests: list[np.ndarray], space: str = "prob") -> tuple[np.ndarray, np.ndarray, dict]:
+def combine(
+    oofs: list[np.ndarray], tests: list[np.ndarray], space: str = "prob"
+) -> tuple[np.ndarray, np.ndarray, dict]:
     return (*blend_geomean(oofs, tests), {"space": "log-prob"})

@@ -16,5 +16,7 @@ def blend_mean(oofs: list[np.ndarray], tests: list[np.ndarray], space: str = "pr
     return _mix([_logprobs(o) for o in oofs], w), _mix([_logprobs(t) for t in tests], w)
 
 
-def combine(oofs: list[np.ndarray], tests: list[np.ndarray], space: str = "prob") -> tuple[np.ndarray, np.ndarray, dict]:
+def combine(
+    oofs: list[np.ndarray], tests: list[np.ndarray], space: str = "prob"
+) -> tuple[np.ndarray, np.ndarray, dict]:
     return (*blend_mean(oofs, tests, space), {"space": space})

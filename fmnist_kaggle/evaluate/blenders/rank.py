@@ -27,5 +27,7 @@ def blend_rank(oofs: list[np.ndarray], tests: list[np.ndarray]) -> tuple[np.ndar
     return go(oofs), go(tests)
 
 
-def combine(oofs: list[np.ndarray], tests: list[np.ndarray], space: str = "prob") -> tuple[np.ndarray, np.ndarray, dict]:
+def combine(
+    oofs: list[np.ndarray], tests: list[np.ndarray], space: str = "prob"
+) -> tuple[np.ndarray, np.ndarray, dict]:
     return (*blend_rank(oofs, tests), {"space": "rank"})

@@ -27,8 +27,12 @@ class StackBlender(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> "StackBlender":
         # log-probabilities span ~[-30, 0]: standardize so lbfgs converges
-        self.model_ = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=2000)).fit(self._features(X), y)
-        self.temperature_ = fit_temperature(self.model_.decision_function(self._features(X)), y) if self.temperature else 1.0
+        self.model_ = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=2000)).fit(
+            self._features(X), y
+        )
+        self.temperature_ = (
+            fit_temperature(self.model_.decision_function(self._features(X)), y) if self.temperature else 1.0
+        )
         self.classes_ = self.model_.classes_
         return self
 

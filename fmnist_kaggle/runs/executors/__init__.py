@@ -53,7 +53,11 @@ class Executor(Protocol):
     trains_here: bool  # units train in this process: the driver checks its device before a run starts
 
     def submit(self, unit: Unit) -> None: ...
-    def next_done(self, timeout: float | None = None) -> tuple[Unit, UnitResult | UnitFailed] | None: ...  # in finishing order; None: nothing finished within `timeout` seconds
+    def next_done(
+        self, timeout: float | None = None
+    ) -> (
+        tuple[Unit, UnitResult | UnitFailed] | None
+    ): ...  # in finishing order; None: nothing finished within `timeout` seconds
     def cancel(self) -> list[Unit]: ...  # stop what is queued or running; the units that will not come back
     def close(self) -> None: ...
 
@@ -63,6 +67,8 @@ def executor_names() -> tuple[str, ...]:
     return registry.names(__name__)
 
 
-def make_executor(kind: str = "local", address: str | None = None, cpus_per_task: int = 1, progress: bool = True) -> Executor:
+def make_executor(
+    kind: str = "local", address: str | None = None, cpus_per_task: int = 1, progress: bool = True
+) -> Executor:
     """`--executor KIND [--address ADDR] [--cpus-per-task N]` as an executor."""
     return registry.load(__name__, kind, "executor").make(address, cpus_per_task, progress)

@@ -39,11 +39,21 @@ class LocalExecutor:
         unit = self._queue.popleft()
         stop_at = None if timeout is None else time.monotonic() + timeout
         try:
-            result = train_unit(unit.cfg, unit.data, unit.fold, unit.seed, checkpoint=unit.checkpoint, progress=self.progress, desc=f"[{unit.run} f{unit.fold} s{unit.seed}]", stop_at=stop_at)
+            result = train_unit(
+                unit.cfg,
+                unit.data,
+                unit.fold,
+                unit.seed,
+                checkpoint=unit.checkpoint,
+                progress=self.progress,
+                desc=f"[{unit.run} f{unit.fold} s{unit.seed}]",
+                stop_at=stop_at,
+            )
         except DeadlineReached:
             self._stopped.append(unit)
             return None
-        except Exception as exc:  # noqa: BLE001  (a diverged or crashed unit is a result: the driver records it, the rest goes on)
+        # a diverged or crashed unit is a result: the driver records it, the rest goes on
+        except Exception as exc:  # noqa: BLE001
             log.debug(f"{unit} failed", exc_info=True)
             return unit, UnitFailed(f"{unit} failed: {type(exc).__name__}: {first_line(exc)}")
         result.summary["executor"] = "local"

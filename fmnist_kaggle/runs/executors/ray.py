@@ -25,7 +25,9 @@ RETRIES = 2  # a crashed worker, a lost node or a transient error: tried this ma
 LOOPBACK_NODE_IP = "127.0.0.2"  # Ray rewrites 127.0.0.1 to the machine's network address
 PACKAGE_DIR = Path(__file__).resolve().parents[2]  # fmnist_kaggle/, shipped to the workers
 REACH_TIMEOUT_S = 10.0  # Ray itself retries an unreachable cluster for minutes, deaf to SIGTERM
-_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # preface + empty SETTINGS frame
+_HTTP2_HELLO = (
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+)  # preface + empty SETTINGS frame
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
 
 
@@ -36,7 +38,9 @@ def ray_task(cfg: TrainConfig, data: TrainingData, fold: int, seed: int, threads
 
     torch.set_num_threads(threads)
     result = train_unit(cfg, data, fold, seed)
-    result.summary.update(executor="ray", node_id=ray.get_runtime_context().get_node_id(), node_ip=ray.util.get_node_ip_address())
+    result.summary.update(
+        executor="ray", node_id=ray.get_runtime_context().get_node_id(), node_ip=ray.util.get_node_ip_address()
+    )
     return result
 
 
@@ -88,16 +92,24 @@ class RayExecutor:
         else:
             self._init(ray)
         self._task = ray.remote(ray_task)
-        self._gpu_task = ray.remote(max_calls=1)(ray_task)  # a fresh worker per GPU task frees its memory (not settable in .options())
+        self._gpu_task = ray.remote(max_calls=1)(
+            ray_task
+        )  # a fresh worker per GPU task frees its memory (not settable in .options())
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         self._gpus = int(sum(n["Resources"].get("GPU", 0) for n in nodes))
         most_cpus = max((int(n["Resources"].get("CPU", 0)) for n in nodes), default=0)
         if not self._gpus and self.cpus_per_task > most_cpus:
-            raise FkaggleError(f"--cpus-per-task {self.cpus_per_task}: no node of the Ray cluster has that many CPUs (largest: {most_cpus})")
+            raise FkaggleError(
+                f"--cpus-per-task {self.cpus_per_task}: no node of the Ray cluster has that "
+                f"many CPUs (largest: {most_cpus})"
+            )
         cpus = int(sum(n["Resources"].get("CPU", 0) for n in nodes))
         self._capacity = max(1, self._gpus or cpus // self.cpus_per_task)
         where = self.address or "embedded instance on loopback"
-        log.info(f"ray: {where}: {len(nodes)} node(s), {cpus} CPU(s), {self._gpus} GPU(s); up to {self._capacity} unit(s) at once")
+        log.info(
+            f"ray: {where}: {len(nodes)} node(s), {cpus} CPU(s), {self._gpus} GPU(s); "
+            f"up to {self._capacity} unit(s) at once"
+        )
         return ray
 
     def _init(self, ray: Any) -> None:
@@ -108,7 +120,10 @@ class RayExecutor:
             raise FkaggleError(f"cannot join the Ray cluster at {self.address}: {first_line(exc)}") from None
         except Exception as exc:  # ray.exceptions.AuthenticationError and friends
             if "auth" in type(exc).__name__.lower() or "token" in str(exc).lower():
-                raise FkaggleError(f"the Ray cluster at {self.address} refused this driver's token: set RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)") from None
+                raise FkaggleError(
+                    f"the Ray cluster at {self.address} refused this driver's token: set RAY_AUTH_MODE=token "
+                    "and the cluster's token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)"
+                ) from None
             where = f"the Ray cluster at {self.address}" if self.address else "the embedded Ray instance"
             raise FkaggleError(f"{where} did not start or answer: {type(exc).__name__}: {first_line(exc)}") from None
         self._ray, self._started_here = ray, True
@@ -126,7 +141,12 @@ class RayExecutor:
         key = id(unit.data)
         if key not in self._data_refs:
             self._data_refs[key] = (ray.put(unit.data), unit.data)
-        task = task.options(**opts, max_retries=self.retries, retry_exceptions=[OSError, MemoryError, RuntimeError], name=f"fkaggle {unit}")
+        task = task.options(
+            **opts,
+            max_retries=self.retries,
+            retry_exceptions=[OSError, MemoryError, RuntimeError],
+            name=f"fkaggle {unit}",
+        )
         self._pending[task.remote(cfg, self._data_refs[key][0], unit.fold, unit.seed, self.cpus_per_task)] = unit
 
     def _placement(self, cfg: TrainConfig) -> tuple[TrainConfig, Any, dict[str, Any]]:
@@ -134,7 +154,10 @@ class RayExecutor:
         if self._gpus and cfg.device != "cpu":  # Ray sets CUDA_VISIBLE_DEVICES: the task's GPU is cuda there
             return replace(cfg, device="cuda"), self._gpu_task, {"num_gpus": 1, "num_cpus": self.cpus_per_task}
         if cfg.device.startswith("cuda"):
-            raise FkaggleError(f"--device {cfg.device}: the Ray cluster has no GPUs (a GPU task would wait forever); use --device auto or cpu")
+            raise FkaggleError(
+                f"--device {cfg.device}: the Ray cluster has no GPUs (a GPU task would wait "
+                "forever); use --device auto or cpu"
+            )
         return replace(cfg, device="cpu"), self._task, {"num_cpus": self.cpus_per_task}
 
     def next_done(self, timeout: float | None = None) -> tuple[Unit, UnitResult | UnitFailed] | None:
@@ -148,7 +171,9 @@ class RayExecutor:
             return unit, ray.get(ref)
         except ray.exceptions.RayError as exc:
             cause = getattr(exc, "cause", None) or exc
-            return unit, UnitFailed(f"{unit} failed: {type(cause).__name__}: {first_line(cause)}")  # after its retries, if the error was transient
+            return unit, UnitFailed(
+                f"{unit} failed: {type(cause).__name__}: {first_line(cause)}"
+            )  # after its retries, if the error was transient
 
     def cancel(self) -> list[Unit]:
         """Cancel every task still queued or running (its worker is killed); they will not come back."""
@@ -180,13 +205,20 @@ class RayExecutor:
 
 def init_options(address: str | None, endpoint: tuple[str, int] | None = None) -> dict[str, Any]:
     """`ray.init` keywords for an embedded instance on loopback (no address) or for joining a cluster."""
-    kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "configure_logging": True, "logging_level": logging.WARNING}
+    kw: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": True,
+        "configure_logging": True,
+        "logging_level": logging.WARNING,
+    }
     if address is None:
         return {**kw, "address": "local", "_node_ip_address": LOOPBACK_NODE_IP}
     kw["address"] = address
     if endpoint and _is_loopback(endpoint[0]):  # a cluster on this machine's loopback: the driver joins it there
         kw["_node_ip_address"] = endpoint[0]
-    kw["runtime_env"] = {"py_modules": [str(PACKAGE_DIR)]}  # workers run this driver's fmnist_kaggle, whatever (if anything) is installed there
+    kw["runtime_env"] = {
+        "py_modules": [str(PACKAGE_DIR)]
+    }  # workers run this driver's fmnist_kaggle, whatever (if anything) is installed there
     return kw
 
 
@@ -202,7 +234,10 @@ def check_address(address: str | None, option: str = "--address") -> tuple[str, 
     hostport = address.removeprefix("ray://")
     host, _, port = hostport.rpartition(":")
     if not _HOST.fullmatch(host or "") or not port.isdigit() or not 0 < int(port) < 65536:
-        raise FkaggleError(f"{option} {address!r} is not a Ray address: use HOST:PORT (the head's GCS port, 6379 by default), ray://HOST:PORT or auto")
+        raise FkaggleError(
+            f"{option} {address!r} is not a Ray address: use HOST:PORT (the head's GCS "
+            "port, 6379 by default), ray://HOST:PORT or auto"
+        )
     return host.strip("[]"), int(port)
 
 
@@ -217,9 +252,15 @@ def _reachable(address: str, host: str, port: int, timeout: float = REACH_TIMEOU
             frame = sock.recv(9)
     except OSError as exc:
         reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
-        raise FkaggleError(f"cannot reach the Ray cluster at {address} ({reason} within {timeout:.0f} s): is `ray start --head` running there, and the port open?") from None
+        raise FkaggleError(
+            f"cannot reach the Ray cluster at {address} ({reason} within {timeout:.0f} "
+            "s): is `ray start --head` running there, and the port open?"
+        ) from None
     if len(frame) < 4 or frame[3] != 0x04:  # an HTTP/2 server's first frame is SETTINGS
-        raise FkaggleError(f"something answers at {address}, but not a Ray cluster (no gRPC): give the head's GCS port (6379 unless `ray start --head --port` said otherwise)")
+        raise FkaggleError(
+            f"something answers at {address}, but not a Ray cluster (no gRPC): give "
+            "the head's GCS port (6379 unless `ray start --head --port` said otherwise)"
+        )
 
 
 def _is_loopback(host: str) -> bool:
@@ -232,6 +273,10 @@ def _is_loopback(host: str) -> bool:
 def _token_auth_if_available() -> None:
     """Ray >= 2.59 clusters started with `ray start` expect a token; a driver sends one only
     in token mode. Where the user has a token, use it (an explicit RAY_AUTH_MODE wins)."""
-    has_token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or (Path.home() / ".ray" / "auth_token").is_file()
+    has_token = (
+        os.environ.get("RAY_AUTH_TOKEN")
+        or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        or (Path.home() / ".ray" / "auth_token").is_file()
+    )
     if has_token and "RAY_AUTH_MODE" not in os.environ:
         os.environ["RAY_AUTH_MODE"] = "token"
