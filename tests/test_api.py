@@ -40,6 +40,7 @@ def test_import_is_light_and_the_api_is_documented():
         fk.no_such_function  # noqa: B018
 
 
+@pytest.mark.slow
 def test_the_documented_notebook_session_runs_as_written(tmp_path, fmnist, monkeypatch, capsys):
     (tmp_path / "competition").mkdir()
     shutil.copy(REPO / "competition" / "competition.toml", tmp_path / "competition")

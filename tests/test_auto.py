@@ -53,6 +53,8 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
+@pytest.mark.timing
 def test_a_tiny_budget_is_honoured_and_ends_in_a_validated_honest_submission(ws):
     cwd, data = ws
     res, wall = auto(
@@ -105,6 +107,7 @@ def test_a_budget_too_small_is_refused_in_one_line_and_nothing_is_written(ws):
     assert sorted(p.name for p in cwd.iterdir()) == before  # no oof/, no submissions/
 
 
+@pytest.mark.slow
 def test_killed_then_resumed_equals_an_uninterrupted_session(ws, tmp_path):
     cwd, data = ws
     args = ["--portfolio", str(cwd / "fixed.toml"), "--time-limit", "3m", "--json"]
@@ -197,6 +200,7 @@ def test_bad_options_are_one_line(ws, args, fragment):
     assert not (cwd / "oof").exists()
 
 
+@pytest.mark.timing
 def test_a_deadline_stops_a_local_unit_mid_fold_and_keeps_its_last_epoch(tmp_path, synth):
     """The in-process executor cannot be interrupted from outside: the deadline reaches into the
     training loop, so no step starts after it, and the epoch checkpoint stays for a resume."""

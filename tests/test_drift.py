@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import run_cli, write_csv
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_official_split_looks_alike_and_an_inverted_test_set_does_not(tmp_path, fmnist):
     x, y, xt, yt = fmnist["x_train"][:3000], fmnist["y_train"][:3000], fmnist["x_test"][:3000], fmnist["y_test"][:3000]
     train = write_csv(tmp_path / "train.csv", x, y)

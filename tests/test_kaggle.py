@@ -243,6 +243,7 @@ def _history(tmp_path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.timing
 def test_a_stalled_server_ends_in_one_line_within_the_timeout(tmp_path, fake_kaggle, comp_and_file):
     comp, sub = comp_and_file
     fake_kaggle.stall.add("GetSubmissionLimits")
@@ -411,6 +412,7 @@ def test_a_competition_zip_given_as_train_says_what_it_is(tmp_path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["submissions", "--local", "--json"], ["models"], ["runs"]])
 def test_a_reader_that_goes_away_is_no_error(tmp_path, comp_and_file, args):
     """`fkaggle ... | head`: the pipe closes before the output is written; no traceback."""

@@ -55,6 +55,7 @@ def tiny_run(tmp_path_factory, small):
     return {"dir": tmp_path, "data": ["--train", str(train), "--test", str(test)], "ws": Workspace(tmp_path)}
 
 
+@pytest.mark.slow
 def test_explain_draws_held_out_images_of_every_class_through_the_saved_fold_model(tiny_run):
     ws, data = tiny_run["ws"], tiny_run["data"]
     res = run_cli(

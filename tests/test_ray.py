@@ -71,6 +71,7 @@ def fold_metrics(run: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(run.glob("fold_*/metrics.json"))]
 
 
+@pytest.mark.slow
 def test_embedded_ray_run_equals_the_local_run(tmp_path, synth):
     args = ["fold-train", *data_args(synth), *CLI_TINY, "--folds", "2", "--workdir", "ws"]
     local = run_cli(*args, "--run", "local", env=ONE_THREAD)
@@ -128,6 +129,7 @@ def test_failed_units_leave_the_run_incomplete_with_one_line_each(tmp_path, synt
     )
 
 
+@pytest.mark.slow
 def test_killed_driver_keeps_finished_units_and_a_rerun_completes(tmp_path, synth):
     args = [
         "fold-train",
@@ -240,6 +242,8 @@ def test_executor_options_that_cannot_work_are_refused_in_one_line(tmp_path, syn
     )
 
 
+@pytest.mark.slow
+@pytest.mark.timing
 def test_a_deadline_cancels_the_units_still_running_on_ray(tmp_path, synth):
     """The autopilot's deadline holds across the cluster: tasks in flight are cancelled, not waited for."""
     import fmnist_kaggle as fk
@@ -258,6 +262,8 @@ def test_a_deadline_cancels_the_units_still_running_on_ray(tmp_path, synth):
     assert fk.list_runs(tmp_path)[0]["folds_done"] == 0
 
 
+@pytest.mark.slow
+@pytest.mark.timing
 def test_auto_on_the_embedded_executor_trains_runs_at_once_within_its_limit(tmp_path, kaggle_csv_pair):
     from test_auto import FIXED
 

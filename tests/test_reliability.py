@@ -263,6 +263,8 @@ def test_a_create_that_fails_after_kaggle_stored_it_is_sent_once_and_kept_as_unk
     assert [(h["status"], h["ref"]) for h in _history(tmp_path)] == [("submitted", "1001")]
 
 
+@pytest.mark.slow
+@pytest.mark.timing
 def test_a_stalled_upload_ends_within_the_deadline_and_nothing_counts(tmp_path, fake_kaggle):
     import time
 
@@ -275,6 +277,8 @@ def test_a_stalled_upload_ends_within_the_deadline_and_nothing_counts(tmp_path, 
     assert not fake_kaggle.created and not (tmp_path / "submissions/history.csv").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.timing
 def test_a_server_that_drips_bytes_ends_within_the_deadline(tmp_path, fake_kaggle):
     import time
 
@@ -286,6 +290,7 @@ def test_a_server_that_drips_bytes_ends_within_the_deadline(tmp_path, fake_kaggl
     _one_line(res, "no complete answer within 5s (FKAGGLE_KAGGLE_DEADLINE)")
 
 
+@pytest.mark.timing
 def test_a_ray_address_that_is_malformed_unreachable_or_not_ray_is_one_line_within_seconds(ws):
     import http.server
     import threading
@@ -521,6 +526,7 @@ def test_a_checkpoint_of_another_unit_is_discarded_and_the_fold_trains(copy):
     [["--model", "seed000_bncnn"], ["--recipe", "fast", "--lookahead", "0.9", "--model-arg", "width=4"]],
     ids=["dropout", "fast-lookahead-whitening"],
 )
+@pytest.mark.slow
 def test_a_run_killed_mid_fold_resumes_exactly_with_dropout(tmp_path, model):
     import signal
     import subprocess

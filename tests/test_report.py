@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, missing, run_cli, write_csv
 
+pytestmark = [pytest.mark.browser]
+
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(os.environ.get("FKAGGLE_TEST_ARTIFACTS", REPO / "tests" / "artifacts"))
 
@@ -115,6 +117,7 @@ def _screenshot(driver, name: str) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_report_of_a_real_workspace_in_a_browser(workspace, fake_kaggle, browser):
     ws, data = workspace
     slug = ["--slug", "fashion-mnist", *data]

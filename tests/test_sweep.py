@@ -42,6 +42,7 @@ class CountingExecutor(LocalExecutor):
         return unit, result
 
 
+@pytest.mark.slow
 def test_grid_runs_resumes_and_writes_table_plot_best_config(tmp_path, comp, caplog):
     base = build_config(**BASE)
     grid = parse_grid(["dropout3=0,0.5", "lr=1e-3,3e-3"])
@@ -153,6 +154,8 @@ def test_random_search_and_bad_specs():
         parse_ranges(["lr=1:0.1"])
 
 
+@pytest.mark.slow
+@pytest.mark.timing
 def test_a_sweep_estimates_its_whole_time_before_training_and_warns_of_a_gpu_recipe_on_a_cpu(tmp_path):
     """All trials' time is measured here (once per model setup) and printed before the first
     trial; the sweep is stopped once it has said so (it would train for hours)."""

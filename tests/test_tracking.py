@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import missing, run_cli, run_process, synthetic_images, write_csv
 
+pytestmark = [pytest.mark.mlflow]
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -107,6 +109,7 @@ def _runs(uri: str, **tags: str) -> list:
     return client.search_runs([exp.experiment_id], filter_string=terms) if exp else []
 
 
+@pytest.mark.slow
 def test_a_tracked_run_its_folds_and_its_blend_read_back_from_the_server(tmp_path, server, data):
     _, server = server
     train = [
@@ -190,6 +193,7 @@ def test_a_tracked_run_its_folds_and_its_blend_read_back_from_the_server(tmp_pat
     assert {a.path for a in client.list_artifacts(sub.info.run_id)} == {"single.csv", "single.json"}
 
 
+@pytest.mark.slow
 def test_an_upload_and_its_public_score_land_on_the_run_that_made_the_file(
     tmp_path, server, data, fake_kaggle, monkeypatch
 ):
@@ -234,6 +238,7 @@ def test_an_upload_and_its_public_score_land_on_the_run_that_made_the_file(
     assert history[0]["public_score"] == "0.875" and history[0]["kaggle_status"] == "complete"
 
 
+@pytest.mark.slow
 def test_track_without_a_uri_writes_the_workspace_store_that_mlflow_ui_opens(tmp_path, data, mlflow_installed):
     res = run_cli(
         "fold-train",
@@ -310,6 +315,7 @@ def test_track_without_mlflow_says_how_to_install_it(tmp_path, data):
     assert not (tmp_path / "oof").exists()
 
 
+@pytest.mark.slow
 def test_a_server_stopped_mid_run_costs_a_warning_and_the_run_completes(tmp_path, data, server):
     """Last in this file: it stops the module's server."""
     proc, uri = server

@@ -687,6 +687,8 @@ def test_validating_only_after_the_last_epoch_agrees_with_the_fold_line_and_save
         assert np.array_equal(a.oof_logits[a.fold_of == 0], b.oof_logits[b.fold_of == 0])
 
 
+@pytest.mark.slow
+@pytest.mark.timing
 def test_fold_train_estimates_its_time_before_training_and_warns_of_a_gpu_recipe_on_a_cpu(tmp_path):
     """The estimate is measured here (a few real steps) and printed before the first unit; a GPU
     recipe that would take hours on this CPU is named with what to use instead. The run is
