@@ -73,8 +73,21 @@ class TrainConfig:
     )
     subset: int = setting(0, "train on a stratified subset of N rows (0 = all; quick experiments)", check=_NONNEG)
     epochs: int = setting(10, "training epochs", check=_POSITIVE)
+    max_steps: int = setting(
+        0,
+        "optimizer steps per (fold, seed), the schedule sized to them: the last epoch stops part-way "
+        "(a fractional number of epochs; the autopilot's sizing); 0: every step of every epoch",
+        check=_NONNEG,
+        since=5,
+    )
     batch_size: int = setting(128, "training batch size", check=_POSITIVE)
-    eval_batch_size: int = setting(1024, "batch size for predictions", check=_POSITIVE, semantic=False)
+    eval_batch_size: int = setting(
+        0,
+        "images a prediction pass takes, test-time views counted; 0: automatic (CPU: the largest batch whose "
+        "activations fit the last-level cache, measured per model; GPU: 1024)",
+        check=_NONNEG,
+        semantic=False,
+    )
     optimizer: str = setting("adam", "optimizer", choices=OPTIMIZERS)
     lr: float = setting(1e-3, "peak learning rate", check=_POSITIVE)
     momentum: float = setting(0.9, "SGD momentum", check=_NONNEG)

@@ -9,6 +9,7 @@ known speeds: the same recipe runs at 81 img/s or 57,000 img/s depending on the 
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -17,8 +18,8 @@ import numpy as np
 import torch
 
 from fmnist_kaggle.training.config import TrainConfig
-from fmnist_kaggle.training.fit import BN_REFRESH_STEPS, make_stepper, train_epoch
-from fmnist_kaggle.training.inference import predict, tta_views
+from fmnist_kaggle.training.fit import BN_REFRESH_STEPS, make_stepper, total_steps, train_epoch
+from fmnist_kaggle.training.inference import predict, views_per_image
 
 UNIT_OVERHEAD_S = 1.0  # building the model, saving weights and logits
 
@@ -65,10 +66,10 @@ def measure_throughput(
         train_epoch(s, itertools.islice(feed, 1), "throughput", _NoBar())
         steps += 1
     train_ips = steps * cfg.batch_size / max(time.perf_counter() - t0, 1e-9)
-    rows = torch.from_numpy(np.require(images[: max(cfg.eval_batch_size, 256)], requirements=["C", "W"]))
-    predict(s.eval_model, rows[:64], cfg, s.device, s.dtype)  # warm-up
+    rows = torch.from_numpy(np.require(images[: max(cfg.eval_batch_size, 1024)], requirements=["C", "W"]))
+    predict(s.eval_model, rows[:64], cfg, s.device)  # warm-up; predictions are fp32, as every unit makes them
     t0 = time.perf_counter()
-    predict(s.eval_model, rows, cfg, s.device, s.dtype)
+    predict(s.eval_model, rows, cfg, s.device)
     predict_ips = len(rows) / max(time.perf_counter() - t0, 1e-9)
     return Throughput(
         round(train_ips, 1),
@@ -92,27 +93,22 @@ def unit_shape(rows: int, folds: int, test_rows: int) -> Shape:
     return Shape(rows - val, val, test_rows)
 
 
-def views(cfg: TrainConfig) -> int:
-    return len(tta_views(torch.zeros(1, 1, 2, 2), cfg))
-
-
 def unit_seconds(
     cfg: TrainConfig, speed: Throughput, train_rows: int, val_rows: int, test_rows: int, epochs: int | None = None
 ) -> float:
     """Estimated seconds of one (fold, seed) unit: its epochs of training, each followed by a
     validation pass (and a batch-norm refresh on short runs), then the final predictions."""
-    epochs = cfg.epochs if epochs is None else epochs
+    cfg = replace(cfg, epochs=cfg.epochs if epochs is None else epochs)
     batch = min(cfg.batch_size, train_rows)
-    steps = max(1, train_rows // batch)
+    per_epoch = max(1, train_rows // batch)
+    steps = total_steps(cfg, per_epoch)
+    epochs = math.ceil(steps / per_epoch)
     validations = epochs // cfg.eval_every + (epochs % cfg.eval_every > 0) if cfg.eval_every else 1
     per_validation = val_rows / speed.predict_ips
-    if steps * epochs < BN_REFRESH_STEPS:
-        per_validation += train_rows / (speed.predict_ips * views(cfg))  # one view each: no TTA
+    if steps < BN_REFRESH_STEPS:
+        per_validation += train_rows / (speed.predict_ips * views_per_image(cfg))  # one view each: no TTA
     return (
-        epochs * steps * batch / speed.train_ips
-        + validations * per_validation
-        + test_rows / speed.predict_ips
-        + UNIT_OVERHEAD_S
+        steps * batch / speed.train_ips + validations * per_validation + test_rows / speed.predict_ips + UNIT_OVERHEAD_S
     )
 
 

@@ -11,7 +11,7 @@ generator training draws from is re-seeded from (seed, fold, epoch) at the start
 
 from __future__ import annotations
 
-import copy
+import itertools
 import logging
 import math
 import random
@@ -310,14 +310,41 @@ class Stepper:
             g["lr"] = self.lr(self.step) * g.get("lr_scale", 1.0) * (self.step < g.get("until_step", self.total_steps))
 
 
+FINITE_CHECK_STEPS = 50  # steps between looks at the loss on the host (each look waits for the device)
+
+
+class _Divergence:
+    """The first non-finite training loss of an epoch, kept on the device: the host looks every
+    FINITE_CHECK_STEPS steps and at the end of the epoch instead of after every step."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.first_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.value = torch.zeros((), device=device)
+
+    def watch(self, loss: torch.Tensor, step: int) -> None:
+        new = ~torch.isfinite(loss.detach()) & (self.first_step < 0)
+        self.first_step = torch.where(new, step, self.first_step)
+        self.value = torch.where(new, loss.detach().float(), self.value)
+
+    def check(self, where: str, s: "Stepper") -> None:
+        step = int(self.first_step)
+        if step >= 0:
+            raise NonFiniteLoss(
+                f"{where}: training loss is {float(self.value)} at step {step + 1} (lr {s.lr(step):.3g}); "
+                "lower --lr or check the data"
+            )
+
+
 def train_epoch(
     s: Stepper, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], where: str, bar: Any
 ) -> dict[str, float]:
-    """One pass over the batches; raises NonFiniteLoss the moment the loss diverges."""
+    """One pass over the batches; raises NonFiniteLoss within FINITE_CHECK_STEPS steps of the loss
+    diverging, and always before the epoch ends (so a diverged epoch is never checkpointed)."""
     s.model.train()
     t0 = time.perf_counter()
     sum_loss = torch.zeros((), device=s.device)
     correct = torch.zeros((), device=s.device, dtype=torch.long)
+    diverged = _Divergence(s.device)
     seen = 0
     for x, y, *w in batches:
         if s.stop_at is not None and time.monotonic() >= s.stop_at:
@@ -332,11 +359,9 @@ def train_epoch(
             reg = getattr(s.model, "regularization_loss", None)
             if reg is not None:
                 loss = loss + reg()
-        if not torch.isfinite(loss):  # one sync a step: a diverged fold must not be marked finished
-            raise NonFiniteLoss(
-                f"{where}: training loss is {loss.item()} at step {s.step + 1} (lr {s.lr(s.step):.3g}); "
-                "lower --lr or check the data"
-            )
+        diverged.watch(loss, s.step)
+        if (s.step + 1) % FINITE_CHECK_STEPS == 0:
+            diverged.check(where, s)
         s.opt.zero_grad(set_to_none=True)
         s.scaler.scale(loss).backward()
         s.scaler.step(s.opt)
@@ -358,6 +383,7 @@ def train_epoch(
                 acc=f"{correct.item() / seen:.4f}",
                 img_s=f"{seen / (time.perf_counter() - t0):.0f}",
             )
+    diverged.check(where, s)
     seconds = time.perf_counter() - t0
     return {
         "train_loss": sum_loss.item() / max(seen, 1),
@@ -448,7 +474,7 @@ def make_stepper(
         )
     batches = make_batches(cfg, train_x, train_y, device, batch_size, train_w)
     init_from_data(model, train_x, cfg, device)
-    total = batches.steps_per_epoch * cfg.epochs
+    total = total_steps(cfg, batches.steps_per_epoch)
     s = Stepper(
         model,
         torch.compile(model) if cfg.compile else model,
@@ -527,10 +553,11 @@ def fit(
         "bad_epochs": 0,
     }
     s.step = state["epoch"] * batches.steps_per_epoch
+    epochs = math.ceil(s.total_steps / batches.steps_per_epoch)  # fewer than cfg.epochs when max_steps cuts
     images_per_s = 0.0
     # one bar for the whole unit (its ETA is the unit's remaining time), resumed steps counted
     with tqdm(
-        total=batches.steps_per_epoch * cfg.epochs,
+        total=s.total_steps,
         initial=s.step,
         desc=desc,
         unit="step",
@@ -538,12 +565,14 @@ def fit(
         disable=None if progress else True,
         mininterval=1.0,
     ) as bar:
-        for epoch in range(state["epoch"], cfg.epochs):
+        for epoch in range(state["epoch"], epochs):
             if cfg.patience and state["bad_epochs"] >= cfg.patience:
                 break
             seed_epoch(seed, fold, epoch)
-            bar.set_description(f"{desc} ep {epoch + 1}/{cfg.epochs}")
-            tr = train_epoch(s, batches.epoch_batches(_seed_for(seed, fold, epoch)), f"{desc} epoch {epoch + 1}", bar)
+            bar.set_description(f"{desc} ep {epoch + 1}/{epochs}")
+            steps = min(batches.steps_per_epoch, s.total_steps - s.step)  # the last epoch of a max_steps run is cut
+            epoch_batches = itertools.islice(batches.epoch_batches(_seed_for(seed, fold, epoch)), steps)
+            tr = train_epoch(s, epoch_batches, f"{desc} epoch {epoch + 1}", bar)
             images_per_s = tr["images_per_s"]
             row = {
                 "fold": fold,
@@ -557,7 +586,7 @@ def fit(
                 "images_per_s": round(images_per_s, 1),
                 "seconds": round(tr["seconds"], 2),
             }
-            if _validates(cfg, epoch):
+            if _validates(cfg, epoch, epochs):
                 if s.total_steps < BN_REFRESH_STEPS:
                     refresh_batchnorm(s.eval_model, train_x, cfg, device)
                 logits = predict(
@@ -569,7 +598,7 @@ def fit(
                     state.update(
                         best_loss=val_loss,
                         best_epoch=epoch + 1,
-                        best_state=copy.deepcopy(s.eval_model.state_dict()),
+                        best_state=snapshot(s.eval_model, state["best_state"]),
                         best_val=torch.from_numpy(logits),
                         bad_epochs=0,
                     )
@@ -581,7 +610,7 @@ def fit(
                 save_checkpoint(checkpoint, s, state, checkpoint_tag)
             val = f"{row['val_loss']:.4f}/{row['val_acc']:.4f}" if row["val_loss"] is not None else "-"
             log.info(
-                f"{desc} epoch {epoch + 1}/{cfg.epochs}  train {row['train_loss']:.4f}/{row['train_acc']:.4f} "
+                f"{desc} epoch {epoch + 1}/{epochs}  train {row['train_loss']:.4f}/{row['train_acc']:.4f} "
                 f" val {val}  {images_per_s:.0f} img/s"
             )
     if state["best_state"] is not None:
@@ -597,5 +626,22 @@ def fit(
     )
 
 
-def _validates(cfg: TrainConfig, epoch: int) -> bool:
-    return epoch + 1 == cfg.epochs or (cfg.eval_every > 0 and (epoch + 1) % cfg.eval_every == 0)
+def snapshot(model: torch.nn.Module, into: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """The model's weights, copied into the tensors of an earlier snapshot when there is one (an
+    improving epoch then allocates nothing), else into new ones."""
+    current = model.state_dict()
+    if into is None or into.keys() != current.keys():
+        return {k: v.detach().clone() for k, v in current.items()}
+    for k, v in current.items():
+        into[k].copy_(v)
+    return into
+
+
+def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """Optimizer steps of one (fold, seed): every epoch's, or cfg.max_steps when that is fewer."""
+    every = steps_per_epoch * cfg.epochs
+    return min(every, cfg.max_steps) if cfg.max_steps else every
+
+
+def _validates(cfg: TrainConfig, epoch: int, epochs: int) -> bool:
+    return epoch + 1 == epochs or (cfg.eval_every > 0 and (epoch + 1) % cfg.eval_every == 0)

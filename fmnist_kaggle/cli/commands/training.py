@@ -28,7 +28,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     if args.classes is not None and args.classes < 2:
         raise FkaggleError(f"--classes must be at least 2, got {args.classes}")
-    return emit(args, model_rows(args.classes, args.workdir), _models_text)
+    return emit(args, model_rows(args.classes, args.workdir, args.measure), _models_text)
 
 
 def _models_text(res: dict[str, Any]) -> str:
@@ -44,6 +44,20 @@ def _models_text(res: dict[str, Any]) -> str:
     for r in res["recipes"]:
         kwargs = ", ".join(f"{k}={v}" for k, v in r["model_kwargs"].items())
         lines.append(f"{r['recipe']:<16} {r['params']:>10,}  {r['model']}{f'({kwargs})' if kwargs else ''}{speed(r)}")
+    if "engine" in res:
+        e = res["engine"]
+        peaks = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in e["peak_gflop_s"].items())
+        lines += ["", f"measured now against the {e['peak']} peak ({peaks}); predictions in float32"]
+        lines.append(
+            f"{'recipe':<8} {'MFLOP/img':>9} {'train img/s':>11} {'GFLOP/s':>8} {'of peak':>7}  "
+            f"{'predict img/s':>13} {'GFLOP/s':>8} {'of peak':>7}  training precision"
+        )
+        for r in e["rows"]:
+            lines.append(
+                f"{r['recipe']:<8} {r['mflop_per_image']:>9.1f} {r['train_img_s']:>11,.0f} {r['train_gflop_s']:>8.1f} "
+                f"{r['train_pct_of_peak']:>6}%  {r['predict_img_s']:>13,.0f} {r['predict_gflop_s']:>8.1f} "
+                f"{r['predict_pct_of_peak']:>6}%  {r['train_precision']} on {r['device']}"
+            )
     return "\n".join(lines)
 
 
@@ -171,6 +185,12 @@ def register(sub: Any) -> None:
         "registered models and the recipes' models as trained: parameter counts, speed where a run here measured it",
         cmd_models,
         workdir=True,
+    )
+    mo.add_argument(
+        "--measure",
+        action="store_true",
+        help="time the cpu and fast recipes here: FLOPs per image, training and prediction img/s, "
+        "GFLOP/s and their share of this machine's matmul peak (about 10 s)",
     )
     mo.add_argument(
         "--classes",

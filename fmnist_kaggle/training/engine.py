@@ -1,0 +1,109 @@
+"""How fast this machine runs a model, measured against its own peak, and the settings that decide it.
+
+The cost of every minute the autopilot buys is set here. The figures are ratios that hold on
+any machine: a model's FLOPs per image (torch's own counter) times its images per second, as a
+share of the machine's matmul peak timed in the same process (`torch.mm` of 2048 x 2048 fp32).
+
+One setting is decided per model and machine rather than fixed: the prediction batch size. A
+forward pass is fast while a batch's activations stay in the CPU's last-level cache (measured on
+a 2-core AMD EPYC with 32 MB of L3: `fast` predicts 7,400 img/s at 64-256 images a batch, 2,800
+at 1,024), so an automatic batch (`eval_batch_size = 0`) is the largest power of two whose
+biggest activation fits in half the cache. It is computed from the model's own activation sizes
+(one image through it), never timed, so the same machine and model always get the same batch
+(predictions are reproducible to the bit). Measured and rejected on CPUs (docs/results.md):
+`torch.compile` of the training step (no faster in fp32, slower in bf16, and Inductor's frozen
+inference graph failed on the whitening stem), folding batch norm into the convolutions for
+inference (within noise: oneDNN's eval BN is cheap), a fused SGD (within noise).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+import torch
+
+CUDA_EVAL_BATCH = 1024  # a GPU is fed whole batches; memory, not cache, is the bound there
+CPU_EVAL_BATCHES = (16, 1024)  # the automatic batch stays within these
+FALLBACK_CACHE_BYTES = 8 << 20  # when the machine does not say
+
+
+@functools.cache
+def cache_bytes() -> int:
+    """The CPU's last-level cache in bytes (sysfs), shared by the cores that predict."""
+    best = 0
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            if (index / "type").read_text().strip() == "Instruction":
+                continue
+            text = (index / "size").read_text().strip().upper()
+        except OSError:
+            continue
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        digits = text.rstrip("KMG")
+        if digits.isdigit():
+            best = max(best, int(digits) * scale)
+    return best or FALLBACK_CACHE_BYTES
+
+
+def activation_bytes(model: torch.nn.Module, sample: torch.Tensor) -> int:
+    """The biggest output of any layer for one image (bytes): what a batch must fit in cache."""
+    biggest = [sample[:1].numel() * sample.element_size()]
+
+    def hook(_module: torch.nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor):
+            biggest[0] = max(biggest[0], output[:1].numel() * output.element_size())
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.inference_mode():
+            model(sample[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return biggest[0]
+
+
+def auto_eval_batch(model: torch.nn.Module, sample: torch.Tensor, device: torch.device) -> int:
+    """The prediction batch for this model here: on a CPU the largest power of two whose biggest
+    activation fits in half the last-level cache; on a GPU a large fixed batch."""
+    if device.type != "cpu":
+        return CUDA_EVAL_BATCH
+    fits = cache_bytes() // 2 // max(1, activation_bytes(model, sample))
+    low, high = CPU_EVAL_BATCHES
+    return max(low, min(high, 1 << max(0, fits.bit_length() - 1)))
+
+
+def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, seconds: float = 1.0) -> float:
+    """GFLOP/s of an n x n matmul here, best of repeated timings for about `seconds`."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm-up: threads, allocations
+    best, t_end = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def flops_per_image(model: torch.nn.Module, sample: torch.Tensor, train: bool) -> float:
+    """FLOPs per image of a forward pass (train=False) or of forward + backward (train=True),
+    counted by torch's FlopCounterMode on a batch of two (batch-norm needs more than one)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = sample[:2]
+    was_training = model.training
+    model.train(train)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            if train:
+                model(x).float().sum().backward()
+            else:
+                with torch.no_grad():
+                    model(x)
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return counter.get_total_flops() / len(x)
