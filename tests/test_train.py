@@ -323,7 +323,16 @@ def test_early_stopping_keeps_the_best_epoch(fmnist):
 
     # plain SGD at this rate does not improve validation loss after epoch 1 on 300 rows (deterministic on CPU)
     cfg = build_config(
-        **{**TINY, "epochs": 6, "patience": 2, "lr": 0.05, "optimizer": "sgd", "momentum": 0.0, "schedule": "constant"}
+        **{
+            **TINY,
+            "epochs": 6,
+            "patience": 2,
+            "select_epoch": True,
+            "lr": 0.05,
+            "optimizer": "sgd",
+            "momentum": 0.0,
+            "schedule": "constant",
+        }
     )
     x, y = fmnist["x_train"][:400], fmnist["y_train"][:400]
     res = fit(cfg, 10, x[100:], y[100:], x[:100], y[:100], fold=0, seed=0, progress=False)

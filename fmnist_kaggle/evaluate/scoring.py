@@ -85,7 +85,7 @@ def cv(
     labels = runs[0].labels
     if len(runs) > 1:
         check_compatible(runs)
-    reports = [run_report(r, labels, class_names) for r in runs]
+    reports = [{**run_report(r, labels, class_names), "optimistic": r.optimistic} for r in runs]
     out: dict[str, Any] = {"runs": reports}
     if ws is not None:
         for r, rep in zip(runs, reports):
@@ -111,6 +111,7 @@ def format_cv(result: dict[str, Any]) -> str:
         lines.append(
             f"OOF accuracy {rep['acc']:.4f}  log-loss {rep['logloss']:.4f}  macro-F1 "
             f"{rep['macro_f1']:.4f}  ROC AUC (ovr) {rep['roc_auc_ovr']:.4f}"
+            + ("  (optimistic: epochs chosen on these rows, --select-epoch)" if rep.get("optimistic") else "")
         )
         if "test" in rep:
             lines.append(f"test accuracy {rep['test']['acc']:.4f}  log-loss {rep['test']['logloss']:.4f}")

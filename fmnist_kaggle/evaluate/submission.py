@@ -58,6 +58,7 @@ def make_submission(
                 "data_fingerprint": r.manifest["data"]["data_fingerprint"],
                 "folds_fingerprint": r.manifest["data"]["folds_fingerprint"],
                 "cv_acc": r.manifest.get("cv", {}).get("acc"),
+                "optimistic": r.optimistic,
             }
             for r in runs
         ],
@@ -65,6 +66,13 @@ def make_submission(
         "cv": {"acc": result.cv_acc, "logloss": result.cv_logloss, "nested": result.insample_acc is not None},
         "best_single": best,
     }
+    chosen_on_scored = [r.name for r in runs if r.optimistic]
+    if chosen_on_scored:
+        provenance["optimistic"] = (
+            f"{', '.join(chosen_on_scored)} chose epochs on the rows its CV scores (--select-epoch): "
+            "this CV is optimistic; compare with runs trained without it"
+        )
+        log.warning(f"warning: {provenance['optimistic']}")
     loses = against_best_single(result, best, len(runs))
     if loses:
         provenance["warning"] = loses

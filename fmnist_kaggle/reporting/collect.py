@@ -16,6 +16,7 @@ from fmnist_kaggle.storage.artifacts import read_json
 from fmnist_kaggle.storage.layout import NAME, RESERVED, Workspace
 from fmnist_kaggle.storage.schemas import AUTOPILOT_STATE, DRIFT
 from fmnist_kaggle.submit.uploads import file_state
+from fmnist_kaggle.training.config import selects_epoch
 
 # A broken file in a workspace may fail in many ways; the report lists it instead of stopping.
 BROKEN = (FkaggleError, OSError, KeyError, TypeError, ValueError, IndexError, AttributeError)
@@ -78,6 +79,7 @@ def _run_row(ws: Workspace, name: str) -> dict[str, Any]:
             "test_acc": (m.get("test_metrics") or {}).get("acc") if assembled else None,
             "state": state,
             "pseudo_labelled": bool(m.get("pseudo_label")),
+            "optimistic": selects_epoch(cfg),
             "predicted_from": predicted_from(m),
             "created": m.get("created", ""),
             "pictures": {k: str(p) for k, p in pictures.items() if p.is_file()},

@@ -164,6 +164,8 @@ def _runs_table(runs: list[dict[str, Any]]) -> str:
             continue
         best = ",".join(map(str, r["best_epochs"])) if r["best_epochs"] else "–"
         state = r["state"] + (" · pseudo-labelled" if r["pseudo_labelled"] else "")
+        if r.get("optimistic"):
+            state += " · optimistic CV (epochs chosen on the scored rows)"
         rows.append(
             [
                 str(i),

@@ -33,7 +33,7 @@ from fmnist_kaggle.storage.artifacts import (
 )
 from fmnist_kaggle.storage.layout import FoldDir, RunDir, Workspace
 from fmnist_kaggle.storage.schemas import DONE_MARKER
-from fmnist_kaggle.training.config import build_config
+from fmnist_kaggle.training.config import build_config, selects_epoch
 
 if TYPE_CHECKING:
     import torch
@@ -254,6 +254,7 @@ def list_runs(workdir: str | Path = ".") -> list[dict[str, Any]]:
                 "test_acc": (m.get("test_metrics") or {}).get("acc") if assembled else None,
                 "created": m["created"],
                 "predicted_from": predicted_from(m),
+                "optimistic": selects_epoch(m.get("config") or {}),
             }
         )
     return sorted(rows, key=lambda r: (r.get("cv_acc") is None, -(r.get("cv_acc") or 0.0), r["run"]))  # best CV first
@@ -280,6 +281,11 @@ class Run:
     def cv(self) -> dict[str, Any]:
         """Out-of-fold accuracy and log-loss (overall and per fold)."""
         return self.manifest["cv"]
+
+    @property
+    def optimistic(self) -> bool:
+        """Its epochs were chosen on the rows its CV scores (--select-epoch): the CV flatters it."""
+        return selects_epoch(self.manifest.get("config") or {})
 
     @property
     def predicted_from(self) -> str | None:

@@ -157,14 +157,21 @@ class TrainConfig:
         "cutmix alpha (timm Mixup, per sample; with --mixup too, each sample picks one at p=0.5); 0 = off",
         check=_NONNEG,
     )
-    patience: int = setting(0, "early-stopping patience in epochs (0: train all epochs, keep the best)", check=_NONNEG)
+    patience: int = setting(
+        0, "early-stopping patience in epochs (needs --select-epoch; 0: train all epochs)", check=_NONNEG
+    )
     eval_every: int = setting(
         1,
-        "validate, and consider the epoch for the best, every N epochs and after "
-        "the last; 0: after the last only (one-cycle runs end at their best: a "
-        "validation pass saved per epoch)",
+        "validate every N epochs and after the last (the learning curves; with --select-epoch, the epochs "
+        "considered); 0: after the last only (a validation pass saved per epoch)",
         check=_NONNEG,
         since=3,
+    )
+    select_epoch: bool = setting(
+        False,
+        "keep the epoch with the lowest validation loss instead of the last: chosen on the rows it scores, so "
+        "its CV is optimistic (marked so wherever it is shown); default: the sized schedule's last epoch",
+        since=5,
     )
     normalize: bool = setting(False, "standardize inputs, (x - 0.286) / 0.353, instead of 0..1")
     amp: str = setting(
@@ -210,6 +217,11 @@ class TrainConfig:
             )
         if self.augment == "custom" and not self.augment_pipeline:
             raise FkaggleError("invalid training config: augment='custom' needs augment_pipeline")
+        if self.patience and not self.select_epoch:
+            raise FkaggleError(
+                "invalid training config: early stopping (patience) chooses an epoch on the validation rows: "
+                "it needs --select-epoch (whose CV is then marked optimistic)"
+            )
         if self.patience and self.eval_every != 1:
             raise FkaggleError(
                 "invalid training config: early stopping (patience) needs a validation every epoch (eval_every = 1)"
@@ -246,6 +258,14 @@ class TrainConfig:
 
     def semantic_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.semantic(), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def selects_epoch(config: dict[str, Any]) -> bool:
+    """Whether a run's recorded config chose its epoch on the rows it scores (optimistic CV): set by
+    --select-epoch, and what every run validating more than once did before the option existed."""
+    if "select_epoch" in config:
+        return bool(config["select_epoch"])
+    return config.get("eval_every", 1) != 0 and config.get("epochs", 1) > 1
 
 
 def _wrong_type(name: str, value: Any) -> str | None:

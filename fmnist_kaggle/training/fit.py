@@ -594,11 +594,12 @@ def fit(
                 )  # fp32, as the saved predictions: the epoch line and the fold line agree
                 val_loss, val_acc = scores(logits, vy)
                 row.update(val_loss=round(val_loss, 6), val_acc=round(val_acc, 6))
-                if val_loss < state["best_loss"]:  # its logits are the fold's OOF predictions if it stays the best
+                last = epoch + 1 == epochs
+                if (cfg.select_epoch and val_loss < state["best_loss"]) or (last and not cfg.select_epoch):
                     state.update(
                         best_loss=val_loss,
                         best_epoch=epoch + 1,
-                        best_state=snapshot(s.eval_model, state["best_state"]),
+                        best_state=snapshot(s.eval_model, state["best_state"]) if cfg.select_epoch else None,
                         best_val=torch.from_numpy(logits),
                         bad_epochs=0,
                     )

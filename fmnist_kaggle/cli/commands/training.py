@@ -121,6 +121,8 @@ def _run_line(r: dict[str, Any]) -> str:
         return f"{r['run']:<32} unreadable: {r['problem']}"
     num = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     origin = f"  (predicted by {r['predicted_from']}'s models)" if r["predicted_from"] else ""
+    if r.get("optimistic"):
+        origin += "  optimistic CV: epochs chosen on the rows it scores (--select-epoch)"
     folds = f"{r['folds_done']}/{r['folds']}"
     return (
         f"{r['run']:<32} {r['model']:<18} {folds:>5}  {num(r['cv_acc']):>7}  {num(r['cv_logloss']):>8} "
