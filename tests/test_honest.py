@@ -5,6 +5,7 @@ competitor meets first, each through the CLI."""
 from __future__ import annotations
 
 import json
+import tomllib
 
 import numpy as np
 import pytest
@@ -103,3 +104,136 @@ def test_the_epoch_line_and_the_fold_line_give_one_log_loss(rows, tmp_path):
             next(line for line in lines if line.startswith(f"fold {fold}:")).split("logloss ")[1].split()[0]
         )
         assert epoch_loss == pytest.approx(fold_loss, abs=1e-4)
+
+
+NAMES = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def test_string_labels_go_from_init_to_a_validated_submission_in_those_strings(tmp_path, fmnist):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    rows = np.sort(
+        np.concatenate([rng.choice(np.flatnonzero(fmnist["y_train"] == c), 30, replace=False) for c in range(10)])
+    )
+    train = pd.DataFrame(fmnist["x_train"][rows].reshape(len(rows), -1), columns=[f"pixel{i + 1}" for i in range(784)])
+    train.insert(0, "label", [NAMES[c] for c in fmnist["y_train"][rows]])
+    train.to_csv(tmp_path / "train.csv", index=False)
+    test = pd.DataFrame(fmnist["x_test"][:40].reshape(40, -1), columns=[f"pixel{i + 1}" for i in range(784)])
+    test.insert(0, "id", np.arange(1, 41))
+    test.to_csv(tmp_path / "test.csv", index=False)
+    pd.DataFrame({"id": np.arange(1, 41), "label": "Bag"}).to_csv(tmp_path / "sample_submission.csv", index=False)
+    pd.DataFrame({"id": np.arange(1, 41), "label": [NAMES[c] for c in fmnist["y_test"][:40]]}).to_csv(
+        tmp_path / "truth.csv", index=False
+    )
+    init = run_cli(
+        "init",
+        "--train",
+        "train.csv",
+        "--test",
+        "test.csv",
+        "--sample-submission",
+        "sample_submission.csv",
+        cwd=tmp_path,
+    )
+    assert init.returncode == 0, init.stderr
+    config = tomllib.loads((tmp_path / "competition/competition.toml").read_text())["competition"]
+    assert config["class_names"] == sorted(NAMES)  # the words' class order, recorded
+    train_args = ["--model", "lenet5", "--folds", "2", "--epochs", "2", "--batch-size", "32", "--lr", "0.003"]
+    assert run_cli("fold-train", *train_args, "--run", "w", "--no-progress", cwd=tmp_path).returncode == 0
+    manifest = json.loads((tmp_path / "oof/w/manifest.json").read_text())
+    assert manifest["data"]["label_values"] == sorted(NAMES)  # classes are the sorted words
+    assert run_cli("blend", "w", "--name", "words", cwd=tmp_path).returncode == 0
+    sub = pd.read_csv(tmp_path / "submissions/words.csv")
+    assert list(sub.columns) == ["id", "label"] and set(sub["label"]) <= set(NAMES) and len(sub) == 40
+    assert run_cli("validate", "submissions/words.csv", cwd=tmp_path).returncode == 0
+    (tmp_path / "bad.csv").write_text("id,label\n" + "".join(f"{i},3\n" for i in range(1, 41)))
+    bad = run_cli("validate", "bad.csv", cwd=tmp_path)
+    assert bad.returncode != 0 and "label(s) outside" in bad.stdout + bad.stderr  # a number is not one of the words
+    scored = run_cli("score", "submissions/words.csv", "--test-labels", "truth.csv", "--json", cwd=tmp_path)
+    assert scored.returncode == 0 and 0.2 < json.loads(scored.stdout)["acc"] <= 1, scored.stderr
+
+
+# ----------------------------------------------------------------------------- the frictions of a first afternoon
+
+
+def test_a_misspelt_model_is_named_with_its_closest_matches_before_any_data_is_read(tmp_path):
+    res = run_cli("fold-train", "--model", "timm:resnet81", "--train", "not-there.csv", "--run", "x", cwd=tmp_path)
+    assert res.returncode == 2 and "timm has no model 'resnet81'; closest: timm:resnet18" in res.stderr, res.stderr
+    assert "not-there.csv" not in res.stderr  # the model is checked first: the data would have taken seconds
+    res = run_cli("fold-train", "--model", "lenet6", "--train", "not-there.csv", "--run", "x", cwd=tmp_path)
+    assert res.returncode == 2 and "closest: lenet5" in res.stderr
+    frozen = run_cli(
+        "fold-train", "--model", "timm:resnet18", "--freeze-backbone", "--train", "not-there.csv", cwd=tmp_path
+    )
+    assert frozen.returncode == 2 and "without --pretrained FILE they are random" in frozen.stderr
+    listed = run_cli("models", "--timm", "resnet1*", "--json", cwd=tmp_path)
+    rows = json.loads(listed.stdout)["timm"]
+    assert {"model": "timm:resnet18", "weights": True} in rows and all(
+        r["model"].startswith("timm:resnet1") for r in rows
+    )
+    assert run_cli("models", "--timm", "no-such-net*", cwd=tmp_path).returncode == 2
+
+
+def test_a_pickled_dict_given_as_test_labels_says_where_it_belongs(five_class_npy, tmp_path):
+    f = five_class_npy
+    res = run_cli(
+        "data",
+        "check",
+        "--train",
+        str(f["train"]),
+        "--test",
+        str(f["test"]),
+        "--test-labels",
+        str(f["train"]),
+        cwd=tmp_path,
+    )
+    assert res.returncode == 2 and "is a pickled dict (features, target)" in res.stderr and "--test FILE" in res.stderr
+
+
+def test_status_prints_a_command_that_trains_the_missing_folds_as_printed(rows, tmp_path):
+    import shlex
+
+    _, data = rows
+    assert run_cli("fold-train", *data, *WANDERING, "--run", "half", "--fold", "0", "-q", cwd=tmp_path).returncode == 0
+    status = run_cli("status", "half", cwd=tmp_path)
+    command = status.stdout.strip().splitlines()[-1].strip()
+    assert command.startswith("fkaggle fold-train ") and "..." not in command, status.stdout
+    again = run_cli(*shlex.split(command)[1:], "-q", cwd=tmp_path)
+    assert again.returncode == 0 and json.loads(run_cli("status", "half", "--json", cwd=tmp_path).stdout)["complete"]
+
+
+def test_public_scores_print_like_cv_and_a_losing_blend_is_recalled_at_submit(tmp_path, fake_kaggle, five_class_npy):
+    from fmnist_kaggle.data.competition import Competition
+    from fmnist_kaggle.data.submission_file import submission_csv
+
+    f = five_class_npy
+    fake_kaggle.submissions[0]["publicScore"] = "0.90000"
+    args = [
+        "--train",
+        str(f["train"]),
+        "--test",
+        str(f["test"]),
+        "--sample-submission",
+        str(f["sample"]),
+        "--slug",
+        "five-class",
+    ]
+    lst = run_cli("submissions", *args, "--workdir", str(tmp_path), cwd=tmp_path)
+    assert lst.returncode == 0 and " 0.9000 " in lst.stdout, lst.stdout
+    comp = Competition(name="five", train=f["train"], test=f["test"], sample_submission=f["sample"])
+    sub = tmp_path / "submissions/blend.csv"
+    sub.parent.mkdir(exist_ok=True)
+    sub.write_text(submission_csv(comp, np.zeros(len(comp.test_set), dtype=int)))
+    import hashlib
+
+    warning = "blend (mean) CV accuracy 0.5000 does not beat run a alone (0.6000): submit run a instead"
+    record = {
+        "file": "blend.csv",
+        "sha256": hashlib.sha256(sub.read_bytes()).hexdigest(),
+        "cv": {"acc": 0.5},
+        "warning": warning,
+    }
+    sub.with_suffix(".json").write_text(json.dumps(record))
+    dry = run_cli("submit", str(sub), "-m", "x", "--dry-run", *args, "--workdir", str(tmp_path), "--json", cwd=tmp_path)
+    assert dry.returncode == 0 and json.loads(dry.stdout)["warning"] == warning and warning in dry.stderr

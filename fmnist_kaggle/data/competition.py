@@ -229,6 +229,9 @@ def init_competition(
     if comp.sample_submission is not None:  # submission columns come from the sample
         cols = list(read_sample_submission(comp).columns)
         comp = replace(comp, id_column=cols[0], label_column=cols[1])
+    values = comp.train_set.label_values
+    if any(isinstance(v, str) for v in values):  # labels given as words: the class order, recorded
+        comp = replace(comp, class_names=tuple(str(v) for v in values))
     info = summary(comp)
     if target.exists() and not force:
         raise FkaggleError("exists; pass --force to replace it", target)

@@ -34,7 +34,7 @@ class ImageSet:
 
     images: np.ndarray  # uint8 (N, 28, 28)
     labels: np.ndarray | None  # int64 0..K-1 (None: unlabelled test file)
-    label_values: tuple[int, ...]  # original label value of each class index
+    label_values: tuple[int | str, ...]  # original label value of each class index (numbers, or words: 'Sandal')
     ids: np.ndarray | None = None  # test ids as in the file (synthesized 1..N if absent)
     id_column: str | None = None
     ids_synthesized: bool = True
@@ -66,7 +66,7 @@ class ImageSet:
         h.update(np.ascontiguousarray(self.images).tobytes())
         if self.labels is not None:
             h.update(np.asarray(self.labels, dtype=np.int64).tobytes())
-            h.update(json.dumps([int(v) for v in self.label_values]).encode())
+            h.update(json.dumps([plain_label(v) for v in self.label_values]).encode())
         object.__setattr__(self, "_fingerprint", h.hexdigest())  # frozen dataclass: a memo, not state
         return self._fingerprint
 
@@ -74,7 +74,7 @@ class ImageSet:
         if self.labels is None:
             return {}
         counts = np.bincount(self.labels, minlength=self.num_classes)
-        return {int(v): int(c) for v, c in zip(self.label_values, counts)}
+        return {plain_label(v): int(c) for v, c in zip(self.label_values, counts)}
 
     def subset(self, index: np.ndarray) -> "ImageSet":
         return replace(
@@ -92,6 +92,26 @@ class ImageSet:
 
 
 MAX_LABEL = 1_000_000  # class labels are small integers; a float beyond this is not one
+
+
+def plain_label(v: object) -> int | str:
+    """A label value as JSON and CSV hold it: an int, or the word itself (numpy types unwrapped)."""
+    return v if isinstance(v, str) else int(v)  # type: ignore[call-overload]
+
+
+def _words(targets: np.ndarray, path: Path) -> bool:
+    """Labels given as words ('Sandal', 'Bag') rather than numbers; a mix of both is refused."""
+    if targets.dtype.kind not in "OUS":
+        return False
+    numbers = [_is_number(str(t)) for t in targets]
+    if all(numbers):
+        return False
+    if any(numbers):
+        bad = next(t for t, n in zip(targets, numbers) if not n)
+        raise DataError(
+            f"label {_plain(bad)!r} is not an integer (the other labels are numbers: all numbers or all words)", path
+        )
+    return True
 
 
 def _targets_to_values(targets: np.ndarray, n: int, path: Path) -> np.ndarray:
@@ -119,12 +139,12 @@ def _targets_to_values(targets: np.ndarray, n: int, path: Path) -> np.ndarray:
             raise DataError(f"label {_plain(bad)!r} is not an integer", path)
         targets = targets.astype(np.int64)
     elif targets.dtype.kind in "OUS":
-        try:
-            as_num = np.array([float(t) for t in targets])
-        except (TypeError, ValueError):
-            bad = next(t for t in targets if not _is_number(str(t)))
-            raise DataError(f"label {_plain(bad)!r} is not an integer", path) from None
-        return _targets_to_values(as_num, n, path)
+        if _words(targets, path):  # class names as labels: classes are the sorted distinct words
+            words = np.array([str(t).strip() for t in targets], dtype=object)
+            if any(not w for w in words):
+                raise DataError(f"row {int(np.flatnonzero(words == '')[0]) + 1} has an empty label", path)
+            return words
+        return _targets_to_values(np.array([float(t) for t in targets]), n, path)
     elif targets.dtype.kind not in "iub":
         raise DataError(f"labels have dtype {targets.dtype}, expected integers", path)
     return targets.astype(np.int64)
@@ -194,17 +214,20 @@ def canonical(raw: Raw, path: Path, fmt: str, label_values: tuple[int, ...] | No
         original = _targets_to_values(np.asarray(raw.targets), n, labels_path)
         found = np.unique(original)
         if label_values is None:
-            values = tuple(int(v) for v in found)
+            values = tuple(plain_label(v) for v in found)
             if len(values) < 2:
                 raise DataError(f"only {len(values)} distinct label value(s); need at least 2 classes", labels_path)
         else:
-            unknown = np.setdiff1d(found, np.asarray(values))
+            if (original.dtype == object) != any(isinstance(v, str) for v in values):
+                kind = "words" if original.dtype == object else "numbers"
+                raise DataError(f"labels are {kind}, the training classes are not: {list(values)[:5]}", labels_path)
+            unknown = np.setdiff1d(found, np.asarray(values, dtype=original.dtype))
             if len(unknown):
                 raise DataError(
                     f"label value(s) {', '.join(map(str, unknown[:5]))} not among the training classes {list(values)}",
                     labels_path,
                 )
-        labels = np.searchsorted(np.asarray(values), original).astype(np.int64)
+        labels = np.searchsorted(np.asarray(values, dtype=original.dtype), original).astype(np.int64)
     ids = raw.ids
     synthesized = ids is None
     ids = np.arange(1, n + 1) if ids is None else _check_ids(ids, n, path)
@@ -271,11 +294,21 @@ def load_images_labels(path: Path, ids: np.ndarray | None = None, id_column: str
 
 
 def _numeric(labels: Any, path: Path) -> np.ndarray:
+    """Label cells as numbers, or as the words themselves when any of them is not a number."""
     import pandas as pd
 
     nums = pd.to_numeric(labels, errors="coerce")
+    if nums.isna().any() and not nums.isna().all():
+        raise DataError(
+            f"label {labels[nums.isna()].iloc[0]!r} is not a number (the other labels are: all numbers or all words)",
+            path,
+        )
     if nums.isna().any():
-        raise DataError(f"label {labels[nums.isna()].iloc[0]!r} is not a number", path)
+        if (labels.astype(str).str.strip() == "").any():
+            raise DataError(
+                f"row {int(np.flatnonzero(labels.astype(str).str.strip() == '')[0]) + 1} has an empty label", path
+            )
+        return labels.astype(str).str.strip().to_numpy(dtype=object)
     return nums.to_numpy()
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from fmnist_kaggle.data.competition import Competition, read_sample_submission
+from fmnist_kaggle.data.images import plain_label
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.storage import atomic, csvfile, files
 from fmnist_kaggle.storage.artifacts import read_file, read_json, utc_now
@@ -56,7 +57,7 @@ def submission_csv(comp: Competition, pred_class: np.ndarray) -> str:
         raise FkaggleError(f"{len(pred_class)} predictions for {len(lay.ids)} test rows")
     values = np.asarray(comp.train_set.label_values)[np.asarray(pred_class)]
     return csvfile.csv_text(
-        [{lay.id_column: i, lay.label_column: int(v)} for i, v in zip(lay.ids, values)],
+        [{lay.id_column: i, lay.label_column: plain_label(v)} for i, v in zip(lay.ids, values)],
         [lay.id_column, lay.label_column],
     )
 
@@ -195,6 +196,6 @@ def read_predictions(path: str | Path, comp: Competition) -> np.ndarray:
     text, problems, _ = check_file(path, comp)
     if problems:
         raise FkaggleError("invalid submission: " + "; ".join(problems), path)
-    by_id = {r[0].strip(): int(r[1].strip()) for r in _rows(text)[1:]}
-    values = np.array([by_id[i] for i in layout(comp).ids])  # joined on the id, as Kaggle scores
-    return np.searchsorted(np.asarray(comp.train_set.label_values), values)
+    classes = [str(v) for v in comp.train_set.label_values]
+    by_id = {r[0].strip(): classes.index(r[1].strip()) for r in _rows(text)[1:]}  # validated: each is a class
+    return np.array([by_id[i] for i in layout(comp).ids])  # joined on the id, as Kaggle scores

@@ -34,7 +34,11 @@ def create_model(name: str, num_classes: int = 10, in_chans: int = 1, **kwargs) 
 
         return create_timm_model(name[len("timm:") :], num_classes=num_classes, in_chans=in_chans, **kwargs)
     if name not in _MODELS:
-        raise FkaggleError(f"unknown model {name!r}; `fkaggle models` lists them (or use timm:<name>)")
+        import difflib
+
+        close = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.5)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise FkaggleError(f"unknown model {name!r}{hint}; `fkaggle models` lists them (or use timm:<name>)")
     try:
         return _MODELS[name](num_classes=num_classes, in_chans=in_chans, **kwargs)
     except TypeError as exc:

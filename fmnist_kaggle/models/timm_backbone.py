@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import torch
@@ -81,7 +82,9 @@ def create_timm_model(
     import timm
 
     if not timm.is_model(name):
-        raise FkaggleError(f"timm has no model {name!r}")
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        hint = f"; closest: {', '.join('timm:' + c for c in close)}" if close else ""
+        raise FkaggleError(f"timm has no model {name!r}{hint} (`fkaggle models --timm PATTERN` lists them)")
     if channels not in ("fold", "zeros"):
         raise FkaggleError(
             f"channels must be 'fold' (one-channel stem) or 'zeros' (grey + 2 zero channels), not {channels!r}"
@@ -120,3 +123,14 @@ def _file_num_classes(path: Path) -> int:
     state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
     biases = [v for k, v in state.items() if k.endswith("bias") and v.ndim == 1]
     return int(biases[-1].shape[0]) if biases else 1000
+
+
+def timm_models(pattern: str = "*") -> list[dict[str, object]]:
+    """timm's model names matching `pattern` (shell-style, e.g. '*resnet*'): every one trains from
+    scratch offline; `weights` says whether timm knows pretrained weights for it, which need a
+    local file here (`--pretrained FILE`: no hub is reached)."""
+    import timm
+
+    known = set(timm.list_models(pattern, pretrained=True))
+    bases = {n.split(".")[0] for n in known}
+    return [{"model": f"timm:{n}", "weights": n in bases} for n in timm.list_models(pattern)]

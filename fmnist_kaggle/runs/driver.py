@@ -379,7 +379,8 @@ def prepare_run(
     bad = [f for f in selected if not 0 <= f < cfg.folds]
     if bad:
         raise FkaggleError(f"fold {bad[0]} out of range 0..{cfg.folds - 1}")
-    params = check_model(cfg, comp.train_set.num_classes, device=trains_here)  # before anything is written or removed
+    check_model(cfg, 10, device=trains_here)  # before the data is read (seconds for a big CSV) or anything written
+    params = check_model(cfg, comp.train_set.num_classes, device=False)
     data = training_data(comp, cfg, ws)
     rd, manifest = open_run(ws, name, cfg, data, comp, overwrite, params)
     for warning in cfg.warnings():
@@ -453,12 +454,13 @@ def drive(
     jobs: Iterator[RunJob],
     on_done: Callable[[RunJob, dict[str, Any]], None] = lambda job, manifest: None,
     progress: bool = True,
-    deadline: float | None = None,
+    deadline: float | Callable[[], float] | None = None,
     on_unit: Callable[[RunJob, UnitResult], bool] = lambda job, result: False,
 ) -> list[RunJob]:
     """Keep the executor busy with the units of `jobs` (pulled lazily, so a search can choose the
     next trial from the last results), record each result as it arrives and conclude each job
-    when its last unit is back. `deadline` (a `time.monotonic()` value): no unit starts after it,
+    when its last unit is back. `deadline` (a `time.monotonic()` value, or a function giving one,
+    asked before each unit): no unit starts after it,
     and units still queued or running then are cancelled (finished ones stay recorded, so the
     same command resumes). `on_unit` sees each recorded unit; on an executor that trains one unit
     at a time, True stops the rest of that job (the autopilot's "this run cannot finish in
@@ -471,7 +473,8 @@ def drive(
     bar = tqdm(
         total=0, desc="units", unit="unit", disable=True if executor.shows_unit_progress or not progress else None
     )
-    late = lambda: deadline is not None and time.monotonic() >= deadline  # noqa: E731
+    when = deadline if callable(deadline) else (lambda: deadline)  # the autopilot's moves as runs finish
+    late = lambda: deadline is not None and time.monotonic() >= when()  # noqa: E731
 
     def finish(job: RunJob) -> None:
         on_done(job, conclude(job))
@@ -505,7 +508,7 @@ def drive(
             done = (
                 None
                 if late()
-                else executor.next_done(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                else executor.next_done(None if deadline is None else max(0.0, when() - time.monotonic()))
             )
             if done is None:  # the deadline: nothing more starts, nothing in flight is waited for
                 cut = [give_back(unit) for unit in executor.cancel()]

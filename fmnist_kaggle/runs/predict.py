@@ -12,7 +12,7 @@ import numpy as np
 from fmnist_kaggle import metrics
 from fmnist_kaggle.data.images import load_images
 from fmnist_kaggle.errors import FkaggleError
-from fmnist_kaggle.runs.store import DERIVED, Run, load_fold_model, load_run
+from fmnist_kaggle.runs.store import DERIVED, Run, data_options, load_fold_model, load_run
 from fmnist_kaggle.storage.artifacts import utc_now, write_array
 from fmnist_kaggle.storage.layout import RunDir, Workspace
 from fmnist_kaggle.training.config import build_config
@@ -105,17 +105,4 @@ def blend_hint(manifest: dict[str, Any], test_path: str | Path) -> str:
     default config."""
     import shlex
 
-    from fmnist_kaggle.data.competition import DEFAULT_CONFIG
-
-    source = manifest["data"].get("source") or {}
-    options = ["--test", str(test_path)]
-    if source.get("config") and Path(source["config"]) != DEFAULT_CONFIG.absolute():
-        options = ["--competition", source["config"], *options]
-    elif not source.get("config") and source.get("train"):
-        options = [
-            "--train",
-            source["train"],
-            *(["--train-labels", source["train_labels"]] if source.get("train_labels") else []),
-            *options,
-        ]
-    return "fkaggle blend " + shlex.join([manifest["run"], *options])
+    return "fkaggle blend " + shlex.join([manifest["run"], *data_options(manifest, test_path)])

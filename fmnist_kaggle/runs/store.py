@@ -314,3 +314,29 @@ def load_run(ref: str, workdir: str | Path = ".") -> Run:
         rd.array("folds", manifest),
         rd.array("labels", manifest),
     )
+
+
+def data_options(manifest: dict[str, Any], test: str | Path | None = None) -> list[str]:
+    """Command-line data options that find a run's recorded data again (none for the default
+    competition config); `test` replaces its test file."""
+    from fmnist_kaggle.data.competition import DEFAULT_CONFIG
+
+    source = manifest["data"].get("source") or {}
+    tests = ["--test", str(test)] if test is not None else []
+    if source.get("config"):
+        config = [] if Path(source["config"]) == DEFAULT_CONFIG.absolute() else ["--competition", source["config"]]
+        return config + tests
+    options = []
+    for key in ("train", "train_labels", "test", "test_labels", "sample_submission"):
+        if source.get(key) and not (key.startswith("test") and test is not None):
+            options += [f"--{key.replace('_', '-')}", source[key]]
+    return options + tests
+
+
+def resume_command(manifest: dict[str, Any], rd: RunDir) -> str:
+    """The command that trains a run's missing folds, runnable as printed."""
+    import shlex
+
+    folds = ",".join(map(str, manifest["missing_folds"]))
+    args = ["--config", str(rd.config_toml), *data_options(manifest), "--run", manifest["run"], "--fold", folds]
+    return "fkaggle fold-train " + shlex.join(args)

@@ -47,6 +47,9 @@ def submit_file(
     ws = Workspace(workdir)
     own = ws.submission_for(path)  # a submission made here: its record must describe this file
     meta = read_record(own) if own is not None else None
+    reminder = {"warning": meta["warning"]} if meta and meta.get("warning") else {}  # a blend that loses to a run
+    if reminder:
+        log.warning(f"warning: {path.name}: {reminder['warning']}")
     digest = sha256(text)  # of the bytes validated (UTF-8 text round-trips exactly)
     earlier = earlier_upload(ws, digest)
     if earlier is not None and not force:
@@ -56,7 +59,7 @@ def submit_file(
             path,
         )
     if dry_run:
-        return {"file": str(path), "slug": slug, "sha256": digest, "dry_run": True, "valid": True}
+        return {"file": str(path), "slug": slug, "sha256": digest, "dry_run": True, "valid": True, **reminder}
     files.writable_folder(ws.submissions)
     client = kaggle_client.api()
     limits = kaggle_client.require_quota(slug, client)
@@ -102,6 +105,7 @@ def submit_file(
         "limits_before": limits,
         "left_today": left,
         **({"resubmitted": earlier} if earlier else {}),
+        **reminder,
     }
 
 

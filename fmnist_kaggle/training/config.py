@@ -217,6 +217,11 @@ class TrainConfig:
             )
         if self.augment == "custom" and not self.augment_pipeline:
             raise FkaggleError("invalid training config: augment='custom' needs augment_pipeline")
+        if self.model_kwargs.get("freeze_backbone") and not self.model_kwargs.get("pretrained"):
+            raise FkaggleError(
+                "--freeze-backbone trains only the classifier on the backbone's features: without --pretrained FILE "
+                "they are random and the run scores near chance"
+            )
         if self.patience and not self.select_epoch:
             raise FkaggleError(
                 "invalid training config: early stopping (patience) chooses an epoch on the validation rows: "

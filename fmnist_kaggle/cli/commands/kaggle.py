@@ -30,9 +30,10 @@ def _submit_text(r: dict[str, Any]) -> str:
     if r.get("dry_run"):
         return f"{r['file']}: valid; dry run, not uploaded to {r['slug']}"
     again = "  (the same content as an earlier upload: --force)" if r.get("resubmitted") else ""
+    loses = f"\nnote: {r['warning']}" if r.get("warning") else ""
     return (
         f"submitted {r['file']} to {r['slug']} (ref {r['ref']}): {r['reply']}{again}\n{r['left_today']} "
-        "submission(s) left today"
+        f"submission(s) left today{loses}"
     )
 
 
@@ -52,7 +53,7 @@ def _submissions_text(res: dict[str, Any]) -> str:
     ]
     for r in res["submissions"]:
         cv = f"{float(r['cv_acc']):.4f}" if r.get("cv_acc") not in (None, "") else "-"
-        lb = str(r["public_score"]) if r.get("public_score") not in (None, "") else "-"
+        lb = f"{float(r['public_score']):.4f}" if r.get("public_score") not in (None, "") else "-"  # as CV: 0.9000
         lines.append(
             f"{str(r['time'])[:26]:<26} {str(r['file'])[:28]:<28} {str(r['ref']):>8} "
             f"{cv:>7} {str(r['status']):<9} {lb:>8}  {r.get('file_check') or '-':<20} "

@@ -28,7 +28,25 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     if args.classes is not None and args.classes < 2:
         raise FkaggleError(f"--classes must be at least 2, got {args.classes}")
+    if args.timm is not None:
+        from fmnist_kaggle.models.timm_backbone import timm_models
+
+        rows = timm_models(args.timm)
+        if not rows:
+            raise FkaggleError(f"no timm model matches {args.timm!r} (shell-style: '*resnet*', 'convnext*')")
+        return emit(args, {"timm": rows}, _timm_text)
     return emit(args, model_rows(args.classes, args.workdir, args.measure), _models_text)
+
+
+def _timm_text(res: dict[str, Any]) -> str:
+    lines = [
+        f"{r['model']:<48} {'pretrained weights known (a local file: --pretrained FILE)' if r['weights'] else ''}"
+        for r in res["timm"]
+    ]
+    lines.append(
+        f"{len(res['timm'])} model(s); each trains from scratch offline (--model NAME --input-size 32 for most)"
+    )
+    return "\n".join(lines)
 
 
 def _models_text(res: dict[str, Any]) -> str:
@@ -131,7 +149,7 @@ def _run_line(r: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from fmnist_kaggle.runs.store import status
+    from fmnist_kaggle.runs.store import resume_command, status
 
     rd = Workspace(args.workdir).find_run(args.run)
     m = status(rd)
@@ -156,10 +174,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         problem = f"  ({m['fold_problems'][f]})" if f in m["fold_problems"] else ""
         print(f"  fold {f}: {s}{extra}{problem}")
     if m["missing_folds"]:
-        print(
-            f"missing folds: {','.join(map(str, m['missing_folds']))}  (fkaggle fold-train "
-            f"... --fold {','.join(map(str, m['missing_folds']))}; corrupt folds retrain)"
-        )
+        print(f"missing folds: {','.join(map(str, m['missing_folds']))} (corrupt folds retrain); to train them:")
+        print(f"  {resume_command(m, rd)}")
     elif not assembled:
         print(f"all folds done, not assembled yet: fkaggle assemble {m['run']}")
     if m.get("cv") and assembled:
@@ -187,6 +203,11 @@ def register(sub: Any) -> None:
         "registered models and the recipes' models as trained: parameter counts, speed where a run here measured it",
         cmd_models,
         workdir=True,
+    )
+    mo.add_argument(
+        "--timm",
+        metavar="PATTERN",
+        help="list timm's models matching PATTERN (shell-style, e.g. '*resnet*'), marking those with known weights",
     )
     mo.add_argument(
         "--measure",

@@ -56,7 +56,14 @@ def _as_array(obj: Any, path: Path, what: str) -> np.ndarray:
         except Exception:
             raise DataError(f"{what} is not an array", path) from None
     if obj.dtype.hasobject:
-        raise DataError(f"{what} is an object array, expected numbers", path)
+        if obj.ndim == 1 and all(isinstance(v, str) for v in obj):  # labels given as words
+            return obj
+        inner = obj.item() if obj.ndim == 0 else None
+        if isinstance(inner, dict):
+            keys = ", ".join(map(str, list(inner)[:4]))
+            hint = "; a file of images and their targets goes as the data file itself (--test FILE), not as its labels"
+            raise DataError(f"{what} is a pickled dict ({keys}), expected an array of labels{hint}", path)
+        raise DataError(f"{what} is an object array, expected numbers or words", path)
     return obj
 
 
