@@ -9,6 +9,7 @@
 #   make bench-gpu                         # on a machine with CUDA and this repo's .venv
 #   make gpu-carry                         # here, before the device tool: wheels + real data in .gpu/
 #   device run: command="bash bench/gpu.sh", carry=[".gpu"], timeout_s=560
+#   device run: command="GPU_STEPS=auto-10m bash bench/gpu.sh", carry=[".gpu"], timeout_s=600  (fkaggle auto, 9m)
 #
 # Without CUDA it says so in one line and exits 2.
 set -uo pipefail
@@ -32,9 +33,12 @@ mkdir -p "$RESULTS"
 : >"$WORK/steps.tsv"
 FK=("$PY" -m fmnist_kaggle.cli)
 
+ONLY="${GPU_STEPS:-}"  # a comma-separated list of step names to run (default: all but auto-10m)
 step() {  # step NAME LIMIT_S COMMAND...: run it with a time limit, its output into the log
   local name=$1 limit=$2 t0 rc
   shift 2
+  if [ -n "$ONLY" ] && [[ ",$ONLY," != *",$name,"* ]]; then return; fi
+  if [ -z "$ONLY" ] && [ "$name" = auto-10m ]; then return; fi
   t0=$(date +%s)
   echo "== $name (limit ${limit} s): $*" | tee -a "$RESULTS/gpu.log" >&2
   timeout --kill-after=10 "$limit" "$@" >"$WORK/$name.out" 2>&1
@@ -51,4 +55,7 @@ step throughput 60 "$PY" bench/throughput.py --device cuda
 step recipe-fast-on-cuda 60 "$PY" bench/time_to_accuracy.py --recipe fast --device cuda --workdir "$WORK/tta"
 step recipe-strong 210 "$PY" bench/time_to_accuracy.py --recipe strong --device cuda --workdir "$WORK/tta"
 step ray-gpu-tasks 45 "${FK[@]}" fold-train --model seed000_bncnn --executor ray "${SMALL[@]}" --run ray-gpu
+# The autopilot on the real data with the CUDA portfolio, a device call of its own (GPU_STEPS=auto-10m): 9m by
+# default, as a device call runs 600 s at most; GPU_AUTO_LIMIT=10m where a machine allows it
+step auto-10m 590 "${FK[@]}" auto --competition competition/competition.toml --time-limit "${GPU_AUTO_LIMIT:-9m}" --workdir "$WORK/auto" --no-progress --json
 "$PY" bench/gpu_summary.py "$WORK/steps.tsv" "$WORK" "$RESULTS/gpu.json"

@@ -27,7 +27,7 @@ from fmnist_kaggle.reporting import write_report
 from fmnist_kaggle.runs.driver import train_folds
 from fmnist_kaggle.runs.executors import Executor
 from fmnist_kaggle.runs.store import Run, list_runs, load_run
-from fmnist_kaggle.search.auto import parse_time_limit, run_auto
+from fmnist_kaggle.search.autopilot import parse_time_limit, run_auto
 from fmnist_kaggle.storage.layout import Workspace
 from fmnist_kaggle.training.config import TrainConfig
 from fmnist_kaggle.training.config import build_config as _build_config

@@ -317,55 +317,53 @@ def drift_figures(
 
 
 def autopilot_chart(
-    runs: Sequence[dict], blends: Sequence[dict], limit_min: float, title: str, target: str | Path
+    runs: Sequence[dict], blends: Sequence[dict], limits_min: Sequence[float], title: str, target: str | Path
 ) -> Path:
-    """`fkaggle auto`: each finished run's CV accuracy at the minute it finished (and its official
-    test accuracy where known), the blends at the end, the chosen submission starred, the limit."""
+    """`fkaggle auto`: each finished run's CV accuracy at the minute of its session it finished (and
+    its official test accuracy where known), the blends at the minute they were scored, the chosen
+    submission starred, and each session's time limit: every point lies inside its session's."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8.5, 4.6))
-    end = max([r["minute"] for r in runs] + [0.0])
-    at = end + 0.04 * max(limit_min, end)  # blends just after the last run they combine
     for i, r in enumerate(runs):
         ax.scatter(r["minute"], r["cv_acc"], s=48, color=f"C{i % 10}", label=f"{r['label']} (CV)", zorder=3)
         if r.get("test_acc") is not None:
             ax.scatter(r["minute"], r["test_acc"], s=48, facecolors="none", edgecolors=f"C{i % 10}", zorder=3)
     for j, b in enumerate(blends):
-        ax.scatter(at, b["cv_acc"], marker="D", s=34, color="0.45", zorder=2)
+        ax.scatter(b["minute"], b["cv_acc"], marker="D", s=34, color="0.45", zorder=2)
         ax.annotate(
             b["method"],
-            (at, b["cv_acc"]),
+            (b["minute"], b["cv_acc"]),
             xytext=(6, -9 + 8 * (j % 3)),
             textcoords="offset points",
             fontsize=7,
             color="0.3",
         )
-    chosen = [c for c in [*runs, *blends] if c.get("chosen")]
-    for c in chosen:
-        ax.scatter(
-            c.get("minute", at),
-            c["cv_acc"],
-            marker="*",
-            s=260,
-            color="gold",
-            edgecolors="k",
-            zorder=4,
-            label=f"chosen: {c['label']}",
-        )
-    ax.axvline(limit_min, color="C3", ls="--", lw=1, label=f"time limit ({limit_min:g} min)")
+    for c in [*runs, *blends]:
+        if c.get("chosen"):
+            ax.scatter(
+                c["minute"],
+                c["cv_acc"],
+                marker="*",
+                s=260,
+                color="gold",
+                edgecolors="k",
+                zorder=4,
+                label=f"chosen: {c['label']}",
+            )
+    for k, limit in enumerate(sorted(set(limits_min))):
+        ax.axvline(limit, color="C3", ls="--", lw=1, alpha=1 - 0.3 * k, label=f"time limit ({limit:g} min)")
     if any(r.get("test_acc") is not None for r in runs):
         ax.scatter([], [], facecolors="none", edgecolors="0.3", label="official/local test accuracy (hollow)")
     if blends:
-        ax.scatter([], [], marker="D", color="0.45", label="blends of all finished runs (CV; fitted methods nested)")
+        ax.scatter([], [], marker="D", color="0.45", label="blends of the finished runs (CV; fitted methods nested)")
     values = [v for c in [*runs, *blends] for v in (c["cv_acc"], c.get("test_acc")) if v is not None]
     mid = (max(values) + min(values)) / 2 if values else 0.5
-    half = (
-        max((max(values) - min(values)) / 2 if values else 0.0, 0.01) * 1.25
-    )  # a 2% window at least: one run is not a cliff
+    half = max((max(values) - min(values)) / 2 if values else 0.0, 0.01) * 1.25  # a 2% window at least
     ax.set(
-        xlabel="minutes since the first session started",
+        xlabel="minutes since its session started",
         ylabel="accuracy",
         title=title,
-        xlim=(0, max(limit_min, at) * 1.1),
+        xlim=(0, max(limits_min) * 1.08),
         ylim=(mid - half, mid + half),
     )
     ax.grid(alpha=0.3)

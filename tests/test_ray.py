@@ -290,6 +290,6 @@ def test_auto_on_the_embedded_executor_trains_runs_at_once_within_its_limit(tmp_
     assert wall <= 90 + 4 and "embedded instance on loopback" in res.stderr and "2 unit(s) at once" in res.stderr
     out = json.loads(res.stdout)
     assert [r["status"] for r in out["leaderboard"] if r["kind"] == "run"] == ["complete", "complete"]
-    for run in ("auto-a", "auto-b"):
+    for run in ("auto-a-1", "auto-b-1"):
         assert {m["seeds"][0]["executor"] for m in fold_metrics(tmp_path / "oof" / run)} == {"ray"}
     assert run_cli("validate", out["submission"], "--train", str(train), "--test", str(test)).returncode == 0

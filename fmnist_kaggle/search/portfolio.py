@@ -1,11 +1,14 @@
-"""The autopilot's portfolio: an ordered table of training configs per kind of hardware.
+"""The autopilot's portfolio: model families per kind of hardware and size of data, each with a
+size knob, and the evidence of which size wins per second.
 
-Data, not code paths (`portfolio.toml`, package data): a user reads it with
-`fkaggle auto --show-plan` and replaces it with `--portfolio FILE`.
+Data, not code paths: `portfolio.toml` (what can be trained) and `sizes.toml` (held-out accuracy
+per width and training length, measured on the real data by bench/sizes.py), package data a user
+reads with `fkaggle auto --show-plan` and replaces with `--portfolio FILE`.
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -18,32 +21,44 @@ from fmnist_kaggle.storage.layout import check_name
 from fmnist_kaggle.training.config import FIELDS, TrainConfig, build_config
 
 HARDWARE = ("cpu", "cpu-bf16", "cuda")
-_KEYS = {"name", "hardware", "train", "min_epochs", "comparable", "why"}
+_KEYS = {"name", "hardware", "rows", "train", "widths", "epochs", "min_epochs", "runs", "why"}
 DEFAULT = resources.files("fmnist_kaggle") / "search" / "portfolio.toml"
+SIZES = resources.files("fmnist_kaggle") / "search" / "sizes.toml"
 
 
 @dataclass(frozen=True)
 class Entry:
+    """A model family: a training config, the widths it may be built at, and the most and fewest
+    epochs a run of it is worth (fractional: the last epoch may stop part-way)."""
+
     name: str
     hardware: tuple[str, ...]
+    rows: tuple[int, float]  # training rows it is for: [low, high)
     train: dict[str, Any]  # build_config keywords: recipe and overrides
-    min_epochs: int
-    comparable: bool  # a blend partner: needs the epochs of the best finished run
+    widths: tuple[int, ...]  # model_kwargs.width choices; () = the config's model as it is
+    epochs: float
+    min_epochs: float
     why: str
+    runs: int = 0  # the most runs of it one autopilot buys (0: as many as the time allows)
 
-    def config(self, epochs: int | None = None, **speed: Any) -> TrainConfig:
-        """The entry's training config; `epochs` sizes it (default: its most), `speed` adds
-        settings that change speed only (device, amp)."""
-        values = {
-            **self.train,
-            **({"epochs": epochs} if epochs is not None else {}),
-            **{k: v for k, v in speed.items() if v is not None},
-        }
+    def config(self, width: int | None = None, epochs: float | None = None, **extra: Any) -> TrainConfig:
+        """The entry's config at `width`, sized to `epochs` (whole epochs, the last one cut by
+        max_steps when the caller gives it), with `extra` settings (seeds, folds, device, amp...)."""
+        values = {**self.train, **{k: v for k, v in extra.items() if v is not None}}
+        if width is not None:
+            values["model_kwargs"] = {**self.train.get("model_kwargs", {}), "width": width}
+        values["epochs"] = max(1, math.ceil(epochs if epochs is not None else self.epochs))
         return build_config(**values)
 
+    def fits_rows(self, rows: int) -> bool:
+        return self.rows[0] <= rows < self.rows[1]
+
+    def sizes(self) -> tuple[int | None, ...]:
+        return self.widths or (None,)
+
     @property
-    def max_epochs(self) -> int:
-        return self.config().epochs
+    def first_seed(self) -> int:
+        return int(self.train.get("seeds", [0])[0])
 
 
 def hardware_kind(device: str, native_bf16: bool) -> str:
@@ -68,6 +83,13 @@ def load_portfolio(path: str | Path | None = None) -> list[Entry]:
     return entries
 
 
+def _number(row: dict[str, Any], key: str, default: float) -> float:
+    value = row.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
+        raise FkaggleError(f"{key} must be a positive number, got {value!r}")
+    return float(value)
+
+
 def _entry(row: Any, where: Path) -> Entry:
     if not isinstance(row, dict) or set(row) - _KEYS or "name" not in row or "train" not in row:
         raise FkaggleError(
@@ -82,21 +104,84 @@ def _entry(row: Any, where: Path) -> Entry:
         hardware = tuple(row.get("hardware", HARDWARE))
         if not hardware or set(hardware) - set(HARDWARE):
             raise FkaggleError(f"hardware must name some of {', '.join(HARDWARE)}, got {list(hardware)}")
-        min_epochs = row.get("min_epochs", 1)
-        if not isinstance(min_epochs, int) or isinstance(min_epochs, bool) or min_epochs < 1:
-            raise FkaggleError(f"min_epochs must be a positive integer, got {min_epochs!r}")
+        widths = row.get("widths", [])
+        if not isinstance(widths, list) or not all(
+            isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths
+        ):
+            raise FkaggleError(f"widths must be a list of positive whole numbers, got {widths!r}")
+        rows = row.get("rows", [0, math.inf])
+        if not isinstance(rows, list) or len(rows) != 2 or not all(isinstance(r, (int, float)) for r in rows):
+            raise FkaggleError(f"rows must be [LOW, HIGH] training rows, got {rows!r}")
+        base = build_config(**train)  # a bad setting is named here, not when the run starts
+        epochs = _number(row, "epochs", base.epochs)
+        min_epochs = _number(row, "min_epochs", min(1.0, epochs))
+        if min_epochs > epochs:
+            raise FkaggleError(f"min_epochs ({min_epochs:g}) is more than epochs ({epochs:g})")
+        runs = row.get("runs", 0)
+        if isinstance(runs, bool) or not isinstance(runs, int) or runs < 0:
+            raise FkaggleError(f"runs must be a whole number >= 0 (0: no limit), got {runs!r}")
         entry = Entry(
-            name, hardware, dict(train), min_epochs, bool(row.get("comparable", False)), str(row.get("why", ""))
+            name,
+            hardware,
+            (int(rows[0]), float(rows[1])),
+            dict(train),
+            tuple(sorted(widths)),
+            epochs,
+            min_epochs,
+            str(row.get("why", "")),
+            runs,
         )
-        if entry.max_epochs < min_epochs:
-            raise FkaggleError(f"its epochs ({entry.max_epochs}) are fewer than min_epochs ({min_epochs})")
     except FkaggleError as exc:
         raise FkaggleError(f"entry {name!r}: {exc}", where) from None
     return entry
 
 
-def for_hardware(entries: list[Entry], kind: str) -> list[Entry]:
-    chosen = [e for e in entries if kind in e.hardware]
+def for_hardware(entries: list[Entry], kind: str, rows: int | None = None) -> list[Entry]:
+    """The entries for this hardware (and, given `rows`, this size of data)."""
+    chosen = [e for e in entries if kind in e.hardware and (rows is None or e.fits_rows(rows))]
     if not chosen:
-        raise FkaggleError(f"the portfolio has no entry for {kind} hardware")
+        raise FkaggleError(f"the portfolio has no entry for {kind} hardware" + (f" and {rows} rows" if rows else ""))
     return chosen
+
+
+# ----------------------------------------------------------------------------- which size wins per second
+
+
+@dataclass(frozen=True)
+class SizeTable:
+    """Held-out accuracy of an entry's runs per (width, epochs), from one fold of the real data."""
+
+    points: dict[tuple[str, int], list[tuple[float, float]]]  # (entry, width) -> sorted (epochs, accuracy)
+
+    def widths(self, entry: str) -> set[int]:
+        return {w for (e, w) in self.points if e == entry}
+
+    def accuracy(self, entry: str, width: int, epochs: float) -> float | None:
+        """The expected held-out accuracy at `epochs` (interpolated in log epochs; flat past the
+        longest run measured; below the shortest, the first two points' slope), None if unmeasured."""
+        pts = self.points.get((entry, width))
+        if not pts:
+            return None
+        xs = [math.log2(e) for e, _ in pts]
+        x = math.log2(max(epochs, 1e-3))
+        if x >= xs[-1]:
+            return pts[-1][1]
+        if x <= xs[0]:
+            if len(pts) == 1:
+                return pts[0][1]
+            slope = (pts[1][1] - pts[0][1]) / (xs[1] - xs[0])
+            return max(0.0, pts[0][1] - slope * (xs[0] - x))
+        i = next(i for i in range(1, len(xs)) if x <= xs[i])
+        t = (x - xs[i - 1]) / (xs[i] - xs[i - 1])
+        return pts[i - 1][1] + t * (pts[i][1] - pts[i - 1][1])
+
+
+def load_sizes(path: str | Path | None = None) -> SizeTable:
+    """The packaged time-to-accuracy table (bench/sizes.py --write), or a file in its format."""
+    text = files.read_text(Path(path), "sizes table", limit=1 << 20) if path else SIZES.read_text(encoding="utf-8")
+    points: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for p in tomllib.loads(text).get("point", []):
+        points.setdefault((str(p.get("entry", "fast")), int(p["width"])), []).append(
+            (float(p["epochs"]), float(p["val_acc"]))
+        )
+    return SizeTable({k: sorted(v) for k, v in points.items()})

@@ -343,6 +343,11 @@ class Workspace:
     def autopilot_root(self) -> Path:
         return self._in_oof("autopilot")
 
+    @property
+    def autopilot_speeds(self) -> Path:
+        """Speeds the autopilot measured here, per machine and model setup (every session reuses them)."""
+        return self._in_oof("autopilot", "speeds.json")
+
     def autopilot(self, name: str) -> AutoFiles:
         d = self._in_oof("autopilot", check_name(name, "autopilot"))
         return AutoFiles(d / "state.json", d / "leaderboard.md", d / "leaderboard.csv", d / "leaderboard.png")

@@ -105,12 +105,34 @@ SUBMISSION_RECORD = {
 
 AUTOPILOT_STATE = {
     "type": "object",
-    "required": ["schema", "sessions", "entries"],
+    "required": ["schema", "sessions", "runs", "order"],
+    "properties": {
+        "schema": {"type": "integer", "minimum": 2},
+        "sessions": {"type": "array", "items": {"type": "object"}},
+        "runs": {"type": "object", "additionalProperties": {"type": "object", "required": ["run", "entry", "status"]}},
+        "order": {"type": "array", "items": _STR},
+    },
+}
+
+AUTOPILOT_SPEEDS = {
+    "type": "object",
+    "required": ["schema", "machines"],
     "properties": {
         "schema": {"type": "integer"},
-        "sessions": {"type": "array", "items": {"type": "object"}},
-        "entries": {"type": "object", "additionalProperties": {"type": "object"}},
-        "order": {"type": "array", "items": _STR},
+        "machines": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["train_ips", "predict_ips"],
+                    "properties": {
+                        "train_ips": {"type": "number", "exclusiveMinimum": 0},
+                        "predict_ips": {"type": "number", "exclusiveMinimum": 0},
+                    },
+                },
+            },
+        },
     },
 }
 

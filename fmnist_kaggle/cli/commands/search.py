@@ -74,7 +74,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_auto(args: argparse.Namespace) -> int:
     started = time.monotonic()  # the limit counts from here: downloading and loading are part of it
-    from fmnist_kaggle.search.auto import parse_time_limit, plan_table, run_auto, show_plan
+    from fmnist_kaggle.search.autopilot import parse_time_limit, plan_table, run_auto, show_plan
 
     limit = parse_time_limit(args.time_limit)
     if args.submit and not args.message:
@@ -85,8 +85,19 @@ def cmd_auto(args: argparse.Namespace) -> int:
         args.competition = str(download_once(args.slug, args.competition))
     comp = competition(args)
     if args.show_plan:
-        rows = show_plan(comp, limit, args.name, args.workdir, args.portfolio, args.device, args.amp)
-        return emit(args, rows, plan_table)
+        plan = show_plan(
+            comp,
+            limit,
+            args.name,
+            args.workdir,
+            args.portfolio,
+            args.device,
+            args.amp,
+            args.folds,
+            args.subset,
+            executor(args),
+        )
+        return emit(args, plan, plan_table)
     res = run_auto(
         comp,
         limit,
@@ -100,12 +111,14 @@ def cmd_auto(args: argparse.Namespace) -> int:
         slug=args.slug,
         progress=progress(args),
         started=started,
+        folds=args.folds,
+        subset=args.subset,
     )
     return emit(args, res, _auto_text)
 
 
 def _auto_text(r: dict[str, Any]) -> str:
-    from fmnist_kaggle.search.auto import COLUMNS
+    from fmnist_kaggle.search.autopilot import COLUMNS
 
     cell = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)
     widths = list(zip(COLUMNS[:9], (5, 40, 14, 6, 7, 7, 10, 8, 11)))
@@ -113,8 +126,10 @@ def _auto_text(r: dict[str, Any]) -> str:
     lines = [
         f"submission: {r['submission']} ({r['reason']})",
         f"CV accuracy {r['cv']['acc']:.4f}" + (f", test accuracy {r['test']['acc']:.4f}" if r.get("test") else ""),
-        f"time: {r['wall_s'] / 60:.1f} of {r['time_limit_s'] / 60:g} min",
+        f"time: {r['wall_s'] / 60:.1f} of {r['time_limit_s'] / 60:g} min ({r['train_s'] / 60:.1f} min training)",
     ]
+    if r.get("stopped"):
+        lines.append(f"stopped buying: {r['stopped']}")
     if r.get("uploaded"):
         lines.append(f"submitted (ref {r['uploaded']['ref']}): {r['uploaded']['reply']}")
     head = " ".join(f"{k:<{w}}" for k, w in widths)
@@ -151,7 +166,7 @@ def register(sub: Any) -> None:
     au.add_argument(
         "--name",
         default="auto",
-        help="names the session (oof/autopilot/NAME/), its runs (oof/NAME-ENTRY/) and "
+        help="names the session (oof/autopilot/NAME/), its runs (oof/NAME-ENTRY-N/) and "
         "the submission (submissions/NAME.csv); default auto",
     )
     au.add_argument(
@@ -164,9 +179,11 @@ def register(sub: Any) -> None:
     au.add_argument(
         "--show-plan",
         action="store_true",
-        help="print the portfolio for this machine and budget, with measured speeds "
-        "and the epochs each entry would get; train nothing",
+        help="print what the budget would buy here (each run's model, width and epochs, with measured "
+        "speeds), or the smallest budget that buys anything; train nothing",
     )
+    au.add_argument("--folds", type=int, default=5, help="k-fold CV of every run (default 5)")
+    au.add_argument("--subset", type=int, default=0, help="train on a stratified subset of N rows (default 0: all)")
     au.add_argument("--device", help="auto (default), cpu, cuda ...")
     au.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default auto)")
     au.add_argument("--no-progress", action="store_true")

@@ -17,9 +17,12 @@ from fmnist_kaggle import registry
 from fmnist_kaggle.errors import FkaggleError
 
 if TYPE_CHECKING:  # the driver imports these; the CLI lists executors without loading training code
+    import numpy as np
+
     from fmnist_kaggle.runs.trainset import TrainingData
     from fmnist_kaggle.runs.unit import UnitResult
     from fmnist_kaggle.training.config import TrainConfig
+    from fmnist_kaggle.training.estimate import Throughput
 
 
 @dataclass
@@ -58,7 +61,11 @@ class Executor(Protocol):
     ) -> (
         tuple[Unit, UnitResult | UnitFailed] | None
     ): ...  # in finishing order; None: nothing finished within `timeout` seconds
-    def cancel(self) -> list[Unit]: ...  # stop what is queued or running; the units that will not come back
+    def cancel(self) -> list[Unit]: ...
+    # the config's (training, prediction) speed measured where its units would train
+    def measure(
+        self, cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, num_classes: int
+    ) -> Throughput: ...  # stop what is queued or running; the units that will not come back
     def close(self) -> None: ...
 
 

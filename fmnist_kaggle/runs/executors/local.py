@@ -5,11 +5,17 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.runs.executors import Unit, UnitFailed, first_line
 from fmnist_kaggle.runs.unit import UnitResult, train_unit
+from fmnist_kaggle.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from fmnist_kaggle.training.estimate import Throughput
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,12 @@ class LocalExecutor:
             return unit, UnitFailed(f"{unit} failed: {type(exc).__name__}: {first_line(exc)}")
         result.summary["executor"] = "local"
         return unit, result
+
+    def measure(self, cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, num_classes: int) -> Throughput:
+        """The config's training and prediction speed here, where its units would train."""
+        from fmnist_kaggle.training.estimate import measure_throughput
+
+        return measure_throughput(cfg, images, labels, num_classes)
 
     def cancel(self) -> list[Unit]:
         """Queued units are dropped, with those a timeout stopped; nothing runs between calls of `next_done`."""

@@ -12,13 +12,18 @@ import re
 import socket
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.runs.executors import Unit, UnitFailed, first_line
 from fmnist_kaggle.runs.trainset import TrainingData
 from fmnist_kaggle.runs.unit import UnitResult, train_unit
 from fmnist_kaggle.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from fmnist_kaggle.training.estimate import Throughput
 
 log = logging.getLogger(__name__)
 RETRIES = 2  # a crashed worker, a lost node or a transient error: tried this many more times
@@ -42,6 +47,18 @@ def ray_task(cfg: TrainConfig, data: TrainingData, fold: int, seed: int, threads
         executor="ray", node_id=ray.get_runtime_context().get_node_id(), node_ip=ray.util.get_node_ip_address()
     )
     return result
+
+
+def measure_task(
+    cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, num_classes: int, threads: int
+) -> Throughput:
+    """The body of a speed measurement on a worker (the autopilot sizes runs from it)."""
+    import torch
+
+    from fmnist_kaggle.training.estimate import measure_throughput
+
+    torch.set_num_threads(threads)
+    return measure_throughput(cfg, np.array(images), np.array(labels), num_classes)
 
 
 class RayExecutor:
@@ -159,6 +176,19 @@ class RayExecutor:
                 "forever); use --device auto or cpu"
             )
         return replace(cfg, device="cpu"), self._task, {"num_cpus": self.cpus_per_task}
+
+    def measure(self, cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, num_classes: int) -> Throughput:
+        """The config's speed measured on a worker, with a unit's resources: where its units train."""
+        ray = self._start()
+        cfg, _, opts = self._placement(cfg)
+        task = ray.remote(measure_task).options(**opts, name=f"fkaggle speed of {cfg.model}")
+        return ray.get(task.remote(cfg, images, labels, num_classes, self.cpus_per_task))
+
+    def describe_machine(self) -> str:
+        """What speeds measured here are kept under: the cluster, as this driver sees it."""
+        self._start()
+        where = self.address or "embedded"
+        return f"ray {where}: {self._capacity} unit(s) at once, {self._gpus} GPU(s), {self.cpus_per_task} CPU(s) a unit"
 
     def next_done(self, timeout: float | None = None) -> tuple[Unit, UnitResult | UnitFailed] | None:
         ray = self._ray

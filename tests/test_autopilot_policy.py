@@ -1,0 +1,145 @@
+"""The autopilot's decisions with injected speeds and clocks: no training, milliseconds a test.
+
+Speeds are made up to match machines the product meets (a 2-core fp32 CPU without bf16 trains
+the `fast` recipe's width-16 net at ~600 img/s); the portfolio and the size table are the
+packaged ones, so these tests check the decisions a user gets."""
+
+from __future__ import annotations
+
+import pytest
+
+from fmnist_kaggle.search.autopilot import policy
+from fmnist_kaggle.search.autopilot.policy import Budget, Option
+from fmnist_kaggle.search.autopilot.session import Clock
+from fmnist_kaggle.search.autopilot.state import AutopilotState
+from fmnist_kaggle.search.portfolio import Entry, SizeTable, for_hardware, load_portfolio, load_sizes
+from fmnist_kaggle.storage.layout import Workspace
+from fmnist_kaggle.training.estimate import Throughput, unit_shape
+
+# training img/s of the fast recipe by width on a 2-core fp32 CPU (AVX2, no bf16); prediction ~4x
+ZEN3_FP32 = {8: 1900.0, 12: 1000.0, 16: 600.0, 24: 330.0, 32: 200.0}
+
+
+def _options(entries: list[Entry], speeds: dict[int, float]) -> list[Option]:
+    return [
+        Option(e, w, Throughput(speeds.get(w, 400.0), 4 * speeds.get(w, 400.0), "cpu", "float32"))
+        for e in entries
+        for w in e.sizes()
+    ]
+
+
+@pytest.fixture(scope="module")
+def full_data():
+    entries = for_hardware(load_portfolio(), "cpu")
+    fast = [e for e in entries if e.fits_rows(60_000)]
+    return fast, Budget(unit_shape(60_000, 5, 10_000), 5), load_sizes()
+
+
+def test_a_budget_that_fits_a_cnn_buys_one_sized_to_it_and_wider_as_time_grows(full_data):
+    entries, budget, table = full_data
+    options = _options(entries, ZEN3_FP32)
+    picks = {}
+    for minutes in (5, 20, 60):
+        p = policy.best_purchase(options, budget, minutes * 60 * 0.8, table)
+        assert (
+            p is not None
+            and p.option.entry.name == "fast"
+            and p.option.entry.config(p.option.width).model == "fmnist_resnet"
+        )
+        assert p.seconds <= minutes * 60 * 0.8 and p.fractional_epochs >= p.option.entry.min_epochs
+        picks[minutes] = p
+    # the run is sized to the budget: more time buys more steps or a wider net, never less
+    assert picks[5].option.width <= picks[20].option.width <= picks[60].option.width
+    sizes = [(p.option.width, p.steps) for p in picks.values()]
+    assert len(set(sizes)) == 3
+    # at 5 minutes the whole budget goes to one run: nothing cheaper is left out
+    assert picks[5].seconds >= 0.9 * 5 * 60 * 0.8 or picks[5].fractional_epochs == picks[5].option.entry.epochs
+
+
+def test_the_smallest_budget_that_fits_any_run_is_never_refused(full_data):
+    entries, budget, table = full_data
+    options = _options(entries, ZEN3_FP32)
+    opt, need = policy.cheapest(options, budget)
+    assert opt.width == min(ZEN3_FP32)  # the narrowest net at its fewest epochs is the cheapest run
+    assert policy.best_purchase(options, budget, need, table) is not None
+    assert policy.best_purchase(options, budget, need * 0.98, table) is None
+
+
+def test_the_plan_keeps_buying_until_what_is_left_buys_nothing(full_data):
+    entries, budget, table = full_data
+    options = _options(entries, ZEN3_FP32)
+    _, cheapest = policy.cheapest(options, budget)
+    for seconds in (400.0, 1100.0, 3300.0):
+        bought = policy.plan(options, budget, seconds, table, max_runs=12)
+        spent = sum(p.seconds for p in bought)
+        assert bought and spent <= seconds
+        assert seconds - spent < cheapest or len(bought) == 12  # what is left cannot buy even the cheapest run
+        assert spent >= 0.9 * seconds or seconds - spent < cheapest
+
+
+def test_a_width_the_table_has_not_measured_falls_back_to_the_widest_that_reaches_half_its_epochs():
+    entry = Entry("x", ("cpu",), (0, 1e9), {"model": "fmnist_resnet", "batch_size": 100}, (8, 16, 32), 10.0, 1.0, "")
+    budget = Budget(unit_shape(10_000, 5, 1_000), 5)
+    speeds = {8: 4000.0, 16: 2000.0, 32: 1000.0}
+    options = _options([entry], speeds)
+    empty = SizeTable({})
+    seconds = policy.run_seconds(options[1], budget, 5 * 80) + 1  # width 16 reaches exactly half of its 10 epochs
+    p = policy.best_purchase(options, budget, seconds, empty)
+    assert p.option.width == 16 and p.expected_acc is None
+    q = policy.best_purchase(options, budget, policy.run_seconds(options[2], budget, 10 * 80) + 1, empty)
+    assert q.option.width == 32 and q.fractional_epochs == 10  # capped at the entry's epochs
+
+
+def test_runs_are_sized_in_steps_not_whole_epochs(full_data):
+    entries, budget, table = full_data
+    options = _options(entries, ZEN3_FP32)
+    p = policy.best_purchase(options, budget, 250.0, table)
+    assert p.steps % p.steps_per_epoch != 0 or p.steps == p.epochs * p.steps_per_epoch
+    cfg = p.option.entry.config(p.option.width, p.epochs, max_steps=p.steps)
+    assert cfg.max_steps == p.steps and cfg.epochs == p.epochs
+
+
+def test_more_slots_size_runs_for_waves_of_units(full_data):
+    entries, _, table = full_data
+    options = _options(entries, ZEN3_FP32)
+    one, two = (Budget(unit_shape(60_000, 5, 10_000), 5, slots) for slots in (1, 2))
+    # 5 units on 2 slots are 3 waves: the same seconds buy 5/3 the steps of one slot
+    a, b = (policy.size(options[0], bud, 600.0) for bud in (one, two))
+    assert b.steps > a.steps
+
+
+def test_the_size_table_interpolates_in_log_epochs_and_is_flat_past_its_longest_run():
+    table = SizeTable({("fast", 16): [(1.0, 0.90), (4.0, 0.93), (16.0, 0.94)]})
+    assert table.accuracy("fast", 16, 2.0) == pytest.approx(0.915)
+    assert table.accuracy("fast", 16, 32.0) == 0.94
+    assert table.accuracy("fast", 16, 0.5) == pytest.approx(0.885)
+    assert table.accuracy("fast", 8, 2.0) is None
+
+
+def test_session_and_run_seconds_add_up_across_an_interrupted_session(tmp_path):
+    files = Workspace(tmp_path).autopilot("auto")
+    state = AutopilotState.open(files, "auto", {"data_fingerprint": "d"})
+    state.commit()
+    state.start_session(time_limit_s=300, hardware="cpu")
+    state.record("auto-fast-1", entry="fast", status="training")
+    state.add_seconds("auto-fast-1", 100.0)  # killed after 100 s of training
+    state.session["wall_s"] = 110.0
+    state.save()
+    resumed = AutopilotState.open(files, "auto", {"data_fingerprint": "d"})
+    resumed.start_session(time_limit_s=300, hardware="cpu")
+    resumed.add_seconds("auto-fast-1", 50.0)
+    resumed.session["wall_s"] = 60.0
+    resumed.save()
+    again = AutopilotState.open(files, "auto", {"data_fingerprint": "d"})
+    assert again.data["runs"]["auto-fast-1"]["seconds"] == 150.0
+    assert again.totals() == {"wall_s": 170.0, "train_s": 150.0}
+    assert [s["train_s"] for s in again.data["sessions"]] == [100.0, 50.0]
+    with pytest.raises(Exception, match="made on other data"):
+        AutopilotState.open(files, "auto", {"data_fingerprint": "other"})
+
+
+def test_the_clock_is_injected():
+    now = [100.0]
+    clock = Clock(100.0, 60.0, now=lambda: now[0])
+    now[0] += 45.0
+    assert clock.elapsed() == 45.0 and clock.left() == 15.0 and "0:45 elapsed, 0:15 left" in str(clock)
