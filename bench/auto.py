@@ -4,7 +4,7 @@ does it buy (CV and official-test accuracy of the chosen submission)?
     python bench/auto.py --limits 5m,20m,60m [--workdir /tmp/auto-bench] [--device cuda] [--out results.json]
 
 Each limit runs the command a user types, in a fresh workspace, and is timed from outside
-(interpreter start included). Targets (issue 22): wall <= limit + 5% and never > 60 s over.
+(interpreter start included). Targets (issue 36): wall <= limit + 5% and at least 90% of the limit used.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def run(limit: str, workdir: Path, device: str | None, amp: str | None = None) -
         "over_s": round(wall - seconds, 1),
         "exit": res.returncode,
     }
-    row["honoured"] = wall <= seconds * 1.05 and wall - seconds <= 60
+    row["honoured"] = wall <= seconds * 1.05
     row["used"] = round(wall / seconds, 3)  # share of the limit spent (target: at least 0.9)
     if res.returncode == 0:
         out = json.loads(res.stdout)

@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from fmnist_kaggle import tracking
-from fmnist_kaggle.data.competition import Competition, competition_from_arrays, resolve_competition
+from fmnist_kaggle.data.competition import (
+    Competition,
+    competition_from_arrays,
+    official_competition,
+    resolve_competition,
+)
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.evaluate import blend as blending
 from fmnist_kaggle.evaluate import submission
@@ -64,8 +69,9 @@ def load_competition(
     class_names: list[str] | tuple[str, ...] = (),
     **options: Any,
 ) -> Competition:
-    """A competition: from a config file (default `competition/competition.toml` or
-    `$FKAGGLE_COMPETITION`), from data files (`train=`, `test=`, `sample_submission=`, and
+    """A competition: the official Fashion-MNIST (`"official"`: its IDX files found in
+    $FKAGGLE_DATA or Debian's dataset-fashion-mnist, no config needed), a config file (default
+    `competition/competition.toml` or `$FKAGGLE_COMPETITION`), data files (`train=`, `test=`, `sample_submission=`, and
     `format=`, `train_labels=`, `test_labels=`), or from arrays in memory (`X`, `y`, optional
     `X_test`, `y_test`): images (N, 28, 28) or (N, 784), 0..255 or 0..1; labels any integers,
     which submissions write back as given. Data is checked as it is loaded, with one clear error."""
@@ -73,6 +79,9 @@ def load_competition(
         if config is not None or train is not None or test is not None:
             raise FkaggleError("load_competition: pass arrays (X, y, X_test) or files, not both")
         return competition_from_arrays(X, y, X_test, y_test, class_names, **options)
+    if config == "official" and train is None and test is None:
+        comp = official_competition()
+        return comp if not class_names else _with_names(comp, class_names)
     comp = resolve_competition(config, train=train, test=test, sample_submission=sample_submission, **options)
     return comp if not class_names else _with_names(comp, class_names)
 

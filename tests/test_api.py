@@ -4,7 +4,6 @@ what it returns is what the CLI sees."""
 from __future__ import annotations
 
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -42,9 +41,7 @@ def test_import_is_light_and_the_api_is_documented():
 
 @pytest.mark.slow
 def test_the_documented_notebook_session_runs_as_written(tmp_path, fmnist, monkeypatch, capsys):
-    (tmp_path / "competition").mkdir()
-    shutil.copy(REPO / "competition" / "competition.toml", tmp_path / "competition")
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # a fresh folder: no competition config, no `fkaggle init`
     scope: dict = {}
     exec(compile(_doc_session(), "docs/python.md", "exec"), scope)  # noqa: S102
     a, b, stacked, record = scope["a"], scope["b"], scope["stacked"], scope["record"]
@@ -60,8 +57,8 @@ def test_the_documented_notebook_session_runs_as_written(tmp_path, fmnist, monke
     # the same runs, seen by the CLI
     listed = run_cli("runs", "--json", cwd=tmp_path)
     assert listed.returncode == 0 and {r["run"] for r in __import__("json").loads(listed.stdout)} == {
-        "cpu-s0",
-        "cpu-s1",
+        "fast-s0",
+        "fast-s1",
     }
 
 

@@ -237,3 +237,56 @@ def test_public_scores_print_like_cv_and_a_losing_blend_is_recalled_at_submit(tm
     sub.with_suffix(".json").write_text(json.dumps(record))
     dry = run_cli("submit", str(sub), "-m", "x", "--dry-run", *args, "--workdir", str(tmp_path), "--json", cwd=tmp_path)
     assert dry.returncode == 0 and json.loads(dry.stdout)["warning"] == warning and warning in dry.stderr
+
+
+# ----------------------------------------------------------------------------- repeated images
+
+
+def test_planted_duplicates_are_reported_by_kind_and_kept_in_one_fold(tmp_path, small):
+    x, y = small["x_train"].copy(), small["y_train"].copy()
+    x[10], y[10] = x[3], y[3]  # an exact copy, same label
+    x[11], y[11] = np.clip(x[4].astype(int) + 1, 0, 255).astype(np.uint8), y[4]  # near-exact: a gray level brighter
+    x[12], y[12] = x[5], (y[5] + 1) % 10  # a copy with another label
+    xt = small["x_test"][:20].copy()
+    xt[0] = x[7]  # a test image that is a training image
+    xt[1] = xt[2]  # a repeat within test
+    train, test = write_csv(tmp_path / "train.csv", x, y), write_csv(tmp_path / "test.csv", xt)
+    res = run_cli("data", "check", "--train", str(train), "--test", str(test), "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    dup = json.loads(res.stdout)["duplicates"]
+    groups = sorted(sorted(g) for g in dup["examples"]["train"])
+    assert [3, 10] in groups and [4, 11] in groups and [5, 12] in groups
+    assert dup["conflicting_label_groups"] == 1 and dup["examples"]["conflicting"] == [[5, 12]]
+    assert dup["test_groups"] == 1 and dup["examples"]["test"] == [[1, 2]] and dup["train_test_rows"] >= 1
+    assert [0] in dup["examples"]["train_test"]
+    text = run_cli("data", "check", "--train", str(train), "--test", str(test), cwd=tmp_path).stdout
+    assert "1 with labels that disagree" in text and "repeating a training image" in text
+    run = run_cli(
+        "fold-train",
+        "--train",
+        str(train),
+        "--model",
+        "lenet5",
+        "--folds",
+        "5",
+        "--epochs",
+        "1",
+        "--run",
+        "g",
+        "-q",
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    fold_of = np.load(tmp_path / "oof/g/folds.npy")
+    for a, b in ([3, 10], [4, 11], [5, 12]):
+        assert fold_of[a] == fold_of[b]  # never scored by a model that trained on its copy
+    record = json.loads(next((tmp_path / "oof/folds").glob("*.json")).read_text())
+    assert record["duplicate_groups"] >= 3
+    run_cli("report", cwd=tmp_path)
+    assert "repeated images" in (tmp_path / "oof/report.html").read_text()
+
+
+def test_train_given_as_test_is_said_in_the_data_check(tmp_path, small):
+    train = write_csv(tmp_path / "train.csv", small["x_train"], small["y_train"])
+    res = run_cli("data", "check", "--train", str(train), "--test", str(train), "--json", cwd=tmp_path)
+    assert res.returncode == 0 and json.loads(res.stdout)["duplicates"]["train_test_rows"] == len(small["x_train"])

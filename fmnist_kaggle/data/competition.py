@@ -244,19 +244,27 @@ def init_official(target: str | Path = DEFAULT_CONFIG, force: bool = False) -> t
     its four IDX files are found where it looks: $FKAGGLE_DATA, `data/` beside the config,
     Debian's dataset-fashion-mnist folder."""
     target = Path(target)
-    comp = replace(load_competition(OFFICIAL_CONFIG, base=target.parent), config_path=target)
-    if comp.train is None or not comp.train.is_file():
-        raise FkaggleError(
-            f"the official Fashion-MNIST files are not in $FKAGGLE_DATA, {target.parent / 'data'} "
-            "or /usr/share/datasets/fashion-mnist: "
-            "sudo apt-get install dataset-fashion-mnist, or set FKAGGLE_DATA to the "
-            "folder holding the four IDX .gz files"
-        )
+    comp = replace(official_competition(target.parent), config_path=target)
     info = summary(comp)
     if target.exists() and not force:
         raise FkaggleError("exists; pass --force to replace it", target)
     atomic.write_text(target, files.read_text(OFFICIAL_CONFIG, "official competition config"))
     return comp, info
+
+
+def official_competition(base: str | Path = ".") -> Competition:
+    """The official Fashion-MNIST (60,000 + 10,000 IDX images) from the packaged config: its files
+    are looked for in $FKAGGLE_DATA, `base`/data and Debian's dataset-fashion-mnist folder."""
+    base = Path(base)
+    comp = load_competition(OFFICIAL_CONFIG, base=base)
+    if comp.train is None or not comp.train.is_file():
+        raise FkaggleError(
+            f"the official Fashion-MNIST files are not in $FKAGGLE_DATA, {base / 'data'} "
+            "or /usr/share/datasets/fashion-mnist: "
+            "sudo apt-get install dataset-fashion-mnist, or set FKAGGLE_DATA to the "
+            "folder holding the four IDX .gz files"
+        )
+    return comp
 
 
 def write_config(comp: Competition, target: str | Path) -> Path:

@@ -12,6 +12,7 @@ import io
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from fmnist_kaggle.data.duplicates import group_rows
 from fmnist_kaggle.data.images import ImageSet, check_min_class_count
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.storage import atomic
@@ -20,12 +21,16 @@ from fmnist_kaggle.storage.layout import Workspace
 from fmnist_kaggle.storage.schemas import FOLD_ASSIGNMENT
 
 
-def make_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Fold id (0..k-1) per row, stratified by label."""
+def make_folds(labels: np.ndarray, k: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """Fold id (0..k-1) per row, stratified by label; rows of one group (repeated images: a group
+    id per row) all go to the fold of the group's first row, so no image is scored by a model that
+    trained on its copy. Without groups of two or more rows, exactly the stratified folds."""
     fold_of = np.full(len(labels), -1, dtype=np.int8)
     skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     for f, (_, val) in enumerate(skf.split(np.zeros(len(labels)), labels)):
         fold_of[val] = f
+    if groups is not None:
+        fold_of = fold_of[np.asarray(groups)]  # a group id is its first row
     return fold_of
 
 
@@ -59,11 +64,12 @@ def load_or_make_folds(ws: Workspace, train: ImageSet, k: int, seed: int) -> tup
         ):
             raise FkaggleError("saved fold assignment does not match its fingerprint; delete it to rebuild", npy)
         return fold_of, info["folds_fingerprint"]
-    fold_of = make_folds(train.labels, k, seed)
+    groups = group_rows(train.images)
+    fold_of = make_folds(train.labels, k, seed, groups)
     fp = folds_fingerprint(data_fp, fold_of)
+    repeated = int((np.bincount(groups, minlength=len(groups)) > 1).sum())
     atomic.save_npy(npy, fold_of)
-    atomic.write_json(
-        meta,
-        {"data_fingerprint": data_fp, "folds": k, "fold_seed": seed, "rows": len(fold_of), "folds_fingerprint": fp},
-    )
+    record = {"data_fingerprint": data_fp, "folds": k, "fold_seed": seed, "rows": len(fold_of)}
+    # groups of repeated images, each kept in one fold
+    atomic.write_json(meta, record | {"folds_fingerprint": fp, "duplicate_groups": repeated})
     return fold_of, fp

@@ -14,7 +14,7 @@ from fmnist_kaggle.runs.store import load_run, predicted_from, status
 from fmnist_kaggle.storage import csvfile
 from fmnist_kaggle.storage.artifacts import read_json
 from fmnist_kaggle.storage.layout import NAME, RESERVED, Workspace
-from fmnist_kaggle.storage.schemas import AUTOPILOT_STATE, DRIFT
+from fmnist_kaggle.storage.schemas import AUTOPILOT_STATE, DRIFT, DUPLICATES
 from fmnist_kaggle.submit.uploads import file_state
 from fmnist_kaggle.training.config import selects_epoch
 
@@ -187,12 +187,22 @@ def _data(ws: Workspace) -> dict[str, Any]:
             drift = {k: drift[k] for k in ("auc", "verdict", "train_rows", "test_rows", "created") if k in drift}
         except BROKEN as exc:
             drift = {"problem": _one_line(exc)}
+    duplicates = None
+    if ws.duplicates_json.is_file():
+        try:
+            duplicates = read_json(ws.duplicates_json, "duplicates check", DUPLICATES)
+        except BROKEN as exc:
+            duplicates = {"problem": _one_line(exc)}
     pictures = {
         "samples per class": ws.data_check_png,
         "drift: pixel importance": ws.drift_pngs[0],
         "drift: most test-like training images": ws.drift_pngs[1],
     }
-    return {"drift": drift, "pictures": {k: str(p) for k, p in pictures.items() if p.is_file()}}
+    return {
+        "drift": drift,
+        "duplicates": duplicates,
+        "pictures": {k: str(p) for k, p in pictures.items() if p.is_file()},
+    }
 
 
 def _correlation(ws: Workspace, runs: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -376,6 +376,17 @@ def _data(data: dict[str, Any], out: Path) -> str:
         parts.append(
             f"<p>train vs test (adversarial validation): ROC AUC <b>{drift['auc']:.3f}</b> — {_e(drift['verdict'])}</p>"
         )
+    dup = data.get("duplicates")
+    if dup and dup.get("problem"):
+        parts.append(f'<p class="bad">duplicates check broken: {_e(dup["problem"])}</p>')
+    elif dup:
+        warn = ' class="warn"' if dup["conflicting_label_groups"] or dup["train_test_rows"] else ""
+        parts.append(
+            f"<p{warn}>repeated images ({_e(dup.get('threshold', ''))}): <b>{dup['train_groups']}</b> group(s) of "
+            f"{dup['train_rows']} training rows ({dup['conflicting_label_groups']} with disagreeing labels; each group "
+            f"kept in one fold), {dup['test_groups']} within test, <b>{dup['train_test_rows']}</b> test row(s) "
+            "repeating a training image</p>"
+        )
     for k, p in data["pictures"].items():
         parts.append(f"<h4>{_e(k)}</h4>{_img(p, k, out)}")
     if len(parts) == 1:

@@ -288,6 +288,11 @@ class Workspace:
         return self._in_oof("data-check", "drift.json")
 
     @property
+    def duplicates_json(self) -> Path:
+        """`fkaggle data check`'s repeated images (within train, within test, between them)."""
+        return self._in_oof("data-check", "duplicates.json")
+
+    @property
     def history_csv(self) -> Path:
         return inside(self.submissions / "history.csv", self.submissions)
 

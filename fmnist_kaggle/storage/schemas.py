@@ -136,6 +136,12 @@ AUTOPILOT_SPEEDS = {
     },
 }
 
+DUPLICATES = {
+    "type": "object",
+    "required": ["train_groups", "train_rows", "conflicting_label_groups", "test_groups", "train_test_rows"],
+    "properties": {k: {"type": "integer", "minimum": 0} for k in ("train_groups", "train_rows", "test_groups")},
+}
+
 DRIFT = {"type": "object", "required": ["auc"], "properties": {"auc": _NUMBER, "verdict": _STR}}
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from fmnist_kaggle.cli.common import command, competition, emit
+from fmnist_kaggle.data.duplicates import duplicates_check
 from fmnist_kaggle.data.formats import format_choices
 from fmnist_kaggle.data.images import check_min_class_count
 from fmnist_kaggle.errors import FkaggleError
@@ -22,10 +23,21 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     comp = competition(args)
     info = summary(comp)
     check_min_class_count(comp.train_set, args.folds)
+    info["duplicates"] = duplicates_check(comp, Workspace("."))
     png = Path(args.png) if args.png else Workspace(".").data_check_png
     sample_grid(comp.train_set.images, comp.train_set.labels, comp.names, png)
     info["sample_grid_png"] = str(png)
-    return emit(args, info, lambda info: f"{_summary_text(info)}\nsample grid: {png}")
+    return emit(
+        args, info, lambda info: f"{_summary_text(info)}\n{_duplicates_text(info['duplicates'])}\nsample grid: {png}"
+    )
+
+
+def _duplicates_text(d: dict[str, Any]) -> str:
+    return (
+        f"repeated images ({d['threshold']}): {d['train_groups']} group(s) of {d['train_rows']} training rows "
+        f"({d['conflicting_label_groups']} with labels that disagree; each group is kept in one fold), "
+        f"{d['test_groups']} group(s) within test, {d['train_test_rows']} test row(s) repeating a training image"
+    )
 
 
 def cmd_data_drift(args: argparse.Namespace) -> int:

@@ -373,10 +373,10 @@ class Autopilot:
     # -- outcomes
 
     def on_unit(self, job: RunJob, result: Any) -> bool:
-        """Each finished unit corrects the estimates (and the kept speed when it drifted). Once some
-        run is complete, a run projected to end well after the training deadline is stopped now
-        (its units stay on disk) so the time goes to a run that fits; before that it is the only
-        hope of a submission, and the deadline alone stops it."""
+        """Each finished unit corrects the estimates (and the kept speed when it drifted). A run
+        projected to end well after the training deadline is stopped now (its units stay on disk)
+        so the time goes to a run that fits, unless it is the only hope of a submission: no run is
+        complete and nothing smaller would fit either (then the deadline alone stops it)."""
         rec = self.state.data["runs"][job.rd.name]
         times = self.unit_times.setdefault(job.rd.name, [])
         times.append(float(result.summary.get("unit_seconds", 0.0)))
@@ -387,14 +387,25 @@ class Autopilot:
         left = job.outstanding
         finish = self.clock.now() + left * float(np.mean(times))
         late = finish - (self.training_deadline() + GRACE * self.clock.limit)
-        if self.executor.capacity == 1 and left and late > 0 and self.state.complete_runs():
-            self.stopped_runs[job.rd.name] = (
-                f"stopped after {len(times)} unit(s): at {np.mean(times):.0f} s a unit it "
-                f"would end {mmss(late)} after the training deadline"
-            )
-            log.warning(f"{self.clock} {job.rd.name}: {self.stopped_runs[job.rd.name]}; its finished units are kept")
-            return True
-        return False
+        if self.executor.capacity > 1 or not left or late <= 0:
+            return False
+        if not self.state.complete_runs() and self.smaller_run_fits() is None:
+            log.warning(f"{self.clock} {job.rd.name}: would end {mmss(late)} late; kept, as nothing smaller fits")
+            return False
+        self.stopped_runs[job.rd.name] = (
+            f"stopped after {len(times)} unit(s): at {np.mean(times):.0f} s a unit it "
+            f"would end {mmss(late)} after the training deadline"
+        )
+        log.warning(f"{self.clock} {job.rd.name}: {self.stopped_runs[job.rd.name]}; its finished units are kept")
+        return True
+
+    def smaller_run_fits(self) -> Purchase | None:
+        """What the time left would buy with the speeds measured so far (nothing is timed anew)."""
+        options = [o for key, o in self.options.items() if key not in self.failed_options]
+        seconds = (self.clock.left() - self.reserve()) * (1 - self.safety())
+        return policy.best_purchase(
+            options, Budget(self.shape(), self.settings.folds, 1, self.calibration), seconds, self.table
+        )
 
     def on_done(self, job: RunJob, manifest: dict[str, Any]) -> None:
         name = job.rd.name
