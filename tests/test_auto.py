@@ -223,27 +223,57 @@ def test_a_deadline_stops_a_local_unit_mid_fold_and_keeps_its_last_epoch(tmp_pat
     ).exists()
 
 
+def _drive_one(synth, cfg, run: str, workdir: Path, **hooks) -> dict:
+    """One run through the driver the autopilot uses, on the local executor; its manifest."""
+    from fmnist_kaggle.runs.driver import drive, prepare_run
+    from fmnist_kaggle.runs.executors import make_executor
+
+    done: dict = {}
+    with make_executor("local", progress=False) as ex:
+        drive(ex, iter([prepare_run(synth, cfg, run, workdir)]), lambda job, m: done.update(m), False, **hooks)
+    return done
+
+
 def test_a_run_that_cannot_finish_is_stopped_after_a_unit_and_resumes_later(tmp_path, synth):
     """The autopilot's early stop, through the driver it uses: after a unit, the caller may stop
     the rest of the job (one unit at a time); finished units stay and the same call finishes it."""
     import fmnist_kaggle as fk
-    from fmnist_kaggle.runs.driver import drive, prepare_run
-    from fmnist_kaggle.runs.executors import make_executor
 
     cfg = fk.build_config(model="lenet5", folds=3, epochs=1, batch_size=16, optimizer="adam", schedule="constant")
-    seen, done = [], {}
-    with make_executor("local", progress=False) as ex:
-        drive(
-            ex,
-            iter([prepare_run(synth, cfg, "cut", tmp_path)]),
-            lambda job, m: done.update(m),
-            False,
-            on_unit=lambda job, r: seen.append(r.fold) or True,
-        )
+    seen = []
+    done = _drive_one(synth, cfg, "cut", tmp_path, on_unit=lambda job, r: seen.append(r.fold) or True)
     assert seen == [0] and not done["complete"] and done["missing_folds"] == [1, 2]
     assert (
         fk.fold_train(synth, cfg, run="cut", workdir=tmp_path, progress=False).cv["acc"] > 0
     )  # the same call finishes it
+
+
+def test_a_unit_whose_pace_would_end_its_run_late_stops_part_way_and_its_run_with_it(tmp_path, synth):
+    """The same stop made within a unit: once a fifth of its steps are trained, the caller is
+    told the seconds its training still needs and those of the whole unit at this pace; a
+    positive lateness stops the unit there (UnitLate, its last epoch's checkpoint kept) and the
+    rest of its run, and the same call finishes it later."""
+    import fmnist_kaggle as fk
+    from fmnist_kaggle.runs.executors import UnitLate
+
+    cfg = fk.build_config(
+        model="lenet5", folds=3, epochs=20, batch_size=16, optimizer="adam", schedule="constant", eval_every=0
+    )
+    asked, outcomes = [], []
+    done = _drive_one(
+        synth,
+        cfg,
+        "slow",
+        tmp_path,
+        on_unit=lambda job, r: outcomes.append(r) or False,
+        late_by=lambda job, left, whole: asked.append((job.outstanding, left, whole)) or 1.0,
+    )
+    assert len(asked) == 1 and asked[0][0] == 3 and 0 < asked[0][1] < asked[0][2]  # asked once, fold 0 of 3 queued
+    assert len(outcomes) == 1 and isinstance(outcomes[0], UnitLate) and outcomes[0].late_s == 1.0
+    assert "slow fold 0 seed 0" in str(outcomes[0]) and outcomes[0].images_per_s > 0
+    assert not done["complete"] and done["missing_folds"] == [0, 1, 2]
+    assert (tmp_path / "oof/slow/fold_0/checkpoint_seed_0.pt").is_file()  # epochs before the stop are kept
+    assert fk.fold_train(synth, cfg, run="slow", workdir=tmp_path, progress=False).cv["acc"] > 0
 
 
 def test_a_diverging_run_is_a_failed_unit_and_the_session_buys_on(ws):

@@ -29,7 +29,7 @@ from fmnist_kaggle._version import __version__
 from fmnist_kaggle.data.competition import Competition
 from fmnist_kaggle.data.folds import load_or_make_folds
 from fmnist_kaggle.errors import FkaggleError
-from fmnist_kaggle.runs.executors import Executor, Unit, UnitFailed, make_executor
+from fmnist_kaggle.runs.executors import Executor, Unit, UnitFailed, UnitLate, make_executor
 from fmnist_kaggle.runs.identity import identity_diff
 from fmnist_kaggle.runs.pseudo import pseudo_labels
 from fmnist_kaggle.runs.store import assemble, fold_state, read_seed
@@ -455,7 +455,8 @@ def drive(
     on_done: Callable[[RunJob, dict[str, Any]], None] = lambda job, manifest: None,
     progress: bool = True,
     deadline: float | Callable[[], float] | None = None,
-    on_unit: Callable[[RunJob, UnitResult], bool] = lambda job, result: False,
+    on_unit: Callable[[RunJob, UnitResult | UnitLate], bool] = lambda job, result: False,
+    late_by: Callable[[RunJob, float, float], float] | None = None,
 ) -> list[RunJob]:
     """Keep the executor busy with the units of `jobs` (pulled lazily, so a search can choose the
     next trial from the last results), record each result as it arrives and conclude each job
@@ -464,7 +465,10 @@ def drive(
     and units still queued or running then are cancelled (finished ones stay recorded, so the
     same command resumes). `on_unit` sees each recorded unit; on an executor that trains one unit
     at a time, True stops the rest of that job (the autopilot's "this run cannot finish in
-    time"). Returns the jobs left incomplete by failed or cancelled units."""
+    time"). `late_by(job, left_s, whole_s)`, asked within each unit on an executor that trains
+    here: how late the job ends if the unit keeps its pace (its training seconds left, those of the
+    whole unit); past 0 the unit stops part-way (UnitLate, shown to `on_unit` too) and the rest of
+    its job with it. Returns the jobs left incomplete by failed or cancelled units."""
     from tqdm.auto import tqdm
 
     pending: dict[int, RunJob] = {}  # id(unit) -> its job
@@ -498,6 +502,8 @@ def drive(
                     finish(job)
                 for fold, seed in job.units:
                     unit = Unit(job.rd.name, job.cfg, job.data, fold, seed, job.rd.fold(fold).checkpoint(seed))
+                    if late_by is not None and executor.trains_here:  # a closure: never sent to workers
+                        unit.late_by = lambda left, whole, job=job: late_by(job, left, whole)
                     executor.submit(unit)
                     pending[id(unit)] = job
                     job.outstanding += 1
@@ -528,6 +534,13 @@ def drive(
             if isinstance(outcome, UnitFailed):
                 log.error(str(outcome))
                 job.failures.append(str(outcome))
+            elif isinstance(outcome, UnitLate):
+                log.debug(str(outcome))  # the caller that asked says why
+                job.cancelled += 1
+                on_unit(job, outcome)
+                if executor.capacity == 1:  # only this job's units are queued
+                    for cut in [give_back(u) for u in executor.cancel()]:
+                        cut.cancelled += 1
             else:
                 record_unit(job, outcome)
                 log.debug(f"{unit} done{_where(outcome.summary)} in {outcome.summary.get('seconds', 0):.0f}s")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,11 @@ def train_unit(
     progress: bool = False,
     desc: str = "",
     stop_at: float | None = None,
+    late_by: Callable[[float, float], float] | None = None,
 ) -> UnitResult:
     """Train one seed on one fold and predict its held-out rows and the test set (fp32).
-    `stop_at`: a `time.monotonic()` deadline for training steps (fit's DeadlineReached)."""
+    `stop_at`: a `time.monotonic()` deadline for training steps (fit's DeadlineReached);
+    `late_by`: how late its run ends at this pace (fit's WouldEndLate past 0)."""
     import torch
 
     from fmnist_kaggle.training.device import resolve_device
@@ -72,6 +75,7 @@ def train_unit(
         desc=desc,
         train_w=w,
         stop_at=stop_at,
+        late_by=late_by,
         checkpoint_tag={"identity": data.identity, "fold": fold, "seed": seed},
     )
     device = resolve_device(cfg.device)

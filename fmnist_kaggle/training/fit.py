@@ -48,6 +48,18 @@ class DeadlineReached(FkaggleError):
     """A deadline came before training finished; the last epoch's checkpoint is kept."""
 
 
+class WouldEndLate(FkaggleError):
+    """At its pace so far, training would end too late (`late_by` said so); stopped early so the
+    time goes elsewhere. The last epoch's checkpoint is kept."""
+
+    def __init__(self, message: str, images_per_s: float, late_s: float) -> None:
+        super().__init__(message)
+        self.images_per_s, self.late_s = images_per_s, late_s
+
+
+PACE_SHARE = 0.2  # of a unit's steps trained before its pace is trusted to project its end
+
+
 def param_groups(cfg: TrainConfig, model: torch.nn.Module, total_steps: int) -> list[dict[str, Any]]:
     """The trainable parameters in optimizer groups (airbench): batch-norm scales frozen
     (`bn_freeze_scale`: learning rate 0), batch-norm biases and the whitening stem's bias at
@@ -297,6 +309,9 @@ class Stepper:
     mixer: Any = None  # timm Mixup
     lookahead: Lookahead | None = None
     stop_at: float | None = None  # time.monotonic() after which no step starts
+    # (seconds of training left, seconds of the whole training) at the pace so far -> seconds late
+    late_by: Callable[[float, float], float] | None = None
+    paced_from: tuple[float, int] = (0.0, 0)  # (time.monotonic(), step) the pace is measured from
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -304,6 +319,23 @@ class Stepper:
 
     def lr(self, step: int) -> float:
         return self.cfg.lr * lr_factor(self.cfg, step, self.total_steps, self.steps_per_epoch)
+
+    def check_pace(self, where: str) -> None:
+        """Past PACE_SHARE of the unit's steps, raise WouldEndLate when `late_by` says the pace so
+        far ends what waits on this training too late (looked at with the loss, every
+        FINITE_CHECK_STEPS steps)."""
+        t0, step0 = self.paced_from
+        done = self.step - step0
+        if self.late_by is None or done < max(1.0, PACE_SHARE * (self.total_steps - step0)):
+            return
+        per_step = (time.monotonic() - t0) / done
+        late = self.late_by(per_step * (self.total_steps - self.step), per_step * self.total_steps)
+        if late > 0:
+            raise WouldEndLate(
+                f"{where}: at {1000 * per_step:.0f} ms a step it would end {late:.0f} s late",
+                self.cfg.batch_size / per_step,
+                late,
+            )
 
     def set_lr(self) -> None:
         for g in self.opt.param_groups:
@@ -362,6 +394,7 @@ def train_epoch(
         diverged.watch(loss, s.step)
         if check_finite and (s.step + 1) % FINITE_CHECK_STEPS == 0:
             diverged.check(where, s)
+            s.check_pace(where)
         s.opt.zero_grad(set_to_none=True)
         s.scaler.scale(loss).backward()
         s.scaler.step(s.opt)
@@ -529,11 +562,14 @@ def fit(
     train_w: np.ndarray | None = None,
     stop_at: float | None = None,
     checkpoint_tag: dict[str, Any] | None = None,
+    late_by: Callable[[float, float], float] | None = None,
 ) -> FitResult:
     """Train on (train_x, train_y) (rows weighted by train_w), select the epoch with the lowest validation loss.
 
     `checkpoint` is written after every epoch; when present at start, training resumes.
     `stop_at` (a `time.monotonic()` value): no step starts after it (DeadlineReached).
+    `late_by(left_s, whole_s)`: how late what waits on this training ends if it keeps its pace
+    (its seconds left, the seconds of the whole training); past 0, it stops early (WouldEndLate).
     `checkpoint_tag`: what the checkpoint belongs to; a checkpoint with another tag is discarded.
     """
     t_start = time.perf_counter()
@@ -554,6 +590,7 @@ def fit(
         "bad_epochs": 0,
     }
     s.step = state["epoch"] * batches.steps_per_epoch
+    s.late_by, s.paced_from = late_by, (time.monotonic(), s.step)
     epochs = math.ceil(s.total_steps / batches.steps_per_epoch)  # fewer than cfg.epochs when max_steps cuts
     images_per_s = 0.0
     # one bar for the whole unit (its ETA is the unit's remaining time), resumed steps counted

@@ -9,6 +9,7 @@ defines `make(address, cpus_per_task, progress) -> Executor`; adding one is addi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -35,6 +36,9 @@ class Unit:
     fold: int
     seed: int
     checkpoint: Path | None = None  # epoch checkpoint (local executor only: workers share no disk)
+    # (seconds of training left, of the whole training) -> how late its run ends at that pace;
+    # an executor that trains here stops the unit past 0 (UnitLate). Never sent to workers.
+    late_by: Callable[[float, float], float] | None = None
 
     def __str__(self) -> str:
         return f"{self.run} fold {self.fold} seed {self.seed}"
@@ -42,6 +46,15 @@ class Unit:
 
 class UnitFailed(FkaggleError):
     """A unit that failed where it ran (after its retries); the driver carries on with the rest."""
+
+
+class UnitLate(FkaggleError):
+    """A unit stopped part-way: at its pace its run would have ended too late (`late_by`; its last
+    epoch's checkpoint stays); the driver stops the rest of its run."""
+
+    def __init__(self, message: str, images_per_s: float, late_s: float) -> None:
+        super().__init__(message)
+        self.images_per_s, self.late_s = images_per_s, late_s
 
 
 def first_line(exc: BaseException) -> str:
@@ -59,7 +72,7 @@ class Executor(Protocol):
     def next_done(
         self, timeout: float | None = None
     ) -> (
-        tuple[Unit, UnitResult | UnitFailed] | None
+        tuple[Unit, UnitResult | UnitFailed | UnitLate] | None
     ): ...  # in finishing order; None: nothing finished within `timeout` seconds
     def cancel(self) -> list[Unit]: ...
     # the config's (training, prediction) speed measured where its units would train

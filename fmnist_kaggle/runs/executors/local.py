@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fmnist_kaggle.errors import FkaggleError
-from fmnist_kaggle.runs.executors import Unit, UnitFailed, first_line
+from fmnist_kaggle.runs.executors import Unit, UnitFailed, UnitLate, first_line
 from fmnist_kaggle.runs.unit import UnitResult, train_unit
 from fmnist_kaggle.training.config import TrainConfig
 
@@ -37,10 +37,11 @@ class LocalExecutor:
     def submit(self, unit: Unit) -> None:
         self._queue.append(unit)
 
-    def next_done(self, timeout: float | None = None) -> tuple[Unit, UnitResult | UnitFailed] | None:
+    def next_done(self, timeout: float | None = None) -> tuple[Unit, UnitResult | UnitFailed | UnitLate] | None:
         """Train the next unit here and now; with a timeout no training step starts after it
-        (None: the unit stopped, resumable from its last epoch's checkpoint)."""
-        from fmnist_kaggle.training.fit import DeadlineReached
+        (None: the unit stopped, resumable from its last epoch's checkpoint); a unit whose pace
+        would end its run too late (`late_by`) comes back as UnitLate (resumable too)."""
+        from fmnist_kaggle.training.fit import DeadlineReached, WouldEndLate
 
         unit = self._queue.popleft()
         stop_at = None if timeout is None else time.monotonic() + timeout
@@ -54,7 +55,10 @@ class LocalExecutor:
                 progress=self.progress,
                 desc=f"[{unit.run} f{unit.fold} s{unit.seed}]",
                 stop_at=stop_at,
+                late_by=unit.late_by,
             )
+        except WouldEndLate as exc:
+            return unit, UnitLate(f"{unit}: {exc}", exc.images_per_s, exc.late_s)
         except DeadlineReached:
             self._stopped.append(unit)
             return None

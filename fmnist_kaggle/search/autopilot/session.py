@@ -26,7 +26,7 @@ import numpy as np
 from fmnist_kaggle.data.competition import Competition
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.runs.driver import RunJob, drive, prepare_run
-from fmnist_kaggle.runs.executors import Executor, make_executor
+from fmnist_kaggle.runs.executors import Executor, UnitLate, make_executor
 from fmnist_kaggle.runs.store import load_run
 from fmnist_kaggle.search.autopilot import policy
 from fmnist_kaggle.search.autopilot.leaderboard import mmss, write_leaderboard
@@ -165,10 +165,15 @@ class Autopilot:
         return final + upload
 
     def training_deadline(self) -> float:
-        """No training step starts after this: the limit less the reserve; while no run is complete,
+        """What runs are bought to end by: the limit less the reserve; while no run is complete,
         less only the final steps (the one run that can make a submission gets the choice's share)."""
         keep = self.reserve() if self.state.complete_runs() else self.final_reserve()
         return self.clock.start + self.clock.limit - keep
+
+    def step_deadline(self) -> float:
+        """No training step starts after this: the training deadline and GRACE, the overrun a run
+        projected late is allowed (a run kept for ending within it must be let to end)."""
+        return self.training_deadline() + GRACE * self.clock.limit
 
     def safety(self) -> float:
         return SAFETY if self.calibrated else FIRST_SAFETY
@@ -269,6 +274,13 @@ class Autopilot:
         log.info(f"{self.clock} stopped buying: {why}")
         if not self.state.committed:  # nothing started, nothing finished before: refuse, having written nothing
             raise FkaggleError(self.too_short())
+
+    def deadline_reason(self) -> str:
+        at = self.step_deadline() - self.clock.start
+        return (
+            f"the training deadline ({mmss(at)} into the session) came while a run trained; "
+            f"{self.reserve():.0f} s were kept for choosing and writing"
+        )
 
     def too_short(self) -> str:
         cheapest = policy.cheapest(list(self.options.values()), self.budget())
@@ -372,11 +384,48 @@ class Autopilot:
 
     # -- outcomes
 
+    def late_by(self, job: RunJob, left_s: float, whole_s: float) -> float:
+        """How late `job` would end past the step deadline if the unit training
+        now, and each one after it, kept this unit's pace: the projection made after each unit,
+        made within it, so a run found too slow loses part of a unit rather than units. Never
+        late while it is the only hope of a submission (nothing complete, nothing smaller fits)."""
+        if self.executor.capacity > 1 or (not self.state.complete_runs() and self.smaller_run_fits() is None):
+            return -math.inf
+        predict_s = self.predict_seconds(self.state.data["runs"][job.rd.name])
+        after = (job.outstanding - 1) * (whole_s + predict_s)  # the one training is still outstanding
+        end = self.clock.now() + left_s + predict_s + after
+        return end - self.step_deadline()
+
+    def predict_seconds(self, rec: dict[str, Any]) -> float:
+        """A unit's predictions after its training (its held-out rows, the test set)."""
+        opt = self.options.get((rec["entry"], rec.get("width")))
+        shape = self.shape()
+        return (shape.val_rows + shape.test_rows) / opt.speed.predict_ips if opt is not None else 0.0
+
+    def on_late(self, job: RunJob, late: UnitLate) -> bool:
+        """A unit stopped part-way at a pace that would end its run too late: its pace corrects
+        the estimates (and the kept speed when it drifted); the time goes to a run that fits."""
+        rec = self.state.data["runs"][job.rd.name]
+        opt = self.options.get((rec["entry"], rec.get("width")))
+        if opt is not None and late.images_per_s > 0:
+            self.calibration = float(np.clip(opt.speed.train_ips / late.images_per_s, 0.5, 3.0))
+            self.calibrated = True
+        self.speed_book().observe(job.cfg, late.images_per_s)
+        done = len(self.unit_times.get(job.rd.name, []))
+        self.stopped_runs[job.rd.name] = (
+            f"stopped during its unit {done + 1}: at {late.images_per_s:,.0f} img/s it "
+            f"would end {mmss(late.late_s)} too late"
+        )
+        log.warning(f"{self.clock} {job.rd.name}: {self.stopped_runs[job.rd.name]}; its finished units are kept")
+        return True
+
     def on_unit(self, job: RunJob, result: Any) -> bool:
         """Each finished unit corrects the estimates (and the kept speed when it drifted). A run
         projected to end well after the training deadline is stopped now (its units stay on disk)
         so the time goes to a run that fits, unless it is the only hope of a submission: no run is
         complete and nothing smaller would fit either (then the deadline alone stops it)."""
+        if isinstance(result, UnitLate):
+            return self.on_late(job, result)
         rec = self.state.data["runs"][job.rd.name]
         times = self.unit_times.setdefault(job.rd.name, [])
         times.append(float(result.summary.get("unit_seconds", 0.0)))
@@ -386,15 +435,14 @@ class Autopilot:
         self.speed_book().observe(job.cfg, float(result.summary.get("images_per_s", 0.0)))
         left = job.outstanding
         finish = self.clock.now() + left * float(np.mean(times))
-        late = finish - (self.training_deadline() + GRACE * self.clock.limit)
+        late = finish - self.step_deadline()
         if self.executor.capacity > 1 or not left or late <= 0:
             return False
         if not self.state.complete_runs() and self.smaller_run_fits() is None:
             log.warning(f"{self.clock} {job.rd.name}: would end {mmss(late)} late; kept, as nothing smaller fits")
             return False
         self.stopped_runs[job.rd.name] = (
-            f"stopped after {len(times)} unit(s): at {np.mean(times):.0f} s a unit it "
-            f"would end {mmss(late)} after the training deadline"
+            f"stopped after {len(times)} unit(s): at {np.mean(times):.0f} s a unit it would end {mmss(late)} too late"
         )
         log.warning(f"{self.clock} {job.rd.name}: {self.stopped_runs[job.rd.name]}; its finished units are kept")
         return True
@@ -522,7 +570,16 @@ def run_auto(
             f"{pilot.clock} fkaggle auto {name}: {len(pilot.entries)} portfolio entries "
             f"for {kind} and {pilot.rows} rows, {ex.capacity} unit(s) at once"
         )
-        drive(ex, pilot.jobs(), pilot.on_done, progress, deadline=pilot.training_deadline, on_unit=pilot.on_unit)
+        drive(
+            ex,
+            pilot.jobs(),
+            pilot.on_done,
+            progress,
+            deadline=pilot.step_deadline,
+            on_unit=pilot.on_unit,
+            late_by=pilot.late_by,
+        )
+        pilot.state.data.setdefault("stopped", pilot.deadline_reason())  # the deadline, not the policy, ended it
     return _conclude(pilot, submit_message, slug)
 
 
