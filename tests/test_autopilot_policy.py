@@ -143,3 +143,28 @@ def test_the_clock_is_injected():
     clock = Clock(100.0, 60.0, now=lambda: now[0])
     now[0] += 45.0
     assert clock.elapsed() == 45.0 and clock.left() == 15.0 and "0:45 elapsed, 0:15 left" in str(clock)
+
+
+def test_a_run_is_projected_late_within_a_unit_against_the_step_deadline_unless_it_is_the_only_hope(tmp_path, synth):
+    """`late_by`, what fit asks within a unit: the run's end if this unit and the ones after it keep
+    the unit's pace, against the training deadline plus GRACE (the deadline steps obey); never
+    late while no run is complete and nothing smaller fits (no speeds measured: nothing fits)."""
+    from types import SimpleNamespace
+
+    from fmnist_kaggle.runs.executors import make_executor
+    from fmnist_kaggle.search.autopilot.session import GRACE, Settings, _pilot
+
+    now = [1000.0]
+    clock = Clock(1000.0, 600.0, now=lambda: now[0])
+    with make_executor("local", progress=False) as ex:
+        pilot = _pilot(synth, 600.0, tmp_path, None, Settings(), ex, None, clock=clock)
+    pilot.state.record("auto-small-1", entry="small", width=8, status="training")
+    job = SimpleNamespace(rd=SimpleNamespace(name="auto-small-1"), outstanding=3)  # this unit and two after it
+    now[0] += 100.0
+    assert pilot.step_deadline() == pilot.training_deadline() + GRACE * 600.0
+    assert pilot.late_by(job, 1e6, 1e6) == -float("inf")  # the only hope of a submission: never stopped early
+    pilot.state.record("auto-small-0", entry="small", width=8, status="complete")
+    late = pilot.late_by(job, 50.0, 200.0)  # ends at 1100 + 50 + 2 x 200 (no prediction speed measured)
+    assert late == pytest.approx(1550.0 - pilot.step_deadline()) and late < 0
+    later = pilot.late_by(job, 50.0, 400.0)
+    assert later == pytest.approx(1950.0 - pilot.step_deadline()) and later > 0

@@ -490,6 +490,11 @@ def drive(
         job.outstanding -= 1
         return job
 
+    def cut_queued() -> None:  # one unit at a time: only the stopped job's units are queued
+        if executor.capacity == 1:
+            for cut in [give_back(u) for u in executor.cancel()]:
+                cut.cancelled += 1
+
     with bar:
         while True:
             while not late() and (
@@ -538,15 +543,12 @@ def drive(
                 log.debug(str(outcome))  # the caller that asked says why
                 job.cancelled += 1
                 on_unit(job, outcome)
-                if executor.capacity == 1:  # only this job's units are queued
-                    for cut in [give_back(u) for u in executor.cancel()]:
-                        cut.cancelled += 1
+                cut_queued()
             else:
                 record_unit(job, outcome)
                 log.debug(f"{unit} done{_where(outcome.summary)} in {outcome.summary.get('seconds', 0):.0f}s")
-                if on_unit(job, outcome) and executor.capacity == 1:  # only this job's units are queued
-                    for cut in [give_back(u) for u in executor.cancel()]:
-                        cut.cancelled += 1
+                if on_unit(job, outcome):
+                    cut_queued()
             if job.outstanding == 0:
                 finish(job)
 

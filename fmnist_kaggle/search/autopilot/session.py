@@ -389,24 +389,27 @@ class Autopilot:
         now, and each one after it, kept this unit's pace: the projection made after each unit,
         made within it, so a run found too slow loses part of a unit rather than units. Never
         late while it is the only hope of a submission (nothing complete, nothing smaller fits)."""
-        if self.executor.capacity > 1 or (not self.state.complete_runs() and self.smaller_run_fits() is None):
+        if self.executor.capacity > 1:
             return -math.inf
-        predict_s = self.predict_seconds(self.state.data["runs"][job.rd.name])
-        after = (job.outstanding - 1) * (whole_s + predict_s)  # the one training is still outstanding
-        end = self.clock.now() + left_s + predict_s + after
-        return end - self.step_deadline()
-
-    def predict_seconds(self, rec: dict[str, Any]) -> float:
-        """A unit's predictions after its training (its held-out rows, the test set)."""
-        opt = self.options.get((rec["entry"], rec.get("width")))
+        opt = self.option_of(self.state.data["runs"][job.rd.name])
         shape = self.shape()
-        return (shape.val_rows + shape.test_rows) / opt.speed.predict_ips if opt is not None else 0.0
+        predict_s = (shape.val_rows + shape.test_rows) / opt.speed.predict_ips if opt is not None else 0.0
+        after = (job.outstanding - 1) * (whole_s + predict_s)  # the one training is still outstanding
+        late = self.clock.now() + left_s + predict_s + after - self.step_deadline()
+        return -math.inf if late > 0 and self.only_hope() else late
+
+    def option_of(self, rec: dict[str, Any]) -> Option | None:
+        """The measured option a bought run's record was sized from (None: not measured this session)."""
+        return self.options.get((rec["entry"], rec.get("width")))
+
+    def only_hope(self) -> bool:
+        """No run is complete and nothing smaller would fit: the run training now is never stopped early."""
+        return not self.state.complete_runs() and self.smaller_run_fits() is None
 
     def on_late(self, job: RunJob, late: UnitLate) -> bool:
         """A unit stopped part-way at a pace that would end its run too late: its pace corrects
         the estimates (and the kept speed when it drifted); the time goes to a run that fits."""
-        rec = self.state.data["runs"][job.rd.name]
-        opt = self.options.get((rec["entry"], rec.get("width")))
+        opt = self.option_of(self.state.data["runs"][job.rd.name])
         if opt is not None and late.images_per_s > 0:
             self.calibration = float(np.clip(opt.speed.train_ips / late.images_per_s, 0.5, 3.0))
             self.calibrated = True
@@ -438,7 +441,7 @@ class Autopilot:
         late = finish - self.step_deadline()
         if self.executor.capacity > 1 or not left or late <= 0:
             return False
-        if not self.state.complete_runs() and self.smaller_run_fits() is None:
+        if self.only_hope():
             log.warning(f"{self.clock} {job.rd.name}: would end {mmss(late)} late; kept, as nothing smaller fits")
             return False
         self.stopped_runs[job.rd.name] = (
