@@ -53,7 +53,7 @@ def train_ips(cfg, x, y, steps: int, sync_every: int) -> tuple[float, torch.nn.M
     saved, fit.FINITE_CHECK_STEPS = fit.FINITE_CHECK_STEPS, sync_every
     try:
         s, batches = fit.make_stepper(cfg, 10, x, y)
-        feed = itertools.chain.from_iterable(batches.epoch_batches(e) for e in itertools.count())
+        feed = itertools.chain.from_iterable(batches.epoch_batches(e, e) for e in itertools.count())
         fit.train_epoch(s, itertools.islice(feed, 5), "warm-up", _NoBar())
         t0 = time.perf_counter()
         fit.train_epoch(s, itertools.islice(feed, steps), "timed", _NoBar())

@@ -5,9 +5,12 @@
 - `albumentations_pipeline`: the same presets (and any custom pipeline from config) as
   per-sample albumentations transforms, for a DataLoader.
 
-Presets: none; jitter (brightness/contrast +-0.2, report 000); translate (pad 2 + random 28x28
-crop: shifts of up to 2 px, background-filled, no flip); cropflip (translate + horizontal flip,
-report 003); strong (cropflip + random erasing).
+Presets (`PRESETS`, the one table; `training.config.AUGMENTS` lists its names): none; jitter
+(brightness/contrast +-0.2, report 000); translate (pad 2 + random 28x28 crop: shifts of up to
+2 px, background-filled, no flip); cropflip (translate + horizontal flip, report 003); strong
+(cropflip + random erasing); altflip (translate + airbench's alternating flip: each image is
+flipped at random in its first epoch and the other way in the next, so every two epochs see
+both views); altflip-cutout (altflip + one 10x10 cutout square per image, airbench96).
 """
 
 from __future__ import annotations
@@ -24,6 +27,23 @@ JITTER = 0.2
 ERASE_P = 0.5
 ERASE_SCALE = (0.02, 0.25)
 ERASE_RATIO = (0.3, 3.3)
+CUTOUT = 10  # airbench96's 12 px square on 32x32 images, scaled to 28x28
+
+# Each preset's operations, in the order they apply (the one table of augmentation presets).
+PRESETS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "jitter": ("jitter",),
+    "translate": ("translate",),
+    "cropflip": ("translate", "flip"),
+    "strong": ("translate", "flip", "erase"),
+    "altflip": ("translate", "altflip"),
+    "altflip-cutout": ("translate", "altflip", "cutout"),
+}
+
+
+def flips(preset: str) -> bool:
+    """Whether the preset trains on mirrored images (flip test-time views then help)."""
+    return bool({"flip", "altflip"} & set(PRESETS.get(preset, ())))
 
 
 def _u(n: int, lo: float, hi: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -47,16 +67,17 @@ def jitter(x: torch.Tensor, gen: torch.Generator, strength: float = JITTER) -> t
     return torch.where(contrast_first, c_then_b, b_then_c)
 
 
-def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = PAD, flips: bool = True) -> torch.Tensor:
-    """Zero-pad by `pad`, take a random crop of the original size, flip half horizontally (`flips`)."""
+def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = PAD, flips: bool | torch.Tensor = True) -> torch.Tensor:
+    """Zero-pad by `pad`, take a random crop of the original size, flip half horizontally (`flips`
+    True), or the images a boolean mask names (`flips` a tensor: the alternating flip)."""
     n, c, h, w = x.shape
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=x.device)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=x.device)
     rows = dy[:, None] + torch.arange(h, device=x.device)[None, :]  # (n, h)
     cols = dx[:, None] + torch.arange(w, device=x.device)[None, :]  # (n, w)
-    if flips:
-        flip = torch.rand(n, generator=gen, device=x.device) < 0.5
+    if isinstance(flips, torch.Tensor) or flips:
+        flip = flips if isinstance(flips, torch.Tensor) else torch.rand(n, generator=gen, device=x.device) < 0.5
         cols = torch.where(flip[:, None], cols.flip(1), cols)
     idx_n = torch.arange(n, device=x.device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]  # (n, h, w, c)
@@ -82,23 +103,46 @@ def random_erase(x: torch.Tensor, gen: torch.Generator, p: float = ERASE_P) -> t
     return x.masked_fill(mask, 0.0)
 
 
+def cutout(x: torch.Tensor, gen: torch.Generator, size: int = CUTOUT) -> torch.Tensor:
+    """Zero one `size` x `size` square per image, placed at random wholly inside it (airbench96)."""
+    n, _, h, w = x.shape
+    y0 = torch.randint(0, h - size + 1, (n,), generator=gen, device=x.device)
+    x0 = torch.randint(0, w - size + 1, (n,), generator=gen, device=x.device)
+    ys = torch.arange(h, device=x.device)[None, :]
+    xs = torch.arange(w, device=x.device)[None, :]
+    in_y = (ys >= y0[:, None]) & (ys < (y0 + size)[:, None])
+    in_x = (xs >= x0[:, None]) & (xs < (x0 + size)[:, None])
+    return x.masked_fill((in_y[:, :, None] & in_x[:, None, :])[:, None], 0.0)
+
+
+def alternating_flips(first: torch.Tensor, epoch: int) -> torch.Tensor:
+    """airbench's alternating flip: the images `first` flips in even epochs, the others in odd ones."""
+    return first ^ bool(epoch % 2)
+
+
 class BatchAugment:
-    """Batch-level preset on float images in [0, 1], shape (N, 1, 28, 28)."""
+    """Batch-level preset on float images in [0, 1], shape (N, 1, 28, 28). An alternating-flip
+    preset is given each batch's flip mask (`flip`, from `alternating_flips`)."""
 
     def __init__(self, preset: str) -> None:
-        if preset not in ("none", "jitter", "translate", "cropflip", "strong"):
+        if preset not in PRESETS:
             raise FkaggleError(f"no tensor implementation of augment preset {preset!r}")
-        self.preset = preset
+        self.preset, self.ops = preset, PRESETS[preset]
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        if self.preset == "jitter":
-            return jitter(x, gen)
-        if self.preset == "translate":
-            return crop_flip(x, gen, flips=False)
-        if self.preset in ("cropflip", "strong"):
-            x = crop_flip(x, gen)
-        if self.preset == "strong":
+    @property
+    def alternating(self) -> bool:
+        return "altflip" in self.ops
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator, flip: torch.Tensor | None = None) -> torch.Tensor:
+        if "jitter" in self.ops:
+            x = jitter(x, gen)
+        if "translate" in self.ops:
+            mirror = flip if self.alternating else "flip" in self.ops
+            x = crop_flip(x, gen, flips=mirror if mirror is not None else False)
+        if "erase" in self.ops:
             x = random_erase(x, gen)
+        if "cutout" in self.ops:
+            x = cutout(x, gen)
         return x
 
 
@@ -122,11 +166,16 @@ def albumentations_pipeline(preset: str, custom: list[dict[str, Any]] | None = N
     if preset == "jitter":
         # albumentations' ColorJitter is a port of torchvision's (report 000 used torchvision)
         steps.append(A.ColorJitter(brightness=JITTER, contrast=JITTER, saturation=0.0, hue=0.0, p=1.0))
-    if preset in ("translate", "cropflip", "strong"):
+    ops = PRESETS.get(preset, ())
+    if "altflip" in ops:
+        raise FkaggleError(
+            f"augment preset {preset!r} (alternating flip) is a tensor-path preset: augment_backend auto"
+        )
+    if "translate" in ops:
         steps += [A.PadIfNeeded(28 + 2 * PAD, 28 + 2 * PAD, border_mode=0, fill=0), A.RandomCrop(28, 28)]
-    if preset in ("cropflip", "strong"):
+    if "flip" in ops:
         steps.append(A.HorizontalFlip(p=0.5))
-    if preset == "strong":
+    if "erase" in ops:
         steps.append(
             A.CoarseDropout(
                 num_holes_range=(1, 1), hole_height_range=(0.14, 0.5), hole_width_range=(0.14, 0.5), fill=0, p=ERASE_P

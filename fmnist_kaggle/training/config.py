@@ -24,7 +24,7 @@ from fmnist_kaggle.storage.tomlfile import read_table
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "onecycle")
 LOSSES = ("softmax", "sigmoid")
-AUGMENTS = ("none", "jitter", "translate", "cropflip", "strong", "custom")
+AUGMENTS = ("none", "jitter", "translate", "cropflip", "strong", "altflip", "altflip-cutout", "custom")
 AUGMENT_BACKENDS = ("auto", "tensor", "albumentations")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
@@ -102,7 +102,8 @@ class TrainConfig:
     augment: str = setting(
         "none",
         "augmentation preset: jitter, translate (random shifts of up to 2 px), "
-        "cropflip (translate + horizontal flip), strong (cropflip + erasing); custom: "
+        "cropflip (translate + horizontal flip), strong (cropflip + erasing), altflip (translate + "
+        "alternating flip), altflip-cutout (altflip + a 10 px cutout square); custom: "
         "augment_pipeline from --config",
         choices=AUGMENTS,
     )
@@ -241,7 +242,7 @@ class TrainConfig:
     def warnings(self) -> list[str]:
         """Legal but usually harmful settings, worth a line in the log."""
         out = []
-        flips = self.augment in ("cropflip", "strong") or any(
+        flips = self.augment in ("cropflip", "strong", "altflip", "altflip-cutout") or any(
             "Flip" in str(s.get("name", "")) for s in self.augment_pipeline
         )
         if self.tta and not flips:

@@ -60,7 +60,7 @@ def measure_throughput(
     cfg = replace(cfg, batch_size=min(cfg.batch_size, len(images)))
     s, batches = make_stepper(cfg, num_classes, images, labels)
     feed = itertools.chain.from_iterable(
-        batches.epoch_batches(epoch) for epoch in itertools.count()
+        batches.epoch_batches(epoch, epoch) for epoch in itertools.count()
     )  # as many epochs as the steps need
     step = lambda: train_epoch(s, itertools.islice(feed, 1), "throughput", _NoBar(), check_finite=False)  # noqa: E731
     step()  # warm-up: allocations, kernel choice

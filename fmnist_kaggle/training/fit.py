@@ -31,7 +31,12 @@ from fmnist_kaggle.models import create_model
 from fmnist_kaggle.models.layers import PatchWhitening
 from fmnist_kaggle.storage import atomic
 from fmnist_kaggle.storage.artifacts import present, read_file, torch_load
-from fmnist_kaggle.training.augment import AlbumentationsDataset, BatchAugment, albumentations_pipeline
+from fmnist_kaggle.training.augment import (
+    AlbumentationsDataset,
+    BatchAugment,
+    albumentations_pipeline,
+    alternating_flips,
+)
 from fmnist_kaggle.training.config import TrainConfig
 from fmnist_kaggle.training.device import _autocast, amp_dtype, resolve_device
 from fmnist_kaggle.training.inference import _to_model, eval_batches, normalize, predict, scores, to_float
@@ -243,7 +248,7 @@ def seed_epoch(seed: int, fold: int, epoch: int) -> None:
 class Batches:
     """The training rows of a fold, served as (inputs, labels) batches for one epoch at a time."""
 
-    epoch_batches: Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]  # epoch seed -> batches
+    epoch_batches: Callable[[int, int], Iterator[tuple[torch.Tensor, torch.Tensor]]]  # (seed, epoch) -> batches
     steps_per_epoch: int
 
 
@@ -257,7 +262,7 @@ def make_batches(
             np.asarray(x), np.asarray(y), albumentations_pipeline(cfg.augment, cfg.augment_pipeline)
         )
 
-        def albu(seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        def albu(seed: int, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             gen = torch.Generator().manual_seed(seed)
             loader = torch.utils.data.DataLoader(
                 ds, batch_size=batch_size, shuffle=True, drop_last=True, generator=gen, num_workers=cfg.num_workers
@@ -276,12 +281,19 @@ def make_batches(
     ys = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
     ws = torch.from_numpy(np.asarray(w, dtype=np.float32)).to(device) if w is not None else None
     gen = torch.Generator(device=device)
+    # the alternating flip's first-epoch mask: drawn once per unit (the global generator is seeded per unit)
+    first_flip = torch.rand(len(xs), device=device) < 0.5 if augment.alternating else None
 
-    def fast(seed: int) -> Iterator[tuple[torch.Tensor, ...]]:
+    def fast(seed: int, epoch: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
         gen.manual_seed(seed)
         perm = torch.randperm(len(xs), generator=gen, device=device)[: steps * batch_size].view(steps, batch_size)
+        flips = alternating_flips(first_flip, epoch) if first_flip is not None else None
         return (
-            (normalize(augment(to_float(xs[idx]), gen), cfg), ys[idx], *([ws[idx]] if ws is not None else []))
+            (
+                normalize(augment(to_float(xs[idx]), gen, flips[idx] if flips is not None else None), cfg),
+                ys[idx],
+                *([ws[idx]] if ws is not None else []),
+            )
             for idx in perm
         )
 
@@ -609,7 +621,7 @@ def fit(
             seed_epoch(seed, fold, epoch)
             bar.set_description(f"{desc} ep {epoch + 1}/{epochs}")
             steps = min(batches.steps_per_epoch, s.total_steps - s.step)  # the last epoch of a max_steps run is cut
-            epoch_batches = itertools.islice(batches.epoch_batches(_seed_for(seed, fold, epoch)), steps)
+            epoch_batches = itertools.islice(batches.epoch_batches(_seed_for(seed, fold, epoch), epoch), steps)
             tr = train_epoch(s, epoch_batches, f"{desc} epoch {epoch + 1}", bar)
             images_per_s = tr["images_per_s"]
             row = {
