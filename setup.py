@@ -6,7 +6,7 @@ setup(
     description="Win Kaggle-style Fashion-MNIST competitions: data checks, k-fold OOF training, blending, submission.",
     packages=find_packages(include=["fmnist_kaggle", "fmnist_kaggle.*"]),
     package_data={
-        "fmnist_kaggle": ["report_tables/*.toml", "search/portfolio.toml", "search/sizes.toml", "data/official.toml"]
+        "fmnist_kaggle": ["report_tables/*.toml", "search/portfolio.toml", "search/frontier.toml", "data/official.toml"]
         # the reports' settings and numbers (reproduce); the autopilot's portfolio;
         # the official config (init --official)
     },

@@ -19,7 +19,8 @@ from fmnist_kaggle.data.competition import resolve_competition
 from fmnist_kaggle.data.folds import make_folds
 from fmnist_kaggle.runs.trainset import TrainingData
 from fmnist_kaggle.runs.unit import train_unit
-from fmnist_kaggle.training.config import RECIPES, build_config
+from fmnist_kaggle.training.config import build_config
+from fmnist_kaggle.training.recipes import get_recipe
 
 # Each step adds its settings to everything above it (model keywords merge).
 STEPS: list[tuple[str, dict]] = [
@@ -35,7 +36,7 @@ STEPS: list[tuple[str, dict]] = [
 
 
 def merged(steps: list[tuple[str, dict]], upto: int, base: str, epochs: int) -> dict:
-    cfg = {"recipe": base, "epochs": epochs, "model_kwargs": dict(RECIPES[base].get("model_kwargs", {}))}
+    cfg = {"recipe": base, "epochs": epochs, "model_kwargs": dict(get_recipe(base).settings.get("model_kwargs", {}))}
     for _, extra in steps[: upto + 1]:
         for k, v in extra.items():
             cfg[k] = {**cfg[k], **v} if k == "model_kwargs" else v

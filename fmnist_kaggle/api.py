@@ -24,6 +24,7 @@ from fmnist_kaggle.data.competition import (
     official_competition,
     resolve_competition,
 )
+from fmnist_kaggle.durations import parse_duration
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.evaluate import blend as blending
 from fmnist_kaggle.evaluate import submission
@@ -32,7 +33,7 @@ from fmnist_kaggle.reporting import write_report
 from fmnist_kaggle.runs.driver import train_folds
 from fmnist_kaggle.runs.executors import Executor
 from fmnist_kaggle.runs.store import Run, list_runs, load_run
-from fmnist_kaggle.search.autopilot import parse_time_limit, run_auto
+from fmnist_kaggle.search.autopilot import AutoSettings, run_auto
 from fmnist_kaggle.storage.layout import Workspace
 from fmnist_kaggle.training.config import TrainConfig
 from fmnist_kaggle.training.config import build_config as _build_config
@@ -179,15 +180,17 @@ def auto(
     name: str = "auto",
     *,
     workdir: str | Path = ".",
-    portfolio: str | Path | None = None,
-    device: str | None = None,
     executor: Executor | None = None,
     progress: bool = False,
+    **settings: Any,
 ) -> dict[str, Any]:
     """`fkaggle auto`: the portfolio's runs sized to `time_limit` ('20m', '90s' or seconds), the
-    honest choice among runs and blends, `submissions/NAME.csv` and the leaderboard. Resumable."""
-    seconds = parse_time_limit(time_limit) if isinstance(time_limit, str) else float(time_limit)
-    return run_auto(competition, seconds, name, workdir, portfolio, device, executor=executor, progress=progress)
+    honest choice among runs and blends, `submissions/NAME.csv` and the leaderboard. Resumable.
+    Every option of the command: `folds`, `subset`, `device`, `amp`, `portfolio`, `frontier`,
+    `submit_message` (upload the choice; with `slug`); see `AutoSettings`."""
+    seconds = parse_duration(time_limit) if isinstance(time_limit, str) else float(time_limit)
+    chosen = AutoSettings(seconds, name, workdir=workdir, progress=progress, **settings)
+    return run_auto(competition, chosen, executor)
 
 
 def report(workdir: str | Path = ".", out: str | Path | None = None) -> dict[str, Any]:

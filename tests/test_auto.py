@@ -223,14 +223,19 @@ def test_a_deadline_stops_a_local_unit_mid_fold_and_keeps_its_last_epoch(tmp_pat
     ).exists()
 
 
-def _drive_one(synth, cfg, run: str, workdir: Path, **hooks) -> dict:
-    """One run through the driver the autopilot uses, on the local executor; its manifest."""
+def _drive_one(synth, cfg, run: str, workdir: Path, pace=None, **hooks) -> dict:
+    """One run through the driver the autopilot uses, on the local executor; its manifest.
+    `pace(job, left_s, whole_s)`: the job's deadline asks it within each unit, as the autopilot's does."""
     from fmnist_kaggle.runs.driver import drive, prepare_run
     from fmnist_kaggle.runs.executors import make_executor
+    from fmnist_kaggle.training.deadline import Deadline
 
     done: dict = {}
+    job = prepare_run(synth, cfg, run, workdir)
+    if pace is not None:
+        job.deadline = Deadline.after(3600).with_pace(lambda left, whole: pace(job, left, whole))
     with make_executor("local", progress=False) as ex:
-        drive(ex, iter([prepare_run(synth, cfg, run, workdir)]), lambda job, m: done.update(m), False, **hooks)
+        drive(ex, iter([job]), lambda job, m: done.update(m), False, **hooks)
     return done
 
 
@@ -254,7 +259,7 @@ def test_a_unit_whose_pace_would_end_its_run_late_stops_part_way_and_its_run_wit
     positive lateness stops the unit there (UnitLate, its last epoch's checkpoint kept) and the
     rest of its run, and the same call finishes it later."""
     import fmnist_kaggle as fk
-    from fmnist_kaggle.runs.executors import UnitLate
+    from fmnist_kaggle.training.deadline import UnitLate
 
     cfg = fk.build_config(
         model="lenet5", folds=3, epochs=20, batch_size=16, optimizer="adam", schedule="constant", eval_every=0
@@ -266,7 +271,7 @@ def test_a_unit_whose_pace_would_end_its_run_late_stops_part_way_and_its_run_wit
         "slow",
         tmp_path,
         on_unit=lambda job, r: outcomes.append(r) or False,
-        late_by=lambda job, left, whole: asked.append((job.outstanding, left, whole)) or 1.0,
+        pace=lambda job, left, whole: asked.append((job.outstanding, left, whole)) or 1.0,
     )
     assert len(asked) == 1 and asked[0][0] == 3 and 0 < asked[0][1] < asked[0][2]  # asked once, fold 0 of 3 queued
     assert len(outcomes) == 1 and isinstance(outcomes[0], UnitLate) and outcomes[0].late_s == 1.0

@@ -10,9 +10,9 @@ import pytest
 
 from fmnist_kaggle.search.autopilot import policy
 from fmnist_kaggle.search.autopilot.policy import Budget, Option
-from fmnist_kaggle.search.autopilot.session import Clock
 from fmnist_kaggle.search.autopilot.state import AutopilotState
-from fmnist_kaggle.search.portfolio import Entry, SizeTable, for_hardware, load_portfolio, load_sizes
+from fmnist_kaggle.search.autopilot.timing import Clock
+from fmnist_kaggle.search.portfolio import Entry, Frontier, for_hardware, load_frontier, load_portfolio
 from fmnist_kaggle.storage.layout import Workspace
 from fmnist_kaggle.training.estimate import Throughput, unit_shape
 
@@ -24,7 +24,7 @@ def _options(entries: list[Entry], speeds: dict[int, float]) -> list[Option]:
     return [
         Option(e, w, Throughput(speeds.get(w, 400.0), 4 * speeds.get(w, 400.0), "cpu", "float32"))
         for e in entries
-        for w in e.sizes()
+        for w in e.width_choices()
     ]
 
 
@@ -32,7 +32,7 @@ def _options(entries: list[Entry], speeds: dict[int, float]) -> list[Option]:
 def full_data():
     entries = for_hardware(load_portfolio(), "cpu")
     fast = [e for e in entries if e.fits_rows(60_000)]
-    return fast, Budget(unit_shape(60_000, 5, 10_000), 5), load_sizes()
+    return fast, Budget(unit_shape(60_000, 5, 10_000), 5), load_frontier()
 
 
 def test_a_budget_that_fits_a_cnn_buys_one_sized_to_it_and_wider_as_time_grows(full_data):
@@ -70,7 +70,7 @@ def test_the_plan_keeps_buying_until_what_is_left_buys_nothing(full_data):
     options = _options(entries, ZEN3_FP32)
     _, cheapest = policy.cheapest(options, budget)
     for seconds in (400.0, 1100.0, 3300.0):
-        bought = policy.plan(options, budget, seconds, table, max_runs=12)
+        bought = policy.purchases(options, budget, seconds, table, max_runs=12)
         spent = sum(p.seconds for p in bought)
         assert bought and spent <= seconds
         assert seconds - spent < cheapest or len(bought) == 12  # what is left cannot buy even the cheapest run
@@ -82,11 +82,11 @@ def test_a_width_the_table_has_not_measured_falls_back_to_the_widest_that_reache
     budget = Budget(unit_shape(10_000, 5, 1_000), 5)
     speeds = {8: 4000.0, 16: 2000.0, 32: 1000.0}
     options = _options([entry], speeds)
-    empty = SizeTable({})
-    seconds = policy.run_seconds(options[1], budget, 5 * 80) + 1  # width 16 reaches exactly half of its 10 epochs
+    empty = Frontier({})
+    seconds = policy.purchase_seconds(options[1], budget, 5 * 80) + 1  # width 16 reaches exactly half of its 10 epochs
     p = policy.best_purchase(options, budget, seconds, empty)
     assert p.option.width == 16 and p.expected_acc is None
-    q = policy.best_purchase(options, budget, policy.run_seconds(options[2], budget, 10 * 80) + 1, empty)
+    q = policy.best_purchase(options, budget, policy.purchase_seconds(options[2], budget, 10 * 80) + 1, empty)
     assert q.option.width == 32 and q.fractional_epochs == 10  # capped at the entry's epochs
 
 
@@ -104,12 +104,12 @@ def test_more_slots_size_runs_for_waves_of_units(full_data):
     options = _options(entries, ZEN3_FP32)
     one, two = (Budget(unit_shape(60_000, 5, 10_000), 5, slots) for slots in (1, 2))
     # 5 units on 2 slots are 3 waves: the same seconds buy 5/3 the steps of one slot
-    a, b = (policy.size(options[0], bud, 600.0) for bud in (one, two))
+    a, b = (policy.longest_fit(options[0], bud, 600.0) for bud in (one, two))
     assert b.steps > a.steps
 
 
 def test_the_size_table_interpolates_in_log_epochs_and_is_flat_past_its_longest_run():
-    table = SizeTable({("fast", 16): [(1.0, 0.90), (4.0, 0.93), (16.0, 0.94)]})
+    table = Frontier({("fast", 16): [(1.0, 0.90), (4.0, 0.93), (16.0, 0.94)]})
     assert table.accuracy("fast", 16, 2.0) == pytest.approx(0.915)
     assert table.accuracy("fast", 16, 32.0) == 0.94
     assert table.accuracy("fast", 16, 0.5) == pytest.approx(0.885)
@@ -120,20 +120,19 @@ def test_session_and_run_seconds_add_up_across_an_interrupted_session(tmp_path):
     files = Workspace(tmp_path).autopilot("auto")
     state = AutopilotState.open(files, "auto", {"data_fingerprint": "d"})
     state.commit()
-    state.start_session(time_limit_s=300, hardware="cpu")
+    wall = [0.0]
+    state.start_session(lambda: wall[0], time_limit_s=300, hardware="cpu")
     state.record("auto-fast-1", entry="fast", status="training")
-    state.add_seconds("auto-fast-1", 100.0)  # killed after 100 s of training
-    state.session["wall_s"] = 110.0
-    state.save()
+    wall[0] = 110.0
+    state.add_seconds("auto-fast-1", 100.0)  # killed after 100 s of training: the save kept its wall time
     resumed = AutopilotState.open(files, "auto", {"data_fingerprint": "d"})
-    resumed.start_session(time_limit_s=300, hardware="cpu")
+    assert resumed.sessions[0].wall_s == 110.0
+    resumed.start_session(lambda: 60.0, time_limit_s=300, hardware="cpu")
     resumed.add_seconds("auto-fast-1", 50.0)
-    resumed.session["wall_s"] = 60.0
-    resumed.save()
     again = AutopilotState.open(files, "auto", {"data_fingerprint": "d"})
-    assert again.data["runs"]["auto-fast-1"]["seconds"] == 150.0
+    assert again.runs["auto-fast-1"].seconds == 150.0
     assert again.totals() == {"wall_s": 170.0, "train_s": 150.0}
-    assert [s["train_s"] for s in again.data["sessions"]] == [100.0, 50.0]
+    assert [s.train_s for s in again.sessions] == [100.0, 50.0]
     with pytest.raises(Exception, match="made on other data"):
         AutopilotState.open(files, "auto", {"data_fingerprint": "other"})
 
@@ -146,25 +145,31 @@ def test_the_clock_is_injected():
 
 
 def test_a_run_is_projected_late_within_a_unit_against_the_step_deadline_unless_it_is_the_only_hope(tmp_path, synth):
-    """`late_by`, what fit asks within a unit: the run's end if this unit and the ones after it keep
-    the unit's pace, against the training deadline plus GRACE (the deadline steps obey); never
-    late while no run is complete and nothing smaller fits (no speeds measured: nothing fits)."""
+    """`late_by`, what fit asks within a unit (through its deadline's pace): the run's end if this
+    unit and the ones after it keep the unit's pace, against the training deadline plus GRACE
+    (the deadline steps obey); never late while no run is complete and nothing smaller fits (no
+    speeds measured: nothing fits). Every layer reads the one injected clock."""
     from types import SimpleNamespace
 
     from fmnist_kaggle.runs.executors import make_executor
-    from fmnist_kaggle.search.autopilot.session import GRACE, Settings, _pilot
+    from fmnist_kaggle.search.autopilot import AutoSettings
+    from fmnist_kaggle.search.autopilot.session import open_session
+    from fmnist_kaggle.search.autopilot.timing import GRACE
+    from fmnist_kaggle.search.autopilot.watch import Watch
 
     now = [1000.0]
     clock = Clock(1000.0, 600.0, now=lambda: now[0])
     with make_executor("local", progress=False) as ex:
-        pilot = _pilot(synth, 600.0, tmp_path, None, Settings(), ex, None, clock=clock)
-    pilot.state.record("auto-small-1", entry="small", width=8, status="training")
+        session = open_session(synth, AutoSettings(600.0, workdir=tmp_path), ex, clock=clock)
+    watch = Watch(session)
+    session.state.record("auto-small-1", entry="small", width=8, status="training")
     job = SimpleNamespace(rd=SimpleNamespace(name="auto-small-1"), outstanding=3)  # this unit and two after it
     now[0] += 100.0
-    assert pilot.step_deadline() == pilot.training_deadline() + GRACE * 600.0
-    assert pilot.late_by(job, 1e6, 1e6) == -float("inf")  # the only hope of a submission: never stopped early
-    pilot.state.record("auto-small-0", entry="small", width=8, status="complete")
-    late = pilot.late_by(job, 50.0, 200.0)  # ends at 1100 + 50 + 2 x 200 (no prediction speed measured)
-    assert late == pytest.approx(1550.0 - pilot.step_deadline()) and late < 0
-    later = pilot.late_by(job, 50.0, 400.0)
-    assert later == pytest.approx(1950.0 - pilot.step_deadline()) and later > 0
+    assert session.step_deadline() == session.time.training_deadline(0) + GRACE * 600.0
+    assert session.deadline().left() == pytest.approx(session.step_deadline() - 1100.0)  # the same clock
+    assert watch.late_by(job, 1e6, 1e6) == -float("inf")  # the only hope of a submission: never stopped early
+    session.state.record("auto-small-0", entry="small", width=8, status="complete")
+    late = watch.late_by(job, 50.0, 200.0)  # ends at 1100 + 50 + 2 x 200 (no prediction speed measured)
+    assert late == pytest.approx(1550.0 - session.step_deadline()) and late < 0
+    later = watch.late_by(job, 50.0, 400.0)
+    assert later == pytest.approx(1950.0 - session.step_deadline()) and later > 0

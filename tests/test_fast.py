@@ -14,8 +14,9 @@ from fmnist_kaggle.runs.store import load_run
 from fmnist_kaggle.storage.artifacts import read_file, torch_load
 from fmnist_kaggle.training.augment import BatchAugment
 from fmnist_kaggle.training.config import build_config
-from fmnist_kaggle.training.fit import Lookahead, make_stepper, train_epoch
+from fmnist_kaggle.training.fit import make_stepper, train_epoch
 from fmnist_kaggle.training.inference import shift
+from fmnist_kaggle.training.optim import Lookahead
 
 
 def _whitening_of(images: np.ndarray) -> torch.Tensor:
@@ -91,7 +92,7 @@ def test_bn_scales_stay_frozen_biases_move_and_the_whitening_bias_stops_after_it
                 assert torch.equal(s.model.state_dict()["head.3.weight"], s.lookahead.slow["head.3.weight"])
 
     for epoch in range(cfg.epochs):
-        train_epoch(s, watched(batches.epoch_batches(epoch)), "test", tqdm(disable=True))
+        train_epoch(s, watched(batches.epoch_batches(epoch, epoch)), "test", tqdm(disable=True))
     assert s.step == s.total_steps == len(seen) - 1 and 0 < whiten_until < s.total_steps
     moved = [not torch.equal(seen[i][1], seen[i - 1][1]) for i in range(1, len(seen))]
     settled = (

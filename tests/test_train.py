@@ -453,7 +453,7 @@ def test_ema_weights_are_what_is_evaluated_and_differ_from_the_raw_weights(small
 
 
 def test_mixup_targets_are_soft_and_need_even_batches():
-    from fmnist_kaggle.training.fit import loss_fn, make_mixer
+    from fmnist_kaggle.training.loss import loss_fn, make_mixer
 
     cfg = build_config(**{**TINY, "mixup": 0.4, "batch_size": 8, "label_smoothing": 0.1})
     np.random.seed(0)

@@ -19,7 +19,8 @@ from fmnist_kaggle.evaluate.blenders._pool import PoolBlender
 from fmnist_kaggle.evaluate.blenders.stack import StackBlender
 from fmnist_kaggle.storage import atomic, csvfile
 from fmnist_kaggle.storage.layout import Workspace, check_name
-from fmnist_kaggle.training.config import FIELDS, RECIPES, SEMANTIC, TrainConfig, build_config
+from fmnist_kaggle.training.config import FIELDS, SEMANTIC, TrainConfig, build_config
+from fmnist_kaggle.training.recipes import get_recipe
 
 # ----------------------------------------------------------------------------- config
 
@@ -27,7 +28,7 @@ from fmnist_kaggle.training.config import FIELDS, RECIPES, SEMANTIC, TrainConfig
 def test_precedence_defaults_recipe_file_flags_and_recipe_is_recorded(tmp_path):
     assert build_config().lr == FIELDS["lr"].default and build_config().recipe is None
     cpu = build_config(recipe="cpu")
-    assert (cpu.lr, cpu.model, cpu.recipe) == (RECIPES["cpu"]["lr"], "fmnist_resnet", "cpu")
+    assert (cpu.lr, cpu.model, cpu.recipe) == (get_recipe("cpu").settings["lr"], "fmnist_resnet", "cpu")
     toml = tmp_path / "c.toml"
     toml.write_text('[train]\nrecipe = "cpu"\nlr = 0.05\nepochs = 7\n')
     f = build_config(config_file=toml)
@@ -104,7 +105,7 @@ def test_every_cli_field_is_an_option_and_reaches_the_config():
 
 
 def test_lr_schedule_shapes():
-    from fmnist_kaggle.training.fit import lr_factor
+    from fmnist_kaggle.training.optim import lr_factor
 
     one = TrainConfig(schedule="onecycle")
     f = [lr_factor(one, s, 100, 10) for s in range(100)]

@@ -15,7 +15,8 @@ from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.runs.executors import executor_names, make_executor
 from fmnist_kaggle.storage.atomic import dumps
 from fmnist_kaggle.storage.layout import Workspace
-from fmnist_kaggle.training.config import FIELDS, RECIPES, build_config, default_of, parse_assignments
+from fmnist_kaggle.training.config import FIELDS, build_config, default_of, parse_assignments
+from fmnist_kaggle.training.recipes import recipe_names
 
 
 def print_json(obj: Any) -> None:
@@ -123,7 +124,7 @@ def train_options(p: argparse.ArgumentParser, sweep: bool = False) -> None:
             "help": f"{meta['help']} (default {default})" if default not in (None, [], {}) else meta["help"],
         }
         if name == "recipe":
-            kw["choices"] = list(RECIPES)
+            kw["choices"] = list(recipe_names())
         elif name == "model" and sweep:
             kw.update(action="append", help=meta["help"] + "; repeat or comma-separate to compare models")
         elif isinstance(default, bool):

@@ -13,7 +13,8 @@ from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.models import count_params, create_model, list_models, report_classes
 from fmnist_kaggle.runs.store import status
 from fmnist_kaggle.storage.layout import Workspace
-from fmnist_kaggle.training.config import RECIPES, build_config
+from fmnist_kaggle.training.config import build_config
+from fmnist_kaggle.training.recipes import get_recipe, recipe_names
 
 
 def _key(model: str, kwargs: dict[str, Any]) -> str:
@@ -67,7 +68,8 @@ def model_rows(
 
     models = [row(name, {}, classes or report_classes(name)) for name in list_models()]
     recipes = [
-        {"recipe": name, **row(r["model"], r.get("model_kwargs", {}), classes or 10)} for name, r in RECIPES.items()
+        {"recipe": name, **row(r["model"], r.get("model_kwargs", {}), classes or 10)}
+        for name, r in ((n, get_recipe(n).settings) for n in recipe_names())
     ]
     out: dict[str, Any] = {"models": models, "recipes": recipes}
     if measure:

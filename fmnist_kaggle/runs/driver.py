@@ -16,7 +16,6 @@ import logging
 import os
 import platform
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from fmnist_kaggle import metrics
 from fmnist_kaggle._version import __version__
 from fmnist_kaggle.data.competition import Competition
 from fmnist_kaggle.data.folds import load_or_make_folds
+from fmnist_kaggle.durations import duration
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.runs.executors import Executor, Unit, UnitFailed, UnitLate, make_executor
 from fmnist_kaggle.runs.identity import identity_diff
@@ -40,6 +40,8 @@ from fmnist_kaggle.storage import atomic, csvfile
 from fmnist_kaggle.storage.artifacts import CorruptArtifact, read_array, utc_now, write_array, write_recorded
 from fmnist_kaggle.storage.layout import SCHEMA, FoldDir, RunDir, Workspace
 from fmnist_kaggle.training.config import TrainConfig, to_toml
+from fmnist_kaggle.training.deadline import Deadline
+from fmnist_kaggle.training.recipes import get_recipe, recipe_names
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +221,7 @@ def _seed_done(fd: FoldDir, seed: int, identity: dict[str, Any]) -> bool:
         return False
 
 
-def plan(rd: RunDir, cfg: TrainConfig, identity: dict[str, Any], folds: list[int]) -> list[tuple[int, int]]:
+def unfinished_units(rd: RunDir, cfg: TrainConfig, identity: dict[str, Any], folds: list[int]) -> list[tuple[int, int]]:
     """The unfinished (fold, seed) units of the selected folds. Corrupt results are discarded
     (with a warning) so they retrain; foreign folds are refused, naming the folder."""
     units = []
@@ -296,22 +298,21 @@ class RunJob:
     folds: list[int]  # the folds selected here (all, or a --fold shard)
     units: list[tuple[int, int]]  # unfinished (fold, seed)
     tag: Any = None  # the caller's (a sweep's trial)
+    deadline: Deadline | None = None  # what its units obey where they train here (the driver's if None)
     failures: list[str] = field(default_factory=list)
     outstanding: int = 0  # units submitted and not back yet
     cancelled: int = 0  # units a deadline stopped
 
 
-GPU_RECIPES = {"strong"}  # tuned for one GPU (README): hours on a CPU
-CPU_RECIPES = {"cpu", "fast"}  # made for 2 CPU cores
 LONG_ON_CPU_S = 3600.0
 
 
 def announce_estimate(name: str, cfg: TrainConfig, data: TrainingData, units: int) -> float | None:
     """Time a few real steps here and say how long the run will take (stderr); warn when a run
     would take hours on a CPU, naming the recipe made for one. Returns the estimate (seconds)."""
-    from fmnist_kaggle.training.estimate import run_seconds
+    from fmnist_kaggle.training.estimate import measure_run_time
 
-    estimate = run_seconds(
+    estimate = measure_run_time(
         cfg,
         data.train.images,
         data.train.labels,
@@ -324,40 +325,38 @@ def announce_estimate(name: str, cfg: TrainConfig, data: TrainingData, units: in
 
 def announce_plan_estimate(what: str, cfgs: list[TrainConfig], comp: Competition) -> float | None:
     """The same for several whole runs (a sweep's or a reproduction's trials), timed once per model setup."""
-    from fmnist_kaggle.training.estimate import runs_seconds
+    from fmnist_kaggle.training.estimate import measure_runs_time
 
     if not cfgs:
         return None
     train, test = comp.train_set, comp.test_set
-    estimate = runs_seconds(cfgs, train.images, train.labels, train.num_classes, len(test) if test is not None else 0)
+    estimate = measure_runs_time(
+        cfgs, train.images, train.labels, train.num_classes, len(test) if test is not None else 0
+    )
     return None if estimate is None else _announce(what, f"{len(cfgs)} run(s)", cfgs[0], *estimate)
 
 
 def _announce(what: str, units: str, cfg: TrainConfig, seconds: float, speed: Any) -> float:
     log.info(
-        f"{what}: estimated {_duration(seconds)} for {units} here ({speed.train_ips:,.0f} "
+        f"{what}: estimated {duration(seconds)} for {units} here ({speed.train_ips:,.0f} "
         f"img/s training, {speed.predict_ips:,.0f} img/s predicting; {speed.device}, "
         f"{speed.precision})"
     )
     if speed.device == "cpu" and seconds > LONG_ON_CPU_S:
+        made_for = get_recipe(cfg.recipe).hardware if cfg.recipe else None
         instead = (
-            "--recipe cpu or fast (made for CPUs)"
-            if cfg.recipe not in CPU_RECIPES
+            f"--recipe {' or '.join(recipe_names('cpu'))} (made for CPUs)"
+            if made_for != "cpu"
             else "fewer --epochs or --folds, a --subset to try things"
         )
-        why = f"recipe {cfg.recipe} is tuned for a GPU" if cfg.recipe in GPU_RECIPES else "long for a CPU"
+        why = f"recipe {cfg.recipe} is tuned for a GPU" if made_for == "gpu" else "long for a CPU"
         log.warning(
-            f"warning: {what} would train for about {_duration(seconds)} on this CPU "
+            f"warning: {what} would train for about {duration(seconds)} on this CPU "
             f"({speed.train_ips:,.0f} img/s): {why}; "
             f"use {instead}, or a GPU (here with CUDA, or --executor ray --address HEAD:PORT); "
             "Ctrl-C keeps finished folds"
         )
     return seconds
-
-
-def _duration(seconds: float) -> str:
-    minutes = round(seconds / 60)
-    return f"{seconds:.0f} s" if seconds < 90 else f"{minutes} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
 def prepare_run(
@@ -391,7 +390,7 @@ def prepare_run(
             "its OOF rows cannot be blended with full-data runs; set subset = 0 (or "
             "drop it from the config) to train on all rows"
         )
-    units = plan(rd, cfg, data.identity, selected)
+    units = unfinished_units(rd, cfg, data.identity, selected)
     if manifest["config"] != cfg.to_dict():  # speed settings (device, amp...) may differ between resumes
         rd.write_manifest({**manifest, "config": cfg.to_dict()})
     log.info(
@@ -454,103 +453,120 @@ def drive(
     jobs: Iterator[RunJob],
     on_done: Callable[[RunJob, dict[str, Any]], None] = lambda job, manifest: None,
     progress: bool = True,
-    deadline: float | Callable[[], float] | None = None,
+    deadline: Deadline | None = None,
     on_unit: Callable[[RunJob, UnitResult | UnitLate], bool] = lambda job, result: False,
-    late_by: Callable[[RunJob, float, float], float] | None = None,
 ) -> list[RunJob]:
     """Keep the executor busy with the units of `jobs` (pulled lazily, so a search can choose the
     next trial from the last results), record each result as it arrives and conclude each job
-    when its last unit is back. `deadline` (a `time.monotonic()` value, or a function giving one,
-    asked before each unit): no unit starts after it,
-    and units still queued or running then are cancelled (finished ones stay recorded, so the
-    same command resumes). `on_unit` sees each recorded unit; on an executor that trains one unit
-    at a time, True stops the rest of that job (the autopilot's "this run cannot finish in
-    time"). `late_by(job, left_s, whole_s)`, asked within each unit on an executor that trains
-    here: how late the job ends if the unit keeps its pace (its training seconds left, those of the
-    whole unit); past 0 the unit stops part-way (UnitLate, shown to `on_unit` too) and the rest of
-    its job with it. Returns the jobs left incomplete by failed or cancelled units."""
-    from tqdm.auto import tqdm
+    when its last unit is back. `deadline`: no unit starts after it, and units still queued or
+    running then are cancelled (finished ones stay recorded, so the same command resumes); units
+    that train here obey their job's deadline (its pace check: UnitLate) or this one between
+    steps. `on_unit` sees each recorded unit and each UnitLate; on an executor that trains one unit
+    at a time, True (and any UnitLate) stops the rest of that job (the autopilot's "this run cannot
+    finish in time"). Returns the jobs left incomplete by failed or cancelled units."""
+    loop = _DriveLoop(executor, iter(jobs), on_done, on_unit, deadline, progress)
+    with loop.bar:
+        while True:
+            loop.fill()
+            if not loop.pending:
+                return loop.unfinished
+            done = None if loop.late() else executor.next_done(loop.wait_s())
+            if done is None:
+                loop.cut_at_deadline()
+            else:
+                loop.take(*done)
 
-    pending: dict[int, RunJob] = {}  # id(unit) -> its job
-    unfinished: list[RunJob] = []
-    jobs = iter(jobs)
-    bar = tqdm(
-        total=0, desc="units", unit="unit", disable=True if executor.shows_unit_progress or not progress else None
-    )
-    when = deadline if callable(deadline) else (lambda: deadline)  # the autopilot's moves as runs finish
-    late = lambda: deadline is not None and time.monotonic() >= when()  # noqa: E731
 
-    def finish(job: RunJob) -> None:
-        on_done(job, conclude(job))
+class _DriveLoop:
+    """`drive`'s state: the units in flight (id(unit) -> its job), the jobs left unfinished."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        jobs: Iterator[RunJob],
+        on_done: Callable[[RunJob, dict[str, Any]], None],
+        on_unit: Callable[[RunJob, UnitResult | UnitLate], bool],
+        deadline: Deadline | None,
+        progress: bool,
+    ) -> None:
+        from tqdm.auto import tqdm
+
+        self.executor, self.jobs, self.on_done, self.on_unit, self.deadline = executor, jobs, on_done, on_unit, deadline
+        self.pending: dict[int, RunJob] = {}
+        self.unfinished: list[RunJob] = []
+        hide = executor.shows_unit_progress or not progress
+        self.bar = tqdm(total=0, desc="units", unit="unit", disable=True if hide else None)
+
+    def late(self) -> bool:
+        return self.deadline is not None and self.deadline.passed()
+
+    def wait_s(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline.left())
+
+    def fill(self) -> None:
+        """Submit jobs' units until the executor is full (the first job before it starts)."""
+        while not self.late() and (not self.pending or len(self.pending) < self.executor.capacity):
+            job = next(self.jobs, None)
+            if job is None:
+                return
+            if not job.units:
+                self.finish(job)
+            for fold, seed in job.units:
+                unit = Unit(job.rd.name, job.cfg, job.data, fold, seed, job.rd.fold(fold).checkpoint(seed))
+                if self.executor.trains_here:  # a closure over the session: never sent to workers
+                    unit.deadline = job.deadline or self.deadline
+                self.executor.submit(unit)
+                self.pending[id(unit)] = job
+                job.outstanding += 1
+                self.bar.total += 1
+            self.bar.refresh()
+
+    def finish(self, job: RunJob) -> None:
+        self.on_done(job, conclude(job))
         if job.failures or job.cancelled:
-            unfinished.append(job)
+            self.unfinished.append(job)
 
-    def give_back(unit: Unit) -> RunJob:
-        job = pending.pop(id(unit))
+    def give_back(self, unit: Unit) -> RunJob:
+        job = self.pending.pop(id(unit))
         job.outstanding -= 1
         return job
 
-    def cut_queued() -> None:  # one unit at a time: only the stopped job's units are queued
-        if executor.capacity == 1:
-            for cut in [give_back(u) for u in executor.cancel()]:
+    def cut_queued(self) -> None:
+        """The rest of a stopped job (one unit at a time: only its units are queued)."""
+        if self.executor.capacity == 1:
+            for cut in [self.give_back(u) for u in self.executor.cancel()]:
                 cut.cancelled += 1
 
-    with bar:
-        while True:
-            while not late() and (
-                not pending or len(pending) < executor.capacity
-            ):  # the first job is prepared before the executor starts
-                job = next(jobs, None)
-                if job is None:
-                    break
-                if not job.units:
-                    finish(job)
-                for fold, seed in job.units:
-                    unit = Unit(job.rd.name, job.cfg, job.data, fold, seed, job.rd.fold(fold).checkpoint(seed))
-                    if late_by is not None and executor.trains_here:  # a closure: never sent to workers
-                        unit.late_by = lambda left, whole, job=job: late_by(job, left, whole)
-                    executor.submit(unit)
-                    pending[id(unit)] = job
-                    job.outstanding += 1
-                    bar.total += 1
-                bar.refresh()
-            if not pending:
-                return unfinished
-            done = (
-                None
-                if late()
-                else executor.next_done(None if deadline is None else max(0.0, when() - time.monotonic()))
-            )
-            if done is None:  # the deadline: nothing more starts, nothing in flight is waited for
-                cut = [give_back(unit) for unit in executor.cancel()]
-                for job in cut:
-                    job.cancelled += 1
-                log.warning(
-                    f"deadline reached: {len(cut)} (fold, seed) unit(s) cancelled; finished "
-                    "units are kept (re-run to resume)"
-                )
-                for job in {id(j): j for j in cut}.values():
-                    if job.outstanding == 0:
-                        finish(job)
-                continue
-            unit, outcome = done
-            job = give_back(unit)
-            bar.update(1)
-            if isinstance(outcome, UnitFailed):
-                log.error(str(outcome))
-                job.failures.append(str(outcome))
-            elif isinstance(outcome, UnitLate):
-                log.debug(str(outcome))  # the caller that asked says why
-                job.cancelled += 1
-                on_unit(job, outcome)
-                cut_queued()
-            else:
-                record_unit(job, outcome)
-                log.debug(f"{unit} done{_where(outcome.summary)} in {outcome.summary.get('seconds', 0):.0f}s")
-                if on_unit(job, outcome):
-                    cut_queued()
+    def cut_at_deadline(self) -> None:
+        """The deadline: nothing more starts, nothing in flight is waited for."""
+        cut = [self.give_back(unit) for unit in self.executor.cancel()]
+        for job in cut:
+            job.cancelled += 1
+        log.warning(
+            f"deadline reached: {len(cut)} (fold, seed) unit(s) cancelled; finished units are kept (re-run to resume)"
+        )
+        for job in {id(j): j for j in cut}.values():
             if job.outstanding == 0:
-                finish(job)
+                self.finish(job)
+
+    def take(self, unit: Unit, outcome: UnitResult | UnitFailed | UnitLate) -> None:
+        job = self.give_back(unit)
+        self.bar.update(1)
+        if isinstance(outcome, UnitFailed):
+            log.error(str(outcome))
+            job.failures.append(str(outcome))
+        elif isinstance(outcome, UnitLate):
+            log.debug(str(outcome))  # the caller that asked says why
+            job.cancelled += 1
+            self.on_unit(job, outcome)
+            self.cut_queued()
+        else:
+            record_unit(job, outcome)
+            log.debug(f"{unit} done{_where(outcome.summary)} in {outcome.summary.get('seconds', 0):.0f}s")
+            if self.on_unit(job, outcome):
+                self.cut_queued()
+        if job.outstanding == 0:
+            self.finish(job)
 
 
 def _where(summary: dict[str, Any]) -> str:
@@ -577,13 +593,16 @@ def train_folds(
     overwrite: bool = False,
     progress: bool = True,
     executor: Executor | None = None,
-    deadline: float | None = None,
+    deadline: Deadline | float | None = None,
 ) -> dict[str, Any]:
     """Train the selected folds of a run (all by default) on `executor` (this process by
     default), recording each (fold, seed) as it finishes; assemble the run if complete.
+    `deadline` (a Deadline, or a `time.monotonic()` value): no step or unit starts after it.
     Returns the run's manifest (`fmnist_kaggle.fold_train` returns the `Run` itself)."""
+    if isinstance(deadline, (int, float)):
+        deadline = Deadline.at_time(float(deadline))
     job = prepare_run(
-        comp, cfg, run, workdir, only_folds, overwrite, trains_here=getattr(executor, "trains_here", True)
+        comp, cfg, run, workdir, only_folds, overwrite, trains_here=executor is None or executor.trains_here
     )
     done: dict[str, Any] = {}
     with executor or make_executor("local", progress=progress) as ex:
@@ -611,7 +630,7 @@ def near_chance(manifest: dict[str, Any], cfg: TrainConfig, data: TrainingData, 
     if manifest["cv"]["acc"] >= majority + margin:
         return None
     rows = int((data.fold_of != 0).sum())
-    steps = max(1, rows // min(cfg.batch_size, rows)) * cfg.epochs
+    steps = cfg.total_steps(rows)
     return (
         f"run {manifest['run']}: CV accuracy {manifest['cv']['acc']:.4f} is near "
         f"chance (always guessing the most common class scores {majority:.4f}) "

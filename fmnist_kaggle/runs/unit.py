@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import platform
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from fmnist_kaggle.storage import atomic, csvfile
 from fmnist_kaggle.storage.artifacts import utc_now, write_array, write_recorded
 from fmnist_kaggle.storage.layout import RunDir
 from fmnist_kaggle.training.config import TrainConfig
+from fmnist_kaggle.training.deadline import Deadline
 
 
 @dataclass
@@ -41,12 +41,10 @@ def train_unit(
     checkpoint: Path | None = None,
     progress: bool = False,
     desc: str = "",
-    stop_at: float | None = None,
-    late_by: Callable[[float, float], float] | None = None,
+    deadline: Deadline | None = None,
 ) -> UnitResult:
     """Train one seed on one fold and predict its held-out rows and the test set (fp32).
-    `stop_at`: a `time.monotonic()` deadline for training steps (fit's DeadlineReached);
-    `late_by`: how late its run ends at this pace (fit's WouldEndLate past 0)."""
+    `deadline`: what the training steps obey (fit's DeadlineReached and UnitLate)."""
     import torch
 
     from fmnist_kaggle.training.device import resolve_device
@@ -74,8 +72,7 @@ def train_unit(
         progress=progress,
         desc=desc,
         train_w=w,
-        stop_at=stop_at,
-        late_by=late_by,
+        deadline=deadline,
         checkpoint_tag={"identity": data.identity, "fold": fold, "seed": seed},
     )
     device = resolve_device(cfg.device)

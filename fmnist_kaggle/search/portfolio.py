@@ -1,9 +1,9 @@
 """The autopilot's portfolio: model families per kind of hardware and size of data, each with a
-size knob, and the evidence of which size wins per second.
+width knob, and the evidence of which width and length win per second (the frontier).
 
-Data, not code paths: `portfolio.toml` (what can be trained) and `sizes.toml` (held-out accuracy
-per width and training length, measured on the real data by bench/sizes.py), package data a user
-reads with `fkaggle auto --show-plan` and replaces with `--portfolio FILE`.
+Data, not code paths: `portfolio.toml` (what can be trained) and `frontier.toml` (held-out
+accuracy per entry, width and training length, measured on the real data by bench/frontier.py),
+package data a user reads with `fkaggle auto --show-plan` and replaces with `--portfolio FILE`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from fmnist_kaggle.training.config import FIELDS, TrainConfig, build_config
 HARDWARE = ("cpu", "cpu-bf16", "cuda")
 _KEYS = {"name", "hardware", "rows", "train", "widths", "epochs", "min_epochs", "runs", "why"}
 DEFAULT = resources.files("fmnist_kaggle") / "search" / "portfolio.toml"
-SIZES = resources.files("fmnist_kaggle") / "search" / "sizes.toml"
+FRONTIER = resources.files("fmnist_kaggle") / "search" / "frontier.toml"
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,8 @@ class Entry:
     def fits_rows(self, rows: int) -> bool:
         return self.rows[0] <= rows < self.rows[1]
 
-    def sizes(self) -> tuple[int | None, ...]:
+    def width_choices(self) -> tuple[int | None, ...]:
+        """The widths a run may be built at (None: the config's model as it is)."""
         return self.widths or (None,)
 
     @property
@@ -144,11 +145,11 @@ def for_hardware(entries: list[Entry], kind: str, rows: int | None = None) -> li
     return chosen
 
 
-# ----------------------------------------------------------------------------- which size wins per second
+# ----------------------------------------------------------------------------- which width and length win per second
 
 
 @dataclass(frozen=True)
-class SizeTable:
+class Frontier:
     """Held-out accuracy of an entry's runs per (width, epochs), from one fold of the real data."""
 
     points: dict[tuple[str, int], list[tuple[float, float]]]  # (entry, width) -> sorted (epochs, accuracy)
@@ -176,12 +177,12 @@ class SizeTable:
         return pts[i - 1][1] + t * (pts[i][1] - pts[i - 1][1])
 
 
-def load_sizes(path: str | Path | None = None) -> SizeTable:
-    """The packaged time-to-accuracy table (bench/sizes.py --write), or a file in its format."""
-    text = files.read_text(Path(path), "sizes table", limit=1 << 20) if path else SIZES.read_text(encoding="utf-8")
+def load_frontier(path: str | Path | None = None) -> Frontier:
+    """The packaged time-to-accuracy table (bench/frontier.py --write), or a file in its format."""
+    text = files.read_text(Path(path), "frontier", limit=1 << 20) if path else FRONTIER.read_text(encoding="utf-8")
     points: dict[tuple[str, int], list[tuple[float, float]]] = {}
     for p in tomllib.loads(text).get("point", []):
         points.setdefault((str(p.get("entry", "fast")), int(p["width"])), []).append(
             (float(p["epochs"]), float(p["val_acc"]))
         )
-    return SizeTable({k: sorted(v) for k, v in points.items()})
+    return Frontier({k: sorted(v) for k, v in points.items()})

@@ -154,7 +154,7 @@ def run_sweep(
             run,
             workdir,
             tag=(trial, model, params, tag),
-            trains_here=getattr(executor, "trains_here", True),
+            trains_here=executor is None or executor.trains_here,
         )
 
     def record_trial(job: RunJob, manifest: dict[str, Any]) -> dict[str, Any] | None:
@@ -199,7 +199,7 @@ def run_sweep(
                 )
             if not plan:
                 raise FkaggleError("nothing to sweep: give --grid, --range with --trials, or several --model")
-            if getattr(ex, "trains_here", True):
+            if ex.trains_here:
                 todo = [apply_params(base, m, p) for m, p in plan if trial_name(name, m, p) not in done]
                 announce_plan_estimate(f"sweep {name}", todo, comp)
             jobs = (job for i, (m, p) in enumerate(plan) if (job := job_for(i, m, p)) is not None)

@@ -1,8 +1,9 @@
 """Training configuration: defaults < recipe < TOML file (`--config`) < command-line flags.
 
-`TrainConfig` is the one source: each field's metadata holds its help text, choices,
-check and whether it changes results (semantic) or only speed. The CLI builds its
-options from these fields, so a new setting is one line here.
+`TrainConfig` is the one source: each field's metadata holds its help text, choices, check,
+whether it changes results (`semantic`) and whether it changes speed (`speed`: stored speeds
+are kept per value of these). The CLI builds its options from these fields, so a new setting
+is one line here. Recipes live in their registry (`training.recipes`).
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import tomli_w
 
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.storage.tomlfile import read_table
+from fmnist_kaggle.training.recipes import AUGMENT_PRESETS, augment_flips, get_recipe, recipe_names
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "onecycle")
 LOSSES = ("softmax", "sigmoid")
-AUGMENTS = ("none", "jitter", "translate", "cropflip", "strong", "altflip", "altflip-cutout", "custom")
+AUGMENTS = (*AUGMENT_PRESETS, "custom")
 AUGMENT_BACKENDS = ("auto", "tensor", "albumentations")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
@@ -39,14 +41,24 @@ def setting(
     choices: tuple | None = None,
     check: tuple | None = None,
     semantic: bool = True,
+    speed: bool = False,
     cli: bool = True,
     since: int = 0,
 ) -> Any:
     """A config field with its documentation. semantic=False: it changes speed, not results,
     so a resumed or sharded run may differ in it (folds spread over a GPU box and a laptop).
-    since > 0: added after runs were recorded; at its default it stays out of run identities,
-    so those runs keep resuming and blending."""
-    meta = {"help": help, "choices": choices, "check": check, "semantic": semantic, "cli": cli, "since": since}
+    speed=True: it changes how fast a step or a prediction runs, so a measured speed holds for
+    one value of it (`speed_key`). since > 0: added after runs were recorded; at its default it
+    stays out of run identities and speed keys, so those runs keep resuming and blending."""
+    meta = {
+        "help": help,
+        "choices": choices,
+        "check": check,
+        "semantic": semantic,
+        "speed": speed,
+        "cli": cli,
+        "since": since,
+    }
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -54,9 +66,9 @@ def setting(
 
 @dataclass
 class TrainConfig:
-    model: str = setting("seed000_bncnn", "registry name or timm:<name> (see `fkaggle models`)")
+    model: str = setting("seed000_bncnn", "registry name or timm:<name> (see `fkaggle models`)", speed=True)
     model_kwargs: dict[str, Any] = setting(
-        {}, "model keywords: dropout, width, act, input_size, pretrained...", cli=False
+        {}, "model keywords: dropout, width, act, input_size, pretrained...", cli=False, speed=True
     )
     recipe: str | None = setting(
         None, "preset bundle the config started from (cpu, fast, strong, report000..report004)", semantic=False
@@ -80,13 +92,14 @@ class TrainConfig:
         check=_NONNEG,
         since=5,
     )
-    batch_size: int = setting(128, "training batch size", check=_POSITIVE)
+    batch_size: int = setting(128, "training batch size", check=_POSITIVE, speed=True)
     eval_batch_size: int = setting(
         0,
         "images a prediction pass takes, test-time views counted; 0: automatic (CPU: the largest batch whose "
         "activations fit the last-level cache, measured per model; GPU: 1024)",
         check=_NONNEG,
         semantic=False,
+        speed=True,
     )
     optimizer: str = setting("adam", "optimizer", choices=OPTIMIZERS)
     lr: float = setting(1e-3, "peak learning rate", check=_POSITIVE)
@@ -106,12 +119,13 @@ class TrainConfig:
         "alternating flip), altflip-cutout (altflip + a 10 px cutout square); custom: "
         "augment_pipeline from --config",
         choices=AUGMENTS,
+        speed=True,
     )
     augment_pipeline: list[dict[str, Any]] = setting(
-        [], "albumentations steps [{name, **params}] for augment='custom'", cli=False
+        [], "albumentations steps [{name, **params}] for augment='custom'", cli=False, speed=True
     )
     augment_backend: str = setting(
-        "auto", "auto: batched tensor ops; albumentations: per-sample pipeline", choices=AUGMENT_BACKENDS
+        "auto", "auto: batched tensor ops; albumentations: per-sample pipeline", choices=AUGMENT_BACKENDS, speed=True
     )
     pseudo_label: str = setting(
         "",
@@ -124,17 +138,19 @@ class TrainConfig:
         check=(lambda v: 0 <= v <= 1, "must be in [0, 1]"),
     )
     pseudo_weight: float = setting(1.0, "loss weight of pseudo-labelled rows", check=_POSITIVE)
-    tta: bool = setting(False, "average logits with the horizontally flipped image")
+    tta: bool = setting(False, "average logits with the horizontally flipped image", speed=True)
     tta_shift: int = setting(
         0,
         "test-time shift views of N pixels (up, down, left, right; of each flip view too), logits averaged; 0 = off",
         check=_NONNEG,
+        speed=True,
     )
     ema: float = setting(
         0.0,
         "EMA decay of the weights (timm ModelEmaV3, with warm-up), used for validation, "
         "OOF and test predictions; 0 = off",
         check=(lambda v: 0 <= v < 1, "must be in [0, 1)"),
+        speed=True,
     )
     lookahead: float = setting(
         0.0,
@@ -142,6 +158,7 @@ class TrainConfig:
         "into a slow copy that is written back into the net; the decay falls with "
         "the learning rate (x lr_factor^3); 0 = off",
         check=(lambda v: 0 <= v < 1, "must be in [0, 1)"),
+        speed=True,
         since=4,
     )
     bn_freeze_scale: bool = setting(False, "keep batch-norm scales at their initial 1 (not trained)", since=4)
@@ -152,11 +169,14 @@ class TrainConfig:
         check=_POSITIVE,
         since=4,
     )
-    mixup: float = setting(0.0, "mixup alpha (timm Mixup, per sample, with --label-smoothing); 0 = off", check=_NONNEG)
+    mixup: float = setting(
+        0.0, "mixup alpha (timm Mixup, per sample, with --label-smoothing); 0 = off", check=_NONNEG, speed=True
+    )
     cutmix: float = setting(
         0.0,
         "cutmix alpha (timm Mixup, per sample; with --mixup too, each sample picks one at p=0.5); 0 = off",
         check=_NONNEG,
+        speed=True,
     )
     patience: int = setting(
         0, "early-stopping patience in epochs (needs --select-epoch; 0: train all epochs)", check=_NONNEG
@@ -181,59 +201,20 @@ class TrainConfig:
         "has it natively, else fp32), off, bf16, fp16 (CUDA)",
         choices=AMP_MODES,
         semantic=False,
+        speed=True,
     )
-    channels_last: bool = setting(True, "channels_last memory format", semantic=False)
-    compile: bool = setting(False, "torch.compile the model", semantic=False)
-    device: str = setting("auto", "auto, cpu, cuda, cuda:1 ...", semantic=False)
-    num_workers: int = setting(0, "DataLoader workers (albumentations backend only)", check=_NONNEG, semantic=False)
+    channels_last: bool = setting(True, "channels_last memory format", semantic=False, speed=True)
+    compile: bool = setting(False, "torch.compile the model", semantic=False, speed=True)
+    device: str = setting("auto", "auto, cpu, cuda, cuda:1 ...", semantic=False, speed=True)
+    num_workers: int = setting(
+        0, "DataLoader workers (albumentations backend only)", check=_NONNEG, semantic=False, speed=True
+    )
 
     def validate(self) -> "TrainConfig":
+        """Each field's type, choices, finiteness and check, then the combinations; raises one line."""
         for f in fields(self):
-            value = getattr(self, f.name)
-            wrong = _wrong_type(f.name, value)
-            if wrong:
-                raise FkaggleError(f"invalid training config: {f.name} must be {wrong}, got {value!r}")
-            choices, check = f.metadata["choices"], f.metadata["check"]
-            if choices and value not in choices:
-                raise FkaggleError(
-                    f"invalid training config: {f.name} must be one of {', '.join(choices)}, got {value!r}"
-                )
-            if isinstance(value, float) and not math.isfinite(value):
-                raise FkaggleError(f"invalid training config: {f.name} must be a finite number, got {value!r}")
-            try:
-                ok = not check or check[0](value)
-            except TypeError:
-                ok = False
-            if not ok:
-                raise FkaggleError(f"invalid training config: {f.name} {check[1]}, got {value!r}")
-        if (self.mixup or self.cutmix) and self.batch_size % 2:
-            raise FkaggleError(
-                "invalid training config: mixup/cutmix pair each sample with another, so "
-                f"batch_size must be even, got {self.batch_size}"
-            )
-        if self.pseudo_label and (self.augment == "custom" or self.augment_backend == "albumentations"):
-            raise FkaggleError(
-                "invalid training config: pseudo-labels train on the tensor path (augment "
-                "presets, augment_backend auto/tensor)"
-            )
-        if self.augment == "custom" and not self.augment_pipeline:
-            raise FkaggleError("invalid training config: augment='custom' needs augment_pipeline")
-        if self.model_kwargs.get("freeze_backbone") and not self.model_kwargs.get("pretrained"):
-            raise FkaggleError(
-                "--freeze-backbone trains only the classifier on the backbone's features: without --pretrained FILE "
-                "they are random and the run scores near chance"
-            )
-        if self.patience and not self.select_epoch:
-            raise FkaggleError(
-                "invalid training config: early stopping (patience) chooses an epoch on the validation rows: "
-                "it needs --select-epoch (whose CV is then marked optimistic)"
-            )
-        if self.patience and self.eval_every != 1:
-            raise FkaggleError(
-                "invalid training config: early stopping (patience) needs a validation every epoch (eval_every = 1)"
-            )
-        if self.recipe is not None and self.recipe not in RECIPES:
-            raise FkaggleError(f"unknown recipe {self.recipe!r} (choose from {', '.join(RECIPES)})")
+            _check_field(f, getattr(self, f.name))
+        _check_combinations(self)
         return self
 
     def teachers(self) -> list[str]:
@@ -241,16 +222,22 @@ class TrainConfig:
 
     def warnings(self) -> list[str]:
         """Legal but usually harmful settings, worth a line in the log."""
-        out = []
-        flips = self.augment in ("cropflip", "strong", "altflip", "altflip-cutout") or any(
-            "Flip" in str(s.get("name", "")) for s in self.augment_pipeline
-        )
-        if self.tta and not flips:
-            out.append(
+        if self.tta and not augment_flips(self.augment, self.augment_pipeline):
+            return [
                 "warning: hflip TTA on a model trained without flips usually hurts (Fashion-MNIST "
                 "shoes all face left); use --augment cropflip/strong or --no-tta"
-            )
-        return out
+            ]
+        return []
+
+    def steps_per_epoch(self, train_rows: int) -> int:
+        """Optimizer steps of one epoch over `train_rows` rows: the ragged last batch is dropped
+        (batch norm on tiny batches), and a batch larger than the rows takes them all."""
+        return max(1, train_rows // max(1, min(self.batch_size, train_rows)))
+
+    def total_steps(self, train_rows: int) -> int:
+        """Optimizer steps of one (fold, seed): every epoch's, or max_steps when that is fewer."""
+        every = self.steps_per_epoch(train_rows) * self.epochs
+        return min(every, self.max_steps) if self.max_steps else every
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -264,6 +251,65 @@ class TrainConfig:
 
     def semantic_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.semantic(), sort_keys=True, default=str).encode()).hexdigest()
+
+    def speed_key(self) -> str:
+        """What identifies this config's speed: the values of the fields that change it (`speed`),
+        those added since SPEED_KEY_SINCE left out at their defaults (older keys stay valid)."""
+        values = [
+            getattr(self, name)
+            for name in SPEED
+            if not (FIELDS[name].metadata["since"] >= SPEED_KEY_SINCE and getattr(self, name) == default_of(name))
+        ]
+        return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _check_field(f: Field, value: Any) -> None:
+    wrong = _wrong_type(f.name, value)
+    if wrong:
+        raise FkaggleError(f"invalid training config: {f.name} must be {wrong}, got {value!r}")
+    choices, check = f.metadata["choices"], f.metadata["check"]
+    if choices and value not in choices:
+        raise FkaggleError(f"invalid training config: {f.name} must be one of {', '.join(choices)}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FkaggleError(f"invalid training config: {f.name} must be a finite number, got {value!r}")
+    try:
+        ok = not check or check[0](value)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise FkaggleError(f"invalid training config: {f.name} {check[1]}, got {value!r}")
+
+
+def _check_combinations(cfg: TrainConfig) -> None:
+    """Settings legal alone but not together."""
+    if (cfg.mixup or cfg.cutmix) and cfg.batch_size % 2:
+        raise FkaggleError(
+            "invalid training config: mixup/cutmix pair each sample with another, so "
+            f"batch_size must be even, got {cfg.batch_size}"
+        )
+    if cfg.pseudo_label and (cfg.augment == "custom" or cfg.augment_backend == "albumentations"):
+        raise FkaggleError(
+            "invalid training config: pseudo-labels train on the tensor path (augment "
+            "presets, augment_backend auto/tensor)"
+        )
+    if cfg.augment == "custom" and not cfg.augment_pipeline:
+        raise FkaggleError("invalid training config: augment='custom' needs augment_pipeline")
+    if cfg.model_kwargs.get("freeze_backbone") and not cfg.model_kwargs.get("pretrained"):
+        raise FkaggleError(
+            "--freeze-backbone trains only the classifier on the backbone's features: without --pretrained FILE "
+            "they are random and the run scores near chance"
+        )
+    if cfg.patience and not cfg.select_epoch:
+        raise FkaggleError(
+            "invalid training config: early stopping (patience) chooses an epoch on the validation rows: "
+            "it needs --select-epoch (whose CV is then marked optimistic)"
+        )
+    if cfg.patience and cfg.eval_every != 1:
+        raise FkaggleError(
+            "invalid training config: early stopping (patience) needs a validation every epoch (eval_every = 1)"
+        )
+    if cfg.recipe is not None and cfg.recipe not in recipe_names():
+        raise FkaggleError(f"unknown recipe {cfg.recipe!r} (choose from {', '.join(recipe_names())})")
 
 
 def selects_epoch(config: dict[str, Any]) -> bool:
@@ -302,95 +348,13 @@ def _wrong_type(name: str, value: Any) -> str | None:
 
 FIELDS: dict[str, Field] = {f.name: f for f in fields(TrainConfig)}
 SEMANTIC = {name for name, f in FIELDS.items() if f.metadata["semantic"]}
+SPEED = tuple(name for name, f in FIELDS.items() if f.metadata["speed"])
+SPEED_KEY_SINCE = 6  # speed settings added from then on are left out of speed keys at their defaults
 
 
 def default_of(name: str) -> Any:
     f = FIELDS[name]
     return f.default_factory() if f.default is MISSING else f.default
-
-
-RECIPES: dict[str, dict[str, Any]] = {
-    # 2 CPU cores: 5 folds in ~15 min with bf16 (--amp auto). 8 epochs: the best CV found within
-    # 20 min (official test 4 epochs: 93.95%; 8: 94.58%; 10: 94.62% at lower CV; cropflip or 3 folds x 12: less;
-    # README).
-    "cpu": dict(
-        model="fmnist_resnet",
-        model_kwargs={"width": 16},
-        epochs=8,
-        batch_size=256,
-        optimizer="sgd",
-        lr=0.2,
-        momentum=0.9,
-        nesterov=True,
-        weight_decay=5e-4,
-        schedule="onecycle",
-        label_smoothing=0.1,
-        augment="none",
-        tta=False,  # no flips in training, so no flip TTA (it cost 0.45% here)
-    ),
-    # `cpu` plus what of airbench's lessons helped on 2 CPU cores (docs/results.md ablation, one fold at 3
-    # epochs): a frozen patch-whitening stem fit on the fold's training rows, frozen BN scales,
-    # 64x BN-bias learning rate, BN momentum 0.4. Dirac init, lookahead, label smoothing 0.2,
-    # pool-before-BN and +-2 px translations with shift TTA did not help at this budget.
-    "fast": dict(
-        model="fmnist_resnet",
-        model_kwargs={"width": 16, "stem": "whiten", "bn_momentum": 0.4},
-        epochs=8,
-        batch_size=256,
-        optimizer="sgd",
-        lr=0.2,
-        momentum=0.9,
-        nesterov=True,
-        weight_decay=5e-4,
-        schedule="onecycle",
-        label_smoothing=0.1,
-        bn_freeze_scale=True,
-        bn_bias_lr=64.0,
-        augment="none",
-        tta=False,
-    ),
-    # One GPU: wider residual net, crop+flip+erasing, label smoothing, one-cycle, hflip TTA.
-    "strong": dict(
-        model="fmnist_resnet",
-        model_kwargs={"width": 64},
-        epochs=24,
-        batch_size=512,
-        optimizer="sgd",
-        lr=0.4,
-        momentum=0.9,
-        nesterov=True,
-        weight_decay=5e-4,
-        schedule="onecycle",
-        label_smoothing=0.1,
-        augment="strong",
-        tta=True,
-    ),
-    # The report systems, as their authors trained them (single split -> our k folds).
-    "report000": dict(
-        model="seed000_bncnn",
-        epochs=20,
-        batch_size=64,
-        optimizer="adam",
-        lr=1e-3,
-        schedule="constant",
-        augment="jitter",
-    ),
-    "report001": dict(model="lenet5", epochs=25, batch_size=100, optimizer="adam", lr=1e-3, schedule="constant"),
-    "report002": dict(
-        model="seed002_vggish", epochs=400, batch_size=1024, optimizer="adam", lr=1e-4, schedule="constant"
-    ),
-    "report003": dict(
-        model="cnn2",
-        epochs=10,
-        batch_size=64,
-        optimizer="adam",
-        lr=3.593e-4,
-        weight_decay=3.593e-4,
-        schedule="constant",
-        augment="cropflip",
-    ),
-    "report004": dict(model="keras_model4", epochs=50, batch_size=128, optimizer="adam", lr=1e-3, schedule="constant"),
-}
 
 
 def parse_value(text: str) -> Any:
@@ -422,9 +386,7 @@ def build_config(recipe: str | None = None, config_file: str | Path | None = Non
     recipe = recipe or file_values.get("recipe")
     merged: dict[str, Any] = {}
     if recipe:
-        if recipe not in RECIPES:
-            raise FkaggleError(f"unknown recipe {recipe!r} (choose from {', '.join(RECIPES)})")
-        merged.update(copy.deepcopy(RECIPES[recipe]))
+        merged.update(get_recipe(recipe).values())
     merged.update(file_values)
     merged["recipe"] = recipe
     given = {k: v for k, v in overrides.items() if v is not None}

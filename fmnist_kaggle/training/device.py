@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import platform
 import re
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,21 @@ def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     if cfg.amp == "fp16" or (cfg.amp == "auto" and not torch.cuda.is_bf16_supported()):
         return torch.float16
     return torch.bfloat16
+
+
+def machine_key(device: str) -> str:
+    """This process's machine, as speeds measured here are kept under: CPU model, threads torch
+    uses, torch version, device (and the GPU's name)."""
+    model = platform.processor() or platform.machine()
+    try:
+        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        model = found.group(1).strip() if found else model
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name() if device.startswith("cuda") and torch.cuda.is_available() else ""
+    return (
+        f"{model} | {torch.get_num_threads()} threads | torch {torch.__version__} | {device}{' ' + gpu if gpu else ''}"
+    )
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from fmnist_kaggle.training.config import TrainConfig
-from fmnist_kaggle.training.fit import BN_REFRESH_STEPS, make_stepper, total_steps, train_epoch
+from fmnist_kaggle.training.fit import BN_REFRESH_STEPS, make_stepper, train_epoch
 from fmnist_kaggle.training.inference import predict, views_per_image
 
 UNIT_OVERHEAD_S = 1.0  # building the model, saving weights and logits
@@ -107,8 +107,7 @@ def unit_seconds(
     validation pass (and a batch-norm refresh on short runs), then the final predictions."""
     cfg = replace(cfg, epochs=cfg.epochs if epochs is None else epochs)
     batch = min(cfg.batch_size, train_rows)
-    per_epoch = max(1, train_rows // batch)
-    steps = total_steps(cfg, per_epoch)
+    per_epoch, steps = cfg.steps_per_epoch(train_rows), cfg.total_steps(train_rows)
     epochs = math.ceil(steps / per_epoch)
     validations = epochs // cfg.eval_every + (epochs % cfg.eval_every > 0) if cfg.eval_every else 1
     per_validation = val_rows / speed.predict_ips
@@ -122,7 +121,7 @@ def unit_seconds(
 RUN_ESTIMATE_MIN_IMAGES = 50_000  # below this many training images a run takes minutes at worst: not timed
 
 
-def run_seconds(
+def measure_run_time(
     cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, num_classes: int, units: int, test_rows: int
 ) -> tuple[float, Throughput] | None:
     """Estimated seconds of `units` (fold, seed) units of a run on these training rows, timed
@@ -135,29 +134,7 @@ def run_seconds(
     return units * unit_seconds(cfg, speed, shape.train_rows, shape.val_rows, shape.test_rows), speed
 
 
-SPEED_FIELDS = (
-    "model",
-    "model_kwargs",
-    "batch_size",
-    "eval_batch_size",
-    "augment",
-    "augment_pipeline",
-    "augment_backend",
-    "tta",
-    "tta_shift",
-    "ema",
-    "lookahead",
-    "mixup",
-    "cutmix",
-    "amp",
-    "channels_last",
-    "compile",
-    "device",
-    "num_workers",
-)
-
-
-def runs_seconds(
+def measure_runs_time(
     cfgs: list[TrainConfig], images: np.ndarray, labels: np.ndarray, num_classes: int, test_rows: int
 ) -> tuple[float, Throughput] | None:
     """Estimated seconds of whole runs (every fold and seed of each config: a sweep's trials),
@@ -173,7 +150,7 @@ def runs_seconds(
     total = 0.0
     sample = slice(0, min(len(images), 4 * max(max(c.batch_size, c.eval_batch_size) for c in cfgs)))
     for cfg, sh in zip(cfgs, shapes, strict=True):
-        key = repr([getattr(cfg, f) for f in SPEED_FIELDS])
+        key = cfg.speed_key()
         if key not in speeds:
             speeds[key] = measure_throughput(cfg, images[sample], labels[sample], num_classes, seconds=1.0, max_steps=6)
         total += len(cfg.seeds) * cfg.folds * unit_seconds(cfg, speeds[key], sh.train_rows, sh.val_rows, sh.test_rows)
@@ -183,6 +160,6 @@ def runs_seconds(
 def epoch_seconds(cfg: TrainConfig, speed: Throughput, train_rows: int, val_rows: int) -> float:
     """The marginal cost of one more epoch of one unit (with its validation, if it has one)."""
     batch = min(cfg.batch_size, train_rows)
-    return max(1, train_rows // batch) * batch / speed.train_ips + (
+    return cfg.steps_per_epoch(train_rows) * batch / speed.train_ips + (
         val_rows / speed.predict_ips if cfg.eval_every == 1 else 0.0
     )

@@ -17,6 +17,7 @@ from fmnist_kaggle.cli.common import (
     train_config,
     train_options,
 )
+from fmnist_kaggle.durations import parse_duration
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.training.config import AMP_MODES
 
@@ -74,47 +75,34 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_auto(args: argparse.Namespace) -> int:
     started = time.monotonic()  # the limit counts from here: downloading and loading are part of it
-    from fmnist_kaggle.search.autopilot import parse_time_limit, plan_table, run_auto, show_plan
+    from fmnist_kaggle.search.autopilot import AutoSettings, plan_table, run_auto, show_plan
 
-    limit = parse_time_limit(args.time_limit)
+    limit = parse_duration(args.time_limit)
     if args.submit and not args.message:
         raise FkaggleError("--submit needs -m/--message (the submission's description on Kaggle)")
     if args.slug:
         from fmnist_kaggle.submit.download import download_once
 
         args.competition = str(download_once(args.slug, args.competition))
-    comp = competition(args)
-    if args.show_plan:
-        plan = show_plan(
-            comp,
-            limit,
-            args.name,
-            args.workdir,
-            args.portfolio,
-            args.device,
-            args.amp,
-            args.folds,
-            args.subset,
-            executor(args),
-        )
-        return emit(args, plan, plan_table)
-    res = run_auto(
-        comp,
-        limit,
-        args.name,
-        args.workdir,
-        args.portfolio,
-        args.device,
-        args.amp,
-        executor(args),
+    settings = AutoSettings(
+        time_limit=limit,
+        name=args.name,
+        folds=args.folds,
+        subset=args.subset,
+        device=args.device,
+        amp=args.amp,
+        portfolio=args.portfolio,
+        workdir=args.workdir,
         submit_message=args.message if args.submit else None,
         slug=args.slug,
         progress=progress(args),
         started=started,
-        folds=args.folds,
-        subset=args.subset,
     )
-    return emit(args, res, _auto_text)
+    comp = competition(args)
+    if args.show_plan:
+        plan = show_plan(comp, settings, executor(args))
+        return emit(args, plan, plan_table)
+    return emit(args, run_auto(comp, settings, executor(args)), _auto_text)
 
 
 def _auto_text(r: dict[str, Any]) -> str:

@@ -9,13 +9,13 @@ defines `make(address, cpus_per_task, progress) -> Executor`; adding one is addi
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from fmnist_kaggle import registry
 from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.training.deadline import Deadline, UnitLate
 
 if TYPE_CHECKING:  # the driver imports these; the CLI lists executors without loading training code
     import numpy as np
@@ -36,9 +36,9 @@ class Unit:
     fold: int
     seed: int
     checkpoint: Path | None = None  # epoch checkpoint (local executor only: workers share no disk)
-    # (seconds of training left, of the whole training) -> how late its run ends at that pace;
-    # an executor that trains here stops the unit past 0 (UnitLate). Never sent to workers.
-    late_by: Callable[[float, float], float] | None = None
+    # the deadline its steps obey and the pace check of its run (an executor that trains here
+    # stops the unit at it: DeadlineReached, UnitLate). Never sent to workers.
+    deadline: Deadline | None = None
 
     def __str__(self) -> str:
         return f"{self.run} fold {self.fold} seed {self.seed}"
@@ -48,15 +48,6 @@ class UnitFailed(FkaggleError):
     """A unit that failed where it ran (after its retries); the driver carries on with the rest."""
 
 
-class UnitLate(FkaggleError):
-    """A unit stopped part-way: at its pace its run would have ended too late (`late_by`; its last
-    epoch's checkpoint stays); the driver stops the rest of its run."""
-
-    def __init__(self, message: str, images_per_s: float, late_s: float) -> None:
-        super().__init__(message)
-        self.images_per_s, self.late_s = images_per_s, late_s
-
-
 def first_line(exc: BaseException) -> str:
     """An exception's first line of text (its type when it has none): what a failed unit says."""
     text = str(exc).strip().splitlines()
@@ -64,21 +55,27 @@ def first_line(exc: BaseException) -> str:
 
 
 class Executor(Protocol):
+    """Where units train. Every member is required (docs/architecture.md, "an executor")."""
+
     capacity: int  # units it trains at once
     shows_unit_progress: bool  # per-epoch bars of its own (the driver then draws none)
-    trains_here: bool  # units train in this process: the driver checks its device before a run starts
+    trains_here: bool  # units train in this process: their device is checked before a run starts,
+    # and they obey their `Unit.deadline` between steps
 
     def submit(self, unit: Unit) -> None: ...
-    def next_done(
-        self, timeout: float | None = None
-    ) -> (
-        tuple[Unit, UnitResult | UnitFailed | UnitLate] | None
-    ): ...  # in finishing order; None: nothing finished within `timeout` seconds
-    def cancel(self) -> list[Unit]: ...
-    # the config's (training, prediction) speed measured where its units would train
-    def measure(
-        self, cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, num_classes: int
-    ) -> Throughput: ...  # stop what is queued or running; the units that will not come back
+
+    def next_done(self, timeout: float | None = None) -> tuple[Unit, UnitResult | UnitFailed | UnitLate] | None:
+        """The next finished unit and its outcome; None: nothing finished within `timeout` seconds."""
+
+    def cancel(self) -> list[Unit]:
+        """Stop what is queued or running; returns the units that will not come back."""
+
+    def measure(self, cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, num_classes: int) -> Throughput:
+        """The config's (training, prediction) speed, measured where its units would train."""
+
+    def describe_machine(self, device: str) -> str:
+        """The key speeds measured on this executor are kept under (a machine, or a cluster)."""
+
     def close(self) -> None: ...
 
 

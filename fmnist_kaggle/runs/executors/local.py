@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +12,7 @@ from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.runs.executors import Unit, UnitFailed, UnitLate, first_line
 from fmnist_kaggle.runs.unit import UnitResult, train_unit
 from fmnist_kaggle.training.config import TrainConfig
+from fmnist_kaggle.training.deadline import Deadline, DeadlineReached
 
 if TYPE_CHECKING:
     from fmnist_kaggle.training.estimate import Throughput
@@ -38,13 +38,14 @@ class LocalExecutor:
         self._queue.append(unit)
 
     def next_done(self, timeout: float | None = None) -> tuple[Unit, UnitResult | UnitFailed | UnitLate] | None:
-        """Train the next unit here and now; with a timeout no training step starts after it
-        (None: the unit stopped, resumable from its last epoch's checkpoint); a unit whose pace
-        would end its run too late (`late_by`) comes back as UnitLate (resumable too)."""
-        from fmnist_kaggle.training.fit import DeadlineReached, WouldEndLate
-
+        """Train the next unit here and now. No training step starts after its deadline (the unit's
+        own, read once as it starts, else `timeout` seconds from now): None, the unit stopped,
+        resumable from its last epoch's checkpoint. A unit whose pace would end its run too late
+        (its deadline's `pace`) comes back as UnitLate (resumable too)."""
         unit = self._queue.popleft()
-        stop_at = None if timeout is None else time.monotonic() + timeout
+        deadline = unit.deadline.frozen() if unit.deadline is not None else None
+        if deadline is None and timeout is not None:
+            deadline = Deadline.after(timeout)
         try:
             result = train_unit(
                 unit.cfg,
@@ -54,10 +55,9 @@ class LocalExecutor:
                 checkpoint=unit.checkpoint,
                 progress=self.progress,
                 desc=f"[{unit.run} f{unit.fold} s{unit.seed}]",
-                stop_at=stop_at,
-                late_by=unit.late_by,
+                deadline=deadline,
             )
-        except WouldEndLate as exc:
+        except UnitLate as exc:
             return unit, UnitLate(f"{unit}: {exc}", exc.images_per_s, exc.late_s)
         except DeadlineReached:
             self._stopped.append(unit)
@@ -74,6 +74,12 @@ class LocalExecutor:
         from fmnist_kaggle.training.estimate import measure_throughput
 
         return measure_throughput(cfg, images, labels, num_classes)
+
+    def describe_machine(self, device: str) -> str:
+        """This machine: speeds measured here are kept under its CPU, threads, torch and device."""
+        from fmnist_kaggle.training.device import machine_key
+
+        return machine_key(device)
 
     def cancel(self) -> list[Unit]:
         """Queued units are dropped, with those a timeout stopped; nothing runs between calls of `next_done`."""

@@ -184,7 +184,7 @@ class RayExecutor:
         task = ray.remote(measure_task).options(**opts, name=f"fkaggle speed of {cfg.model}")
         return ray.get(task.remote(cfg, images, labels, num_classes, self.cpus_per_task))
 
-    def describe_machine(self) -> str:
+    def describe_machine(self, device: str = "auto") -> str:
         """What speeds measured here are kept under: the cluster, as this driver sees it."""
         self._start()
         where = self.address or "embedded"

@@ -5,18 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from fmnist_kaggle.durations import duration
 from fmnist_kaggle.plots import autopilot_chart
 from fmnist_kaggle.storage import atomic, csvfile
 from fmnist_kaggle.storage.layout import AutoFiles
 
 COLUMNS = ["kind", "name", "model", "epochs", "minutes", "cv_acc", "cv_logloss", "test_acc", "status", "chosen", "note"]
-
-
-def mmss(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 def _model(r: dict[str, Any]) -> str:
@@ -79,8 +73,8 @@ def write_leaderboard(name: str, state: dict[str, Any], files: AutoFiles) -> lis
     rows = leaderboard_rows(state)
     atomic.write_text(files.csv, csvfile.csv_text([{k: r[k] for k in COLUMNS} for r in rows], COLUMNS))
     sessions = ", ".join(
-        f"{s['started']} ({mmss(s['time_limit_s'])} limit, {mmss(s.get('wall_s', 0))} used, "
-        f"{mmss(s.get('train_s', 0))} training, {s['hardware']})"
+        f"{s['started']} ({duration(s['time_limit_s'])} limit, {duration(s.get('wall_s', 0))} used, "
+        f"{duration(s.get('train_s', 0))} training, {s['hardware']})"
         for s in state["sessions"]
     )
     choice = state.get("choice")

@@ -3,9 +3,9 @@
 Nothing here reads a clock or trains: the session passes in the seconds available, each option's
 measured speed and the shape of a unit, so the policy is tested with made-up speeds in
 milliseconds. A purchase is one k-fold run of one entry at one width, sized in optimizer steps
-(a fractional number of epochs) to the time it is given; which width wins is the size table's
-evidence (held-out accuracy per width and length), else the widest width that reaches half of
-the entry's epochs.
+(a fractional number of epochs) to the time it is given; which width and length win is the
+frontier's evidence (held-out accuracy per width and length), else the widest width that reaches
+half of the entry's epochs.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from fmnist_kaggle.search.portfolio import Entry, SizeTable
+from fmnist_kaggle.search.portfolio import Entry, Frontier
 from fmnist_kaggle.training.estimate import Shape, Throughput, unit_seconds
 
 
@@ -61,11 +61,10 @@ class Budget:
 
 
 def steps_per_epoch(option: Option, budget: Budget) -> int:
-    batch = min(option.entry.config(option.width).batch_size, budget.shape.train_rows)
-    return max(1, budget.shape.train_rows // max(1, batch))
+    return option.entry.config(option.width).steps_per_epoch(budget.shape.train_rows)
 
 
-def run_seconds(option: Option, budget: Budget, steps: int) -> float:
+def purchase_seconds(option: Option, budget: Budget, steps: int) -> float:
     """Estimated wall seconds of the option's whole k-fold run at `steps` optimizer steps a unit."""
     spe = steps_per_epoch(option, budget)
     cfg = option.entry.config(option.width, math.ceil(steps / spe), max_steps=steps, folds=budget.folds)
@@ -74,61 +73,61 @@ def run_seconds(option: Option, budget: Budget, steps: int) -> float:
     return budget.waves() * unit * budget.calibration
 
 
-def size(option: Option, budget: Budget, seconds: float) -> Purchase | None:
+def longest_fit(option: Option, budget: Budget, seconds: float) -> Purchase | None:
     """The longest run of the option (up to its entry's epochs) whose estimate fits `seconds`;
     None when even its min_epochs do not fit."""
     spe = steps_per_epoch(option, budget)
     low, high = max(1, math.ceil(option.entry.min_epochs * spe)), max(1, round(option.entry.epochs * spe))
-    if run_seconds(option, budget, low) > seconds:
+    if purchase_seconds(option, budget, low) > seconds:
         return None
     while low < high:  # the largest step count that fits: estimates grow with the steps
         mid = (low + high + 1) // 2
-        low, high = (mid, high) if run_seconds(option, budget, mid) <= seconds else (low, mid - 1)
+        low, high = (mid, high) if purchase_seconds(option, budget, mid) <= seconds else (low, mid - 1)
     return _purchase(option, budget, low)
 
 
 def _purchase(option: Option, budget: Budget, steps: int) -> Purchase:
-    return Purchase(option, steps, steps_per_epoch(option, budget), run_seconds(option, budget, steps))
+    return Purchase(option, steps, steps_per_epoch(option, budget), purchase_seconds(option, budget, steps))
 
 
-def score(p: Purchase, table: SizeTable) -> float:
-    """How good a purchase is expected to be: the size table's held-out accuracy where it has the
-    entry's width (a width of a measured entry that the table lacks is never chosen); for an
+def score(p: Purchase, frontier: Frontier) -> float:
+    """How good a purchase is expected to be: the frontier's held-out accuracy where it has the
+    entry's width (a width of a measured entry that the frontier lacks is never chosen); for an
     entry it has not measured, 1 + width for a run that reaches half of its entry's epochs (wider
     is better once long enough) and its share of those epochs below that."""
     entry = p.option.entry
-    acc = table.accuracy(entry.name, p.option.width, p.fractional_epochs) if p.option.width else None
+    acc = frontier.accuracy(entry.name, p.option.width, p.fractional_epochs) if p.option.width else None
     if acc is not None:
         return acc
-    if table.widths(entry.name):  # the entry is measured, this width is not: no evidence, not chosen
+    if frontier.widths(entry.name):  # the entry is measured, this width is not: no evidence, not chosen
         return -1.0
     reach = p.fractional_epochs / entry.epochs
     return 1.0 + (p.option.width or 0) / 1e4 if reach >= 0.5 else reach
 
 
-def lengths(option: Option, budget: Budget, longest: Purchase, table: SizeTable) -> list[Purchase]:
-    """The longest run that fits, and each shorter length the size table measured for this width
+def lengths(option: Option, budget: Budget, longest: Purchase, frontier: Frontier) -> list[Purchase]:
+    """The longest run that fits, and each shorter length the frontier measured for this width
     (held-out accuracy can peak before the longest run: the time left then buys another run)."""
     spe = longest.steps_per_epoch
     low = max(1, math.ceil(option.entry.min_epochs * spe))
-    measured = [e for e, _ in table.points.get((option.entry.name, option.width), [])] if option.width else []
+    measured = [e for e, _ in frontier.points.get((option.entry.name, option.width), [])] if option.width else []
     steps = sorted({longest.steps, *(round(e * spe) for e in measured if low <= round(e * spe) < longest.steps)})
     return [longest if n == longest.steps else _purchase(option, budget, n) for n in steps]
 
 
-def best_purchase(options: list[Option], budget: Budget, seconds: float, table: SizeTable) -> Purchase | None:
+def best_purchase(options: list[Option], budget: Budget, seconds: float, frontier: Frontier) -> Purchase | None:
     """The best-scoring run of the first entry (in portfolio order) that has one fitting `seconds`:
     each width at its longest fitting length or a shorter measured one; ties go to the cheaper run."""
     for entry in dict.fromkeys(o.entry.name for o in options):
         sized = [
             p
             for o in options
-            if o.entry.name == entry and (longest := size(o, budget, seconds)) is not None
-            for p in lengths(o, budget, longest, table)
+            if o.entry.name == entry and (longest := longest_fit(o, budget, seconds)) is not None
+            for p in lengths(o, budget, longest, frontier)
         ]
         if sized:
-            best = max(sized, key=lambda p: (round(score(p, table), 4), -p.seconds))
-            acc = table.accuracy(entry, best.option.width, best.fractional_epochs) if best.option.width else None
+            best = max(sized, key=lambda p: (round(score(p, frontier), 4), -p.seconds))
+            acc = frontier.accuracy(entry, best.option.width, best.fractional_epochs) if best.option.width else None
             return Purchase(best.option, best.steps, best.steps_per_epoch, best.seconds, acc)
     return None
 
@@ -136,16 +135,17 @@ def best_purchase(options: list[Option], budget: Budget, seconds: float, table: 
 def cheapest(options: list[Option], budget: Budget) -> tuple[Option, float] | None:
     """The option whose shortest worthwhile run costs least, and those seconds."""
     costs = [
-        (o, run_seconds(o, budget, max(1, math.ceil(o.entry.min_epochs * steps_per_epoch(o, budget))))) for o in options
+        (o, purchase_seconds(o, budget, max(1, math.ceil(o.entry.min_epochs * steps_per_epoch(o, budget)))))
+        for o in options
     ]
     return min(costs, key=lambda c: c[1]) if costs else None
 
 
-def plan(
+def purchases(
     options: list[Option],
     budget: Budget,
     seconds: float,
-    table: SizeTable,
+    frontier: Frontier,
     max_runs: int,
     runs_of: dict[str, int] | None = None,
 ) -> list[Purchase]:
@@ -156,7 +156,7 @@ def plan(
     out: list[Purchase] = []
     while len(out) < max_runs:
         open_options = [o for o in options if not o.entry.runs or bought.get(o.entry.name, 0) < o.entry.runs]
-        p = best_purchase(open_options, budget, seconds, table)
+        p = best_purchase(open_options, budget, seconds, frontier)
         if p is None:
             break
         out.append(p)

@@ -9,11 +9,7 @@ by more than `DRIFT` (the machine got busier or quieter), so estimates follow th
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import platform
-import re
 from pathlib import Path
 from typing import Any
 
@@ -23,33 +19,11 @@ from fmnist_kaggle.storage import atomic
 from fmnist_kaggle.storage.artifacts import CorruptArtifact, present, read_json, utc_now
 from fmnist_kaggle.storage.schemas import AUTOPILOT_SPEEDS
 from fmnist_kaggle.training.config import TrainConfig
-from fmnist_kaggle.training.estimate import SPEED_FIELDS, Throughput
+from fmnist_kaggle.training.estimate import Throughput
 
 log = logging.getLogger(__name__)
 DRIFT = 0.2  # a unit's own speed this far from the kept one replaces it
 SAMPLE_ROWS = 2048  # rows a speed is measured on
-
-
-def speed_key(cfg: TrainConfig) -> str:
-    """What identifies a model setup's speed: the fields that change it (model, batch, precision ...)."""
-    fields = json.dumps([getattr(cfg, f) for f in SPEED_FIELDS], sort_keys=True, default=str)
-    return hashlib.sha256(fields.encode()).hexdigest()[:16]
-
-
-def this_machine(device: str) -> str:
-    """This process's machine as a key: CPU model, threads torch uses, torch version, device."""
-    import torch
-
-    model = platform.processor() or platform.machine()
-    try:
-        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        model = found.group(1).strip() if found else model
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name() if device.startswith("cuda") and torch.cuda.is_available() else ""
-    return (
-        f"{model} | {torch.get_num_threads()} threads | torch {torch.__version__} | {device}{' ' + gpu if gpu else ''}"
-    )
 
 
 class SpeedBook:
@@ -70,7 +44,7 @@ class SpeedBook:
             return {"schema": 1, "machines": {}}
 
     def get(self, cfg: TrainConfig) -> Throughput | None:
-        rec = self.data["machines"].get(self.machine, {}).get(speed_key(cfg))
+        rec = self.data["machines"].get(self.machine, {}).get(cfg.speed_key())
         if rec is None:
             return None
         return Throughput(
@@ -88,7 +62,7 @@ class SpeedBook:
             "source": source,
             "at": utc_now(),
         }
-        self.data["machines"].setdefault(self.machine, {})[speed_key(cfg)] = entry
+        self.data["machines"].setdefault(self.machine, {})[cfg.speed_key()] = entry
         self.dirty = True
         self.save()
 
@@ -115,9 +89,3 @@ def sample(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """SAMPLE_ROWS evenly drawn rows (fixed seed): what every speed is measured on."""
     rows = np.sort(np.random.default_rng(0).permutation(len(images))[:SAMPLE_ROWS])
     return images[rows], labels[rows]
-
-
-def machine_of(executor: Any, device: str) -> str:
-    """The key speeds are kept under: the executor's own (a Ray cluster), else this machine's."""
-    describe = getattr(executor, "describe_machine", None)
-    return describe() if describe is not None else this_machine(device)

@@ -1,0 +1,153 @@
+"""Buying and resuming runs: the session's runs, one decision at a time.
+
+Runs bought before and not finished come first (finished with their recorded size when what is
+left of them fits); then, after each run, the best purchase the time left can buy, until nothing
+fits (the reason is recorded), the portfolio's limits are reached, or MAX_RUNS runs are bought.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from fmnist_kaggle.durations import duration
+from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.runs.driver import RunJob, prepare_run
+from fmnist_kaggle.search.autopilot import policy
+from fmnist_kaggle.search.autopilot.policy import Purchase
+from fmnist_kaggle.search.autopilot.session import MAX_RUNS, Session
+from fmnist_kaggle.search.autopilot.state import OPEN, RunRecord
+from fmnist_kaggle.search.portfolio import Entry
+from fmnist_kaggle.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from fmnist_kaggle.search.autopilot.watch import Watch
+
+log = logging.getLogger(__name__)
+
+
+def jobs(s: Session, watch: Watch) -> Iterator[RunJob]:
+    """The runs to train, one decision at a time: unfinished ones first, then purchases."""
+    for rec in s.state.runs_with(*OPEN):
+        job = resume(s, watch, rec)
+        if job is not None:
+            yield job
+    while len(s.state.runs) < MAX_RUNS:
+        if not buyable(s):
+            s.state.extra["stopped"] = "every portfolio entry was bought as many times as it allows (its runs)"
+            return
+        seconds = s.available()
+        purchase = policy.best_purchase(
+            s.menu.candidates(buyable(s), s.budget(), seconds), s.budget(), seconds, s.frontier
+        )
+        if purchase is None:
+            stop_buying(s, seconds)
+            return
+        yield buy(s, watch, purchase)
+    s.state.extra["stopped"] = f"{MAX_RUNS} runs bought: choosing among more would cost more than they add"
+
+
+def buyable(s: Session) -> list[Entry]:
+    """Entries that may be bought again (an entry with `runs = N` is bought at most N times)."""
+    return [e for e in s.entries if not e.runs or s.state.purchases(e.name) < e.runs]
+
+
+def stop_buying(s: Session, seconds: float) -> None:
+    """Nothing fits what is left: say why (and refuse the session if it never started a run)."""
+    cheapest = policy.cheapest(s.menu.measured(), s.budget())
+    why = f"{max(0, seconds):.0f} s left to train (after the reserve of {s.reserve():.0f} s)"
+    if cheapest is not None:
+        opt, need = cheapest
+        label = _label(opt.entry, opt.width)
+        why += f"; the cheapest run, {label} at {opt.entry.min_epochs:g} epoch(s), needs ~{need:.0f} s"
+    s.state.extra["stopped"] = why
+    log.info(f"{s.clock} stopped buying: {why}")
+    if not s.state.committed:  # nothing started, nothing finished before: refuse, having written nothing
+        raise FkaggleError(too_short(s))
+
+
+def too_short(s: Session) -> str:
+    cheapest = policy.cheapest(list(s.menu.options.values()), s.budget())
+    if cheapest is None:
+        return (
+            f"--time-limit {s.clock.limit:g}s leaves nothing to train: about {s.reserve():.0f} "
+            "s go to choosing, writing and checking the submission"
+        )
+    opt, need = cheapest
+    total = s.clock.elapsed() + need / (1 - s.time.safety()) + s.reserve()
+    return (
+        f"--time-limit {s.clock.limit:g}s is too short for any run of the portfolio here: the cheapest, "
+        f"{_label(opt.entry, opt.width)} at {opt.entry.min_epochs:g} epoch(s), needs about {need:.0f} s; "
+        f"give at least {math.ceil(total / 60)}m. Nothing was written"
+    )
+
+
+def _label(entry: Entry, width: int | None) -> str:
+    return f"{entry.name}{f' width {width}' if width else ''}"
+
+
+def config_of(s: Session, rec: RunRecord) -> TrainConfig:
+    """A bought run's training config, from its record (the entry as it was when bought)."""
+    entry = next(e for e in s.entries if e.name == rec.entry)
+    full = rec.steps >= rec.epochs * rec.steps_per_epoch
+    max_steps = 0 if full else rec.steps
+    return entry.config(rec.width, rec.epochs, max_steps=max_steps, seeds=[rec.seed], **s.settings.train())
+
+
+def buy(s: Session, watch: Watch, p: Purchase) -> RunJob:
+    entry, width = p.option.entry, p.option.width
+    n = s.state.purchases(entry.name)
+    run = f"{s.settings.name}-{entry.name}-{n + 1}"
+    s.state.commit()
+    s.menu.book.save()
+    rec = s.state.record(
+        run,
+        entry=entry.name,
+        width=width,
+        model=entry.config(width).model,
+        steps=p.steps,
+        steps_per_epoch=p.steps_per_epoch,
+        epochs=p.epochs,
+        fractional_epochs=round(p.fractional_epochs, 2),
+        seed=entry.first_seed + n,  # each purchase of an entry its own seed: its runs differ, a blend can gain
+        status="training",
+        estimate_s=round(p.seconds, 1),
+        unit_estimate_s=round(p.seconds / max(1, s.budget().waves()) / s.time.calibration, 2),
+        expected_acc=p.expected_acc,
+        session=s.state.session_index,
+        note="",
+    )
+    expected = f", expected held-out accuracy {p.expected_acc:.4f}" if p.expected_acc else ""
+    log.info(
+        f"{s.clock} buying {run}: {rec.model}{f' width {width}' if width else ''}, {p.fractional_epochs:.2f} epochs "
+        f"({p.steps} steps) x {s.settings.folds} folds, estimated {duration(p.seconds)}{expected} "
+        f"(reserve {s.reserve():.0f} s)"
+    )
+    return watch.start(
+        prepare_run(s.comp, config_of(s, rec), run, s.settings.workdir, tag=run, trains_here=s.executor.trains_here)
+    )
+
+
+def resume(s: Session, watch: Watch, rec: RunRecord) -> RunJob | None:
+    """A run bought before: finished with its recorded size if what is left of it fits."""
+    cfg = config_of(s, rec)
+    job = prepare_run(s.comp, cfg, rec.run, s.settings.workdir, tag=rec.run, trains_here=s.executor.trains_here)
+    if not job.units:
+        return watch.start(job)
+    opt = s.menu.option(next(e for e in s.entries if e.name == rec.entry), rec.width)
+    need = policy.purchase_seconds(opt, s.budget(), rec.steps) * len(job.units) / s.settings.folds
+    if need > s.available():
+        note = (
+            f"{len(job.units)} unit(s) left need ~{need:.0f} s, {max(0, s.available()):.0f} "
+            "s available: a larger --time-limit finishes it"
+        )
+        s.state.record(rec.run, status="incomplete", note=note)
+        log.warning(f"{s.clock} {rec.run}: {note}")
+        return None
+    s.state.commit()
+    s.menu.book.save()
+    s.state.record(rec.run, status="training", session=s.state.session_index)
+    log.info(f"{s.clock} finishing {rec.run} ({len(job.units)} unit(s) left), estimated {duration(need)}")
+    return watch.start(job)

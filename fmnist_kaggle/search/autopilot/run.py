@@ -1,0 +1,83 @@
+"""`fkaggle auto` and `--show-plan`: a session opened, its runs bought and watched under one
+deadline, then the choice and the submission (or, for a plan, what the limit would buy)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import replace
+from typing import Any
+
+from fmnist_kaggle.data.competition import Competition
+from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.runs.driver import drive
+from fmnist_kaggle.runs.executors import Executor, make_executor
+from fmnist_kaggle.search.autopilot import policy
+from fmnist_kaggle.search.autopilot.buying import jobs, too_short
+from fmnist_kaggle.search.autopilot.finish import conclude
+from fmnist_kaggle.search.autopilot.plan import plan_row
+from fmnist_kaggle.search.autopilot.session import MAX_RUNS, open_session
+from fmnist_kaggle.search.autopilot.settings import AutoSettings
+from fmnist_kaggle.search.autopilot.watch import Watch
+
+log = logging.getLogger(__name__)
+
+
+def run_auto(comp: Competition, settings: AutoSettings, executor: Executor | None = None) -> dict[str, Any]:
+    """Buy runs within `settings.time_limit` seconds (counted from `settings.started`: now by
+    default), choose honestly, write the submission and the leaderboard; upload it when
+    `settings.submit_message` is given. Returns the summary."""
+    if settings.submitting:
+        comp.require_slug(settings.slug)
+    with executor or make_executor("local", progress=settings.progress) as ex:
+        session = open_session(comp, settings, ex)
+        if not session.state.committed and session.clock.left() <= 5.0 + session.reserve():
+            raise FkaggleError(too_short(session))  # the reserve alone leaves no time to train
+        state = session.state
+        state.start_session(
+            session.clock.elapsed,
+            time_limit_s=settings.time_limit,
+            hardware=session.hardware,
+            executor=type(ex).__name__,
+            capacity=ex.capacity,
+        )
+        state.extra.pop("stopped", None)
+        state.save()
+        log.info(
+            f"{session.clock} fkaggle auto {settings.name}: {len(session.entries)} portfolio entries "
+            f"for {session.hardware} and {session.rows} rows, {ex.capacity} unit(s) at once"
+        )
+        watch = Watch(session)
+        drive(ex, jobs(session, watch), watch.on_done, settings.progress, session.deadline(), watch.on_unit)
+        state.extra.setdefault("stopped", watch.deadline_reason())  # the deadline, not the policy, ended it
+    return conclude(session)
+
+
+def show_plan(comp: Competition, settings: AutoSettings, executor: Executor | None = None) -> dict[str, Any]:
+    """What the limit would buy here if every run took its estimate: the purchases in order, with
+    measured speeds; when nothing fits, the smallest budget that would. Trains and writes nothing."""
+    with executor or make_executor("local", progress=False) as ex:
+        session = open_session(comp, replace(settings, started=None), ex, writable=False)  # as if it started now
+        timing, budget = session.time, session.budget()
+        seconds = (settings.time_limit - session.reserve() - session.clock.elapsed()) * (1 - timing.safety())
+        options = session.menu.candidates(session.entries, budget, seconds)
+        purchases = policy.purchases(options, budget, seconds, session.frontier, MAX_RUNS)
+        result: dict[str, Any] = {
+            "limit_s": settings.time_limit,
+            "reserve_s": round(session.reserve(), 1),
+            "purchases": [plan_row(p, i) for i, p in enumerate(purchases)],
+            "folds": settings.folds,
+            "rows": session.rows,
+            "speeds": [
+                {"entry": o.entry.name, "width": o.width, **o.speed.to_dict()} for o in session.menu.options.values()
+            ],
+        }
+        cheapest = policy.cheapest(list(session.menu.options.values()), budget) if not purchases else None
+        if cheapest is not None:
+            need = session.reserve() + cheapest[1] / (1 - timing.safety()) + session.clock.elapsed()
+            result["nothing_fits"] = (
+                f"nothing fits {settings.time_limit:g} s here; the smallest budget that buys a run "
+                f"is about {math.ceil(need / 60)}m ({cheapest[0].entry.name} at {cheapest[0].entry.min_epochs:g} "
+                "epoch(s))"
+            )
+        return result

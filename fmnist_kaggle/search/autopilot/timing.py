@@ -1,0 +1,102 @@
+"""The autopilot's time model: pure sums over one clock, tested with an injected one.
+
+One limit, counted from the command's start. A reserve for what follows training (the choice
+among runs and blends, measured per run; the submission file and its check, measured last
+session; an upload, measured when submitting) is kept from the start. Runs are bought to end by
+the training deadline (the limit less the reserve); no training step starts after the step
+deadline (the training deadline plus GRACE, the overrun a run projected late may keep). Before a
+unit of this session has checked the speeds, FIRST_SAFETY of the time left is kept free; after,
+SAFETY, and the units' measured time over their estimate (the calibration) scales every estimate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fmnist_kaggle.durations import duration
+
+FIRST_SAFETY = 0.15  # share of the time kept free before a unit of this session has checked the estimates
+SAFETY = 0.05  # after: throughput drifts on a shared 2-core VM
+GRACE = 0.02  # share of the limit a run may be projected to overrun before it is stopped
+FINAL_S = 6.0  # after training, before it was ever measured: imports, the submission, its check, the leaderboard
+SELECT_S_PER_RUN = 3.0  # choosing among runs and blends, per run of 60,000 rows, before it was measured
+UPLOAD_S = 20.0  # an upload, before one was timed here
+CALIBRATION_RANGE = (0.5, 3.0)  # a unit's time over its estimate, trusted within this range
+
+
+@dataclass
+class Clock:
+    """The command's time: `now` is injectable, so decisions are tested without waiting."""
+
+    start: float
+    limit: float
+    now: Callable[[], float] = time.monotonic
+
+    def elapsed(self) -> float:
+        return self.now() - self.start
+
+    def left(self) -> float:
+        return self.limit - self.elapsed()
+
+    def __str__(self) -> str:
+        return f"[{duration(self.elapsed())} elapsed, {duration(self.left())} left]"
+
+
+def lateness(now: float, this_unit_left: float, units_after: int, per_unit: float, deadline: float) -> float:
+    """Seconds a run would end past `deadline` (negative: before it) if the unit training now needs
+    `this_unit_left` more seconds and each of the `units_after` units after it `per_unit`."""
+    return now + this_unit_left + units_after * per_unit - deadline
+
+
+@dataclass
+class TimeModel:
+    """The reserve, the deadlines, the safety share and the calibration of one session."""
+
+    clock: Clock
+    rows: int  # training rows: the choice's cost scales with them
+    submitting: bool = False
+    final_s: float = 0.0  # the final steps, as the last session measured them (0: never)
+    upload_s: float = UPLOAD_S  # an upload, as last measured
+    calibration: float = 1.0
+    calibrated: bool = False
+    select_s_per_run: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.select_s_per_run = SELECT_S_PER_RUN * self.rows / 60_000
+
+    def final_reserve(self) -> float:
+        """The submission file, its check, the leaderboard and an upload: what no session may skip."""
+        final = max(FINAL_S, 1.25 * self.final_s)
+        return final + (max(5.0, 1.5 * self.upload_s) if self.submitting else 0.0)
+
+    def reserve(self, complete_runs: int) -> float:
+        """Seconds kept for after training: the choice among the runs (and one more), the final steps."""
+        return self.final_reserve() + 1.5 * self.select_s_per_run * (1 + complete_runs)
+
+    def training_deadline(self, complete_runs: int) -> float:
+        """What runs are bought to end by: the limit less the reserve; while no run is complete,
+        less only the final steps (the one run that can make a submission gets the choice's share)."""
+        keep = self.reserve(complete_runs) if complete_runs else self.final_reserve()
+        return self.clock.start + self.clock.limit - keep
+
+    def step_deadline(self, complete_runs: int) -> float:
+        """No training step starts after this: the training deadline and GRACE (a run kept for
+        ending within it must be let to end)."""
+        return self.training_deadline(complete_runs) + GRACE * self.clock.limit
+
+    def safety(self) -> float:
+        return SAFETY if self.calibrated else FIRST_SAFETY
+
+    def available(self, complete_runs: int, busy_s: float = 0.0) -> float:
+        """Seconds a new purchase may take: what is left before the reserve and the runs still
+        training (`busy_s`), less the safety share."""
+        return (self.clock.left() - self.reserve(complete_runs) - busy_s) * (1 - self.safety())
+
+    def calibrate(self, slowness: float) -> None:
+        """Units took `slowness` x their estimate (their time over it, or the estimate's speed over
+        theirs): every later estimate scales by that, within CALIBRATION_RANGE."""
+        low, high = CALIBRATION_RANGE
+        self.calibration = min(high, max(low, float(slowness)))
+        self.calibrated = True

@@ -1,0 +1,153 @@
+"""Watching the session's runs train: each finished unit corrects the estimates (and the kept
+speed when it drifted); a run projected to end well after the step deadline is stopped (within
+a unit, once its pace shows, or after one), its finished units kept, so the time goes to a run
+that fits, unless it is the only hope of a submission; each run's outcome is recorded."""
+
+from __future__ import annotations
+
+import logging
+import math
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from fmnist_kaggle.durations import duration
+from fmnist_kaggle.runs.driver import RunJob
+from fmnist_kaggle.runs.unit import UnitResult
+from fmnist_kaggle.search.autopilot import policy
+from fmnist_kaggle.search.autopilot.finish import select
+from fmnist_kaggle.search.autopilot.policy import Option, Purchase
+from fmnist_kaggle.search.autopilot.session import Session
+from fmnist_kaggle.search.autopilot.timing import lateness
+from fmnist_kaggle.training.deadline import UnitLate
+
+log = logging.getLogger(__name__)
+
+
+class Watch:
+    """The runs training now: when each started, its units' times, why one was stopped."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+        self.unit_times: dict[str, list[float]] = {}
+        self.stopped: dict[str, str] = {}
+
+    def start(self, job: RunJob) -> RunJob:
+        """A run starts (or resumes) training: its units obey the session's deadline and pace."""
+        s = self.s
+        s.started_at[job.rd.name] = s.clock.now()
+        s.active.append(job)
+        job.deadline = s.deadline().with_pace(partial(self.late_by, job))
+        return job
+
+    def option_of(self, run: str) -> Option | None:
+        """The measured option a bought run was sized from (None: not measured this session)."""
+        rec = self.s.state.runs[run]
+        return self.s.menu.options.get((rec.entry, rec.width))
+
+    def late_by(self, job: RunJob, left_s: float, whole_s: float) -> float:
+        """How late `job` would end past the step deadline if the unit training now, and each one
+        after it, kept this unit's pace (its prediction included). Never late while it is the
+        only hope of a submission (nothing complete, nothing smaller fits)."""
+        s = self.s
+        if s.executor.capacity > 1:
+            return -math.inf
+        opt, shape = self.option_of(job.rd.name), s.shape()
+        predict_s = (shape.val_rows + shape.test_rows) / opt.speed.predict_ips if opt is not None else 0.0
+        late = lateness(s.clock.now(), left_s + predict_s, job.outstanding - 1, whole_s + predict_s, s.step_deadline())
+        return -math.inf if late > 0 and self.only_hope() else late
+
+    def only_hope(self) -> bool:
+        """No run is complete and nothing smaller would fit: the run training now is never stopped early."""
+        return not self.s.complete() and self.smaller_run_fits() is None
+
+    def smaller_run_fits(self) -> Purchase | None:
+        """What the time left would buy with the speeds measured so far (nothing is timed anew)."""
+        s = self.s
+        seconds = (s.clock.left() - s.reserve()) * (1 - s.time.safety())
+        return policy.best_purchase(s.menu.measured(), s.budget(slots=1), seconds, s.frontier)
+
+    def on_unit(self, job: RunJob, result: UnitResult | UnitLate) -> bool:
+        """A unit came back: correct the estimates; True stops the rest of its run (it would end
+        too late and something smaller fits)."""
+        if isinstance(result, UnitLate):
+            return self.on_late(job, result)
+        s, name = self.s, job.rd.name
+        times = self.unit_times.setdefault(name, [])
+        times.append(float(result.summary.get("unit_seconds", 0.0)))
+        estimate = s.state.runs[name].unit_estimate_s
+        if estimate:
+            s.time.calibrate(np.mean(times) / estimate)
+        s.menu.book.observe(job.cfg, float(result.summary.get("images_per_s", 0.0)))
+        left = job.outstanding
+        late = lateness(s.clock.now(), 0.0, left, float(np.mean(times)), s.step_deadline())
+        if s.executor.capacity > 1 or not left or late <= 0:
+            return False
+        if self.only_hope():
+            log.warning(f"{s.clock} {name}: would end {duration(late)} late; kept, as nothing smaller fits")
+            return False
+        self.stopped[name] = (
+            f"stopped after {len(times)} unit(s): at {np.mean(times):.0f} s a unit "
+            f"it would end {duration(late)} too late"
+        )
+        log.warning(f"{s.clock} {name}: {self.stopped[name]}; its finished units are kept")
+        return True
+
+    def on_late(self, job: RunJob, late: UnitLate) -> bool:
+        """A unit stopped part-way at a pace that would end its run too late: its pace corrects
+        the estimates (and the kept speed when it drifted); the time goes to a run that fits."""
+        s, name = self.s, job.rd.name
+        opt = self.option_of(name)
+        if opt is not None and late.images_per_s > 0:
+            s.time.calibrate(opt.speed.train_ips / late.images_per_s)
+        s.menu.book.observe(job.cfg, late.images_per_s)
+        done = len(self.unit_times.get(name, []))
+        self.stopped[name] = (
+            f"stopped during its unit {done + 1}: at {late.images_per_s:,.0f} img/s it "
+            f"would end {duration(late.late_s)} too late"
+        )
+        log.warning(f"{s.clock} {name}: {self.stopped[name]}; its finished units are kept")
+        return True
+
+    def on_done(self, job: RunJob, manifest: dict[str, Any]) -> None:
+        """A run's units are all back: record it complete, failed or incomplete."""
+        s, name = self.s, job.rd.name
+        s.active = [j for j in s.active if j is not job]
+        started = s.started_at.pop(name, s.clock.now())
+        if not job.units:  # finished in an earlier session: its record stands
+            return
+        s.state.add_seconds(name, s.clock.now() - started)
+        if manifest.get("complete"):
+            self._complete(job, manifest)
+        elif job.failures:
+            rec = s.state.record(name, status="failed", note=job.failures[0][:300])
+            s.menu.fail(rec.entry, rec.width)
+            log.warning(f"{s.clock} {name}: failed ({job.failures[0][:200]}); not bought again this session")
+        else:
+            left = len(manifest.get("missing_folds", []))
+            why = self.stopped.pop(name, "stopped at the deadline")
+            note = f"{why}; {left} fold(s) unfinished; never blended; the same command (with time) finishes it"
+            s.state.record(name, status="incomplete", note=note)
+
+    def _complete(self, job: RunJob, manifest: dict[str, Any]) -> None:
+        s, cv = self.s, manifest["cv"]
+        s.state.record(
+            job.rd.name,
+            status="complete",
+            cv_acc=cv["acc"],
+            cv_logloss=cv["logloss"],
+            test_acc=(manifest.get("test_metrics") or {}).get("acc"),
+            session=s.state.session_index,
+            minute=round(s.clock.elapsed() / 60, 2),
+            note="optimistic CV: epochs chosen on the scored rows (select_epoch)" if job.cfg.select_epoch else "",
+        )
+        log.info(f"{s.clock} {job.rd.name}: complete, CV accuracy {cv['acc']:.4f}")
+        select(s)
+
+    def deadline_reason(self) -> str:
+        at = self.s.step_deadline() - self.s.clock.start
+        return (
+            f"the training deadline ({duration(at)} into the session) came while a run trained; "
+            f"{self.s.reserve():.0f} s were kept for choosing and writing"
+        )
