@@ -199,3 +199,38 @@ def test_heavy_libraries_stay_lazy_where_they_were():
             )
             wrong += [f"{name}: top-level import of {m}" for m in mods if m.split(".")[0] in HEAVY]
     assert not wrong, "\n".join(wrong)
+
+
+def test_functions_and_classes_stay_short_enough_to_hold_in_mind():
+    """No function over 70 lines and no class over 200 in the package (docstrings counted)."""
+    long = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            limit = 70 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else 200
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                length = node.end_lineno - node.lineno + 1
+                long += [f"{name}:{node.lineno} {node.name}: {length} lines"] if length > limit else []
+    assert not long, "\n".join(long)
+
+
+def test_each_contract_and_sum_has_one_definition():
+    """One class for 'this unit would end late' and one for 'the deadline is here', the recipes in
+    their registry only, no executor member looked up with getattr, steps per epoch defined once."""
+    defined: dict[str, list[str]] = {}
+    sources = {name: path.read_text() for name, path in _modules().items()}
+    for name, text in sources.items():
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+                defined.setdefault(node.name, []).append(name)
+    assert defined["UnitLate"] == ["fmnist_kaggle.training.deadline"] and "WouldEndLate" not in defined
+    assert defined["DeadlineReached"] == ["fmnist_kaggle.training.deadline"]
+    assert defined["steps_per_epoch"] == ["fmnist_kaggle.training.config", "fmnist_kaggle.search.autopilot.policy"]
+    assert (
+        "def steps_per_epoch(option" in sources["fmnist_kaggle.search.autopilot.policy"]
+    )  # the policy asks the config
+    assert ".steps_per_epoch(budget.shape.train_rows)" in sources["fmnist_kaggle.search.autopilot.policy"]
+    for name, text in sources.items():
+        assert "CPU_RECIPES" not in text and "GPU_RECIPES" not in text, name
+        assert "RECIPES: dict" not in text or name == "fmnist_kaggle.training.recipes", name
+        for member in ("trains_here", "describe_machine", "capacity", "measure", "shows_unit_progress"):
+            assert f'getattr(executor, "{member}"' not in text and f'getattr(ex, "{member}"' not in text, name

@@ -176,38 +176,38 @@ def run_sweep(
 
     with executor or make_executor("local", progress=progress) as ex:
         if use_optuna:
-            failed = _optuna_search(
-                ex,
-                job_for,
-                record_trial,
-                done,
-                name,
-                paths["optuna"],
-                models,
-                grid,
-                ranges,
-                trials or 10,
-                seed,
-                progress,
-            )
+            space = (models, grid, ranges, trials or 10, seed)
+            failed = _optuna_search(ex, job_for, record_trial, done, name, paths["optuna"], *space, progress)
         else:
-            if plan is None:
-                plan = (
-                    random_trials(models, grid, ranges, trials, seed)
-                    if (trials or ranges)
-                    else grid_trials(models, grid)
-                )
-            if not plan:
-                raise FkaggleError("nothing to sweep: give --grid, --range with --trials, or several --model")
-            if ex.trains_here:
-                todo = [apply_params(base, m, p) for m, p in plan if trial_name(name, m, p) not in done]
-                announce_plan_estimate(f"sweep {name}", todo, comp)
-            jobs = (job for i, (m, p) in enumerate(plan) if (job := job_for(i, m, p)) is not None)
-            failed = drive(ex, jobs, record_trial, progress)
+            plan = plan or (
+                random_trials(models, grid, ranges, trials, seed) if (trials or ranges) else grid_trials(models, grid)
+            )
+            failed = _planned_search(ex, comp, base, name, plan, done, job_for, record_trial, progress)
     if failed:
         raise FkaggleError(f"{len(failed)} trial(s) did not finish: {failure_message(failed)}")
     swept = list(dict.fromkeys([*grid, *ranges, *(k for _, p in plan or [] for k in p)]))
     return finish(name, swept, base, workdir)
+
+
+def _planned_search(
+    ex: Executor,
+    comp: Competition,
+    base: TrainConfig,
+    name: str,
+    plan: list[tuple[str, dict[str, Any]]],
+    done: dict[str, Any],
+    job_for: Callable,
+    record_trial: Callable,
+    progress: bool,
+) -> list[RunJob]:
+    """The trials of a grid, a random search or a report's table, in order, skipping those done."""
+    if not plan:
+        raise FkaggleError("nothing to sweep: give --grid, --range with --trials, or several --model")
+    if ex.trains_here:
+        todo = [apply_params(base, m, p) for m, p in plan if trial_name(name, m, p) not in done]
+        announce_plan_estimate(f"sweep {name}", todo, comp)
+    jobs = (job for i, (m, p) in enumerate(plan) if (job := job_for(i, m, p)) is not None)
+    return drive(ex, jobs, record_trial, progress)
 
 
 def _optuna_search(

@@ -64,6 +64,29 @@ def submit_file(
     client = kaggle_client.api()
     limits = kaggle_client.require_quota(slug, client)
     cv = (meta or {}).get("cv", {})
+    entry = _upload_recorded(ws, path, message, slug, digest, cv, client)
+    if meta is not None:
+        meta.setdefault("submissions", []).append(
+            {k: entry[k] for k in ("time", "slug", "file", "sha256", "message", "ref", "reply")}
+        )
+        atomic.write_json(own.record, meta)
+    tracking.log_upload(comp.name or "fkaggle", path.name, digest, entry["ref"], message)
+    left = max(0, limits["num_allowed_now"] - 1)
+    return {
+        **entry,
+        "cv": cv,
+        "limits_before": limits,
+        "left_today": left,
+        **({"resubmitted": earlier} if earlier else {}),
+        **reminder,
+    }
+
+
+def _upload_recorded(
+    ws: Workspace, path: Path, message: str, slug: str, digest: str, cv: dict[str, Any], client: Any
+) -> dict[str, Any]:
+    """Upload with its history row written first (`uploading`), then made `submitted` with
+    Kaggle's ref, removed when Kaggle refused it, or left `unknown` when no answer came."""
     entry = {
         "time": utc_now(),
         "slug": slug,
@@ -92,21 +115,7 @@ def submit_file(
         raise
     _update_history(ws, entry, status="submitted", ref=reply["ref"], reply=reply["message"])
     entry.update(status="submitted", ref=reply["ref"], reply=reply["message"])
-    if meta is not None:
-        meta.setdefault("submissions", []).append(
-            {k: entry[k] for k in ("time", "slug", "file", "sha256", "message", "ref", "reply")}
-        )
-        atomic.write_json(own.record, meta)
-    tracking.log_upload(comp.name or "fkaggle", path.name, digest, reply["ref"], message)
-    left = max(0, limits["num_allowed_now"] - 1)
-    return {
-        **entry,
-        "cv": cv,
-        "limits_before": limits,
-        "left_today": left,
-        **({"resubmitted": earlier} if earlier else {}),
-        **reminder,
-    }
+    return entry
 
 
 def earlier_upload(ws: Workspace, digest: str) -> dict[str, str] | None:

@@ -117,6 +117,12 @@ def _report_config(args: argparse.Namespace, info: dict[str, Any], target: str) 
 
 
 def register(sub: Any) -> None:
+    _add_data(sub)
+    _add_init(sub)
+    _add_download(sub)
+
+
+def _add_data(sub: Any) -> None:
     data = sub.add_parser("data", help="load and check competition data")
     dsub = data.add_subparsers(dest="data_command", required=True)
     check = command(
@@ -143,6 +149,8 @@ def register(sub: Any) -> None:
         "--folds", type=int, default=5, help="cross-validation folds for the out-of-fold AUC (default 5)"
     )
 
+
+def _add_init(sub: Any) -> None:
     init = command(
         sub,
         "init",
@@ -184,6 +192,8 @@ def register(sub: Any) -> None:
     )
     init.add_argument("--force", action="store_true", help="replace an existing config")
 
+
+def _add_download(sub: Any) -> None:
     dl = command(
         sub,
         "download",

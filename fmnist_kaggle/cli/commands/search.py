@@ -134,6 +134,12 @@ def _auto_text(r: dict[str, Any]) -> str:
 
 
 def register(sub: Any) -> None:
+    _add_auto(sub)
+    _add_sweep(sub)
+    _add_reproduce(sub)
+
+
+def _add_auto(sub: Any) -> None:
     au = command(
         sub,
         "auto",
@@ -177,6 +183,8 @@ def register(sub: Any) -> None:
     au.add_argument("--no-progress", action="store_true")
     executor_options(au)
 
+
+def _add_sweep(sub: Any) -> None:
     sw = command(
         sub,
         "sweep",
@@ -199,6 +207,8 @@ def register(sub: Any) -> None:
     sw.add_argument("--name", help="sweep name: results in oof/sweeps/NAME.csv")
     sw.add_argument("--no-progress", action="store_true")
 
+
+def _add_reproduce(sub: Any) -> None:
     rp = command(
         sub,
         "reproduce",

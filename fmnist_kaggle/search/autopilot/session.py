@@ -108,10 +108,10 @@ def open_session(
     rows = min(settings.subset or len(train), len(train))
     portfolio = for_hardware(load_portfolio(settings.portfolio), kind)
     entries = [e for e in portfolio if e.fits_rows(rows)] or portfolio
-    for e in entries:
-        check_name(f"{settings.name}-{e.name}-{MAX_RUNS}", "run")  # refused before anything is written
     ws = Workspace(settings.workdir)
     files = ws.autopilot(settings.name)
+    for e in entries:
+        check_name(f"{settings.name}-{e.name}-{MAX_RUNS}", "run")  # refused before anything is written
     fingerprints = {
         "data_fingerprint": train.fingerprint(),
         "test_fingerprint": test.fingerprint(),
