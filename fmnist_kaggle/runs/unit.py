@@ -48,7 +48,7 @@ def train_unit(
     import torch
 
     from fmnist_kaggle.training.device import resolve_device
-    from fmnist_kaggle.training.fit import fit
+    from fmnist_kaggle.training.fit import fit, timed
     from fmnist_kaggle.training.inference import predict
 
     t0 = time.perf_counter()
@@ -76,16 +76,18 @@ def train_unit(
         checkpoint_tag={"identity": data.identity, "fold": fold, "seed": seed},
     )
     device = resolve_device(cfg.device)
-    val = (
-        result.val_logits
-        if result.val_logits is not None
-        else predict(result.model, torch.from_numpy(train.images[va]), cfg, device)
-    )
-    test = (
-        predict(result.model, torch.from_numpy(_writable(data.test.images)), cfg, device)
-        if data.test is not None
-        else np.zeros((0, train.num_classes), np.float32)
-    )
+    times = result.times
+    with timed(times, "predict"):
+        val = (
+            result.val_logits
+            if result.val_logits is not None
+            else predict(result.model, torch.from_numpy(train.images[va]), cfg, device)
+        )
+        test = (
+            predict(result.model, torch.from_numpy(_writable(data.test.images)), cfg, device)
+            if data.test is not None
+            else np.zeros((0, train.num_classes), np.float32)
+        )
     buf = io.BytesIO()
     torch.save(result.model.state_dict(), buf)
     summary = {
@@ -108,11 +110,14 @@ def save_unit(rd: RunDir, result: UnitResult, identity: dict[str, Any]) -> None:
     """Record a finished (fold, seed): artifacts first, the summary naming their hashes last."""
     fd = rd.fold(result.fold)
     s = result.seed
+    t0 = time.perf_counter()
     arts = {
         fd.seed_val(s).name: write_array(fd.seed_val(s), result.val_logits),
         fd.seed_test(s).name: write_array(fd.seed_test(s), result.test_logits),
         fd.seed_model(s).name: write_recorded(fd.seed_model(s), result.model_bytes),
         fd.seed_history(s).name: write_recorded(fd.seed_history(s), csvfile.csv_text(result.history).encode()),
     }
-    atomic.write_json(fd.seed_summary(s), {**result.summary, "identity": identity, "artifacts": arts})
+    times = {**result.summary.get("times", {}), "write": round(time.perf_counter() - t0, 2)}
+    summary = {**result.summary, "times": times, "identity": identity, "artifacts": arts}
+    atomic.write_json(fd.seed_summary(s), summary)
     fd.checkpoint(s).unlink(missing_ok=True)

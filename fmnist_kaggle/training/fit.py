@@ -11,6 +11,7 @@ of each epoch.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -265,9 +266,10 @@ class FitResult:
     images_per_s: float = 0.0
     seconds: float = 0.0
     val_logits: np.ndarray | None = None  # the best epoch's validation logits (fp32), when this fit computed them
+    times: dict[str, float] = field(default_factory=dict)  # seconds per phase: setup, train, validate, checkpoint
 
     def summary(self) -> dict[str, Any]:
-        """The per-seed summary every reader uses (best epoch and its metrics, speed)."""
+        """The per-seed summary every reader uses (best epoch and its metrics, speed, where the time went)."""
         best = next((r for r in self.history if r["epoch"] == self.best_epoch), {})
         return {
             "best_epoch": self.best_epoch,
@@ -275,7 +277,18 @@ class FitResult:
             "best": {k: best.get(k) for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
             "images_per_s": round(self.images_per_s, 1),
             "seconds": round(self.seconds, 1),
+            "times": {k: round(v, 2) for k, v in self.times.items()},
         }
+
+
+@contextlib.contextmanager
+def timed(times: dict[str, float], phase: str) -> Iterator[None]:
+    """Add the seconds the block takes to `times[phase]`."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        times[phase] = times.get(phase, 0.0) + time.perf_counter() - t0
 
 
 def fit(
@@ -301,10 +314,11 @@ def fit(
     it belongs to), training resumes. `deadline`: no step starts after it (DeadlineReached), and
     a unit whose pace would end its run late stops part-way (UnitLate).
     """
-    t_start = time.perf_counter()
-    s, batches = make_stepper(cfg, num_classes, train_x, train_y, fold, seed, desc, train_w)
-    state = _resume(s, checkpoint, checkpoint_tag, desc)
-    s.start_at(state["epoch"] * batches.steps_per_epoch, deadline)
+    t_start, times = time.perf_counter(), {"setup": 0.0, "train": 0.0, "validate": 0.0, "checkpoint": 0.0}
+    with timed(times, "setup"):  # the model, its data-based init, the batches on the device, a checkpoint read
+        s, batches = make_stepper(cfg, num_classes, train_x, train_y, fold, seed, desc, train_w)
+        state = _resume(s, checkpoint, checkpoint_tag, desc)
+        s.start_at(state["epoch"] * batches.steps_per_epoch, deadline)
     val = (torch.from_numpy(np.require(val_x, requirements=["C", "W"])), np.asarray(val_y, dtype=np.int64))
     epochs = math.ceil(s.total_steps / batches.steps_per_epoch)  # fewer than cfg.epochs when max_steps cuts
     images_per_s = 0.0
@@ -312,14 +326,17 @@ def fit(
         for epoch in range(state["epoch"], epochs):
             if cfg.patience and state["bad_epochs"] >= cfg.patience:
                 break
-            row = _train_one_epoch(s, batches, (seed, fold, epoch, epochs), desc, bar)
+            with timed(times, "train"):
+                row = _train_one_epoch(s, batches, (seed, fold, epoch, epochs), desc, bar)
             images_per_s = row["images_per_s"]
             if _validates(cfg, epoch, epochs):
-                _validate(s, state, row, val, train_x, last=epoch + 1 == epochs)
+                with timed(times, "validate"):
+                    _validate(s, state, row, val, train_x, last=epoch + 1 == epochs)
             state["history"].append(row)
             state["epoch"] = epoch + 1
             if checkpoint is not None:
-                save_checkpoint(checkpoint, s, state, checkpoint_tag)
+                with timed(times, "checkpoint"):
+                    save_checkpoint(checkpoint, s, state, checkpoint_tag)
             _log_epoch(desc, row, epochs)
     if state["best_state"] is not None:
         s.eval_model.load_state_dict(state["best_state"])
@@ -331,6 +348,7 @@ def fit(
         images_per_s,
         time.perf_counter() - t_start,
         best_val.numpy() if best_val is not None else None,
+        times,
     )
 
 
