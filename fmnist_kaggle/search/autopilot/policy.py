@@ -116,20 +116,24 @@ def lengths(option: Option, budget: Budget, longest: Purchase, frontier: Frontie
 
 
 def best_purchase(options: list[Option], budget: Budget, seconds: float, frontier: Frontier) -> Purchase | None:
-    """The best-scoring run of the first entry (in portfolio order) that has one fitting `seconds`:
-    each width at its longest fitting length or a shorter measured one; ties go to the cheaper run."""
-    for entry in dict.fromkeys(o.entry.name for o in options):
-        sized = [
-            p
-            for o in options
-            if o.entry.name == entry and (longest := longest_fit(o, budget, seconds)) is not None
-            for p in lengths(o, budget, longest, frontier)
-        ]
-        if sized:
-            best = max(sized, key=lambda p: (round(score(p, frontier), 4), -p.seconds))
-            acc = frontier.accuracy(entry, best.option.width, best.fractional_epochs) if best.option.width else None
-            return Purchase(best.option, best.steps, best.steps_per_epoch, best.seconds, acc)
-    return None
+    """The best run `seconds` buy: each option at its longest fitting length or a shorter one the
+    frontier measured. Entries the frontier measured compete on expected held-out accuracy, so a
+    longer augmented run wins where the evidence says it climbs past a shorter plain one (ties go
+    to the cheaper run); an entry it has not measured is bought, in portfolio order, only when no
+    measured entry fits."""
+    sized: dict[str, list[Purchase]] = {}
+    for o in options:
+        longest = longest_fit(o, budget, seconds)
+        if longest is not None:
+            sized.setdefault(o.entry.name, []).extend(lengths(o, budget, longest, frontier))
+    evidence = [p for entry, ps in sized.items() if frontier.widths(entry) for p in ps]
+    pool = evidence or next(iter(sized.values()), [])
+    if not pool:
+        return None
+    best = max(pool, key=lambda p: (round(score(p, frontier), 4), -p.seconds))
+    width = best.option.width
+    acc = frontier.accuracy(best.option.entry.name, width, best.fractional_epochs) if width else None
+    return Purchase(best.option, best.steps, best.steps_per_epoch, best.seconds, acc)
 
 
 def cheapest(options: list[Option], budget: Budget) -> tuple[Option, float] | None:
