@@ -117,7 +117,7 @@ def save_unit(rd: RunDir, result: UnitResult, identity: dict[str, Any]) -> None:
         fd.seed_model(s).name: write_recorded(fd.seed_model(s), result.model_bytes),
         fd.seed_history(s).name: write_recorded(fd.seed_history(s), csvfile.csv_text(result.history).encode()),
     }
-    times = {**result.summary.get("times", {}), "write": round(time.perf_counter() - t0, 2)}
-    summary = {**result.summary, "times": times, "identity": identity, "artifacts": arts}
+    result.summary["times"] = {**result.summary.get("times", {}), "write": round(time.perf_counter() - t0, 2)}
+    summary = {**result.summary, "identity": identity, "artifacts": arts}
     atomic.write_json(fd.seed_summary(s), summary)
     fd.checkpoint(s).unlink(missing_ok=True)

@@ -21,7 +21,7 @@ from fmnist_kaggle.training.config import TrainConfig
 from fmnist_kaggle.training.fit import BN_REFRESH_STEPS, make_stepper, train_epoch
 from fmnist_kaggle.training.inference import predict, views_per_image
 
-UNIT_OVERHEAD_S = 1.0  # building the model, saving weights and logits
+UNIT_FIXED_S = 1.0  # a unit's seconds besides its steps and predictions, until measured (model, init, writes)
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class Throughput:
     predict_ips: float  # images predicted per second, all test-time views included
     device: str
     precision: str
+    fixed_s: float = UNIT_FIXED_S  # a unit's seconds besides training and predicting (setup, checkpoints, writes)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,33 +58,76 @@ def measure_throughput(
     labels 0..K-1). The median step and the faster of two passes count: a stall of a shared
     machine in one of them says nothing about the run. A loss that diverges here is no concern
     of a speed (the run's own units fail for it). Nothing is written."""
-    cfg = replace(cfg, batch_size=min(cfg.batch_size, len(images)))
-    s, batches = make_stepper(cfg, num_classes, images, labels)
-    feed = itertools.chain.from_iterable(
-        batches.epoch_batches(epoch, epoch) for epoch in itertools.count()
-    )  # as many epochs as the steps need
-    step = lambda: train_epoch(s, itertools.islice(feed, 1), "throughput", _NoBar(), check_finite=False)  # noqa: E731
-    step()  # warm-up: allocations, kernel choice
-    times, t_end = [], time.perf_counter() + seconds
-    while len(times) < max_steps and (not times or time.perf_counter() < t_end):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    train_ips = cfg.batch_size / max(float(np.median(times)), 1e-9)
-    rows = torch.from_numpy(np.require(images[: max(cfg.eval_batch_size, 1024)], requirements=["C", "W"]))
-    predict(s.eval_model, rows[:64], cfg, s.device)  # warm-up; predictions are fp32, as every unit makes them
-    passes = []
-    for _ in range(2):
-        t0 = time.perf_counter()
-        predict(s.eval_model, rows, cfg, s.device)
-        passes.append(time.perf_counter() - t0)
-    predict_ips = len(rows) / max(min(passes), 1e-9)
-    return Throughput(
-        round(train_ips, 1),
-        round(predict_ips, 1),
-        str(s.device),
-        str(s.dtype).replace("torch.", "") if s.dtype else "float32",
+    return measure_throughputs([cfg], images, labels, num_classes, seconds, max_steps)[0]
+
+
+def measure_throughputs(
+    cfgs: list[TrainConfig],
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    seconds: float = 2.0,
+    max_steps: int = 12,
+) -> list[Throughput]:
+    """`measure_throughput` for several configs at once, their steps and prediction passes
+    interleaved (one step of each in turn, `seconds` each in all): a busy moment of a shared
+    machine slows them alike, so their ratios hold and one correction fixes them all. Each
+    speed also keeps its setup seconds on these rows (model, data-based init, batches)."""
+    probes = [
+        _Probe(replace(cfg, batch_size=min(cfg.batch_size, len(images))), images, labels, num_classes) for cfg in cfgs
+    ]
+    for probe in probes:
+        probe.step()  # warm-up: allocations, kernel choice
+    t_end = time.perf_counter() + seconds * len(probes)
+    while len(probes[0].times) < max_steps and (not probes[0].times or time.perf_counter() < t_end):
+        for probe in probes:
+            probe.timed_step()
+    rows = torch.from_numpy(
+        np.require(images[: max(max(c.eval_batch_size for c in cfgs), 1024)], requirements=["C", "W"])
     )
+    for probe in probes:  # warm-up; predictions are fp32, as every unit makes them
+        predict(probe.s.eval_model, rows[:64], probe.cfg, probe.s.device)
+    for _ in range(2):
+        for probe in probes:
+            probe.timed_pass(rows[: max(probe.cfg.eval_batch_size, 1024)])
+    return [probe.throughput() for probe in probes]
+
+
+class _Probe:
+    """One config being timed: its stepper, its endless feed of batches, its step and pass times."""
+
+    def __init__(self, cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, num_classes: int) -> None:
+        t0 = time.perf_counter()
+        self.cfg = cfg
+        self.s, batches = make_stepper(cfg, num_classes, images, labels)
+        self.setup_s = time.perf_counter() - t0
+        self.feed = itertools.chain.from_iterable(batches.epoch_batches(e, e) for e in itertools.count())
+        self.times: list[float] = []
+        self.passes: list[tuple[int, float]] = []
+
+    def step(self) -> None:
+        train_epoch(self.s, itertools.islice(self.feed, 1), "throughput", _NoBar(), check_finite=False)
+
+    def timed_step(self) -> None:
+        t0 = time.perf_counter()
+        self.step()
+        self.times.append(time.perf_counter() - t0)
+
+    def timed_pass(self, rows: torch.Tensor) -> None:
+        t0 = time.perf_counter()
+        predict(self.s.eval_model, rows, self.cfg, self.s.device)
+        self.passes.append((len(rows), time.perf_counter() - t0))
+
+    def throughput(self) -> Throughput:
+        rows, fastest = min(self.passes, key=lambda p: p[1])
+        dtype = self.s.dtype
+        return Throughput(
+            round(self.cfg.batch_size / max(float(np.median(self.times)), 1e-9), 1),
+            round(rows / max(fastest, 1e-9), 1),
+            str(self.s.device),
+            str(dtype).replace("torch.", "") if dtype else "float32",
+            round(UNIT_FIXED_S + self.setup_s, 2),  # until a unit measures its own
+        )
 
 
 @dataclass(frozen=True)
@@ -114,7 +158,7 @@ def unit_seconds(
     if steps < BN_REFRESH_STEPS:
         per_validation += train_rows / (speed.predict_ips * views_per_image(cfg))  # one view each: no TTA
     return (
-        steps * batch / speed.train_ips + validations * per_validation + test_rows / speed.predict_ips + UNIT_OVERHEAD_S
+        steps * batch / speed.train_ips + validations * per_validation + test_rows / speed.predict_ips + speed.fixed_s
     )
 
 

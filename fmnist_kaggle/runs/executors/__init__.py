@@ -70,8 +70,11 @@ class Executor(Protocol):
     def cancel(self) -> list[Unit]:
         """Stop what is queued or running; returns the units that will not come back."""
 
-    def measure(self, cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, num_classes: int) -> Throughput:
-        """The config's (training, prediction) speed, measured where its units would train."""
+    def measure(
+        self, cfgs: list[TrainConfig], images: np.ndarray, labels: np.ndarray, num_classes: int
+    ) -> list[Throughput]:
+        """Each config's (training, prediction) speed, measured where its units would train, all of
+        them interleaved (they share the machine's noise)."""
 
     def describe_machine(self, device: str) -> str:
         """The key speeds measured on this executor are kept under (a machine, or a cluster)."""

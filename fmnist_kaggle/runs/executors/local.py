@@ -69,11 +69,13 @@ class LocalExecutor:
         result.summary["executor"] = "local"
         return unit, result
 
-    def measure(self, cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, num_classes: int) -> Throughput:
-        """The config's training and prediction speed here, where its units would train."""
-        from fmnist_kaggle.training.estimate import measure_throughput
+    def measure(
+        self, cfgs: list[TrainConfig], images: np.ndarray, labels: np.ndarray, num_classes: int
+    ) -> list[Throughput]:
+        """The configs' training and prediction speeds here, where their units would train (interleaved)."""
+        from fmnist_kaggle.training.estimate import measure_throughputs
 
-        return measure_throughput(cfg, images, labels, num_classes)
+        return measure_throughputs(cfgs, images, labels, num_classes)
 
     def describe_machine(self, device: str) -> str:
         """This machine: speeds measured here are kept under its CPU, threads, torch and device."""

@@ -50,15 +50,15 @@ def ray_task(cfg: TrainConfig, data: TrainingData, fold: int, seed: int, threads
 
 
 def measure_task(
-    cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, num_classes: int, threads: int
-) -> Throughput:
+    cfgs: list[TrainConfig], images: np.ndarray, labels: np.ndarray, num_classes: int, threads: int
+) -> list[Throughput]:
     """The body of a speed measurement on a worker (the autopilot sizes runs from it)."""
     import torch
 
-    from fmnist_kaggle.training.estimate import measure_throughput
+    from fmnist_kaggle.training.estimate import measure_throughputs
 
     torch.set_num_threads(threads)
-    return measure_throughput(cfg, np.array(images), np.array(labels), num_classes)
+    return measure_throughputs(cfgs, np.array(images), np.array(labels), num_classes)
 
 
 class RayExecutor:
@@ -177,12 +177,14 @@ class RayExecutor:
             )
         return replace(cfg, device="cpu"), self._task, {"num_cpus": self.cpus_per_task}
 
-    def measure(self, cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, num_classes: int) -> Throughput:
-        """The config's speed measured on a worker, with a unit's resources: where its units train."""
+    def measure(
+        self, cfgs: list[TrainConfig], images: np.ndarray, labels: np.ndarray, num_classes: int
+    ) -> list[Throughput]:
+        """The configs' speeds measured on one worker, with a unit's resources: where their units train."""
         ray = self._start()
-        cfg, _, opts = self._placement(cfg)
-        task = ray.remote(measure_task).options(**opts, name=f"fkaggle speed of {cfg.model}")
-        return ray.get(task.remote(cfg, images, labels, num_classes, self.cpus_per_task))
+        placed = [self._placement(cfg) for cfg in cfgs]
+        task = ray.remote(measure_task).options(**placed[0][2], name=f"fkaggle speed of {len(cfgs)} setup(s)")
+        return ray.get(task.remote([p[0] for p in placed], images, labels, num_classes, self.cpus_per_task))
 
     def describe_machine(self, device: str = "auto") -> str:
         """What speeds measured here are kept under: the cluster, as this driver sees it."""

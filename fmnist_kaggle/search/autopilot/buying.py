@@ -39,9 +39,7 @@ def jobs(s: Session, watch: Watch) -> Iterator[RunJob]:
             s.state.extra["stopped"] = "every portfolio entry was bought as many times as it allows (its runs)"
             return
         seconds = s.available()
-        purchase = policy.best_purchase(
-            s.menu.candidates(buyable(s), s.budget(), seconds), s.budget(), seconds, s.frontier
-        )
+        purchase = policy.best_purchase(s.menu.candidates(buyable(s)), s.budget(), seconds, s.frontier)
         if purchase is None:
             stop_buying(s, seconds)
             return

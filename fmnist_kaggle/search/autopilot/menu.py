@@ -1,15 +1,16 @@
 """What can be bought here: each portfolio entry at each of its widths, with its speed measured on
-the executor that trains the units (or kept from an earlier session on this machine). Widths are
-timed narrowest first and only as far as the time could buy: a short budget times only what it
-can buy. An option whose run failed is not offered again this session."""
+the executor that trains the units (or kept from an earlier session on this machine). The setups
+not kept yet are measured together, in one interleaved probe, so they share the machine's noise:
+a busy first minute slows them all alike, and the first unit's correction fixes them all. An
+option whose run failed is not offered again this session."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
-from fmnist_kaggle.search.autopilot import policy
-from fmnist_kaggle.search.autopilot.policy import Budget, Option
+from fmnist_kaggle.search.autopilot.policy import Option
 from fmnist_kaggle.search.autopilot.speeds import SpeedBook, sample
 from fmnist_kaggle.search.portfolio import Entry
 from fmnist_kaggle.training.config import TrainConfig
@@ -19,12 +20,12 @@ log = logging.getLogger(__name__)
 
 
 class Menu:
-    """The options measured so far, keyed by (entry name, width)."""
+    """The options known so far, keyed by (entry name, width)."""
 
     def __init__(
         self,
         open_book: Callable[[], SpeedBook],
-        measure: Callable[[TrainConfig], Throughput],
+        measure: Callable[[list[TrainConfig]], list[Throughput]],
         settings: dict,
         where: Callable[[], str] = str,
     ) -> None:
@@ -40,49 +41,54 @@ class Menu:
             self._book = self.open_book()
         return self._book
 
-    def option(self, entry: Entry, width: int | None) -> Option:
-        """The entry at `width` with its speed: kept here before, else measured now (and kept)."""
-        key = (entry.name, width)
-        if key not in self.options:
-            cfg = entry.config(width, **self.settings)
-            speed = self.book.get(cfg)
-            if speed is None:
-                speed = self.measure(cfg)
-                self.book.put(cfg, speed, "measured")
-                log.info(
-                    f"{self.where()} {entry.name}{f' width {width}' if width else ''}: {speed.train_ips:,.0f} "
-                    f"training img/s, {speed.predict_ips:,.0f} predicted img/s ({speed.precision} on {speed.device})"
-                )
-            self.options[key] = Option(entry, width, speed)
-        return self.options[key]
+    def config(self, entry: Entry, width: int | None) -> TrainConfig:
+        return entry.config(width, **self.settings)
 
-    def candidates(self, entries: list[Entry], budget: Budget, seconds: float) -> list[Option]:
-        """Each entry's widths, narrowest first, measured until one cannot fit its shortest run in
-        `seconds` (wider ones are slower still)."""
-        out = []
-        for entry in entries:
-            for width in entry.width_choices():
-                if (entry.name, width) in self.failed:
-                    continue
-                opt = self.option(entry, width)
-                out.append(opt)
-                if policy.longest_fit(opt, budget, seconds) is None:
-                    break
-        return out
+    def prepare(self, entries: list[Entry]) -> None:
+        """Every width of these entries as an option; the speeds not kept (or due another look)
+        measured in one interleaved probe."""
+        wanted = [(e, w) for e in entries for w in e.width_choices() if (e.name, w) not in self.options]
+        todo = [(e, w) for e, w in wanted if self.book.needs_probe(self.config(e, w))]
+        if todo:
+            cfgs = [self.config(e, w) for e, w in todo]
+            speeds = self.measure(cfgs)
+            self.book.put_probe(zip(cfgs, speeds, strict=True))
+            for (e, w), speed in zip(todo, speeds, strict=True):
+                log.info(
+                    f"{self.where()} {e.name}{f' width {w}' if w else ''}: {speed.train_ips:,.0f} training img/s, "
+                    f"{speed.predict_ips:,.0f} predicted img/s ({speed.precision} on {speed.device})"
+                )
+        for e, w in wanted:
+            self.options[(e.name, w)] = Option(e, w, self.book.get(self.config(e, w)))
+
+    def option(self, entry: Entry, width: int | None) -> Option:
+        self.prepare([entry])
+        return self.options[(entry.name, width)]
+
+    def refresh(self) -> None:
+        """The options with the kept speeds as they are now (after a unit corrected some)."""
+        for key, o in self.options.items():
+            self.options[key] = Option(o.entry, o.width, self.book.get(self.config(o.entry, o.width)) or o.speed)
+
+    def candidates(self, entries: list[Entry]) -> list[Option]:
+        """The options of these entries that have not failed (measured first where needed)."""
+        self.prepare(entries)
+        names = {e.name for e in entries}
+        return [o for key, o in self.options.items() if key[0] in names and key not in self.failed]
 
     def measured(self) -> list[Option]:
-        """The options measured so far that have not failed (nothing is timed anew)."""
+        """The options known so far that have not failed (nothing is timed anew)."""
         return [o for key, o in self.options.items() if key not in self.failed]
 
     def fail(self, entry: str, width: int | None) -> None:
         self.failed.add((entry, width))
 
 
-def measure_on(executor, train) -> Callable[[TrainConfig], Throughput]:  # noqa: ANN001
-    """A config's speed measured on `executor` (where its units train) on the sample rows of `train`."""
+def measure_on(executor: Any, train: Any) -> Callable[[list[TrainConfig]], list[Throughput]]:
+    """Configs' speeds measured on `executor` (where their units train) on the sample rows of `train`."""
 
-    def measure(cfg: TrainConfig) -> Throughput:
+    def measure(cfgs: list[TrainConfig]) -> list[Throughput]:
         x, y = sample(train.images, train.labels)
-        return executor.measure(cfg, x, y, train.num_classes)
+        return executor.measure(cfgs, x, y, train.num_classes)
 
     return measure

@@ -60,7 +60,7 @@ def show_plan(comp: Competition, settings: AutoSettings, executor: Executor | No
         session = open_session(comp, replace(settings, started=None), ex, writable=False)  # as if it started now
         timing, budget = session.time, session.budget()
         seconds = (settings.time_limit - session.reserve() - session.clock.elapsed()) * (1 - timing.safety())
-        options = session.menu.candidates(session.entries, budget, seconds)
+        options = session.menu.candidates(session.entries)
         purchases = policy.purchases(options, budget, seconds, session.frontier, MAX_RUNS)
         result: dict[str, Any] = {
             "limit_s": settings.time_limit,

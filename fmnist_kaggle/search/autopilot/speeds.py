@@ -1,15 +1,25 @@
-"""Speeds measured once, on the executor that trains the units, and kept for later sessions.
+"""Speeds measured on the executor that trains the units, kept for later sessions, corrected by units.
 
-Each model setup (the config fields that change speed) is timed on a few real steps where its
-units will train (this process, or a Ray worker with a unit's resources) and the result is kept
-in `oof/autopilot/speeds.json` per machine: a later session on the same machine reuses it instead
-of timing again. A finished unit's own training speed corrects the kept one when the two differ
-by more than `DRIFT` (the machine got busier or quieter), so estimates follow the machine.
+Each model setup (the config fields that change speed: `TrainConfig.speed_key`) is timed on a few
+real steps where its units will train (this process, or a Ray worker with a unit's resources),
+every setup of a probe interleaved with the others, so a busy moment slows them alike. Kept in
+`oof/autopilot/speeds.json` per machine, each speed with its source and age:
+- a probe's speed (`source: probe`) is one look; a later session looks once more and keeps the
+  faster of the two (load on a shared machine only ever slows a look);
+- a finished unit's own training speed replaces a kept one when they differ by more than DRIFT
+  (`source: unit`, trusted from then on), and the speeds probed with it are corrected by the same
+  factor (they shared the probe's noise);
+- a unit's fixed cost (setup, checkpoints, writes: its seconds besides training and predicting)
+  is kept with its speed, for the time model.
+A kept speed that is not a plausible number (not finite, or outside SANE_IPS) is discarded with a
+warning and measured again.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +34,20 @@ from fmnist_kaggle.training.estimate import Throughput
 log = logging.getLogger(__name__)
 DRIFT = 0.2  # a unit's own speed this far from the kept one replaces it
 SAMPLE_ROWS = 2048  # rows a speed is measured on
+SANE_IPS = (0.5, 1e7)  # images per second a kept speed may claim
+SANE_FIXED_S = (0.0, 3600.0)  # seconds a unit's fixed cost may claim
+LOOKS = 2  # probes of a speed no unit has confirmed, across sessions, before it is trusted as it is
+
+
+def _sane(rec: Any) -> bool:
+    if not isinstance(rec, dict):
+        return False
+    numbers = [rec.get("train_ips"), rec.get("predict_ips")]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+        return False
+    fixed = rec.get("fixed_s", 1.0)
+    fixed_ok = isinstance(fixed, (int, float)) and math.isfinite(fixed) and SANE_FIXED_S[0] <= fixed <= SANE_FIXED_S[1]
+    return all(SANE_IPS[0] <= v <= SANE_IPS[1] for v in numbers) and fixed_ok
 
 
 class SpeedBook:
@@ -31,6 +55,7 @@ class SpeedBook:
 
     def __init__(self, path: Path, machine: str, writable: bool = True) -> None:
         self.path, self.machine, self.writable = path, machine, writable
+        self.opened = utc_now()  # speeds probed before this came from an earlier session
         self.data = self._read()
         self.dirty = False
 
@@ -38,31 +63,56 @@ class SpeedBook:
         if not present(self.path):
             return {"schema": 1, "machines": {}}
         try:
-            return read_json(self.path, "autopilot speeds", AUTOPILOT_SPEEDS)
+            data = read_json(self.path, "autopilot speeds", AUTOPILOT_SPEEDS)
         except CorruptArtifact as exc:
             log.warning(f"{exc}; speeds are measured again")
             return {"schema": 1, "machines": {}}
+        for machine, recs in data["machines"].items():
+            bad = [key for key, rec in recs.items() if not _sane(rec)]
+            for key in bad:
+                del recs[key]
+            if bad:
+                log.warning(f"{self.path}: {len(bad)} kept speed(s) of {machine} are not plausible; measured again")
+        return data
+
+    @property
+    def kept(self) -> dict[str, dict[str, Any]]:
+        return self.data["machines"].setdefault(self.machine, {})
 
     def get(self, cfg: TrainConfig) -> Throughput | None:
-        rec = self.data["machines"].get(self.machine, {}).get(cfg.speed_key())
+        rec = self.kept.get(cfg.speed_key())
         if rec is None:
             return None
-        return Throughput(
-            float(rec["train_ips"]),
-            float(rec["predict_ips"]),
-            rec.get("device", "cpu"),
-            rec.get("precision", "float32"),
-        )
+        fixed = float(rec.get("fixed_s", Throughput.__dataclass_fields__["fixed_s"].default))
+        device, precision = rec.get("device", "cpu"), rec.get("precision", "float32")
+        return Throughput(float(rec["train_ips"]), float(rec["predict_ips"]), device, precision, fixed)
 
-    def put(self, cfg: TrainConfig, speed: Throughput, source: str) -> None:
-        entry = {
-            **speed.to_dict(),
-            "model": cfg.model,
-            "model_kwargs": cfg.model_kwargs,
-            "source": source,
-            "at": utc_now(),
-        }
-        self.data["machines"].setdefault(self.machine, {})[cfg.speed_key()] = entry
+    def needs_probe(self, cfg: TrainConfig) -> bool:
+        """Not kept; or probed only, too few times, the last in an earlier session (one look under
+        load must not rule later sessions)."""
+        rec = self.kept.get(cfg.speed_key())
+        if rec is None:
+            return True
+        looked_before = str(rec.get("at", "")) < self.opened
+        return rec.get("source") == "probe" and int(rec.get("looks", 1)) < LOOKS and looked_before
+
+    def put_probe(self, measured: Iterable[tuple[TrainConfig, Throughput]]) -> None:
+        """One interleaved probe's speeds (they share its id); a speed probed before keeps the
+        faster of its looks."""
+        probe = utc_now()
+        for cfg, speed in measured:
+            new = {**speed.to_dict(), "source": "probe", "probe": probe, "looks": 1}
+            old = self.kept.get(cfg.speed_key())
+            if old is not None and old.get("source") == "probe":
+                new.update(
+                    train_ips=max(speed.train_ips, old["train_ips"]),
+                    predict_ips=max(speed.predict_ips, old["predict_ips"]),
+                    looks=int(old.get("looks", 1)) + 1,
+                )
+            self._put(cfg, new)
+
+    def _put(self, cfg: TrainConfig, rec: dict[str, Any]) -> None:
+        self.kept[cfg.speed_key()] = {**rec, "model": cfg.model, "model_kwargs": cfg.model_kwargs, "at": utc_now()}
         self.dirty = True
         self.save()
 
@@ -72,17 +122,31 @@ class SpeedBook:
             atomic.write_json(self.path, self.data)
             self.dirty = False
 
-    def observe(self, cfg: TrainConfig, unit_train_ips: float) -> bool:
-        """A finished unit's training speed: kept instead when it differs by more than DRIFT."""
-        kept = self.get(cfg)
-        if kept is None or unit_train_ips <= 0 or abs(unit_train_ips / kept.train_ips - 1) <= DRIFT:
-            return False
+    def observe(self, cfg: TrainConfig, unit_train_ips: float, unit_fixed_s: float | None = None) -> float | None:
+        """A unit's own training speed (and fixed cost): when the speed differs from the kept one by
+        more than DRIFT it is kept instead, and the speeds probed with it are scaled by the same
+        factor. Returns that factor (None: nothing corrected)."""
+        key = cfg.speed_key()
+        rec = self.kept.get(key)
+        if rec is None or unit_train_ips <= 0:
+            return None
+        if unit_fixed_s is not None and SANE_FIXED_S[0] <= unit_fixed_s <= SANE_FIXED_S[1]:
+            self._put(cfg, {**rec, "fixed_s": round(unit_fixed_s, 2)})
+            rec = self.kept[key]
+        factor = unit_train_ips / rec["train_ips"]
+        if abs(factor - 1) <= DRIFT:
+            return None
         log.info(
             f"{cfg.model} {cfg.model_kwargs}: units train at {unit_train_ips:,.0f} img/s, "
-            f"{kept.train_ips:,.0f} was kept; using theirs"
+            f"{rec['train_ips']:,.0f} was kept; using theirs (and x{factor:.2f} for the speeds probed with it)"
         )
-        self.put(cfg, Throughput(round(unit_train_ips, 1), kept.predict_ips, kept.device, kept.precision), "a unit")
-        return True
+        for other_key, other in self.kept.items():
+            if other_key != key and other.get("source") == "probe" and other.get("probe") == rec.get("probe"):
+                scaled = {k: round(other[k] * factor, 1) for k in ("train_ips", "predict_ips")}
+                self.kept[other_key] = {**other, **scaled, "source": "probe, corrected by a unit", "at": utc_now()}
+        scaled_predict = round(rec["predict_ips"] * factor, 1)
+        self._put(cfg, {**rec, "train_ips": round(unit_train_ips, 1), "predict_ips": scaled_predict, "source": "unit"})
+        return factor
 
 
 def sample(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -58,6 +58,21 @@ class Watch:
         late = lateness(s.clock.now(), left_s + predict_s, job.outstanding - 1, whole_s + predict_s, s.step_deadline())
         return -math.inf if late > 0 and self.only_hope() else late
 
+    def correct(self, job: RunJob, images_per_s: float, fixed_s: float | None = None) -> None:
+        """A unit's own speed (and fixed cost) corrects the kept speeds (its width's, and those
+        probed with it when it drifted); the options follow."""
+        if self.s.menu.book.observe(job.cfg, images_per_s, fixed_s) is not None or fixed_s is not None:
+            self.s.menu.refresh()
+
+    def unit_estimate(self, run: str) -> float:
+        """A unit of `run` as the current speeds estimate it (what calibration compares units to:
+        speeds a unit corrected leave only the rest of the error to it)."""
+        s, rec, opt = self.s, self.s.state.runs[run], self.option_of(run)
+        if opt is None:
+            return rec.unit_estimate_s
+        budget = s.budget(slots=1)
+        return policy.purchase_seconds(opt, budget, rec.steps) / budget.waves() / budget.calibration
+
     def only_hope(self) -> bool:
         """No run is complete and nothing smaller would fit: the run training now is never stopped early."""
         return not self.s.complete() and self.smaller_run_fits() is None
@@ -74,12 +89,14 @@ class Watch:
         if isinstance(result, UnitLate):
             return self.on_late(job, result)
         s, name = self.s, job.rd.name
+        spent = result.summary.get("times", {})
         times = self.unit_times.setdefault(name, [])
-        times.append(float(result.summary.get("unit_seconds", 0.0)))
-        estimate = s.state.runs[name].unit_estimate_s
+        times.append(float(result.summary.get("unit_seconds", 0.0)) + spent.get("write", 0.0))
+        fixed = sum(spent.get(k, 0.0) for k in ("setup", "checkpoint", "write"))
+        self.correct(job, float(result.summary.get("images_per_s", 0.0)), fixed or None)
+        estimate = self.unit_estimate(name)
         if estimate:
             s.time.calibrate(np.mean(times) / estimate)
-        s.menu.book.observe(job.cfg, float(result.summary.get("images_per_s", 0.0)))
         left = job.outstanding
         late = lateness(s.clock.now(), 0.0, left, float(np.mean(times)), s.step_deadline())
         if s.executor.capacity > 1 or not left or late <= 0:
@@ -98,10 +115,10 @@ class Watch:
         """A unit stopped part-way at a pace that would end its run too late: its pace corrects
         the estimates (and the kept speed when it drifted); the time goes to a run that fits."""
         s, name = self.s, job.rd.name
+        self.correct(job, late.images_per_s)
         opt = self.option_of(name)
         if opt is not None and late.images_per_s > 0:
             s.time.calibrate(opt.speed.train_ips / late.images_per_s)
-        s.menu.book.observe(job.cfg, late.images_per_s)
         done = len(self.unit_times.get(name, []))
         self.stopped[name] = (
             f"stopped during its unit {done + 1}: at {late.images_per_s:,.0f} img/s it "
