@@ -2,10 +2,13 @@
 
 A training image that appears twice can land in a training fold and in its validation fold (the
 CV then scores a memorised image), and a test image identical to a training image says the split
-leaks. Two images are repeats when their mean absolute pixel difference is at most NEAR_MEAN_ABS
-gray levels (0: exact copies). Candidates are the images whose 4x4 thumbnails agree on one of
-several shifted quantisation grids (an exact pair always does; a near pair almost always), so the
-search stays near-linear in the rows: about 5 s for the 70,000 official images on 2 cores.
+leaks. An image repeats another when their mean absolute pixel difference is at most NEAR_MEAN_ABS
+gray levels (0: exact copies). A group is one representative (its first row) and the images
+within NEAR_MEAN_ABS of it: never a chain of near pairs drifting further and further apart.
+Candidates are the images whose 4x4 thumbnails agree on one of several shifted quantisation grids
+(an exact pair always does; a near pair almost always); each is compared with the representatives
+of its bucket, not with every other image, so the time stays near-linear in the rows whatever the
+size of the groups (docs/results.md gives the measured times).
 """
 
 from __future__ import annotations
@@ -34,48 +37,49 @@ def _bucket_keys(images: np.ndarray, offset: int) -> np.ndarray:
     return q.view(np.dtype((np.void, q.shape[1]))).ravel()
 
 
-class _Groups:
-    """Union-find over row numbers: each duplicate group ends as one root (its first row)."""
-
-    def __init__(self, n: int) -> None:
-        self.parent = np.arange(n)
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return int(i)
-
-    def join(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-    def labels(self) -> np.ndarray:
-        return np.array([self.find(i) for i in range(len(self.parent))])
-
-
 def group_rows(images: np.ndarray) -> np.ndarray:
-    """A group id per row (its group's first row): rows whose images are equal or near-exact
-    (mean absolute difference <= NEAR_MEAN_ABS) share one. Candidates are the rows whose coarse
-    thumbnails agree on one of several shifted grids, compared pixel by pixel."""
+    """A group id per row (its group's first row): each group is a representative and the rows
+    within NEAR_MEAN_ABS of it. Rows are taken in order; a row joins the nearest representative of
+    its bucket within the threshold (on any of the shifted grids), else it represents a group."""
     if images.shape[1:] != (28, 28):
         raise ValueError(f"expected (N, 28, 28) images, got {images.shape}")
-    groups = _Groups(len(images))
-    flat = images.reshape(len(images), -1).astype(np.int16)
+    n = len(images)
+    rep = np.arange(n)  # each row's representative (itself until it joins another)
+    size = np.ones(n, dtype=np.int64)  # members of the group each row represents
+    flat = images.reshape(n, -1).astype(np.int16)
     for offset in OFFSETS:
         key = _bucket_keys(images, offset)
-        order = np.argsort(key, kind="stable")
+        order = np.argsort(key, kind="stable")  # within a bucket, rows in order
         k = key[order]
         starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
-        for s, e in zip(starts, np.r_[starts[1:], len(k)]):
-            members = order[s:e]
-            for a in range(len(members) - 1):
-                rest = members[a + 1 :]
-                near = np.abs(flat[rest] - flat[members[a]]).mean(axis=1) <= NEAR_MEAN_ABS
-                for b in rest[near]:
-                    groups.join(int(members[a]), int(b))
-    return groups.labels()
+        for s_, e in zip(starts, np.r_[starts[1:], n], strict=True):
+            if e - s_ > 1:
+                _join_bucket(order[s_:e], flat, rep, size)
+    return _first_rows(rep)
+
+
+def _join_bucket(members: np.ndarray, flat: np.ndarray, rep: np.ndarray, size: np.ndarray) -> None:
+    """Rows of one bucket that are alone join the nearest representative present within the
+    threshold; the others of them become representatives."""
+    reps = [int(m) for m in members if rep[m] == m and size[m] > 1]
+    for m in members:
+        m = int(m)
+        if rep[m] != m or size[m] > 1:  # in a group already (a member, or a representative with members)
+            continue
+        if reps:
+            dist = np.abs(flat[reps] - flat[m]).mean(axis=1)
+            j = int(np.argmin(dist))
+            if dist[j] <= NEAR_MEAN_ABS and reps[j] != m:
+                rep[m], size[reps[j]], size[m] = reps[j], size[reps[j]] + 1, 0
+                continue
+        reps.append(m)
+
+
+def _first_rows(rep: np.ndarray) -> np.ndarray:
+    """Group ids as each group's first row (a representative may come after a member it took)."""
+    first = np.full(len(rep), len(rep), dtype=np.int64)
+    np.minimum.at(first, rep, np.arange(len(rep)))
+    return first[rep]
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,39 @@ def make_folds(labels: np.ndarray, k: int, seed: int, groups: np.ndarray | None 
     return fold_of
 
 
+_GROUPS: dict[str, np.ndarray] = {}  # repeated-image groups per data fingerprint (computed once a process)
+
+
+def repeated_groups(train: ImageSet) -> np.ndarray:
+    """The training rows' repeated-image groups (a group id per row), computed once per data."""
+    key = train.fingerprint()
+    if key not in _GROUPS:
+        _GROUPS[key] = group_rows(train.images)
+    return _GROUPS[key]
+
+
+def assign_folds(train: ImageSet, k: int, seed: int) -> np.ndarray:
+    """The fold of each training row (stratified, repeated images kept together), refused in one
+    line when it cannot be made: a class with fewer rows than folds, a group of repeated images
+    larger than a fold holds, or a fold left empty. Nothing is written."""
+    check_min_class_count(train, k)
+    groups = repeated_groups(train)
+    fold_of = make_folds(train.labels, k, seed, groups)
+    ids, sizes = np.unique(groups, return_counts=True)
+    largest = int(sizes.max())
+    if largest > len(groups) // k:
+        raise FkaggleError(
+            f"{largest} training rows repeat one image (row {int(ids[sizes.argmax()]) + 1} and its copies): more "
+            f"than one of {k} folds holds ({len(groups) // k} rows), and copies must share a fold; use fewer "
+            "--folds or remove the copies",
+            train.path,
+        )
+    empty = [f for f in range(k) if not (fold_of == f).any()]
+    if empty:
+        raise FkaggleError(f"fold {empty[0]} of {k} would be empty (repeated images fill the others)", train.path)
+    return fold_of
+
+
 def folds_fingerprint(data_fingerprint: str, fold_of: np.ndarray) -> str:
     h = hashlib.sha256(data_fingerprint.encode())
     h.update(np.asarray(fold_of, dtype=np.int8).tobytes())
@@ -46,6 +79,14 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
         return np.arange(len(labels))
     idx, _ = train_test_split(np.arange(len(labels)), train_size=n, stratify=labels, random_state=seed)
     return np.sort(idx)
+
+
+def check_folds(ws: Workspace, train: ImageSet, k: int, seed: int) -> None:
+    """Refuse, writing nothing, folds that cannot be made (`assign_folds`); a saved assignment was
+    checked when it was made."""
+    npy, meta = ws.fold_assignment(train.fingerprint(), k, seed)
+    if not (npy.exists() and meta.exists()):
+        assign_folds(train, k, seed)
 
 
 def load_or_make_folds(ws: Workspace, train: ImageSet, k: int, seed: int) -> tuple[np.ndarray, str]:
@@ -64,8 +105,8 @@ def load_or_make_folds(ws: Workspace, train: ImageSet, k: int, seed: int) -> tup
         ):
             raise FkaggleError("saved fold assignment does not match its fingerprint; delete it to rebuild", npy)
         return fold_of, info["folds_fingerprint"]
-    groups = group_rows(train.images)
-    fold_of = make_folds(train.labels, k, seed, groups)
+    fold_of = assign_folds(train, k, seed)
+    groups = repeated_groups(train)
     fp = folds_fingerprint(data_fp, fold_of)
     repeated = int((np.bincount(groups, minlength=len(groups)) > 1).sum())
     atomic.save_npy(npy, fold_of)

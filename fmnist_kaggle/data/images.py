@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from fmnist_kaggle.data.formats import check_format, csv, detect_format, load_format
-from fmnist_kaggle.data.formats._common import LABEL_COLUMNS, Raw, _as_array, _is_number, _plain, _to_uint8
+from fmnist_kaggle.data.formats._common import LABEL_COLUMNS, Raw, _as_array, _plain, _to_uint8
 from fmnist_kaggle.data.formats.idx import parse_idx
 from fmnist_kaggle.errors import DataError
 from fmnist_kaggle.storage import files
@@ -99,19 +100,31 @@ def plain_label(v: object) -> int | str:
     return v if isinstance(v, str) else int(v)  # type: ignore[call-overload]
 
 
-def _words(targets: np.ndarray, path: Path) -> bool:
-    """Labels given as words ('Sandal', 'Bag') rather than numbers; a mix of both is refused."""
-    if targets.dtype.kind not in "OUS":
-        return False
-    numbers = [_is_number(str(t)) for t in targets]
-    if all(numbers):
-        return False
-    if any(numbers):
-        bad = next(t for t, n in zip(targets, numbers) if not n)
+_INTEGER = re.compile(r"[+-]?(0|[1-9][0-9]*)(\.0*)?")  # an integer as numbers are written: no leading zeros
+_NUMERAL = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?")
+
+
+def _text_labels(targets: np.ndarray, path: Path) -> np.ndarray:
+    """Label cells given as text, compared as written: numbers when every one is an integer written
+    plainly ('3', '3.0'), else words ('Sandal', and '01': '1' and '01' are then two classes). An
+    empty cell is a missing label; words beside plain numbers, or a fraction, are refused."""
+    texts = np.array([str(t).strip() for t in targets], dtype=object)
+    empty = np.flatnonzero(texts == "")
+    if len(empty):
+        raise DataError(f"missing label in row {int(empty[0]) + 1}", path)
+    plain = np.array([bool(_INTEGER.fullmatch(t)) for t in texts])
+    if plain.all():
+        return np.array([int(float(t)) for t in texts], dtype=np.int64)
+    numeral = np.array([bool(_NUMERAL.fullmatch(t)) for t in texts])
+    fraction = next((t for t, n, p in zip(texts, numeral, plain, strict=True) if n and not p and "." in t), None)
+    if fraction is not None and float(fraction) != int(float(fraction)):
+        raise DataError(f"label {fraction} is not an integer", path)
+    if plain.any() and not numeral.all():
+        bad = next(t for t, n in zip(texts, numeral, strict=True) if not n)
         raise DataError(
-            f"label {_plain(bad)!r} is not an integer (the other labels are numbers: all numbers or all words)", path
+            f"label {bad!r} is not an integer (the other labels are numbers: all numbers or all words)", path
         )
-    return True
+    return texts
 
 
 def _targets_to_values(targets: np.ndarray, n: int, path: Path) -> np.ndarray:
@@ -138,13 +151,8 @@ def _targets_to_values(targets: np.ndarray, n: int, path: Path) -> np.ndarray:
             bad = targets[np.isnan(targets) | (targets != np.rint(targets))][0]
             raise DataError(f"label {_plain(bad)!r} is not an integer", path)
         targets = targets.astype(np.int64)
-    elif targets.dtype.kind in "OUS":
-        if _words(targets, path):  # class names as labels: classes are the sorted distinct words
-            words = np.array([str(t).strip() for t in targets], dtype=object)
-            if any(not w for w in words):
-                raise DataError(f"row {int(np.flatnonzero(words == '')[0]) + 1} has an empty label", path)
-            return words
-        return _targets_to_values(np.array([float(t) for t in targets]), n, path)
+    elif targets.dtype.kind in "OUS":  # text: numbers or words (classes are the sorted distinct words)
+        return _text_labels(targets, path)
     elif targets.dtype.kind not in "iub":
         raise DataError(f"labels have dtype {targets.dtype}, expected integers", path)
     return targets.astype(np.int64)
@@ -294,22 +302,9 @@ def load_images_labels(path: Path, ids: np.ndarray | None = None, id_column: str
 
 
 def _numeric(labels: Any, path: Path) -> np.ndarray:
-    """Label cells as numbers, or as the words themselves when any of them is not a number."""
-    import pandas as pd
-
-    nums = pd.to_numeric(labels, errors="coerce")
-    if nums.isna().any() and not nums.isna().all():
-        raise DataError(
-            f"label {labels[nums.isna()].iloc[0]!r} is not a number (the other labels are: all numbers or all words)",
-            path,
-        )
-    if nums.isna().any():
-        if (labels.astype(str).str.strip() == "").any():
-            raise DataError(
-                f"row {int(np.flatnonzero(labels.astype(str).str.strip() == '')[0]) + 1} has an empty label", path
-            )
-        return labels.astype(str).str.strip().to_numpy(dtype=object)
-    return nums.to_numpy()
+    """Label cells of a labels CSV as the text they hold (numbers or words are told apart later, as
+    for every file: `_text_labels`)."""
+    return labels.astype(str).to_numpy(dtype=object)
 
 
 def check_pair(train: ImageSet, test: ImageSet) -> None:

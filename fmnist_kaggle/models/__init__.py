@@ -6,6 +6,13 @@ available as `timm:<name>`. Importing this package imports torch.
 
 # Importing the modules fills the registry.
 from fmnist_kaggle.models import report_cnns, resnet  # noqa: F401,E402
-from fmnist_kaggle.models.registry import count_params, create_model, list_models, register_model, report_classes
+from fmnist_kaggle.models.registry import (
+    check_model_size,
+    count_params,
+    create_model,
+    list_models,
+    register_model,
+    report_classes,
+)
 
-__all__ = ["count_params", "create_model", "list_models", "register_model", "report_classes"]
+__all__ = ["check_model_size", "count_params", "create_model", "list_models", "register_model", "report_classes"]

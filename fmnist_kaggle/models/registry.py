@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable
 
+import torch
 import torch.nn as nn
 
 from fmnist_kaggle.errors import FkaggleError
@@ -47,3 +49,38 @@ def create_model(name: str, num_classes: int = 10, in_chans: int = 1, **kwargs) 
 
 def count_params(model: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+TRAIN_BYTES_PER_PARAM = 16  # fp32 weights, gradients and two optimizer moments
+MEMORY_SHARE = 0.5  # of this machine's memory a model may take to train
+
+
+def check_model_size(name: str, num_classes: int = 10, in_chans: int = 1, **kwargs) -> int:
+    """The model's parameter count, found without allocating it (built on torch's meta device);
+    one line naming the settings when training it would need more than MEMORY_SHARE of this
+    machine's memory (a width of 100,000 asks for terabytes)."""
+    if "pretrained" in kwargs:  # a weights file is read as the model is built: the real build checks it
+        return 0
+    try:
+        with torch.device("meta"):
+            model = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    except FkaggleError:
+        raise
+    except Exception:  # noqa: BLE001  (a model that cannot be built on meta is checked by its real build)
+        return 0
+    params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    need, have = params * TRAIN_BYTES_PER_PARAM, _memory_bytes()
+    if have and need > MEMORY_SHARE * have:
+        settings = ", ".join(f"{k}={v}" for k, v in kwargs.items()) or "its defaults"
+        raise FkaggleError(
+            f"model {name} with {settings}: {params:,} parameters need about {need / 2**30:,.0f} GiB to train, "
+            f"more than this machine's {have / 2**30:.0f} GiB allow; choose a smaller size"
+        )
+    return params
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0

@@ -92,11 +92,12 @@ def check_model(cfg: TrainConfig, num_classes: int, device: bool = True) -> int:
     """Build the model once, on the CPU, and resolve the device where units train in this process
     (a Ray cluster's devices are its own): a bad model keyword, pretrained file or device is
     refused here, before a run folder exists. Returns the parameter count."""
-    from fmnist_kaggle.models import count_params, create_model
+    from fmnist_kaggle.models import check_model_size, count_params, create_model
     from fmnist_kaggle.training.device import resolve_device
 
     if device:
         resolve_device(cfg.device)
+    check_model_size(cfg.model, num_classes, **cfg.model_kwargs)  # before anything is allocated
     try:
         return count_params(create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs))
     except (RuntimeError, ValueError, TypeError) as exc:  # e.g. a negative width: torch's own words, one line

@@ -84,9 +84,13 @@ def load_portfolio(path: str | Path | None = None) -> list[Entry]:
     return entries
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
 def _number(row: dict[str, Any], key: str, default: float) -> float:
     value = row.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
+    if not _is_number(value) or not 0 < value < 1e6:
         raise FkaggleError(f"{key} must be a positive number, got {value!r}")
     return float(value)
 
@@ -111,8 +115,11 @@ def _entry(row: Any, where: Path) -> Entry:
         ):
             raise FkaggleError(f"widths must be a list of positive whole numbers, got {widths!r}")
         rows = row.get("rows", [0, math.inf])
-        if not isinstance(rows, list) or len(rows) != 2 or not all(isinstance(r, (int, float)) for r in rows):
-            raise FkaggleError(f"rows must be [LOW, HIGH] training rows, got {rows!r}")
+        numbers = isinstance(rows, list) and len(rows) == 2 and all(_is_number(r) for r in rows)
+        if not numbers or not (math.isfinite(rows[0]) and 0 <= rows[0] < rows[1]):
+            raise FkaggleError(
+                f"rows must be [LOW, HIGH] training rows, 0 <= LOW < HIGH (HIGH may be inf), got {rows!r}"
+            )
         base = build_config(**train)  # a bad setting is named here, not when the run starts
         epochs = _number(row, "epochs", base.epochs)
         min_epochs = _number(row, "min_epochs", min(1.0, epochs))
@@ -178,11 +185,25 @@ class Frontier:
 
 
 def load_frontier(path: str | Path | None = None) -> Frontier:
-    """The packaged time-to-accuracy table (bench/frontier.py --write), or a file in its format."""
-    text = files.read_text(Path(path), "frontier", limit=1 << 20) if path else FRONTIER.read_text(encoding="utf-8")
+    """The packaged time-to-accuracy table (bench/frontier.py --write), or a file in its format;
+    each point checked (one line naming the file and the point)."""
+    where = Path(str(path or FRONTIER))
+    text = files.read_text(where, "frontier", limit=1 << 20) if path else FRONTIER.read_text(encoding="utf-8")
+    try:
+        rows = tomllib.loads(text).get("point", [])
+    except tomllib.TOMLDecodeError as exc:
+        raise FkaggleError(f"invalid TOML ({exc})", where) from None
     points: dict[tuple[str, int], list[tuple[float, float]]] = {}
-    for p in tomllib.loads(text).get("point", []):
-        points.setdefault((str(p.get("entry", "fast")), int(p["width"])), []).append(
-            (float(p["epochs"]), float(p["val_acc"]))
-        )
+    for i, p in enumerate(rows if isinstance(rows, list) else [rows]):
+        ok = isinstance(p, dict) and isinstance(p.get("entry", "fast"), str)
+        ok = ok and isinstance(p.get("width"), int) and not isinstance(p.get("width"), bool) and p["width"] > 0
+        ok = ok and _is_number(p.get("epochs")) and 0 < p["epochs"] < 1e6
+        ok = ok and _is_number(p.get("val_acc")) and 0 <= p["val_acc"] <= 1
+        if not ok:
+            raise FkaggleError(
+                f"point {i + 1} must have entry (text), width (a whole number > 0), epochs (> 0) and "
+                f"val_acc (0..1), got {p!r:.100}",
+                where,
+            )
+        points.setdefault((p.get("entry", "fast"), p["width"]), []).append((float(p["epochs"]), float(p["val_acc"])))
     return Frontier({k: sorted(v) for k, v in points.items()})

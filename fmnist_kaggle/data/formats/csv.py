@@ -23,7 +23,7 @@ from fmnist_kaggle.storage.artifacts import present, read_file
 SUFFIXES = (".csv", ".csv.gz", ".tsv")
 DOWNLOAD_SUFFIXES = (".csv", ".csv.zip", ".csv.gz", ".tsv")
 log = logging.getLogger(__name__)
-CACHE_VERSION = 2  # 2: the arrays' SHA-256 recorded in the cache and checked on every read
+CACHE_VERSION = 3  # 2: the arrays' SHA-256 recorded and checked on every read; 3: labels kept as text
 CSV_CAP = 1 << 30  # the 60,000-row Fashion-MNIST CSV is 133 MB
 
 
@@ -55,8 +55,10 @@ def _read_csv(path: Path) -> Raw:
     if len(df) == 0:
         raise DataError("no data rows", path)
     columns = [str(c).strip() for c in df.columns]
+    header = [str(c) for c in df.columns]  # as written: the label column is read again by its name
     if all(_is_number(c) for c in columns):  # headerless file: first row is data
         df = pd.read_csv(io.BytesIO(raw), sep=sep, header=None, engine=_csv_engine())
+        header = []
         ncol = df.shape[1]
         if ncol not in (NUM_PIXELS, NUM_PIXELS + 1):
             raise DataError(f"expected 784 pixel columns (plus an optional label), found {ncol} columns", path)
@@ -75,13 +77,35 @@ def _read_csv(path: Path) -> Raw:
         raise DataError(f"expected 784 pixel columns, found {len(pixel_cols)}", path)
     pixels = _numeric_block(df, pixel_cols, path)
     targets = None
-    if label_col is not None:
-        col = df[label_col]
-        if col.isna().any():
-            raise DataError(f"missing label in row {int(np.flatnonzero(col.isna().to_numpy())[0]) + 1}", path)
-        targets = col.to_numpy()
+    if label_col is not None:  # as text: '01' stays '01', 'NA' and 'None' are words (images.py tells them apart)
+        targets = _label_texts(raw, sep, header[columns.index(label_col)] if header else None)
     ids = None if id_col is None else df[id_col].to_numpy()
     return Raw(pixels, targets, ids, id_col, (pixel_cols[0], pixel_cols[-1]))
+
+
+def _label_texts(raw: bytes, sep: str, name: str | None) -> np.ndarray:
+    """The label column as the text of its cells (`name`; None: the first column of a headerless
+    file), nothing taken for missing but an empty cell."""
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+    except ImportError:  # pandas' own parser: slower, the same cells
+        import pandas as pd
+
+        first = 0 if name is None else name
+        header = None if name is None else 0
+        col = pd.read_csv(io.BytesIO(raw), sep=sep, header=header, usecols=[first], dtype=str, keep_default_na=False)
+        return col.iloc[:, 0].to_numpy(dtype=object)
+    key = "f0" if name is None else name
+    table = pcsv.read_csv(
+        io.BytesIO(raw),
+        read_options=pcsv.ReadOptions(autogenerate_column_names=name is None),
+        parse_options=pcsv.ParseOptions(delimiter=sep),
+        convert_options=pcsv.ConvertOptions(
+            include_columns=[key], column_types={key: pa.string()}, strings_can_be_null=False, null_values=[]
+        ),
+    )
+    return np.array(table.column(0).to_pylist(), dtype=object)
 
 
 def _csv_engine() -> str:
@@ -157,8 +181,8 @@ def _cached_csv(path: Path, use_cache: bool) -> tuple[Raw, str]:
     raw.pixels, scale = _to_uint8(raw.pixels, path)
     if use_cache:
         arrays = {"pixels": raw.pixels}
-        if raw.targets is not None:
-            arrays["targets"] = raw.targets
+        if raw.targets is not None:  # text labels as a unicode array (npz refuses object arrays)
+            arrays["targets"] = raw.targets.astype(str) if raw.targets.dtype.kind == "O" else raw.targets
         if raw.ids is not None:  # npz refuses object arrays: string ids are stored as str
             arrays["ids"] = raw.ids.astype(str) if raw.ids.dtype.kind == "O" else raw.ids
         meta = {"id_column": raw.id_column, "pixel_columns": list(raw.pixel_columns or ()), "scale": scale}

@@ -19,8 +19,9 @@ from fmnist_kaggle.search.autopilot import policy
 from fmnist_kaggle.search.autopilot.policy import Purchase
 from fmnist_kaggle.search.autopilot.session import MAX_RUNS, Session
 from fmnist_kaggle.search.autopilot.state import OPEN, RunRecord
-from fmnist_kaggle.search.portfolio import Entry
+from fmnist_kaggle.search.portfolio import HARDWARE, Entry
 from fmnist_kaggle.training.config import TrainConfig
+from fmnist_kaggle.training.estimate import unit_seconds
 
 if TYPE_CHECKING:
     from fmnist_kaggle.search.autopilot.watch import Watch
@@ -86,12 +87,27 @@ def _label(entry: Entry, width: int | None) -> str:
     return f"{entry.name}{f' width {width}' if width else ''}"
 
 
+def entry_of(s: Session, rec: RunRecord) -> Entry:
+    """The entry a run was bought from, as it was then: its recorded settings (the portfolio it
+    came from may be gone), or, for a run recorded before they were, the portfolio's entry."""
+    if rec.train is not None:
+        widths = (rec.width,) if rec.width else ()
+        return Entry(rec.entry, HARDWARE, (0, math.inf), rec.train, widths, float(rec.epochs), 0.0, "as bought")
+    found = [e for e in s.entries if e.name == rec.entry]
+    if not found:
+        raise FkaggleError(
+            f"runs.{rec.run} was bought from portfolio entry {rec.entry!r}, which this portfolio lacks: "
+            "pass the --portfolio it was bought from",
+            s.files.state,
+        )
+    return found[0]
+
+
 def config_of(s: Session, rec: RunRecord) -> TrainConfig:
     """A bought run's training config, from its record (the entry as it was when bought)."""
-    entry = next(e for e in s.entries if e.name == rec.entry)
     full = rec.steps >= rec.epochs * rec.steps_per_epoch
     max_steps = 0 if full else rec.steps
-    return entry.config(rec.width, rec.epochs, max_steps=max_steps, seeds=[rec.seed], **s.settings.train())
+    return entry_of(s, rec).config(rec.width, rec.epochs, max_steps=max_steps, seeds=[rec.seed], **s.settings.train())
 
 
 def buy(s: Session, watch: Watch, p: Purchase) -> RunJob:
@@ -116,6 +132,7 @@ def buy(s: Session, watch: Watch, p: Purchase) -> RunJob:
         expected_acc=p.expected_acc,
         session=s.state.session_index,
         note="",
+        train=entry.train,
     )
     expected = f", expected held-out accuracy {p.expected_acc:.4f}" if p.expected_acc else ""
     log.info(
@@ -134,8 +151,9 @@ def resume(s: Session, watch: Watch, rec: RunRecord) -> RunJob | None:
     job = prepare_run(s.comp, cfg, rec.run, s.settings.workdir, tag=rec.run, trains_here=s.executor.trains_here)
     if not job.units:
         return watch.start(job)
-    opt = s.menu.option(next(e for e in s.entries if e.name == rec.entry), rec.width)
-    need = policy.purchase_seconds(opt, s.budget(), rec.steps) * len(job.units) / s.settings.folds
+    shape, budget = s.shape(), s.budget()
+    unit = unit_seconds(cfg, s.menu.speed(cfg), shape.train_rows, shape.val_rows, shape.test_rows)
+    need = budget.waves() * unit * budget.calibration * len(job.units) / s.settings.folds
     if need > s.available():
         note = (
             f"{len(job.units)} unit(s) left need ~{need:.0f} s, {max(0, s.available()):.0f} "

@@ -61,6 +61,13 @@ class Menu:
         for e, w in wanted:
             self.options[(e.name, w)] = Option(e, w, self.book.get(self.config(e, w)))
 
+    def speed(self, cfg: TrainConfig) -> Throughput:
+        """The kept speed of a setup, measured now when there is none (a run bought from an entry
+        this session does not offer)."""
+        if self.book.get(cfg) is None:
+            self.book.put_probe([(cfg, self.measure([cfg])[0])])
+        return self.book.get(cfg)
+
     def option(self, entry: Entry, width: int | None) -> Option:
         self.prepare([entry])
         return self.options[(entry.name, width)]

@@ -48,7 +48,11 @@ def run_auto(comp: Competition, settings: AutoSettings, executor: Executor | Non
             f"for {session.hardware} and {session.rows} rows, {ex.capacity} unit(s) at once"
         )
         watch = Watch(session)
-        drive(ex, jobs(session, watch), watch.on_done, settings.progress, session.deadline(), watch.on_unit)
+        try:
+            drive(ex, jobs(session, watch), watch.on_done, settings.progress, session.deadline(), watch.on_unit)
+        except KeyboardInterrupt:  # the session's wall time is kept; the same command resumes
+            state.save()
+            raise
         state.extra.setdefault("stopped", watch.deadline_reason())  # the deadline, not the policy, ended it
     return conclude(session)
 

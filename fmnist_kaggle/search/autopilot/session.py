@@ -15,9 +15,12 @@ import time
 from dataclasses import dataclass, field
 
 from fmnist_kaggle.data.competition import Competition
+from fmnist_kaggle.data.folds import check_folds
 from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.models import check_model_size
 from fmnist_kaggle.runs.driver import RunJob
 from fmnist_kaggle.runs.executors import Executor
+from fmnist_kaggle.runs.trainset import training_rows
 from fmnist_kaggle.search.autopilot.menu import Menu, measure_on
 from fmnist_kaggle.search.autopilot.policy import Budget
 from fmnist_kaggle.search.autopilot.settings import AutoSettings
@@ -89,6 +92,22 @@ class Session:
         return self.time.available(self.complete(), busy)
 
 
+def _refuse_what_cannot_run(comp: Competition, settings: AutoSettings, entries: list[Entry], ws: Workspace) -> None:
+    """Every check a run would make, made before anything is written: the run names, the rows
+    (--subset) and folds it trains on, and every model the portfolio may build here."""
+    for e in entries:
+        check_name(f"{settings.name}-{e.name}-{MAX_RUNS}", "run")
+    first = entries[0].config(entries[0].width_choices()[0], **settings.train())
+    check_folds(ws, training_rows(comp, first), settings.folds, first.fold_seed)
+    for e in entries:
+        for width in e.width_choices():
+            cfg = e.config(width, **settings.train())
+            try:
+                check_model_size(cfg.model, comp.train_set.num_classes, **cfg.model_kwargs)
+            except FkaggleError as exc:
+                raise FkaggleError(f"portfolio entry {e.name!r}{f' width {width}' if width else ''}: {exc}") from None
+
+
 def open_session(
     comp: Competition, settings: AutoSettings, executor: Executor, clock: Clock | None = None, writable: bool = True
 ) -> Session:
@@ -110,8 +129,7 @@ def open_session(
     entries = [e for e in portfolio if e.fits_rows(rows)] or portfolio
     ws = Workspace(settings.workdir)
     files = ws.autopilot(settings.name)
-    for e in entries:
-        check_name(f"{settings.name}-{e.name}-{MAX_RUNS}", "run")  # refused before anything is written
+    _refuse_what_cannot_run(comp, settings, entries, ws)
     fingerprints = {
         "data_fingerprint": train.fingerprint(),
         "test_fingerprint": test.fingerprint(),

@@ -17,10 +17,11 @@ from fmnist_kaggle.runs.driver import RunJob
 from fmnist_kaggle.runs.unit import UnitResult
 from fmnist_kaggle.search.autopilot import policy
 from fmnist_kaggle.search.autopilot.finish import select
-from fmnist_kaggle.search.autopilot.policy import Option, Purchase
+from fmnist_kaggle.search.autopilot.policy import Purchase
 from fmnist_kaggle.search.autopilot.session import Session
 from fmnist_kaggle.search.autopilot.timing import lateness
 from fmnist_kaggle.training.deadline import UnitLate
+from fmnist_kaggle.training.estimate import Throughput, unit_seconds
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,9 @@ class Watch:
         job.deadline = s.deadline().with_pace(partial(self.late_by, job))
         return job
 
-    def option_of(self, run: str) -> Option | None:
-        """The measured option a bought run was sized from (None: not measured this session)."""
-        rec = self.s.state.runs[run]
-        return self.s.menu.options.get((rec.entry, rec.width))
+    def speed_of(self, job: RunJob) -> Throughput | None:
+        """The kept speed of the run's setup (None: never measured here)."""
+        return self.s.menu.book.get(job.cfg)
 
     def late_by(self, job: RunJob, left_s: float, whole_s: float) -> float:
         """How late `job` would end past the step deadline if the unit training now, and each one
@@ -53,8 +53,8 @@ class Watch:
         s = self.s
         if s.executor.capacity > 1:
             return -math.inf
-        opt, shape = self.option_of(job.rd.name), s.shape()
-        predict_s = (shape.val_rows + shape.test_rows) / opt.speed.predict_ips if opt is not None else 0.0
+        speed, shape = self.speed_of(job), s.shape()
+        predict_s = (shape.val_rows + shape.test_rows) / speed.predict_ips if speed is not None else 0.0
         late = lateness(s.clock.now(), left_s + predict_s, job.outstanding - 1, whole_s + predict_s, s.step_deadline())
         return -math.inf if late > 0 and self.only_hope() else late
 
@@ -64,14 +64,13 @@ class Watch:
         if self.s.menu.book.observe(job.cfg, images_per_s, fixed_s) is not None or fixed_s is not None:
             self.s.menu.refresh()
 
-    def unit_estimate(self, run: str) -> float:
-        """A unit of `run` as the current speeds estimate it (what calibration compares units to:
+    def unit_estimate(self, job: RunJob) -> float:
+        """A unit of the run as the current speeds estimate it (what calibration compares units to:
         speeds a unit corrected leave only the rest of the error to it)."""
-        s, rec, opt = self.s, self.s.state.runs[run], self.option_of(run)
-        if opt is None:
-            return rec.unit_estimate_s
-        budget = s.budget(slots=1)
-        return policy.purchase_seconds(opt, budget, rec.steps) / budget.waves() / budget.calibration
+        speed, shape = self.speed_of(job), self.s.shape()
+        if speed is None:
+            return self.s.state.runs[job.rd.name].unit_estimate_s
+        return unit_seconds(job.cfg, speed, shape.train_rows, shape.val_rows, shape.test_rows)
 
     def only_hope(self) -> bool:
         """No run is complete and nothing smaller would fit: the run training now is never stopped early."""
@@ -94,7 +93,7 @@ class Watch:
         times.append(float(result.summary.get("unit_seconds", 0.0)) + spent.get("write", 0.0))
         fixed = sum(spent.get(k, 0.0) for k in ("setup", "checkpoint", "write"))
         self.correct(job, float(result.summary.get("images_per_s", 0.0)), fixed or None)
-        estimate = self.unit_estimate(name)
+        estimate = self.unit_estimate(job)
         if estimate:
             s.time.calibrate(np.mean(times) / estimate)
         left = job.outstanding
@@ -116,9 +115,9 @@ class Watch:
         the estimates (and the kept speed when it drifted); the time goes to a run that fits."""
         s, name = self.s, job.rd.name
         self.correct(job, late.images_per_s)
-        opt = self.option_of(name)
-        if opt is not None and late.images_per_s > 0:
-            s.time.calibrate(opt.speed.train_ips / late.images_per_s)
+        speed = self.speed_of(job)
+        if speed is not None and late.images_per_s > 0:
+            s.time.calibrate(speed.train_ips / late.images_per_s)
         done = len(self.unit_times.get(name, []))
         self.stopped[name] = (
             f"stopped during its unit {done + 1}: at {late.images_per_s:,.0f} img/s it "
