@@ -163,7 +163,8 @@ def test_a_run_is_projected_late_within_a_unit_against_the_step_deadline_unless_
         session = open_session(synth, AutoSettings(600.0, workdir=tmp_path), ex, clock=clock)
     watch = Watch(session)
     session.state.record("auto-small-1", entry="small", width=8, status="training")
-    job = SimpleNamespace(rd=SimpleNamespace(name="auto-small-1"), outstanding=3)  # this unit and two after it
+    cfg = session.entries[0].config(8)  # its speed was never measured: no prediction time projected
+    job = SimpleNamespace(rd=SimpleNamespace(name="auto-small-1"), outstanding=3, cfg=cfg)  # this unit and two after it
     now[0] += 100.0
     assert session.step_deadline() == session.time.training_deadline(0) + GRACE * 600.0
     assert session.deadline().left() == pytest.approx(session.step_deadline() - 1100.0)  # the same clock

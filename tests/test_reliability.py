@@ -466,9 +466,11 @@ def test_non_utf8_records_and_an_edited_csv_cache_are_caught(copy):
 
     import numpy as np
 
+    from fmnist_kaggle.data.formats.csv import CACHE_VERSION
+
     first = run_cli("data", "check", *data, "--json", cwd=root)
     [cache] = Path(os.environ["FKAGGLE_CACHE"]).glob(
-        f"csv-v2-{hashlib.blake2b(Path(data[1]).read_bytes(), digest_size=16).hexdigest()}.npz"
+        f"csv-v{CACHE_VERSION}-{hashlib.blake2b(Path(data[1]).read_bytes(), digest_size=16).hexdigest()}.npz"
     )
     with np.load(cache) as z:
         arrays = {k: z[k] for k in z.files}

@@ -100,27 +100,38 @@ def plain_label(v: object) -> int | str:
     return v if isinstance(v, str) else int(v)  # type: ignore[call-overload]
 
 
-_INTEGER = re.compile(r"[+-]?(0|[1-9][0-9]*)(\.0*)?")  # an integer as numbers are written: no leading zeros
-_NUMERAL = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?")
+_PADDED = re.compile(r"\+|[+-]?0[0-9]")  # '+1', '01': numbers written as a name is (the text is the class)
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _text_labels(targets: np.ndarray, path: Path) -> np.ndarray:
     """Label cells given as text, compared as written: numbers when every one is an integer written
-    plainly ('3', '3.0'), else words ('Sandal', and '01': '1' and '01' are then two classes). An
-    empty cell is a missing label; words beside plain numbers, or a fraction, are refused."""
+    as numbers are ('3', '3.0', '1e3'), else words ('Sandal', and '01': '1' and '01' are then two
+    classes). An empty cell is a missing label; a fraction, an infinite or huge number, or words
+    beside plain numbers are refused."""
     texts = np.array([str(t).strip() for t in targets], dtype=object)
     empty = np.flatnonzero(texts == "")
     if len(empty):
         raise DataError(f"missing label in row {int(empty[0]) + 1}", path)
-    plain = np.array([bool(_INTEGER.fullmatch(t)) for t in texts])
-    if plain.all():
-        return np.array([int(float(t)) for t in texts], dtype=np.int64)
-    numeral = np.array([bool(_NUMERAL.fullmatch(t)) for t in texts])
-    fraction = next((t for t, n, p in zip(texts, numeral, plain, strict=True) if n and not p and "." in t), None)
-    if fraction is not None and float(fraction) != int(float(fraction)):
-        raise DataError(f"label {fraction} is not an integer", path)
-    if plain.any() and not numeral.all():
-        bad = next(t for t, n in zip(texts, numeral, strict=True) if not n)
+    values = [_number(t) for t in texts]
+    for i, (t, v) in enumerate(zip(texts, values, strict=True)):
+        if v is not None and (not np.isfinite(v) or abs(v) > MAX_LABEL):
+            raise DataError(
+                f"label {t} in row {i + 1} is not a class label (labels are integers of at most {MAX_LABEL:,})", path
+            )
+        if v is not None and v != int(v):
+            raise DataError(f"label {t} is not an integer", path)
+    plain = [v is not None and not _PADDED.match(t) for t, v in zip(texts, values, strict=True)]
+    if all(plain):
+        return np.array([int(v) for v in values], dtype=np.int64)
+    if any(plain) and any(v is None for v in values):
+        bad = next(t for t, v in zip(texts, values, strict=True) if v is None)
         raise DataError(
             f"label {bad!r} is not an integer (the other labels are numbers: all numbers or all words)", path
         )
