@@ -28,6 +28,7 @@ _API = (
     "load_competition",
     "load_run",
     "make_submission",
+    "register_model",
     "report",
     "track",
 )

@@ -13,6 +13,10 @@ trained here is the same run folder the CLI makes, so both can be mixed freely.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +32,7 @@ from fmnist_kaggle.durations import parse_duration
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.evaluate import blend as blending
 from fmnist_kaggle.evaluate import submission
-from fmnist_kaggle.models import create_model, list_models
+from fmnist_kaggle.models import create_model, list_models, register_model
 from fmnist_kaggle.reporting import write_report
 from fmnist_kaggle.runs.driver import train_folds
 from fmnist_kaggle.runs.executors import Executor
@@ -52,9 +56,41 @@ __all__ = [
     "load_competition",
     "load_run",
     "make_submission",
+    "register_model",
     "report",
     "track",
 ]
+
+
+@contextlib.contextmanager
+def _progress(progress: bool) -> Iterator[None]:
+    """With `progress`, the log lines the CLI prints (a line per fold, the autopilot's decisions)
+    go to stderr whatever stderr is (a notebook, a pipe), unless the caller configured logging."""
+    logger = logging.getLogger("fmnist_kaggle")
+    if not progress or logger.handlers or logging.getLogger().handlers:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _with_model(config: TrainConfig, model: str | Callable[..., Any] | None) -> TrainConfig:
+    """`model`: a registered name, `timm:NAME`, `module:factory`, or your own factory (a callable
+    `factory(num_classes=10, in_chans=1, **kwargs) -> nn.Module`, registered under its name)."""
+    if model is None:
+        return config
+    if callable(model):
+        name = register_model(model).__name__
+        return replace(config, model=name, model_kwargs={}).validate()
+    return replace(config, model=str(model), model_kwargs={}).validate()
 
 
 def load_competition(
@@ -109,6 +145,7 @@ def fold_train(
     progress: bool = True,
     executor: Executor | None = None,
     deadline: float | None = None,
+    model: str | Callable[..., Any] | None = None,
 ) -> Run:
     """Stratified k-fold training of `config` (default: the default `TrainConfig`) on the
     competition: every (fold, seed) trained and recorded under `workdir/oof/RUN/`, resumed if it
@@ -116,18 +153,21 @@ def fold_train(
     training row), fold-averaged `test_logits` and `cv` (accuracy and log-loss, overall and per
     fold). `folds` trains a shard only (then a `FkaggleError` says which folds are missing);
     `executor` trains units elsewhere (`fmnist_kaggle.runs.executors.make_executor("ray")`);
-    `deadline` (a `time.monotonic()` value) starts no unit after it."""
-    manifest = train_folds(
-        competition,
-        config or _build_config(),
-        run=run,
-        workdir=workdir,
-        only_folds=folds,
-        overwrite=overwrite,
-        progress=progress,
-        executor=executor,
-        deadline=deadline,
-    )
+    `deadline` (a `time.monotonic()` value) starts no unit after it; `model`: another model for
+    the config (a name, or your own factory: see docs/python.md). With `progress`, a line per fold
+    on stderr (and bars where stderr is a terminal)."""
+    with _progress(progress):
+        manifest = train_folds(
+            competition,
+            _with_model(config or _build_config(), model),
+            run=run,
+            workdir=workdir,
+            only_folds=folds,
+            overwrite=overwrite,
+            progress=progress,
+            executor=executor,
+            deadline=deadline,
+        )
     if not manifest.get("complete"):
         raise FkaggleError(
             f"run {manifest.get('run')} is incomplete: folds {manifest.get('missing_folds')} "
@@ -190,7 +230,8 @@ def auto(
     `submit_message` (upload the choice; with `slug`); see `AutoSettings`."""
     seconds = parse_duration(time_limit) if isinstance(time_limit, str) else float(time_limit)
     chosen = AutoSettings(seconds, name, workdir=workdir, progress=progress, **settings)
-    return run_auto(competition, chosen, executor)
+    with _progress(progress):
+        return run_auto(competition, chosen, executor)
 
 
 def report(workdir: str | Path = ".", out: str | Path | None = None) -> dict[str, Any]:

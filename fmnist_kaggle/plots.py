@@ -287,10 +287,11 @@ def drift_figures(
     auc: float,
     importance_png: str | Path,
     test_like_png: str | Path,
-    rows: Sequence[int] | None = None,
+    ids: Sequence[object] | None = None,
+    id_column: str | None = None,
 ) -> None:
     """Adversarial validation: where train and test differ (pixel importances), and the
-    training images the classifier takes most for test rows."""
+    training images the classifier takes most for test rows (titled with their ids)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.2, 3.8), layout="constrained")
     im = ax.imshow(importance, cmap="magma")
@@ -311,8 +312,9 @@ def drift_figures(
         ax.axis("off")
     for i, (ax, img, p) in enumerate(zip(axes.ravel(), test_like, p_test)):
         ax.imshow(img, cmap="gray_r", vmin=0, vmax=255)
-        ax.set_title((f"row {rows[i]}\n" if rows is not None else "") + f"P(test) {p:.2f}", fontsize=7)
-    fig.suptitle("training images most like the test set (0-based training rows)", fontsize=9)
+        ax.set_title((f"{id_column or 'row'} {ids[i]}\n" if ids is not None else "") + f"P(test) {p:.2f}", fontsize=7)
+    what = f"by {id_column}" if id_column else "1-based training rows"
+    fig.suptitle(f"training images most like the test set ({what})", fontsize=9)
     atomic.save_figure(test_like_png, fig)
 
 

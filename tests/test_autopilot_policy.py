@@ -109,7 +109,7 @@ def test_more_slots_size_runs_for_waves_of_units(full_data):
 
 
 def test_the_size_table_interpolates_in_log_epochs_and_is_flat_past_its_longest_run():
-    table = Frontier({("fast", 16): [(1.0, 0.90), (4.0, 0.93), (16.0, 0.94)]})
+    table = Frontier({("fast", 16): {48_000: [(1.0, 0.90), (4.0, 0.93), (16.0, 0.94)]}})
     assert table.accuracy("fast", 16, 2.0) == pytest.approx(0.915)
     assert table.accuracy("fast", 16, 32.0) == 0.94
     assert table.accuracy("fast", 16, 0.5) == pytest.approx(0.885)

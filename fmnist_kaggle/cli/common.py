@@ -32,6 +32,33 @@ def emit(args: argparse.Namespace, result: Any, text: Callable[[Any], str]) -> i
     return 0
 
 
+def time_limit_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--time-limit",
+        help="the command's budget from its start (90s, 20m, 1.5h): a new run is sized to it (fewer steps) or "
+        "refused with the limit it needs; no training step starts after it (finished units are kept)",
+    )
+
+
+def time_limit(args: argparse.Namespace, started: float):
+    """The --time-limit as a Deadline counted from `started` (None without one)."""
+    if getattr(args, "time_limit", None) is None:
+        return None
+    from fmnist_kaggle.durations import parse_duration
+    from fmnist_kaggle.training.deadline import Deadline
+
+    return Deadline.at_time(started + parse_duration(args.time_limit))
+
+
+def text_table(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
+    """Rows as aligned columns, each as wide as its widest cell (nothing cut); numbers to 4 places."""
+    cell = lambda v: "" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    cells = [[cell(r.get(k)) for k in keys] for r in rows]
+    widths = [max([len(k), *(len(c[i]) for c in cells)]) for i, k in enumerate(keys)]
+    line = lambda values: "  ".join(f"{v:<{w}}" for v, w in zip(values, widths, strict=True)).rstrip()  # noqa: E731
+    return [line(keys), *(line(c) for c in cells)]
+
+
 def progress(args: argparse.Namespace) -> bool:
     return not (getattr(args, "no_progress", False) or args.quiet)
 
@@ -137,6 +164,7 @@ def train_options(p: argparse.ArgumentParser, sweep: bool = False) -> None:
             kw["choices"] = meta["choices"]
         g.add_argument("--" + name.replace("_", "-"), **kw)
     executor_options(p)
+    time_limit_option(p)
     m = p.add_argument_group("model keywords (stored in model_kwargs)")
     m.add_argument(
         "--model-arg", action="append", metavar="KEY=VALUE", help="model keyword, e.g. dropout3=0.3, width=32, act=tanh"

@@ -8,6 +8,7 @@ can point at files without writing a config. See docs/artifacts.md for the keys.
 from __future__ import annotations
 
 import io
+import logging
 import os
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -22,6 +23,8 @@ from fmnist_kaggle.data.images import ImageSet, check_pair, from_arrays, load_im
 from fmnist_kaggle.errors import DataError, FkaggleError
 from fmnist_kaggle.storage import atomic, files
 from fmnist_kaggle.storage.tomlfile import read_table
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path("competition/competition.toml")
 OFFICIAL_CONFIG = Path(__file__).with_name(
@@ -188,6 +191,8 @@ def resolve_competition(
     kw: dict[str, Any] = {k: Path(v) if v != "" else None for k, v in overrides.items() if v is not None}  # "": none
     if train is not None and train_labels is None:
         kw["train_labels"] = None  # the config's labels belong to the config's train file
+    if train is not None and not _same_file(comp.train, Path(train)):
+        kw["class_names"] = ()  # and its class names: these files name their classes themselves
     if test is not None and test_labels is None:
         kw["test_labels"] = None
     if (
@@ -233,10 +238,24 @@ def init_competition(
     if any(isinstance(v, str) for v in values):  # labels given as words: the class order, recorded
         comp = replace(comp, class_names=tuple(str(v) for v in values))
     info = summary(comp)
-    if target.exists() and not force:
-        raise FkaggleError("exists; pass --force to replace it", target)
+    _may_write(target, tomli_w.dumps(comp.to_toml()), force)
     write_config(comp, target)
     return comp, info
+
+
+def _may_write(target: Path, text: str, force: bool) -> None:
+    """A config may replace nothing, itself, or the official config a fresh clone ships (what
+    `init --official` writes back); anything else only with --force."""
+    if force or not target.exists():
+        return
+    old = files.read_text(target, "competition config", limit=1 << 20)
+    if old == text or old == files.read_text(OFFICIAL_CONFIG, "official competition config"):
+        if old != text:
+            log.info(
+                f"{target}: replacing the official Fashion-MNIST config (`fkaggle init --official` writes it back)"
+            )
+        return
+    raise FkaggleError("exists (another competition's config); pass --force to replace it", target)
 
 
 def init_official(target: str | Path = DEFAULT_CONFIG, force: bool = False) -> tuple[Competition, dict[str, Any]]:
@@ -246,9 +265,9 @@ def init_official(target: str | Path = DEFAULT_CONFIG, force: bool = False) -> t
     target = Path(target)
     comp = replace(official_competition(target.parent), config_path=target)
     info = summary(comp)
-    if target.exists() and not force:
-        raise FkaggleError("exists; pass --force to replace it", target)
-    atomic.write_text(target, files.read_text(OFFICIAL_CONFIG, "official competition config"))
+    text = files.read_text(OFFICIAL_CONFIG, "official competition config")
+    _may_write(target, text, force)
+    atomic.write_text(target, text)
     return comp, info
 
 

@@ -17,7 +17,7 @@ from sklearn.ensemble import ExtraTreesClassifier
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from fmnist_kaggle.data.images import ImageSet
+from fmnist_kaggle.data.images import ImageSet, plain_label
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.plots import drift_figures
 from fmnist_kaggle.storage import atomic
@@ -58,6 +58,8 @@ def adversarial_validation(
         "folds": folds,
         "importance": importance,
         "test_like_rows": tr[order].tolist(),
+        "test_like_ids": [plain_label(i) for i in train.ids[tr[order]]],  # the file's ids (1-based rows without)
+        "id_column": train.id_column,
         "test_like_p": p_test[order].round(4).tolist(),
     }
 
@@ -82,7 +84,8 @@ def drift_report(
         res["auc"],
         importance_png,
         test_like_png,
-        res["test_like_rows"],
+        res["test_like_ids"],
+        train.id_column,
     )
     out = {
         **{k: v for k, v in res.items() if k != "importance"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -30,11 +31,14 @@ def report_classes(name: str) -> int:
 
 
 def create_model(name: str, num_classes: int = 10, in_chans: int = 1, **kwargs) -> nn.Module:
-    """Build a registered model, or `timm:<name>` through timm (see models.timm_backbone)."""
+    """Build a registered model, `timm:<name>` through timm (see models.timm_backbone), or
+    `module:factory`, your own factory in an importable module (a file in this folder too)."""
     if name.startswith("timm:"):
         from fmnist_kaggle.models.timm_backbone import create_timm_model
 
         return create_timm_model(name[len("timm:") :], num_classes=num_classes, in_chans=in_chans, **kwargs)
+    if ":" in name and name not in _MODELS:
+        _MODELS[name] = _import_factory(name)
     if name not in _MODELS:
         import difflib
 
@@ -45,6 +49,23 @@ def create_model(name: str, num_classes: int = 10, in_chans: int = 1, **kwargs) 
         return _MODELS[name](num_classes=num_classes, in_chans=in_chans, **kwargs)
     except TypeError as exc:
         raise FkaggleError(f"model {name}: {exc}") from None
+
+
+def _import_factory(name: str) -> Callable[..., nn.Module]:
+    """`module:factory`: the factory from an importable module (this folder is searched first)."""
+    import importlib
+    import sys
+
+    module, _, attr = name.partition(":")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise FkaggleError(f"--model {name}: cannot import {attr!r} from {module!r} ({exc})") from None
+    if not callable(factory):
+        raise FkaggleError(f"--model {name}: {attr} is not a function or class")
+    return factory
 
 
 def count_params(model: nn.Module, trainable_only: bool = True) -> int:

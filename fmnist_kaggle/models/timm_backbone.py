@@ -126,10 +126,14 @@ def _file_num_classes(path: Path) -> int:
 
 
 def timm_models(pattern: str = "*") -> list[dict[str, object]]:
-    """timm's model names matching `pattern` (shell-style, e.g. '*resnet*'): every one trains from
-    scratch offline; `weights` says whether timm knows pretrained weights for it, which need a
-    local file here (`--pretrained FILE`: no hub is reached)."""
+    """timm's model names matching `pattern` (shell-style, e.g. 'resnet*'; a bare word matches
+    anywhere in the name: 'resnet' is '*resnet*'): every one trains from scratch offline; `weights`
+    says whether timm knows pretrained weights for it, which need a local file here
+    (`--pretrained FILE`: no hub is reached)."""
     import timm
+
+    if not any(c in pattern for c in "*?["):
+        pattern = f"*{pattern}*"
 
     known = set(timm.list_models(pattern, pretrained=True))
     bases = {n.split(".")[0] for n in known}

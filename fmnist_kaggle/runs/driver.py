@@ -13,11 +13,12 @@ and corrupt or foreign folds are found, not trusted.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import platform
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 
 
 def default_run_name(cfg: TrainConfig) -> str:
-    model = cfg.model.replace("timm:", "timm-").replace("/", "-")
+    model = cfg.model.replace("timm:", "timm-").replace("/", "-").replace(":", "-")
     return "-".join(p for p in (model, cfg.recipe, f"k{cfg.folds}", cfg.semantic_hash()[:6]) if p)
 
 
@@ -320,6 +321,7 @@ class RunJob:
 
 
 LONG_ON_CPU_S = 3600.0
+SLOW_ON_CPU_IPS = 500.0  # a timm backbone slower than this on a CPU gets a hint of what is faster
 
 
 def announce_estimate(name: str, cfg: TrainConfig, data: TrainingData, units: int) -> float | None:
@@ -338,16 +340,45 @@ def announce_estimate(name: str, cfg: TrainConfig, data: TrainingData, units: in
     return None if estimate is None else _announce(f"run {name}", f"{units} unit(s)", cfg, *estimate)
 
 
-def announce_plan_estimate(what: str, cfgs: list[TrainConfig], comp: Competition) -> float | None:
-    """The same for several whole runs (a sweep's or a reproduction's trials), timed once per model setup."""
+def fit_to_time(name: str, cfg: TrainConfig, data: TrainingData, units: int, limit: Deadline) -> TrainConfig:
+    """The config sized to train its `units` by `limit` here (timed on a few real steps):
+    as it is when it fits, else with fewer optimizer steps a unit (max_steps); refused in one line,
+    with the limit it needs, when even MIN_STEPS a unit do not fit."""
+    from fmnist_kaggle.training.estimate import MIN_STEPS, measure_throughput, steps_within, unit_shape, units_seconds
+
+    train = data.train
+    shape = unit_shape(len(train), cfg.folds, len(data.test) if data.test is not None else 0)
+    sample = slice(0, min(len(train), 4 * max(cfg.batch_size, cfg.eval_batch_size)))
+    speed = measure_throughput(cfg, train.images[sample], train.labels[sample], train.num_classes, seconds=1.5)
+    seconds = limit.left() - LIMIT_RESERVE_S
+    steps = steps_within(cfg, speed, shape, units, seconds)
+    if steps is None:
+        need = units_seconds(cfg, speed, shape, units, min(MIN_STEPS, cfg.total_steps(shape.train_rows)))
+        raise FkaggleError(
+            f"--time-limit leaves {max(0.0, seconds):.0f} s to train, and run {name} needs about {need:.0f} s for "
+            f"its {units} unit(s) at the fewest steps worth training ({MIN_STEPS} a unit; {speed.train_ips:,.0f} "
+            f"img/s here): give about {math.ceil((need - seconds) / 60)}m more, or fewer --folds or --seeds"
+        )
+    if steps >= cfg.total_steps(shape.train_rows):
+        return cfg
+    spe = cfg.steps_per_epoch(shape.train_rows)
+    log.info(f"run {name}: sized to {steps} steps a unit ({steps / spe:.2f} epochs) to fit the --time-limit")
+    return replace(cfg, epochs=math.ceil(steps / spe), max_steps=steps).validate()
+
+
+LIMIT_RESERVE_S = 5.0  # of a --time-limit, kept for what follows training (the fold lines, assembling)
+
+
+def announce_plan_estimate(what: str, cfgs: list[TrainConfig], comp: Competition, always: bool = False) -> float | None:
+    """The same for several whole runs (a sweep's or a reproduction's trials), timed once per model
+    setup (`always`: however small they are, for a time limit)."""
     from fmnist_kaggle.training.estimate import measure_runs_time
 
     if not cfgs:
         return None
     train, test = comp.train_set, comp.test_set
-    estimate = measure_runs_time(
-        cfgs, train.images, train.labels, train.num_classes, len(test) if test is not None else 0
-    )
+    test_rows = len(test) if test is not None else 0
+    estimate = measure_runs_time(cfgs, train.images, train.labels, train.num_classes, test_rows, always)
     return None if estimate is None else _announce(what, f"{len(cfgs)} run(s)", cfgs[0], *estimate)
 
 
@@ -357,6 +388,12 @@ def _announce(what: str, units: str, cfg: TrainConfig, seconds: float, speed: An
         f"img/s training, {speed.predict_ips:,.0f} img/s predicting; {speed.device}, "
         f"{speed.precision})"
     )
+    if speed.device == "cpu" and cfg.model.startswith("timm:") and speed.train_ips < SLOW_ON_CPU_IPS:
+        log.warning(
+            f"note: {cfg.model} trains at {speed.train_ips:,.0f} img/s on this CPU (timm backbones are made for "
+            f"GPUs and 224-pixel images); --recipe fast ({get_recipe('fast').settings['model']}) trains several "
+            "thousand images a second here and scores about 94% on Fashion-MNIST"
+        )
     if speed.device == "cpu" and seconds > LONG_ON_CPU_S:
         made_for = get_recipe(cfg.recipe).hardware if cfg.recipe else None
         instead = (
@@ -383,9 +420,12 @@ def prepare_run(
     overwrite: bool = False,
     tag: Any = None,
     trains_here: bool = True,
+    limit: Deadline | None = None,
 ) -> RunJob:
     """Check everything, open (or create) the run folder and plan its unfinished units
-    (`trains_here`: the units train in this process, so its device is checked too)."""
+    (`trains_here`: the units train in this process, so its device is checked too). `limit`: the
+    deadline of a --time-limit; a new run is sized to the time left (fewer steps a unit), or
+    refused with the limit it needs."""
     ws = Workspace(workdir)
     name = run if run is not None else default_run_name(cfg)
     ws.run(name)  # refuse a bad name before any work
@@ -396,6 +436,10 @@ def prepare_run(
     check_model(cfg, 10, device=trains_here)  # before the data is read (seconds for a big CSV) or anything written
     params = check_model(cfg, comp.train_set.num_classes, device=False)
     data = training_data(comp, cfg, ws)
+    if limit is not None and trains_here and (overwrite or not ws.run(name).exists()):  # a begun run keeps its size
+        cfg = fit_to_time(name, cfg, data, len(selected) * len(cfg.seeds), limit)
+        name = run if run is not None else default_run_name(cfg)
+        data.identity["config"] = cfg.semantic()
     rd, manifest = open_run(ws, name, cfg, data, comp, overwrite, params)
     for warning in cfg.warnings():
         log.warning(warning)
@@ -609,16 +653,18 @@ def train_folds(
     progress: bool = True,
     executor: Executor | None = None,
     deadline: Deadline | float | None = None,
+    time_limit: bool = False,
 ) -> dict[str, Any]:
     """Train the selected folds of a run (all by default) on `executor` (this process by
     default), recording each (fold, seed) as it finishes; assemble the run if complete.
-    `deadline` (a Deadline, or a `time.monotonic()` value): no step or unit starts after it.
-    Returns the run's manifest (`fmnist_kaggle.fold_train` returns the `Run` itself)."""
+    `deadline` (a Deadline, or a `time.monotonic()` value): no step or unit starts after it;
+    with `time_limit` it is a --time-limit: a new run is sized to end before it (or refused with
+    the limit it needs). Returns the run's manifest (`fmnist_kaggle.fold_train` returns the `Run`)."""
     if isinstance(deadline, (int, float)):
         deadline = Deadline.at_time(float(deadline))
-    job = prepare_run(
-        comp, cfg, run, workdir, only_folds, overwrite, trains_here=executor is None or executor.trains_here
-    )
+    here = executor is None or executor.trains_here
+    limit = deadline if time_limit else None
+    job = prepare_run(comp, cfg, run, workdir, only_folds, overwrite, trains_here=here, limit=limit)
     done: dict[str, Any] = {}
     with executor or make_executor("local", progress=progress) as ex:
         failed = drive(ex, iter([job]), lambda job, manifest: done.update(manifest), progress, deadline)

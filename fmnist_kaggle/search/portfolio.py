@@ -155,19 +155,32 @@ def for_hardware(entries: list[Entry], kind: str, rows: int | None = None) -> li
 # ----------------------------------------------------------------------------- which width and length win per second
 
 
+FULL_ROWS = 48_000  # training rows of one fold of the official data: what a point without `rows` measured
+
+
 @dataclass(frozen=True)
 class Frontier:
-    """Held-out accuracy of an entry's runs per (width, epochs), from one fold of the real data."""
+    """Held-out accuracy of an entry's runs per (width, epochs), from one fold of the real data, at
+    one or more sizes of data (training rows): small data has its own evidence."""
 
-    points: dict[tuple[str, int], list[tuple[float, float]]]  # (entry, width) -> sorted (epochs, accuracy)
+    points: dict[tuple[str, int], dict[int, list[tuple[float, float]]]]  # (entry, width) -> rows -> (epochs, acc)
 
     def widths(self, entry: str) -> set[int]:
         return {w for (e, w) in self.points if e == entry}
 
-    def accuracy(self, entry: str, width: int, epochs: float) -> float | None:
-        """The expected held-out accuracy at `epochs` (interpolated in log epochs; flat past the
-        longest run measured; below the shortest, the first two points' slope), None if unmeasured."""
-        pts = self.points.get((entry, width))
+    def curve(self, entry: str, width: int, rows: int = FULL_ROWS) -> list[tuple[float, float]]:
+        """The (epochs, accuracy) points measured for the width at the data size nearest `rows`."""
+        by_rows = self.points.get((entry, width)) or {}
+        if not by_rows:
+            return []
+        nearest = min(by_rows, key=lambda r: abs(math.log(max(rows, 1) / r)))
+        return by_rows[nearest]
+
+    def accuracy(self, entry: str, width: int, epochs: float, rows: int = FULL_ROWS) -> float | None:
+        """The expected held-out accuracy at `epochs` on `rows` training rows (the curve measured at
+        the nearest size, interpolated in log epochs; flat past its longest run; below its shortest,
+        its first two points' slope), None if unmeasured."""
+        pts = self.curve(entry, width, rows)
         if not pts:
             return None
         xs = [math.log2(e) for e, _ in pts]
@@ -193,17 +206,20 @@ def load_frontier(path: str | Path | None = None) -> Frontier:
         rows = tomllib.loads(text).get("point", [])
     except tomllib.TOMLDecodeError as exc:
         raise FkaggleError(f"invalid TOML ({exc})", where) from None
-    points: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    points: dict[tuple[str, int], dict[int, list[tuple[float, float]]]] = {}
     for i, p in enumerate(rows if isinstance(rows, list) else [rows]):
         ok = isinstance(p, dict) and isinstance(p.get("entry", "fast"), str)
         ok = ok and isinstance(p.get("width"), int) and not isinstance(p.get("width"), bool) and p["width"] > 0
         ok = ok and _is_number(p.get("epochs")) and 0 < p["epochs"] < 1e6
         ok = ok and _is_number(p.get("val_acc")) and 0 <= p["val_acc"] <= 1
+        rows_ = p.get("rows", FULL_ROWS) if isinstance(p, dict) else None
+        ok = ok and isinstance(rows_, int) and not isinstance(rows_, bool) and rows_ > 0
         if not ok:
             raise FkaggleError(
-                f"point {i + 1} must have entry (text), width (a whole number > 0), epochs (> 0) and "
-                f"val_acc (0..1), got {p!r:.100}",
+                f"point {i + 1} must have entry (text), width (a whole number > 0), epochs (> 0), "
+                f"val_acc (0..1) and optionally rows (training rows > 0), got {p!r:.100}",
                 where,
             )
-        points.setdefault((p.get("entry", "fast"), p["width"]), []).append((float(p["epochs"]), float(p["val_acc"])))
-    return Frontier({k: sorted(v) for k, v in points.items()})
+        curve = points.setdefault((p.get("entry", "fast"), p["width"]), {}).setdefault(rows_, [])
+        curve.append((float(p["epochs"]), float(p["val_acc"])))
+    return Frontier({k: {r: sorted(c) for r, c in v.items()} for k, v in points.items()})

@@ -43,6 +43,7 @@ from fmnist_kaggle.search.sweep import grid_trials, run_sweep, trial_name
 from fmnist_kaggle.storage import atomic, csvfile
 from fmnist_kaggle.storage.layout import Workspace
 from fmnist_kaggle.training.config import FIELDS, TrainConfig, build_config
+from fmnist_kaggle.training.deadline import Deadline
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +122,10 @@ def reproduce(
     progress: bool = False,
     executor: Callable[[], Executor | None] = lambda: None,
     only: list[str] | None = None,
+    deadline: Deadline | None = None,
 ) -> dict[str, Any]:
-    """Run the report's experiments (or `only` these) as sweeps and write the comparison table."""
+    """Run the report's experiments (or `only` these) as sweeps and write the comparison table
+    (`deadline`: a --time-limit every sweep keeps)."""
     if budget not in BUDGETS:
         raise FkaggleError(f"--budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
     spec = load_spec(report)
@@ -139,7 +142,8 @@ def reproduce(
             and not any(e.get("from_best") == exp["name"] for e in spec["experiment"] if e["name"] in only)
         ):
             continue
-        sections.append(_run_experiment(comp, spec, exp, budget, subset, folds, workdir, progress, executor(), best))
+        where = (budget, subset, folds, workdir, progress)
+        sections.append(_run_experiment(comp, spec, exp, *where, executor(), best, deadline))
     return write_tables(spec, budget, sections, workdir)
 
 
@@ -154,6 +158,7 @@ def _run_experiment(
     progress: bool,
     executor: Executor | None,
     best: dict[str, Trial],
+    deadline: Deadline | None = None,
 ) -> dict[str, Any]:
     base = base_config(spec, exp, budget, subset, folds)
     trials = experiment_trials(exp, budget, best)
@@ -169,6 +174,7 @@ def _run_experiment(
         progress=progress,
         executor=executor,
         plan=[(m, p) for m, p, _ in trials],
+        deadline=deadline,
     )
     by_run = {r["run"]: r for r in result["rows"]}
     rows = [_row(exp, m, p, r, by_run[trial_name(sweep, m, p)], workdir) for m, p, r in trials]

@@ -29,6 +29,7 @@ from fmnist_kaggle.runs.executors import Executor, make_executor
 from fmnist_kaggle.storage import atomic, csvfile
 from fmnist_kaggle.storage.layout import Workspace
 from fmnist_kaggle.training.config import FIELDS, TrainConfig, parse_value, to_toml
+from fmnist_kaggle.training.deadline import Deadline
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +136,13 @@ def run_sweep(
     seed: int = 0,
     executor: Executor | None = None,
     plan: list[tuple[str, dict[str, Any]]] | None = None,
+    deadline: Deadline | None = None,
 ) -> dict[str, Any]:
     """Run every trial not yet in the results CSV on `executor` (this process by default;
     on Ray, the units of many trials train at once), then write the table. `plan`: an
-    explicit list of (model, params) trials instead of a grid (rows of a report's table)."""
+    explicit list of (model, params) trials instead of a grid (rows of a report's table).
+    `deadline` (a --time-limit): trials estimated to end after it are refused before any
+    trains (with the limit they need); no step starts after it."""
     ranges = ranges or {}
     paths = Workspace(workdir).sweep(name)
     done = {r["run"]: r for r in csvfile.read_csv_rows(paths["results"])}
@@ -177,12 +181,12 @@ def run_sweep(
     with executor or make_executor("local", progress=progress) as ex:
         if use_optuna:
             space = (models, grid, ranges, trials or 10, seed)
-            failed = _optuna_search(ex, job_for, record_trial, done, name, paths["optuna"], *space, progress)
+            failed = _optuna_search(ex, job_for, record_trial, done, name, paths["optuna"], *space, progress, deadline)
         else:
             plan = plan or (
                 random_trials(models, grid, ranges, trials, seed) if (trials or ranges) else grid_trials(models, grid)
             )
-            failed = _planned_search(ex, comp, base, name, plan, done, job_for, record_trial, progress)
+            failed = _planned_search(ex, comp, base, name, plan, done, job_for, record_trial, progress, deadline)
     if failed:
         raise FkaggleError(f"{len(failed)} trial(s) did not finish: {failure_message(failed)}")
     swept = list(dict.fromkeys([*grid, *ranges, *(k for _, p in plan or [] for k in p)]))
@@ -199,15 +203,23 @@ def _planned_search(
     job_for: Callable,
     record_trial: Callable,
     progress: bool,
+    deadline: Deadline | None = None,
 ) -> list[RunJob]:
     """The trials of a grid, a random search or a report's table, in order, skipping those done."""
     if not plan:
         raise FkaggleError("nothing to sweep: give --grid, --range with --trials, or several --model")
     if ex.trains_here:
         todo = [apply_params(base, m, p) for m, p in plan if trial_name(name, m, p) not in done]
-        announce_plan_estimate(f"sweep {name}", todo, comp)
+        estimate = announce_plan_estimate(f"sweep {name}", todo, comp, always=deadline is not None)
+        left = deadline.left() if deadline is not None else math.inf
+        if estimate is not None and estimate > left:
+            raise FkaggleError(
+                f"the {len(todo)} trial(s) of sweep {name} need about {estimate:.0f} s here and the --time-limit "
+                f"leaves {max(0.0, left):.0f} s: give about {math.ceil((estimate - left) / 60)}m more, fewer trials, "
+                "or a --subset"
+            )
     jobs = (job for i, (m, p) in enumerate(plan) if (job := job_for(i, m, p)) is not None)
-    return drive(ex, jobs, record_trial, progress)
+    return drive(ex, jobs, record_trial, progress, deadline)
 
 
 def _optuna_search(
@@ -223,6 +235,7 @@ def _optuna_search(
     n: int,
     seed: int,
     progress: bool,
+    deadline: Deadline | None = None,
 ) -> list[RunJob]:
     """Optuna on the driver (ask/tell): each asked trial becomes a job; the executor may run
     several at once (TPE then samples with trials still pending)."""
@@ -268,7 +281,7 @@ def _optuna_search(
         else:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
-    return drive(ex, jobs(), tell, progress)
+    return drive(ex, jobs(), tell, progress, deadline)
 
 
 def finish(name: str, swept: list[str], base: TrainConfig, workdir: str | Path = ".") -> dict[str, Any]:

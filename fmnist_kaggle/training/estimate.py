@@ -163,6 +163,28 @@ def unit_seconds(
 
 
 RUN_ESTIMATE_MIN_IMAGES = 50_000  # below this many training images a run takes minutes at worst: not timed
+MIN_STEPS = 50  # optimizer steps of a unit below which a run learns next to nothing (14 steps on 4,000 rows: CV 0.65)
+
+
+def units_seconds(cfg: TrainConfig, speed: Throughput, shape: Shape, units: int, steps: int) -> float:
+    """Estimated seconds of `units` units of the config cut to `steps` optimizer steps each."""
+    sized = replace(cfg, epochs=math.ceil(steps / cfg.steps_per_epoch(shape.train_rows)), max_steps=steps)
+    return units * unit_seconds(sized, speed, shape.train_rows, shape.val_rows, shape.test_rows)
+
+
+def steps_within(cfg: TrainConfig, speed: Throughput, shape: Shape, units: int, seconds: float) -> int | None:
+    """The most optimizer steps a unit may take (the config's own at most) for `units` units to fit
+    `seconds` at `speed`; None when even MIN_STEPS do not fit."""
+    most = cfg.total_steps(shape.train_rows)
+    total = lambda steps: units_seconds(cfg, speed, shape, units, steps)  # noqa: E731
+    low = min(MIN_STEPS, most)
+    if total(low) > seconds:
+        return None
+    high = most
+    while low < high:  # estimates grow with the steps
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if total(mid) <= seconds else (low, mid - 1)
+    return low
 
 
 def measure_run_time(
@@ -179,16 +201,19 @@ def measure_run_time(
 
 
 def measure_runs_time(
-    cfgs: list[TrainConfig], images: np.ndarray, labels: np.ndarray, num_classes: int, test_rows: int
+    cfgs: list[TrainConfig],
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    test_rows: int,
+    always: bool = False,
 ) -> tuple[float, Throughput] | None:
     """Estimated seconds of whole runs (every fold and seed of each config: a sweep's trials),
     timed on this machine once per distinct model setup; None when all together are too small
     to be worth timing. The speed returned is the first config's."""
     shapes = [unit_shape(cfg.subset or len(images), cfg.folds, test_rows) for cfg in cfgs]
-    if (
-        sum(len(c.seeds) * c.folds * c.epochs * sh.train_rows for c, sh in zip(cfgs, shapes, strict=True))
-        < RUN_ESTIMATE_MIN_IMAGES
-    ):
+    images_trained = sum(len(c.seeds) * c.folds * c.epochs * sh.train_rows for c, sh in zip(cfgs, shapes, strict=True))
+    if images_trained < RUN_ESTIMATE_MIN_IMAGES and not always:
         return None
     speeds: dict[str, Throughput] = {}
     total = 0.0

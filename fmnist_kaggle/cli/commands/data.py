@@ -58,9 +58,9 @@ def _drift_text(res: dict[str, Any]) -> str:
             f"test rows, {res['folds']}-fold ROC AUC {res['auc']:.4f}",
             f"verdict: {res['verdict']}",
             f"pixel importances: {res['importance_png']}",
-            f"the {len(res['test_like_rows'])} most test-like training rows (0-based "
-            f"row: P(test)), as drawn in {res['test_like_png']}:",
-            "  " + ", ".join(f"{r}: {p:.2f}" for r, p in zip(res["test_like_rows"], res["test_like_p"])),
+            f"the {len(res['test_like_ids'])} most test-like training rows ({res.get('id_column') or '1-based row'}: "
+            f"P(test)), as drawn in {res['test_like_png']}:",
+            "  " + ", ".join(f"{r}: {p:.2f}" for r, p in zip(res["test_like_ids"], res["test_like_p"])),
         ]
     )
 

@@ -14,6 +14,9 @@ from fmnist_kaggle.cli.common import (
     executor,
     executor_options,
     progress,
+    text_table,
+    time_limit,
+    time_limit_option,
     train_config,
     train_options,
 )
@@ -25,6 +28,7 @@ ORDER = 40  # place in `fkaggle --help`: the pipeline's order
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    started = time.monotonic()
     from fmnist_kaggle.search.sweep import format_table, parse_grid, parse_ranges, run_sweep
 
     models = [m for spec in (args.model or []) for m in spec.split(",") if m]
@@ -42,6 +46,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         progress=progress(args),
         seed=args.search_seed,
         executor=executor(args),
+        deadline=time_limit(args, started),
     )
     return emit(
         args,
@@ -54,6 +59,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    started = time.monotonic()
     from fmnist_kaggle.search.reproduce import reproduce
 
     only = [t.strip() for t in args.experiment.split(",") if t.strip()] if args.experiment else None
@@ -67,6 +73,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         progress(args),
         lambda: executor(args),
         only,
+        deadline=time_limit(args, started),
     )
     return emit(
         args, res, lambda r: f"{Path(r['markdown']).read_text()}\ntable: {r['markdown']}, {r['csv']}; plot: {r['png']}"
@@ -75,7 +82,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_auto(args: argparse.Namespace) -> int:
     started = time.monotonic()  # the limit counts from here: downloading and loading are part of it
-    from fmnist_kaggle.search.autopilot import AutoSettings, plan_table, run_auto, show_plan
+    from fmnist_kaggle.search.autopilot import AutoSettings, run_auto, show_plan
 
     limit = parse_duration(args.time_limit)
     if args.submit and not args.message:
@@ -101,16 +108,13 @@ def cmd_auto(args: argparse.Namespace) -> int:
     comp = competition(args)
     if args.show_plan:
         plan = show_plan(comp, settings, executor(args))
-        return emit(args, plan, plan_table)
+        return emit(args, plan, _plan_text)
     return emit(args, run_auto(comp, settings, executor(args)), _auto_text)
 
 
 def _auto_text(r: dict[str, Any]) -> str:
     from fmnist_kaggle.search.autopilot import COLUMNS
 
-    cell = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)
-    widths = list(zip(COLUMNS[:9], (5, 40, 14, 6, 7, 7, 10, 8, 11)))
-    table = [" ".join(f"{cell(row[k])[:40]:<{w}}" for k, w in widths) for row in r["leaderboard"]]
     lines = [
         f"submission: {r['submission']} ({r['reason']})",
         f"CV accuracy {r['cv']['acc']:.4f}" + (f", test accuracy {r['test']['acc']:.4f}" if r.get("test") else ""),
@@ -120,17 +124,33 @@ def _auto_text(r: dict[str, Any]) -> str:
         lines.append(f"stopped buying: {r['stopped']}")
     if r.get("uploaded"):
         lines.append(f"submitted (ref {r['uploaded']['ref']}): {r['uploaded']['reply']}")
-    head = " ".join(f"{k:<{w}}" for k, w in widths)
-    return "\n".join(
-        [
-            *lines,
-            "",
-            head,
-            *table,
-            "",
-            f"leaderboard: {r['files']['markdown']}, {r['files']['csv']}, {r['files']['png']}",
-        ]
-    )
+    table = text_table(r["leaderboard"], COLUMNS[:9])
+    files = r["files"]
+    return "\n".join([*lines, "", *table, "", f"leaderboard: {files['markdown']}, {files['csv']}, {files['png']}"])
+
+
+def _plan_text(plan: dict[str, Any]) -> str:
+    keys = ["run", "entry", "model", "width", "epochs", "steps", "minutes", "expected_acc", "train_img_s", "precision"]
+    lines = [
+        f"{plan['rows']} rows, {plan['folds']} folds, {plan['limit_s'] / 60:g} min "
+        f"with {plan['reserve_s']:.0f} s kept for choosing and writing",
+        *text_table(plan["purchases"], keys),
+    ]
+    if plan.get("nothing_fits"):
+        lines.append(plan["nothing_fits"])
+    lines += [
+        "",
+        "each row is a k-fold run bought after the ones above, if every run takes its estimate;",
+        "expected_acc: held-out accuracy measured for that entry, width and length on the real data (frontier.toml)",
+        "",
+        "speeds measured here (an autopilot session keeps them in oof/autopilot/speeds.json):",
+    ]
+    lines += [
+        f"  {s['entry']} width {s['width']}: {s['train_ips']:,.0f} training img/s, "
+        f"{s['predict_ips']:,.0f} predicted img/s ({s['precision']})"
+        for s in plan["speeds"]
+    ]
+    return "\n".join(lines)
 
 
 def register(sub: Any) -> None:
@@ -231,3 +251,4 @@ def _add_reproduce(sub: Any) -> None:
     rp.add_argument("--experiment", help="only these tables, comma-separated (names in the report's table file)")
     rp.add_argument("--no-progress", action="store_true")
     executor_options(rp)
+    time_limit_option(rp)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 from fmnist_kaggle.cli.common import (
@@ -13,6 +14,7 @@ from fmnist_kaggle.cli.common import (
     parse_ints,
     print_json,
     progress,
+    time_limit,
     train_config,
     train_options,
 )
@@ -80,10 +82,12 @@ def _models_text(res: dict[str, Any]) -> str:
 
 
 def cmd_fold_train(args: argparse.Namespace) -> int:
+    started = time.monotonic()  # a --time-limit counts from here: loading the data is part of it
     cfg = train_config(args)
     comp = competition(args)
     from fmnist_kaggle.runs.driver import run_summary, train_folds
 
+    limit = time_limit(args, started)
     manifest = train_folds(
         comp,
         cfg,
@@ -93,6 +97,8 @@ def cmd_fold_train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=progress(args),
         executor=executor(args),
+        deadline=limit,
+        time_limit=limit is not None,
     )
     return emit(
         args,

@@ -10,8 +10,7 @@ share) and `run` (the orchestration).
 
 from fmnist_kaggle.durations import parse_duration as parse_time_limit
 from fmnist_kaggle.search.autopilot.leaderboard import COLUMNS
-from fmnist_kaggle.search.autopilot.plan import plan_table
 from fmnist_kaggle.search.autopilot.run import run_auto, show_plan
 from fmnist_kaggle.search.autopilot.settings import AutoSettings
 
-__all__ = ["COLUMNS", "AutoSettings", "parse_time_limit", "plan_table", "run_auto", "show_plan"]
+__all__ = ["COLUMNS", "AutoSettings", "parse_time_limit", "run_auto", "show_plan"]

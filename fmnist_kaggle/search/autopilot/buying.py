@@ -55,12 +55,12 @@ def buyable(s: Session) -> list[Entry]:
 
 def stop_buying(s: Session, seconds: float) -> None:
     """Nothing fits what is left: say why (and refuse the session if it never started a run)."""
-    cheapest = policy.cheapest(s.menu.measured(), s.budget())
+    cheapest = policy.cheapest(s.menu.candidates(buyable(s)), s.budget())  # what the purchase was chosen from
     why = f"{max(0, seconds):.0f} s left to train (after the reserve of {s.reserve():.0f} s)"
     if cheapest is not None:
         opt, need = cheapest
         label = _label(opt.entry, opt.width)
-        why += f"; the cheapest run, {label} at {opt.entry.min_epochs:g} epoch(s), needs ~{need:.0f} s"
+        why += f"; the cheapest run, {label} at {policy.shortest_run(opt, s.budget())}, needs ~{need:.0f} s"
     s.state.extra["stopped"] = why
     log.info(f"{s.clock} stopped buying: {why}")
     if not s.state.committed:  # nothing started, nothing finished before: refuse, having written nothing
@@ -78,7 +78,7 @@ def too_short(s: Session) -> str:
     total = s.clock.elapsed() + need / (1 - s.time.safety()) + s.reserve()
     return (
         f"--time-limit {s.clock.limit:g}s is too short for any run of the portfolio here: the cheapest, "
-        f"{_label(opt.entry, opt.width)} at {opt.entry.min_epochs:g} epoch(s), needs about {need:.0f} s; "
+        f"{_label(opt.entry, opt.width)} at {policy.shortest_run(opt, s.budget())}, needs about {need:.0f} s; "
         f"give at least {math.ceil(total / 60)}m. Nothing was written"
     )
 

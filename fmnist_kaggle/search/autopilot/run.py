@@ -81,7 +81,7 @@ def show_plan(comp: Competition, settings: AutoSettings, executor: Executor | No
             need = session.reserve() + cheapest[1] / (1 - timing.safety()) + session.clock.elapsed()
             result["nothing_fits"] = (
                 f"nothing fits {settings.time_limit:g} s here; the smallest budget that buys a run "
-                f"is about {math.ceil(need / 60)}m ({cheapest[0].entry.name} at {cheapest[0].entry.min_epochs:g} "
-                "epoch(s))"
+                f"is about {math.ceil(need / 60)}m ({cheapest[0].entry.name} at "
+                f"{policy.shortest_run(cheapest[0], budget)})"
             )
         return result
