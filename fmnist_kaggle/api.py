@@ -67,7 +67,12 @@ def _progress(progress: bool) -> Iterator[None]:
     """With `progress`, the log lines the CLI prints (a line per fold, the autopilot's decisions)
     go to stderr whatever stderr is (a notebook, a pipe), unless the caller configured logging."""
     logger = logging.getLogger("fmnist_kaggle")
-    if not progress or logger.handlers or logging.getLogger().handlers:
+    printing = [
+        h
+        for h in logging.getLogger().handlers
+        if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (sys.stderr, sys.stdout)
+    ]
+    if not progress or logger.handlers or printing:  # the caller's own logging prints them already
         yield
         return
     handler = logging.StreamHandler(sys.stderr)

@@ -7,6 +7,7 @@ the portfolio is the packaged one where the limit is the point, and a small fixe
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -67,7 +68,9 @@ def test_a_tiny_budget_is_honoured_and_ends_in_a_validated_honest_submission(ws)
     complete = [r for r in runs if r["status"] == "complete"]
     assert complete and all(r["status"] in ("complete", "incomplete") for r in runs)
     assert out["wall_s"] >= 0.7 * 45 and out["train_s"] > 0.4 * 45, out  # the budget is spent, not left over
-    assert out["stopped"], out  # and it says why it stopped buying
+    assert out["stopped"], out  # and it says why it stopped buying, consistently
+    said = re.search(r"^(\d+) s left to train.*needs ~(\d+) s", out["stopped"])
+    assert said is None or int(said.group(2)) > int(said.group(1)), out["stopped"]
     assert out["cv"]["acc"] >= max(r["cv_acc"] for r in complete)  # never below the best single run
     assert sum(r["chosen"] for r in out["leaderboard"]) == 1
     assert run_cli("validate", out["submission"], *data, cwd=cwd).returncode == 0
@@ -300,19 +303,12 @@ def test_a_diverging_run_is_a_failed_unit_and_the_session_buys_on(ws):
 def test_folds_and_subset_size_every_run(ws):
     cwd, data = ws
     res, _ = auto(
-        cwd,
-        data,
-        "--portfolio",
-        str(cwd / "fixed.toml"),
-        "--time-limit",
-        "2m",
-        "--folds",
-        "4",
-        "--subset",
-        "200",
-        "--json",
+        cwd, data, "--portfolio", str(cwd / "fixed.toml"), "--time-limit", "2m", "--folds", "4", "--subset", "200"
     )
     assert res.returncode == 0, res.stderr
+    names = [r["name"] for r in csv.DictReader((cwd / "oof/autopilot/auto/leaderboard.csv").open())]
+    whole = [re.search(rf"(^|\s){re.escape(n)}(\s|$)", res.stdout, re.M) for n in names]
+    assert len(names) >= 3 and all(whole), res.stdout  # every run and blend named whole, never cut
     for run in ("auto-a-1", "auto-b-1"):
         manifest = json.loads((cwd / "oof" / run / "manifest.json").read_text())
         assert manifest["data"]["folds"] == 4 and manifest["data"]["rows"] == 200

@@ -525,8 +525,12 @@ def test_a_checkpoint_of_another_unit_is_discarded_and_the_fold_trains(copy):
 
 @pytest.mark.parametrize(
     "model",
-    [["--model", "seed000_bncnn"], ["--recipe", "fast", "--lookahead", "0.9", "--model-arg", "width=4"]],
-    ids=["dropout", "fast-lookahead-whitening"],
+    [
+        ["--model", "seed000_bncnn"],
+        ["--recipe", "fast", "--lookahead", "0.9", "--model-arg", "width=4"],
+        ["--recipe", "fast", "--augment", "altflip-cutout", "--tta", "--model-arg", "width=4"],
+    ],
+    ids=["dropout", "fast-lookahead-whitening", "augmented-alternating-flip-cutout-tta"],
 )
 @pytest.mark.slow
 def test_a_run_killed_mid_fold_resumes_exactly_with_dropout(tmp_path, model):

@@ -27,7 +27,7 @@ import numpy as np
 from fmnist_kaggle import metrics
 from fmnist_kaggle._version import __version__
 from fmnist_kaggle.data.competition import Competition
-from fmnist_kaggle.data.folds import load_or_make_folds
+from fmnist_kaggle.data.folds import check_folds, load_or_make_folds
 from fmnist_kaggle.durations import duration
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.runs.executors import Executor, Unit, UnitFailed, UnitLate, make_executor
@@ -340,14 +340,17 @@ def announce_estimate(name: str, cfg: TrainConfig, data: TrainingData, units: in
     return None if estimate is None else _announce(f"run {name}", f"{units} unit(s)", cfg, *estimate)
 
 
-def fit_to_time(name: str, cfg: TrainConfig, data: TrainingData, units: int, limit: Deadline) -> TrainConfig:
+def fit_to_time(
+    name: str, cfg: TrainConfig, comp: Competition, ws: Workspace, units: int, limit: Deadline
+) -> TrainConfig:
     """The config sized to train its `units` by `limit` here (timed on a few real steps):
     as it is when it fits, else with fewer optimizer steps a unit (max_steps); refused in one line,
     with the limit it needs, when even MIN_STEPS a unit do not fit."""
     from fmnist_kaggle.training.estimate import MIN_STEPS, measure_throughput, steps_within, unit_shape, units_seconds
 
-    train = data.train
-    shape = unit_shape(len(train), cfg.folds, len(data.test) if data.test is not None else 0)
+    train, test = training_rows(comp, cfg), comp.test_set
+    check_folds(ws, train, cfg.folds, cfg.fold_seed)  # refused here, as the run would be, with nothing written
+    shape = unit_shape(len(train), cfg.folds, len(test) if test is not None else 0)
     sample = slice(0, min(len(train), 4 * max(cfg.batch_size, cfg.eval_batch_size)))
     speed = measure_throughput(cfg, train.images[sample], train.labels[sample], train.num_classes, seconds=1.5)
     seconds = limit.left() - LIMIT_RESERVE_S
@@ -435,11 +438,10 @@ def prepare_run(
         raise FkaggleError(f"fold {bad[0]} out of range 0..{cfg.folds - 1}")
     check_model(cfg, 10, device=trains_here)  # before the data is read (seconds for a big CSV) or anything written
     params = check_model(cfg, comp.train_set.num_classes, device=False)
-    data = training_data(comp, cfg, ws)
     if limit is not None and trains_here and (overwrite or not ws.run(name).exists()):  # a begun run keeps its size
-        cfg = fit_to_time(name, cfg, data, len(selected) * len(cfg.seeds), limit)
+        cfg = fit_to_time(name, cfg, comp, ws, len(selected) * len(cfg.seeds), limit)  # before anything is written
         name = run if run is not None else default_run_name(cfg)
-        data.identity["config"] = cfg.semantic()
+    data = training_data(comp, cfg, ws)
     rd, manifest = open_run(ws, name, cfg, data, comp, overwrite, params)
     for warning in cfg.warnings():
         log.warning(warning)

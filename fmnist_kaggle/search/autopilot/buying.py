@@ -155,9 +155,10 @@ def resume(s: Session, watch: Watch, rec: RunRecord) -> RunJob | None:
     unit = unit_seconds(cfg, s.menu.speed(cfg), shape.train_rows, shape.val_rows, shape.test_rows)
     need = budget.waves() * unit * budget.calibration * len(job.units) / s.settings.folds
     if need > s.available():
+        limit = s.clock.elapsed() + need / (1 - s.time.safety()) + s.reserve()
         note = (
-            f"{len(job.units)} unit(s) left need ~{need:.0f} s, {max(0, s.available()):.0f} "
-            "s available: a larger --time-limit finishes it"
+            f"{len(job.units)} unit(s) left need ~{need:.0f} s and {max(0, s.available()):.0f} s are available: "
+            f"this session buys what fits instead; --time-limit {math.ceil(limit / 60)}m (or more) finishes it"
         )
         s.state.record(rec.run, status="incomplete", note=note)
         log.warning(f"{s.clock} {rec.run}: {note}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,7 @@ class SpeedBook:
     def put_probe(self, measured: Iterable[tuple[TrainConfig, Throughput]]) -> None:
         """One interleaved probe's speeds (they share its id); a speed probed before keeps the
         faster of its looks."""
-        probe = utc_now()
+        probe = f"{utc_now()} {secrets.token_hex(4)}"  # unique: two probes in one second are not siblings
         for cfg, speed in measured:
             new = {**speed.to_dict(), "source": "probe", "probe": probe, "looks": 1}
             old = self.kept.get(cfg.speed_key())
