@@ -324,8 +324,15 @@ def test_the_official_data_from_a_fresh_folder(tmp_path, fmnist):
     ).read_text()  # one official config
     check = run_cli("data", "check", "--json", cwd=tmp_path)
     assert check.returncode == 0 and json.loads(check.stdout)["test"]["has_labels"], check.stderr
-    again = run_cli("init", "--official", cwd=tmp_path)
-    assert again.returncode == 2 and "--force" in again.stderr
+    again = run_cli("init", "--official", cwd=tmp_path)  # the same config again: nothing to replace
+    assert (
+        again.returncode == 0
+        and (tmp_path / "competition/competition.toml").read_text()
+        == (REPO / "competition/competition.toml").read_text()
+    )
+    (tmp_path / "competition/competition.toml").write_text('[competition]\nname = "mine"\ntrain = "x.csv"\n')
+    other = run_cli("init", "--official", cwd=tmp_path)  # another competition's config is never replaced silently
+    assert other.returncode == 2 and "--force" in other.stderr
     both = run_cli("init", "--official", "--train", "x.csv", cwd=tmp_path)
     assert both.returncode == 2 and len(both.stderr.strip().splitlines()) == 1
 
@@ -404,9 +411,10 @@ def test_explain_and_drift_say_what_their_pictures_show(ws):
     assert len(names) == 2 and "first 2 convolution layer(s)" in ex["title"] and all(n in ex["title"] for n in names)
     dr = run_cli("data", "drift", *ws["data"], "--rows", "200", "--folds", "3", "--workdir", str(root), cwd=root)
     assert dr.returncode == 0, dr.stderr
-    drawn = json.loads((root / "oof/data-check/drift.json").read_text())["test_like_rows"]
+    drawn = json.loads((root / "oof/data-check/drift.json").read_text())
     listed = [int(m) for m in re.findall(r"(\d+): [01]\.\d\d", dr.stdout.splitlines()[-1])]
-    assert listed == drawn and len(drawn) == 16
+    assert listed == drawn["test_like_ids"] and len(listed) == 16  # by the file's ids (1-based rows without)
+    assert [r + 1 for r in drawn["test_like_rows"]] == listed
 
 
 # ----------------------------------------------------------------------------- 11. a README that starts a newcomer

@@ -11,11 +11,13 @@ from typing import Any
 
 from fmnist_kaggle import tracking
 from fmnist_kaggle.data.formats import format_choices
+from fmnist_kaggle.durations import parse_duration
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.runs.executors import executor_names, make_executor
 from fmnist_kaggle.storage.atomic import dumps
 from fmnist_kaggle.storage.layout import Workspace
 from fmnist_kaggle.training.config import FIELDS, build_config, default_of, parse_assignments
+from fmnist_kaggle.training.deadline import Deadline
 from fmnist_kaggle.training.recipes import recipe_names
 
 
@@ -44,9 +46,6 @@ def time_limit(args: argparse.Namespace, started: float):
     """The --time-limit as a Deadline counted from `started` (None without one)."""
     if getattr(args, "time_limit", None) is None:
         return None
-    from fmnist_kaggle.durations import parse_duration
-    from fmnist_kaggle.training.deadline import Deadline
-
     return Deadline.at_time(started + parse_duration(args.time_limit))
 
 

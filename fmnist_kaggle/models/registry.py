@@ -16,6 +16,8 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Decorator: add a model factory `fn(num_classes=10, in_chans=1, **kwargs) -> nn.Module` to the
+    registry under its function name (`--model NAME`, `fold_train(model=...)`, `create_model`)."""
     _MODELS[fn.__name__] = fn
     return fn
 
