@@ -3,6 +3,9 @@ does it buy (CV and official-test accuracy of the chosen submission)?
 
     python bench/auto.py --limits 5m,20m,60m [--workdir /tmp/auto-bench] [--device cuda] [--out results.json]
     python bench/auto.py --limits 2m --subset 800 --reference   # small data, beside a hand-run seed000_bncnn
+    python bench/auto.py --limits 20m --noisy-start 60          # a busy process shares the CPU for the first minute
+    python bench/auto.py --limits 3m --inclass --sessions 2     # an in-class round: 5,000 rows, words, ids
+    python bench/auto.py --limits 3m --inclass --code /path/to/other/checkout   # another version, same data
 
 Each limit runs the command a user types, in a fresh workspace, and is timed from outside
 (interpreter start included). Targets (issue 36): wall <= limit + 5% and at least 90% of the
@@ -23,23 +26,72 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+CODE = REPO  # the checkout whose fmnist_kaggle runs (--code: another version on the same data)
+DATA: list[str] = ["--competition", str(REPO / "competition/competition.toml")]  # --inclass: its own files
+BUSY = "import torch\ntorch.set_num_threads(2)\na = torch.randn(1024, 1024)\nwhile True:\n    a @ a\n"
 
 
 def fkaggle(*args: str) -> list[str]:
-    config = str(REPO / "competition/competition.toml")
-    return [sys.executable, "-m", "fmnist_kaggle.cli", *args, "--competition", config]
+    return [sys.executable, "-m", "fmnist_kaggle.cli", *args, *DATA]
 
 
-def run(limit: str, workdir: Path, device: str | None, amp: str | None = None, extra: tuple[str, ...] = ()) -> dict:
+def inclass(folder: Path, rows: int = 5000, test_rows: int = 2000) -> list[str]:
+    """An in-class round made from the real data: `rows` stratified training rows with word labels
+    and an Id column, `test_rows` official test images with ids, their truth in a labels file."""
+    import numpy as np
+    import pandas as pd
+
+    from fmnist_kaggle.data.competition import official_competition
+    from fmnist_kaggle.data.folds import stratified_subset
+
+    comp = official_competition()
+    train, test = comp.train_set, comp.test_set
+    names = np.array(["top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"])
+    keep = stratified_subset(train.labels, rows, 0)
+    tt = np.arange(test_rows)
+    cols = [f"pixel{i + 1}" for i in range(784)]
+    frame = pd.DataFrame(train.images[keep].reshape(len(keep), -1), columns=cols)
+    frame.insert(0, "label", names[train.labels[keep]])
+    frame.insert(0, "Id", np.arange(1, len(keep) + 1))
+    frame.to_csv(folder / "train.csv", index=False)
+    tframe = pd.DataFrame(test.images[tt].reshape(len(tt), -1), columns=cols)
+    tframe.insert(0, "Id", np.arange(100001, 100001 + len(tt)))
+    tframe.to_csv(folder / "test.csv", index=False)
+    pd.DataFrame({"Id": tframe["Id"], "label": names[test.labels[tt]]}).to_csv(folder / "test_labels.csv", index=False)
+    return ["--train", str(folder / "train.csv"), "--test", str(folder / "test.csv")] + [
+        "--test-labels",
+        str(folder / "test_labels.csv"),
+    ]
+
+
+def run(
+    limit: str,
+    workdir: Path,
+    device: str | None,
+    amp: str | None = None,
+    extra: tuple[str, ...] = (),
+    noisy_s: float = 0.0,
+) -> dict:
     from fmnist_kaggle.search.autopilot import parse_time_limit
 
     cmd = fkaggle("auto", "--time-limit", limit, "--workdir", str(workdir), "--no-progress", "--json", *extra)
     cmd += ["--device", device] if device else []
     cmd += ["--amp", amp] if amp else []
+    env = {**os.environ, "PYTHONPATH": str(CODE)}
     t0 = time.monotonic()
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    busy = subprocess.Popen([sys.executable, "-c", BUSY]) if noisy_s else None
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=workdir)
+    if busy is not None:
+        try:
+            proc.wait(timeout=noisy_s)
+        except subprocess.TimeoutExpired:
+            pass
+        busy.kill()
+    out_text, err_text = proc.communicate()
+    res = subprocess.CompletedProcess(cmd, proc.returncode, out_text, err_text)
     wall = time.monotonic() - t0
-    (workdir / "stderr.txt").write_text(res.stderr)
+    with (workdir / "stderr.txt").open("a") as log:
+        log.write(res.stderr)
     seconds = parse_time_limit(limit)
     row = {
         "limit": limit,
@@ -94,7 +146,13 @@ def main() -> None:
     ap.add_argument("--subset", type=int, default=0, help="a stratified subset of N training rows (small data)")
     ap.add_argument("--folds", type=int, help="passed to fkaggle auto (default 5)")
     ap.add_argument("--reference", action="store_true", help="also train the small-data yardstick (needs --subset)")
+    ap.add_argument("--noisy-start", type=float, default=0.0, help="a busy 2-thread process for the first N seconds")
+    ap.add_argument("--inclass", action="store_true", help="an in-class round: 5,000 rows, word labels, ids")
+    ap.add_argument("--sessions", type=int, default=1, help="run the same command this many times in a row")
+    ap.add_argument("--code", help="another checkout's fmnist_kaggle to run (a before/after comparison)")
     args = ap.parse_args()
+    global CODE, DATA
+    CODE = Path(args.code).resolve() if args.code else REPO
     parent = Path(args.workdir or tempfile.mkdtemp(prefix="fkaggle-auto-bench-"))
     import torch
 
@@ -107,12 +165,16 @@ def main() -> None:
     for limit in args.limits.split(","):
         workdir = parent / f"limit-{limit}"
         workdir.mkdir(parents=True, exist_ok=False)
+        if args.inclass:
+            DATA = inclass(workdir)
         extra = ("--subset", str(args.subset)) if args.subset else ()
         extra += ("--folds", str(args.folds)) if args.folds else ()
-        rows.append(run(limit, workdir, args.device, args.amp, extra))
-        if args.reference:
-            rows[-1]["reference"] = reference(workdir, args.subset, args.amp)
-        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        for session in range(args.sessions):
+            rows.append(run(limit, workdir, args.device, args.amp, extra, args.noisy_start if not session else 0))
+            rows[-1]["session"] = session + 1
+            if args.reference:
+                rows[-1]["reference"] = reference(workdir, args.subset, args.amp)
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     rows_used = f"a stratified subset of {args.subset} training rows" if args.subset else "all training rows"
     print(f"fkaggle auto on the real Fashion-MNIST, {rows_used} ({hw}); workspaces in {parent}\n")
     print(

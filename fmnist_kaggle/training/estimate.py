@@ -68,28 +68,30 @@ def measure_throughputs(
     num_classes: int,
     seconds: float = 2.0,
     max_steps: int = 12,
+    predict_rows: int = 1024,
+    min_steps: int = 1,
 ) -> list[Throughput]:
     """`measure_throughput` for several configs at once, their steps and prediction passes
-    interleaved (one step of each in turn, `seconds` each in all): a busy moment of a shared
-    machine slows them alike, so their ratios hold and one correction fixes them all. Each
-    speed also keeps its setup seconds on these rows (model, data-based init, batches)."""
+    interleaved (one step of each in turn, `seconds` each in all, at least `min_steps` each): a
+    busy moment of a shared machine slows them alike, so their ratios hold and one correction
+    fixes them all. Each speed also keeps its setup seconds on these rows (model, init, batches)."""
     probes = [
         _Probe(replace(cfg, batch_size=min(cfg.batch_size, len(images))), images, labels, num_classes) for cfg in cfgs
     ]
     for probe in probes:
         probe.step()  # warm-up: allocations, kernel choice
     t_end = time.perf_counter() + seconds * len(probes)
-    while len(probes[0].times) < max_steps and (not probes[0].times or time.perf_counter() < t_end):
+    while len(probes[0].times) < max_steps and (len(probes[0].times) < min_steps or time.perf_counter() < t_end):
         for probe in probes:
             probe.timed_step()
     rows = torch.from_numpy(
-        np.require(images[: max(max(c.eval_batch_size for c in cfgs), 1024)], requirements=["C", "W"])
+        np.require(images[: max(max(c.eval_batch_size for c in cfgs), predict_rows)], requirements=["C", "W"])
     )
     for probe in probes:  # warm-up; predictions are fp32, as every unit makes them
         predict(probe.s.eval_model, rows[:64], probe.cfg, probe.s.device)
     for _ in range(2):
         for probe in probes:
-            probe.timed_pass(rows[: max(probe.cfg.eval_batch_size, 1024)])
+            probe.timed_pass(rows[: max(probe.cfg.eval_batch_size, predict_rows)])
     return [probe.throughput() for probe in probes]
 
 

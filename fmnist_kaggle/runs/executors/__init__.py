@@ -48,6 +48,10 @@ class UnitFailed(FkaggleError):
     """A unit that failed where it ran (after its retries); the driver carries on with the rest."""
 
 
+# How an executor times several setups at once: short interleaved looks, so a portfolio is timed in seconds.
+PROBE = {"seconds": 0.75, "min_steps": 3, "predict_rows": 512}
+
+
 def first_line(exc: BaseException) -> str:
     """An exception's first line of text (its type when it has none): what a failed unit says."""
     text = str(exc).strip().splitlines()

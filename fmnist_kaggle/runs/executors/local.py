@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fmnist_kaggle.errors import FkaggleError
-from fmnist_kaggle.runs.executors import Unit, UnitFailed, UnitLate, first_line
+from fmnist_kaggle.runs.executors import PROBE, Unit, UnitFailed, UnitLate, first_line
 from fmnist_kaggle.runs.unit import UnitResult, train_unit
 from fmnist_kaggle.training.config import TrainConfig
 from fmnist_kaggle.training.deadline import Deadline, DeadlineReached
@@ -75,7 +75,7 @@ class LocalExecutor:
         """The configs' training and prediction speeds here, where their units would train (interleaved)."""
         from fmnist_kaggle.training.estimate import measure_throughputs
 
-        return measure_throughputs(cfgs, images, labels, num_classes)
+        return measure_throughputs(cfgs, images, labels, num_classes, **PROBE)
 
     def describe_machine(self, device: str) -> str:
         """This machine: speeds measured here are kept under its CPU, threads, torch and device."""

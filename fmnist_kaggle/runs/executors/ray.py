@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fmnist_kaggle.errors import FkaggleError
-from fmnist_kaggle.runs.executors import Unit, UnitFailed, first_line
+from fmnist_kaggle.runs.executors import PROBE, Unit, UnitFailed, first_line
 from fmnist_kaggle.runs.trainset import TrainingData
 from fmnist_kaggle.runs.unit import UnitResult, train_unit
 from fmnist_kaggle.training.config import TrainConfig
@@ -58,7 +58,7 @@ def measure_task(
     from fmnist_kaggle.training.estimate import measure_throughputs
 
     torch.set_num_threads(threads)
-    return measure_throughputs(cfgs, np.array(images), np.array(labels), num_classes)
+    return measure_throughputs(cfgs, np.array(images), np.array(labels), num_classes, **PROBE)
 
 
 class RayExecutor:
