@@ -5,7 +5,7 @@
 - `albumentations_pipeline`: the same presets (and any custom pipeline from config) as
   per-sample albumentations transforms, for a DataLoader.
 
-Presets (`PRESETS`, the one table; `training.config.AUGMENTS` lists its names): none; jitter
+Presets (their operations: `training.recipes.AUGMENT_PRESETS`, the one table): none; jitter
 (brightness/contrast +-0.2, report 000); translate (pad 2 + random 28x28 crop: shifts of up to
 2 px, background-filled, no flip); cropflip (translate + horizontal flip, report 003); strong
 (cropflip + random erasing); altflip (translate + airbench's alternating flip: each image is
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.training.recipes import AUGMENT_PRESETS
 
 PAD = 2
 JITTER = 0.2
@@ -28,22 +29,6 @@ ERASE_P = 0.5
 ERASE_SCALE = (0.02, 0.25)
 ERASE_RATIO = (0.3, 3.3)
 CUTOUT = 10  # airbench96's 12 px square on 32x32 images, scaled to 28x28
-
-# Each preset's operations, in the order they apply (the one table of augmentation presets).
-PRESETS: dict[str, tuple[str, ...]] = {
-    "none": (),
-    "jitter": ("jitter",),
-    "translate": ("translate",),
-    "cropflip": ("translate", "flip"),
-    "strong": ("translate", "flip", "erase"),
-    "altflip": ("translate", "altflip"),
-    "altflip-cutout": ("translate", "altflip", "cutout"),
-}
-
-
-def flips(preset: str) -> bool:
-    """Whether the preset trains on mirrored images (flip test-time views then help)."""
-    return bool({"flip", "altflip"} & set(PRESETS.get(preset, ())))
 
 
 def _u(n: int, lo: float, hi: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -125,9 +110,9 @@ class BatchAugment:
     preset is given each batch's flip mask (`flip`, from `alternating_flips`)."""
 
     def __init__(self, preset: str) -> None:
-        if preset not in PRESETS:
+        if preset not in AUGMENT_PRESETS:
             raise FkaggleError(f"no tensor implementation of augment preset {preset!r}")
-        self.preset, self.ops = preset, PRESETS[preset]
+        self.preset, self.ops = preset, AUGMENT_PRESETS[preset]
 
     @property
     def alternating(self) -> bool:
@@ -166,7 +151,7 @@ def albumentations_pipeline(preset: str, custom: list[dict[str, Any]] | None = N
     if preset == "jitter":
         # albumentations' ColorJitter is a port of torchvision's (report 000 used torchvision)
         steps.append(A.ColorJitter(brightness=JITTER, contrast=JITTER, saturation=0.0, hue=0.0, p=1.0))
-    ops = PRESETS.get(preset, ())
+    ops = AUGMENT_PRESETS.get(preset, ())
     if "altflip" in ops:
         raise FkaggleError(
             f"augment preset {preset!r} (alternating flip) is a tensor-path preset: augment_backend auto"
