@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from fmnist_kaggle.data.competition import official_competition
-from fmnist_kaggle.data.folds import make_folds
+from fmnist_kaggle.data.folds import make_folds, stratified_subset
 from fmnist_kaggle.training.config import build_config, parse_assignments
 from fmnist_kaggle.training.device import amp_dtype, resolve_device
 from fmnist_kaggle.training.fit import fit
@@ -32,9 +32,19 @@ from fmnist_kaggle.training.inference import predict
 
 
 def point(
-    comp, recipe: str, settings: dict, width: int, epochs: float, amp: str, seed: int = 0, logits: Path | None = None
+    comp,
+    recipe: str,
+    settings: dict,
+    width: int,
+    epochs: float,
+    amp: str,
+    seed: int = 0,
+    logits: Path | None = None,
+    subset: int = 0,
 ) -> dict:
     train, test = comp.train_set, comp.test_set
+    if subset:  # small data: a stratified subset (as `--subset` draws it), fold 0 of its own 5 folds
+        train = train.subset(stratified_subset(train.labels, subset, 42))
     fold_of = make_folds(train.labels, 5, 42)
     tr, va = np.flatnonzero(fold_of != 0), np.flatnonzero(fold_of == 0)
     base = build_config(recipe=recipe)
@@ -68,6 +78,7 @@ def point(
     return {
         "width": width,
         "epochs": epochs,
+        "rows": int(len(tr)),
         "seed": seed,
         "val_acc": round(float((res.val_logits.argmax(1) == train.labels[va]).mean()), 5),
         "test_acc": round(float((test_logits.argmax(1) == test.labels).mean()), 5),
@@ -85,6 +96,7 @@ def main() -> None:
     ap.add_argument("--widths", default="16")
     ap.add_argument("--epochs", default="4,8,16,32")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--subset", type=int, default=0, help="a stratified subset of N rows (small-data evidence)")
     ap.add_argument("--amp", default="auto")
     ap.add_argument("--out", default="bench/results/frontier.json")
     ap.add_argument("--logits", help="a folder to keep each point's held-out and test logits in")
@@ -101,15 +113,16 @@ def main() -> None:
     for width in map(int, args.widths.split(",")):
         for epochs in map(float, args.epochs.split(",")):
             done = json.loads(out.read_text()) if out.exists() else []
-            key = (args.variant, width, epochs, args.seed)
-            if any((p["variant"], p["width"], p["epochs"], p.get("seed", 0)) == key for p in done):
+            key = (args.variant, width, epochs, args.seed, args.subset)
+            if any((p["variant"], p["width"], p["epochs"], p.get("seed", 0), p.get("subset", 0)) == key for p in done):
                 continue
-            p = {"variant": args.variant, "recipe": args.recipe, "settings": settings}
-            keep = Path(args.logits) / f"{args.variant}-w{width}-e{epochs:g}-s{args.seed}.npz" if args.logits else None
+            p = {"variant": args.variant, "recipe": args.recipe, "settings": settings, "subset": args.subset}
+            stem = f"{args.variant}-w{width}-e{epochs:g}-s{args.seed}" + (f"-n{args.subset}" if args.subset else "")
+            keep = Path(args.logits) / f"{stem}.npz" if args.logits else None
             if keep is not None:
                 keep.parent.mkdir(parents=True, exist_ok=True)
             settings_copy = json.loads(json.dumps(settings))
-            p.update(point(comp, args.recipe, settings_copy, width, epochs, args.amp, args.seed, keep))
+            p.update(point(comp, args.recipe, settings_copy, width, epochs, args.amp, args.seed, keep, args.subset))
             done = json.loads(out.read_text()) if out.exists() else []
             out.write_text(json.dumps([*done, p], indent=1))
             print(json.dumps(p), flush=True)
@@ -129,11 +142,11 @@ def write_frontier(points: list[dict]) -> None:
     measured = {p["variant"] for p in points}
     by_key: dict[tuple, list[float]] = {}
     for p in points:
-        by_key.setdefault((p["variant"], p["width"], p["epochs"]), []).append(p["val_acc"])
+        by_key.setdefault((p["variant"], p["width"], p["epochs"], p.get("rows", 48_000)), []).append(p["val_acc"])
     rows = [dict(p) for p in old if p.get("entry", "fast") not in measured]
     rows += [
-        {"entry": e, "width": w, "epochs": ep, "val_acc": round(float(np.mean(v)), 5)}
-        for (e, w, ep), v in by_key.items()
+        {"entry": e, "width": w, "epochs": ep, "val_acc": round(float(np.mean(v)), 5), "rows": r}
+        for (e, w, ep, r), v in by_key.items()
     ]
     lines = [
         "# Time-to-accuracy of the autopilot's portfolio entries on the real Fashion-MNIST, written by",
@@ -143,10 +156,11 @@ def write_frontier(points: list[dict]) -> None:
         "# speeds measured where it runs (docs/results.md shows the table).",
         "",
     ]
-    for p in sorted(rows, key=lambda p: (p.get("entry", "fast"), p["width"], p["epochs"])):
+    for p in sorted(rows, key=lambda p: (p.get("entry", "fast"), p.get("rows", 48_000), p["width"], p["epochs"])):
         epochs = int(p["epochs"]) if float(p["epochs"]).is_integer() else p["epochs"]
         lines += ["[[point]]", f'entry = "{p.get("entry", "fast")}"', f"width = {p['width']}", f"epochs = {epochs}"]
-        lines += [f"val_acc = {p['val_acc']}", ""]
+        lines += [f"val_acc = {p['val_acc']}"] + ([f"rows = {p['rows']}"] if p.get("rows", 48_000) != 48_000 else [])
+        lines += [""]
     FRONTIER.write_text("\n".join(lines))
     print(f"wrote {FRONTIER} ({len(rows)} points)")
 
