@@ -132,18 +132,18 @@ FRONTIER = Path(__file__).resolve().parents[1] / "fmnist_kaggle" / "search" / "f
 
 
 def write_frontier(points: list[dict]) -> None:
-    """frontier.toml: the measured entries' points (seed 0; the mean where several seeds were
-    measured) replace theirs, the other entries' points stay."""
+    """frontier.toml: the measured curves (entry and data size; seed 0, the mean where several seeds
+    were measured) replace theirs, the other points stay."""
     import tomllib
 
     from fmnist_kaggle.training.device import machine_key
 
     old = tomllib.loads(FRONTIER.read_text()).get("point", [])
-    measured = {p["variant"] for p in points}
+    measured = {(p["variant"], p.get("rows", 48_000)) for p in points}  # (entry, data size) curves replaced
     by_key: dict[tuple, list[float]] = {}
     for p in points:
         by_key.setdefault((p["variant"], p["width"], p["epochs"], p.get("rows", 48_000)), []).append(p["val_acc"])
-    rows = [dict(p) for p in old if p.get("entry", "fast") not in measured]
+    rows = [dict(p) for p in old if (p.get("entry", "fast"), p.get("rows", 48_000)) not in measured]
     rows += [
         {"entry": e, "width": w, "epochs": ep, "val_acc": round(float(np.mean(v)), 5), "rows": r}
         for (e, w, ep, r), v in by_key.items()
