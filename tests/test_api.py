@@ -17,8 +17,8 @@ import fmnist_kaggle as fk
 def _doc_session() -> str:
     text = (REPO / "docs" / "python.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert len(blocks) == 1, "docs/python.md holds one runnable session"
-    return blocks[0]
+    assert len(blocks) == 2, "docs/python.md holds one runnable session and its own-model sequel"
+    return "\n".join(blocks)
 
 
 def test_import_is_light_and_the_api_is_documented():
@@ -53,12 +53,14 @@ def test_the_documented_notebook_session_runs_as_written(tmp_path, fmnist, monke
     assert csv.read_text().splitlines()[0] == "Id,Label" and len(csv.read_text().splitlines()) == 1001
     assert record["test"]["acc"] > 0.7
     out = capsys.readouterr().out
-    assert "nested CV" in out and "test accuracy" in out
+    assert "nested CV" in out and "test accuracy" in out and "your own model: CV" in out
+    assert scope["mine"].cv["acc"] > 0.5 and scope["mine"].manifest["model"] == "tiny_mlp"
     # the same runs, seen by the CLI
     listed = run_cli("runs", "--json", cwd=tmp_path)
     assert listed.returncode == 0 and {r["run"] for r in __import__("json").loads(listed.stdout)} == {
         "fast-s0",
         "fast-s1",
+        "mine",
     }
 
 
