@@ -174,3 +174,36 @@ def test_a_run_is_projected_late_within_a_unit_against_the_step_deadline_unless_
     assert late == pytest.approx(1550.0 - session.step_deadline()) and late < 0
     later = watch.late_by(job, 50.0, 400.0)
     assert later == pytest.approx(1950.0 - session.step_deadline()) and later > 0
+
+
+def test_a_run_sized_under_a_noisy_probe_is_replaced_when_the_time_left_buys_much_better(tmp_path, synth):
+    """The first unit shows the probe was slow (a busy start): when a run sized to all the time left
+    is expected to beat finishing this one and buying with what remains, the watch stops it."""
+    from types import SimpleNamespace
+
+    from fmnist_kaggle.runs.executors import make_executor
+    from fmnist_kaggle.search.autopilot import AutoSettings
+    from fmnist_kaggle.search.autopilot.session import open_session
+    from fmnist_kaggle.search.autopilot.watch import Watch
+
+    (tmp_path / "one.toml").write_text(
+        '[[entry]]\nname = "x"\nwidths = [8]\nepochs = 1000\nmin_epochs = 1\n'
+        'train = { model = "fmnist_resnet", batch_size = 16, optimizer = "sgd", lr = 0.05 }\n'
+    )
+    now = [1000.0]
+    clock = Clock(1000.0, 600.0, now=lambda: now[0])
+    settings = AutoSettings(600.0, workdir=tmp_path, portfolio=tmp_path / "one.toml")
+    with make_executor("local", progress=False) as ex:
+        session = open_session(synth, settings, ex, clock=clock)
+    session.frontier = Frontier({("x", 8): {48_000: [(1.0, 0.50), (1000.0, 0.99)]}})  # climbs with every doubling
+    entry = session.entries[0]
+    cfg = session.menu.config(entry, 8)
+    session.menu.book.put_probe([(cfg, Throughput(2000.0, 8000.0, "cpu", "float32", 0.5))])
+    watch = Watch(session)
+    session.state.record("auto-x-1", entry="x", width=8, status="training", expected_acc=0.60)
+    watch.unit_times["auto-x-1"] = [10.0]
+    job = SimpleNamespace(rd=SimpleNamespace(name="auto-x-1"), outstanding=4, cfg=cfg)
+    now[0] += 60.0
+    assert not watch.rebuy(job, remaining_s=10.0)  # little left of it: finish it, then buy with the rest
+    assert watch.rebuy(job, remaining_s=400.0)  # most of the time left: a run sized to it wins
+    assert "expected to score" in watch.stopped["auto-x-1"]

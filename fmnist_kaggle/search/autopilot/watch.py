@@ -16,6 +16,7 @@ from fmnist_kaggle.durations import duration
 from fmnist_kaggle.runs.driver import RunJob
 from fmnist_kaggle.runs.unit import UnitResult
 from fmnist_kaggle.search.autopilot import policy
+from fmnist_kaggle.search.autopilot.buying import buyable
 from fmnist_kaggle.search.autopilot.finish import select
 from fmnist_kaggle.search.autopilot.policy import Purchase
 from fmnist_kaggle.search.autopilot.session import Session
@@ -24,6 +25,7 @@ from fmnist_kaggle.training.deadline import UnitLate
 from fmnist_kaggle.training.estimate import Throughput, unit_seconds
 
 log = logging.getLogger(__name__)
+REBUY_MARGIN = 0.003  # expected held-out accuracy a run sized anew must gain over finishing the one training
 
 
 class Watch:
@@ -97,6 +99,8 @@ class Watch:
         if estimate:
             s.time.calibrate(np.mean(times) / estimate)
         left = job.outstanding
+        if s.executor.capacity == 1 and left and self.rebuy(job, left * float(np.mean(times))):
+            return True
         late = lateness(s.clock.now(), 0.0, left, float(np.mean(times)), s.step_deadline())
         if s.executor.capacity > 1 or not left or late <= 0:
             return False
@@ -108,6 +112,29 @@ class Watch:
             f"it would end {duration(late)} too late"
         )
         log.warning(f"{s.clock} {name}: {self.stopped[name]}; its finished units are kept")
+        return True
+
+    def rebuy(self, job: RunJob, remaining_s: float) -> bool:
+        """After a unit proved the speeds wrong (a probe under load sizes a run far too short): stop
+        the run when a run sized to all the time left is expected to beat finishing it and buying
+        with what is left by more than REBUY_MARGIN (its finished units are kept)."""
+        s, rec = self.s, self.s.state.runs[job.rd.name]
+        if rec.expected_acc is None:
+            return False
+        free = (s.clock.left() - s.reserve()) * (1 - s.time.safety())
+        options, budget = s.menu.candidates(buyable(s)), s.budget(slots=1)
+        instead = policy.best_purchase(options, budget, free, s.frontier)
+        then = policy.best_purchase(options, budget, free - remaining_s, s.frontier)
+        kept = max(rec.expected_acc, (then.expected_acc or 0.0) if then is not None else 0.0)
+        if instead is None or instead.expected_acc is None or instead.expected_acc <= kept + REBUY_MARGIN:
+            return False
+        self.stopped[job.rd.name] = (
+            f"stopped after {len(self.unit_times[job.rd.name])} unit(s): at the speeds its units showed, a run "
+            f"sized to the time left ({instead.option.entry.name} width {instead.option.width}, "
+            f"{instead.fractional_epochs:.1f} epochs) is expected to score {instead.expected_acc:.4f}, "
+            f"finishing this one {kept:.4f}"
+        )
+        log.warning(f"{s.clock} {job.rd.name}: {self.stopped[job.rd.name]}; its finished units are kept")
         return True
 
     def on_late(self, job: RunJob, late: UnitLate) -> bool:
