@@ -179,7 +179,7 @@ class Frontier:
     def accuracy(self, entry: str, width: int, epochs: float, rows: int = FULL_ROWS) -> float | None:
         """The expected held-out accuracy at `epochs` on `rows` training rows (the curve measured at
         the nearest size, interpolated in log epochs; flat past its longest run; below its shortest,
-        its first two points' slope), None if unmeasured."""
+        its first two points' slope), None if unmeasured (or shorter than a curve's only point)."""
         pts = self.curve(entry, width, rows)
         if not pts:
             return None
@@ -189,7 +189,7 @@ class Frontier:
             return pts[-1][1]
         if x <= xs[0]:
             if len(pts) == 1:
-                return pts[0][1]
+                return None  # no evidence of how much shorter runs lose
             slope = (pts[1][1] - pts[0][1]) / (xs[1] - xs[0])
             return max(0.0, pts[0][1] - slope * (xs[0] - x))
         i = next(i for i in range(1, len(xs)) if x <= xs[i])
