@@ -101,10 +101,12 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/frontier.json")
     ap.add_argument("--logits", help="a folder to keep each point's held-out and test logits in")
     ap.add_argument("--write", action="store_true", help="write the points of --out into frontier.toml")
+    ap.add_argument("--entries", default="fast,fast-aug,small", help="with --write: the variants that are entries")
     args = ap.parse_args()
     out = Path(args.out)
     if args.write:
-        return write_frontier(json.loads(out.read_text()))
+        entries = set(args.entries.split(","))
+        return write_frontier([p for p in json.loads(out.read_text()) if p["variant"] in entries])
     if not args.variant:
         ap.error("--variant is required to measure")
     out.parent.mkdir(parents=True, exist_ok=True)
