@@ -41,12 +41,13 @@ def point(
     seed: int = 0,
     logits: Path | None = None,
     subset: int = 0,
+    fold: int = 0,
 ) -> dict:
     train, test = comp.train_set, comp.test_set
     if subset:  # small data: a stratified subset (as `--subset` draws it), fold 0 of its own 5 folds
         train = train.subset(stratified_subset(train.labels, subset, 42))
     fold_of = make_folds(train.labels, 5, 42)
-    tr, va = np.flatnonzero(fold_of != 0), np.flatnonzero(fold_of == 0)
+    tr, va = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
     base = build_config(recipe=recipe)
     kwargs = {**base.model_kwargs, **settings.pop("model_kwargs", {}), "width": width}
     steps = int(round(epochs * (len(tr) // base.batch_size))) if epochs != int(epochs) else 0
@@ -67,7 +68,7 @@ def point(
         train.labels[tr],
         train.images[va],
         train.labels[va],
-        fold=0,
+        fold=fold,
         seed=seed,
         progress=False,
     )
@@ -79,6 +80,7 @@ def point(
         "width": width,
         "epochs": epochs,
         "rows": int(len(tr)),
+        "fold": fold,
         "seed": seed,
         "val_acc": round(float((res.val_logits.argmax(1) == train.labels[va]).mean()), 5),
         "test_acc": round(float((test_logits.argmax(1) == test.labels).mean()), 5),
@@ -97,6 +99,7 @@ def main() -> None:
     ap.add_argument("--epochs", default="4,8,16,32")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--subset", type=int, default=0, help="a stratified subset of N rows (small-data evidence)")
+    ap.add_argument("--fold", type=int, default=0, help="the held-out fold of the 5 (another fold: less noise)")
     ap.add_argument("--amp", default="auto")
     ap.add_argument("--out", default="bench/results/frontier.json")
     ap.add_argument("--logits", help="a folder to keep each point's held-out and test logits in")
@@ -115,16 +118,21 @@ def main() -> None:
     for width in map(int, args.widths.split(",")):
         for epochs in map(float, args.epochs.split(",")):
             done = json.loads(out.read_text()) if out.exists() else []
-            key = (args.variant, width, epochs, args.seed, args.subset)
-            if any((p["variant"], p["width"], p["epochs"], p.get("seed", 0), p.get("subset", 0)) == key for p in done):
+            key = (args.variant, width, epochs, args.seed, args.subset, args.fold)
+            if any(
+                (p["variant"], p["width"], p["epochs"], p.get("seed", 0), p.get("subset", 0), p.get("fold", 0)) == key
+                for p in done
+            ):
                 continue
             p = {"variant": args.variant, "recipe": args.recipe, "settings": settings, "subset": args.subset}
             stem = f"{args.variant}-w{width}-e{epochs:g}-s{args.seed}" + (f"-n{args.subset}" if args.subset else "")
+            stem += f"-f{args.fold}" if args.fold else ""
             keep = Path(args.logits) / f"{stem}.npz" if args.logits else None
             if keep is not None:
                 keep.parent.mkdir(parents=True, exist_ok=True)
             settings_copy = json.loads(json.dumps(settings))
-            p.update(point(comp, args.recipe, settings_copy, width, epochs, args.amp, args.seed, keep, args.subset))
+            where = (args.seed, keep, args.subset, args.fold)
+            p.update(point(comp, args.recipe, settings_copy, width, epochs, args.amp, *where))
             done = json.loads(out.read_text()) if out.exists() else []
             out.write_text(json.dumps([*done, p], indent=1))
             print(json.dumps(p), flush=True)
@@ -134,8 +142,8 @@ FRONTIER = Path(__file__).resolve().parents[1] / "fmnist_kaggle" / "search" / "f
 
 
 def write_frontier(points: list[dict]) -> None:
-    """frontier.toml: the measured curves (entry and data size; seed 0, the mean where several seeds
-    were measured) replace theirs, the other points stay."""
+    """frontier.toml: the measured curves (entry and data size; the mean where several seeds or
+    folds were measured) replace theirs, the other points stay."""
     import tomllib
 
     from fmnist_kaggle.training.device import machine_key
