@@ -141,18 +141,36 @@ def main() -> None:
 FRONTIER = Path(__file__).resolve().parents[1] / "fmnist_kaggle" / "search" / "frontier.toml"
 
 
+def _fold_offsets(points: list[dict]) -> dict[int, float]:
+    """Per fold, the mean accuracy fold 0 gives minus what it gives, over the points both measured."""
+    key = lambda p: (p["variant"], p["width"], p["epochs"], p.get("rows", 48_000), p.get("seed", 0))  # noqa: E731
+    fold0 = {key(p): p["val_acc"] for p in points if p.get("fold", 0) == 0}
+    gaps: dict[int, list[float]] = {}
+    for p in points:
+        if p.get("fold", 0) and key(p) in fold0:
+            gaps.setdefault(p["fold"], []).append(fold0[key(p)] - p["val_acc"])
+    for fold, gap in gaps.items():
+        print(f"fold {fold}: {len(gap)} paired points, offset {np.mean(gap):+.4f} (each: {np.round(gap, 4).tolist()})")
+    return {fold: float(np.mean(gap)) for fold, gap in gaps.items()}
+
+
 def write_frontier(points: list[dict]) -> None:
     """frontier.toml: the measured curves (entry and data size; the mean where several seeds or
-    folds were measured) replace theirs, the other points stay."""
+    folds were measured) replace theirs, the other points stay. Another fold's points are first put
+    on fold 0's scale: one fold is harder than another for every recipe alike, so its offset (the
+    mean difference over the points measured on both) is added before averaging, and only the
+    differences between recipes are averaged."""
     import tomllib
 
     from fmnist_kaggle.training.device import machine_key
 
     old = tomllib.loads(FRONTIER.read_text()).get("point", [])
     measured = {(p["variant"], p.get("rows", 48_000)) for p in points}  # (entry, data size) curves replaced
+    offset = _fold_offsets(points)
     by_key: dict[tuple, list[float]] = {}
     for p in points:
-        by_key.setdefault((p["variant"], p["width"], p["epochs"], p.get("rows", 48_000)), []).append(p["val_acc"])
+        key = (p["variant"], p["width"], p["epochs"], p.get("rows", 48_000))
+        by_key.setdefault(key, []).append(p["val_acc"] + offset.get(p.get("fold", 0), 0.0))
     rows = [dict(p) for p in old if (p.get("entry", "fast"), p.get("rows", 48_000)) not in measured]
     rows += [
         {"entry": e, "width": w, "epochs": ep, "val_acc": round(float(np.mean(v)), 5), "rows": r}
