@@ -44,13 +44,13 @@ demo: install data
 	$(BIN)/fkaggle report
 	@cat oof/autopilot/demo/leaderboard.md
 
-# Everything (CI's command; nothing is skipped there but the CUDA test), with the 25 slowest listed.
+# Everything but the `gpu` tier (CI's command; nothing is skipped there), with the 25 slowest listed.
 test: install data browser
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not gpu" --durations=25
 
 # The inner loop: everything but the `slow` tier (real budgets, kills and resumes, Ray clusters).
 test-fast: install data browser
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" --durations=10
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not gpu" --durations=10
 
 lint: install
 	$(BIN)/ruff check .

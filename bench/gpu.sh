@@ -48,7 +48,7 @@ step() {  # step NAME LIMIT_S COMMAND...: run it with a time limit, its output i
 }
 
 SMALL=(--competition competition/competition.toml --subset 6000 --folds 2 --epochs 2 --no-progress --workdir "$WORK/ws" --test "")
-step cuda-tests 60 "$PY" -m pytest -q -p no:cacheprovider tests/test_train.py -k cuda -rs
+step cuda-tests 60 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests -rs
 step amp-fp16-channels-last 45 "${FK[@]}" fold-train --recipe cpu --device cuda --amp fp16 --channels-last "${SMALL[@]}" --run fp16
 step amp-bf16-compile 75 "${FK[@]}" fold-train --recipe cpu --device cuda --amp bf16 --compile "${SMALL[@]}" --run bf16-compile
 step throughput 60 "$PY" bench/throughput.py --device cuda

@@ -183,5 +183,5 @@ def test_a_sweep_estimates_its_whole_time_before_training_and_warns_of_a_gpu_rec
     assert any(
         "sweep long: estimated" in ln and "for 2 run(s) here" in ln and "img/s training" in ln for ln in lines
     ), text
-    assert "recipe strong is tuned for a GPU; use --recipe cpu or fast (made for CPUs)" in text, text
+    assert "recipe strong is tuned for a GPU; use --recipe cpu or fast or fast-aug (made for CPUs)" in text, text
     assert not list(tmp_path.glob("oof/*/fold_0/metrics.json"))  # said before any fold finished

@@ -274,7 +274,7 @@ def test_batch_augmentations_on_tensors():
     assert torch.equal(BatchAugment("none")(x, gen), x)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA fast path: needs a GPU")
+@pytest.mark.gpu
 def test_cuda_fast_path_with_amp(tmp_path, comp):
     cfg = build_config(**{**TINY, "model": "seed000_bncnn", "device": "cuda", "augment": "strong", "amp": "auto"})
     m = train_folds(comp, cfg, run="gpu", workdir=tmp_path, progress=False)
@@ -723,5 +723,5 @@ def test_fold_train_estimates_its_time_before_training_and_warns_of_a_gpu_recipe
     text = "".join(lines)
     estimate = next((ln for ln in lines if "estimated" in ln), "")
     assert "run long: estimated" in estimate and "unit(s) here" in estimate and "img/s training" in estimate, text
-    assert "recipe strong is tuned for a GPU; use --recipe cpu or fast (made for CPUs)" in text, text
+    assert "recipe strong is tuned for a GPU; use --recipe cpu or fast or fast-aug (made for CPUs)" in text, text
     assert not (tmp_path / "oof/long/fold_0/metrics.json").exists()  # said before any fold finished

@@ -353,7 +353,7 @@ def fit_to_time(
     shape = unit_shape(len(train), cfg.folds, len(test) if test is not None else 0)
     sample = slice(0, min(len(train), 4 * max(cfg.batch_size, cfg.eval_batch_size)))
     speed = measure_throughput(cfg, train.images[sample], train.labels[sample], train.num_classes, seconds=1.5)
-    seconds = limit.left() - LIMIT_RESERVE_S
+    seconds = (limit.left() - LIMIT_RESERVE_S) * LIMIT_SHARE
     steps = steps_within(cfg, speed, shape, units, seconds)
     if steps is None:
         need = units_seconds(cfg, speed, shape, units, min(MIN_STEPS, cfg.total_steps(shape.train_rows)))
@@ -370,6 +370,7 @@ def fit_to_time(
 
 
 LIMIT_RESERVE_S = 5.0  # of a --time-limit, kept for what follows training (the fold lines, assembling)
+LIMIT_SHARE = 0.85  # of the rest, what a run is sized to: a 1.5 s probe misreads a busy machine's speed by 10-20%
 
 
 def announce_plan_estimate(what: str, cfgs: list[TrainConfig], comp: Competition, always: bool = False) -> float | None:
