@@ -59,18 +59,22 @@ def sha(path: Path) -> str:
 @pytest.mark.timing
 def test_a_tiny_budget_is_honoured_and_ends_in_a_validated_honest_submission(ws):
     cwd, data = ws
-    res, wall = auto(cwd, data, "--time-limit", "45s", "--json")
+    limit = 30
+    res, wall = auto(cwd, data, "--time-limit", f"{limit}s", "--json")
     assert res.returncode == 0, res.stderr
-    assert wall <= 45 + 4, wall  # the limit, plus the interpreter's start before the clock
+    assert wall <= limit + 4, wall  # the limit, plus the interpreter's start before the clock
     out = json.loads(res.stdout)
     runs = [r for r in out["leaderboard"] if r["kind"] == "run"]
     assert runs and all(re.fullmatch(r"auto-small-\d+", r["name"]) for r in runs)  # 400 rows: the small-data entry
     complete = [r for r in runs if r["status"] == "complete"]
     assert complete and all(r["status"] in ("complete", "incomplete") for r in runs)
-    assert out["wall_s"] >= 0.7 * 45 and out["train_s"] > 0.4 * 45, out  # the budget is spent, not left over
-    assert out["stopped"], out  # and it says why it stopped buying, consistently
-    said = re.search(r"^(\d+) s left to train.*needs ~(\d+) s", out["stopped"])
-    assert said is None or int(said.group(2)) > int(said.group(1)), out["stopped"]
+    assert out["stopped"] and out["train_s"] > 0.3 * limit, out  # it trained, and says why it stopped buying
+    said = re.search(r"^(\d+) s left to train \(after the reserve of (\d+) s\).*needs ~(\d+) s", out["stopped"])
+    if said:  # the policy stopped: what was left bought nothing, and nothing else was left
+        assert int(said.group(3)) > int(said.group(1)), out["stopped"]
+        assert out["wall_s"] + int(said.group(1)) + int(said.group(2)) >= limit - 2, out
+    else:  # or the training deadline came while a run trained
+        assert out["stopped"].startswith("the training deadline") and out["wall_s"] >= 0.8 * limit, out
     assert out["cv"]["acc"] >= max(r["cv_acc"] for r in complete)  # never below the best single run
     assert sum(r["chosen"] for r in out["leaderboard"]) == 1
     assert run_cli("validate", out["submission"], *data, cwd=cwd).returncode == 0

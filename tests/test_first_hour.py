@@ -83,7 +83,7 @@ def test_fold_train_sizes_a_run_to_its_time_limit_or_refuses_with_the_time_it_ne
     refused = run_cli("fold-train", *data, "--epochs", "400", "--time-limit", "1s", "--no-progress", cwd=root)
     assert refused.returncode == 2 and re.search(r"give about \d+m more", refused.stderr), refused.stderr
     assert sorted(p.name for p in root.iterdir()) == before  # nothing written
-    res = run_cli("fold-train", *data, "--epochs", "400", "--time-limit", "25s", "--no-progress", "--json", cwd=root)
+    res = run_cli("fold-train", *data, "--epochs", "400", "--time-limit", "15s", "--no-progress", "--json", cwd=root)
     assert res.returncode == 0, res.stderr
     sized = re.search(r"sized to (\d+) steps a unit", res.stderr)
     assert sized and int(sized.group(1)) < 400 * 6, res.stderr  # 400 epochs would take far longer

@@ -207,8 +207,8 @@ def test_ctrl_c_keeps_the_wall_time_and_the_run_finishes_without_its_portfolio(w
     cwd, data = ws
     portfolio = cwd / "slow.toml"
     portfolio.write_text(
-        '[[entry]]\nname = "p"\ntrain = { model = "fmnist_resnet", model_kwargs = { width = 8 }, epochs = 8, '
-        'batch_size = 16, optimizer = "sgd", lr = 0.05, folds = 3 }\nmin_epochs = 8\nruns = 1\n'
+        '[[entry]]\nname = "p"\ntrain = { model = "fmnist_resnet", model_kwargs = { width = 8 }, epochs = 4, '
+        'batch_size = 16, optimizer = "sgd", lr = 0.05, folds = 3 }\nmin_epochs = 4\nruns = 1\n'
     )
     cmd = [sys.executable, "-m", "fmnist_kaggle.cli", "auto", *data, "--no-progress", "--portfolio", str(portfolio)]
     proc = subprocess.Popen([*cmd, "--time-limit", "5m"], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -220,7 +220,7 @@ def test_ctrl_c_keeps_the_wall_time_and_the_run_finishes_without_its_portfolio(w
     state = json.loads((cwd / "oof/autopilot/auto/state.json").read_text())
     assert state["runs"]["auto-p-1"]["status"] == "training" and state["sessions"][0]["wall_s"] > 1.0, state
     assert state["runs"]["auto-p-1"]["train"]["batch_size"] == 16  # what it was bought with
-    res = _auto(cwd, data, "--time-limit", "45s", "--json")  # no --portfolio: the packaged one lacks entry p
+    res = _auto(cwd, data, "--time-limit", "25s", "--json")  # no --portfolio: the packaged one lacks entry p
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert {r["name"]: r["status"] for r in out["leaderboard"] if r["kind"] == "run"}["auto-p-1"] == "complete"
