@@ -16,7 +16,8 @@ from fmnist_kaggle.search.portfolio import Entry, Frontier
 from fmnist_kaggle.training.augment import BatchAugment, alternating_flips
 from fmnist_kaggle.training.batches import make_batches
 from fmnist_kaggle.training.config import build_config
-from fmnist_kaggle.training.estimate import Throughput, unit_seconds, unit_shape
+from fmnist_kaggle.training.estimate import Throughput, steps_within, unit_seconds, unit_shape, units_seconds
+from fmnist_kaggle.training.fit import BN_REFRESH_STEPS
 from fmnist_kaggle.training.inference import tta_views
 
 
@@ -135,3 +136,27 @@ def test_the_per_unit_fixed_cost_is_part_of_every_estimate():
     assert with_cost - without == pytest.approx(11.0)
     training = 2 * cfg.steps_per_epoch(48_000) * 256 / 2000.0
     assert without > training + (12_000 + 10_000) / 6000.0 - 1e-9  # steps, the validation and the test predictions
+
+
+def test_a_short_runs_batch_norm_refresh_is_estimated_at_training_speed():
+    # update_bn runs outside autocast in training mode: on the 2-minute all-rows run it took ~9 s
+    # a unit at about the training speed, twice the prediction-speed estimate (units ran 25% late)
+    cfg = build_config(recipe="fast", epochs=1)
+    shape = unit_shape(60_000, 5, 10_000)
+    assert cfg.total_steps(shape.train_rows) < BN_REFRESH_STEPS
+    speed = Throughput(2000.0, 6000.0, "cpu", "bfloat16", 0.0)
+    steps = cfg.total_steps(shape.train_rows)
+    parts = steps * 256 / 2000.0 + 48_000 / 2000.0 + (12_000 + 10_000) / 6000.0
+    assert unit_seconds(cfg, speed, *vars(shape).values()) == pytest.approx(parts)
+
+
+def test_a_run_is_sized_across_the_refresh_step_where_a_longer_run_is_cheaper():
+    # under BN_REFRESH_STEPS a run also refreshes batch norm, so 299 steps can cost more than 300:
+    # the sizing must not stop at a shorter run (a plain bisection landed near 110 steps)
+    cfg = build_config(recipe="fast", epochs=2)
+    shape = unit_shape(60_000, 5, 10_000)
+    speed = Throughput(2000.0, 6000.0, "cpu", "bfloat16", 0.0)
+    seconds = units_seconds(cfg, speed, shape, 5, BN_REFRESH_STEPS) + 0.01
+    assert units_seconds(cfg, speed, shape, 5, BN_REFRESH_STEPS - 1) > seconds
+    assert steps_within(cfg, speed, shape, 5, seconds) == BN_REFRESH_STEPS
+    assert steps_within(cfg, speed, shape, 5, units_seconds(cfg, speed, shape, 5, 120)) == 120

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch
 
 from fmnist_kaggle.training.config import TrainConfig
 from fmnist_kaggle.training.fit import BN_REFRESH_STEPS, make_stepper, train_epoch
-from fmnist_kaggle.training.inference import predict, views_per_image
+from fmnist_kaggle.training.inference import predict
 
 UNIT_FIXED_S = 1.0  # a unit's seconds besides its steps and predictions, until measured (model, init, writes)
 
@@ -158,7 +159,9 @@ def unit_seconds(
     validations = epochs // cfg.eval_every + (epochs % cfg.eval_every > 0) if cfg.eval_every else 1
     per_validation = val_rows / speed.predict_ips
     if steps < BN_REFRESH_STEPS:
-        per_validation += train_rows / (speed.predict_ips * views_per_image(cfg))  # one view each: no TTA
+        # update_bn: one forward pass in training mode, outside autocast (measured at about the
+        # training speed on a bf16 CPU, ~2x slower than prediction: 2-minute units ran 25% late)
+        per_validation += train_rows / speed.train_ips
     return (
         steps * batch / speed.train_ips + validations * per_validation + test_rows / speed.predict_ips + speed.fixed_s
     )
@@ -174,19 +177,27 @@ def units_seconds(cfg: TrainConfig, speed: Throughput, shape: Shape, units: int,
     return units * unit_seconds(sized, speed, shape.train_rows, shape.val_rows, shape.test_rows)
 
 
+def most_steps(low: int, high: int, fits: Callable[[int], bool]) -> int | None:
+    """The largest step count in [low, high] that `fits`, or None. Estimates grow with the steps
+    on each side of BN_REFRESH_STEPS, not across it (a shorter run also refreshes batch norm
+    before each validation), so each side is searched alone, the longer runs first."""
+    for lo, hi in ((max(low, BN_REFRESH_STEPS), high), (low, min(high, BN_REFRESH_STEPS - 1))):
+        if lo > hi or not fits(lo):
+            continue
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+        return lo
+    return None
+
+
 def steps_within(cfg: TrainConfig, speed: Throughput, shape: Shape, units: int, seconds: float) -> int | None:
     """The most optimizer steps a unit may take (the config's own at most) for `units` units to fit
     `seconds` at `speed`; None when even MIN_STEPS do not fit."""
     most = cfg.total_steps(shape.train_rows)
-    total = lambda steps: units_seconds(cfg, speed, shape, units, steps)  # noqa: E731
-    low = min(MIN_STEPS, most)
-    if total(low) > seconds:
-        return None
-    high = most
-    while low < high:  # estimates grow with the steps
-        mid = (low + high + 1) // 2
-        low, high = (mid, high) if total(mid) <= seconds else (low, mid - 1)
-    return low
+    return most_steps(
+        min(MIN_STEPS, most), most, lambda steps: units_seconds(cfg, speed, shape, units, steps) <= seconds
+    )
 
 
 def measure_run_time(

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 from fmnist_kaggle.search.portfolio import Entry, Frontier
-from fmnist_kaggle.training.estimate import MIN_STEPS, Shape, Throughput, unit_seconds
+from fmnist_kaggle.training.estimate import MIN_STEPS, Shape, Throughput, most_steps, unit_seconds
 
 
 @dataclass(frozen=True)
@@ -91,13 +91,9 @@ def longest_fit(option: Option, budget: Budget, seconds: float) -> Purchase | No
     """The longest run of the option (up to its entry's epochs) whose estimate fits `seconds`;
     None when even its fewest steps do not fit."""
     spe = steps_per_epoch(option, budget)
-    low, high = fewest_steps(option, budget), max(1, round(option.entry.epochs * spe))
-    if purchase_seconds(option, budget, low) > seconds:
-        return None
-    while low < high:  # the largest step count that fits: estimates grow with the steps
-        mid = (low + high + 1) // 2
-        low, high = (mid, high) if purchase_seconds(option, budget, mid) <= seconds else (low, mid - 1)
-    return _purchase(option, budget, low)
+    most = max(1, round(option.entry.epochs * spe))
+    steps = most_steps(fewest_steps(option, budget), most, lambda n: purchase_seconds(option, budget, n) <= seconds)
+    return None if steps is None else _purchase(option, budget, steps)
 
 
 def _purchase(option: Option, budget: Budget, steps: int) -> Purchase:
