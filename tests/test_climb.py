@@ -6,6 +6,7 @@ test_reliability.py; the accuracy itself is measured by bench/frontier.py and be
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,7 +18,7 @@ from fmnist_kaggle.training.augment import BatchAugment, alternating_flips
 from fmnist_kaggle.training.batches import make_batches
 from fmnist_kaggle.training.config import build_config
 from fmnist_kaggle.training.estimate import Throughput, steps_within, unit_seconds, unit_shape, units_seconds
-from fmnist_kaggle.training.fit import BN_REFRESH_STEPS
+from fmnist_kaggle.training.fit import BN_REFRESH_STEPS, REFRESH_ROWS
 from fmnist_kaggle.training.inference import tta_views
 
 
@@ -140,13 +141,14 @@ def test_the_per_unit_fixed_cost_is_part_of_every_estimate():
 
 def test_a_short_runs_batch_norm_refresh_is_estimated_at_training_speed():
     # update_bn runs outside autocast in training mode: on the 2-minute all-rows run it took ~9 s
-    # a unit at about the training speed, twice the prediction-speed estimate (units ran 25% late)
+    # a unit at about the training speed, twice the prediction-speed estimate (units ran 25% late);
+    # it now reads REFRESH_ROWS of the 48,000
     cfg = build_config(recipe="fast", epochs=1)
     shape = unit_shape(60_000, 5, 10_000)
     assert cfg.total_steps(shape.train_rows) < BN_REFRESH_STEPS
     speed = Throughput(2000.0, 6000.0, "cpu", "bfloat16", 0.0)
     steps = cfg.total_steps(shape.train_rows)
-    parts = steps * 256 / 2000.0 + 48_000 / 2000.0 + (12_000 + 10_000) / 6000.0
+    parts = steps * 256 / 2000.0 + REFRESH_ROWS / 2000.0 + (12_000 + 10_000) / 6000.0
     assert unit_seconds(cfg, speed, *vars(shape).values()) == pytest.approx(parts)
 
 
@@ -160,3 +162,24 @@ def test_a_run_is_sized_across_the_refresh_step_where_a_longer_run_is_cheaper():
     assert units_seconds(cfg, speed, shape, 5, BN_REFRESH_STEPS - 1) > seconds
     assert steps_within(cfg, speed, shape, 5, seconds) == BN_REFRESH_STEPS
     assert steps_within(cfg, speed, shape, 5, units_seconds(cfg, speed, shape, 5, 120)) == 120
+
+
+def test_the_batch_norm_refresh_reads_at_most_refresh_rows_evenly_spaced():
+    from fmnist_kaggle.training.fit import refresh_batchnorm
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    images = np.random.default_rng(0).integers(0, 256, (REFRESH_ROWS + 5_000, 28, 28), dtype=np.uint8)
+    seen = []
+    model[1].register_forward_hook(lambda mod, args, out: seen.append(len(args[0])))
+    refresh_batchnorm(model, images, build_config(recipe="fast"), torch.device("cpu"))
+    assert sum(seen) == REFRESH_ROWS
+
+
+def test_small_data_never_borrows_a_full_data_curve_for_a_width_it_did_not_measure():
+    # the in-class round (4,000 training rows) was told 0.947 for fast width 24: a full-data number
+    from fmnist_kaggle.search.portfolio import load_frontier
+
+    frontier = load_frontier()
+    assert frontier.accuracy("fast", 24, 4, 48_000) > 0.94
+    assert frontier.accuracy("fast", 16, 4, 4_000) < 0.9
+    assert frontier.accuracy("fast", 24, 4, 4_000) is None

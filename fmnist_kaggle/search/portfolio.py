@@ -169,12 +169,14 @@ class Frontier:
         return {w for (e, w) in self.points if e == entry}
 
     def curve(self, entry: str, width: int, rows: int = FULL_ROWS) -> list[tuple[float, float]]:
-        """The (epochs, accuracy) points measured for the width at the data size nearest `rows`."""
-        by_rows = self.points.get((entry, width)) or {}
-        if not by_rows:
+        """The (epochs, accuracy) points measured for the width at the entry's measured data size
+        nearest `rows`; none when this width was not measured at that size (a full-data curve
+        says little of 4,000 rows)."""
+        sizes = {r for (e, _), by_rows in self.points.items() if e == entry for r in by_rows}
+        if not sizes:
             return []
-        nearest = min(by_rows, key=lambda r: abs(math.log(max(rows, 1) / r)))
-        return by_rows[nearest]
+        nearest = min(sizes, key=lambda r: abs(math.log(max(rows, 1) / r)))
+        return (self.points.get((entry, width)) or {}).get(nearest, [])
 
     def accuracy(self, entry: str, width: int, epochs: float, rows: int = FULL_ROWS) -> float | None:
         """The expected held-out accuracy at `epochs` on `rows` training rows (the curve measured at

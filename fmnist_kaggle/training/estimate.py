@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from fmnist_kaggle.training.config import TrainConfig
-from fmnist_kaggle.training.fit import BN_REFRESH_STEPS, make_stepper, train_epoch
+from fmnist_kaggle.training.fit import BN_REFRESH_STEPS, REFRESH_ROWS, make_stepper, train_epoch
 from fmnist_kaggle.training.inference import predict
 
 UNIT_FIXED_S = 1.0  # a unit's seconds besides its steps and predictions, until measured (model, init, writes)
@@ -161,7 +161,7 @@ def unit_seconds(
     if steps < BN_REFRESH_STEPS:
         # update_bn: one forward pass in training mode, outside autocast (measured at about the
         # training speed on a bf16 CPU, ~2x slower than prediction: 2-minute units ran 25% late)
-        per_validation += train_rows / speed.train_ips
+        per_validation += min(train_rows, REFRESH_ROWS) / speed.train_ips
     return (
         steps * batch / speed.train_ips + validations * per_validation + test_rows / speed.predict_ips + speed.fixed_s
     )
