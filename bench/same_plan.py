@@ -19,7 +19,7 @@ def main() -> None:
     try:
         from fmnist_kaggle.search.autopilot import AutoSettings, policy
         from fmnist_kaggle.search.autopilot.session import MAX_RUNS, open_session
-        from fmnist_kaggle.search.autopilot.timing import Clock
+        from fmnist_kaggle.training.timing import Clock
 
         with make_executor("local", progress=False) as ex:
             s = open_session(comp, AutoSettings(limit, amp=amp), ex, Clock(0.0, limit, lambda: 0.0), writable=False)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from fmnist_kaggle.errors import FkaggleError
@@ -25,3 +26,8 @@ def duration(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
     return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def duration_arg(seconds: float) -> str:
+    """A --time-limit that covers `seconds`, as a person would type it: '90s' under 2 minutes, else whole minutes."""
+    return f"{10 * math.ceil(seconds / 10)}s" if seconds < 120 else f"{math.ceil(seconds / 60)}m"

@@ -11,10 +11,10 @@ import pytest
 from fmnist_kaggle.search.autopilot import policy
 from fmnist_kaggle.search.autopilot.policy import Budget, Option
 from fmnist_kaggle.search.autopilot.state import AutopilotState
-from fmnist_kaggle.search.autopilot.timing import Clock
 from fmnist_kaggle.search.portfolio import Entry, Frontier, for_hardware, load_frontier, load_portfolio
 from fmnist_kaggle.storage.layout import Workspace
 from fmnist_kaggle.training.estimate import Throughput, unit_shape
+from fmnist_kaggle.training.timing import Clock
 
 # training img/s of the fast recipe by width on a 2-core fp32 CPU (AVX2, no bf16); prediction ~4x
 ZEN3_FP32 = {8: 1900.0, 12: 1000.0, 16: 600.0, 24: 330.0, 32: 200.0}
@@ -144,18 +144,18 @@ def test_the_clock_is_injected():
     assert clock.elapsed() == 45.0 and clock.left() == 15.0 and "0:45 elapsed, 0:15 left" in str(clock)
 
 
-def test_a_run_is_projected_late_within_a_unit_against_the_step_deadline_unless_it_is_the_only_hope(tmp_path, synth):
-    """`late_by`, what fit asks within a unit (through its deadline's pace): the run's end if this
-    unit and the ones after it keep the unit's pace, against the training deadline plus GRACE
-    (the deadline steps obey); never late while no run is complete and nothing smaller fits (no
-    speeds measured: nothing fits). Every layer reads the one injected clock."""
+def test_a_unit_is_stopped_part_way_only_when_it_could_not_end_before_the_step_deadline(tmp_path, synth):
+    """`late_by`, what fit asks within a unit (through its deadline's pace): this unit's end at its
+    pace against the training deadline plus GRACE (the deadline steps obey). The units after it
+    are not projected here: a run is never stopped part-way for them (work is not thrown away for
+    seconds). Never late while nothing is scored and nothing smaller fits. One injected clock."""
     from types import SimpleNamespace
 
     from fmnist_kaggle.runs.executors import make_executor
     from fmnist_kaggle.search.autopilot import AutoSettings
     from fmnist_kaggle.search.autopilot.session import open_session
-    from fmnist_kaggle.search.autopilot.timing import GRACE
     from fmnist_kaggle.search.autopilot.watch import Watch
+    from fmnist_kaggle.training.timing import GRACE
 
     now = [1000.0]
     clock = Clock(1000.0, 600.0, now=lambda: now[0])
@@ -170,10 +170,10 @@ def test_a_run_is_projected_late_within_a_unit_against_the_step_deadline_unless_
     assert session.deadline().left() == pytest.approx(session.step_deadline() - 1100.0)  # the same clock
     assert watch.late_by(job, 1e6, 1e6) == -float("inf")  # the only hope of a submission: never stopped early
     session.state.record("auto-small-0", entry="small", width=8, status="complete")
-    late = watch.late_by(job, 50.0, 200.0)  # ends at 1100 + 50 + 2 x 200 (no prediction speed measured)
-    assert late == pytest.approx(1550.0 - session.step_deadline()) and late < 0
-    later = watch.late_by(job, 50.0, 400.0)
-    assert later == pytest.approx(1950.0 - session.step_deadline()) and later > 0
+    late = watch.late_by(job, 400.0, 450.0)  # two more units of 450 s would overrun: not this unit's business
+    assert late == pytest.approx(1500.0 - session.step_deadline()) and late < 0
+    cut = watch.late_by(job, 600.0, 700.0)  # this unit itself would be cut by the deadline: stop it now
+    assert cut == pytest.approx(1700.0 - session.step_deadline()) and cut > 0
 
 
 def test_a_run_sized_under_a_noisy_probe_is_replaced_when_the_time_left_buys_much_better(tmp_path, synth):

@@ -46,7 +46,7 @@ def time_limit(args: argparse.Namespace, started: float):
     """The --time-limit as a Deadline counted from `started` (None without one)."""
     if getattr(args, "time_limit", None) is None:
         return None
-    return Deadline.at_time(started + parse_duration(args.time_limit))
+    return Deadline.at_time(started + parse_duration(args.time_limit), started=started)
 
 
 def text_table(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:

@@ -28,6 +28,13 @@ def check_compatible(runs: list[Run]) -> None:
     if not runs:
         raise FkaggleError("no runs to blend")
     require_same([(r.name, r.identity) for r in runs])
+    partial = [r for r in runs if r.partial] if len(runs) > 1 else []
+    if partial:  # a blend is fitted and scored on rows every member covers: a partial run covers too few
+        r = partial[0]
+        raise FkaggleError(
+            f"run {r.name} is partial (folds {r.partial['folds']} of {r.manifest['data']['folds']} finished): "
+            f"it is not blended; finish it first (`fkaggle status {r.name}` shows how)"
+        )
 
 
 @dataclass

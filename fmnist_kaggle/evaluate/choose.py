@@ -36,6 +36,7 @@ class Candidate:
     nested: bool  # fitted on OOF rows and scored nested
     test_acc: float | None = None  # where the test labels are known (never used to choose)
     seconds: float = 0.0
+    partial: bool = False  # a run only some of whose folds finished: CV over their rows
 
     @property
     def label(self) -> str:
@@ -51,6 +52,7 @@ class Candidate:
             "nested": self.nested,
             "test_acc": self.test_acc,
             "seconds": round(self.seconds, 2),
+            "partial": self.partial,
         }
 
 
@@ -85,15 +87,23 @@ def choose(
     singles = []
     for run in runs:
         t0 = time.perf_counter()
-        singles.append(_candidate(single_run(run, labels), [run.name], test_labels, time.perf_counter() - t0))
+        single = _candidate(single_run(run, run.labels), [run.name], test_labels, time.perf_counter() - t0)
+        single.partial = bool(run.partial)
+        singles.append(single)
+    whole = [r for r in runs if not r.partial]  # a partial run is scored alone, never blended
     blends = []
-    if len(runs) > 1:
+    if len(whole) > 1:
         for method in methods:
             t0 = time.perf_counter()
             blends.append(
-                _candidate(blend(runs, labels, method), [r.name for r in runs], test_labels, time.perf_counter() - t0)
+                _candidate(
+                    blend(whole, whole[0].labels, method),
+                    [r.name for r in whole],
+                    test_labels,
+                    time.perf_counter() - t0,
+                )
             )
-    key = lambda c: (c.cv_acc, -c.cv_logloss)
+    key = lambda c: (c.cv_acc, not c.partial, -c.cv_logloss)
     best_single = max(singles, key=key)
     best_blend = max(blends, key=key, default=None)
     if best_blend is not None and best_blend.cv_acc > best_single.cv_acc:
@@ -103,10 +113,17 @@ def choose(
             f"({best_single.cv_acc:.4f})"
         )
         return Choice(best_blend, best_single, singles + blends, reason)
-    if best_blend is None:
+    if best_single.partial:
+        run = next(r for r in runs if r.name == best_single.runs[0])
+        reason = (
+            f"the best run {best_single.label}, partial: {len(run.partial['folds'])} of "
+            f"{run.manifest['data']['folds']} folds finished (CV accuracy {best_single.cv_acc:.4f} over their "
+            f"{run.partial['rows']} rows; its test predictions average those folds' models)"
+        )
+    elif best_blend is None:
         reason = (
             f"the best single run {best_single.label} (CV accuracy {best_single.cv_acc:.4f}); "
-            "one finished run, nothing to blend"
+            f"{'one finished run, ' if len(whole) < 2 else ''}nothing to blend"
         )
     else:
         reason = (

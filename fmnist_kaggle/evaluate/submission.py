@@ -66,6 +66,13 @@ def make_submission(
         "cv": {"acc": result.cv_acc, "logloss": result.cv_logloss, "nested": result.insample_acc is not None},
         "best_single": best,
     }
+    if runs[0].partial:
+        part = runs[0].partial
+        provenance["partial"] = (
+            f"{runs[0].name} is partial: {len(part['folds'])} of {runs[0].manifest['data']['folds']} folds "
+            f"finished; CV over their {part['rows']} of {part['of']} rows, test predictions from their models"
+        )
+        log.warning(f"note: {provenance['partial']}")
     chosen_on_scored = [r.name for r in runs if r.optimistic]
     if chosen_on_scored:
         provenance["optimistic"] = (

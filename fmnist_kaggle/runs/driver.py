@@ -28,7 +28,7 @@ from fmnist_kaggle import metrics
 from fmnist_kaggle._version import __version__
 from fmnist_kaggle.data.competition import Competition
 from fmnist_kaggle.data.folds import check_folds, load_or_make_folds
-from fmnist_kaggle.durations import duration
+from fmnist_kaggle.durations import duration, duration_arg
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.runs.executors import Executor, Unit, UnitFailed, UnitLate, make_executor
 from fmnist_kaggle.runs.identity import identity_diff
@@ -347,30 +347,32 @@ def fit_to_time(
     as it is when it fits, else with fewer optimizer steps a unit (max_steps); refused in one line,
     with the limit it needs, when even MIN_STEPS a unit do not fit."""
     from fmnist_kaggle.training.estimate import MIN_STEPS, measure_throughput, steps_within, unit_shape, units_seconds
+    from fmnist_kaggle.training.timing import LimitModel
 
     train, test = training_rows(comp, cfg), comp.test_set
     check_folds(ws, train, cfg.folds, cfg.fold_seed)  # refused here, as the run would be, with nothing written
     shape = unit_shape(len(train), cfg.folds, len(test) if test is not None else 0)
     sample = slice(0, min(len(train), 4 * max(cfg.batch_size, cfg.eval_batch_size)))
     speed = measure_throughput(cfg, train.images[sample], train.labels[sample], train.num_classes, seconds=1.5)
-    seconds = (limit.left() - LIMIT_RESERVE_S) * LIMIT_SHARE
+    model, whole = LimitModel(), limit.left() + limit.elapsed_since_start()
+    seconds = model.trainable(limit.left())
     steps = steps_within(cfg, speed, shape, units, seconds)
     if steps is None:
         need = units_seconds(cfg, speed, shape, units, min(MIN_STEPS, cfg.total_steps(shape.train_rows)))
+        give = model.limit_for(need, whole - limit.left())
         raise FkaggleError(
             f"--time-limit leaves {max(0.0, seconds):.0f} s to train, and run {name} needs about {need:.0f} s for "
             f"its {units} unit(s) at the fewest steps worth training ({MIN_STEPS} a unit; {speed.train_ips:,.0f} "
-            f"img/s here): give about {math.ceil((need - seconds) / 60)}m more, or fewer --folds or --seeds"
+            f"img/s here): give --time-limit {duration_arg(give)} or more, or fewer --folds or --seeds"
         )
-    if steps >= cfg.total_steps(shape.train_rows):
-        return cfg
     spe = cfg.steps_per_epoch(shape.train_rows)
-    log.info(f"run {name}: sized to {steps} steps a unit ({steps / spe:.2f} epochs) to fit the --time-limit")
-    return replace(cfg, epochs=math.ceil(steps / spe), max_steps=steps).validate()
-
-
-LIMIT_RESERVE_S = 5.0  # of a --time-limit, kept for what follows training (the fold lines, assembling)
-LIMIT_SHARE = 0.85  # of the rest, what a run is sized to: a 1.5 s probe misreads a busy machine's speed by 10-20%
+    sized = steps < cfg.total_steps(shape.train_rows)
+    estimate = units_seconds(cfg, speed, shape, units, steps)
+    log.info(
+        f"run {name}: estimated {duration(estimate)} for {units} unit(s) here ({speed.train_ips:,.0f} img/s)"
+        + (f", sized to {steps} steps a unit ({steps / spe:.2f} epochs) to fit the --time-limit" if sized else "")
+    )
+    return replace(cfg, epochs=math.ceil(steps / spe), max_steps=steps).validate() if sized else cfg
 
 
 def announce_plan_estimate(what: str, cfgs: list[TrainConfig], comp: Competition, always: bool = False) -> float | None:

@@ -38,7 +38,7 @@ from fmnist_kaggle.training.config import build_config, selects_epoch
 if TYPE_CHECKING:
     import torch
 
-DERIVED = ("fold_status", "fold_metrics", "missing_folds", "complete", "cv", "test_metrics", "updated")
+DERIVED = ("fold_status", "fold_metrics", "missing_folds", "complete", "partial", "cv", "test_metrics", "updated")
 
 
 def predicted_from(manifest: dict[str, Any]) -> str | None:
@@ -124,21 +124,25 @@ def status(rd: RunDir, manifest: dict[str, Any] | None = None) -> dict[str, Any]
     }
 
 
-def assemble(rd: RunDir) -> dict[str, Any]:
-    """Once every fold is done: OOF logits, fold-mean test logits, history, curves, CV."""
+def assemble(rd: RunDir, partial: bool = False) -> dict[str, Any]:
+    """Once every fold is done: OOF logits, fold-mean test logits, history, curves, CV. With
+    `partial`, a run some of whose folds are done is assembled over those: OOF logits on their
+    rows (NaN elsewhere), the mean of their test logits, CV over their rows, marked `partial`
+    (the autopilot's run that the deadline cut: its finished work still makes a submission)."""
     base = {k: v for k, v in rd.read_manifest().items() if k not in DERIVED}
     if predicted_from(base):
         raise FkaggleError(f"a prediction of run {predicted_from(base)}: nothing to assemble", rd.path)
     manifest = {**status(rd, base), "updated": utc_now()}
     manifest.pop("fold_problems")
-    if not manifest["complete"]:
+    done = [f for f in range(base["data"]["folds"]) if f not in manifest["missing_folds"]]
+    if not manifest["complete"] and not (partial and done):
         rd.write_manifest(manifest)
         return manifest
     fold_of = rd.array("folds", base)
     labels = rd.array("labels", base)
     oof = np.full((len(fold_of), base["data"]["num_classes"]), np.nan, dtype=np.float32)
     tests, history = [], []
-    for f in range(base["data"]["folds"]):
+    for f in done:
         fd = rd.fold(f)
         arts = read_json(fd.metrics, "fold metrics", DONE_MARKER)["artifacts"]
         v = read_array(fd.val_logits, arts[fd.val_logits.name], finite=True)
@@ -157,10 +161,13 @@ def assemble(rd: RunDir) -> dict[str, Any]:
     if history:
         learning_curves(history, rd.curves_png, title=rd.name)
     manifest["files"] = files
+    covered = np.isin(fold_of, done)
+    if not manifest["complete"]:
+        manifest["partial"] = {"folds": done, "rows": int(covered.sum()), "of": len(fold_of)}
     manifest["cv"] = {
-        "acc": metrics.accuracy(oof, labels),
-        "logloss": metrics.log_loss(oof, labels),
-        "per_fold": metrics.per_fold(oof, labels, fold_of),
+        "acc": metrics.accuracy(oof[covered], labels[covered]),
+        "logloss": metrics.log_loss(oof[covered], labels[covered]),
+        "per_fold": metrics.per_fold(oof[covered], labels[covered], fold_of[covered]),
     }
     if rd.test_labels_npy.name in files:
         test_labels = rd.array("test_labels", base)
@@ -292,6 +299,11 @@ class Run:
         """The run whose fold models made these test logits on another test file, if any."""
         return predicted_from(self.manifest)
 
+    @property
+    def partial(self) -> dict[str, Any] | None:
+        """Where only some folds finished: {folds, rows, of}; its arrays hold those folds' rows only."""
+        return self.manifest.get("partial")
+
 
 def load_run(ref: str, workdir: str | Path = ".") -> Run:
     """A finished (assembled) run of the workspace, every array verified against its record."""
@@ -305,15 +317,15 @@ def load_run(ref: str, workdir: str | Path = ".") -> Run:
             else f"missing folds {st['missing_folds']}; `fkaggle status {rd.name}`"
         )
         raise FkaggleError(f"run is not assembled ({hint})", rd.path)
-    return Run(
-        rd.name,
-        rd,
-        manifest,
-        rd.array("oof_logits", manifest, finite=True),
-        rd.array("test_logits", manifest, finite=True),
-        rd.array("folds", manifest),
-        rd.array("labels", manifest),
-    )
+    fold_of, labels = rd.array("folds", manifest), rd.array("labels", manifest)
+    part = manifest.get("partial")
+    oof = rd.array("oof_logits", manifest, finite=part is None)
+    if part is not None:  # the rows of its finished folds only (the rest are NaN on disk)
+        covered = np.isin(fold_of, part["folds"])
+        if covered.sum() != part["rows"] or not np.isfinite(oof[covered]).all():
+            raise CorruptArtifact("partial OOF logits do not match the folds the manifest names", rd.oof_logits)
+        oof, fold_of, labels = oof[covered], fold_of[covered], labels[covered]
+    return Run(rd.name, rd, manifest, oof, rd.array("test_logits", manifest, finite=True), fold_of, labels)
 
 
 def data_options(manifest: dict[str, Any], test: str | Path | None = None) -> list[str]:

@@ -353,6 +353,11 @@ class Workspace:
         """Speeds the autopilot measured here, per machine and model setup (every session reuses them)."""
         return self._in_oof("autopilot", "speeds.json")
 
+    @property
+    def session_lock(self) -> Path:
+        """`oof/.session.lock`: held by the one `fkaggle auto` session that may write this workspace."""
+        return self.oof / ".session.lock"
+
     def autopilot(self, name: str) -> AutoFiles:
         d = self._in_oof("autopilot", check_name(name, "autopilot"))
         return AutoFiles(d / "state.json", d / "leaderboard.md", d / "leaderboard.csv", d / "leaderboard.png")

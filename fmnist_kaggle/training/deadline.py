@@ -47,14 +47,22 @@ class Deadline:
     at: Callable[[], float]  # a function: the autopilot's deadline moves as runs finish
     clock: Callable[[], float] = time.monotonic
     pace: Callable[[float, float], float] | None = None
+    started: float | None = None  # when the limit began (on `clock`), where known
 
     @classmethod
-    def at_time(cls, when: float, clock: Callable[[], float] = time.monotonic) -> Deadline:
-        return cls(_constant(when), clock)
+    def at_time(
+        cls, when: float, clock: Callable[[], float] = time.monotonic, started: float | None = None
+    ) -> Deadline:
+        return cls(_constant(when), clock, started=started)
 
     @classmethod
     def after(cls, seconds: float, clock: Callable[[], float] = time.monotonic) -> Deadline:
-        return cls.at_time(clock() + seconds, clock)
+        now = clock()
+        return cls.at_time(now + seconds, clock, started=now)
+
+    def elapsed_since_start(self) -> float:
+        """Seconds since the limit began (0 where unknown)."""
+        return 0.0 if self.started is None else self.clock() - self.started
 
     def left(self) -> float:
         return self.at() - self.clock()

@@ -9,82 +9,72 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
-from fmnist_kaggle.durations import duration
+from fmnist_kaggle.durations import duration, duration_arg
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.runs.driver import RunJob, prepare_run
 from fmnist_kaggle.search.autopilot import policy
 from fmnist_kaggle.search.autopilot.policy import Purchase
-from fmnist_kaggle.search.autopilot.session import MAX_RUNS, Session
+from fmnist_kaggle.search.autopilot.session import MAX_RUNS, Session, label
 from fmnist_kaggle.search.autopilot.state import OPEN, RunRecord
 from fmnist_kaggle.search.portfolio import HARDWARE, Entry
 from fmnist_kaggle.training.config import TrainConfig
 from fmnist_kaggle.training.estimate import unit_seconds
 
-if TYPE_CHECKING:
-    from fmnist_kaggle.search.autopilot.watch import Watch
-
 log = logging.getLogger(__name__)
+Start = Callable[[RunJob], RunJob]  # the watch's: a run starts training under the session's deadline
 
 
-def jobs(s: Session, watch: Watch) -> Iterator[RunJob]:
+def jobs(s: Session, start: Start) -> Iterator[RunJob]:
     """The runs to train, one decision at a time: unfinished ones first, then purchases."""
     for rec in s.state.runs_with(*OPEN):
-        job = resume(s, watch, rec)
+        job = resume(s, start, rec)
         if job is not None:
             yield job
     while len(s.state.runs) < MAX_RUNS:
-        if not buyable(s):
+        if not s.buyable():
             s.state.extra["stopped"] = "every portfolio entry was bought as many times as it allows (its runs)"
             return
         seconds = s.available()
-        purchase = policy.best_purchase(s.menu.candidates(buyable(s)), s.budget(), seconds, s.frontier)
+        options = s.menu.candidates(s.buyable(), s.affordable(seconds))
+        purchase = policy.best_purchase(options, s.budget(), seconds, s.frontier) or first_despite_probe(s, seconds)
         if purchase is None:
             stop_buying(s, seconds)
             return
-        yield buy(s, watch, purchase)
+        yield buy(s, start, purchase)
     s.state.extra["stopped"] = f"{MAX_RUNS} runs bought: choosing among more would cost more than they add"
 
 
-def buyable(s: Session) -> list[Entry]:
-    """Entries that may be bought again (an entry with `runs = N` is bought at most N times)."""
-    return [e for e in s.entries if not e.runs or s.state.purchases(e.name) < e.runs]
+def first_despite_probe(s: Session, seconds: float) -> Purchase | None:
+    """Before anything is scored, the probe may have read a busy minute: the cheapest run is
+    bought at its fewest steps when it would fit at PROBE_DOUBT times the probed speed (its
+    first unit measures the machine; a run that cannot finish is cut into a partial one)."""
+    if s.state.scored_runs() or any(r.status == "training" for r in s.state.runs.values()):
+        return None
+    cheapest = policy.cheapest(s.menu.candidates(s.buyable(), s.affordable(seconds)), s.budget())
+    if cheapest is None or not s.time.doubted_fit(cheapest[1], seconds):
+        return None
+    opt, need = cheapest
+    log.warning(
+        f"{s.clock} the probe says the cheapest run needs ~{need:.0f} s and {max(0, seconds):.0f} s are "
+        "available: a busy moment reads slow, so it is bought anyway and its first unit measures the machine"
+    )
+    return policy.shortest_purchase(opt, s.budget())
 
 
 def stop_buying(s: Session, seconds: float) -> None:
     """Nothing fits what is left: say why (and refuse the session if it never started a run)."""
-    cheapest = policy.cheapest(s.menu.candidates(buyable(s)), s.budget())  # what the purchase was chosen from
+    cheapest = policy.cheapest(s.menu.candidates(s.buyable(), s.affordable(seconds)), s.budget())
     why = f"{max(0, seconds):.0f} s left to train (after the reserve of {s.reserve():.0f} s)"
     if cheapest is not None:
         opt, need = cheapest
-        label = _label(opt.entry, opt.width)
-        why += f"; the cheapest run, {label} at {policy.shortest_run(opt, s.budget())}, needs ~{need:.0f} s"
+        why += f"; the cheapest run, {label(opt.entry, opt.width)} at {policy.shortest_run(opt, s.budget())}, "
+        why += f"needs ~{need:.0f} s"
     s.state.extra["stopped"] = why
     log.info(f"{s.clock} stopped buying: {why}")
     if not s.state.committed:  # nothing started, nothing finished before: refuse, having written nothing
-        raise FkaggleError(too_short(s))
-
-
-def too_short(s: Session) -> str:
-    cheapest = policy.cheapest(list(s.menu.options.values()), s.budget())
-    if cheapest is None:
-        return (
-            f"--time-limit {s.clock.limit:g}s leaves nothing to train: about {s.reserve():.0f} "
-            "s go to choosing, writing and checking the submission"
-        )
-    opt, need = cheapest
-    total = s.clock.elapsed() + need / (1 - s.time.safety()) + s.reserve()
-    return (
-        f"--time-limit {s.clock.limit:g}s is too short for any run of the portfolio here: the cheapest, "
-        f"{_label(opt.entry, opt.width)} at {policy.shortest_run(opt, s.budget())}, needs about {need:.0f} s; "
-        f"give at least {math.ceil(total / 60)}m. Nothing was written"
-    )
-
-
-def _label(entry: Entry, width: int | None) -> str:
-    return f"{entry.name}{f' width {width}' if width else ''}"
+        raise FkaggleError(s.too_short())
 
 
 def entry_of(s: Session, rec: RunRecord) -> Entry:
@@ -110,7 +100,7 @@ def config_of(s: Session, rec: RunRecord) -> TrainConfig:
     return entry_of(s, rec).config(rec.width, rec.epochs, max_steps=max_steps, seeds=[rec.seed], **s.settings.train())
 
 
-def buy(s: Session, watch: Watch, p: Purchase) -> RunJob:
+def buy(s: Session, start: Start, p: Purchase) -> RunJob:
     entry, width = p.option.entry, p.option.width
     n = s.state.purchases(entry.name)
     run = f"{s.settings.name}-{entry.name}-{n + 1}"
@@ -140,25 +130,24 @@ def buy(s: Session, watch: Watch, p: Purchase) -> RunJob:
         f"({p.steps} steps) x {s.settings.folds} folds, estimated {duration(p.seconds)}{expected} "
         f"(reserve {s.reserve():.0f} s)"
     )
-    return watch.start(
+    return start(
         prepare_run(s.comp, config_of(s, rec), run, s.settings.workdir, tag=run, trains_here=s.executor.trains_here)
     )
 
 
-def resume(s: Session, watch: Watch, rec: RunRecord) -> RunJob | None:
+def resume(s: Session, start: Start, rec: RunRecord) -> RunJob | None:
     """A run bought before: finished with its recorded size if what is left of it fits."""
     cfg = config_of(s, rec)
     job = prepare_run(s.comp, cfg, rec.run, s.settings.workdir, tag=rec.run, trains_here=s.executor.trains_here)
     if not job.units:
-        return watch.start(job)
+        return start(job)
     shape, budget = s.shape(), s.budget()
     unit = unit_seconds(cfg, s.menu.speed(cfg), shape.train_rows, shape.val_rows, shape.test_rows)
     need = budget.waves() * unit * budget.calibration * len(job.units) / s.settings.folds
     if need > s.available():
-        limit = s.clock.elapsed() + need / (1 - s.time.safety()) + s.reserve()
         note = (
             f"{len(job.units)} unit(s) left need ~{need:.0f} s and {max(0, s.available()):.0f} s are available: "
-            f"this session buys what fits instead; --time-limit {math.ceil(limit / 60)}m (or more) finishes it"
+            f"this session buys what fits instead; --time-limit {duration_arg(s.limit_for(need))} (or more) finishes it"
         )
         s.state.record(rec.run, status="incomplete", note=note)
         log.warning(f"{s.clock} {rec.run}: {note}")
@@ -167,4 +156,4 @@ def resume(s: Session, watch: Watch, rec: RunRecord) -> RunJob | None:
     s.menu.book.save()
     s.state.record(rec.run, status="training", session=s.state.session_index)
     log.info(f"{s.clock} finishing {rec.run} ({len(job.units)} unit(s) left), estimated {duration(need)}")
-    return watch.start(job)
+    return start(job)

@@ -15,7 +15,6 @@ from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.evaluate.choose import choose
 from fmnist_kaggle.evaluate.submission import make_submission
 from fmnist_kaggle.runs.store import load_run
-from fmnist_kaggle.search.autopilot.buying import too_short
 from fmnist_kaggle.search.autopilot.leaderboard import write_leaderboard
 from fmnist_kaggle.search.autopilot.session import Session
 from fmnist_kaggle.submit.uploads import submit_file
@@ -25,12 +24,12 @@ log = logging.getLogger(__name__)
 
 def select(s: Session) -> dict[str, Any]:
     """Score every complete run alone and every blend of them; keep the honest choice."""
-    names = s.state.complete_runs()
+    names = s.state.scored_runs()
     if (s.state.extra.get("choice") or {}).get("over") == names:
         return s.state.extra["choice"]
     t0 = time.monotonic()
     runs = [load_run(n, s.settings.workdir) for n in names]
-    choice = choose(runs, runs[0].labels, s.comp.test_set.labels)
+    choice = choose(runs, next((r.labels for r in runs if not r.partial), runs[0].labels), s.comp.test_set.labels)
     if len(runs) > 1:  # blends were scored: the cost the reserve is made of
         s.time.select_s_per_run = (time.monotonic() - t0) / len(runs)
     s.state.extra["choice"] = {
@@ -49,12 +48,12 @@ def conclude(s: Session) -> dict[str, Any]:
     trained_at = s.clock.now()
     state = s.state
     if not state.committed:  # the deadline came before any run could start
-        raise FkaggleError(too_short(s))
-    if not state.complete_runs():
+        raise FkaggleError(s.too_short())
+    if not state.scored_runs():
         state.save()
         write_leaderboard(s.settings.name, state.to_dict(), s.files)
         raise FkaggleError(
-            f"no run finished within {s.clock.limit:g}s; finished units are kept: "
+            f"no (fold, seed) unit finished within {s.clock.limit:g}s; what trained is kept: "
             "re-run the same command (with a larger --time-limit) to go on"
         )
     choice = select(s)

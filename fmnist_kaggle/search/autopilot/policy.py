@@ -81,6 +81,11 @@ def fewest_steps(option: Option, budget: Budget) -> int:
     return min(most, max(MIN_STEPS, math.ceil(option.entry.min_epochs * spe)))
 
 
+def shortest_purchase(option: Option, budget: Budget) -> Purchase:
+    """The option's shortest run worth buying, as a purchase."""
+    return _purchase(option, budget, fewest_steps(option, budget))
+
+
 def shortest_run(option: Option, budget: Budget) -> str:
     """The shortest run worth buying, in words: '80 steps (1.6 epochs)'."""
     steps = fewest_steps(option, budget)

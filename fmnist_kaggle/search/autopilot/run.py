@@ -4,21 +4,23 @@ deadline, then the choice and the submission (or, for a plan, what the limit wou
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import replace
 from typing import Any
 
 from fmnist_kaggle.data.competition import Competition
+from fmnist_kaggle.durations import duration_arg
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.runs.driver import drive
 from fmnist_kaggle.runs.executors import Executor, make_executor
 from fmnist_kaggle.search.autopilot import policy
-from fmnist_kaggle.search.autopilot.buying import jobs, too_short
-from fmnist_kaggle.search.autopilot.finish import conclude
+from fmnist_kaggle.search.autopilot.buying import jobs
+from fmnist_kaggle.search.autopilot.finish import conclude, select
 from fmnist_kaggle.search.autopilot.plan import plan_row
 from fmnist_kaggle.search.autopilot.session import MAX_RUNS, open_session
 from fmnist_kaggle.search.autopilot.settings import AutoSettings
 from fmnist_kaggle.search.autopilot.watch import Watch
+from fmnist_kaggle.storage.layout import Workspace
+from fmnist_kaggle.storage.lock import workspace_lock
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +31,13 @@ def run_auto(comp: Competition, settings: AutoSettings, executor: Executor | Non
     `settings.submit_message` is given. Returns the summary."""
     if settings.submitting:
         comp.require_slug(settings.slug)
-    with executor or make_executor("local", progress=settings.progress) as ex:
+    with (
+        workspace_lock(Workspace(settings.workdir).session_lock),
+        executor or make_executor("local", progress=settings.progress) as ex,
+    ):
         session = open_session(comp, settings, ex)
         if not session.state.committed and session.clock.left() <= 5.0 + session.reserve():
-            raise FkaggleError(too_short(session))  # the reserve alone leaves no time to train
+            raise FkaggleError(session.too_short())  # the reserve alone leaves no time to train
         state = session.state
         state.start_session(
             session.clock.elapsed,
@@ -47,9 +52,9 @@ def run_auto(comp: Competition, settings: AutoSettings, executor: Executor | Non
             f"{session.clock} fkaggle auto {settings.name}: {len(session.entries)} portfolio entries "
             f"for {session.hardware} and {session.rows} rows, {ex.capacity} unit(s) at once"
         )
-        watch = Watch(session)
+        watch = Watch(session, on_complete=lambda: select(session))
         try:
-            drive(ex, jobs(session, watch), watch.on_done, settings.progress, session.deadline(), watch.on_unit)
+            drive(ex, jobs(session, watch.start), watch.on_done, settings.progress, session.deadline(), watch.on_unit)
         except KeyboardInterrupt:  # the session's wall time is kept; the same command resumes
             state.save()
             raise
@@ -62,9 +67,9 @@ def show_plan(comp: Competition, settings: AutoSettings, executor: Executor | No
     measured speeds; when nothing fits, the smallest budget that would. Trains and writes nothing."""
     with executor or make_executor("local", progress=False) as ex:
         session = open_session(comp, replace(settings, started=None), ex, writable=False)  # as if it started now
-        timing, budget = session.time, session.budget()
-        seconds = (settings.time_limit - session.reserve() - session.clock.elapsed()) * (1 - timing.safety())
-        options = session.menu.candidates(session.entries)
+        budget = session.budget()
+        seconds = session.available()
+        options = session.menu.candidates(session.entries, session.affordable(seconds))
         purchases = policy.purchases(options, budget, seconds, session.frontier, MAX_RUNS)
         result: dict[str, Any] = {
             "limit_s": settings.time_limit,
@@ -78,10 +83,9 @@ def show_plan(comp: Competition, settings: AutoSettings, executor: Executor | No
         }
         cheapest = policy.cheapest(list(session.menu.options.values()), budget) if not purchases else None
         if cheapest is not None:
-            need = session.reserve() + cheapest[1] / (1 - timing.safety()) + session.clock.elapsed()
             result["nothing_fits"] = (
-                f"nothing fits {settings.time_limit:g} s here; the smallest budget that buys a run "
-                f"is about {math.ceil(need / 60)}m ({cheapest[0].entry.name} at "
+                f"nothing fits {settings.time_limit:g} s here at the probed speeds; the smallest budget that buys "
+                f"a run is about {duration_arg(session.limit_for(cheapest[1]))} ({cheapest[0].entry.name} at "
                 f"{policy.shortest_run(cheapest[0], budget)})"
             )
         return result

@@ -12,25 +12,28 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fmnist_kaggle.data.competition import Competition
 from fmnist_kaggle.data.folds import check_folds
+from fmnist_kaggle.durations import duration_arg
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.models import check_model_size
 from fmnist_kaggle.runs.driver import RunJob
 from fmnist_kaggle.runs.executors import Executor
 from fmnist_kaggle.runs.trainset import training_rows
+from fmnist_kaggle.search.autopilot import policy
 from fmnist_kaggle.search.autopilot.menu import Menu, measure_on
-from fmnist_kaggle.search.autopilot.policy import Budget
+from fmnist_kaggle.search.autopilot.policy import Budget, Option
 from fmnist_kaggle.search.autopilot.settings import AutoSettings
 from fmnist_kaggle.search.autopilot.speeds import SpeedBook
 from fmnist_kaggle.search.autopilot.state import AutopilotState
-from fmnist_kaggle.search.autopilot.timing import UPLOAD_S, Clock, TimeModel
 from fmnist_kaggle.search.portfolio import Entry, Frontier, for_hardware, hardware_kind, load_frontier, load_portfolio
 from fmnist_kaggle.storage.layout import AutoFiles, Workspace, check_name
 from fmnist_kaggle.training.deadline import Deadline
 from fmnist_kaggle.training.estimate import Shape, unit_shape
+from fmnist_kaggle.training.timing import UPLOAD_S, Clock, TimeModel
 
 log = logging.getLogger(__name__)
 MAX_RUNS = 12  # runs one autopilot buys in all: beyond, choosing costs more than another seed gains
@@ -62,7 +65,7 @@ class Session:
         return unit_shape(self.rows, self.settings.folds, len(self.comp.test_set))
 
     def complete(self) -> int:
-        return len(self.state.complete_runs())
+        return len(self.state.scored_runs())
 
     def reserve(self) -> float:
         return self.time.reserve(self.complete())
@@ -90,6 +93,39 @@ class Session:
         """Seconds a new purchase may take (after the reserve, the runs training, the safety share)."""
         busy = self.busy_seconds() if self.active else 0.0
         return self.time.available(self.complete(), busy)
+
+    def limit_for(self, need_s: float) -> float:
+        return self.time.limit_for(need_s, self.complete())
+
+    def buyable(self) -> list[Entry]:
+        """Entries that may be bought again (an entry with `runs = N` is bought at most N times)."""
+        return [e for e in self.entries if not e.runs or self.state.purchases(e.name) < e.runs]
+
+    def affordable(self, seconds: float) -> Callable[[Option], bool]:
+        """Whether an option (with its speed at best) is worth probing: its shortest run fits
+        `seconds` (a 2-minute limit is not spent timing widths it could never buy)."""
+        budget = self.budget()
+        return lambda o: policy.purchase_seconds(o, budget, policy.fewest_steps(o, budget)) <= seconds
+
+    def too_short(self) -> str:
+        """The refusal when no run fits: the cheapest run and the limit that would buy it."""
+        cheapest = policy.cheapest(list(self.menu.options.values()), self.budget())
+        if cheapest is None:
+            return (
+                f"--time-limit {self.clock.limit:g}s leaves nothing to train: about {self.reserve():.0f} "
+                "s go to choosing, writing and checking the submission"
+            )
+        opt, need = cheapest
+        return (
+            f"--time-limit {self.clock.limit:g}s is too short for any run of the portfolio here: the cheapest, "
+            f"{label(opt.entry, opt.width)} at {policy.shortest_run(opt, self.budget())}, needs about {need:.0f} s; "
+            f"give at least --time-limit {duration_arg(self.limit_for(need))}. Nothing was written"
+        )
+
+
+def label(entry: Entry, width: int | None) -> str:
+    """'fast width 16': an entry at a width, in words."""
+    return f"{entry.name}{f' width {width}' if width else ''}"
 
 
 def _refuse_what_cannot_run(comp: Competition, settings: AutoSettings, entries: list[Entry], ws: Workspace) -> None:

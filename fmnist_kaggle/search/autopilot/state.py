@@ -55,6 +55,7 @@ class RunRecord:
     test_acc: float | None = None
     minute: float | None = None  # when it finished, in its session's minutes
     train: dict[str, Any] | None = None  # the entry's training settings when it was bought
+    folds_done: int | None = None  # an incomplete run assembled over its finished folds (partial)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -226,6 +227,14 @@ class AutopilotState:
 
     def complete_runs(self) -> list[str]:
         return [r.run for r in self.runs_with(*DONE)]
+
+    def partial_runs(self) -> list[str]:
+        """Incomplete runs assembled over their finished folds: scored alone, never blended."""
+        return [r.run for r in self.runs_with("incomplete") if r.folds_done]
+
+    def scored_runs(self) -> list[str]:
+        """What the choice is made among: the complete runs, then the partial ones."""
+        return self.complete_runs() + self.partial_runs()
 
 
 EXTRA = ("choice", "stopped", "submission", "uploaded", "final_s", "upload_s")

@@ -1,12 +1,15 @@
 """Watching the session's runs train: each finished unit corrects the estimates (and the kept
-speed when it drifted); a run projected to end well after the step deadline is stopped (within
-a unit, once its pace shows, or after one), its finished units kept, so the time goes to a run
-that fits, unless it is the only hope of a submission; each run's outcome is recorded."""
+speed when it drifted). Work is not thrown away for seconds: a unit is stopped part-way only when
+it could not end before the step deadline anyway (that deadline would cut it), and a run's next
+unit starts only when it is projected to end by then; a run cut short is assembled over its
+finished folds (partial), so it still counts. A run the first units show was sized far too short
+is stopped for a run sized to the time left. Each run's outcome is recorded."""
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -14,15 +17,14 @@ import numpy as np
 
 from fmnist_kaggle.durations import duration
 from fmnist_kaggle.runs.driver import RunJob
+from fmnist_kaggle.runs.store import assemble
 from fmnist_kaggle.runs.unit import UnitResult
 from fmnist_kaggle.search.autopilot import policy
-from fmnist_kaggle.search.autopilot.buying import buyable
-from fmnist_kaggle.search.autopilot.finish import select
 from fmnist_kaggle.search.autopilot.policy import Purchase
 from fmnist_kaggle.search.autopilot.session import Session
-from fmnist_kaggle.search.autopilot.timing import lateness
 from fmnist_kaggle.training.deadline import UnitLate
 from fmnist_kaggle.training.estimate import Throughput, unit_seconds
+from fmnist_kaggle.training.timing import lateness
 
 log = logging.getLogger(__name__)
 REBUY_MARGIN = 0.003  # expected held-out accuracy a run sized anew must gain over finishing the one training
@@ -31,8 +33,9 @@ REBUY_MARGIN = 0.003  # expected held-out accuracy a run sized anew must gain ov
 class Watch:
     """The runs training now: when each started, its units' times, why one was stopped."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, on_complete: Callable[[], object] = lambda: None) -> None:
         self.s = session
+        self.on_complete = on_complete  # the session's choice, made again as each run completes
         self.unit_times: dict[str, list[float]] = {}
         self.stopped: dict[str, str] = {}
 
@@ -49,16 +52,21 @@ class Watch:
         return self.s.menu.book.get(job.cfg)
 
     def late_by(self, job: RunJob, left_s: float, whole_s: float) -> float:
-        """How late `job` would end past the step deadline if the unit training now, and each one
-        after it, kept this unit's pace (its prediction included). Never late while it is the
-        only hope of a submission (nothing complete, nothing smaller fits)."""
+        """How late the unit training now would end past the step deadline at its pace (its
+        prediction included): past it, the deadline would cut the unit anyway, so it stops now
+        and the time goes to what fits. The units after it are judged when it is done
+        (`on_unit`): a run is never stopped part-way for a projection of its later units. Never
+        late while it is the only hope of a submission (nothing scored, nothing smaller fits)."""
         s = self.s
         if s.executor.capacity > 1:
             return -math.inf
-        speed, shape = self.speed_of(job), s.shape()
-        predict_s = (shape.val_rows + shape.test_rows) / speed.predict_ips if speed is not None else 0.0
-        late = lateness(s.clock.now(), left_s + predict_s, job.outstanding - 1, whole_s + predict_s, s.step_deadline())
+        late = lateness(s.clock.now(), left_s + self.predict_s(job), 0, 0.0, s.step_deadline())
         return -math.inf if late > 0 and self.only_hope() else late
+
+    def predict_s(self, job: RunJob) -> float:
+        """A unit's prediction of its held-out and test rows at the kept speed (0: never measured)."""
+        speed, shape = self.speed_of(job), self.s.shape()
+        return (shape.val_rows + shape.test_rows) / speed.predict_ips if speed is not None else 0.0
 
     def correct(self, job: RunJob, images_per_s: float, fixed_s: float | None = None) -> None:
         """A unit's own speed (and fixed cost) corrects the kept speeds (its width's, and those
@@ -75,8 +83,9 @@ class Watch:
         return unit_seconds(job.cfg, speed, shape.train_rows, shape.val_rows, shape.test_rows)
 
     def only_hope(self) -> bool:
-        """No run is complete and nothing smaller would fit: the run training now is never stopped early."""
-        return not self.s.complete() and self.smaller_run_fits() is None
+        """No run is scored (complete or partial) and nothing smaller would fit: the run training now
+        is never stopped early."""
+        return not self.s.state.scored_runs() and self.smaller_run_fits() is None
 
     def smaller_run_fits(self) -> Purchase | None:
         """What the time left would buy with the speeds measured so far (nothing is timed anew)."""
@@ -101,17 +110,14 @@ class Watch:
         left = job.outstanding
         if s.executor.capacity == 1 and left and self.rebuy(job, left * float(np.mean(times))):
             return True
-        late = lateness(s.clock.now(), 0.0, left, float(np.mean(times)), s.step_deadline())
+        late = lateness(s.clock.now(), 0.0, 1, float(np.mean(times)), s.step_deadline())  # the next unit
         if s.executor.capacity > 1 or not left or late <= 0:
             return False
-        if self.only_hope():
-            log.warning(f"{s.clock} {name}: would end {duration(late)} late; kept, as nothing smaller fits")
-            return False
         self.stopped[name] = (
-            f"stopped after {len(times)} unit(s): at {np.mean(times):.0f} s a unit "
-            f"it would end {duration(late)} too late"
+            f"stopped after {len(times)} unit(s): at {np.mean(times):.0f} s a unit, the next "
+            f"would end {duration(late)} after the step deadline"
         )
-        log.warning(f"{s.clock} {name}: {self.stopped[name]}; its finished units are kept")
+        log.warning(f"{s.clock} {name}: {self.stopped[name]}; its finished folds count (partial)")
         return True
 
     def rebuy(self, job: RunJob, remaining_s: float) -> bool:
@@ -122,7 +128,7 @@ class Watch:
         if rec.expected_acc is None:
             return False
         free = (s.clock.left() - s.reserve()) * (1 - s.time.safety())
-        options, budget = s.menu.candidates(buyable(s)), s.budget(slots=1)
+        options, budget = s.menu.candidates(s.buyable()), s.budget(slots=1)
         instead = policy.best_purchase(options, budget, free, s.frontier)
         then = policy.best_purchase(options, budget, free - remaining_s, s.frontier)
         kept = max(rec.expected_acc, (then.expected_acc or 0.0) if then is not None else 0.0)
@@ -168,10 +174,32 @@ class Watch:
             s.menu.fail(rec.entry, rec.width)
             log.warning(f"{s.clock} {name}: failed ({job.failures[0][:200]}); not bought again this session")
         else:
-            left = len(manifest.get("missing_folds", []))
-            why = self.stopped.pop(name, "stopped at the deadline")
-            note = f"{why}; {left} fold(s) unfinished; never blended; the same command (with time) finishes it"
-            s.state.record(name, status="incomplete", note=note)
+            self._partial(job, manifest)
+
+    def _partial(self, job: RunJob, manifest: dict[str, Any]) -> None:
+        """A run the deadline (or the watch) cut: assembled over its finished folds, it still counts."""
+        s, name = self.s, job.rd.name
+        left = len(manifest.get("missing_folds", []))
+        why = self.stopped.pop(name, "stopped at the deadline")
+        done = manifest["data"]["folds"] - left
+        part = assemble(job.rd, partial=True) if done else manifest
+        cv = part.get("cv") if done else None
+        note = (
+            f"{why}; {left} fold(s) unfinished; "
+            + (f"partial: {done} fold(s) scored alone, never blended; " if cv else "")
+            + "the same command (with time) finishes it"
+        )
+        s.state.record(
+            name,
+            status="incomplete",
+            note=note,
+            folds_done=done or None,
+            cv_acc=cv["acc"] if cv else None,
+            cv_logloss=cv["logloss"] if cv else None,
+            test_acc=(part.get("test_metrics") or {}).get("acc") if cv else None,
+        )
+        if cv:
+            log.info(f"{s.clock} {name}: partial, {done} fold(s), CV accuracy {cv['acc']:.4f} over their rows")
 
     def _complete(self, job: RunJob, manifest: dict[str, Any]) -> None:
         s, cv = self.s, manifest["cv"]
@@ -184,9 +212,10 @@ class Watch:
             session=s.state.session_index,
             minute=round(s.clock.elapsed() / 60, 2),
             note="optimistic CV: epochs chosen on the scored rows (select_epoch)" if job.cfg.select_epoch else "",
+            folds_done=None,
         )
         log.info(f"{s.clock} {job.rd.name}: complete, CV accuracy {cv['acc']:.4f}")
-        select(s)
+        self.on_complete()
 
     def deadline_reason(self) -> str:
         at = self.s.step_deadline() - self.s.clock.start

@@ -1,12 +1,18 @@
-"""The autopilot's time model: pure sums over one clock, tested with an injected one.
+"""The one time model: every sum of seconds the product plans with, pure, on one injectable clock.
 
-One limit, counted from the command's start. A reserve for what follows training (the choice
-among runs and blends, measured per run; the submission file and its check, measured last
-session; an upload, measured when submitting) is kept from the start. Runs are bought to end by
-the training deadline (the limit less the reserve); no training step starts after the step
-deadline (the training deadline plus GRACE, the overrun a run projected late may keep). Before a
-unit of this session has checked the speeds, FIRST_SAFETY of the time left is kept free; after,
-SAFETY, and the units' measured time over their estimate (the calibration) scales every estimate.
+The autopilot (`TimeModel`): one limit, counted from the command's start. A reserve for what
+follows training (the choice among runs and blends, measured per run; the submission file and its
+check, measured last session; an upload, measured when submitting) is kept from the start. Runs
+are bought to end by the training deadline (the limit less the reserve); no training step starts
+after the step deadline (the training deadline plus GRACE). Before a unit of this session has
+checked the speeds, FIRST_SAFETY of the time left is kept free; after, SAFETY, and the units'
+measured time over their estimate (the calibration) scales every estimate. A probe is doubted
+by PROBE_DOUBT: a session is refused only when its cheapest run would not fit even at that many
+times the probed speed (a busy first minute must not refuse a budget a quiet one accepts).
+
+`fold-train`/`sweep`/`reproduce --time-limit` (`LimitModel`): a reserve for what follows
+training, and the share of the rest a run is sized to; the limit a refused run would need is
+computed by the same sums, so the limit a refusal names is then accepted.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ FINAL_S = 6.0  # after training, before it was ever measured: imports, the submi
 SELECT_S_PER_RUN = 3.0  # choosing among runs and blends, per run of 60,000 rows, before it was measured
 UPLOAD_S = 20.0  # an upload, before one was timed here
 CALIBRATION_RANGE = (0.5, 3.0)  # a unit's time over its estimate, trusted within this range
+PROBE_DOUBT = 3.0  # a probe on a busy machine reads up to this much slow (two busy processes on 2 cores)
 
 
 @dataclass
@@ -94,9 +101,45 @@ class TimeModel:
         training (`busy_s`), less the safety share."""
         return (self.clock.left() - self.reserve(complete_runs) - busy_s) * (1 - self.safety())
 
+    def free(self, complete_runs: int) -> float:
+        """Seconds a run bought now may take when nothing else trains (the watch's what-ifs)."""
+        return self.available(complete_runs)
+
+    def limit_for(self, need_s: float, complete_runs: int) -> float:
+        """The --time-limit under which `need_s` seconds of training would be bought now: what has
+        passed, the need with its safety share, and the reserve."""
+        return self.clock.elapsed() + need_s / (1 - self.safety()) + self.reserve(complete_runs)
+
+    def doubted_fit(self, need_s: float, seconds: float) -> bool:
+        """Whether a run estimated at `need_s` could fit `seconds` if the probe read the machine
+        PROBE_DOUBT times slow (its first unit will tell)."""
+        return need_s / PROBE_DOUBT <= seconds
+
     def calibrate(self, slowness: float) -> None:
         """Units took `slowness` x their estimate (their time over it, or the estimate's speed over
         theirs): every later estimate scales by that, within CALIBRATION_RANGE."""
         low, high = CALIBRATION_RANGE
         self.calibration = min(high, max(low, float(slowness)))
         self.calibrated = True
+
+
+LIMIT_RESERVE_S = 5.0  # of a --time-limit, kept for what follows training (the fold lines, assembling)
+LIMIT_SHARE = 0.85  # of the rest, what a run is sized to: a 1.5 s probe misreads a busy machine's speed by 10-20%
+
+
+@dataclass(frozen=True)
+class LimitModel:
+    """`fold-train`/`sweep`/`reproduce --time-limit`: what a run may be sized to, and the limit
+    a run that needs more would take."""
+
+    reserve_s: float = LIMIT_RESERVE_S
+    share: float = LIMIT_SHARE
+
+    def trainable(self, left_s: float) -> float:
+        """Seconds a run may be sized to when `left_s` are left."""
+        return (left_s - self.reserve_s) * self.share
+
+    def limit_for(self, need_s: float, spent_s: float = 0.0) -> float:
+        """The --time-limit under which a run needing `need_s` would be accepted (`spent_s`: what
+        passed before sizing, the probe included)."""
+        return spent_s + self.reserve_s + need_s / self.share
