@@ -200,7 +200,7 @@ def test_a_run_sized_under_a_noisy_probe_is_replaced_when_the_time_left_buys_muc
     cfg = session.menu.config(entry, 8)
     session.menu.book.put_probe([(cfg, Throughput(2000.0, 8000.0, "cpu", "float32", 0.5))])
     watch = Watch(session)
-    session.state.record("auto-x-1", entry="x", width=8, status="training", expected_acc=0.60)
+    session.state.record("auto-x-1", entry="x", width=8, status="training", expected_acc=0.60, unit_estimate_s=30.0)
     watch.unit_times["auto-x-1"] = [10.0]
     job = SimpleNamespace(rd=SimpleNamespace(name="auto-x-1"), outstanding=4, cfg=cfg)
     now[0] += 60.0

@@ -115,6 +115,10 @@ class TimeModel:
         PROBE_DOUBT times slow (its first unit will tell)."""
         return need_s / PROBE_DOUBT <= seconds
 
+    def first_share(self, seconds: float) -> float:
+        """The first purchase's seconds: it must end even at PROBE_DOUBT times its estimate."""
+        return seconds / PROBE_DOUBT
+
     def calibrate(self, slowness: float) -> None:
         """Units took `slowness` x their estimate (their time over it, or the estimate's speed over
         theirs): every later estimate scales by that, within CALIBRATION_RANGE."""

@@ -38,7 +38,8 @@ def jobs(s: Session, start: Start) -> Iterator[RunJob]:
             return
         seconds = s.available()
         options = s.menu.candidates(s.buyable(), s.affordable(seconds))
-        purchase = policy.best_purchase(options, s.budget(), seconds, s.frontier) or first_despite_probe(s, seconds)
+        purchase = policy.best_purchase(options, s.budget(), s.safe_share(seconds), s.frontier)
+        purchase = purchase or first_despite_probe(s, seconds)
         if purchase is None:
             stop_buying(s, seconds)
             return

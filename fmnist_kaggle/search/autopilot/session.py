@@ -94,6 +94,13 @@ class Session:
         busy = self.busy_seconds() if self.active else 0.0
         return self.time.available(self.complete(), busy)
 
+    def safe_share(self, seconds: float) -> float:
+        """What a purchase may be sized to: before any unit of this session has measured the
+        machine, a first run that ends even if it is PROBE_DOUBT times slower than probed (what
+        its units measure buys the rest); after, all of `seconds`."""
+        first = not self.time.calibrated and not self.state.scored_runs() and not self.active
+        return self.time.first_share(seconds) if first else seconds
+
     def limit_for(self, need_s: float) -> float:
         return self.time.limit_for(need_s, self.complete())
 

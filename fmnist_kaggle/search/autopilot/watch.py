@@ -28,6 +28,7 @@ from fmnist_kaggle.training.timing import lateness
 
 log = logging.getLogger(__name__)
 REBUY_MARGIN = 0.003  # expected held-out accuracy a run sized anew must gain over finishing the one training
+PROBE_SLOW = 0.67  # a first unit under this share of its estimate: the probe read the machine slow
 
 
 class Watch:
@@ -56,12 +57,12 @@ class Watch:
         prediction included): past it, the deadline would cut the unit anyway, so it stops now
         and the time goes to what fits. The units after it are judged when it is done
         (`on_unit`): a run is never stopped part-way for a projection of its later units. Never
-        late while it is the only hope of a submission (nothing scored, nothing smaller fits)."""
+        late while nothing is scored: this unit measures the machine, the alternatives are estimates."""
         s = self.s
         if s.executor.capacity > 1:
             return -math.inf
         late = lateness(s.clock.now(), left_s + self.predict_s(job), 0, 0.0, s.step_deadline())
-        return -math.inf if late > 0 and self.only_hope() else late
+        return -math.inf if late > 0 and not s.state.scored_runs() else late  # unproven estimates never stop it
 
     def predict_s(self, job: RunJob) -> float:
         """A unit's prediction of its held-out and test rows at the kept speed (0: never measured)."""
@@ -125,8 +126,9 @@ class Watch:
         the run when a run sized to all the time left is expected to beat finishing it and buying
         with what is left by more than REBUY_MARGIN (its finished units are kept)."""
         s, rec = self.s, self.s.state.runs[job.rd.name]
-        if rec.expected_acc is None:
-            return False
+        first = self.unit_times[job.rd.name][0]
+        if rec.expected_acc is None or first > PROBE_SLOW * rec.unit_estimate_s:
+            return False  # only a probe that read the machine slow is a reason: a run sized small on purpose is kept
         free = (s.clock.left() - s.reserve()) * (1 - s.time.safety())
         options, budget = s.menu.candidates(s.buyable()), s.budget(slots=1)
         instead = policy.best_purchase(options, budget, free, s.frontier)
