@@ -5,6 +5,7 @@ imports sit at the top of their module, and the CLI's start-up stays free of hea
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,13 +72,14 @@ def _type_only(tree: ast.Module) -> set[int]:
     }
 
 
-def _imports(path: Path) -> list[tuple[str, bool, int]]:
-    """(imported fmnist_kaggle module, at top level?, line) for every internal import that runs."""
+def _imports(path: Path, type_only: bool = False) -> list[tuple[str, bool, int]]:
+    """(imported fmnist_kaggle module, at top level?, line) for every internal import that runs
+    (and, with `type_only`, those under `if TYPE_CHECKING:` too)."""
     tree = ast.parse(path.read_text())
     top, typing_only = {id(node) for node in tree.body}, _type_only(tree)
     found = []
     for node in ast.walk(tree):
-        if id(node) in typing_only:
+        if id(node) in typing_only and not type_only:
             continue
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fmnist_kaggle"):
             mods = _modules()
@@ -89,8 +91,8 @@ def _imports(path: Path) -> list[tuple[str, bool, int]]:
     return found
 
 
-def _graph() -> dict[str, set[str]]:
-    return {name: {m for m, _, _ in _imports(path) if m != name} for name, path in _modules().items()}
+def _graph(type_only: bool = False) -> dict[str, set[str]]:
+    return {name: {m for m, _, _ in _imports(path, type_only) if m != name} for name, path in _modules().items()}
 
 
 def test_no_import_from_a_higher_stage_into_a_lower_one():
@@ -104,8 +106,8 @@ def test_no_import_from_a_higher_stage_into_a_lower_one():
     assert not wrong, "\n".join(wrong)
 
 
-def test_no_import_cycles():
-    graph = _graph()
+def test_no_import_cycles_type_only_imports_included():
+    graph = _graph(type_only=True)
     cycles, state = [], {}
 
     def visit(node: str, path: list[str]) -> None:
@@ -234,3 +236,15 @@ def test_each_contract_and_sum_has_one_definition():
         assert "RECIPES: dict" not in text or name == "fmnist_kaggle.training.recipes", name
         for member in ("trains_here", "describe_machine", "capacity", "measure", "shows_unit_progress"):
             assert f'getattr(executor, "{member}"' not in text and f'getattr(ex, "{member}"' not in text, name
+
+
+def test_one_module_owns_the_seconds():
+    """Every reserve, share, safety and doubt the time model plans with is defined in
+    training/timing.py, and the autopilot reads time only through its injected clock."""
+    sources = {name: path.read_text() for name, path in _modules().items()}
+    for const in ("LIMIT_RESERVE_S", "LIMIT_SHARE", "FIRST_SAFETY", "SAFETY", "GRACE", "PROBE_DOUBT", "FINAL_S"):
+        owners = [n for n, text in sources.items() if re.search(rf"^{const} = ", text, re.M)]
+        assert owners == ["fmnist_kaggle.training.timing"], (const, owners)
+    for name, text in sources.items():
+        if name.rsplit(".", 1)[-1] in ("buying", "watch", "finish", "run", "policy", "menu"):
+            assert "time.monotonic()" not in text, name  # the session's clock, injectable in tests

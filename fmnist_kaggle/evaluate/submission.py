@@ -66,24 +66,7 @@ def make_submission(
         "cv": {"acc": result.cv_acc, "logloss": result.cv_logloss, "nested": result.insample_acc is not None},
         "best_single": best,
     }
-    if runs[0].partial:
-        part = runs[0].partial
-        provenance["partial"] = (
-            f"{runs[0].name} is partial: {len(part['folds'])} of {runs[0].manifest['data']['folds']} folds "
-            f"finished; CV over their {part['rows']} of {part['of']} rows, test predictions from their models"
-        )
-        log.warning(f"note: {provenance['partial']}")
-    chosen_on_scored = [r.name for r in runs if r.optimistic]
-    if chosen_on_scored:
-        provenance["optimistic"] = (
-            f"{', '.join(chosen_on_scored)} chose epochs on the rows its CV scores (--select-epoch): "
-            "this CV is optimistic; compare with runs trained without it"
-        )
-        log.warning(f"warning: {provenance['optimistic']}")
-    loses = against_best_single(result, best, len(runs))
-    if loses:
-        provenance["warning"] = loses
-        log.warning(f"warning: {loses}")
+    _warnings(provenance, runs, result, best)
     if result.insample_acc is not None:
         provenance["cv_in_sample"] = {"acc": result.insample_acc, "logloss": result.insample_logloss}
     if test.labels is not None:
@@ -98,6 +81,33 @@ def make_submission(
     record = write_submission(comp, result.test, out, provenance)
     _track(comp, out.csv.stem, out, record)
     return {"csv": str(out.csv), "json": str(out.record), **provenance}
+
+
+def _warnings(provenance: dict[str, Any], runs: list[Run], result: BlendResult, best: dict[str, Any]) -> None:
+    """What the submission's record warns of (and stderr says): a partial run, an optimistic CV,
+    a blend that loses to its best input."""
+    if runs[0].partial:
+        provenance["partial"] = partial_note(runs[0])
+        log.warning(f"note: {provenance['partial']}")
+    chosen_on_scored = [r.name for r in runs if r.optimistic]
+    if chosen_on_scored:
+        provenance["optimistic"] = (
+            f"{', '.join(chosen_on_scored)} chose epochs on the rows its CV scores (--select-epoch): "
+            "this CV is optimistic; compare with runs trained without it"
+        )
+        log.warning(f"warning: {provenance['optimistic']}")
+    loses = against_best_single(result, best, len(runs))
+    if loses:
+        provenance["warning"] = loses
+        log.warning(f"warning: {loses}")
+
+
+def partial_note(run: Run) -> str:
+    part = run.partial
+    return (
+        f"{run.name} is partial: {len(part['folds'])} of {run.manifest['data']['folds']} folds finished; "
+        f"CV over their {part['rows']} of {part['of']} rows, test predictions from their models"
+    )
 
 
 def best_single(runs: list[Run], labels: np.ndarray) -> dict[str, Any]:

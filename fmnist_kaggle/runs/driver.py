@@ -43,6 +43,7 @@ from fmnist_kaggle.storage.layout import SCHEMA, FoldDir, RunDir, Workspace
 from fmnist_kaggle.training.config import TrainConfig, to_toml
 from fmnist_kaggle.training.deadline import Deadline
 from fmnist_kaggle.training.recipes import get_recipe, recipe_names
+from fmnist_kaggle.training.timing import LimitModel
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +348,6 @@ def fit_to_time(
     as it is when it fits, else with fewer optimizer steps a unit (max_steps); refused in one line,
     with the limit it needs, when even MIN_STEPS a unit do not fit."""
     from fmnist_kaggle.training.estimate import MIN_STEPS, measure_throughput, steps_within, unit_shape, units_seconds
-    from fmnist_kaggle.training.timing import LimitModel
 
     train, test = training_rows(comp, cfg), comp.test_set
     check_folds(ws, train, cfg.folds, cfg.fold_seed)  # refused here, as the run would be, with nothing written

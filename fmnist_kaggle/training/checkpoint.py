@@ -6,15 +6,25 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
 from fmnist_kaggle.storage import atomic
 from fmnist_kaggle.storage.artifacts import present, read_file, torch_load
 
-if TYPE_CHECKING:
-    from fmnist_kaggle.training.fit import Stepper
+
+class Stepper(Protocol):
+    """What a checkpoint saves and restores of the training loop's stepper (`fit.Stepper`)."""
+
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    cfg: Any
+    device: torch.device
+    ema: Any
+    lookahead: Any
+
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,6 @@ single run unless a blend beats it on nested CV."""
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,11 @@ def select(s: Session) -> dict[str, Any]:
     names = s.state.scored_runs()
     if (s.state.extra.get("choice") or {}).get("over") == names:
         return s.state.extra["choice"]
-    t0 = time.monotonic()
+    t0 = s.clock.now()
     runs = [load_run(n, s.settings.workdir) for n in names]
     choice = choose(runs, next((r.labels for r in runs if not r.partial), runs[0].labels), s.comp.test_set.labels)
     if len(runs) > 1:  # blends were scored: the cost the reserve is made of
-        s.time.select_s_per_run = (time.monotonic() - t0) / len(runs)
+        s.time.select_s_per_run = (s.clock.now() - t0) / len(runs)
     s.state.extra["choice"] = {
         **choice.to_dict(),
         "over": names,
