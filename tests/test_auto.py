@@ -191,7 +191,7 @@ def test_show_plan_measures_and_writes_nothing(ws):
     assert not (cwd / "oof").exists()
     short, _ = auto(cwd, data, "--show-plan", "--time-limit", "12s", "--json")  # what 12 s cannot buy, and what would
     assert short.returncode == 0 and not json.loads(short.stdout)["purchases"], short.stderr
-    assert re.search(r"the smallest budget that buys a run is about \d+m", json.loads(short.stdout)["nothing_fits"])
+    assert re.search(r"the smallest budget that buys a run is about \d+[sm]", json.loads(short.stdout)["nothing_fits"])
 
 
 @pytest.mark.parametrize(

@@ -82,29 +82,26 @@ def _candidate(result: BlendResult, runs: list[str], test_labels: np.ndarray | N
 def choose(
     runs: list[Run], labels: np.ndarray, test_labels: np.ndarray | None = None, methods: tuple[str, ...] = BLEND_METHODS
 ) -> Choice:
-    """Score every run alone and every blend of all of them; choose by CV accuracy (then
-    log-loss), a blend only when it beats the best single run."""
-    singles = []
+    """Score every run alone and every blend of the complete ones; choose by CV accuracy (then
+    log-loss), a blend only when it beats the best single run. A partial run (some folds
+    finished) is chosen only when it beats the best complete candidate on the rows it covers."""
+    whole = [r for r in runs if not r.partial]  # a partial run is scored alone, never blended
+    results: dict[str, BlendResult] = {}
+    singles, blends = [], []
     for run in runs:
         t0 = time.perf_counter()
-        single = _candidate(single_run(run, run.labels), [run.name], test_labels, time.perf_counter() - t0)
+        results[run.name] = single_run(run, run.labels)
+        single = _candidate(results[run.name], [run.name], test_labels, time.perf_counter() - t0)
         single.partial = bool(run.partial)
         singles.append(single)
-    whole = [r for r in runs if not r.partial]  # a partial run is scored alone, never blended
-    blends = []
     if len(whole) > 1:
         for method in methods:
             t0 = time.perf_counter()
-            blends.append(
-                _candidate(
-                    blend(whole, whole[0].labels, method),
-                    [r.name for r in whole],
-                    test_labels,
-                    time.perf_counter() - t0,
-                )
-            )
-    key = lambda c: (c.cv_acc, not c.partial, -c.cv_logloss)
-    best_single = max(singles, key=key)
+            result = blend(whole, whole[0].labels, method)
+            blends.append(_candidate(result, [r.name for r in whole], test_labels, time.perf_counter() - t0))
+            results[blends[-1].label] = result
+    key = lambda c: (c.cv_acc, -c.cv_logloss)
+    best_single = max([c for c in singles if not c.partial] or singles, key=key)
     best_blend = max(blends, key=key, default=None)
     if best_blend is not None and best_blend.cv_acc > best_single.cv_acc:
         reason = (
@@ -112,22 +109,45 @@ def choose(
             f"{best_blend.cv_acc:.4f} beats the best single run {best_single.label} "
             f"({best_single.cv_acc:.4f})"
         )
-        return Choice(best_blend, best_single, singles + blends, reason)
-    if best_single.partial:
-        run = next(r for r in runs if r.name == best_single.runs[0])
-        reason = (
-            f"the best run {best_single.label}, partial: {len(run.partial['folds'])} of "
-            f"{run.manifest['data']['folds']} folds finished (CV accuracy {best_single.cv_acc:.4f} over their "
-            f"{run.partial['rows']} rows; its test predictions average those folds' models)"
-        )
+        chosen = best_blend
     elif best_blend is None:
         reason = (
             f"the best single run {best_single.label} (CV accuracy {best_single.cv_acc:.4f}); "
             f"{'one finished run, ' if len(whole) < 2 else ''}nothing to blend"
         )
+        chosen = best_single
     else:
         reason = (
             f"the best single run {best_single.label} (CV accuracy {best_single.cv_acc:.4f}): "
             f"no blend beat it (best: {best_blend.label} {best_blend.cv_acc:.4f})"
         )
-    return Choice(best_single, best_single, singles + blends, reason)
+        chosen = best_single
+    partial = _partial_instead(runs, chosen, results, labels)
+    if partial is not None:
+        run, rival = partial
+        what = "nothing complete" if chosen.partial else f"{chosen.label} {rival:.4f} on the same rows"
+        reason = (
+            f"the best run {run.name}, partial: {len(run.partial['folds'])} of {run.manifest['data']['folds']} "
+            f"folds finished (CV accuracy {results[run.name].cv_acc:.4f} over their {run.partial['rows']} rows; "
+            f"{what}; its test predictions average those folds' models)"
+        )
+        return Choice(next(c for c in singles if c.runs == [run.name]), best_single, singles + blends, reason)
+    return Choice(chosen, best_single, singles + blends, reason)
+
+
+def _partial_instead(
+    runs: list[Run], chosen: Candidate, results: dict[str, BlendResult], labels: np.ndarray
+) -> tuple[Run, float] | None:
+    """The partial run to submit instead of `chosen` (a complete candidate, or the best partial
+    when nothing is complete), with the rival's accuracy: the one that beats it by most on the
+    rows that partial run covers."""
+    best: tuple[float, Run, float] | None = None
+    for run in (r for r in runs if r.partial):
+        if chosen.partial:  # nothing complete: the partials compete on their own CV
+            rival = chosen.cv_acc if chosen.runs[0] != run.name else -1.0
+        else:
+            rival = metrics.accuracy(results[chosen.label].oof[run.rows], labels[run.rows])
+        margin = results[run.name].cv_acc - rival
+        if margin > 0 and (best is None or margin > best[0]):
+            best = (margin, run, rival)
+    return None if best is None else (best[1], best[2])

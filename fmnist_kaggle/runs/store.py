@@ -278,6 +278,7 @@ class Run:
     test_logits: np.ndarray
     fold_of: np.ndarray
     labels: np.ndarray
+    rows: np.ndarray | None = None  # a partial run: the training rows its arrays hold (None: all)
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -325,7 +326,8 @@ def load_run(ref: str, workdir: str | Path = ".") -> Run:
         if covered.sum() != part["rows"] or not np.isfinite(oof[covered]).all():
             raise CorruptArtifact("partial OOF logits do not match the folds the manifest names", rd.oof_logits)
         oof, fold_of, labels = oof[covered], fold_of[covered], labels[covered]
-    return Run(rd.name, rd, manifest, oof, rd.array("test_logits", manifest, finite=True), fold_of, labels)
+    rows = np.flatnonzero(covered) if part is not None else None
+    return Run(rd.name, rd, manifest, oof, rd.array("test_logits", manifest, finite=True), fold_of, labels, rows)
 
 
 def data_options(manifest: dict[str, Any], test: str | Path | None = None) -> list[str]:

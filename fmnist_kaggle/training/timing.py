@@ -30,6 +30,8 @@ FINAL_S = 6.0  # after training, before it was ever measured: imports, the submi
 SELECT_S_PER_RUN = 3.0  # choosing among runs and blends, per run of 60,000 rows, before it was measured
 UPLOAD_S = 20.0  # an upload, before one was timed here
 CALIBRATION_RANGE = (0.5, 3.0)  # a unit's time over its estimate, trusted within this range
+UNIT_NOISE = 0.25  # a run's next unit projected to overrun by less than this share of a unit starts anyway
+PROBE_SLOW = 0.67  # a first unit under this share of its estimate: the probe read the machine slow
 PROBE_DOUBT = 3.0  # a probe on a busy machine reads up to this much slow (two busy processes on 2 cores)
 
 

@@ -24,11 +24,10 @@ from fmnist_kaggle.search.autopilot.policy import Purchase
 from fmnist_kaggle.search.autopilot.session import Session
 from fmnist_kaggle.training.deadline import UnitLate
 from fmnist_kaggle.training.estimate import Throughput, unit_seconds
-from fmnist_kaggle.training.timing import lateness
+from fmnist_kaggle.training.timing import PROBE_SLOW, UNIT_NOISE, lateness
 
 log = logging.getLogger(__name__)
 REBUY_MARGIN = 0.003  # expected held-out accuracy a run sized anew must gain over finishing the one training
-PROBE_SLOW = 0.67  # a first unit under this share of its estimate: the probe read the machine slow
 
 
 class Watch:
@@ -111,9 +110,10 @@ class Watch:
         left = job.outstanding
         if s.executor.capacity == 1 and left and self.rebuy(job, left * float(np.mean(times))):
             return True
-        late = lateness(s.clock.now(), 0.0, 1, float(np.mean(times)), s.step_deadline())  # the next unit
-        if s.executor.capacity > 1 or not left or late <= 0:
-            return False
+        per_unit = float(np.mean(times))
+        late = lateness(s.clock.now(), 0.0, 1, per_unit, s.step_deadline())  # the next unit
+        if s.executor.capacity > 1 or not left or late <= UNIT_NOISE * per_unit:
+            return False  # it fits, or may (units vary): the deadline cuts it if it does not
         self.stopped[name] = (
             f"stopped after {len(times)} unit(s): at {np.mean(times):.0f} s a unit, the next "
             f"would end {duration(late)} after the step deadline"
