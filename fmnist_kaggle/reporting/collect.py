@@ -81,6 +81,7 @@ def _run_row(ws: Workspace, name: str) -> dict[str, Any]:
             "pseudo_labelled": bool(m.get("pseudo_label")),
             "optimistic": selects_epoch(cfg),
             "predicted_from": predicted_from(m),
+            "partial": bool(m.get("partial")),
             "created": m.get("created", ""),
             "pictures": {k: str(p) for k, p in pictures.items() if p.is_file()},
             "data_fingerprint": data.get("data_fingerprint"),
@@ -207,7 +208,7 @@ def _data(ws: Workspace) -> dict[str, Any]:
 
 def _correlation(ws: Workspace, runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     """OOF correlation of the best complete runs that share the best run's folds."""
-    complete = [r for r in runs if r.get("cv_acc") is not None and not r.get("predicted_from")]
+    complete = [r for r in runs if r.get("cv_acc") is not None and not r.get("predicted_from") and not r.get("partial")]
     if len(complete) < 2:
         return None
     same = [r for r in complete if r["folds_fingerprint"] == complete[0]["folds_fingerprint"]][:CORRELATED_RUNS]

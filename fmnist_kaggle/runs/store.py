@@ -262,6 +262,7 @@ def list_runs(workdir: str | Path = ".") -> list[dict[str, Any]]:
                 "created": m["created"],
                 "predicted_from": predicted_from(m),
                 "optimistic": selects_epoch(m.get("config") or {}),
+                "partial": bool(m.get("partial")),
             }
         )
     return sorted(rows, key=lambda r: (r.get("cv_acc") is None, -(r.get("cv_acc") or 0.0), r["run"]))  # best CV first
