@@ -17,7 +17,7 @@ $(VENV)/.installed: setup.py
 	$(BIN)/pip install -q --upgrade pip
 	# torch/torchvision unpinned: the registry's newest builds (README explains why not a local +cpu wheel)
 	$(BIN)/pip install -q -e '.[dev,track]'
-	$(BIN)/python -c "import torch, torchvision.ops, timm, albumentations, kaggle, mlflow, selenium, html5lib" >/dev/null
+	$(BIN)/python -c "import torch, torchvision.ops, timm, albumentations, kaggle, mlflow, selenium, html5lib, nbclient, ipykernel" >/dev/null
 	touch $@
 
 # The real Fashion-MNIST: Debian's dataset-fashion-mnist (installed when root), or $$FKAGGLE_DATA.

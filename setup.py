@@ -41,6 +41,9 @@ setup(
             "html5lib",
             "ruff==0.17.5",  # make lint; pinned: the formatter's output changes between releases
             "pytest-xdist",  # make test runs two workers (measured faster on 2 cores)
+            "nbclient",  # the notebook in docs/ runs in a real Jupyter kernel in the suite
+            "nbformat",
+            "ipykernel",
         ],  # the suite drives a real MLflow server and a real browser
         "optuna": ["optuna"],
         "track": ["mlflow"],  # --track: MLflow tracking

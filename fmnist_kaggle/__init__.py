@@ -16,6 +16,8 @@ from fmnist_kaggle.errors import DataError, FkaggleError
 
 _API = (
     "Competition",
+    "FoldClassifier",
+    "Predictions",
     "Run",
     "TrainConfig",
     "auto",
@@ -28,6 +30,7 @@ _API = (
     "load_competition",
     "load_run",
     "make_submission",
+    "predict",
     "register_model",
     "report",
     "track",
@@ -36,6 +39,8 @@ __all__ = ["DataError", "FkaggleError", "__version__", *_API]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "FoldClassifier":  # scikit-learn loads on use
+        return importlib.import_module("fmnist_kaggle.estimator").FoldClassifier
     if name in _API:
         return getattr(importlib.import_module("fmnist_kaggle.api"), name)
     raise AttributeError(f"module 'fmnist_kaggle' has no attribute {name!r}")

@@ -17,9 +17,11 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from fmnist_kaggle import tracking
 from fmnist_kaggle.data.competition import (
@@ -33,9 +35,11 @@ from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.evaluate import blend as blending
 from fmnist_kaggle.evaluate import submission
 from fmnist_kaggle.models import create_model, list_models, register_model
+from fmnist_kaggle.models.registry import import_model
 from fmnist_kaggle.reporting import write_report
 from fmnist_kaggle.runs.driver import train_folds
 from fmnist_kaggle.runs.executors import Executor
+from fmnist_kaggle.runs.predict import predict_arrays
 from fmnist_kaggle.runs.store import Run, list_runs, load_run
 from fmnist_kaggle.search.autopilot import AutoSettings, run_auto
 from fmnist_kaggle.storage.layout import Workspace
@@ -95,7 +99,12 @@ def _with_model(config: TrainConfig, model: str | Callable[..., Any] | None) -> 
     if callable(model):
         name = register_model(model).__name__
         return replace(config, model=name, model_kwargs={}).validate()
-    return replace(config, model=str(model), model_kwargs={}).validate()
+    return replace(config, model=_trusted(str(model)), model_kwargs={}).validate()
+
+
+def _trusted(model: str) -> str:
+    """A `module:factory` named in Python is the user's own choice: imported and registered."""
+    return import_model(model)
 
 
 def load_competition(
@@ -136,6 +145,8 @@ def build_config(recipe: str | None = None, config_file: str | Path | None = Non
     """A training config: a recipe (`cpu`, `strong`, `report000`..`report004`), then a TOML
     file's `[train]` table, then keyword overrides (any `TrainConfig` field: `epochs=4`,
     `model="lenet5"`, `model_kwargs={"width": 32}`...). Unknown fields and bad values raise."""
+    if isinstance(overrides.get("model"), str):
+        _trusted(overrides["model"])
     return _build_config(recipe=recipe, config_file=config_file, **overrides)
 
 
@@ -237,6 +248,30 @@ def auto(
     chosen = AutoSettings(seconds, name, workdir=workdir, progress=progress, **settings)
     with _progress(progress):
         return run_auto(competition, chosen, executor)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What `predict` gives: class probabilities (N, K), the class values as the training labels
+    wrote them, and each row's most likely class value."""
+
+    proba: np.ndarray
+    classes: tuple
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.asarray(self.classes, dtype=object)[self.proba.argmax(axis=1)]
+
+
+def predict(
+    runs: Run | str | list[Run | str], images: Any, *, workdir: str | Path = ".", device: str = "auto"
+) -> Predictions:
+    """New images as arrays (uint8 0..255 or floats 0..1; (N, 28, 28), (N, 784) or (N, 28, 28, 1))
+    through a finished run's fold models (its own test-time views; several runs: their
+    probabilities averaged): the same numbers `fkaggle predict` writes. Bad arrays: `DataError`."""
+    refs = runs if isinstance(runs, list) else [runs]
+    proba, classes = predict_arrays(refs, images, workdir, device)
+    return Predictions(proba, classes)
 
 
 def report(workdir: str | Path = ".", out: str | Path | None = None) -> dict[str, Any]:

@@ -124,13 +124,12 @@ def train_config(args: argparse.Namespace, model: str | None = None):
     given = {
         name: getattr(args, name) for name, f in FIELDS.items() if f.metadata["cli"] and name not in ("recipe", "model")
     }
-    return build_config(
-        recipe=args.recipe,
-        config_file=args.config,
-        model=model or (args.model if isinstance(args.model, str) else None),
-        model_kwargs=kwargs,
-        **given,
-    )
+    model = model or (args.model if isinstance(args.model, str) else None)
+    if model and ":" in model and not model.startswith("timm:"):  # named on this command line: trusted
+        from fmnist_kaggle.models.registry import import_model
+
+        import_model(model)
+    return build_config(recipe=args.recipe, config_file=args.config, model=model, model_kwargs=kwargs, **given)
 
 
 def executor(args: argparse.Namespace) -> Any:

@@ -100,7 +100,7 @@ def plain_label(v: object) -> int | str:
     return v if isinstance(v, str) else int(v)  # type: ignore[call-overload]
 
 
-_PADDED = re.compile(r"\+|[+-]?0[0-9]")  # '+1', '01': numbers written as a name is (the text is the class)
+_PLAIN = re.compile(r"-?(0|[1-9][0-9]*)")  # an integer written plainly: else ('01', '1.0', '1e3') the text is the class
 
 
 def _number(text: str) -> float | None:
@@ -112,9 +112,9 @@ def _number(text: str) -> float | None:
 
 def _text_labels(targets: np.ndarray, path: Path) -> np.ndarray:
     """Label cells given as text, compared as written: numbers when every one is an integer written
-    as numbers are ('3', '3.0', '1e3'), else words ('Sandal', and '01': '1' and '01' are then two
-    classes). An empty cell is a missing label; a fraction, an infinite or huge number, or words
-    beside plain numbers are refused."""
+    plainly ('3', '-1'), else the text is the class ('Sandal'; '01' and '1.0' beside '1' are three
+    classes, and come back as written). An empty cell is a missing label; a fraction, an infinite
+    or huge number, or words beside plain numbers are refused."""
     texts = np.array([str(t).strip() for t in targets], dtype=object)
     empty = np.flatnonzero(texts == "")
     if len(empty):
@@ -127,7 +127,7 @@ def _text_labels(targets: np.ndarray, path: Path) -> np.ndarray:
             )
         if v is not None and v != int(v):
             raise DataError(f"label {t} is not an integer", path)
-    plain = [v is not None and not _PADDED.match(t) for t, v in zip(texts, values, strict=True)]
+    plain = [_PLAIN.fullmatch(t) is not None for t in texts]
     if all(plain):
         return np.array([int(v) for v in values], dtype=np.int64)
     if any(plain) and any(v is None for v in values):

@@ -148,7 +148,13 @@ def validate_text(text: str, comp: Competition) -> list[str]:
         problems.append(f"{len(dups)} duplicate id(s), e.g. {dups[0]!r}")
     missing, extra = set(lay.ids) - set(ids), set(ids) - set(lay.ids)
     if missing or extra:
-        problems.append(f"ids differ from the test set ({len(missing)} missing, {len(extra)} unknown)")
+        order = {i: n for n, i in enumerate(lay.ids)}
+        named = [f"missing {_few(sorted(missing, key=order.get))}" if missing else ""]
+        named += [f"unknown {_few(sorted(extra, key=_sort_key))}" if extra else ""]
+        problems.append(
+            f"ids differ from the test set ({len(missing)} missing, {len(extra)} unknown: "
+            f"{'; '.join(n for n in named if n)})"
+        )
     allowed = set(lay.allowed)
     bad = [
         lab for lab in labels if lab and lab not in allowed
@@ -156,6 +162,12 @@ def validate_text(text: str, comp: Competition) -> list[str]:
     if bad:
         problems.append(f"{len(bad)} label(s) outside {sorted(allowed, key=_sort_key)}, e.g. {bad[0]!r}")
     return problems
+
+
+def _few(ids: list[str], n: int = 5) -> str:
+    """The first few ids, as written: '7, 12, 40 and 3 more'."""
+    shown = ", ".join(repr(i) for i in ids[:n])
+    return shown + (f" and {len(ids) - n} more" if len(ids) > n else "")
 
 
 def _sort_key(s: str) -> tuple[int, Any]:

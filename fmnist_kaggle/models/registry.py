@@ -39,8 +39,12 @@ def create_model(name: str, num_classes: int = 10, in_chans: int = 1, **kwargs) 
         from fmnist_kaggle.models.timm_backbone import create_timm_model
 
         return create_timm_model(name[len("timm:") :], num_classes=num_classes, in_chans=in_chans, **kwargs)
-    if ":" in name and name not in _MODELS:
-        _MODELS[name] = _import_factory(name)
+    if ":" in name and name not in _MODELS:  # never imported here: a record may name any module
+        raise FkaggleError(
+            f"model {name!r} is your own factory, and fkaggle never imports code a file names: name it "
+            f"yourself to rebuild it (--model {name} on the command line, model={name!r} or "
+            "fk.register_model in Python)"
+        )
     if name not in _MODELS:
         import difflib
 
@@ -53,21 +57,34 @@ def create_model(name: str, num_classes: int = 10, in_chans: int = 1, **kwargs) 
         raise FkaggleError(f"model {name}: {exc}") from None
 
 
-def _import_factory(name: str) -> Callable[..., nn.Module]:
-    """`module:factory`: the factory from an importable module (this folder is searched first)."""
+def import_model(name: str) -> str:
+    """`module:factory` that the user named (--model, `model=`): the factory imported from an
+    importable module (this folder is searched first) and registered under that name. The only
+    place fkaggle imports a user's code; nothing read from a file reaches it (Hugging Face's
+    `trust_remote_code`, made explicit by naming the model). Other names pass through."""
+    import difflib
     import importlib
     import sys
 
+    if ":" not in name or name.startswith("timm:") or name in _MODELS:
+        return name
     module, _, attr = name.partition(":")
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
     try:
-        factory = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise FkaggleError(f"--model {name}: cannot import {attr!r} from {module!r} ({exc})") from None
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise FkaggleError(f"--model {name}: cannot import module {module!r} ({exc})") from None
+    factory = getattr(mod, attr, None)
+    if factory is None:
+        public = [n for n in dir(mod) if not n.startswith("_") and callable(getattr(mod, n))]
+        close = difflib.get_close_matches(attr, public, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(f'{module}:{c}' for c in close)}?" if close else ""
+        raise FkaggleError(f"--model {name}: module {module!r} has no {attr!r}{hint}")
     if not callable(factory):
         raise FkaggleError(f"--model {name}: {attr} is not a function or class")
-    return factory
+    _MODELS[name] = factory
+    return name
 
 
 def count_params(model: nn.Module, trainable_only: bool = True) -> int:
@@ -89,7 +106,14 @@ def check_model_size(name: str, num_classes: int = 10, in_chans: int = 1, **kwar
             model = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
     except FkaggleError:
         raise
-    except Exception:  # noqa: BLE001  (a model that cannot be built on meta is checked by its real build)
+    except Exception as exc:  # noqa: BLE001  (a model that cannot be built on meta is checked by its real build)
+        if "overflow" in str(exc).lower():  # a size no machine builds (a width of 2**63 - 1)
+            settings = ", ".join(f"{k}={v}" for k, v in kwargs.items()) or "its defaults"
+            raise FkaggleError(
+                f"model {name} with {settings}: too large for any machine; choose a smaller size"
+            ) from None
+        return 0
+    if not isinstance(model, nn.Module):  # a user's factory that returns something else: `check_built` says so
         return 0
     params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
     need, have = params * TRAIN_BYTES_PER_PARAM, _memory_bytes()
@@ -107,3 +131,41 @@ def _memory_bytes() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return 0
+
+
+def is_users(name: str) -> bool:
+    """A model of the user's own (`module:factory`, or registered from outside this package)."""
+    factory = _MODELS.get(name)
+    return (
+        ":" in name
+        and not name.startswith("timm:")
+        or (factory is not None and not getattr(factory, "__module__", "").startswith("fmnist_kaggle."))
+    )
+
+
+def check_built(model: object, name: str, num_classes: int) -> None:
+    """A user's model, checked before anything trains: an `nn.Module` whose forward pass on two
+    28x28 images gives finite (2, num_classes) logits; else one line naming the model and what
+    was wrong."""
+    if not isinstance(model, nn.Module):
+        raise FkaggleError(f"model {name}: its factory returned {type(model).__name__}, not a torch.nn.Module")
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.rand(2, 1, 28, 28))
+    except Exception as exc:  # noqa: BLE001  (the user's code: any failure is one line)
+        raise FkaggleError(f"model {name}: a forward pass on two 28x28 images failed: {_first_line(exc)}") from None
+    finally:
+        model.train(was)
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+    if shape != (2, num_classes):
+        got = f"shape {shape}" if shape is not None else type(out).__name__
+        raise FkaggleError(f"model {name}: two images gave {got}, expected logits of shape (2, {num_classes})")
+    if not torch.isfinite(out).all():
+        raise FkaggleError(f"model {name}: two images gave logits that are not finite (NaN or inf)")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

@@ -90,20 +90,37 @@ def training_data(comp: Competition, cfg: TrainConfig, ws: Workspace) -> Trainin
 # ----------------------------------------------------------------------------- opening a run
 
 
-def check_model(cfg: TrainConfig, num_classes: int, device: bool = True) -> int:
+def check_model(cfg: TrainConfig, num_classes: int, device: bool = True, forward: bool = True) -> int:
     """Build the model once, on the CPU, and resolve the device where units train in this process
     (a Ray cluster's devices are its own): a bad model keyword, pretrained file or device is
-    refused here, before a run folder exists. Returns the parameter count."""
+    refused here, before a run folder exists; a user's own model (`forward`: with the data's
+    classes) gives finite (2, K) logits on two images. Returns the parameter count."""
     from fmnist_kaggle.models import check_model_size, count_params, create_model
+    from fmnist_kaggle.models.registry import check_built, is_users
     from fmnist_kaggle.training.device import resolve_device
 
     if device:
         resolve_device(cfg.device)
     check_model_size(cfg.model, num_classes, **cfg.model_kwargs)  # before anything is allocated
+    users = is_users(cfg.model)
     try:
-        return count_params(create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs))
-    except (RuntimeError, ValueError, TypeError) as exc:  # e.g. a negative width: torch's own words, one line
-        raise FkaggleError(f"model {cfg.model} with {cfg.model_kwargs}: {str(exc).splitlines()[0]}") from None
+        model = create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
+    except FkaggleError:
+        raise
+    except (RuntimeError, ValueError, TypeError, OverflowError) as exc:  # e.g. a negative width: one line
+        raise FkaggleError(f"model {cfg.model} with {cfg.model_kwargs}: {_first_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001  (a user's factory may raise anything)
+        if not users:
+            raise
+        raise FkaggleError(f"model {cfg.model}: its factory failed: {_first_line(exc)}") from None
+    if users and forward:  # before any unit trains and before anything is written
+        check_built(model, cfg.model, num_classes)
+    return count_params(model)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def open_run(
@@ -439,7 +456,9 @@ def prepare_run(
     bad = [f for f in selected if not 0 <= f < cfg.folds]
     if bad:
         raise FkaggleError(f"fold {bad[0]} out of range 0..{cfg.folds - 1}")
-    check_model(cfg, 10, device=trains_here)  # before the data is read (seconds for a big CSV) or anything written
+    check_model(
+        cfg, 10, device=trains_here, forward=False
+    )  # before the data is read (seconds for a big CSV) or anything written
     params = check_model(cfg, comp.train_set.num_classes, device=False)
     if limit is not None and trains_here and (overwrite or not ws.run(name).exists()):  # a begun run keeps its size
         cfg = fit_to_time(name, cfg, comp, ws, len(selected) * len(cfg.seeds), limit)  # before anything is written

@@ -32,11 +32,6 @@ def predict_run(
     `oof/NAME/` holding the source's OOF logits (same data, folds, labels) and the new
     fold-averaged test logits, with the new test file's fingerprint: `blend NAME --test FILE`
     (alone or with other runs predicted on that file) makes its submission."""
-    import torch
-
-    from fmnist_kaggle.training.device import resolve_device
-    from fmnist_kaggle.training.inference import predict
-
     src = load_run(ref, workdir)
     ws = Workspace(workdir)
     out = ws.run(name or f"{src.name}-on-{Path(test_path).name.split('.')[0]}")
@@ -48,19 +43,46 @@ def predict_run(
         )
     data = src.manifest["data"]
     test = load_images(test_path, format, label_values=tuple(data["label_values"]))
+    return _write_prediction(out, src, test, run_logits(src, test.images, device))
+
+
+def run_logits(src: Run, images: np.ndarray, device: str = "auto") -> np.ndarray:
+    """The run's models on uint8 (N, 28, 28) images: each finished fold's seeds averaged, then
+    the folds (with the run's own test-time views): what its test logits are on its test file."""
+    import torch
+
+    from fmnist_kaggle.training.device import resolve_device
+    from fmnist_kaggle.training.inference import predict
+
     cfg = build_config(**{**src.manifest["config"], "device": device})
     dev = resolve_device(device)
-    images = torch.from_numpy(test.images)
+    x = torch.from_numpy(np.ascontiguousarray(images))
     folds = []
-    for f in range(data["folds"]):
+    for f in src.partial["folds"] if src.partial else range(src.manifest["data"]["folds"]):
         per_seed = [
-            predict(load_fold_model(src.dir, src.manifest, f, seed).to(dev), images, cfg, dev)
+            predict(load_fold_model(src.dir, src.manifest, f, seed).to(dev), x, cfg, dev)
             for seed in src.manifest["seeds"]
         ]
-        log.debug(f"fold {f}: {len(per_seed)} seed model(s) predicted {len(test)} rows")
+        log.debug(f"fold {f}: {len(per_seed)} seed model(s) predicted {len(images)} rows")
         folds.append(np.mean(per_seed, axis=0))
-    test_logits = np.mean(folds, axis=0).astype(np.float32)
-    return _write_prediction(out, src, test, test_logits)
+    return np.mean(folds, axis=0).astype(np.float32)
+
+
+def predict_arrays(
+    ref: str | Run, images: Any, workdir: str | Path = ".", device: str = "auto"
+) -> tuple[np.ndarray, tuple]:
+    """New images as arrays (uint8 0..255 or floats 0..1; (N, 28, 28), (N, 784) or (N, 28, 28, 1))
+    -> (class probabilities (N, K), the class values as written), from the run's models (several
+    runs: their probabilities averaged). Bad arrays are one `DataError`."""
+    from fmnist_kaggle.data.images import from_arrays
+
+    runs = [r if isinstance(r, Run) else load_run(r, workdir) for r in (ref if isinstance(ref, list) else [ref])]
+    values = tuple(runs[0].manifest["data"]["label_values"])
+    if any(tuple(r.manifest["data"]["label_values"]) != values for r in runs):
+        raise FkaggleError(f"runs {', '.join(r.name for r in runs)} were trained on different classes")
+    x = from_arrays(images).images
+    proba = np.mean([metrics.softmax(run_logits(r, x, device)) for r in runs], axis=0)
+    return proba.astype(np.float32), values
 
 
 def _write_prediction(out: RunDir, src: "Run", test: Any, test_logits: np.ndarray) -> dict[str, Any]:

@@ -9,6 +9,7 @@ killed writer left behind. Files get the permissions `open()` would give (umask)
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import math
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from fmnist_kaggle.errors import FkaggleError
 
 _TMP = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
 
@@ -53,19 +56,49 @@ def clean_stale_temps(folder: Path) -> None:
                     os.unlink(entry.path)
 
 
+class WriteFailed(FkaggleError):
+    """The file system refused a write (full, read-only, not permitted): one line naming the path
+    and the cause. Nothing half-written is left; work finished before it is kept."""
+
+
+DISK_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+
+
+@contextlib.contextmanager
+def disk_errors_named(target: Path) -> Iterator[None]:
+    """A full disk, a read-only file system or a permission error as one line naming `target`."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in DISK_ERRORS:
+            raise
+        raise WriteFailed(
+            f"cannot write {target}: {DISK_ERRORS[exc.errno]} ({exc.strerror}); "
+            "finished work is kept: free space or fix permissions, then run the same command again"
+        ) from None
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temp path in the target's folder; rename it onto the target on success."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_temps(target.parent)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp")
-    os.close(fd)
+    with disk_errors_named(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(target.parent)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp")
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.chmod(tmp_path, _MODE)  # mkstemp makes 0600; honour the umask like open() does
-        os.replace(tmp_path, target)
+        with disk_errors_named(target):
+            yield tmp_path
+            os.chmod(tmp_path, _MODE)  # mkstemp makes 0600; honour the umask like open() does
+            os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

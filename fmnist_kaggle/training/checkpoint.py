@@ -4,6 +4,7 @@ so a planted pickle cannot run code, and discarded (with a warning) when foreign
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,8 +42,9 @@ def save_checkpoint(path: Path, s: Stepper, state: dict[str, Any], tag: dict[str
         ck["ema"] = s.ema.module.state_dict()
     if s.lookahead is not None:
         ck["lookahead"] = s.lookahead.state_dict()
-    with atomic.atomic_path(path) as tmp:
-        torch.save(ck, tmp)
+    buffer = io.BytesIO()  # serialized in memory: a full disk is then an OSError the write names
+    torch.save(ck, buffer)
+    atomic.write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path, s: Stepper, tag: dict[str, Any] | None = None) -> dict[str, Any] | None:

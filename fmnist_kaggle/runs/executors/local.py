@@ -11,6 +11,7 @@ import numpy as np
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.runs.executors import PROBE, Unit, UnitFailed, UnitLate, first_line
 from fmnist_kaggle.runs.unit import UnitResult, train_unit
+from fmnist_kaggle.storage.atomic import WriteFailed
 from fmnist_kaggle.training.config import TrainConfig
 from fmnist_kaggle.training.deadline import Deadline, DeadlineReached
 
@@ -62,6 +63,8 @@ class LocalExecutor:
         except DeadlineReached:
             self._stopped.append(unit)
             return None
+        except WriteFailed:  # a full disk fails every unit alike: one line, not one failure per unit
+            raise
         # a diverged or crashed unit is a result: the driver records it, the rest goes on
         except Exception as exc:  # noqa: BLE001
             log.debug(f"{unit} failed", exc_info=True)

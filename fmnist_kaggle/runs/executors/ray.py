@@ -41,7 +41,10 @@ def ray_task(cfg: TrainConfig, data: TrainingData, fold: int, seed: int, threads
     import ray
     import torch
 
+    from fmnist_kaggle.models.registry import import_model
+
     torch.set_num_threads(threads)
+    import_model(cfg.model)  # a user's own factory: the driver trains only what its user named
     result = train_unit(cfg, data, fold, seed)
     result.summary.update(
         executor="ray", node_id=ray.get_runtime_context().get_node_id(), node_ip=ray.util.get_node_ip_address()

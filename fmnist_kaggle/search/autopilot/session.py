@@ -96,8 +96,8 @@ class Session:
 
     def safe_share(self, seconds: float) -> float:
         """What a purchase may be sized to: before any unit of this session has measured the
-        machine, a first run that ends even if it is PROBE_DOUBT times slower than probed (what
-        its units measure buys the rest); after, all of `seconds`."""
+        machine, a first run that ends even if it is FIRST_SLOWDOWN times slower than probed
+        (what its units measure buys the rest); after, all of `seconds`."""
         first = not self.time.calibrated and not self.state.scored_runs() and not self.active
         return self.time.first_share(seconds) if first else seconds
 
