@@ -23,7 +23,7 @@ from fmnist_kaggle.durations import parse_duration
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.search.autopilot import AutoSettings, policy
 from fmnist_kaggle.search.portfolio import for_hardware, load_portfolio
-from fmnist_kaggle.training.estimate import Throughput
+from fmnist_kaggle.training.estimate import Throughput, units_seconds
 from fmnist_kaggle.training.timing import Clock
 
 _CFG = dict(model="lenet5", folds=3, epochs=1, batch_size=16, optimizer="adam", schedule="constant")
@@ -108,9 +108,42 @@ def test_a_projected_overrun_of_seconds_discards_no_unit_and_a_run_is_cut_only_b
     job.outstanding = 1
     now[0] = s.step_deadline() - 207.0  # the last unit (220 s) would end 13 s after the step deadline:
     assert not watch.on_unit(job, _unit(220.0))  # within a unit's noise, it starts (the deadline cuts it if late)
-    now[0] = s.step_deadline() - 100.0  # it would end 2 minutes late: not started, the folds done count (partial)
+    now[0] = s.step_deadline() - 100.0  # even cut to half its steps it would end late: not started (partial)
     assert watch.on_unit(job, _unit(220.0))
-    assert "the next would end 2:00 after the step deadline" in watch.stopped["auto-small-1"]
+    assert "the next, even cut to 50% of its steps, would end 0:10 after" in watch.stopped["auto-small-1"]
+
+
+def test_units_after_the_first_are_sized_to_the_time_left_and_record_the_steps_they_trained(tmp_path, synth):
+    """The first unit measures; a unit that starts when its run's size would end late trains
+    fewer steps (at least half), recorded in its summary: the speed error is absorbed, not thrown."""
+    from fmnist_kaggle.runs.driver import drive, prepare_run
+    from fmnist_kaggle.runs.executors import make_executor
+    from fmnist_kaggle.search.autopilot.watch import Watch
+
+    now = [0.0]
+    s = _session(tmp_path, synth, 600.0, now)
+    watch = Watch(s)
+    cfg = s.entries[0].config(8, 40)  # 200 steps a unit: above MIN_STEPS when cut in half
+    s.menu.book.put_probe([(cfg, Throughput(100.0, 400.0, "cpu", "float32", 0.5))])
+    job = SimpleNamespace(rd=SimpleNamespace(name="auto-small-1"), cfg=cfg)
+    nominal = cfg.total_steps(s.shape().train_rows)
+    assert watch.unit_steps(job, cfg) == nominal  # no unit of the run yet: the first measures the machine
+    watch.unit_times["auto-small-1"] = [60.0]
+    now[0] = s.time.training_deadline(0) - 1e6
+    assert watch.unit_steps(job, cfg) == nominal  # plenty of time: the run's size
+    speed = s.menu.book.get(cfg)
+    whole = units_seconds(cfg, speed, s.shape(), 1, nominal)
+    now[0] = s.time.training_deadline(0) - 0.8 * whole  # four fifths of the unit's time are left
+    sized = watch.unit_steps(job, cfg)
+    assert nominal / 2 <= sized < nominal and units_seconds(cfg, speed, s.shape(), 1, sized) <= 0.8 * whole
+
+    real = __import__("fmnist_kaggle").build_config(**_CFG, max_steps=0)
+    run = prepare_run(synth, real, "sized", tmp_path)
+    run.size = lambda c: 7  # every unit cut to 7 steps (as the watch would when time is short)
+    with make_executor("local", progress=False) as ex:
+        drive(ex, iter([run]), progress=False)
+    summary = json.loads((tmp_path / "oof/sized/fold_1/seed_0.json").read_text())
+    assert summary["steps"] == 7 and summary["sized_to_time"] is True
 
 
 def test_a_busy_probe_does_not_refuse_a_budget_and_a_refusal_names_a_limit_that_is_then_accepted(tmp_path, synth):
@@ -132,7 +165,7 @@ def test_a_busy_probe_does_not_refuse_a_budget_and_a_refusal_names_a_limit_that_
         return policy.cheapest(probed(s, ips), s.budget())[1]
 
     ips = 200.0
-    while cheapest_need(ips) < 8 * seconds:  # a probe in a busy minute read 10x slow: the cheapest run needs 8x
+    while cheapest_need(ips) < 5 * seconds:  # a probe in a busy minute read 10x slow: the cheapest run needs 5-7.5x
         ips /= 1.5
     options = probed(s, ips)
     assert policy.best_purchase(options, s.budget(), seconds, s.frontier) is None

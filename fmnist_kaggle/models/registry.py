@@ -143,12 +143,14 @@ def is_users(name: str) -> bool:
     )
 
 
-def check_built(model: object, name: str, num_classes: int) -> None:
+def check_built(model: object, name: str, num_classes: int, forward: bool = True) -> None:
     """A user's model, checked before anything trains: an `nn.Module` whose forward pass on two
-    28x28 images gives finite (2, num_classes) logits; else one line naming the model and what
-    was wrong."""
+    28x28 images gives finite (2, num_classes) logits (`forward`); else one line naming the model
+    and what was wrong."""
     if not isinstance(model, nn.Module):
         raise FkaggleError(f"model {name}: its factory returned {type(model).__name__}, not a torch.nn.Module")
+    if not forward:
+        return
     was = model.training
     model.eval()
     try:

@@ -113,8 +113,8 @@ def check_model(cfg: TrainConfig, num_classes: int, device: bool = True, forward
         if not users:
             raise
         raise FkaggleError(f"model {cfg.model}: its factory failed: {_first_line(exc)}") from None
-    if users and forward:  # before any unit trains and before anything is written
-        check_built(model, cfg.model, num_classes)
+    if users:  # before any unit trains and before anything is written
+        check_built(model, cfg.model, num_classes, forward)
     return count_params(model)
 
 
@@ -333,6 +333,7 @@ class RunJob:
     units: list[tuple[int, int]]  # unfinished (fold, seed)
     tag: Any = None  # the caller's (a sweep's trial)
     deadline: Deadline | None = None  # what its units obey where they train here (the driver's if None)
+    size: Callable[[TrainConfig], int] | None = None  # steps a unit starting now may take (the autopilot's)
     failures: list[str] = field(default_factory=list)
     outstanding: int = 0  # units submitted and not back yet
     cancelled: int = 0  # units a deadline stopped
@@ -596,8 +597,8 @@ class _DriveLoop:
                 self.finish(job)
             for fold, seed in job.units:
                 unit = Unit(job.rd.name, job.cfg, job.data, fold, seed, job.rd.fold(fold).checkpoint(seed))
-                if self.executor.trains_here:  # a closure over the session: never sent to workers
-                    unit.deadline = job.deadline or self.deadline
+                if self.executor.trains_here:  # closures over the session: never sent to workers
+                    unit.deadline, unit.size = job.deadline or self.deadline, job.size
                 self.executor.submit(unit)
                 self.pending[id(unit)] = job
                 job.outstanding += 1

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from fmnist_kaggle import metrics
-from fmnist_kaggle.data.images import load_images
+from fmnist_kaggle.data.images import from_arrays, load_images
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.runs.store import DERIVED, Run, data_options, load_fold_model, load_run
 from fmnist_kaggle.storage.artifacts import utc_now, write_array
@@ -74,8 +74,6 @@ def predict_arrays(
     """New images as arrays (uint8 0..255 or floats 0..1; (N, 28, 28), (N, 784) or (N, 28, 28, 1))
     -> (class probabilities (N, K), the class values as written), from the run's models (several
     runs: their probabilities averaged). Bad arrays are one `DataError`."""
-    from fmnist_kaggle.data.images import from_arrays
-
     runs = [r if isinstance(r, Run) else load_run(r, workdir) for r in (ref if isinstance(ref, list) else [ref])]
     values = tuple(runs[0].manifest["data"]["label_values"])
     if any(tuple(r.manifest["data"]["label_values"]) != values for r in runs):

@@ -42,9 +42,11 @@ def train_unit(
     progress: bool = False,
     desc: str = "",
     deadline: Deadline | None = None,
+    resized: bool = False,
 ) -> UnitResult:
     """Train one seed on one fold and predict its held-out rows and the test set (fp32).
-    `deadline`: what the training steps obey (fit's DeadlineReached and UnitLate)."""
+    `deadline`: what the steps obey (DeadlineReached, UnitLate). `resized`: `cfg` is its run's cut
+    to fewer steps (recorded in its summary and checkpoint tag: it resumes only as it began)."""
     import torch
 
     from fmnist_kaggle.training.device import resolve_device
@@ -73,7 +75,7 @@ def train_unit(
         desc=desc,
         train_w=w,
         deadline=deadline,
-        checkpoint_tag={"identity": data.identity, "fold": fold, "seed": seed},
+        checkpoint_tag=_tag(data, fold, seed, cfg.max_steps if resized else None),
     )
     device = resolve_device(cfg.device)
     times = result.times
@@ -94,11 +96,19 @@ def train_unit(
         "fold": fold,
         "seed": seed,
         **result.summary(),
+        "steps": cfg.total_steps(len(x)),  # optimizer steps it trained (a unit sized to the time left: fewer)
+        **({"sized_to_time": True} if resized else {}),
         "host": platform.node(),
         "unit_seconds": round(time.perf_counter() - t0, 1),
         "finished": utc_now(),
     }
     return UnitResult(fold, seed, val, test, buf.getvalue(), result.history, summary)
+
+
+def _tag(data: TrainingData, fold: int, seed: int, max_steps: int | None) -> dict[str, Any]:
+    """What a unit's checkpoint belongs to: the run, the fold, the seed (and a size of its own)."""
+    tag = {"identity": data.identity, "fold": fold, "seed": seed}
+    return {**tag, "max_steps": max_steps} if max_steps is not None else tag
 
 
 def _writable(a: np.ndarray) -> np.ndarray:

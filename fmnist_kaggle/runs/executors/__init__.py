@@ -9,7 +9,9 @@ defines `make(address, cpus_per_task, progress) -> Executor`; adding one is addi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -39,6 +41,22 @@ class Unit:
     # the deadline its steps obey and the pace check of its run (an executor that trains here
     # stops the unit at it: DeadlineReached, UnitLate). Never sent to workers.
     deadline: Deadline | None = None
+    # the steps a unit starting now may take, given its run's (an executor that trains here asks
+    # as the unit starts: the autopilot's units measure the machine and the next ones follow)
+    size: Callable[[TrainConfig], int] | None = None
+
+    def sized(self) -> TrainConfig:
+        """The config this unit trains with: its run's, or cut to fewer optimizer steps when it
+        starts afresh and its run's would end after the deadline (a unit with a checkpoint
+        resumes as it began: the run's size)."""
+        if self.size is None or (self.checkpoint is not None and self.checkpoint.exists()):
+            return self.cfg
+        rows = len(self.data.split(self.fold)[0])
+        steps, nominal = self.size(self.cfg), self.cfg.total_steps(rows)
+        if steps >= nominal:
+            return self.cfg
+        spe = self.cfg.steps_per_epoch(rows)
+        return replace(self.cfg, epochs=math.ceil(steps / spe), max_steps=steps).validate()
 
     def __str__(self) -> str:
         return f"{self.run} fold {self.fold} seed {self.seed}"

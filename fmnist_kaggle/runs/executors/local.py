@@ -48,8 +48,9 @@ class LocalExecutor:
         if deadline is None and timeout is not None:
             deadline = Deadline.after(timeout)
         try:
+            cfg = unit.sized()
             result = train_unit(
-                unit.cfg,
+                cfg,
                 unit.data,
                 unit.fold,
                 unit.seed,
@@ -57,6 +58,7 @@ class LocalExecutor:
                 progress=self.progress,
                 desc=f"[{unit.run} f{unit.fold} s{unit.seed}]",
                 deadline=deadline,
+                resized=cfg is not unit.cfg,
             )
         except UnitLate as exc:
             return unit, UnitLate(f"{unit}: {exc}", exc.images_per_s, exc.late_s)

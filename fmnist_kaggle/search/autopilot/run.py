@@ -58,7 +58,7 @@ def run_auto(comp: Competition, settings: AutoSettings, executor: Executor | Non
         except KeyboardInterrupt:  # the session's wall time is kept; the same command resumes
             state.save()
             raise
-        state.extra.setdefault("stopped", watch.deadline_reason())  # the deadline, not the policy, ended it
+        state.extra.setdefault("stopped", session.deadline_reason())  # the deadline, not the policy, ended it
     return conclude(session)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from fmnist_kaggle.data.competition import Competition
 from fmnist_kaggle.data.folds import check_folds
-from fmnist_kaggle.durations import duration_arg
+from fmnist_kaggle.durations import duration, duration_arg
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.models import check_model_size
 from fmnist_kaggle.runs.driver import RunJob
@@ -100,6 +100,14 @@ class Session:
         (what its units measure buys the rest); after, all of `seconds`."""
         first = not self.time.calibrated and not self.state.scored_runs() and not self.active
         return self.time.first_share(seconds) if first else seconds
+
+    def deadline_reason(self) -> str:
+        """Why the session stopped buying when the deadline, not the policy, ended it."""
+        at = self.step_deadline() - self.clock.start
+        return (
+            f"the training deadline ({duration(at)} into the session) came while a run trained; "
+            f"{self.reserve():.0f} s were kept for choosing and writing"
+        )
 
     def limit_for(self, need_s: float) -> float:
         return self.time.limit_for(need_s, self.complete())

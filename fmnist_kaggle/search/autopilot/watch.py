@@ -20,11 +20,11 @@ from fmnist_kaggle.runs.driver import RunJob
 from fmnist_kaggle.runs.store import assemble
 from fmnist_kaggle.runs.unit import UnitResult
 from fmnist_kaggle.search.autopilot import policy
-from fmnist_kaggle.search.autopilot.policy import Purchase
 from fmnist_kaggle.search.autopilot.session import Session
+from fmnist_kaggle.training.config import TrainConfig
 from fmnist_kaggle.training.deadline import UnitLate
-from fmnist_kaggle.training.estimate import Throughput, unit_seconds
-from fmnist_kaggle.training.timing import PROBE_SLOW, UNIT_NOISE, lateness
+from fmnist_kaggle.training.estimate import MIN_STEPS, Throughput, most_steps, unit_seconds, units_seconds
+from fmnist_kaggle.training.timing import MIN_UNIT_SHARE, PROBE_SLOW, lateness
 
 log = logging.getLogger(__name__)
 REBUY_MARGIN = 0.003  # expected held-out accuracy a run sized anew must gain over finishing the one training
@@ -40,12 +40,32 @@ class Watch:
         self.stopped: dict[str, str] = {}
 
     def start(self, job: RunJob) -> RunJob:
-        """A run starts (or resumes) training: its units obey the session's deadline and pace."""
+        """A run starts (or resumes) training: its units obey the session's deadline and pace, and
+        each one after its first is sized to the time left as it starts (`unit_steps`)."""
         s = self.s
         s.started_at[job.rd.name] = s.clock.now()
         s.active.append(job)
         job.deadline = s.deadline().with_pace(partial(self.late_by, job))
+        job.size = partial(self.unit_steps, job)
         return job
+
+    def unit_steps(self, job: RunJob, cfg: TrainConfig) -> int:
+        """The optimizer steps a unit of `job` starting now may take: its run's, or fewer so it ends
+        by the training deadline at the speed its run's units measured (a speed error is absorbed
+        by the units after the first, never by throwing one away); at least MIN_UNIT_SHARE of
+        its run's and MIN_STEPS."""
+        s, shape = self.s, self.s.shape()
+        nominal, speed = cfg.total_steps(shape.train_rows), self.speed_of(job)
+        if s.executor.capacity > 1 or speed is None or not self.unit_times.get(job.rd.name):
+            return nominal  # the first unit measures the machine
+        left = s.time.training_deadline(s.complete()) - s.clock.now()
+        fits = lambda n: units_seconds(cfg, speed, shape, 1, n) * s.time.calibration <= left  # noqa: E731
+        if fits(nominal):
+            return nominal
+        sized = most_steps(min(nominal, max(MIN_STEPS, math.ceil(MIN_UNIT_SHARE * nominal))), nominal, fits)
+        if sized is not None:
+            log.info(f"{s.clock} {job.rd.name}: its next unit sized to {sized} of {nominal} steps to end in time")
+        return sized or nominal
 
     def speed_of(self, job: RunJob) -> Throughput | None:
         """The kept speed of the run's setup (None: never measured here)."""
@@ -82,17 +102,6 @@ class Watch:
             return self.s.state.runs[job.rd.name].unit_estimate_s
         return unit_seconds(job.cfg, speed, shape.train_rows, shape.val_rows, shape.test_rows)
 
-    def only_hope(self) -> bool:
-        """No run is scored (complete or partial) and nothing smaller would fit: the run training now
-        is never stopped early."""
-        return not self.s.state.scored_runs() and self.smaller_run_fits() is None
-
-    def smaller_run_fits(self) -> Purchase | None:
-        """What the time left would buy with the speeds measured so far (nothing is timed anew)."""
-        s = self.s
-        seconds = (s.clock.left() - s.reserve()) * (1 - s.time.safety())
-        return policy.best_purchase(s.menu.measured(), s.budget(slots=1), seconds, s.frontier)
-
     def on_unit(self, job: RunJob, result: UnitResult | UnitLate) -> bool:
         """A unit came back: correct the estimates; True stops the rest of its run (it would end
         too late and something smaller fits)."""
@@ -111,12 +120,12 @@ class Watch:
         if s.executor.capacity == 1 and left and self.rebuy(job, left * float(np.mean(times))):
             return True
         per_unit = float(np.mean(times))
-        late = lateness(s.clock.now(), 0.0, 1, per_unit, s.step_deadline())  # the next unit
-        if s.executor.capacity > 1 or not left or late <= UNIT_NOISE * per_unit:
-            return False  # it fits, or may (units vary): the deadline cuts it if it does not
+        late = lateness(s.clock.now(), 0.0, 1, MIN_UNIT_SHARE * per_unit, s.step_deadline())  # the next, cut
+        if s.executor.capacity > 1 or not left or late <= 0:
+            return False  # it fits, sized to the time left as it starts
         self.stopped[name] = (
-            f"stopped after {len(times)} unit(s): at {np.mean(times):.0f} s a unit, the next "
-            f"would end {duration(late)} after the step deadline"
+            f"stopped after {len(times)} unit(s): at {np.mean(times):.0f} s a unit, the next, even cut to "
+            f"{MIN_UNIT_SHARE:.0%} of its steps, would end {duration(late)} after the step deadline"
         )
         log.warning(f"{s.clock} {name}: {self.stopped[name]}; its finished folds count (partial)")
         return True
@@ -218,10 +227,3 @@ class Watch:
         )
         log.info(f"{s.clock} {job.rd.name}: complete, CV accuracy {cv['acc']:.4f}")
         self.on_complete()
-
-    def deadline_reason(self) -> str:
-        at = self.s.step_deadline() - self.s.clock.start
-        return (
-            f"the training deadline ({duration(at)} into the session) came while a run trained; "
-            f"{self.s.reserve():.0f} s were kept for choosing and writing"
-        )
