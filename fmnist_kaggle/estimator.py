@@ -55,8 +55,10 @@ class FoldClassifier(ClassifierMixin, BaseEstimator):
                 self.settings[key] = value
         return self
 
-    def fit(self, X: Any, y: Any) -> FoldClassifier:
-        comp = competition_from_arrays(X, y, name="fold-classifier")
+    def fit(self, X: Any, y: Any, X_test: Any = None, y_test: Any = None) -> FoldClassifier:
+        """Train the k-fold run on X, y; with `X_test` (and `y_test`), the run also predicts the
+        competition's test images, so `fk.make_submission` can submit it."""
+        comp = competition_from_arrays(X, y, X_test, y_test, name="fold-classifier")
         cfg = api.build_config(recipe=self.recipe, folds=self.folds, **self.settings)
         train = comp.train_set
         name = self.run or f"fc-{train.fingerprint()[:8]}-{default_run_name(cfg).rsplit('-', 1)[-1]}"

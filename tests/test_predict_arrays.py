@@ -39,7 +39,7 @@ def test_fk_predict_on_the_official_test_images_matches_fkaggle_predict(tmp_path
     for bad, said in (
         (np.zeros((4, 27, 27)), "expected 784"),
         (np.full((4, 28, 28), np.nan), "NaN"),
-        (np.full((4, 28, 28), 300.0), "0..255"),
+        (np.full((4, 28, 28), 300.0), "above 255"),
     ):
         with pytest.raises(fk.DataError, match=said):
             fk.predict("r", bad, workdir=tmp_path)

@@ -41,7 +41,7 @@ def test_good_file_is_valid_and_uses_original_labels(comp):
         (lambda ls: [ls[0], "1,0"] + ls[2:], "label(s) outside"),
         (lambda ls: [ls[0], "1,"] + ls[2:], "blank id/label"),
         (lambda ls: [ls[0], "1,2,3"] + ls[2:], "without exactly 2 fields"),
-        (lambda ls: ls[:1] + ["999,1"] + ls[2:], "ids differ from the test set (1 missing, 1 unknown)"),
+        (lambda ls: ls[:1] + ["999,1"] + ls[2:], "ids differ from the test set (1 missing, 1 unknown: missing"),
     ],
 )
 def test_each_problem_is_reported(comp, mutate, fragment):

@@ -136,11 +136,9 @@ def _memory_bytes() -> int:
 def is_users(name: str) -> bool:
     """A model of the user's own (`module:factory`, or registered from outside this package)."""
     factory = _MODELS.get(name)
-    return (
-        ":" in name
-        and not name.startswith("timm:")
-        or (factory is not None and not getattr(factory, "__module__", "").startswith("fmnist_kaggle."))
-    )
+    if ":" in name and not name.startswith("timm:"):
+        return True
+    return factory is not None and not (getattr(factory, "__module__", None) or "").startswith("fmnist_kaggle.")
 
 
 def check_built(model: object, name: str, num_classes: int, forward: bool = True) -> None:

@@ -61,6 +61,11 @@ def require_same(named: list[tuple[str, dict[str, Any]]], keys: tuple[str, ...] 
 def require_test_file(name: str, identity: dict[str, Any], test_fingerprint: str | None, test_path: Any) -> None:
     """A run's test predictions belong to the test file a submission is made for."""
     recorded = identity.get("test_fingerprint")
+    if recorded is None and test_fingerprint:  # trained without a test file: nothing to submit
+        raise FkaggleError(
+            f"run {name} was trained without a test file, so it has no test predictions: "
+            f"`fkaggle predict {name} --test {test_path}` predicts this one"
+        )
     if recorded and test_fingerprint and recorded != test_fingerprint:
         raise FkaggleError(
             f"run {name} predicted a different test file than {test_path}; pass --test "
