@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from fmnist_kaggle import tracking
+from fmnist_kaggle.console import BarSafeHandler
 from fmnist_kaggle.data.competition import (
     Competition,
     competition_from_arrays,
@@ -79,8 +80,7 @@ def _progress(progress: bool) -> Iterator[None]:
     if not progress or logger.handlers or printing:  # the caller's own logging prints them already
         yield
         return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler = BarSafeHandler()
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)

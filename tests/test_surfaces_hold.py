@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +169,33 @@ def test_validate_names_the_missing_and_unknown_ids(tmp_path, synth):
     said = res.stdout + res.stderr
     assert res.returncode != 0 and f"missing '{gone}'" in said and "unknown '99999'" in said, said
     assert os.path.exists(tmp_path / "submissions/v.csv")
+
+
+def test_on_a_terminal_log_lines_start_on_their_own_line_not_on_a_progress_bar(tmp_path, synth):
+    """stderr a real terminal (a pty): bars draw, and every log line starts at a line's start."""
+    import pty
+    import subprocess
+
+    primary, secondary = pty.openpty()
+    args = ["fold-train", *_data(synth), *TINY[:-1], "--epochs", "2", "--run", "tty"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fmnist_kaggle.cli", *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=secondary
+    )
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            data = os.read(primary, 65536)
+        except OSError:  # the terminal closed: the command ended
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(primary)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0 and "%|" in screen, screen[-500:]  # progress bars were drawn
+    for line in screen.replace("\r\n", "\n").split("\n"):
+        if "fold 0: acc" in line or "fold 1: acc" in line:
+            shown = line.split("\r")[-1].lstrip()  # what the terminal shows after the last carriage return
+            assert shown.startswith("fold "), repr(line)

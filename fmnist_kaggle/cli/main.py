@@ -19,6 +19,7 @@ from fmnist_kaggle import registry
 from fmnist_kaggle._version import __version__
 from fmnist_kaggle.cli import commands
 from fmnist_kaggle.cli.common import start_tracking
+from fmnist_kaggle.console import BarSafeHandler
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.storage import files
 
@@ -37,8 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _setup_logging(args: argparse.Namespace) -> None:
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler = BarSafeHandler()  # a log line never starts on a progress bar's line
     root = logging.getLogger("fmnist_kaggle")
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -41,6 +41,13 @@ def _rank(row: dict[str, Any]) -> tuple:
     return (row.get("cv_acc") is None, -(row.get("cv_acc") or 0.0), row["run"])
 
 
+def _fold_seconds(fold: dict[str, Any]) -> float:
+    """A fold's whole time (training, validating, predicting, setup, checkpoints, writes: what the
+    autopilot's wall minutes count too), or its training loop's where the phases are not recorded."""
+    times = fold.get("times") or {}
+    return float(sum(times.values())) if times else float(fold.get("seconds") or 0)
+
+
 def _run_row(ws: Workspace, name: str) -> dict[str, Any]:
     rd = ws.run(name)
     try:
@@ -49,7 +56,7 @@ def _run_row(ws: Workspace, name: str) -> dict[str, Any]:
         assembled = rd.assembled(m)
         cv = m.get("cv") if assembled else None
         per_fold = [f["acc"] for f in (cv or {}).get("per_fold", [])]
-        seconds = sum(float(f.get("seconds") or 0) for f in m["fold_metrics"])
+        seconds = sum(_fold_seconds(f) for f in m["fold_metrics"])
         done = data["folds"] if predicted_from(m) else sum(s == "done" for s in m["fold_status"].values())
         state = (
             f"predicted from {predicted_from(m)}"
