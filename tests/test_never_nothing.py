@@ -85,7 +85,8 @@ def _session(tmp_path, synth, limit: float, now: list[float]):
 
 
 def _unit(seconds: float, ips: float = 500.0):
-    return SimpleNamespace(summary={"unit_seconds": seconds, "images_per_s": ips, "times": {}}, fold=0)
+    times = {"train": 0.9 * seconds, "setup": 0.1 * seconds}  # training, and what does not shrink with the steps
+    return SimpleNamespace(summary={"unit_seconds": seconds, "images_per_s": ips, "times": times}, fold=0)
 
 
 def test_a_projected_overrun_of_seconds_discards_no_unit_and_a_run_is_cut_only_before_a_unit_that_cannot_end(
@@ -108,9 +109,9 @@ def test_a_projected_overrun_of_seconds_discards_no_unit_and_a_run_is_cut_only_b
     job.outstanding = 1
     now[0] = s.step_deadline() - 207.0  # the last unit (220 s) would end 13 s after the step deadline:
     assert not watch.on_unit(job, _unit(220.0))  # within a unit's noise, it starts (the deadline cuts it if late)
-    now[0] = s.step_deadline() - 100.0  # even cut to half its steps it would end late: not started (partial)
+    now[0] = s.step_deadline() - 100.0  # even cut to half its steps (121 s) it would end late: not started
     assert watch.on_unit(job, _unit(220.0))
-    assert "the next, even cut to 50% of its steps, would end 0:10 after" in watch.stopped["auto-small-1"]
+    assert "the next, even cut to 50% of its steps, would end 0:21 after" in watch.stopped["auto-small-1"]
 
 
 def test_units_after_the_first_are_sized_to_the_time_left_and_record_the_steps_they_trained(tmp_path, synth):

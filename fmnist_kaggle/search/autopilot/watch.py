@@ -119,12 +119,14 @@ class Watch:
         left = job.outstanding
         if s.executor.capacity == 1 and left and self.rebuy(job, left * float(np.mean(times))):
             return True
-        per_unit = float(np.mean(times))
-        late = lateness(s.clock.now(), 0.0, 1, MIN_UNIT_SHARE * per_unit, s.step_deadline())  # the next, cut
+        # the next unit at its least: only its training shrinks (setup, validation, predictions do not),
+        # judged by the latest unit (a machine that got busy shows there first)
+        shortest = max(float(np.mean(times)), times[-1]) - (1 - MIN_UNIT_SHARE) * float(spent.get("train", 0.0))
+        late = lateness(s.clock.now(), 0.0, 1, shortest, s.step_deadline())
         if s.executor.capacity > 1 or not left or late <= 0:
             return False  # it fits, sized to the time left as it starts
         self.stopped[name] = (
-            f"stopped after {len(times)} unit(s): at {np.mean(times):.0f} s a unit, the next, even cut to "
+            f"stopped after {len(times)} unit(s): at {times[-1]:.0f} s a unit, the next, even cut to "
             f"{MIN_UNIT_SHARE:.0%} of its steps, would end {duration(late)} after the step deadline"
         )
         log.warning(f"{s.clock} {name}: {self.stopped[name]}; its finished folds count (partial)")
