@@ -18,7 +18,8 @@ from sklearn.utils.validation import check_is_fitted
 from fmnist_kaggle import api
 from fmnist_kaggle.data.competition import competition_from_arrays
 from fmnist_kaggle.durations import parse_duration
-from fmnist_kaggle.runs.driver import default_run_name, train_folds
+from fmnist_kaggle.runs.driver import train_folds
+from fmnist_kaggle.runs.folder import default_run_name
 from fmnist_kaggle.runs.predict import predict_arrays
 from fmnist_kaggle.training.deadline import Deadline
 

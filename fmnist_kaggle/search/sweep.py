@@ -24,8 +24,9 @@ import numpy as np
 from fmnist_kaggle.data.competition import Competition
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.plots import sweep_scores
-from fmnist_kaggle.runs.driver import RunJob, announce_plan_estimate, drive, failure_message, prepare_run
+from fmnist_kaggle.runs.driver import RunJob, drive, failure_message, prepare_run
 from fmnist_kaggle.runs.executors import Executor, make_executor
+from fmnist_kaggle.runs.sizing import announce_plan_estimate
 from fmnist_kaggle.storage import atomic, csvfile
 from fmnist_kaggle.storage.layout import Workspace
 from fmnist_kaggle.training.config import FIELDS, TrainConfig, parse_value, to_toml
