@@ -57,9 +57,14 @@ def first_despite_probe(s: Session, seconds: float) -> Purchase | None:
     if cheapest is None or not s.time.doubted_fit(cheapest[1], seconds):
         return None
     opt, need = cheapest
+    why = (
+        f"it fits the {max(0, seconds):.0f} s available, though not the first purchase's safe share"
+        if need <= seconds
+        else f"{max(0, seconds):.0f} s are available, and a busy moment reads slow"
+    )
     log.warning(
-        f"{s.clock} the probe says the cheapest run needs ~{need:.0f} s and {max(0, seconds):.0f} s are "
-        "available: a busy moment reads slow, so it is bought anyway and its first unit measures the machine"
+        f"{s.clock} the probe says the cheapest run needs ~{need:.0f} s; {why}: it is bought at its fewest "
+        "steps and its first unit measures the machine"
     )
     return policy.shortest_purchase(opt, s.budget())
 
