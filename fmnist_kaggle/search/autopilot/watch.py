@@ -114,8 +114,8 @@ class Watch:
         fixed = sum(spent.get(k, 0.0) for k in ("setup", "checkpoint", "write"))
         self.correct(job, float(result.summary.get("images_per_s", 0.0)), fixed or None)
         estimate = self.unit_estimate(job)
-        if estimate:
-            s.time.calibrate(np.mean(times) / estimate)
+        if estimate:  # the latest unit: a busy first minute must not slow every estimate after it
+            s.time.calibrate(times[-1] / estimate)
         left = job.outstanding
         if s.executor.capacity == 1 and left and self.rebuy(job, left * float(np.mean(times))):
             return True
