@@ -211,6 +211,8 @@ def test_a_short_limit_probes_only_the_widths_it_could_buy(tmp_path, synth):
     s.clock.limit = 3600.0  # an hour buys every width: the rest are timed (the kept ones are not timed again)
     s.menu.candidates(s.buyable(), s.affordable(s.available()))
     assert sorted(first + timed) == sorted(every)
+    probes = {rec["probe"] for rec in s.menu.book.kept.values()}
+    assert len(probes) == 1  # the looks of one session are siblings: a unit's correction reaches every width
 
 
 _HOLD = """

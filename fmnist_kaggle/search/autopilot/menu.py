@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from fmnist_kaggle.search.autopilot.policy import Option
-from fmnist_kaggle.search.autopilot.speeds import SpeedBook, sample
+from fmnist_kaggle.search.autopilot.speeds import SpeedBook, new_probe_id, sample
 from fmnist_kaggle.search.portfolio import Entry
 from fmnist_kaggle.training.config import TrainConfig
 from fmnist_kaggle.training.estimate import Throughput
@@ -34,6 +34,7 @@ class Menu:
         self._book: SpeedBook | None = None
         self.options: dict[tuple[str, int | None], Option] = {}
         self.failed: set[tuple[str, int | None]] = set()
+        self.probe_id: str | None = None
 
     @property
     def book(self) -> SpeedBook:
@@ -65,7 +66,8 @@ class Menu:
         if todo:
             cfgs = [self.config(e, w) for e, w in todo]
             speeds = self.measure(cfgs)
-            self.book.put_probe(zip(cfgs, speeds, strict=True))
+            self.probe_id = self.probe_id or new_probe_id()  # this session's looks: corrected together
+            self.book.put_probe(zip(cfgs, speeds, strict=True), self.probe_id)
             for (e, w), speed in zip(todo, speeds, strict=True):
                 log.info(
                     f"{self.where()} {e.name}{f' width {w}' if w else ''}: {speed.train_ips:,.0f} training img/s, "

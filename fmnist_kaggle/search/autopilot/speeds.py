@@ -97,10 +97,11 @@ class SpeedBook:
         looked_before = str(rec.get("at", "")) < self.opened
         return rec.get("source") == "probe" and int(rec.get("looks", 1)) < LOOKS and looked_before
 
-    def put_probe(self, measured: Iterable[tuple[TrainConfig, Throughput]]) -> None:
-        """One interleaved probe's speeds (they share its id); a speed probed before keeps the
-        faster of its looks."""
-        probe = f"{utc_now()} {secrets.token_hex(4)}"  # unique: two probes in one second are not siblings
+    def put_probe(self, measured: Iterable[tuple[TrainConfig, Throughput]], probe: str | None = None) -> None:
+        """One interleaved probe's speeds (they share its id, or `probe`: the looks one session
+        takes in stages are siblings, corrected together); a speed probed before keeps the faster
+        of its looks."""
+        probe = probe or new_probe_id()
         for cfg, speed in measured:
             new = {**speed.to_dict(), "source": "probe", "probe": probe, "looks": 1}
             old = self.kept.get(cfg.speed_key())
@@ -148,6 +149,10 @@ class SpeedBook:
         scaled_predict = round(rec["predict_ips"] * factor, 1)
         self._put(cfg, {**rec, "train_ips": round(unit_train_ips, 1), "predict_ips": scaled_predict, "source": "unit"})
         return factor
+
+
+def new_probe_id() -> str:
+    return f"{utc_now()} {secrets.token_hex(4)}"  # unique: two probes in one second are not siblings
 
 
 def sample(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
