@@ -34,7 +34,9 @@ CALIBRATION_RANGE = (0.5, 3.0)  # a unit's time over its estimate, trusted withi
 MIN_UNIT_SHARE = 0.5  # of its run's steps, the least a unit sized to the time left trains (else not started)
 PROBE_SLOW = 0.67  # a first unit under this share of its estimate: the probe read the machine slow
 FIRST_SLOWDOWN = 3.0  # the first purchase ends even if the machine is this much slower than probed
-PROBE_DOUBT = 10.0  # a probe in a busy minute read 10x slow (210 vs 2,419 img/s, two busy threads on 2 cores)
+# a probe beside two busy threads on 2 cores read 210-229 img/s, 10-20x below the units that then trained
+# beside the same load (1,030-2,554 img/s): a refusal needs the cheapest run to exceed this many times the time left
+PROBE_DOUBT = 20.0
 
 
 @dataclass
