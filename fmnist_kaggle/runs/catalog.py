@@ -11,6 +11,7 @@ import numpy as np
 
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.models import count_params, create_model, list_models, report_classes
+from fmnist_kaggle.models.registry import is_users
 from fmnist_kaggle.runs.store import status
 from fmnist_kaggle.storage.layout import Workspace
 from fmnist_kaggle.training.config import build_config
@@ -66,7 +67,10 @@ def model_rows(
             "measured_on": measured.get("device"),
         }
 
-    models = [row(name, {}, classes or report_classes(name)) for name in list_models()]
+    own = {
+        name for name in list_models() if is_users(name)
+    }  # a user's factory named in this process: not the catalog's
+    models = [row(name, {}, classes or report_classes(name)) for name in list_models() if name not in own]
     recipes = [
         {"recipe": name, **row(r["model"], r.get("model_kwargs", {}), classes or 10)}
         for name, r in ((n, get_recipe(n).settings) for n in recipe_names())
