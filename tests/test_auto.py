@@ -96,7 +96,7 @@ def test_a_tiny_budget_is_honoured_and_ends_in_a_validated_honest_submission(ws)
 def test_a_budget_too_small_is_refused_in_one_line_and_nothing_is_written(ws):
     cwd, data = ws
     huge = cwd / "huge.toml"
-    huge.write_text('[[entry]]\nname = "long"\ntrain = { model = "lenet5", epochs = 5000 }\nmin_epochs = 5000\n')
+    huge.write_text('[[entry]]\nname = "long"\ntrain = { model = "lenet5", epochs = 100000 }\nmin_epochs = 100000\n')
     before = sorted(p.name for p in cwd.iterdir())
     res, _ = auto(cwd, data, "--time-limit", "3s")
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "leaves nothing to train" in res.stderr, res.stderr
