@@ -170,13 +170,13 @@ def test_a_busy_probe_does_not_refuse_a_budget_and_a_refusal_names_a_limit_that_
         ips /= 1.5
     options = probed(s, ips)
     assert policy.best_purchase(options, s.budget(), seconds, s.frontier) is None
-    bought = first_despite_probe(s, seconds)  # bought anyway: its first unit measures the machine
+    bought = first_despite_probe(s, options, seconds)  # bought anyway: its first unit measures the machine
     assert bought is not None and bought.steps == policy.fewest_steps(bought.option, s.budget())
 
     while cheapest_need(ips) < 21 * seconds:  # no busy moment explains this: refused, naming a limit
         ips /= 1.5
-    probed(s, ips)
-    assert first_despite_probe(s, seconds) is None
+    options = probed(s, ips)
+    assert first_despite_probe(s, options, seconds) is None
     said = s.too_short()
     limit = parse_duration(re.findall(r"--time-limit (\d+[sm])", said)[-1])
     again = _session(tmp_path / "again", synth, limit, [0.0])

@@ -18,6 +18,7 @@ from fmnist_kaggle._version import __version__
 from fmnist_kaggle.data.competition import Competition
 from fmnist_kaggle.data.folds import load_or_make_folds
 from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.runs.executors import first_line
 from fmnist_kaggle.runs.identity import identity_diff
 from fmnist_kaggle.runs.pseudo import pseudo_labels
 from fmnist_kaggle.runs.store import fold_state, read_seed
@@ -90,19 +91,14 @@ def check_model(cfg: TrainConfig, num_classes: int, device: bool = True, forward
     except FkaggleError:
         raise
     except (RuntimeError, ValueError, TypeError, OverflowError) as exc:  # e.g. a negative width: one line
-        raise FkaggleError(f"model {cfg.model} with {cfg.model_kwargs}: {_first_line(exc)}") from None
+        raise FkaggleError(f"model {cfg.model} with {cfg.model_kwargs}: {first_line(exc)[:300]}") from None
     except Exception as exc:  # noqa: BLE001  (a user's factory may raise anything)
         if not users:
             raise
-        raise FkaggleError(f"model {cfg.model}: its factory failed: {_first_line(exc)}") from None
+        raise FkaggleError(f"model {cfg.model}: its factory failed: {first_line(exc)[:300]}") from None
     if users:  # before any unit trains and before anything is written
         check_built(model, cfg.model, num_classes, forward)
     return count_params(model)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def open_run(

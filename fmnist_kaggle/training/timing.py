@@ -107,10 +107,6 @@ class TimeModel:
         training (`busy_s`), less the safety share."""
         return (self.clock.left() - self.reserve(complete_runs) - busy_s) * (1 - self.safety())
 
-    def free(self, complete_runs: int) -> float:
-        """Seconds a run bought now may take when nothing else trains (the watch's what-ifs)."""
-        return self.available(complete_runs)
-
     def limit_for(self, need_s: float, complete_runs: int) -> float:
         """The --time-limit under which `need_s` seconds of training would be bought now: what has
         passed, the need with its safety share, and the reserve."""

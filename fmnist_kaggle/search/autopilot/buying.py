@@ -15,7 +15,7 @@ from fmnist_kaggle.durations import duration, duration_arg
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.runs.driver import RunJob, prepare_run
 from fmnist_kaggle.search.autopilot import policy
-from fmnist_kaggle.search.autopilot.policy import Purchase
+from fmnist_kaggle.search.autopilot.policy import Option, Purchase
 from fmnist_kaggle.search.autopilot.session import MAX_RUNS, Session, label
 from fmnist_kaggle.search.autopilot.state import OPEN, RunRecord
 from fmnist_kaggle.search.portfolio import HARDWARE, Entry
@@ -39,21 +39,21 @@ def jobs(s: Session, start: Start) -> Iterator[RunJob]:
         seconds = s.available()
         options = s.menu.candidates(s.buyable(), s.affordable(seconds))
         purchase = policy.best_purchase(options, s.budget(), s.safe_share(seconds), s.frontier)
-        purchase = purchase or first_despite_probe(s, seconds)
+        purchase = purchase or first_despite_probe(s, options, seconds)
         if purchase is None:
-            stop_buying(s, seconds)
+            stop_buying(s, options, seconds)
             return
         yield buy(s, start, purchase)
     s.state.extra["stopped"] = f"{MAX_RUNS} runs bought: choosing among more would cost more than they add"
 
 
-def first_despite_probe(s: Session, seconds: float) -> Purchase | None:
+def first_despite_probe(s: Session, options: list[Option], seconds: float) -> Purchase | None:
     """Before anything is scored, the probe may have read a busy minute: the cheapest run is
     bought at its fewest steps when it would fit at PROBE_DOUBT times the probed speed (its
     first unit measures the machine; a run that cannot finish is cut into a partial one)."""
     if s.state.scored_runs() or any(r.status == "training" for r in s.state.runs.values()):
         return None
-    cheapest = policy.cheapest(s.menu.candidates(s.buyable(), s.affordable(seconds)), s.budget())
+    cheapest = policy.cheapest(options, s.budget())
     if cheapest is None or not s.time.doubted_fit(cheapest[1], seconds):
         return None
     opt, need = cheapest
@@ -69,9 +69,9 @@ def first_despite_probe(s: Session, seconds: float) -> Purchase | None:
     return policy.shortest_purchase(opt, s.budget())
 
 
-def stop_buying(s: Session, seconds: float) -> None:
+def stop_buying(s: Session, options: list[Option], seconds: float) -> None:
     """Nothing fits what is left: say why (and refuse the session if it never started a run)."""
-    cheapest = policy.cheapest(s.menu.candidates(s.buyable(), s.affordable(seconds)), s.budget())
+    cheapest = policy.cheapest(options, s.budget())  # what the purchase was chosen from
     why = f"{max(0, seconds):.0f} s left to train (after the reserve of {s.reserve():.0f} s)"
     if cheapest is not None:
         opt, need = cheapest
