@@ -199,3 +199,13 @@ def test_on_a_terminal_log_lines_start_on_their_own_line_not_on_a_progress_bar(t
         if "fold 0: acc" in line or "fold 1: acc" in line:
             shown = line.split("\r")[-1].lstrip()  # what the terminal shows after the last carriage return
             assert shown.startswith("fold "), repr(line)
+
+
+def test_a_run_trained_without_a_test_file_is_refused_for_a_submission_in_one_line(tmp_path):
+    x, y = synthetic_images(20)
+    xt, _ = synthetic_images(5, seed=1)
+    cfg = fk.build_config(model="lenet5", folds=2, epochs=1, batch_size=16)
+    fk.fold_train(fk.load_competition(X=x, y=y), cfg, run="blind", workdir=tmp_path, progress=False)
+    with pytest.raises(FkaggleError, match="run blind was trained without a test file, so it has no test predictions"):
+        fk.make_submission(fk.load_competition(X=x, y=y, X_test=xt), ["blind"], name="s", workdir=tmp_path)
+    assert not (tmp_path / "submissions/s.csv").exists()
