@@ -4,6 +4,7 @@ does it buy (CV and official-test accuracy of the chosen submission)?
     python bench/auto.py --limits 5m,20m,60m [--workdir /tmp/auto-bench] [--device cuda] [--out results.json]
     python bench/auto.py --limits 2m --subset 800 --reference   # small data, beside a hand-run seed000_bncnn
     python bench/auto.py --limits 20m --noisy-start 60          # a busy process shares the CPU for the first minute
+    python bench/auto.py --limits 2m --noisy-start 1e9 --busy loops   # two busy processes throughout
     python bench/auto.py --limits 3m --inclass --sessions 2     # an in-class round: 5,000 rows, words, ids
     python bench/auto.py --limits 3m --inclass --code /path/to/other/checkout   # another version, same data
 
@@ -28,7 +29,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CODE = REPO  # the checkout whose fmnist_kaggle runs (--code: another version on the same data)
 DATA: list[str] = ["--competition", str(REPO / "competition/competition.toml")]  # --inclass: its own files
-BUSY = "import torch\ntorch.set_num_threads(2)\na = torch.randn(1024, 1024)\nwhile True:\n    a @ a\n"
+BUSY = {  # what shares the CPU with the session: one 2-thread matmul process, or two busy Python loops
+    "torch": ["import torch\ntorch.set_num_threads(2)\na = torch.randn(1024, 1024)\nwhile True:\n    a @ a\n"],
+    "loops": ["while 1: pass"] * 2,
+}
+BUSY_KIND = "torch"
 
 
 def fkaggle(*args: str) -> list[str]:
@@ -79,14 +84,15 @@ def run(
     cmd += ["--amp", amp] if amp else []
     env = {**os.environ, "PYTHONPATH": str(CODE)}
     t0 = time.monotonic()
-    busy = subprocess.Popen([sys.executable, "-c", BUSY]) if noisy_s else None
+    busy = [subprocess.Popen([sys.executable, "-c", code]) for code in BUSY[BUSY_KIND]] if noisy_s else []
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=workdir)
-    if busy is not None:
+    if busy:
         try:
             proc.wait(timeout=noisy_s)
         except subprocess.TimeoutExpired:
             pass
-        busy.kill()
+        for p in busy:
+            p.kill()
     out_text, err_text = proc.communicate()
     res = subprocess.CompletedProcess(cmd, proc.returncode, out_text, err_text)
     wall = time.monotonic() - t0
@@ -146,12 +152,16 @@ def main() -> None:
     ap.add_argument("--subset", type=int, default=0, help="a stratified subset of N training rows (small data)")
     ap.add_argument("--folds", type=int, help="passed to fkaggle auto (default 5)")
     ap.add_argument("--reference", action="store_true", help="also train the small-data yardstick (needs --subset)")
-    ap.add_argument("--noisy-start", type=float, default=0.0, help="a busy 2-thread process for the first N seconds")
+    ap.add_argument("--noisy-start", type=float, default=0.0, help="busy processes beside it for the first N seconds")
+    ap.add_argument(
+        "--busy", choices=sorted(BUSY), default="torch", help="torch: one 2-thread matmul; loops: two Python loops"
+    )
     ap.add_argument("--inclass", action="store_true", help="an in-class round: 5,000 rows, word labels, ids")
     ap.add_argument("--sessions", type=int, default=1, help="run the same command this many times in a row")
     ap.add_argument("--code", help="another checkout's fmnist_kaggle to run (a before/after comparison)")
     args = ap.parse_args()
-    global CODE, DATA
+    global CODE, DATA, BUSY_KIND
+    BUSY_KIND = args.busy
     CODE = Path(args.code).resolve() if args.code else REPO
     parent = Path(args.workdir or tempfile.mkdtemp(prefix="fkaggle-auto-bench-"))
     import torch

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from fmnist_kaggle._openmp import set_wait_policy
 from fmnist_kaggle._version import __version__
 from fmnist_kaggle.errors import DataError, FkaggleError
 
@@ -35,6 +36,7 @@ _API = (
     "report",
     "track",
 )
+set_wait_policy()  # before anything loads torch
 __all__ = ["DataError", "FkaggleError", "__version__", *_API]
 
 

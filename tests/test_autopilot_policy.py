@@ -6,6 +6,8 @@ packaged ones, so these tests check the decisions a user gets."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from fmnist_kaggle.search.autopilot import policy
@@ -195,7 +197,7 @@ def test_a_run_sized_under_a_noisy_probe_is_replaced_when_the_time_left_buys_muc
     settings = AutoSettings(600.0, workdir=tmp_path, portfolio=tmp_path / "one.toml")
     with make_executor("local", progress=False) as ex:
         session = open_session(synth, settings, ex, clock=clock)
-    session.frontier = Frontier({("x", 8): {48_000: [(1.0, 0.50), (1000.0, 0.99)]}})  # climbs with every doubling
+    session = replace(session, frontier=Frontier({("x", 8): {48_000: [(1.0, 0.50), (1000.0, 0.99)]}}))  # climbs
     entry = session.entries[0]
     cfg = session.menu.config(entry, 8)
     session.menu.book.put_probe([(cfg, Throughput(2000.0, 8000.0, "cpu", "float32", 0.5))])

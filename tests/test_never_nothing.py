@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -190,7 +191,7 @@ def test_a_short_limit_probes_only_the_widths_it_could_buy(tmp_path, synth):
     ratio; the widest never are (today all eight setups were probed: 27 s of the 120)."""
     now = [0.0]
     s = _session(tmp_path, synth, 120.0, now)
-    s.entries = [e for e in for_hardware(load_portfolio(), "cpu") if e.fits_rows(60_000)]
+    s = replace(s, entries=[e for e in for_hardware(load_portfolio(), "cpu") if e.fits_rows(60_000)])
     s.time.rows = 60_000
     fp32 = {8: 2147.0, 12: 1300.0, 16: 956.0, 24: 462.0, 32: 257.0}  # fast's probe on a 2-core Zen 3
     timed: list[int] = []
@@ -247,6 +248,25 @@ def test_one_session_per_workspace_and_a_killed_holder_is_taken_over(tmp_path, s
     with workspace_lock(path):  # taken over
         assert json.loads(path.read_text())["pid"] == os.getpid()
     assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [({}, "PASSIVE None"), ({"OMP_WAIT_POLICY": "active"}, "active None"), ({"GOMP_SPINCOUNT": "77"}, "None 77")],
+)
+def test_openmp_threads_sleep_at_barriers_unless_the_user_chose(given, expected):
+    """A shared machine: GNU OpenMP's 300,000 spins at a barrier make training collapse 2-5x beside
+    busy processes (bench/threads.py); importing fmnist_kaggle asks for PASSIVE waits before torch
+    loads (its runtime reads the variable then), and leaves a user's own choice alone."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    code = (
+        "import os, sys, fmnist_kaggle; loaded = 'torch' in sys.modules; import torch; "
+        "torch.ones(8, 8) @ torch.ones(8, 8); "
+        "print(loaded, os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env={**env, **given}, capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", *expected.split()]
 
 
 @pytest.mark.slow

@@ -251,9 +251,12 @@ def init_options(address: str | None, endpoint: tuple[str, int] | None = None) -
     kw["address"] = address
     if endpoint and _is_loopback(endpoint[0]):  # a cluster on this machine's loopback: the driver joins it there
         kw["_node_ip_address"] = endpoint[0]
-    kw["runtime_env"] = {
-        "py_modules": [str(PACKAGE_DIR)]
-    }  # workers run this driver's fmnist_kaggle, whatever (if anything) is installed there
+    # workers run this driver's fmnist_kaggle, whatever (if anything) is installed there, with its
+    # OpenMP wait policy (fmnist_kaggle._openmp: set before their torch loads)
+    kw["runtime_env"] = {"py_modules": [str(PACKAGE_DIR)]}
+    openmp = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}
+    if openmp:
+        kw["runtime_env"]["env_vars"] = openmp
     return kw
 
 

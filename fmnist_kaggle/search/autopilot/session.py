@@ -40,8 +40,29 @@ MAX_RUNS = 12  # runs one autopilot buys in all: beyond, choosing costs more tha
 
 
 @dataclass
+class InTraining:
+    """The runs training now and when this session started each (the watch's to change)."""
+
+    jobs: list[RunJob] = field(default_factory=list)
+    started_at: dict[str, float] = field(default_factory=dict)
+
+    def add(self, job: RunJob, now: float) -> None:
+        self.started_at[job.rd.name] = now
+        self.jobs.append(job)
+
+    def remove(self, job: RunJob, now: float) -> float:
+        """The run is back: the seconds it trained in this session."""
+        self.jobs = [j for j in self.jobs if j is not job]
+        return now - self.started_at.pop(job.rd.name, now)
+
+    def outstanding(self) -> int:
+        """Units not yet back, over every run training."""
+        return sum(job.outstanding for job in self.jobs)
+
+
+@dataclass(frozen=True)
 class Session:
-    """What the parts of one autopilot session share."""
+    """What the parts of one autopilot session share (each changing part owns its changes)."""
 
     comp: Competition
     settings: AutoSettings
@@ -54,8 +75,7 @@ class Session:
     state: AutopilotState
     time: TimeModel
     menu: Menu
-    active: list[RunJob] = field(default_factory=list)  # runs training now
-    started_at: dict[str, float] = field(default_factory=dict)  # run -> when this session started it
+    training: InTraining = field(default_factory=InTraining)
 
     @property
     def rows(self) -> int:
@@ -78,7 +98,7 @@ class Session:
         return Deadline(self.step_deadline, self.clock.now)
 
     def slots(self) -> int:
-        return max(1, self.executor.capacity - sum(job.outstanding for job in self.active))
+        return max(1, self.executor.capacity - self.training.outstanding())
 
     def budget(self, slots: int | None = None) -> Budget:
         return Budget(self.shape(), self.settings.folds, slots or self.slots(), self.time.calibration)
@@ -87,18 +107,18 @@ class Session:
         """Estimated seconds the runs still training need (an executor with one slot waits for them)."""
         if self.executor.capacity > 1:
             return 0.0
-        return sum(job.outstanding * self.state.runs[job.rd.name].unit_estimate_s for job in self.active)
+        return sum(job.outstanding * self.state.runs[job.rd.name].unit_estimate_s for job in self.training.jobs)
 
     def available(self) -> float:
         """Seconds a new purchase may take (after the reserve, the runs training, the safety share)."""
-        busy = self.busy_seconds() if self.active else 0.0
+        busy = self.busy_seconds() if self.training.jobs else 0.0
         return self.time.available(self.complete(), busy)
 
     def safe_share(self, seconds: float) -> float:
         """What a purchase may be sized to: before any unit of this session has measured the
         machine, a first run that ends even if it is FIRST_SLOWDOWN times slower than probed
         (what its units measure buys the rest); after, all of `seconds`."""
-        first = not self.time.calibrated and not self.state.scored_runs() and not self.active
+        first = not self.time.calibrated and not self.state.scored_runs() and not self.training.jobs
         return self.time.first_share(seconds) if first else seconds
 
     def deadline_reason(self) -> str:

@@ -43,8 +43,7 @@ class Watch:
         """A run starts (or resumes) training: its units obey the session's deadline and pace, and
         each one after its first is sized to the time left as it starts (`unit_steps`)."""
         s = self.s
-        s.started_at[job.rd.name] = s.clock.now()
-        s.active.append(job)
+        s.training.add(job, s.clock.now())
         job.deadline = s.deadline().with_pace(partial(self.late_by, job))
         job.size = partial(self.unit_steps, job)
         return job
@@ -175,11 +174,10 @@ class Watch:
     def on_done(self, job: RunJob, manifest: dict[str, Any]) -> None:
         """A run's units are all back: record it complete, failed or incomplete."""
         s, name = self.s, job.rd.name
-        s.active = [j for j in s.active if j is not job]
-        started = s.started_at.pop(name, s.clock.now())
+        trained_s = s.training.remove(job, s.clock.now())
         if not job.units:  # finished in an earlier session: its record stands
             return
-        s.state.add_seconds(name, s.clock.now() - started)
+        s.state.add_seconds(name, trained_s)
         if manifest.get("complete"):
             self._complete(job, manifest)
         elif job.failures:
