@@ -48,6 +48,10 @@ def case(recipe: str, rows: int, limit: str, amp: str) -> dict:
         found = ESTIMATE.search(done.stderr)
         units = [json.loads(p.read_text()) for p in Path(work).glob("oof/*/fold_*/seed_*.json")]
         unit_s = sum(u.get("unit_seconds", 0.0) + u.get("times", {}).get("write", 0.0) for u in units)
+        phases: dict[str, float] = {}
+        for u in units:
+            for k, v in u.get("times", {}).items():
+                phases[k] = round(phases.get(k, 0.0) + v, 1)
     row = {
         "recipe": recipe,
         "rows": rows,
@@ -58,6 +62,7 @@ def case(recipe: str, rows: int, limit: str, amp: str) -> dict:
         "units": len(units),
         "units_s": round(unit_s, 1),
         "wall_s": round(wall, 1),
+        "phases_s": phases,  # where the units' seconds went (train, validate, predict, setup, ...)
     }
     if done.returncode:
         row["error"] = done.stderr.strip().splitlines()[-1][:300]

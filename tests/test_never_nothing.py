@@ -269,6 +269,33 @@ def test_openmp_threads_sleep_at_barriers_unless_the_user_chose(given, expected)
     assert out.stdout.split() == ["False", *expected.split()]
 
 
+def test_a_batchnorm_refresh_is_estimated_at_the_speed_the_probe_measured_for_it(tmp_path):
+    """Short runs refresh batch norm before each validation: a forward pass in training mode that,
+    on an fp32 CPU, runs near the prediction speed, not the training speed the estimate assumed
+    (fold-train on 3,000 rows: estimated 136 s, trained in 103). The probe times a refresh; the
+    estimate charges it at that speed; the kept speeds keep it."""
+    from conftest import synthetic_images
+
+    from fmnist_kaggle.search.autopilot.speeds import SpeedBook
+    from fmnist_kaggle.training.estimate import measure_throughput, unit_seconds
+
+    x, y = synthetic_images(40)
+    cfg = fk.build_config(model="fmnist_resnet", model_kwargs={"width": 8}, batch_size=32, epochs=4, amp="off")
+    speed = measure_throughput(cfg, x, y, 10, seconds=0.2, max_steps=3)
+    assert speed.refresh_ips > 0 and speed.refresh_speed() == speed.refresh_ips
+    unmeasured = Throughput(speed.train_ips, speed.predict_ips, "cpu", "float32", speed.fixed_s)
+    assert unmeasured.refresh_speed() == speed.train_ips  # a speed kept before refreshes were timed
+    train_rows, val_rows, epochs = 320, 80, 4  # 40 steps: a refresh before each of the 4 validations
+    charged = unit_seconds(cfg, unmeasured, train_rows, val_rows, 0) - unit_seconds(cfg, speed, train_rows, val_rows, 0)
+    assert charged == pytest.approx(epochs * train_rows * (1 / speed.train_ips - 1 / speed.refresh_ips))
+
+    book = SpeedBook(tmp_path / "speeds.json", "this machine", True)
+    book.put_probe([(cfg, speed)])
+    assert SpeedBook(tmp_path / "speeds.json", "this machine", True).get(cfg).refresh_ips == speed.refresh_ips
+    book.observe(cfg, speed.train_ips / 2)  # a unit trained at half the probed speed: every speed halves
+    assert book.get(cfg).refresh_ips == pytest.approx(speed.refresh_ips / 2, rel=0.01)
+
+
 @pytest.mark.slow
 @pytest.mark.timing
 def test_a_machine_three_times_slower_than_its_kept_speeds_still_ends_with_a_submission(tmp_path, kaggle_csv_pair):

@@ -129,6 +129,7 @@ AUTOPILOT_SPEEDS = {
                     "properties": {
                         "train_ips": {"type": "number", "exclusiveMinimum": 0},
                         "predict_ips": {"type": "number", "exclusiveMinimum": 0},
+                        "refresh_ips": {"type": "number", "minimum": 0},
                     },
                 },
             },

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from fmnist_kaggle.training.config import TrainConfig
-from fmnist_kaggle.training.fit import BN_REFRESH_STEPS, REFRESH_ROWS, make_stepper, train_epoch
+from fmnist_kaggle.training.fit import BN_REFRESH_STEPS, REFRESH_ROWS, make_stepper, refresh_batchnorm, train_epoch
 from fmnist_kaggle.training.inference import predict
 
 UNIT_FIXED_S = 1.0  # a unit's seconds besides its steps and predictions, until measured (model, init, writes)
@@ -34,6 +34,12 @@ class Throughput:
     device: str
     precision: str
     fixed_s: float = UNIT_FIXED_S  # a unit's seconds besides training and predicting (setup, checkpoints, writes)
+    refresh_ips: float = 0.0  # images a batch-norm refresh passes per second (0: not measured; train_ips then)
+
+    def refresh_speed(self) -> float:
+        """A refresh is one forward pass in training mode, without test-time views: near the
+        prediction speed on an fp32 CPU, near the training speed where training runs in bf16."""
+        return self.refresh_ips or self.train_ips
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,6 +99,7 @@ def measure_throughputs(
     for _ in range(2):
         for probe in probes:
             probe.timed_pass(rows[: max(probe.cfg.eval_batch_size, predict_rows)])
+            probe.timed_refresh(images[:predict_rows])
     return [probe.throughput() for probe in probes]
 
 
@@ -107,6 +114,7 @@ class _Probe:
         self.feed = itertools.chain.from_iterable(batches.epoch_batches(e, e) for e in itertools.count())
         self.times: list[float] = []
         self.passes: list[tuple[int, float]] = []
+        self.refreshes: list[tuple[int, float]] = []
 
     def step(self) -> None:
         train_epoch(self.s, itertools.islice(self.feed, 1), "throughput", _NoBar(), check_finite=False)
@@ -121,8 +129,14 @@ class _Probe:
         predict(self.s.eval_model, rows, self.cfg, self.s.device)
         self.passes.append((len(rows), time.perf_counter() - t0))
 
+    def timed_refresh(self, rows: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        refresh_batchnorm(self.s.eval_model, rows, self.cfg, self.s.device)
+        self.refreshes.append((len(rows), time.perf_counter() - t0))
+
     def throughput(self) -> Throughput:
         rows, fastest = min(self.passes, key=lambda p: p[1])
+        refreshed, refresh_s = min(self.refreshes, key=lambda p: p[1])
         dtype = self.s.dtype
         return Throughput(
             round(self.cfg.batch_size / max(float(np.median(self.times)), 1e-9), 1),
@@ -130,6 +144,7 @@ class _Probe:
             str(self.s.device),
             str(dtype).replace("torch.", "") if dtype else "float32",
             round(UNIT_FIXED_S + self.setup_s, 2),  # until a unit measures its own
+            round(refreshed / max(refresh_s, 1e-9), 1),
         )
 
 
@@ -158,10 +173,8 @@ def unit_seconds(
     epochs = math.ceil(steps / per_epoch)
     validations = epochs // cfg.eval_every + (epochs % cfg.eval_every > 0) if cfg.eval_every else 1
     per_validation = val_rows / speed.predict_ips
-    if steps < BN_REFRESH_STEPS:
-        # update_bn: one forward pass in training mode, outside autocast (measured at about the
-        # training speed on a bf16 CPU, ~2x slower than prediction: 2-minute units ran 25% late)
-        per_validation += min(train_rows, REFRESH_ROWS) / speed.train_ips
+    if steps < BN_REFRESH_STEPS:  # update_bn before each validation, at its measured speed
+        per_validation += min(train_rows, REFRESH_ROWS) / speed.refresh_speed()
     return (
         steps * batch / speed.train_ips + validations * per_validation + test_rows / speed.predict_ips + speed.fixed_s
     )

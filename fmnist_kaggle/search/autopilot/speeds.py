@@ -37,13 +37,14 @@ DRIFT = 0.2  # a unit's own speed this far from the kept one replaces it
 SAMPLE_ROWS = 2048  # rows a speed is measured on
 SANE_IPS = (0.5, 1e7)  # images per second a kept speed may claim
 SANE_FIXED_S = (0.0, 3600.0)  # seconds a unit's fixed cost may claim
+SPEEDS = ("train_ips", "predict_ips", "refresh_ips")  # one machine's speeds: a unit's drift scales them alike
 LOOKS = 2  # probes of a speed no unit has confirmed, across sessions, before it is trusted as it is
 
 
 def _sane(rec: Any) -> bool:
     if not isinstance(rec, dict):
         return False
-    numbers = [rec.get("train_ips"), rec.get("predict_ips")]
+    numbers = [rec.get("train_ips"), rec.get("predict_ips")] + ([rec["refresh_ips"]] if rec.get("refresh_ips") else [])
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
         return False
     fixed = rec.get("fixed_s", 1.0)
@@ -86,7 +87,8 @@ class SpeedBook:
             return None
         fixed = float(rec.get("fixed_s", Throughput.__dataclass_fields__["fixed_s"].default))
         device, precision = rec.get("device", "cpu"), rec.get("precision", "float32")
-        return Throughput(float(rec["train_ips"]), float(rec["predict_ips"]), device, precision, fixed)
+        refresh = float(rec.get("refresh_ips", 0.0))
+        return Throughput(float(rec["train_ips"]), float(rec["predict_ips"]), device, precision, fixed, refresh)
 
     def needs_probe(self, cfg: TrainConfig) -> bool:
         """Not kept; or probed only, too few times, the last in an earlier session (one look under
@@ -109,6 +111,7 @@ class SpeedBook:
                 new.update(
                     train_ips=max(speed.train_ips, old["train_ips"]),
                     predict_ips=max(speed.predict_ips, old["predict_ips"]),
+                    refresh_ips=max(speed.refresh_ips, old.get("refresh_ips", 0.0)),
                     looks=int(old.get("looks", 1)) + 1,
                 )
             self._put(cfg, new)
@@ -144,10 +147,10 @@ class SpeedBook:
         )
         for other_key, other in self.kept.items():
             if other_key != key and other.get("source") == "probe" and other.get("probe") == rec.get("probe"):
-                scaled = {k: round(other[k] * factor, 1) for k in ("train_ips", "predict_ips")}
+                scaled = {k: round(other[k] * factor, 1) for k in SPEEDS if k in other}
                 self.kept[other_key] = {**other, **scaled, "source": "probe, corrected by a unit", "at": utc_now()}
-        scaled_predict = round(rec["predict_ips"] * factor, 1)
-        self._put(cfg, {**rec, "train_ips": round(unit_train_ips, 1), "predict_ips": scaled_predict, "source": "unit"})
+        scaled = {k: round(rec[k] * factor, 1) for k in SPEEDS[1:] if k in rec}
+        self._put(cfg, {**rec, **scaled, "train_ips": round(unit_train_ips, 1), "source": "unit"})
         return factor
 
 
