@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fmnist_kaggle"
 
 # Lowest first: a module may import its own stage and the stages before it, never one after.
 STAGES = [
-    ("errors", "_version", "registry", "durations", "console"),
+    ("errors", "_version", "_openmp", "registry", "durations", "console"),
     ("metrics", "tracking", "storage"),
     ("plots",),
     ("data",),

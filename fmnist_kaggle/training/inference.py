@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from fmnist_kaggle import metrics
 from fmnist_kaggle.training.config import TrainConfig
 from fmnist_kaggle.training.device import _autocast
+from fmnist_kaggle.training.engine import fold_batchnorm
 
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST train pixel statistics on the 0..1 scale
 
@@ -84,6 +85,8 @@ def predict(
         model.to(memory_format=torch.channels_last)
     n_views = views_per_image(cfg)
     per_pass = max(1, prediction_batch(model, images, cfg, device) // n_views)
+    if device.type == "cpu":
+        model = fold_batchnorm(model)
     out = []
     for x in eval_batches(images, cfg, device, per_pass):
         with _autocast(device, dtype):

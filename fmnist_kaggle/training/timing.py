@@ -130,7 +130,9 @@ class TimeModel:
 
 
 LIMIT_RESERVE_S = 5.0  # of a --time-limit, kept for what follows training (the fold lines, assembling)
-LIMIT_SHARE = 0.92  # of the rest, what a run is sized to: quiet, estimates ran 9-20% long (bench/estimates.py); a busy machine is cut at the deadline, its finished units kept
+# Of the rest, what a run is sized to: on a quiet machine estimates ran 9-20% long (bench/estimates.py);
+# on a busy one the deadline cuts the run and its finished units are kept.
+LIMIT_SHARE = 0.92
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,79 @@
+"""Issue 50, fp32 CPUs: the engine's changes keep the numbers. Batch norm folded into the
+convolutions for prediction gives the logits of the plain model to float rounding, leaves the
+trained model as it was, is deterministic, and a model fx cannot trace still predicts.
+Speeds are benchmarks (bench/engine.py), not tests."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+
+import fmnist_kaggle as fk
+from fmnist_kaggle.training import fit
+from fmnist_kaggle.training.engine import fold_batchnorm
+from fmnist_kaggle.training.inference import _to_model, eval_batches, predict
+
+TOLERANCE = 1e-4  # folded vs plain logits, absolute (fp32 rounding of the folded weights)
+
+
+class _NoBar:
+    disable = True
+
+    def update(self, n: int) -> None:
+        pass
+
+
+def _trained(cfg, small):
+    """The `fast` model after 20 real steps on real Fashion-MNIST rows (its BN statistics moved)."""
+    s, batches = fit.make_stepper(cfg, 10, small["x_train"], small["y_train"])
+    feed = itertools.chain.from_iterable(batches.epoch_batches(e, e) for e in itertools.count())
+    fit.train_epoch(s, itertools.islice(feed, 20), "test", _NoBar())
+    return s.eval_model
+
+
+def _plain(model, images, cfg) -> np.ndarray:
+    model.eval()
+    with torch.inference_mode():
+        return torch.cat([model(_to_model(x, cfg)) for x in eval_batches(images, cfg, torch.device("cpu"))]).numpy()
+
+
+def test_batchnorm_folded_for_prediction_gives_the_plain_models_logits(small):
+    cfg = fk.build_config(recipe="fast", amp="off", batch_size=32)
+    model = _trained(cfg, small)
+    images = torch.from_numpy(np.ascontiguousarray(small["x_test"]))
+    bns_before = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+    folded = predict(model, images, cfg, torch.device("cpu"))
+    plain = _plain(model, images, cfg)
+    assert np.abs(folded - plain).max() < TOLERANCE
+    assert (folded.argmax(1) == plain.argmax(1)).all()
+    assert np.array_equal(folded, predict(model, images, cfg, torch.device("cpu")))  # deterministic
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == bns_before  # untouched
+    copy = fold_batchnorm(model.eval())
+    assert copy is not model and not any(isinstance(m, torch.nn.BatchNorm2d) for m in copy.modules())
+
+
+class _Branchy(torch.nn.Module):
+    """Data-dependent control flow: torch.fx cannot trace it symbolically."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4)
+        self.head = torch.nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.bn(self.conv(x))
+        if h.mean() > 0:
+            h = h * 2
+        return self.head(h.mean((2, 3)))
+
+
+def test_a_model_fx_cannot_trace_predicts_unfolded(small):
+    cfg = fk.build_config(model="lenet5", amp="off")
+    model = _Branchy().eval()
+    assert fold_batchnorm(model) is model
+    images = torch.from_numpy(np.ascontiguousarray(small["x_test"][:16]))
+    got = predict(model, images, cfg, torch.device("cpu"))
+    assert np.array_equal(got, _plain(model, images, cfg))
