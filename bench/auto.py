@@ -6,6 +6,7 @@ does it buy (CV and official-test accuracy of the chosen submission)?
     python bench/auto.py --limits 20m --noisy-start 60          # a busy process shares the CPU for the first minute
     python bench/auto.py --limits 2m --noisy-start 1e9 --busy loops   # two busy processes throughout
     python bench/auto.py --limits 3m --inclass --sessions 2     # an in-class round: 5,000 rows, words, ids
+    python bench/auto.py --limits 3m --five 3000 --noisy-start 1e9 --busy loops   # 5 classes (1..5), two busy loops
     python bench/auto.py --limits 3m --inclass --code /path/to/other/checkout   # another version, same data
 
 Each limit runs the command a user types, in a fresh workspace, and is timed from outside
@@ -40,9 +41,10 @@ def fkaggle(*args: str) -> list[str]:
     return [sys.executable, "-m", "fmnist_kaggle.cli", *args, *DATA]
 
 
-def inclass(folder: Path, rows: int = 5000, test_rows: int = 2000) -> list[str]:
+def inclass(folder: Path, rows: int = 5000, test_rows: int = 2000, five: bool = False) -> list[str]:
     """An in-class round made from the real data: `rows` stratified training rows with word labels
-    and an Id column, `test_rows` official test images with ids, their truth in a labels file."""
+    and an Id column, `test_rows` official test images with ids, their truth in a labels file.
+    `five`: the 5-class variant, the first five classes labelled 1..5."""
     import numpy as np
     import pandas as pd
 
@@ -52,8 +54,14 @@ def inclass(folder: Path, rows: int = 5000, test_rows: int = 2000) -> list[str]:
     comp = official_competition()
     train, test = comp.train_set, comp.test_set
     names = np.array(["top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"])
-    keep = stratified_subset(train.labels, rows, 0)
-    tt = np.arange(test_rows)
+    if five:
+        names = np.array(["1", "2", "3", "4", "5", "", "", "", "", ""])
+        first_five = np.flatnonzero(train.labels < 5)
+        keep = first_five[stratified_subset(train.labels[first_five], rows, 0)]
+        tt = np.flatnonzero(test.labels < 5)[:test_rows]
+    else:
+        keep = stratified_subset(train.labels, rows, 0)
+        tt = np.arange(test_rows)
     cols = [f"pixel{i + 1}" for i in range(784)]
     frame = pd.DataFrame(train.images[keep].reshape(len(keep), -1), columns=cols)
     frame.insert(0, "label", names[train.labels[keep]])
@@ -157,6 +165,7 @@ def main() -> None:
         "--busy", choices=sorted(BUSY), default="torch", help="torch: one 2-thread matmul; loops: two Python loops"
     )
     ap.add_argument("--inclass", action="store_true", help="an in-class round: 5,000 rows, word labels, ids")
+    ap.add_argument("--five", type=int, help="the 5-class round (labels 1..5, ids) with this many training rows")
     ap.add_argument("--sessions", type=int, default=1, help="run the same command this many times in a row")
     ap.add_argument("--code", help="another checkout's fmnist_kaggle to run (a before/after comparison)")
     args = ap.parse_args()
@@ -177,6 +186,8 @@ def main() -> None:
         workdir.mkdir(parents=True, exist_ok=False)
         if args.inclass:
             DATA = inclass(workdir)
+        elif args.five:
+            DATA = inclass(workdir, rows=args.five, five=True)
         extra = ("--subset", str(args.subset)) if args.subset else ()
         extra += ("--folds", str(args.folds)) if args.folds else ()
         for session in range(args.sessions):

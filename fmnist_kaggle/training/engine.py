@@ -43,7 +43,9 @@ def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
 
 
 CUDA_EVAL_BATCH = 1024  # a GPU is fed whole batches; memory, not cache, is the bound there
-CPU_EVAL_BATCHES = (16, 1024)  # the automatic batch stays within these
+# The automatic batch stays within these: 64-256 was best on both CPUs measured (docs/results.md), and a
+# VM may report its host's cache (an Intel Xeon under KVM: 300 MiB, so 1,024 a batch: 47% of peak, 68% at 128)
+CPU_EVAL_BATCHES = (16, 256)
 FALLBACK_CACHE_BYTES = 8 << 20  # when the machine does not say
 
 
