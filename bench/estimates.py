@@ -80,9 +80,7 @@ def main() -> None:
     from fmnist_kaggle.durations import parse_duration
 
     print(f"{platform.processor() or platform.machine()}; fp32 unless --amp says otherwise ({args.amp})", flush=True)
-    print(
-        f"{'recipe':<9} {'rows':>6} {'limit':>6} {'estimate':>9} {'units s':>8} {'est/u':>6} {'wall':>6} {'used':>6}"
-    )
+    print(f"{'recipe':<9} {'rows':>6} {'limit':>6} {'estimate':>9} {'units s':>8} {'est/u':>6} {'wall':>6} {'used':>6}")
     rows = []
     for recipe in args.recipes.split(","):
         for n, limit in zip(map(int, args.rows.split(",")), args.limits.split(","), strict=True):

@@ -6,12 +6,15 @@ Speeds are benchmarks (bench/engine.py), not tests."""
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import torch
+from conftest import run_cli
 
 import fmnist_kaggle as fk
 from fmnist_kaggle.training import fit
+from fmnist_kaggle.training.device import cpu_native_bf16
 from fmnist_kaggle.training.engine import fold_batchnorm
 from fmnist_kaggle.training.inference import _to_model, eval_batches, predict
 
@@ -77,3 +80,32 @@ def test_a_model_fx_cannot_trace_predicts_unfolded(small):
     images = torch.from_numpy(np.ascontiguousarray(small["x_test"][:16]))
     got = predict(model, images, cfg, torch.device("cpu"))
     assert np.array_equal(got, _plain(model, images, cfg))
+
+
+def test_the_plan_names_the_precision_it_is_for(tmp_path, kaggle_csv_pair):
+    """What a budget buys differs between fp32 and bf16 CPUs: `--show-plan` says which it planned
+    for, and `--amp off` plans fp32 (its speeds measured in fp32) even where the CPU has bf16."""
+    train, test = kaggle_csv_pair
+    native = cpu_native_bf16()
+    for amp, kind, precision in (
+        ("off", "cpu", "float32"),
+        ("auto", *(("cpu-bf16", "bfloat16") if native else ("cpu", "float32"))),
+    ):
+        res = run_cli(
+            "auto",
+            "--train",
+            str(train),
+            "--test",
+            str(test),
+            "--show-plan",
+            "--time-limit",
+            "5m",
+            "--amp",
+            amp,
+            "--json",
+            cwd=tmp_path,
+        )
+        assert res.returncode == 0, res.stderr
+        plan = json.loads(res.stdout)
+        assert plan["hardware"] == kind and {s["precision"] for s in plan["speeds"]} == {precision}
+        assert plan["purchases"]

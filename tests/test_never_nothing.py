@@ -277,7 +277,7 @@ def test_a_batchnorm_refresh_is_estimated_at_the_speed_the_probe_measured_for_it
     from conftest import synthetic_images
 
     from fmnist_kaggle.search.autopilot.speeds import SpeedBook
-    from fmnist_kaggle.training.estimate import measure_throughput, unit_seconds
+    from fmnist_kaggle.training.estimate import REFRESH_IPS_MAX, measure_throughput, unit_seconds
 
     x, y = synthetic_images(40)
     cfg = fk.build_config(model="fmnist_resnet", model_kwargs={"width": 8}, batch_size=32, epochs=4, amp="off")
@@ -294,6 +294,12 @@ def test_a_batchnorm_refresh_is_estimated_at_the_speed_the_probe_measured_for_it
     assert SpeedBook(tmp_path / "speeds.json", "this machine", True).get(cfg).refresh_ips == speed.refresh_ips
     book.observe(cfg, speed.train_ips / 2)  # a unit trained at half the probed speed: every speed halves
     assert book.get(cfg).refresh_ips == pytest.approx(speed.refresh_ips / 2, rel=0.01)
+
+    plain = fk.build_config(model="lenet5", batch_size=32, amp="off")  # no batch norm: nothing to refresh
+    nothing = measure_throughput(plain, x, y, 10, seconds=0.2, max_steps=3)
+    assert nothing.refresh_ips == REFRESH_IPS_MAX
+    book.put_probe([(plain, nothing)])  # a plausible speed, kept (not discarded when read back)
+    assert SpeedBook(tmp_path / "speeds.json", "this machine", True).get(plain).refresh_ips == REFRESH_IPS_MAX
 
 
 @pytest.mark.slow

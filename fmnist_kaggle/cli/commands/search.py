@@ -132,7 +132,7 @@ def _auto_text(r: dict[str, Any]) -> str:
 def _plan_text(plan: dict[str, Any]) -> str:
     keys = ["run", "entry", "model", "width", "epochs", "steps", "minutes", "expected_acc", "train_img_s", "precision"]
     lines = [
-        f"{plan['rows']} rows, {plan['folds']} folds, {plan['limit_s'] / 60:g} min "
+        f"{plan['rows']} rows, {plan['folds']} folds, {plan['limit_s'] / 60:g} min on {plan['hardware']} "
         f"with {plan['reserve_s']:.0f} s kept for choosing and writing",
         *text_table(plan["purchases"], keys),
     ]

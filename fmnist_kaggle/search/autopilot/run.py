@@ -73,6 +73,7 @@ def show_plan(comp: Competition, settings: AutoSettings, executor: Executor | No
         purchases = policy.purchases(options, budget, seconds, session.frontier, MAX_RUNS)
         result: dict[str, Any] = {
             "limit_s": settings.time_limit,
+            "hardware": session.hardware,  # cpu (fp32), cpu-bf16 or cuda: what the speeds and the choice are for
             "reserve_s": round(session.reserve(), 1),
             "purchases": [plan_row(p, i) for i, p in enumerate(purchases)],
             "folds": settings.folds,

@@ -194,7 +194,8 @@ def open_session(
     if settings.subset < 0 or 0 < settings.subset < 2 * settings.folds:
         raise FkaggleError(f"--subset must be 0 (all rows) or at least twice --folds, got {settings.subset}")
     clock = clock or Clock(settings.started if settings.started is not None else time.monotonic(), settings.time_limit)
-    kind = hardware_kind(resolve_device(settings.device or "auto").type, cpu_native_bf16())
+    bf16 = cpu_native_bf16() and settings.amp in (None, "auto", "bf16")  # --amp off trains fp32 there too
+    kind = hardware_kind(resolve_device(settings.device or "auto").type, bf16)
     rows = min(settings.subset or len(train), len(train))
     portfolio = for_hardware(load_portfolio(settings.portfolio), kind)
     entries = [e for e in portfolio if e.fits_rows(rows)] or portfolio
