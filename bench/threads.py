@@ -6,7 +6,7 @@ laptop with a browser open approximates). Each setting trains the `fast` model a
 gives every repetition, so an intermittent collapse shows. A setting that has not finished in
 `--timeout` seconds is reported as such (that is the collapse).
 
-    python bench/threads.py [--reps 3] [--timeout 300] [--machines quiet,busy] [--settings 'spin 1000,passive'] [--json F]
+    python bench/threads.py [--reps 3] [--timeout 300] [--machines quiet,busy] [--settings 'spin 1000,passive']
 """
 
 from __future__ import annotations
