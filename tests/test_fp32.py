@@ -86,25 +86,14 @@ def test_the_plan_names_the_precision_it_is_for(tmp_path, kaggle_csv_pair):
     """What a budget buys differs between fp32 and bf16 CPUs: `--show-plan` says which it planned
     for, and `--amp off` plans fp32 (its speeds measured in fp32) even where the CPU has bf16."""
     train, test = kaggle_csv_pair
+    data = ["--train", str(train), "--test", str(test)]
     native = cpu_native_bf16()
     for amp, kind, precision in (
         ("off", "cpu", "float32"),
         ("auto", *(("cpu-bf16", "bfloat16") if native else ("cpu", "float32"))),
     ):
-        res = run_cli(
-            "auto",
-            "--train",
-            str(train),
-            "--test",
-            str(test),
-            "--show-plan",
-            "--time-limit",
-            "5m",
-            "--amp",
-            amp,
-            "--json",
-            cwd=tmp_path,
-        )
+        limits = ["--show-plan", "--time-limit", "5m", "--amp", amp, "--json"]
+        res = run_cli("auto", *data, *limits, cwd=tmp_path)
         assert res.returncode == 0, res.stderr
         plan = json.loads(res.stdout)
         assert plan["hardware"] == kind and {s["precision"] for s in plan["speeds"]} == {precision}
