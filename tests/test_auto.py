@@ -212,6 +212,7 @@ def test_bad_options_are_one_line(ws, args, fragment):
     assert not (cwd / "oof").exists()
 
 
+@pytest.mark.slow  # a real budget or timeout: out of the inner loop (make test-fast)
 @pytest.mark.timing
 def test_a_deadline_stops_a_local_unit_mid_fold_and_keeps_its_last_epoch(tmp_path, synth):
     """The in-process executor cannot be interrupted from outside: the deadline reaches into the
@@ -288,6 +289,7 @@ def test_a_unit_whose_pace_would_end_its_run_late_stops_part_way_and_its_run_wit
     assert fk.fold_train(synth, cfg, run="slow", workdir=tmp_path, progress=False).cv["acc"] > 0
 
 
+@pytest.mark.slow  # a whole session under a real 2-minute budget: out of the inner loop
 def test_a_diverging_run_is_a_failed_unit_and_the_session_buys_on(ws):
     """Failures are units, not sessions: the first entry diverges on every unit (the local
     executor hands each back as failed), is recorded failed and not bought again; the next entry

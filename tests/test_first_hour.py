@@ -28,6 +28,7 @@ def _readme_block(heading: str) -> list[list[str]]:
     return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
 
 
+@pytest.mark.slow  # a real budget or timeout: out of the inner loop (make test-fast)
 def test_the_readme_first_competition_block_runs_as_written_on_a_fresh_clone(tmp_path, fake_kaggle, fmnist):
     root = _fresh_clone(tmp_path / "clone")
     commands = _readme_block("## Your first competition")
@@ -74,6 +75,7 @@ def test_files_given_on_the_command_line_are_named_by_their_own_labels(tmp_path,
     assert counts == {str(v): int((y == v).sum()) for v in range(1, 6)}, counts
 
 
+@pytest.mark.slow  # a real budget or timeout: out of the inner loop (make test-fast)
 def test_fold_train_sizes_a_run_to_its_time_limit_or_refuses_with_the_time_it_needs(tmp_path, small):
     root = _fresh_clone(tmp_path / "clone")
     train = write_csv(tmp_path / "train.csv", small["x_train"], small["y_train"])

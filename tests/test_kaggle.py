@@ -243,6 +243,7 @@ def _history(tmp_path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow  # a real budget or timeout: out of the inner loop (make test-fast)
 @pytest.mark.timing
 def test_a_stalled_server_ends_in_one_line_within_the_timeout(tmp_path, fake_kaggle, comp_and_file):
     comp, sub = comp_and_file
