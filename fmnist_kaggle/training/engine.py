@@ -27,12 +27,16 @@ from pathlib import Path
 import torch
 
 
+def has_batchnorm(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
     """An inference copy of an eval-mode model with each batch norm folded into the convolution
     before it (torch.fx), which gives the same logits to float rounding; the model itself when it
     has no batch norm or cannot be traced symbolically (a user's model with data-dependent control
     flow: fx raises many kinds of errors then, so any is taken as "cannot")."""
-    if model.training or not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+    if model.training or not has_batchnorm(model):
         return model
     from torch.fx.experimental.optimization import fuse
 

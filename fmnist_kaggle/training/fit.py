@@ -33,6 +33,7 @@ from fmnist_kaggle.training.checkpoint import load_checkpoint, save_checkpoint
 from fmnist_kaggle.training.config import TrainConfig
 from fmnist_kaggle.training.deadline import Deadline, StepGuard
 from fmnist_kaggle.training.device import _autocast, amp_dtype, resolve_device
+from fmnist_kaggle.training.engine import has_batchnorm
 from fmnist_kaggle.training.inference import _to_model, eval_batches, normalize, predict, scores, to_float
 from fmnist_kaggle.training.loss import loss_fn, make_mixer
 from fmnist_kaggle.training.optim import Lookahead, build_optimizer, build_schedule, lr_factor, make_ema, param_groups
@@ -59,9 +60,7 @@ def refresh_batchnorm(model: torch.nn.Module, images: np.ndarray, cfg: TrainConf
     training rows, evenly spaced (torch's `update_bn`). After a few hundred steps the momentum
     averages still lag the weights, and evaluation with them is near chance. Frozen (pretrained)
     models are left alone."""
-    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()) or not all(
-        p.requires_grad for p in model.parameters()
-    ):
+    if not has_batchnorm(model) or not all(p.requires_grad for p in model.parameters()):
         return
     x = torch.from_numpy(spaced_rows(images, REFRESH_ROWS))
     torch.optim.swa_utils.update_bn((_to_model(b, cfg) for b in eval_batches(x, cfg, device)), model)
