@@ -397,11 +397,13 @@ def test_predict_applies_the_fold_models_to_another_test_file_for_blend(tmp_path
 # ----------------------------------------------------------------------------- EMA, mixup/cutmix, shift TTA
 
 
-def _fit_fold(cfg, small, checkpoint=None):
+def _fit_fold(cfg, small, checkpoint=None, **fit_kw):
     from fmnist_kaggle.training.fit import fit
 
     x, y = small["x_train"], small["y_train"]
-    return fit(cfg, 10, x[:300], y[:300], x[300:], y[300:], fold=0, seed=0, checkpoint=checkpoint, progress=False)
+    return fit(
+        cfg, 10, x[:300], y[:300], x[300:], y[300:], fold=0, seed=0, checkpoint=checkpoint, progress=False, **fit_kw
+    )
 
 
 def _val_logits(res, cfg, small):
@@ -410,7 +412,7 @@ def _val_logits(res, cfg, small):
     return predict(res.model, torch.from_numpy(small["x_train"][300:]), cfg, torch.device("cpu"))
 
 
-def _interrupted_then_resumed(cfg, small, tmp_path, monkeypatch):
+def _interrupted_then_resumed(cfg, small, tmp_path, monkeypatch, **fit_kw):
     """Stop the fit while it saves its 2nd epoch checkpoint, then resume from the 1st."""
     ck = tmp_path / "checkpoint.pt"
     real_save = torch.save
@@ -422,10 +424,10 @@ def _interrupted_then_resumed(cfg, small, tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", dies_at_epoch_2)
     with pytest.raises(KeyboardInterrupt):
-        _fit_fold(cfg, small, ck)
+        _fit_fold(cfg, small, ck, **fit_kw)
     monkeypatch.setattr(torch, "save", real_save)
     assert torch.load(ck, weights_only=True)["state"]["epoch"] == 1
-    return _fit_fold(cfg, small, ck)
+    return _fit_fold(cfg, small, ck, **fit_kw)
 
 
 @pytest.mark.parametrize("extra", [dict(ema=0.9), dict(mixup=0.4, cutmix=1.0), dict(ema=0.95, cutmix=1.0)])

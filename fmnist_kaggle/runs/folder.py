@@ -18,6 +18,7 @@ from fmnist_kaggle._version import __version__
 from fmnist_kaggle.data.competition import Competition
 from fmnist_kaggle.data.folds import load_or_make_folds
 from fmnist_kaggle.errors import FkaggleError
+from fmnist_kaggle.runs.distill import load_teacher
 from fmnist_kaggle.runs.executors import first_line
 from fmnist_kaggle.runs.identity import identity_diff
 from fmnist_kaggle.runs.pseudo import pseudo_labels
@@ -67,7 +68,11 @@ def training_data(comp: Competition, cfg: TrainConfig, ws: Workspace) -> Trainin
             raise FkaggleError("--pseudo-label needs a test file to label (--test or the competition config)")
         pseudo = pseudo_labels(ws, cfg.teachers(), identity, cfg.folds, cfg.pseudo_threshold)
         identity["teacher_fingerprint"] = pseudo.fingerprint  # a retrained teacher makes another run
-    return TrainingData(train, test, fold_of, identity, pseudo)
+    teacher = None
+    if cfg.distill_from:
+        teacher = load_teacher(ws, cfg.distill_from, identity, cfg.folds)
+        identity["distill_fingerprint"] = teacher.fingerprint
+    return TrainingData(train, test, fold_of, identity, pseudo, teacher)
 
 
 # ----------------------------------------------------------------------------- opening a run
@@ -200,6 +205,7 @@ def _new_manifest(comp: Competition, cfg: TrainConfig, rd: RunDir, data: Trainin
         "files": files,
         "versions": _versions(),
         **({"pseudo_label": data.pseudo.record(cfg.pseudo_threshold, cfg.pseudo_weight)} if data.pseudo else {}),
+        **({"distill": data.teacher.record()} if data.teacher else {}),
     }
 
 

@@ -2,9 +2,10 @@
 
 A run is recorded under its identity: the fingerprints of its training data (images, labels
 and label values, so the classes too), its fold assignment and its test file, its teachers'
-predictions when it learned from pseudo-labels, and its semantic config. Folds and seeds must
-match their run's whole identity; runs that are blended, used as teachers or turned into a
-submission must match in what that use needs. Every message names the difference and its fix.
+predictions when it learned from pseudo-labels, its teacher's models when it was distilled, and
+its semantic config. Folds and seeds must match their run's whole identity; runs that are
+blended, used as teachers or turned into a submission must match in what that use needs. Every
+message names the difference and its fix.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ FINGERPRINTS: dict[str, tuple[str, str]] = {
     "teacher_fingerprint": (
         "pseudo-label teachers' predictions",
         "the teachers were retrained; retrain this run or choose another --run",
+    ),
+    "distill_fingerprint": (
+        "distillation teacher's models",
+        "the teacher was retrained; retrain this run or choose another --run",
     ),
 }
 SHARED = ("data_fingerprint", "folds_fingerprint", "test_fingerprint")  # what blends and teachers must share

@@ -220,12 +220,22 @@ def recorded_competition(manifest: dict[str, Any]) -> Competition:
 
 def load_fold_model(rd: RunDir, manifest: dict[str, Any], fold: int, seed: int) -> torch.nn.Module:
     """A finished (fold, seed) model in eval mode, its file verified before torch.load(weights_only=True)."""
-    from fmnist_kaggle.models import create_model
+    return build_fold_model(manifest, read_fold_model(rd, manifest, fold, seed), rd.fold(fold).seed_model(seed))
 
+
+def read_fold_model(rd: RunDir, manifest: dict[str, Any], fold: int, seed: int) -> bytes:
+    """A finished (fold, seed) model's weight file, verified against its recorded hash."""
     fd = rd.fold(fold)
     summary = read_seed(fd, seed, manifest["identity"])  # every model file verified first
     path = fd.seed_model(seed)
-    state = torch_load(read_verified(path, summary["artifacts"].get(path.name)), path)
+    return read_verified(path, summary["artifacts"].get(path.name))
+
+
+def build_fold_model(manifest: dict[str, Any], weights: bytes, path: Path) -> torch.nn.Module:
+    """The run's model with verified weight bytes (torch.load(weights_only=True)) in eval mode."""
+    from fmnist_kaggle.models import create_model
+
+    state = torch_load(weights, path)
     cfg = manifest["config"]
     model = create_model(cfg["model"], num_classes=manifest["data"]["num_classes"], in_chans=1, **cfg["model_kwargs"])
     try:

@@ -1,9 +1,11 @@
 """What every (fold, seed) unit of a run trains on: the rows, the folds, the identity they are
-recorded under, and (with --pseudo-label) the teachers' per-fold test labels."""
+recorded under, (with --pseudo-label) the teachers' per-fold test labels and (with
+--distill-from) the teacher's fold models."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +36,21 @@ class PseudoLabels:
         }
 
 
+@dataclass(frozen=True)
+class Teacher:
+    """A distillation teacher: its run's record and, per fold, its seeds' verified weight files
+    (bytes travel to wherever a unit trains)."""
+
+    name: str
+    fingerprint: str  # SHA-256 over its fold models' weights
+    manifest: dict[str, Any]
+    models: dict[int, tuple[bytes, ...]]
+    paths: dict[int, tuple[Path, ...]]  # where each came from (named when one is not the model's)
+
+    def record(self) -> dict[str, Any]:
+        return {"teacher": self.name, "teacher_fingerprint": self.fingerprint}
+
+
 @dataclass
 class TrainingData:
     """What every (fold, seed) unit of a run trains on, and the identity it is recorded under."""
@@ -43,6 +60,7 @@ class TrainingData:
     fold_of: np.ndarray
     identity: dict[str, Any]  # data/folds/test fingerprints and the semantic config
     pseudo: PseudoLabels | None = None  # --pseudo-label: per fold, test rows and their teacher labels
+    teacher: Teacher | None = None  # --distill-from: the teacher run's fold models
 
     def split(self, fold: int) -> tuple[np.ndarray, np.ndarray]:
         return np.flatnonzero(self.fold_of != fold), np.flatnonzero(self.fold_of == fold)

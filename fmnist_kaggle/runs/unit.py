@@ -61,6 +61,12 @@ def train_unit(
         rows = data.pseudo.rows[fold]
         x, y = np.concatenate([x, data.test.images[rows]]), np.concatenate([y, data.pseudo.labels[fold]])
         w = np.r_[np.ones(len(tr), np.float32), np.full(len(rows), cfg.pseudo_weight, np.float32)]
+    soft, teacher_seconds = None, 0.0
+    if data.teacher is not None:  # fold k: the teacher's fold-k model, which never saw fold k's held-out rows
+        from fmnist_kaggle.runs.distill import teacher_logits
+
+        soft = teacher_logits(data.teacher, fold, x, cfg.device)
+        teacher_seconds = time.perf_counter() - t0
     result = fit(
         cfg,
         train.num_classes,
@@ -76,9 +82,10 @@ def train_unit(
         train_w=w,
         deadline=deadline,
         checkpoint_tag=_tag(data, fold, seed, cfg.max_steps if resized else None),
+        train_t=soft,
     )
     device = resolve_device(cfg.device)
-    times = result.times
+    times = {**result.times, **({"teacher": teacher_seconds} if soft is not None else {})}
     with timed(times, "predict"):
         val = (
             result.val_logits

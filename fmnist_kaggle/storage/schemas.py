@@ -36,6 +36,7 @@ IDENTITY = {
         "test_fingerprint": {"type": ["string", "null"]},
         "config": {"type": "object"},
         "teacher_fingerprint": _STR,
+        "distill_fingerprint": _STR,
     },
 }
 _SCORES = {"type": "object", "required": ["acc", "logloss"], "properties": {"acc": _NUMBER, "logloss": _NUMBER}}

@@ -34,10 +34,16 @@ class Batches:
 
 
 def make_batches(
-    cfg: TrainConfig, x: np.ndarray, y: np.ndarray, device: torch.device, w: np.ndarray | None = None
+    cfg: TrainConfig,
+    x: np.ndarray,
+    y: np.ndarray,
+    device: torch.device,
+    w: np.ndarray | None = None,
+    t: np.ndarray | None = None,
 ) -> Batches:
-    """(inputs, labels) batches, or (inputs, labels, weights) when per-sample weights are given;
-    a batch larger than the rows takes them all."""
+    """(inputs, labels) batches, or (inputs, labels, weights, teacher logits) when per-sample
+    weights or a teacher's logits are given (either may be None); a batch larger than the rows
+    takes them all."""
     batch_size, steps = min(cfg.batch_size, len(x)), cfg.steps_per_epoch(len(x))
     if cfg.augment == "custom" or cfg.augment_backend == "albumentations":
         ds = AlbumentationsDataset(
@@ -62,6 +68,8 @@ def make_batches(
     )  # a read-only array (np.frombuffer, Ray) is copied
     ys = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
     ws = torch.from_numpy(np.asarray(w, dtype=np.float32)).to(device) if w is not None else None
+    ts = torch.from_numpy(np.asarray(t, dtype=np.float32)).to(device) if t is not None else None
+    extras = ws is not None or ts is not None
     gen = torch.Generator(device=device)
     # the alternating flip's first-epoch mask: drawn once per unit (the global generator is seeded per unit)
     first_flip = torch.rand(len(xs), device=device) < 0.5 if augment.alternating else None
@@ -74,9 +82,13 @@ def make_batches(
             (
                 normalize(augment(to_float(xs[idx]), gen, flips[idx] if flips is not None else None), cfg),
                 ys[idx],
-                *([ws[idx]] if ws is not None else []),
+                *((_rows(ws, idx), _rows(ts, idx)) if extras else ()),
             )
             for idx in perm
         )
 
     return Batches(fast, steps)
+
+
+def _rows(a: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor | None:
+    return a[idx] if a is not None else None

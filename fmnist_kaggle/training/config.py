@@ -29,6 +29,7 @@ LOSSES = ("softmax", "sigmoid")
 AUGMENTS = (*AUGMENT_PRESETS, "custom")
 AUGMENT_BACKENDS = ("auto", "tensor", "albumentations")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+RESIZE_MODES = ("ramp", "step")
 
 _POSITIVE = (lambda v: v > 0, "must be positive")
 _NONNEG = (lambda v: v >= 0, "must be >= 0")
@@ -138,6 +139,45 @@ class TrainConfig:
         check=(lambda v: 0 <= v <= 1, "must be in [0, 1]"),
     )
     pseudo_weight: float = setting(1.0, "loss weight of pseudo-labelled rows", check=_POSITIVE)
+    distill_from: str = setting(
+        "",
+        "teacher run of the same data and folds (born-again networks): fold k also learns the soft "
+        "predictions of the teacher's fold-k model on its own training rows, a model that never saw fold k's "
+        "held-out rows",
+        since=7,
+    )
+    distill_weight: float = setting(
+        0.5,
+        "share of the loss given to the teacher's soft targets",
+        check=(lambda v: 0 < v <= 1, "must be in (0, 1]"),
+        since=7,
+    )
+    distill_temperature: float = setting(
+        2.0,
+        "softmax temperature of the teacher's and the student's logits in the distillation loss",
+        check=_POSITIVE,
+        since=7,
+    )
+    resize_from: int = setting(
+        0,
+        "progressive resizing: training images start at N x N pixels and reach full size by --resize-until of "
+        "the steps (prediction always at full size); 0 = off",
+        check=(lambda v: v == 0 or 8 <= v <= 28, "must be 0 (off) or 8..28"),
+        since=7,  # not a speed setting: speeds count full-size images, and estimates charge each step its pixels
+    )
+    resize_until: float = setting(
+        0.5,
+        "share of the steps after which progressive resizing trains at full size",
+        check=(lambda v: 0 < v <= 1, "must be in (0, 1]"),
+        since=7,
+    )
+    resize_mode: str = setting(
+        "ramp",
+        "ramp: the side grows linearly from --resize-from (in steps of 4 px); step: a cheaper first stage "
+        "wholly at --resize-from",
+        choices=RESIZE_MODES,
+        since=7,
+    )
     tta: bool = setting(False, "average logits with the horizontally flipped image", speed=True)
     tta_shift: int = setting(
         0,
@@ -291,6 +331,17 @@ def _check_combinations(cfg: TrainConfig) -> None:
         raise FkaggleError(
             "invalid training config: pseudo-labels train on the tensor path (augment "
             "presets, augment_backend auto/tensor)"
+        )
+    if cfg.distill_from and (
+        cfg.pseudo_label
+        or cfg.mixup
+        or cfg.cutmix
+        or cfg.augment == "custom"
+        or cfg.augment_backend == "albumentations"
+    ):
+        raise FkaggleError(
+            "invalid training config: distillation (distill_from) learns one teacher's targets for the fold's own "
+            "rows on the tensor path: not with pseudo-labels, mixup/cutmix or a per-sample augmentation pipeline"
         )
     if cfg.augment == "custom" and not cfg.augment_pipeline:
         raise FkaggleError("invalid training config: augment='custom' needs augment_pipeline")

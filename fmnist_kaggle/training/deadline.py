@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from fmnist_kaggle.errors import FkaggleError
 
 PACE_SHARE = 0.2  # of a unit's steps trained before its pace is trusted to project its end
@@ -86,8 +88,12 @@ class StepGuard:
     """What the training loop asks between steps: has the deadline come (`before_step`), and, once
     PACE_SHARE of the unit's steps are trained, would its pace end its run late (`check_pace`)."""
 
-    def __init__(self, deadline: Deadline, total_steps: int, start_step: int, batch_size: int) -> None:
+    def __init__(
+        self, deadline: Deadline, total_steps: int, start_step: int, batch_size: int, work: np.ndarray | None = None
+    ) -> None:
         self.deadline, self.total, self.start, self.batch = deadline, total_steps, start_step, batch_size
+        # work[i]: full-size steps' worth of work before step i (progressive resizing: early steps cost less)
+        self.work = work if work is not None else np.arange(total_steps + 1, dtype=np.float64)
         self.t0 = deadline.clock()
 
     def before_step(self, step: int, where: str) -> None:
@@ -98,11 +104,11 @@ class StepGuard:
         done = step - self.start
         if self.deadline.pace is None or done < max(1.0, PACE_SHARE * (self.total - self.start)):
             return
-        per_step = (self.deadline.clock() - self.t0) / done
-        late = self.deadline.late_by(per_step * (self.total - step), per_step * self.total)
+        per_step = (self.deadline.clock() - self.t0) / max(self.work[step] - self.work[self.start], 1e-9)
+        late = self.deadline.late_by(per_step * (self.work[-1] - self.work[step]), per_step * self.work[-1])
         if late > 0:
             raise UnitLate(
-                f"{where}: at {1000 * per_step:.0f} ms a step it would end {late:.0f} s late",
+                f"{where}: at {1000 * per_step:.0f} ms a (full-size) step it would end {late:.0f} s late",
                 self.batch / per_step,
                 late,
             )

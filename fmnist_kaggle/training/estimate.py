@@ -21,6 +21,7 @@ import torch
 from fmnist_kaggle.training.config import TrainConfig
 from fmnist_kaggle.training.fit import BN_REFRESH_STEPS, REFRESH_ROWS, make_stepper, refresh_batchnorm, train_epoch
 from fmnist_kaggle.training.inference import predict
+from fmnist_kaggle.training.progressive import work_share
 
 REFRESH_IPS_MAX = 1e6  # a model without batch norm refreshes nothing in ~0 s: a finite, plausible speed for it
 UNIT_FIXED_S = 1.0  # a unit's seconds besides its steps and predictions, until measured (model, init, writes)
@@ -110,7 +111,7 @@ class _Probe:
     def __init__(self, cfg: TrainConfig, images: np.ndarray, labels: np.ndarray, num_classes: int) -> None:
         t0 = time.perf_counter()
         self.cfg = cfg
-        self.s, batches = make_stepper(cfg, num_classes, images, labels)
+        self.s, batches = make_stepper(replace(cfg, resize_from=0), num_classes, images, labels)  # full-size steps
         self.setup_s = time.perf_counter() - t0
         self.feed = itertools.chain.from_iterable(batches.epoch_batches(e, e) for e in itertools.count())
         self.times: list[float] = []
@@ -176,9 +177,8 @@ def unit_seconds(
     per_validation = val_rows / speed.predict_ips
     if steps < BN_REFRESH_STEPS:  # update_bn before each validation, at its measured speed
         per_validation += min(train_rows, REFRESH_ROWS) / speed.refresh_speed()
-    return (
-        steps * batch / speed.train_ips + validations * per_validation + test_rows / speed.predict_ips + speed.fixed_s
-    )
+    training = steps * batch * work_share(cfg, steps) / speed.train_ips  # speeds are of full-size images
+    return training + validations * per_validation + test_rows / speed.predict_ips + speed.fixed_s
 
 
 RUN_ESTIMATE_MIN_IMAGES = 50_000  # below this many training images a run takes minutes at worst: not timed

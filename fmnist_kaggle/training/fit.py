@@ -37,6 +37,7 @@ from fmnist_kaggle.training.engine import has_batchnorm
 from fmnist_kaggle.training.inference import _to_model, eval_batches, normalize, predict, scores, to_float
 from fmnist_kaggle.training.loss import loss_fn, make_mixer
 from fmnist_kaggle.training.optim import Lookahead, build_optimizer, build_schedule, lr_factor, make_ema, param_groups
+from fmnist_kaggle.training.progressive import resized, side_at, step_work, work_before
 
 log = logging.getLogger(__name__)
 BN_REFRESH_STEPS = 300  # runs shorter than this refresh batch-norm statistics before each evaluation
@@ -127,7 +128,8 @@ class Stepper:
         self.step = step
         self.schedule = build_schedule(self.cfg, self.opt, self.total_steps, self.steps_per_epoch, step)
         if deadline is not None:
-            self.guard = StepGuard(deadline, self.total_steps, step, self.cfg.batch_size)
+            work = work_before(self.cfg, self.total_steps) if self.cfg.resize_from else None
+            self.guard = StepGuard(deadline, self.total_steps, step, self.cfg.batch_size, work)
 
     def update(self, loss: torch.Tensor) -> None:
         """One optimizer step, then the schedule and the weight averages."""
@@ -180,14 +182,18 @@ def train_epoch(
     sum_loss = torch.zeros((), device=s.device)
     correct = torch.zeros((), device=s.device, dtype=torch.long)
     diverged = _Divergence(s.device)
-    seen = 0
-    for x, y, *w in batches:
+    seen, work = 0, 0.0  # images, and their full-size worth (progressive resizing: a smaller image costs less)
+    for x, y, *extra in batches:
         if s.guard is not None:
             s.guard.before_step(s.step, where)
+        weight, teacher = extra if extra else (None, None)
         x, target = s.mixer(x, y) if s.mixer is not None else (x, y)
+        side = side_at(s.cfg, s.step, s.total_steps, x.shape[-1])
+        work += len(y) * step_work(side, x.shape[-1])
+        x = resized(x, side)
         with _autocast(s.device, s.dtype):
             logits = s.step_model(_to_model(x, s.cfg))
-            loss = loss_fn(s.cfg, logits, target, w[0] if w else None)
+            loss = loss_fn(s.cfg, logits, target, weight, teacher)
             reg = getattr(s.model, "regularization_loss", None)
             if reg is not None:
                 loss = loss + reg()
@@ -215,7 +221,7 @@ def train_epoch(
         "train_loss": sum_loss.item() / max(seen, 1),
         "train_acc": correct.item() / max(seen, 1),
         "seconds": seconds,
-        "images_per_s": seen / max(seconds, 1e-9),
+        "images_per_s": work / max(seconds, 1e-9),  # full-size images a second: one speed at every side
     }
 
 
@@ -231,9 +237,10 @@ def make_stepper(
     seed: int = 0,
     desc: str = "",
     train_w: np.ndarray | None = None,
+    train_t: np.ndarray | None = None,
 ) -> tuple[Stepper, Batches]:
     """A freshly initialised model with its optimizer, schedule and batches: what `fit` trains
-    and what `estimate` times."""
+    and what `estimate` times (`train_t`: a teacher's logits for the rows, to distil)."""
     device = resolve_device(cfg.device)
     dtype = amp_dtype(cfg, device)
     torch.manual_seed(_seed_for(seed, fold, -1))
@@ -245,7 +252,7 @@ def make_stepper(
             f"{desc} batch size {cfg.batch_size} is larger than the fold's {len(train_x)} "
             f"training rows; using {len(train_x)}"
         )
-    batches = make_batches(cfg, train_x, train_y, device, train_w)
+    batches = make_batches(cfg, train_x, train_y, device, train_w, train_t)
     init_from_data(model, train_x, cfg, device)
     total = cfg.total_steps(len(train_x))
     s = Stepper(
@@ -314,9 +321,11 @@ def fit(
     train_w: np.ndarray | None = None,
     deadline: Deadline | None = None,
     checkpoint_tag: dict[str, Any] | None = None,
+    train_t: np.ndarray | None = None,
 ) -> FitResult:
-    """Train on (train_x, train_y) (rows weighted by train_w) for the config's steps; the last
-    epoch is the result (or, with select_epoch, the one with the lowest validation loss).
+    """Train on (train_x, train_y) (rows weighted by train_w; train_t: a teacher's logits for them,
+    to distil) for the config's steps; the last epoch is the result (or, with select_epoch, the
+    one with the lowest validation loss).
 
     `checkpoint` is written after every epoch; when present at start (with `checkpoint_tag`, what
     it belongs to), training resumes. `deadline`: no step starts after it (DeadlineReached), and
@@ -324,7 +333,7 @@ def fit(
     """
     t_start, times = time.perf_counter(), {"setup": 0.0, "train": 0.0, "validate": 0.0, "checkpoint": 0.0}
     with timed(times, "setup"):  # the model, its data-based init, the batches on the device, a checkpoint read
-        s, batches = make_stepper(cfg, num_classes, train_x, train_y, fold, seed, desc, train_w)
+        s, batches = make_stepper(cfg, num_classes, train_x, train_y, fold, seed, desc, train_w, train_t)
         state = _resume(s, checkpoint, checkpoint_tag, desc)
         s.start_at(state["epoch"] * batches.steps_per_epoch, deadline)
     val = (torch.from_numpy(np.require(val_x, requirements=["C", "W"])), np.asarray(val_y, dtype=np.int64))

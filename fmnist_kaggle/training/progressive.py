@@ -1,0 +1,60 @@
+"""Progressive resizing (FFCV, fast.ai's DAWNBench entries): the first steps of a run train on
+smaller images, which cost fewer FLOPs, and the run ends at full size, where it predicts.
+
+The side at a step follows from the step alone (its share of the run's steps), so an epoch
+resumed from its checkpoint trains at the sizes the uninterrupted epoch did. Sides move in
+steps of QUANTUM pixels: a CPU builds its convolution kernels once per shape, so few shapes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fmnist_kaggle.training.config import TrainConfig
+
+QUANTUM = 4
+FULL = 28  # the side of every image this product trains on
+
+
+def side_at(cfg: TrainConfig, step: int, total_steps: int, full: int = FULL) -> int:
+    """The side of the images step `step` of `total_steps` trains on: `full` when resizing is off
+    or the run is past `resize_until` of its steps; before that `resize_from` (mode step: a cheaper
+    first stage) or a linear ramp from it towards `full` (mode ramp), rounded down to QUANTUM."""
+    if not cfg.resize_from or cfg.resize_from >= full:
+        return full
+    done = step / max(total_steps, 1)
+    if done >= cfg.resize_until:
+        return full
+    if cfg.resize_mode == "step":
+        return cfg.resize_from
+    side = cfg.resize_from + (full - cfg.resize_from) * done / cfg.resize_until
+    return max(cfg.resize_from, min(full, int(side) // QUANTUM * QUANTUM))
+
+
+def resized(x: torch.Tensor, side: int) -> torch.Tensor:
+    """A batch (N, C, H, W) at side x side (antialiased bilinear), or itself at its own size."""
+    if x.shape[-1] == side and x.shape[-2] == side:
+        return x
+    return F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+
+
+def step_work(side: int, full: int = FULL) -> float:
+    """A step's work relative to a full-size step: its share of the pixels (a convolution's cost
+    grows with them; measured on 2 CPU cores, bench/per_second.py: 16 px 0.32, 20 px 0.47, 24 px
+    0.69 of a 28 px step's time, against 0.33, 0.51, 0.73 of its pixels)."""
+    return (side / full) ** 2
+
+
+def work_before(cfg: TrainConfig, total_steps: int, full: int = FULL) -> np.ndarray:
+    """work[i]: the full-size steps' worth of work of steps 0..i-1 (total_steps + 1 entries)."""
+    works = [step_work(side_at(cfg, s, total_steps, full), full) for s in range(total_steps)]
+    return np.concatenate([[0.0], np.cumsum(works)])
+
+
+def work_share(cfg: TrainConfig, total_steps: int, full: int = FULL) -> float:
+    """The run's training work relative to every step at full size: what the time model charges."""
+    if not cfg.resize_from or total_steps <= 0:
+        return 1.0
+    return float(work_before(cfg, total_steps, full)[-1]) / total_steps
