@@ -18,6 +18,7 @@ from fmnist_kaggle.runs.identity import require_same
 from fmnist_kaggle.runs.store import build_fold_model, predicted_from, read_fold_model
 from fmnist_kaggle.runs.trainset import Teacher
 from fmnist_kaggle.storage.layout import Workspace
+from fmnist_kaggle.training.config import build_config
 
 SAME = ("data_fingerprint", "folds_fingerprint")  # a teacher's fold k must hold out the student's fold k
 
@@ -47,7 +48,6 @@ def teacher_logits(teacher: Teacher, fold: int, images: np.ndarray, device: str)
     averaged: the soft targets of fold `fold`'s training rows."""
     import torch
 
-    from fmnist_kaggle.training.config import build_config
     from fmnist_kaggle.training.device import resolve_device
     from fmnist_kaggle.training.inference import predict
 

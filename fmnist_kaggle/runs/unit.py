@@ -54,19 +54,11 @@ def train_unit(
     from fmnist_kaggle.training.inference import predict
 
     t0 = time.perf_counter()
-    tr, va = data.split(fold)
+    _, va = data.split(fold)
     train = data.train
-    x, y, w = train.images[tr], train.labels[tr], None
-    if data.pseudo is not None:  # fold k: test rows labelled by the teachers' fold-k models only
-        rows = data.pseudo.rows[fold]
-        x, y = np.concatenate([x, data.test.images[rows]]), np.concatenate([y, data.pseudo.labels[fold]])
-        w = np.r_[np.ones(len(tr), np.float32), np.full(len(rows), cfg.pseudo_weight, np.float32)]
-    soft, teacher_seconds = None, 0.0
-    if data.teacher is not None:  # fold k: the teacher's fold-k model, which never saw fold k's held-out rows
-        from fmnist_kaggle.runs.distill import teacher_logits
-
-        soft = teacher_logits(data.teacher, fold, x, cfg.device)
-        teacher_seconds = time.perf_counter() - t0
+    x, y, w = fold_rows(cfg, data, fold)
+    soft = _soft_targets(cfg, data, fold, x)
+    teacher_seconds = time.perf_counter() - t0
     result = fit(
         cfg,
         train.num_classes,
@@ -110,6 +102,28 @@ def train_unit(
         "finished": utc_now(),
     }
     return UnitResult(fold, seed, val, test, buf.getvalue(), result.history, summary)
+
+
+def fold_rows(cfg: TrainConfig, data: TrainingData, fold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """What fold k trains on: its training rows, and with pseudo-labels the test rows its teachers'
+    fold-k models label (weighted by pseudo_weight; None: every row weighs 1)."""
+    tr, _ = data.split(fold)
+    x, y = data.train.images[tr], data.train.labels[tr]
+    if data.pseudo is None:
+        return x, y, None
+    rows = data.pseudo.rows[fold]
+    x, y = np.concatenate([x, data.test.images[rows]]), np.concatenate([y, data.pseudo.labels[fold]])
+    return x, y, np.r_[np.ones(len(tr), np.float32), np.full(len(rows), cfg.pseudo_weight, np.float32)]
+
+
+def _soft_targets(cfg: TrainConfig, data: TrainingData, fold: int, x: np.ndarray) -> np.ndarray | None:
+    """With a distillation teacher, its fold-k model's logits for fold k's training rows (that
+    model never saw fold k's held-out rows); else None."""
+    if data.teacher is None:
+        return None
+    from fmnist_kaggle.runs.distill import teacher_logits
+
+    return teacher_logits(data.teacher, fold, x, cfg.device)
 
 
 def _tag(data: TrainingData, fold: int, seed: int, max_steps: int | None) -> dict[str, Any]:

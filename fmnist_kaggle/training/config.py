@@ -33,6 +33,8 @@ RESIZE_MODES = ("ramp", "step")
 
 _POSITIVE = (lambda v: v > 0, "must be positive")
 _NONNEG = (lambda v: v >= 0, "must be >= 0")
+_SHARE = (lambda v: 0 < v <= 1, "must be in (0, 1]")
+_SIDE = (lambda v: v == 0 or 8 <= v <= 28, "must be 0 (off) or 8..28")
 
 
 def setting(
@@ -65,8 +67,36 @@ def setting(
     return field(default=default, metadata=meta)
 
 
+class ConfigIdentity:
+    """What identifies a config (its dataclass fields): the values that change results (`semantic`,
+    hashed into run identities) and those that change speed (`speed_key`, keying stored speeds)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def semantic(self) -> dict[str, Any]:
+        return {
+            k: v
+            for k, v in self.to_dict().items()
+            if k in SEMANTIC and not (FIELDS[k].metadata["since"] and v == default_of(k))
+        }
+
+    def semantic_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.semantic(), sort_keys=True, default=str).encode()).hexdigest()
+
+    def speed_key(self) -> str:
+        """What identifies this config's speed: the values of the fields that change it (`speed`),
+        those added since SPEED_KEY_SINCE left out at their defaults (older keys stay valid)."""
+        values = [
+            getattr(self, name)
+            for name in SPEED
+            if not (FIELDS[name].metadata["since"] >= SPEED_KEY_SINCE and getattr(self, name) == default_of(name))
+        ]
+        return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(ConfigIdentity):
     model: str = setting("seed000_bncnn", "registry name or timm:<name> (see `fkaggle models`)", speed=True)
     model_kwargs: dict[str, Any] = setting(
         {}, "model keywords: dropout, width, act, input_size, pretrained...", cli=False, speed=True
@@ -140,41 +170,16 @@ class TrainConfig:
     )
     pseudo_weight: float = setting(1.0, "loss weight of pseudo-labelled rows", check=_POSITIVE)
     distill_from: str = setting(
-        "",
-        "teacher run of the same data and folds (born-again networks): fold k also learns the soft "
-        "predictions of the teacher's fold-k model on its own training rows, a model that never saw fold k's "
-        "held-out rows",
-        since=7,
+        "", "teacher run of the same data and folds: fold k also learns its fold-k model's soft predictions", since=7
     )
-    distill_weight: float = setting(
-        0.5,
-        "share of the loss given to the teacher's soft targets",
-        check=(lambda v: 0 < v <= 1, "must be in (0, 1]"),
-        since=7,
-    )
-    distill_temperature: float = setting(
-        2.0,
-        "softmax temperature of the teacher's and the student's logits in the distillation loss",
-        check=_POSITIVE,
-        since=7,
-    )
-    resize_from: int = setting(
-        0,
-        "progressive resizing: training images start at N x N pixels and reach full size by --resize-until of "
-        "the steps (prediction always at full size); 0 = off",
-        check=(lambda v: v == 0 or 8 <= v <= 28, "must be 0 (off) or 8..28"),
-        since=7,  # not a speed setting: speeds count full-size images, and estimates charge each step its pixels
-    )
-    resize_until: float = setting(
-        0.5,
-        "share of the steps after which progressive resizing trains at full size",
-        check=(lambda v: 0 < v <= 1, "must be in (0, 1]"),
-        since=7,
-    )
+    distill_weight: float = setting(0.5, "share of the loss given to the teacher's soft targets", check=_SHARE, since=7)
+    distill_temperature: float = setting(2.0, "softmax temperature of the distillation loss", check=_POSITIVE, since=7)
+    # not a speed setting: speeds count full-size images, and estimates charge each step its pixels
+    resize_from: int = setting(0, "progressive resizing: training starts at N x N px (0: off)", check=_SIDE, since=7)
+    resize_until: float = setting(0.5, "share of the steps after which it trains at full size", check=_SHARE, since=7)
     resize_mode: str = setting(
         "ramp",
-        "ramp: the side grows linearly from --resize-from (in steps of 4 px); step: a cheaper first stage "
-        "wholly at --resize-from",
+        "ramp: the side grows in 4 px steps; step: a first stage at --resize-from",
         choices=RESIZE_MODES,
         since=7,
     )
@@ -278,29 +283,6 @@ class TrainConfig:
         """Optimizer steps of one (fold, seed): every epoch's, or max_steps when that is fewer."""
         every = self.steps_per_epoch(train_rows) * self.epochs
         return min(every, self.max_steps) if self.max_steps else every
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def semantic(self) -> dict[str, Any]:
-        return {
-            k: v
-            for k, v in self.to_dict().items()
-            if k in SEMANTIC and not (FIELDS[k].metadata["since"] and v == default_of(k))
-        }
-
-    def semantic_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.semantic(), sort_keys=True, default=str).encode()).hexdigest()
-
-    def speed_key(self) -> str:
-        """What identifies this config's speed: the values of the fields that change it (`speed`),
-        those added since SPEED_KEY_SINCE left out at their defaults (older keys stay valid)."""
-        values = [
-            getattr(self, name)
-            for name in SPEED
-            if not (FIELDS[name].metadata["since"] >= SPEED_KEY_SINCE and getattr(self, name) == default_of(name))
-        ]
-        return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _check_field(f: Field, value: Any) -> None:
