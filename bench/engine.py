@@ -8,7 +8,7 @@ training step, predictions 1,024 images a batch); new = today's defaults (a look
 every 50 steps, the cache-sized prediction batch). `fkaggle predict`-style prediction of all
 60,000 training images by one fold model is timed end to end as well.
 
-    python bench/engine.py [--models cpu,fast] [--amp off] [--rows 12288] [--json out.json]
+    python bench/engine.py [--models cpu,fast] [--amp off] [--rows 12288] [--train-variants] [--json out.json]
 """
 
 from __future__ import annotations
@@ -26,6 +26,14 @@ from fmnist_kaggle.data.competition import resolve_competition
 from fmnist_kaggle.training import engine, fit
 from fmnist_kaggle.training.config import build_config
 from fmnist_kaggle.training.inference import predict, prediction_batch
+
+# Training settings timed beside today's (--train-variants); each alone from the recipe's.
+TRAIN_VARIANTS = (
+    ("train, torch.compile (Inductor)", {"compile": True}),
+    ("train, contiguous (not channels_last)", {"channels_last": False}),
+    ("train, batch 512", {"batch_size": 512}),
+    ("train, batch 128", {"batch_size": 128}),
+)
 
 
 class _NoBar:
@@ -49,12 +57,17 @@ def onednn_peak(seconds: float = 1.0) -> float:
     return 2 * 64 * 32 * 32 * 512 * 512 / best / 1e9
 
 
+WARMED: dict[str, float] = {}  # what the last train_ips spent before its timed steps (compiling, for one)
+
+
 def train_ips(cfg, x, y, steps: int, sync_every: int) -> tuple[float, torch.nn.Module]:
     saved, fit.FINITE_CHECK_STEPS = fit.FINITE_CHECK_STEPS, sync_every
     try:
+        t0 = time.perf_counter()
         s, batches = fit.make_stepper(cfg, 10, x, y)
         feed = itertools.chain.from_iterable(batches.epoch_batches(e, e) for e in itertools.count())
         fit.train_epoch(s, itertools.islice(feed, 5), "warm-up", _NoBar())
+        WARMED["seconds"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         fit.train_epoch(s, itertools.islice(feed, steps), "timed", _NoBar())
         return steps * cfg.batch_size / (time.perf_counter() - t0), s.eval_model
@@ -75,6 +88,7 @@ def main() -> None:
     ap.add_argument("--amp", default="off", help="training precision: off (fp32), bf16 or auto")
     ap.add_argument("--rows", type=int, default=12288, help="training rows the speeds are timed on")
     ap.add_argument("--steps", type=int, default=40, help="timed training steps")
+    ap.add_argument("--train-variants", action="store_true", help="time the training variants as well")
     ap.add_argument("--json", help="write the table here as well")
     args = ap.parse_args()
     train = resolve_competition().train_set
@@ -103,6 +117,9 @@ def main() -> None:
         new_train, _ = train_ips(cfg, x, y, args.steps, sync_every=fit.FINITE_CHECK_STEPS)
         measured += [("train, old: host sync every step", old_train, f_train)]
         measured += [("train, new: a look every 50 steps", new_train, f_train)]
+        for label, change in TRAIN_VARIANTS if args.train_variants else ():
+            ips, _ = train_ips(replace(cfg, **change), x, y, args.steps, fit.FINITE_CHECK_STEPS)
+            measured.append((f"{label} (set-up + 5 steps {WARMED['seconds']:.0f} s)", ips, f_train))
         auto = prediction_batch(model, everything, cfg, torch.device("cpu"))
         for label, batch in (("predict, old: 1024 a batch", 1024), (f"predict, new: auto ({auto} a batch)", 0)):
             ips = predict_ips(model, everything, replace(cfg, eval_batch_size=batch))
