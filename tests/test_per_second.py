@@ -11,8 +11,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli, write_csv
-from test_train import TINY, _fit_fold, _interrupted_then_resumed, _val_logits
+from conftest import write_csv
+from test_train import TINY, _fit_fold, _interrupted_then_resumed, _val_logits, run_cli_train
 
 from fmnist_kaggle.data.competition import Competition
 from fmnist_kaggle.errors import FkaggleError
@@ -145,30 +145,12 @@ def test_a_distilled_fold_learns_only_from_the_teachers_model_of_that_fold(tmp_p
 
 
 def test_a_distillation_teacher_on_other_folds_or_unfinished_is_refused_in_one_line(tmp_path, comp):
-    train_folds(comp, build_config(**{**TINY, "folds": 3}), run="teacher3", workdir=tmp_path, progress=False)
-    res = run_cli(
-        "fold-train",
-        "--train",
-        str(comp.train),
-        "--test",
-        str(comp.test),
-        "--model",
-        "lenet5",
-        "--folds",
-        "2",
-        "--epochs",
-        "1",
-        "--distill-from",
-        "teacher3",
-        "--run",
-        "s",
-        "--workdir",
-        str(tmp_path),
-        cwd=tmp_path,
-    )
+    other_folds = build_config(**{**TINY, "fold_seed": 7})
+    train_folds(comp, other_folds, run="teacher3", workdir=tmp_path, progress=False)
+    res = run_cli_train(tmp_path, comp, "--distill-from", "teacher3")  # 3 folds of fold seed 42
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "distillation teacher teacher3 has a different fold assignment than this run" in res.stderr
-    assert not (tmp_path / "oof" / "s").exists()
+    assert not (tmp_path / "oof" / "tiny-run").exists()
     train_folds(
         comp, build_config(**{**TINY, "folds": 2}), run="half", workdir=tmp_path, progress=False, only_folds=[0]
     )
