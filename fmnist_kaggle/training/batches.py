@@ -21,7 +21,7 @@ from fmnist_kaggle.training.augment import (
     albumentations_pipeline,
     alternating_flips,
 )
-from fmnist_kaggle.training.config import TrainConfig
+from fmnist_kaggle.training.config import TrainConfig, per_sample_pipeline
 from fmnist_kaggle.training.inference import normalize, to_float
 
 
@@ -45,7 +45,7 @@ def make_batches(
     weights or a teacher's logits are given (either may be None); a batch larger than the rows
     takes them all."""
     batch_size, steps = min(cfg.batch_size, len(x)), cfg.steps_per_epoch(len(x))
-    if cfg.augment == "custom" or cfg.augment_backend == "albumentations":
+    if per_sample_pipeline(cfg):
         ds = AlbumentationsDataset(
             np.asarray(x), np.asarray(y), albumentations_pipeline(cfg.augment, cfg.augment_pipeline)
         )

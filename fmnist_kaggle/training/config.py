@@ -302,6 +302,12 @@ def _check_field(f: Field, value: Any) -> None:
         raise FkaggleError(f"invalid training config: {f.name} {check[1]}, got {value!r}")
 
 
+def per_sample_pipeline(cfg: TrainConfig) -> bool:
+    """Whether batches come through albumentations, a sample at a time (a custom pipeline or the
+    backend asked for), rather than the tensor path, which alone carries row weights and targets."""
+    return cfg.augment == "custom" or cfg.augment_backend == "albumentations"
+
+
 def _check_combinations(cfg: TrainConfig) -> None:
     """Settings legal alone but not together."""
     if (cfg.mixup or cfg.cutmix) and cfg.batch_size % 2:
@@ -309,18 +315,12 @@ def _check_combinations(cfg: TrainConfig) -> None:
             "invalid training config: mixup/cutmix pair each sample with another, so "
             f"batch_size must be even, got {cfg.batch_size}"
         )
-    if cfg.pseudo_label and (cfg.augment == "custom" or cfg.augment_backend == "albumentations"):
+    if cfg.pseudo_label and per_sample_pipeline(cfg):
         raise FkaggleError(
             "invalid training config: pseudo-labels train on the tensor path (augment "
             "presets, augment_backend auto/tensor)"
         )
-    if cfg.distill_from and (
-        cfg.pseudo_label
-        or cfg.mixup
-        or cfg.cutmix
-        or cfg.augment == "custom"
-        or cfg.augment_backend == "albumentations"
-    ):
+    if cfg.distill_from and (cfg.pseudo_label or cfg.mixup or cfg.cutmix or per_sample_pipeline(cfg)):
         raise FkaggleError(
             "invalid training config: distillation (distill_from) learns one teacher's targets for the fold's own "
             "rows on the tensor path: not with pseudo-labels, mixup/cutmix or a per-sample augmentation pipeline"
