@@ -57,8 +57,9 @@ def train_unit(
     _, va = data.split(fold)
     train = data.train
     x, y, w = fold_rows(cfg, data, fold)
+    t_teacher = time.perf_counter()
     soft = _soft_targets(cfg, data, fold, x)
-    teacher_seconds = time.perf_counter() - t0
+    teacher_seconds = time.perf_counter() - t_teacher
     result = fit(
         cfg,
         train.num_classes,
