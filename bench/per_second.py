@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from fmnist_kaggle import metrics
 from fmnist_kaggle.data.competition import resolve_competition
@@ -49,14 +50,6 @@ VARIANTS: dict[str, tuple[dict, str | None]] = {
 PROBE_STEPS = 12
 
 
-class _Bar:
-    disable = True
-
-    def update(self, n: int) -> None: ...
-
-    def set_postfix(self, **kw) -> None: ...
-
-
 def step_seconds(cfg: TrainConfig, x: np.ndarray, y: np.ndarray, side: int) -> float:
     """Median seconds of one training step of `cfg` on images of `side` pixels (after warm-up)."""
     s, batches = make_stepper(replace(cfg, resize_from=0), 10, x, y)
@@ -66,7 +59,7 @@ def step_seconds(cfg: TrainConfig, x: np.ndarray, y: np.ndarray, side: int) -> f
         xb, yb, *_ = next(feed)
         batch = iter([(resized(xb, side), yb)])
         t0 = time.perf_counter()
-        train_epoch(s, batch, "probe", _Bar(), check_finite=False)
+        train_epoch(s, batch, "probe", tqdm(disable=True), check_finite=False)
         times.append(time.perf_counter() - t0)
     return float(np.median(times[3:]))
 

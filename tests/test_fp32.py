@@ -11,6 +11,7 @@ import json
 import numpy as np
 import torch
 from conftest import run_cli
+from tqdm.auto import tqdm
 
 import fmnist_kaggle as fk
 from fmnist_kaggle.training import fit
@@ -21,18 +22,11 @@ from fmnist_kaggle.training.inference import _to_model, eval_batches, predict
 TOLERANCE = 1e-4  # folded vs plain logits, absolute (fp32 rounding of the folded weights)
 
 
-class _NoBar:
-    disable = True
-
-    def update(self, n: int) -> None:
-        pass
-
-
 def _trained(cfg, small):
     """The `fast` model after 20 real steps on real Fashion-MNIST rows (its BN statistics moved)."""
     s, batches = fit.make_stepper(cfg, 10, small["x_train"], small["y_train"])
     feed = itertools.chain.from_iterable(batches.epoch_batches(e, e) for e in itertools.count())
-    fit.train_epoch(s, itertools.islice(feed, 20), "test", _NoBar())
+    fit.train_epoch(s, itertools.islice(feed, 20), "test", tqdm(disable=True))
     return s.eval_model
 
 
