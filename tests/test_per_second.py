@@ -174,3 +174,22 @@ def test_distillation_is_deterministic_and_resumes_exactly(tmp_path, small, monk
     np.testing.assert_allclose(a, c, atol=1e-5)
     plain = _val_logits(_fit_fold(build_config(**{**TINY, "epochs": 3, "batch_size": 32}), small), cfg, small)
     assert not np.allclose(a, plain, atol=1e-3)  # the teacher's targets changed what it learnt
+
+
+def test_distillation_with_a_second_source_of_targets_or_a_prediction_as_teacher_is_refused(tmp_path, comp, small):
+    for extra in (
+        dict(pseudo_label="t"),
+        dict(mixup=0.2),
+        dict(augment="custom", augment_pipeline=[{"name": "HorizontalFlip"}]),
+    ):
+        with pytest.raises(FkaggleError, match="distillation \\(distill_from\\) learns one teacher's targets"):
+            build_config(**TINY, distill_from="t", **extra)
+    train_folds(comp, build_config(**{**TINY, "folds": 2}), run="src", workdir=tmp_path, progress=False)
+    other_test = write_csv(tmp_path / "other.csv", small["x_test"][:20], small["y_test"][:20])
+    from fmnist_kaggle.runs.predict import predict_run
+
+    predict_run("src", other_test, name="src-on-other", workdir=tmp_path)
+    with pytest.raises(
+        FkaggleError, match="distillation teacher src-on-other is a prediction of src: distil from that run"
+    ):
+        load_teacher(Workspace(tmp_path), "src-on-other", _identity_of(tmp_path, "src"), 2)
