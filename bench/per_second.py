@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from fmnist_kaggle import metrics
 from fmnist_kaggle.data.competition import resolve_competition
 from fmnist_kaggle.data.folds import make_folds
-from fmnist_kaggle.runs.trainset import PseudoLabels, Teacher, TrainingData
+from fmnist_kaggle.runs.trainset import FoldModels, PseudoLabels, TrainingData
 from fmnist_kaggle.runs.unit import train_unit
 from fmnist_kaggle.training.config import TrainConfig, build_config
 from fmnist_kaggle.training.fit import make_stepper, train_epoch
@@ -176,9 +176,9 @@ def _row(name: str, changes: dict, unit, wall: float, train, test, va: np.ndarra
     }
 
 
-def _in_memory_teacher(cfg: TrainConfig, unit) -> Teacher:
+def _in_memory_teacher(cfg: TrainConfig, unit) -> FoldModels:
     """The base run's fold-0 model as a teacher (a session's earlier run of the same fold)."""
-    return Teacher(
+    return FoldModels(
         "base",
         "",
         {"config": cfg.to_dict(), "data": {"num_classes": 10}},

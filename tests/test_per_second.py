@@ -16,8 +16,8 @@ from test_train import TINY, _fit_fold, _interrupted_then_resumed, _val_logits, 
 
 from fmnist_kaggle.data.competition import Competition
 from fmnist_kaggle.errors import FkaggleError
-from fmnist_kaggle.runs.distill import load_teacher
 from fmnist_kaggle.runs.driver import train_folds
+from fmnist_kaggle.runs.fold_models import load_fold_models
 from fmnist_kaggle.runs.store import load_fold_model
 from fmnist_kaggle.storage.layout import Workspace
 from fmnist_kaggle.training.config import build_config
@@ -155,7 +155,7 @@ def test_a_distillation_teacher_on_other_folds_or_unfinished_is_refused_in_one_l
         comp, build_config(**{**TINY, "folds": 2}), run="half", workdir=tmp_path, progress=False, only_folds=[0]
     )
     with pytest.raises(FkaggleError, match="distillation teacher half has no finished fold 1"):
-        load_teacher(Workspace(tmp_path), "half", _identity_of(tmp_path, "half"), 2)
+        load_fold_models(Workspace(tmp_path), "half", _identity_of(tmp_path, "half"), 2, "distillation teacher")
 
 
 def _identity_of(root, run: str) -> dict:
@@ -189,7 +189,63 @@ def test_distillation_with_a_second_source_of_targets_or_a_prediction_as_teacher
     from fmnist_kaggle.runs.predict import predict_run
 
     predict_run("src", other_test, name="src-on-other", workdir=tmp_path)
-    with pytest.raises(
-        FkaggleError, match="distillation teacher src-on-other is a prediction of src: distil from that run"
-    ):
-        load_teacher(Workspace(tmp_path), "src-on-other", _identity_of(tmp_path, "src"), 2)
+    with pytest.raises(FkaggleError, match="distillation teacher src-on-other is a prediction of src: name that run"):
+        load_fold_models(Workspace(tmp_path), "src-on-other", _identity_of(tmp_path, "src"), 2, "distillation teacher")
+
+
+# ----------------------------------------------------------------------------- continuing a run (--init-from)
+
+
+def test_a_continued_fold_starts_from_the_same_folds_model_and_records_it(tmp_path, comp, monkeypatch):
+    import fmnist_kaggle.training.fit as fit_module
+
+    cfg = build_config(**{**RESNET, "folds": 2})
+    train_folds(comp, cfg, run="src", workdir=tmp_path, progress=False)
+    started: dict[int, dict] = {}
+    real = fit_module.make_stepper
+
+    def spy(cfg, num_classes, train_x, train_y, fold=0, *a, **k):
+        s, batches = real(cfg, num_classes, train_x, train_y, fold, *a, **k)
+        started[fold] = {n: t.clone() for n, t in s.model.state_dict().items()}
+        return s, batches
+
+    monkeypatch.setattr(fit_module, "make_stepper", spy)
+    train_folds(comp, replace(cfg, init_from="src"), run="cont", workdir=tmp_path, progress=False)
+    m = json.loads((tmp_path / "oof" / "cont" / "manifest.json").read_text())
+    assert m["init"]["init_from"] == "src" and m["identity"]["init_fingerprint"] == m["init"]["init_from_fingerprint"]
+    for k in (0, 1):  # fold k starts from src's fold-k model, not the other fold's
+        own, other = (load_fold_model(Workspace(tmp_path).run("src"), _manifest(tmp_path, "src"), f, 0) for f in (k, 1 - k))
+        for name, weights in own.state_dict().items():
+            torch.testing.assert_close(started[k][name], weights)
+        assert any(not torch.equal(started[k][n], w) for n, w in other.state_dict().items())
+
+
+def test_a_continuation_is_deterministic_and_resumes_exactly(tmp_path, small, monkeypatch):
+    cfg = build_config(**{**TINY, "epochs": 3, "batch_size": 32})
+    start = _fit_fold(build_config(**TINY), small).model.state_dict()
+    whole, again = _fit_fold(cfg, small, start=start), _fit_fold(cfg, small, start=start)
+    resumed = _interrupted_then_resumed(cfg, small, tmp_path, monkeypatch, start=start)
+    a, b, c = (_val_logits(r, cfg, small) for r in (whole, again, resumed))
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(a, c, atol=1e-5)
+    fresh = _val_logits(_fit_fold(cfg, small), cfg, small)
+    assert not np.allclose(a, fresh, atol=1e-3)  # it learnt on from the start, not from scratch
+
+
+def test_a_continuation_of_another_model_folds_or_seeds_is_refused_in_one_line(tmp_path, comp):
+    train_folds(comp, build_config(**RESNET), run="w4", workdir=tmp_path, progress=False)  # 3 folds
+    wider = build_config(**{**RESNET, "model_kwargs": {"width": 8}, "init_from": "w4"})
+    with pytest.raises(FkaggleError, match="--init-from w4: it trained fmnist_resnet \\{'width': 4\\}, this run"):
+        train_folds(comp, wider, run="wide", workdir=tmp_path, progress=False)
+    two = build_config(**{**RESNET, "folds": 2, "init_from": "w4"})
+    with pytest.raises(FkaggleError, match="has a different fold assignment than this run"):
+        train_folds(comp, two, run="two", workdir=tmp_path, progress=False)
+    train_folds(comp, build_config(**{**RESNET, "seeds": [0, 1]}), run="seeds2", workdir=tmp_path, progress=False)
+    with pytest.raises(FkaggleError, match="--init-from seeds2: it has 2 seeds a fold; continue a run of one"):
+        train_folds(comp, build_config(**{**RESNET, "init_from": "seeds2"}), run="c", workdir=tmp_path, progress=False)
+    assert {p.name for p in (tmp_path / "oof").iterdir() if not p.name.startswith(".")} >= {"w4", "seeds2"}
+    assert not any((tmp_path / "oof" / n).exists() for n in ("wide", "two", "c"))
+
+
+def _manifest(root, run: str) -> dict:
+    return json.loads((root / "oof" / run / "manifest.json").read_text())

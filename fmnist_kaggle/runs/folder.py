@@ -18,8 +18,8 @@ from fmnist_kaggle._version import __version__
 from fmnist_kaggle.data.competition import Competition
 from fmnist_kaggle.data.folds import load_or_make_folds
 from fmnist_kaggle.errors import FkaggleError
-from fmnist_kaggle.runs.distill import load_teacher
 from fmnist_kaggle.runs.executors import first_line
+from fmnist_kaggle.runs.fold_models import load_fold_models, load_start
 from fmnist_kaggle.runs.identity import identity_diff
 from fmnist_kaggle.runs.pseudo import pseudo_labels
 from fmnist_kaggle.runs.store import fold_state, read_seed
@@ -70,9 +70,13 @@ def training_data(comp: Competition, cfg: TrainConfig, ws: Workspace) -> Trainin
         identity["teacher_fingerprint"] = pseudo.fingerprint  # a retrained teacher makes another run
     teacher = None
     if cfg.distill_from:
-        teacher = load_teacher(ws, cfg.distill_from, identity, cfg.folds)
+        teacher = load_fold_models(ws, cfg.distill_from, identity, cfg.folds, "distillation teacher")
         identity["distill_fingerprint"] = teacher.fingerprint
-    return TrainingData(train, test, fold_of, identity, pseudo, teacher)
+    start = None
+    if cfg.init_from:
+        start = load_start(ws, cfg, identity)
+        identity["init_fingerprint"] = start.fingerprint  # a retrained start makes another run
+    return TrainingData(train, test, fold_of, identity, pseudo, teacher, start)
 
 
 # ----------------------------------------------------------------------------- opening a run
@@ -206,6 +210,7 @@ def _new_manifest(comp: Competition, cfg: TrainConfig, rd: RunDir, data: Trainin
         "versions": _versions(),
         **({"pseudo_label": data.pseudo.record(cfg.pseudo_threshold, cfg.pseudo_weight)} if data.pseudo else {}),
         **({"distill": data.teacher.record()} if data.teacher else {}),
+        **({"init": data.start.record("init_from")} if data.start else {}),
     }
 
 

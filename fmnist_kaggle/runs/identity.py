@@ -36,6 +36,10 @@ FINGERPRINTS: dict[str, tuple[str, str]] = {
         "distillation teacher's models",
         "the teacher was retrained; retrain this run or choose another --run",
     ),
+    "init_fingerprint": (
+        "models it continued (--init-from)",
+        "the run it continued was retrained; retrain this run or choose another --run",
+    ),
 }
 SHARED = ("data_fingerprint", "folds_fingerprint", "test_fingerprint")  # what blends and teachers must share
 

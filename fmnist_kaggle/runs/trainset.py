@@ -1,6 +1,6 @@
 """What every (fold, seed) unit of a run trains on: the rows, the folds, the identity they are
-recorded under, (with --pseudo-label) the teachers' per-fold test labels and (with
---distill-from) the teacher's fold models."""
+recorded under, (with --pseudo-label) the teachers' per-fold test labels, (with --distill-from)
+the teacher's fold models and (with --init-from) the fold models each unit starts from."""
 
 from __future__ import annotations
 
@@ -37,9 +37,10 @@ class PseudoLabels:
 
 
 @dataclass(frozen=True)
-class Teacher:
-    """A distillation teacher: its run's record and, per fold, its seeds' verified weight files
-    (bytes travel to wherever a unit trains)."""
+class FoldModels:
+    """An earlier run's fold models, as a distillation teacher or a continuation's start: its
+    run's record and, per fold, its seeds' verified weight files (bytes travel to wherever a unit
+    trains)."""
 
     name: str
     fingerprint: str  # SHA-256 over its fold models' weights
@@ -47,8 +48,8 @@ class Teacher:
     models: dict[int, tuple[bytes, ...]]
     paths: dict[int, tuple[Path, ...]]  # where each came from (named when one is not the model's)
 
-    def record(self) -> dict[str, Any]:
-        return {"teacher": self.name, "teacher_fingerprint": self.fingerprint}
+    def record(self, role: str = "teacher") -> dict[str, Any]:
+        return {role: self.name, f"{role}_fingerprint": self.fingerprint}
 
 
 @dataclass
@@ -60,7 +61,8 @@ class TrainingData:
     fold_of: np.ndarray
     identity: dict[str, Any]  # data/folds/test fingerprints and the semantic config
     pseudo: PseudoLabels | None = None  # --pseudo-label: per fold, test rows and their teacher labels
-    teacher: Teacher | None = None  # --distill-from: the teacher run's fold models
+    teacher: FoldModels | None = None  # --distill-from: the teacher run's fold models
+    start: FoldModels | None = None  # --init-from: the run whose fold-k model fold k starts from
 
     def split(self, fold: int) -> tuple[np.ndarray, np.ndarray]:
         return np.flatnonzero(self.fold_of != fold), np.flatnonzero(self.fold_of == fold)

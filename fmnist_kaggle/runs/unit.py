@@ -57,9 +57,7 @@ def train_unit(
     _, va = data.split(fold)
     train = data.train
     x, y, w = fold_rows(cfg, data, fold)
-    t_teacher = time.perf_counter()
-    soft = _soft_targets(cfg, data, fold, x)
-    teacher_seconds = time.perf_counter() - t_teacher
+    soft, start, spent = _from_earlier_runs(cfg, data, fold, x)
     result = fit(
         cfg,
         train.num_classes,
@@ -76,9 +74,10 @@ def train_unit(
         deadline=deadline,
         checkpoint_tag=_tag(data, fold, seed, cfg.max_steps if resized else None),
         train_t=soft,
+        start=start,
     )
     device = resolve_device(cfg.device)
-    times = {**result.times, **({"teacher": teacher_seconds} if soft is not None else {})}
+    times = {**result.times, **spent}
     with timed(times, "predict"):
         val = (
             result.val_logits
@@ -117,14 +116,21 @@ def fold_rows(cfg: TrainConfig, data: TrainingData, fold: int) -> tuple[np.ndarr
     return x, y, np.r_[np.ones(len(tr), np.float32), np.full(len(rows), cfg.pseudo_weight, np.float32)]
 
 
-def _soft_targets(cfg: TrainConfig, data: TrainingData, fold: int, x: np.ndarray) -> np.ndarray | None:
-    """With a distillation teacher, its fold-k model's logits for fold k's training rows (that
-    model never saw fold k's held-out rows); else None."""
-    if data.teacher is None:
-        return None
+def _from_earlier_runs(
+    cfg: TrainConfig, data: TrainingData, fold: int, x: np.ndarray
+) -> tuple[np.ndarray | None, dict[str, Any] | None, dict[str, float]]:
+    """What fold k learns from earlier runs' fold-k models (which never saw its held-out rows):
+    a distillation teacher's logits for its training rows, the weights a continuation starts
+    from (each None without one), and the seconds the teacher's pass took (`times.teacher`)."""
     from fmnist_kaggle.runs.distill import teacher_logits
+    from fmnist_kaggle.runs.fold_models import start_state
 
-    return teacher_logits(data.teacher, fold, x, cfg.device)
+    start = start_state(data.start, fold) if data.start is not None else None
+    if data.teacher is None:
+        return None, start, {}
+    t0 = time.perf_counter()
+    soft = teacher_logits(data.teacher, fold, x, cfg.device)
+    return soft, start, {"teacher": time.perf_counter() - t0}
 
 
 def _tag(data: TrainingData, fold: int, seed: int, max_steps: int | None) -> dict[str, Any]:

@@ -37,6 +37,7 @@ IDENTITY = {
         "config": {"type": "object"},
         "teacher_fingerprint": _STR,
         "distill_fingerprint": _STR,
+        "init_fingerprint": _STR,
     },
 }
 _SCORES = {"type": "object", "required": ["acc", "logloss"], "properties": {"acc": _NUMBER, "logloss": _NUMBER}}

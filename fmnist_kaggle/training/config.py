@@ -174,6 +174,12 @@ class TrainConfig(ConfigIdentity):
     )
     distill_weight: float = setting(0.5, "share of the loss given to the teacher's soft targets", check=_SHARE, since=7)
     distill_temperature: float = setting(2.0, "softmax temperature of the distillation loss", check=_POSITIVE, since=7)
+    init_from: str = setting(
+        "",
+        "run of the same data, folds and model to continue: fold k starts from its fold-k model, and this "
+        "run's schedule starts anew",
+        since=7,
+    )
     # not a speed setting: speeds count full-size images, and estimates charge each step its pixels
     resize_from: int = setting(0, "progressive resizing: training starts at N x N px (0: off)", check=_SIDE, since=7)
     resize_until: float = setting(0.5, "share of the steps after which it trains at full size", check=_SHARE, since=7)

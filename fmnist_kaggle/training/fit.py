@@ -238,9 +238,11 @@ def make_stepper(
     desc: str = "",
     train_w: np.ndarray | None = None,
     train_t: np.ndarray | None = None,
+    start: dict[str, torch.Tensor] | None = None,
 ) -> tuple[Stepper, Batches]:
-    """A freshly initialised model with its optimizer, schedule and batches: what `fit` trains
-    and what `estimate` times (`train_t`: a teacher's logits for the rows, to distil)."""
+    """A freshly initialised model (or, with `start`, one continued from those weights) with its
+    optimizer, schedule and batches: what `fit` trains and what `estimate` times (`train_t`: a
+    teacher's logits for the rows, to distil)."""
     device = resolve_device(cfg.device)
     dtype = amp_dtype(cfg, device)
     torch.manual_seed(_seed_for(seed, fold, -1))
@@ -254,6 +256,8 @@ def make_stepper(
         )
     batches = make_batches(cfg, train_x, train_y, device, train_w, train_t)
     init_from_data(model, train_x, cfg, device)
+    if start is not None:  # --init-from: the earlier run's fold model, its data-based init included
+        model.load_state_dict(start)
     total = cfg.total_steps(len(train_x))
     s = Stepper(
         model,
@@ -322,10 +326,11 @@ def fit(
     deadline: Deadline | None = None,
     checkpoint_tag: dict[str, Any] | None = None,
     train_t: np.ndarray | None = None,
+    start: dict[str, torch.Tensor] | None = None,
 ) -> FitResult:
     """Train on (train_x, train_y) (rows weighted by train_w; train_t: a teacher's logits for them,
-    to distil) for the config's steps; the last epoch is the result (or, with select_epoch, the
-    one with the lowest validation loss).
+    to distil; start: weights to continue from) for the config's steps; the last epoch is the
+    result (or, with select_epoch, the one with the lowest validation loss).
 
     `checkpoint` is written after every epoch; when present at start (with `checkpoint_tag`, what
     it belongs to), training resumes. `deadline`: no step starts after it (DeadlineReached), and
@@ -333,7 +338,7 @@ def fit(
     """
     t_start, times = time.perf_counter(), {"setup": 0.0, "train": 0.0, "validate": 0.0, "checkpoint": 0.0}
     with timed(times, "setup"):  # the model, its data-based init, the batches on the device, a checkpoint read
-        s, batches = make_stepper(cfg, num_classes, train_x, train_y, fold, seed, desc, train_w, train_t)
+        s, batches = make_stepper(cfg, num_classes, train_x, train_y, fold, seed, desc, train_w, train_t, start)
         state = _resume(s, checkpoint, checkpoint_tag, desc)
         s.start_at(state["epoch"] * batches.steps_per_epoch, deadline)
     val = (torch.from_numpy(np.require(val_x, requirements=["C", "W"])), np.asarray(val_y, dtype=np.int64))
