@@ -209,3 +209,37 @@ def test_a_run_sized_under_a_noisy_probe_is_replaced_when_the_time_left_buys_muc
     assert not watch.rebuy(job, remaining_s=10.0)  # little left of it: finish it, then buy with the rest
     assert watch.rebuy(job, remaining_s=400.0)  # most of the time left: a run sized to it wins
     assert "expected to score" in watch.stopped["auto-x-1"]
+
+
+def test_a_finished_run_is_grown_where_the_evidence_says_its_continuation_beats_a_fresh_run(full_data):
+    """A continuation is judged at its run's epochs plus its own (fold 0 of the real data: 1.3 + 4
+    epochs scored as 5.3 straight); past the curve's peak a fresh run wins."""
+    entries, budget, table = full_data
+    options = _options(entries, ZEN3_FP32)
+    short = policy.Finished("auto-fast-1", "fast", 8, 1.3)
+    fresh = policy.best_purchase(options, budget, 200.0, table)
+    grown = policy.best_purchase(options, budget, 200.0, table, [short])
+    assert grown.continues == "auto-fast-1" and grown.prior_epochs == 1.3 and grown.option.width == 8
+    assert grown.expected_acc == pytest.approx(table.accuracy("fast", 8, 1.3 + grown.fractional_epochs))
+    assert grown.expected_acc > fresh.expected_acc and grown.seconds <= 200.0
+    long = policy.Finished("auto-fast-1", "fast", 16, 16.0)  # flat past 16 epochs: growing it buys nothing
+    assert policy.best_purchase(options, budget, 3300.0, table, [long]).continues is None
+
+
+def test_the_first_purchase_is_the_safe_part_of_the_run_the_whole_time_buys_and_its_continuation_the_rest(
+    full_data,
+):
+    entries, budget, table = full_data
+    options = _options(entries, ZEN3_FP32)
+    seconds = 3300.0
+    plan = policy.best_purchase(options, budget, seconds, table)
+    first = policy.first_part(options, budget, seconds, seconds / 3, table)
+    assert (first.option.entry.name, first.option.width) == (plan.option.entry.name, plan.option.width)
+    assert first.seconds <= seconds / 3 and first.steps < plan.steps
+    done = policy.Finished("auto-first", first.option.entry.name, first.option.width, first.fractional_epochs)
+    rest = policy.best_purchase(options, budget, seconds - first.seconds, table, [done])
+    assert rest.continues == "auto-first"
+    # the two parts reach (nearly) the run all the time buys: only a unit's fixed costs are paid twice
+    assert rest.expected_acc >= plan.expected_acc - 0.002
+    # the best run a third of the time buys is expected to score less than where the first part leads
+    assert policy.best_purchase(options, budget, seconds / 3, table).expected_acc < rest.expected_acc

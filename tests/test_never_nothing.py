@@ -23,7 +23,7 @@ import fmnist_kaggle as fk
 from fmnist_kaggle.durations import parse_duration
 from fmnist_kaggle.errors import FkaggleError
 from fmnist_kaggle.search.autopilot import AutoSettings, policy
-from fmnist_kaggle.search.portfolio import for_hardware, load_portfolio
+from fmnist_kaggle.search.portfolio import Frontier, for_hardware, load_portfolio
 from fmnist_kaggle.training.estimate import Throughput, units_seconds
 from fmnist_kaggle.training.timing import Clock
 
@@ -329,3 +329,40 @@ def test_a_machine_three_times_slower_than_its_kept_speeds_still_ends_with_a_sub
     out = json.loads(res.stdout)
     assert wall <= 40 * 1.05 + 4, wall
     assert run_cli("validate", out["submission"], *data, cwd=tmp_path).returncode == 0
+
+
+def test_what_a_finished_run_trained_is_grown_on_by_the_next_purchase_and_a_resumed_session_keeps_it(
+    tmp_path, synth
+):
+    """After a run, the time left may buy its continuation (fold k from its fold-k model); the
+    purchase is recorded so an interrupted session finishes it as bought, and it trains."""
+    from fmnist_kaggle.runs.driver import drive, train_folds
+    from fmnist_kaggle.runs.executors import make_executor
+    from fmnist_kaggle.search.autopilot.buying import config_of, jobs
+
+    from fmnist_kaggle.search.autopilot.session import open_session
+
+    with make_executor("local", progress=False) as ex:  # 2 folds: 100 training rows a fold
+        s = open_session(synth, AutoSettings(600.0, workdir=tmp_path, folds=2), ex, clock=Clock(0.0, 600.0, lambda: 0.0))
+    curve = [(8.0, 0.80), (16.0, 0.85), (32.0, 0.90)]  # evidence that `small` climbs up to 32 epochs here
+    s = replace(s, frontier=Frontier({("small", 8): {100: curve}, ("small", 16): {100: curve}}))
+    entry = s.entries[0]  # `small`: widths 8 and 16, up to 30 epochs, at least 50 steps (12.5 epochs here)
+    for w, ips in ((8, 20.0), (16, 5.0)):  # speeds kept, nothing probed: ~22 epochs of width 8 fit, too few of 16
+        s.menu.book.put_probe([(s.menu.config(entry, w), Throughput(ips, 100.0, "cpu", "float32", 1.0))])
+    first = entry.config(8, 16, seeds=[entry.first_seed], **s.settings.train())
+    train_folds(synth, first, run="auto-small-1", workdir=tmp_path, progress=False)
+    spe = first.steps_per_epoch(s.shape().train_rows)
+    s.state.record(
+        "auto-small-1", entry="small", status="complete", width=8, model=first.model, steps=16 * spe,
+        steps_per_epoch=spe, epochs=16, fractional_epochs=16.0, seed=entry.first_seed, train=entry.train,
+    )  # fmt: skip
+    job = next(jobs(s, start=lambda job: job))
+    rec = s.state.runs[job.rd.name]
+    assert rec.continues == "auto-small-1" and rec.prior_epochs == 16.0 and rec.width == 8
+    assert job.cfg.init_from == "auto-small-1" and config_of(s, rec).init_from == "auto-small-1"
+    with make_executor("local", progress=False) as ex:
+        drive(ex, iter([job]), progress=False)
+    m = json.loads((tmp_path / "oof" / job.rd.name / "manifest.json").read_text())
+    assert m["init"]["init_from"] == "auto-small-1" and m["config"]["init_from"] == "auto-small-1"
+    s.state.record(job.rd.name, status="complete")
+    assert [f.run for f in s.finished()] == [job.rd.name]  # the grown run is what may grow next, not its start

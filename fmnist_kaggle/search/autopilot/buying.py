@@ -38,13 +38,23 @@ def jobs(s: Session, start: Start) -> Iterator[RunJob]:
             return
         seconds = s.available()
         options = s.menu.candidates(s.buyable(), s.affordable(seconds))
-        purchase = policy.best_purchase(options, s.budget(), s.safe_share(seconds), s.frontier)
-        purchase = purchase or first_despite_probe(s, options, seconds)
+        purchase = next_purchase(s, options, seconds) or first_despite_probe(s, options, seconds)
         if purchase is None:
             stop_buying(s, options, seconds)
             return
         yield buy(s, start, purchase)
     s.state.extra["stopped"] = f"{MAX_RUNS} runs bought: choosing among more would cost more than they add"
+
+
+def next_purchase(s: Session, options: list[Option], seconds: float) -> Purchase | None:
+    """The best run the time left buys, fresh or continuing a finished run; before any unit has
+    measured the machine, the first part of the run all of it would buy (its safe share), else
+    the best run that share buys."""
+    share = s.safe_share(seconds)
+    if share < seconds:
+        first = policy.first_part(options, s.budget(), seconds, share, s.frontier)
+        return first or policy.best_purchase(options, s.budget(), share, s.frontier)
+    return policy.best_purchase(options, s.budget(), seconds, s.frontier, s.finished())
 
 
 def first_despite_probe(s: Session, options: list[Option], seconds: float) -> Purchase | None:
@@ -103,7 +113,8 @@ def config_of(s: Session, rec: RunRecord) -> TrainConfig:
     """A bought run's training config, from its record (the entry as it was when bought)."""
     full = rec.steps >= rec.epochs * rec.steps_per_epoch
     max_steps = 0 if full else rec.steps
-    return entry_of(s, rec).config(rec.width, rec.epochs, max_steps=max_steps, seeds=[rec.seed], **s.settings.train())
+    sized = dict(max_steps=max_steps, seeds=[rec.seed], init_from=rec.continues)
+    return entry_of(s, rec).config(rec.width, rec.epochs, **sized, **s.settings.train())
 
 
 def buy(s: Session, start: Start, p: Purchase) -> RunJob:
@@ -126,13 +137,17 @@ def buy(s: Session, start: Start, p: Purchase) -> RunJob:
         estimate_s=round(p.seconds, 1),
         unit_estimate_s=round(p.seconds / max(1, s.budget().waves()) / s.time.calibration, 2),
         expected_acc=p.expected_acc,
+        continues=p.continues,
+        prior_epochs=round(p.prior_epochs, 2) if p.continues else None,
         session=s.state.session_index,
         note="",
         train=entry.train,
     )
     expected = f", expected held-out accuracy {p.expected_acc:.4f}" if p.expected_acc else ""
+    grows = f" continuing {p.continues} ({p.prior_epochs:.2f} epochs) by" if p.continues else ""
     log.info(
-        f"{s.clock} buying {run}: {rec.model}{f' width {width}' if width else ''}, {p.fractional_epochs:.2f} epochs "
+        f"{s.clock} buying {run}:{grows} {rec.model}{f' width {width}' if width else ''}, "
+        f"{p.fractional_epochs:.2f} epochs "
         f"({p.steps} steps) x {s.settings.folds} folds, estimated {duration(p.seconds)}{expected} "
         f"(reserve {s.reserve():.0f} s)"
     )

@@ -6,12 +6,17 @@ milliseconds. A purchase is one k-fold run of one entry at one width, sized in o
 (a fractional number of epochs) to the time it is given; which width and length win is the
 frontier's evidence (held-out accuracy per width and length), else the widest width that reaches
 half of the entry's epochs.
+
+A purchase may also continue a finished run of the same entry and width (`--init-from`: fold k
+starts from that run's fold-k model, its schedule anew). On fold 0 of the real data a continuation
+scored as a run of its total length (docs/results.md), so it is judged at its run's epochs plus its
+own: what a safe first purchase trained is grown on, not set aside.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fmnist_kaggle.search.portfolio import Entry, Frontier
 from fmnist_kaggle.training.estimate import MIN_STEPS, Shape, Throughput, most_steps, unit_seconds
@@ -36,6 +41,8 @@ class Purchase:
     steps_per_epoch: int
     seconds: float
     expected_acc: float | None = None
+    continues: str | None = None  # the finished run whose fold models it starts from
+    prior_epochs: float = 0.0  # the epochs those models trained
 
     @property
     def epochs(self) -> int:
@@ -44,6 +51,21 @@ class Purchase:
     @property
     def fractional_epochs(self) -> float:
         return self.steps / self.steps_per_epoch
+
+    @property
+    def total_epochs(self) -> float:
+        """The epochs its models will have trained: a continued run's and its own."""
+        return self.prior_epochs + self.fractional_epochs
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A finished run a purchase may continue: its entry, width and the epochs it trained."""
+
+    run: str
+    entry: str
+    width: int | None
+    epochs: float
 
 
 @dataclass(frozen=True)
@@ -111,12 +133,12 @@ def score(p: Purchase, frontier: Frontier, rows: int) -> float:
     entry it has not measured, 1 + width for a run that reaches half of its entry's epochs (wider
     is better once long enough) and its share of those epochs below that."""
     entry = p.option.entry
-    acc = frontier.accuracy(entry.name, p.option.width, p.fractional_epochs, rows) if p.option.width else None
+    acc = frontier.accuracy(entry.name, p.option.width, p.total_epochs, rows) if p.option.width else None
     if acc is not None:
         return acc
     if frontier.widths(entry.name):  # the entry is measured, this width is not: no evidence, not chosen
         return -1.0
-    reach = p.fractional_epochs / entry.epochs
+    reach = p.total_epochs / entry.epochs
     return 1.0 + (p.option.width or 0) / 1e4 if reach >= 0.5 else reach
 
 
@@ -130,26 +152,55 @@ def lengths(option: Option, budget: Budget, longest: Purchase, frontier: Frontie
     return [longest if n == longest.steps else _purchase(option, budget, n) for n in steps]
 
 
-def best_purchase(options: list[Option], budget: Budget, seconds: float, frontier: Frontier) -> Purchase | None:
+def continuations(ps: list[Purchase], finished: list[Finished]) -> list[Purchase]:
+    """The same lengths, each continuing each finished run of its entry and width."""
+    return [
+        replace(p, continues=f.run, prior_epochs=f.epochs)
+        for p in ps
+        for f in finished
+        if (f.entry, f.width) == (p.option.entry.name, p.option.width)
+    ]
+
+
+def best_purchase(
+    options: list[Option], budget: Budget, seconds: float, frontier: Frontier, finished: list[Finished] = ()
+) -> Purchase | None:  # type: ignore[assignment]
     """The best run `seconds` buy: each option at its longest fitting length or a shorter one the
-    frontier measured. Entries the frontier measured compete on expected held-out accuracy, so a
-    longer augmented run wins where the evidence says it climbs past a shorter plain one (ties go
-    to the cheaper run); an entry it has not measured is bought, in portfolio order, only when no
-    measured entry fits."""
+    frontier measured, fresh or continuing one of the `finished` runs. Entries the frontier
+    measured compete on expected held-out accuracy, so a longer augmented run wins where the
+    evidence says it climbs past a shorter plain one (ties go to the cheaper run, then to a fresh
+    one); an entry it has not measured is bought, in portfolio order, only when no measured entry
+    fits."""
     sized: dict[str, list[Purchase]] = {}
     for o in options:
         longest = longest_fit(o, budget, seconds)
         if longest is not None:
-            sized.setdefault(o.entry.name, []).extend(lengths(o, budget, longest, frontier))
+            fresh = lengths(o, budget, longest, frontier)
+            sized.setdefault(o.entry.name, []).extend(fresh + continuations(fresh, list(finished)))
     evidence = [p for entry, ps in sized.items() if frontier.widths(entry) for p in ps]
     pool = evidence or next(iter(sized.values()), [])
     if not pool:
         return None
     rows = budget.shape.train_rows
-    best = max(pool, key=lambda p: (round(score(p, frontier, rows), 4), -p.seconds))
+    best = max(pool, key=lambda p: (round(score(p, frontier, rows), 4), -p.seconds, p.continues is None))
     width = best.option.width
-    acc = frontier.accuracy(best.option.entry.name, width, best.fractional_epochs, rows) if width else None
-    return Purchase(best.option, best.steps, best.steps_per_epoch, best.seconds, acc)
+    acc = frontier.accuracy(best.option.entry.name, width, best.total_epochs, rows) if width else None
+    return replace(best, expected_acc=acc)
+
+
+def first_part(
+    options: list[Option], budget: Budget, seconds: float, share: float, frontier: Frontier
+) -> Purchase | None:
+    """The first purchase, when only `share` of the `seconds` may be risked on it: the run that
+    all of them would buy, at the longest length the share fits (its continuation then buys the
+    rest, at the speed its units measured); None when not even its shortest run fits the share."""
+    plan = best_purchase(options, budget, seconds, frontier)
+    part = None if plan is None else longest_fit(plan.option, budget, share)
+    if part is None:
+        return None
+    width, rows = part.option.width, budget.shape.train_rows
+    acc = frontier.accuracy(part.option.entry.name, width, part.fractional_epochs, rows) if width else None
+    return replace(part, expected_acc=acc)
 
 
 def cheapest(options: list[Option], budget: Budget) -> tuple[Option, float] | None:

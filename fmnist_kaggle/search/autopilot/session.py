@@ -132,6 +132,16 @@ class Session:
     def limit_for(self, need_s: float) -> float:
         return self.time.limit_for(need_s, self.complete())
 
+    def finished(self) -> list[policy.Finished]:
+        """The finished runs a purchase may continue: complete, not continued yet, and bought from
+        its entry as it is now (the same model and settings)."""
+        now = {e.name: e.train for e in self.entries}
+        return [
+            policy.Finished(r.run, r.entry, r.width, r.total_epochs())
+            for r in self.state.finished()
+            if r.train is not None and r.train == now.get(r.entry)
+        ]
+
     def buyable(self) -> list[Entry]:
         """Entries that may be bought again (an entry with `runs = N` is bought at most N times)."""
         return [e for e in self.entries if not e.runs or self.state.purchases(e.name) < e.runs]

@@ -56,6 +56,12 @@ class RunRecord:
     minute: float | None = None  # when it finished, in its session's minutes
     train: dict[str, Any] | None = None  # the entry's training settings when it was bought
     folds_done: int | None = None  # an incomplete run assembled over its finished folds (partial)
+    continues: str | None = None  # the finished run whose fold models its folds started from
+    prior_epochs: float | None = None  # the epochs those models had trained
+
+    def total_epochs(self) -> float:
+        """The epochs its models trained: its own and, for a continuation, its start's."""
+        return (self.prior_epochs or 0.0) + self.fractional_epochs
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -231,6 +237,11 @@ class AutopilotState:
     def partial_runs(self) -> list[str]:
         """Incomplete runs assembled over their finished folds: scored alone, never blended."""
         return [r.run for r in self.runs_with("incomplete") if r.folds_done]
+
+    def finished(self) -> list[RunRecord]:
+        """The complete runs no later run continues: what a purchase may continue."""
+        continued = {r.continues for r in self.runs.values()}
+        return [r for r in self.runs_with(*DONE) if r.run not in continued]
 
     def scored_runs(self) -> list[str]:
         """What the choice is made among: the complete runs, then the partial ones."""

@@ -142,7 +142,8 @@ class Watch:
         free = (s.clock.left() - s.reserve()) * (1 - s.time.safety())
         options, budget = s.menu.candidates(s.buyable()), s.budget(slots=1)
         instead = policy.best_purchase(options, budget, free, s.frontier)
-        then = policy.best_purchase(options, budget, free - remaining_s, s.frontier)
+        grown = [policy.Finished(rec.run, rec.entry, rec.width, rec.total_epochs())]  # what finishing it allows
+        then = policy.best_purchase(options, budget, free - remaining_s, s.frontier, grown)
         kept = max(rec.expected_acc, (then.expected_acc or 0.0) if then is not None else 0.0)
         if instead is None or instead.expected_acc is None or instead.expected_acc <= kept + REBUY_MARGIN:
             return False
