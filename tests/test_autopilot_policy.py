@@ -212,23 +212,22 @@ def test_a_run_sized_under_a_noisy_probe_is_replaced_when_the_time_left_buys_muc
 
 
 def test_a_finished_run_is_grown_where_the_evidence_says_its_continuation_beats_a_fresh_run(full_data):
-    """A continuation is judged at its run's epochs plus its own (fold 0 of the real data: 1.3 + 4
-    epochs scored as 5.3 straight); past the curve's peak a fresh run wins."""
+    """A continuation is judged at its run's epochs plus its own, less what continuing measured to
+    lose (fold 0 of the real data); past the curve's peak a fresh run wins."""
     entries, budget, table = full_data
     options = _options(entries, ZEN3_FP32)
     short = policy.Finished("auto-fast-1", "fast", 8, 1.3)
     fresh = policy.best_purchase(options, budget, 200.0, table)
     grown = policy.best_purchase(options, budget, 200.0, table, [short])
     assert grown.continues == "auto-fast-1" and grown.prior_epochs == 1.3 and grown.option.width == 8
-    assert grown.expected_acc == pytest.approx(table.accuracy("fast", 8, 1.3 + grown.fractional_epochs))
+    total = table.accuracy("fast", 8, 1.3 + grown.fractional_epochs)
+    assert grown.expected_acc == pytest.approx(total - policy.CONTINUE_LOSS)
     assert grown.expected_acc > fresh.expected_acc and grown.seconds <= 200.0
     long = policy.Finished("auto-fast-1", "fast", 16, 16.0)  # flat past 16 epochs: growing it buys nothing
     assert policy.best_purchase(options, budget, 3300.0, table, [long]).continues is None
 
 
-def test_the_first_purchase_is_the_safe_part_of_the_run_the_whole_time_buys_and_its_continuation_the_rest(
-    full_data,
-):
+def test_the_first_purchase_is_the_safe_part_of_the_run_the_whole_time_buys_and_its_continuation_the_rest(full_data):
     entries, budget, table = full_data
     options = _options(entries, ZEN3_FP32)
     seconds = 3300.0
@@ -240,6 +239,6 @@ def test_the_first_purchase_is_the_safe_part_of_the_run_the_whole_time_buys_and_
     rest = policy.best_purchase(options, budget, seconds - first.seconds, table, [done])
     assert rest.continues == "auto-first"
     # the two parts reach (nearly) the run all the time buys: only a unit's fixed costs are paid twice
-    assert rest.expected_acc >= plan.expected_acc - 0.002
+    assert rest.expected_acc >= plan.expected_acc - policy.CONTINUE_LOSS - 0.002
     # the best run a third of the time buys is expected to score less than where the first part leads
     assert policy.best_purchase(options, budget, seconds / 3, table).expected_acc < rest.expected_acc

@@ -331,19 +331,17 @@ def test_a_machine_three_times_slower_than_its_kept_speeds_still_ends_with_a_sub
     assert run_cli("validate", out["submission"], *data, cwd=tmp_path).returncode == 0
 
 
-def test_what_a_finished_run_trained_is_grown_on_by_the_next_purchase_and_a_resumed_session_keeps_it(
-    tmp_path, synth
-):
+def test_what_a_finished_run_trained_is_grown_on_by_the_next_purchase_and_a_resumed_session_keeps_it(tmp_path, synth):
     """After a run, the time left may buy its continuation (fold k from its fold-k model); the
     purchase is recorded so an interrupted session finishes it as bought, and it trains."""
     from fmnist_kaggle.runs.driver import drive, train_folds
     from fmnist_kaggle.runs.executors import make_executor
     from fmnist_kaggle.search.autopilot.buying import config_of, jobs
-
     from fmnist_kaggle.search.autopilot.session import open_session
 
-    with make_executor("local", progress=False) as ex:  # 2 folds: 100 training rows a fold
-        s = open_session(synth, AutoSettings(600.0, workdir=tmp_path, folds=2), ex, clock=Clock(0.0, 600.0, lambda: 0.0))
+    settings = AutoSettings(600.0, workdir=tmp_path, folds=2)  # 2 folds: 100 training rows a fold
+    with make_executor("local", progress=False) as ex:
+        s = open_session(synth, settings, ex, clock=Clock(0.0, 600.0, lambda: 0.0))
     curve = [(8.0, 0.80), (16.0, 0.85), (32.0, 0.90)]  # evidence that `small` climbs up to 32 epochs here
     s = replace(s, frontier=Frontier({("small", 8): {100: curve}, ("small", 16): {100: curve}}))
     entry = s.entries[0]  # `small`: widths 8 and 16, up to 30 epochs, at least 50 steps (12.5 epochs here)

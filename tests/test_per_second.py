@@ -213,8 +213,9 @@ def test_a_continued_fold_starts_from_the_same_folds_model_and_records_it(tmp_pa
     train_folds(comp, replace(cfg, init_from="src"), run="cont", workdir=tmp_path, progress=False)
     m = json.loads((tmp_path / "oof" / "cont" / "manifest.json").read_text())
     assert m["init"]["init_from"] == "src" and m["identity"]["init_fingerprint"] == m["init"]["init_from_fingerprint"]
+    src = Workspace(tmp_path).run("src"), _manifest(tmp_path, "src")
     for k in (0, 1):  # fold k starts from src's fold-k model, not the other fold's
-        own, other = (load_fold_model(Workspace(tmp_path).run("src"), _manifest(tmp_path, "src"), f, 0) for f in (k, 1 - k))
+        own, other = (load_fold_model(*src, f, 0) for f in (k, 1 - k))
         for name, weights in own.state_dict().items():
             torch.testing.assert_close(started[k][name], weights)
         assert any(not torch.equal(started[k][n], w) for n, w in other.state_dict().items())
