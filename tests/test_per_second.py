@@ -234,18 +234,17 @@ def test_a_continuation_is_deterministic_and_resumes_exactly(tmp_path, small, mo
 
 
 def test_a_continuation_of_another_model_folds_or_seeds_is_refused_in_one_line(tmp_path, comp):
-    train_folds(comp, build_config(**RESNET), run="w4", workdir=tmp_path, progress=False)  # 3 folds
-    wider = build_config(**{**RESNET, "model_kwargs": {"width": 8}, "init_from": "w4"})
-    with pytest.raises(FkaggleError, match="--init-from w4: it trained fmnist_resnet \\{'width': 4\\}, this run"):
-        train_folds(comp, wider, run="wide", workdir=tmp_path, progress=False)
-    two = build_config(**{**RESNET, "folds": 2, "init_from": "w4"})
-    with pytest.raises(FkaggleError, match="has a different fold assignment than this run"):
-        train_folds(comp, two, run="two", workdir=tmp_path, progress=False)
-    train_folds(comp, build_config(**{**RESNET, "seeds": [0, 1]}), run="seeds2", workdir=tmp_path, progress=False)
-    with pytest.raises(FkaggleError, match="--init-from seeds2: it has 2 seeds a fold; continue a run of one"):
-        train_folds(comp, build_config(**{**RESNET, "init_from": "seeds2"}), run="c", workdir=tmp_path, progress=False)
-    assert {p.name for p in (tmp_path / "oof").iterdir() if not p.name.startswith(".")} >= {"w4", "seeds2"}
-    assert not any((tmp_path / "oof" / n).exists() for n in ("wide", "two", "c"))
+    two = dict(RESNET, folds=2)
+    train_folds(comp, build_config(**two, seeds=[0, 1]), run="w4", workdir=tmp_path, progress=False)
+    refused = {
+        "wide": (dict(two, model_kwargs={"width": 8}), "--init-from w4: it trained fmnist_resnet \\{'width': 4\\}"),
+        "three": (dict(two, folds=3), "the run to continue \\(--init-from\\) w4 has a different fold assignment"),
+        "seeds": (two, "--init-from w4: it has 2 seeds a fold; continue a run of one"),
+    }
+    for run, (settings, why) in refused.items():
+        with pytest.raises(FkaggleError, match=why):
+            train_folds(comp, build_config(**settings, init_from="w4"), run=run, workdir=tmp_path, progress=False)
+        assert not (tmp_path / "oof" / run).exists()
 
 
 def _manifest(root, run: str) -> dict:

@@ -201,11 +201,20 @@ def first_part(
     options: list[Option], budget: Budget, seconds: float, share: float, frontier: Frontier
 ) -> Purchase | None:
     """The first purchase, when only `share` of the `seconds` may be risked on it: the run that
-    all of them would buy, at the longest length the share fits (its continuation then buys the
-    rest, at the speed its units measured); None when not even its shortest run fits the share."""
+    all of them would buy, at the longest length the share fits, when what is left would then buy
+    its continuation and that is expected to beat the best safe run and what is left after it
+    (else None: the best run the share buys comes first, as a run of its own)."""
     plan = best_purchase(options, budget, seconds, frontier)
     part = None if plan is None else longest_fit(plan.option, budget, share)
-    return None if part is None else replace(part, expected_acc=expected(part, frontier, budget.shape.train_rows))
+    safe = best_purchase(options, budget, share, frontier)
+    if part is None or safe is None:
+        return None
+    part = replace(part, expected_acc=expected(part, frontier, budget.shape.train_rows))
+    done = Finished("", part.option.entry.name, part.option.width, part.fractional_epochs)
+    grown = best_purchase(options, budget, seconds - part.seconds, frontier, [done])
+    after_safe = best_purchase(options, budget, seconds - safe.seconds, frontier)
+    either = max(p.expected_acc or 0.0 for p in (safe, after_safe) if p is not None)
+    return part if grown is not None and grown.continues is not None and (grown.expected_acc or 0.0) > either else None
 
 
 def cheapest(options: list[Option], budget: Budget) -> tuple[Option, float] | None:
