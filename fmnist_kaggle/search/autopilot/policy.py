@@ -15,6 +15,7 @@ epochs, less CONTINUE_LOSS: what a safe first purchase trained is grown on, not 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from fmnist_kaggle.search.portfolio import Entry, Frontier
@@ -163,7 +164,7 @@ def lengths(option: Option, budget: Budget, longest: Purchase, frontier: Frontie
     return [longest if n == longest.steps else _purchase(option, budget, n) for n in steps]
 
 
-def continuations(ps: list[Purchase], finished: list[Finished]) -> list[Purchase]:
+def continuations(ps: list[Purchase], finished: Sequence[Finished]) -> list[Purchase]:
     """The same lengths, each continuing each finished run of its entry and width."""
     return [
         replace(p, continues=f.run, prior_epochs=f.epochs)
@@ -174,8 +175,8 @@ def continuations(ps: list[Purchase], finished: list[Finished]) -> list[Purchase
 
 
 def best_purchase(
-    options: list[Option], budget: Budget, seconds: float, frontier: Frontier, finished: list[Finished] = ()
-) -> Purchase | None:  # type: ignore[assignment]
+    options: list[Option], budget: Budget, seconds: float, frontier: Frontier, finished: Sequence[Finished] = ()
+) -> Purchase | None:
     """The best run `seconds` buy: each option at its longest fitting length or a shorter one the
     frontier measured, fresh or continuing one of the `finished` runs. Entries the frontier
     measured compete on expected held-out accuracy, so a longer augmented run wins where the
@@ -187,7 +188,7 @@ def best_purchase(
         longest = longest_fit(o, budget, seconds)
         if longest is not None:
             fresh = lengths(o, budget, longest, frontier)
-            sized.setdefault(o.entry.name, []).extend(fresh + continuations(fresh, list(finished)))
+            sized.setdefault(o.entry.name, []).extend(fresh + continuations(fresh, finished))
     evidence = [p for entry, ps in sized.items() if frontier.widths(entry) for p in ps]
     pool = evidence or next(iter(sized.values()), [])
     if not pool:
@@ -212,9 +213,11 @@ def first_part(
     part = replace(part, expected_acc=expected(part, frontier, budget.shape.train_rows))
     done = Finished("", part.option.entry.name, part.option.width, part.fractional_epochs)
     grown = best_purchase(options, budget, seconds - part.seconds, frontier, [done])
+    if grown is None or grown.continues is None:
+        return None  # what is left would buy a run of its own: the part would only be a weaker first run
     after_safe = best_purchase(options, budget, seconds - safe.seconds, frontier)
     either = max(p.expected_acc or 0.0 for p in (safe, after_safe) if p is not None)
-    return part if grown is not None and grown.continues is not None and (grown.expected_acc or 0.0) > either else None
+    return part if (grown.expected_acc or 0.0) > either else None
 
 
 def cheapest(options: list[Option], budget: Budget) -> tuple[Option, float] | None:
