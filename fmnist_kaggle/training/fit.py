@@ -255,9 +255,10 @@ def make_stepper(
             f"training rows; using {len(train_x)}"
         )
     batches = make_batches(cfg, train_x, train_y, device, train_w, train_t)
-    init_from_data(model, train_x, cfg, device)
     if start is not None:  # --init-from: the earlier run's fold model, its data-based init included
         model.load_state_dict(start)
+    else:
+        init_from_data(model, train_x, cfg, device)
     total = cfg.total_steps(len(train_x))
     s = Stepper(
         model,
