@@ -6,9 +6,13 @@ fp32 (the issue's yardstick) and oneDNN's own GEMM (a 1x1 convolution of 512 cha
 on some CPUs runs well above MKL's matmul). Old = the engine before issue 37 (a host sync every
 training step, predictions 1,024 images a batch); new = today's defaults (a look at the loss
 every 50 steps, the cache-sized prediction batch). `fkaggle predict`-style prediction of all
-60,000 training images by one fold model is timed end to end as well.
+60,000 training images by one fold model is timed end to end as well. A `fast` run's steps after
+its whitening stem stops training (70% of them) are timed apart, with their own FLOPs, and a whole
+run's mean follows. `--glibc-allocator` leaves glibc's allocator as it was before the engine kept
+freed memory (run the bench twice, one after the other, to compare).
 
-    python bench/engine.py [--models cpu,fast] [--amp off] [--rows 12288] [--train-variants] [--json out.json]
+    python bench/engine.py [--models cpu,fast] [--amp off] [--rows 12288] [--train-variants]
+                           [--glibc-allocator] [--json out.json]
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import platform
 import time
 from dataclasses import replace
@@ -26,6 +31,7 @@ from fmnist_kaggle.data.competition import resolve_competition
 from fmnist_kaggle.training import engine, fit
 from fmnist_kaggle.training.config import build_config
 from fmnist_kaggle.training.inference import predict, prediction_batch
+from fmnist_kaggle.training.progressive import late_work
 
 # Training settings timed beside today's (--train-variants); each alone from the recipe's.
 TRAIN_VARIANTS = (
@@ -60,12 +66,16 @@ def onednn_peak(seconds: float = 1.0) -> float:
 WARMED: dict[str, float] = {}  # what the last train_ips spent before its timed steps (compiling, for one)
 
 
-def train_ips(cfg, x, y, steps: int, sync_every: int) -> tuple[float, torch.nn.Module]:
+def train_ips(cfg, x, y, steps: int, sync_every: int, late: bool = False) -> tuple[float, torch.nn.Module]:
+    """Training images/s of `steps` steps after 5 untimed ones; `late`: the steps after the
+    stem stops training (the last 70% of a `fast` run's), with what it stopped frozen."""
     saved, fit.FINITE_CHECK_STEPS = fit.FINITE_CHECK_STEPS, sync_every
     try:
         t0 = time.perf_counter()
         s, batches = fit.make_stepper(cfg, 10, x, y)
         feed = itertools.chain.from_iterable(batches.epoch_batches(e, e) for e in itertools.count())
+        if late:
+            s.start_at(s.total_steps)  # past every stop; the schedule's lr is 0 there, the work the same
         fit.train_epoch(s, itertools.islice(feed, 5), "warm-up", _NoBar())
         WARMED["seconds"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -90,7 +100,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40, help="timed training steps")
     ap.add_argument("--train-variants", action="store_true", help="time the training variants as well")
     ap.add_argument("--json", help="write the table here as well")
+    ap.add_argument(
+        "--glibc-allocator", action="store_true", help="leave glibc's allocator as it was before issue 50's last round"
+    )
     args = ap.parse_args()
+    if args.glibc_allocator:
+        os.environ["MALLOC_PERTURB_"] = "0"  # glibc's default; a MALLOC_* variable set keeps the allocator as it is
     train = resolve_competition().train_set
     x, y = train.images[: args.rows], train.labels[: args.rows]
     everything = torch.from_numpy(train.images)
@@ -100,6 +115,7 @@ def main() -> None:
         f"last-level cache {engine.cache_bytes() >> 20} MiB"
     )
     print(f"peak fp32: torch.mm 2048^2 {mm:.0f} GFLOP/s, oneDNN 1x1-conv GEMM {gemm:.0f} GFLOP/s")
+    print(f"allocator: {'freed memory kept' if engine.keep_freed_memory() else 'as glibc (or the user) set it'}")
     rows = []
     header = f"{'recipe':<6} {'what':<46} {'img/s':>7} {'GFLOP/s':>8} {'% mm':>6} {'% gemm':>7}"
     print(header)
@@ -117,6 +133,12 @@ def main() -> None:
         new_train, _ = train_ips(cfg, x, y, args.steps, sync_every=fit.FINITE_CHECK_STEPS)
         measured += [("train, old: host sync every step", old_train, f_train)]
         measured += [("train, new: a look every 50 steps", new_train, f_train)]
+        late_train, late_model = train_ips(cfg, x, y, args.steps, fit.FINITE_CHECK_STEPS, late=True)
+        f_late = engine.flops_per_image(late_model, sample, True)
+        measured += [("train, after the stem stops (70% of a run)", late_train, f_late)]
+        share = late_work(cfg)[0]
+        mean = 1 / (share / new_train + (1 - share) / late_train)
+        measured += [("train, a whole run's mean", mean, share * f_train + (1 - share) * f_late)]
         for label, change in TRAIN_VARIANTS if args.train_variants else ():
             ips, _ = train_ips(replace(cfg, **change), x, y, args.steps, fit.FINITE_CHECK_STEPS)
             measured.append((f"{label} (set-up + 5 steps {WARMED['seconds']:.0f} s)", ips, f_train))

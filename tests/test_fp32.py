@@ -1,23 +1,31 @@
 """Issue 50, fp32 CPUs: the engine's changes keep the numbers. Batch norm folded into the
 convolutions for prediction gives the logits of the plain model to float rounding, leaves the
-trained model as it was, is deterministic, and a model fx cannot trace still predicts.
+trained model as it was, is deterministic, and a model fx cannot trace still predicts. A stem
+that stops training part-way changes no number, and the time model charges its later steps the
+FLOPs they do; freed memory is reused without faulting its pages in again.
 Speeds are benchmarks (bench/engine.py), not tests."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 import torch
 from conftest import run_cli
+from test_train import _fit_fold, _interrupted_then_resumed, _val_logits
 from tqdm.auto import tqdm
 
 import fmnist_kaggle as fk
 from fmnist_kaggle.training import fit
 from fmnist_kaggle.training.device import cpu_native_bf16
-from fmnist_kaggle.training.engine import fold_batchnorm
+from fmnist_kaggle.training.engine import flops_per_image, fold_batchnorm
 from fmnist_kaggle.training.inference import _to_model, eval_batches, predict
+from fmnist_kaggle.training.progressive import late_work, work_before
 
 TOLERANCE = 1e-4  # folded vs plain logits, absolute (fp32 rounding of the folded weights)
 
@@ -92,3 +100,76 @@ def test_the_plan_names_the_precision_it_is_for(tmp_path, kaggle_csv_pair):
         plan = json.loads(res.stdout)
         assert plan["hardware"] == kind and {s["precision"] for s in plan["speeds"]} == {precision}
         assert plan["purchases"]
+
+
+def test_the_stem_stops_training_part_way_and_no_number_changes(tmp_path, small, monkeypatch):
+    """The whitening stem's bias trains for 30% of the steps (lr 0 after); from then on autograd
+    computes no gradient only it needed (the first stage's input gradient). The weights, the
+    batch-norm refresh before each evaluation and the predictions are those of a run that computed
+    and discarded that gradient, and a run interrupted past the stop resumes exactly."""
+    cfg = fk.build_config(recipe="fast", amp="off", epochs=3, batch_size=32)  # 30 steps; the stem stops at 9
+    stopped = _fit_fold(cfg, small)
+    assert not stopped.model.stem[0].bias.requires_grad
+    resumed = _interrupted_then_resumed(cfg, small, tmp_path, monkeypatch)
+    monkeypatch.setattr(fit, "train_live_groups", lambda opt, step: None)  # the control: every gradient computed
+    computed = _fit_fold(cfg, small)
+    assert computed.model.stem[0].bias.requires_grad
+    ours, theirs = stopped.model.state_dict(), computed.model.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)  # running statistics (refreshed) included
+    assert [h["val_acc"] for h in stopped.history] == [h["val_acc"] for h in computed.history]
+    a, b, c = (_val_logits(r, cfg, small) for r in (stopped, computed, resumed))
+    assert np.array_equal(a, b)
+    np.testing.assert_allclose(a, c, atol=1e-5)
+
+
+def test_the_time_model_charges_a_late_step_the_flops_it_does(small):
+    """What a trained stepper does after the stop (FLOPs counted on it, forward and backward) is
+    what the time model charges a late step; the steps before it cost a whole one."""
+    cfg = fk.build_config(recipe="fast", amp="off", epochs=3, batch_size=32)
+    s, batches = fit.make_stepper(cfg, 10, small["x_train"][:300], small["y_train"][:300])
+    sample = torch.zeros(2, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    before = flops_per_image(s.model, sample, True)
+    for epoch in range(3):
+        fit.train_epoch(s, batches.epoch_batches(epoch, epoch), "test", tqdm(disable=True))
+    after = flops_per_image(s.model, sample, True)
+    share, late = late_work(cfg)
+    assert share == 0.3 and late == pytest.approx(after / before, rel=1e-6) and late < 0.95
+    works = np.diff(work_before(cfg, s.total_steps))
+    stop = int(share * s.total_steps)
+    assert np.allclose(works[:stop], 1.0) and np.allclose(works[stop:], late)
+    assert late_work(fk.build_config(recipe="cpu")) == (1.0, 1.0)  # nothing stops in a plain stem
+
+
+_FAULTS = """
+import itertools, resource, numpy as np
+import fmnist_kaggle as fk
+from fmnist_kaggle.training import fit
+from tqdm.auto import tqdm
+x = np.random.default_rng(0).integers(0, 256, (1024, 28, 28), dtype=np.uint8)
+cfg = fk.build_config(recipe="fast", amp="off", batch_size=128)
+s, batches = fit.make_stepper(cfg, 10, x, np.arange(1024) % 10)
+feed = itertools.chain.from_iterable(batches.epoch_batches(e, e) for e in itertools.count())
+fit.train_epoch(s, itertools.islice(feed, 3), "warm", tqdm(disable=True))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+fit.train_epoch(s, itertools.islice(feed, 8), "steps", tqdm(disable=True))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator: Linux only")
+def test_training_steps_reuse_freed_memory_unless_the_user_set_the_allocator():
+    """A step's activations are a few MiB each; glibc returned them to the system and the next
+    step faulted the pages in again. Training keeps them (page faults of 8 steps in a fresh
+    process); a MALLOC_* variable the user set wins (glibc's own behaviour then)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+
+    def faults(extra: dict[str, str]) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", _FAULTS], env={**env, **extra}, capture_output=True, text=True, timeout=300
+        )
+        assert out.returncode == 0, out.stderr
+        return int(out.stdout.split()[-1])
+
+    kept, users = faults({}), faults({"MALLOC_ARENA_MAX": "8"})
+    pages_of_one_activation = 128 * 32 * 28 * 28 * 4 // 4096
+    assert kept < pages_of_one_activation < users

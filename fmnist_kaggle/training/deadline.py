@@ -92,7 +92,7 @@ class StepGuard:
         self, deadline: Deadline, total_steps: int, start_step: int, batch_size: int, work: np.ndarray | None = None
     ) -> None:
         self.deadline, self.total, self.start, self.batch = deadline, total_steps, start_step, batch_size
-        # work[i]: full-size steps' worth of work before step i (progressive resizing: early steps cost less)
+        # work[i]: full-cost steps' worth of work before step i (progressive.work_before: some steps cost less)
         self.work = work if work is not None else np.arange(total_steps + 1, dtype=np.float64)
         self.t0 = deadline.clock()
 
@@ -108,7 +108,7 @@ class StepGuard:
         late = self.deadline.late_by(per_step * (self.work[-1] - self.work[step]), per_step * self.work[-1])
         if late > 0:
             raise UnitLate(
-                f"{where}: at {1000 * per_step:.0f} ms a (full-size) step it would end {late:.0f} s late",
+                f"{where}: at {1000 * per_step:.0f} ms a (full-cost) step it would end {late:.0f} s late",
                 self.batch / per_step,
                 late,
             )

@@ -16,15 +16,43 @@ inference graph failed on the whitening stem), a fused SGD (within noise). Batch
 the convolutions for prediction was within noise on an AMD EPYC, and is kept since it measured
 1.15-1.33x faster on an Intel Xeon (Sapphire Rapids) in fp32: 47-55% -> 63% of the matmul peak
 (`fold_batchnorm`; `torch.jit.freeze` was slower there, `torch.compile` 59% after 17 s compiling).
+
+The allocator is set here too (`keep_freed_memory`): glibc hands a freed activation of a few MiB
+back to the system and the next step faults the same pages in again, zeroed; kept, a `fast`
+step was 5-25% faster on both CPUs' fp32 (docs/results.md).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
+import os
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+# glibc's mallopt(3) parameters: keep freed memory (up to glibc's largest mmap threshold, 32 MiB a
+# block on 64-bit) in the heap instead of unmapping or trimming it after every step.
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+ALLOCATOR_SETTINGS = ((M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, 1 << 30), (M_TOP_PAD, 64 << 20))
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Let this process reuse the memory its freed tensors held (glibc; done once, True if set).
+    A choice the user made (any MALLOC_* variable) wins, and other C libraries are left alone.
+    The cost: the process keeps its largest working set until it exits."""
+    if not sys.platform.startswith("linux") or any(k.startswith("MALLOC_") for k in os.environ):
+        return False
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return all([mallopt(option, value) == 1 for option, value in ALLOCATOR_SETTINGS])
 
 
 def has_batchnorm(model: torch.nn.Module) -> bool:

@@ -21,6 +21,7 @@ import torch
 from fmnist_kaggle.training.config import TrainConfig
 from fmnist_kaggle.training.fit import BN_REFRESH_STEPS, REFRESH_ROWS, make_stepper, refresh_batchnorm, train_epoch
 from fmnist_kaggle.training.inference import predict
+from fmnist_kaggle.training.optim import train_live_groups
 from fmnist_kaggle.training.progressive import work_share
 
 REFRESH_IPS_MAX = 1e6  # a model without batch norm refreshes nothing in ~0 s: a finite, plausible speed for it
@@ -119,6 +120,7 @@ class _Probe:
         self.refreshes: list[tuple[int, float]] = []
 
     def step(self) -> None:
+        train_live_groups(self.s.opt, 0)  # a full-cost step (every parameter training): what speeds are of
         train_epoch(self.s, itertools.islice(self.feed, 1), "throughput", _NoBar(), check_finite=False)
 
     def timed_step(self) -> None:
@@ -177,7 +179,7 @@ def unit_seconds(
     per_validation = val_rows / speed.predict_ips
     if steps < BN_REFRESH_STEPS:  # update_bn before each validation, at its measured speed
         per_validation += min(train_rows, REFRESH_ROWS) / speed.refresh_speed()
-    training = steps * batch * work_share(cfg, steps) / speed.train_ips  # speeds are of full-size images
+    training = steps * batch * work_share(cfg, steps) / speed.train_ips  # speeds are of full-cost images
     return training + validations * per_validation + test_rows / speed.predict_ips + speed.fixed_s
 
 

@@ -33,11 +33,19 @@ from fmnist_kaggle.training.checkpoint import load_checkpoint, save_checkpoint
 from fmnist_kaggle.training.config import TrainConfig
 from fmnist_kaggle.training.deadline import Deadline, StepGuard
 from fmnist_kaggle.training.device import _autocast, amp_dtype, resolve_device
-from fmnist_kaggle.training.engine import has_batchnorm
+from fmnist_kaggle.training.engine import keep_freed_memory
 from fmnist_kaggle.training.inference import _to_model, eval_batches, normalize, predict, scores, to_float
 from fmnist_kaggle.training.loss import loss_fn, make_mixer
-from fmnist_kaggle.training.optim import Lookahead, build_optimizer, build_schedule, lr_factor, make_ema, param_groups
-from fmnist_kaggle.training.progressive import resized, side_at, step_work, work_before
+from fmnist_kaggle.training.optim import (
+    Lookahead,
+    build_optimizer,
+    build_schedule,
+    lr_factor,
+    make_ema,
+    param_groups,
+    train_live_groups,
+)
+from fmnist_kaggle.training.progressive import resized, side_at, work_at, work_before
 
 log = logging.getLogger(__name__)
 BN_REFRESH_STEPS = 300  # runs shorter than this refresh batch-norm statistics before each evaluation
@@ -60,8 +68,10 @@ def refresh_batchnorm(model: torch.nn.Module, images: np.ndarray, cfg: TrainConf
     """Batch-norm running statistics recomputed as exact averages over up to REFRESH_ROWS of the
     training rows, evenly spaced (torch's `update_bn`). After a few hundred steps the momentum
     averages still lag the weights, and evaluation with them is near chance. Frozen (pretrained)
-    models are left alone."""
-    if not has_batchnorm(model) or not all(p.requires_grad for p in model.parameters()):
+    models (their batch norms do not train) are left alone; a stage that stopped training part-way
+    (`train_live_groups`) is not such a model."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms or not all(p.requires_grad for m in norms for p in m.parameters()):
         return
     x = torch.from_numpy(spaced_rows(images, REFRESH_ROWS))
     torch.optim.swa_utils.update_bn((_to_model(b, cfg) for b in eval_batches(x, cfg, device)), model)
@@ -127,8 +137,9 @@ class Stepper:
         """Position the schedule at `step` (0, or where a checkpoint resumes) and start the guard."""
         self.step = step
         self.schedule = build_schedule(self.cfg, self.opt, self.total_steps, self.steps_per_epoch, step)
+        train_live_groups(self.opt, step)
         if deadline is not None:
-            work = work_before(self.cfg, self.total_steps) if self.cfg.resize_from else None
+            work = work_before(self.cfg, self.total_steps)
             self.guard = StepGuard(deadline, self.total_steps, step, self.cfg.batch_size, work)
 
     def update(self, loss: torch.Tensor) -> None:
@@ -139,6 +150,7 @@ class Stepper:
         self.scaler.update()
         self.schedule.step()
         self.step += 1
+        train_live_groups(self.opt, self.step)
         if self.lookahead is not None and (self.step % Lookahead.every == 0 or self.step == self.total_steps):
             factor = lr_factor(self.cfg, self.step - 1, self.total_steps, self.steps_per_epoch)
             self.lookahead.update(self.model, factor, last=self.step == self.total_steps)
@@ -182,15 +194,14 @@ def train_epoch(
     sum_loss = torch.zeros((), device=s.device)
     correct = torch.zeros((), device=s.device, dtype=torch.long)
     diverged = _Divergence(s.device)
-    seen, work = 0, 0.0  # images, and their full-size worth (progressive resizing: a smaller image costs less)
+    seen, work = 0, 0.0  # images, and their full-cost worth (a smaller image, a step with stopped parameters: less)
     for x, y, *extra in batches:
         if s.guard is not None:
             s.guard.before_step(s.step, where)
         weight, teacher = extra if extra else (None, None)
         x, target = s.mixer(x, y) if s.mixer is not None else (x, y)
-        side = side_at(s.cfg, s.step, s.total_steps, x.shape[-1])
-        work += len(y) * step_work(side, x.shape[-1])
-        x = resized(x, side)
+        work += len(y) * work_at(s.cfg, s.step, s.total_steps, x.shape[-1])
+        x = resized(x, side_at(s.cfg, s.step, s.total_steps, x.shape[-1]))
         with _autocast(s.device, s.dtype):
             logits = s.step_model(_to_model(x, s.cfg))
             loss = loss_fn(s.cfg, logits, target, weight, teacher)
@@ -221,7 +232,7 @@ def train_epoch(
         "train_loss": sum_loss.item() / max(seen, 1),
         "train_acc": correct.item() / max(seen, 1),
         "seconds": seconds,
-        "images_per_s": work / max(seconds, 1e-9),  # full-size images a second: one speed at every side
+        "images_per_s": work / max(seconds, 1e-9),  # full-cost images a second: one speed at every side and stage
     }
 
 
@@ -245,6 +256,7 @@ def make_stepper(
     teacher's logits for the rows, to distil)."""
     device = resolve_device(cfg.device)
     dtype = amp_dtype(cfg, device)
+    keep_freed_memory()
     torch.manual_seed(_seed_for(seed, fold, -1))
     model = create_model(cfg.model, num_classes=num_classes, in_chans=1, **cfg.model_kwargs).to(device)
     if cfg.channels_last:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from fmnist_kaggle import metrics
 from fmnist_kaggle.training.config import TrainConfig
 from fmnist_kaggle.training.device import _autocast
-from fmnist_kaggle.training.engine import fold_batchnorm
+from fmnist_kaggle.training.engine import fold_batchnorm, keep_freed_memory
 
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST train pixel statistics on the 0..1 scale
 
@@ -80,6 +80,7 @@ def predict(
 ) -> np.ndarray:
     """Logits for uint8 images (N,28,28), averaged (in logit space) over the TTA views; the views of
     a batch go through the model as one batch."""
+    keep_freed_memory()
     model.eval()
     if cfg.channels_last:  # a model loaded from its file is contiguous: 2x slower on channels_last inputs
         model.to(memory_format=torch.channels_last)
