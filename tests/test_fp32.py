@@ -150,26 +150,33 @@ cfg = fk.build_config(recipe="fast", amp="off", batch_size=128)
 s, batches = fit.make_stepper(cfg, 10, x, np.arange(1024) % 10)
 feed = itertools.chain.from_iterable(batches.epoch_batches(e, e) for e in itertools.count())
 fit.train_epoch(s, itertools.islice(feed, 3), "warm", tqdm(disable=True))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-fit.train_epoch(s, itertools.islice(feed, 8), "steps", tqdm(disable=True))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+faults = []
+for _ in range(8):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    fit.train_epoch(s, itertools.islice(feed, 1), "step", tqdm(disable=True))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sorted(faults)[len(faults) // 2])  # a typical step's (the heap still grows now and then)
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator: Linux only")
 def test_training_steps_reuse_freed_memory_unless_the_user_set_the_allocator():
     """A step's activations are a few MiB each; glibc returned them to the system and the next
-    step faulted the pages in again. Training keeps them (page faults of 8 steps in a fresh
-    process); a MALLOC_* variable the user set wins (glibc's own behaviour then)."""
+    step faulted the pages in again. Training keeps them (a typical step's page faults, of 8 in a
+    fresh process); a MALLOC_* variable the user set wins (glibc's own behaviour then)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
 
-    def faults(extra: dict[str, str]) -> int:
-        out = subprocess.run(
-            [sys.executable, "-c", _FAULTS], env={**env, **extra}, capture_output=True, text=True, timeout=300
+    def started(extra: dict[str, str]) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-c", _FAULTS], env={**env, **extra}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        assert out.returncode == 0, out.stderr
-        return int(out.stdout.split()[-1])
 
-    kept, users = faults({}), faults({"MALLOC_ARENA_MAX": "8"})
+    def faults(process: subprocess.Popen) -> int:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err.decode()
+        return int(out.split()[-1])
+
+    # side by side: a page-fault count does not depend on how fast the process runs
+    kept, users = map(faults, [started({}), started({"MALLOC_ARENA_MAX": "8"})])
     pages_of_one_activation = 128 * 32 * 28 * 28 * 4 // 4096
-    assert kept < pages_of_one_activation < users
+    assert kept < pages_of_one_activation // 10 < users  # measured: 0 against 2,000-15,600 a step
