@@ -111,7 +111,7 @@ def test_the_stem_stops_training_part_way_and_no_number_changes(tmp_path, small,
     stopped = _fit_fold(cfg, small)
     assert not stopped.model.stem[0].bias.requires_grad
     resumed = _interrupted_then_resumed(cfg, small, tmp_path, monkeypatch)
-    monkeypatch.setattr(fit, "train_live_groups", lambda opt, step: None)  # the control: every gradient computed
+    monkeypatch.setattr(fit, "train_live_groups", lambda groups, step: None)  # the control: every gradient computed
     computed = _fit_fold(cfg, small)
     assert computed.model.stem[0].bias.requires_grad
     ours, theirs = stopped.model.state_dict(), computed.model.state_dict()

@@ -120,7 +120,7 @@ class _Probe:
         self.refreshes: list[tuple[int, float]] = []
 
     def step(self) -> None:
-        train_live_groups(self.s.opt, 0)  # a full-cost step (every parameter training): what speeds are of
+        train_live_groups(self.s.opt.param_groups, 0)  # a full-cost step (every parameter training): what speeds are of
         train_epoch(self.s, itertools.islice(self.feed, 1), "throughput", _NoBar(), check_finite=False)
 
     def timed_step(self) -> None:

@@ -45,7 +45,7 @@ from fmnist_kaggle.training.optim import (
     param_groups,
     train_live_groups,
 )
-from fmnist_kaggle.training.progressive import resized, side_at, work_at, work_before
+from fmnist_kaggle.training.progressive import resized, side_at, step_work, stop_work, work_before
 
 log = logging.getLogger(__name__)
 BN_REFRESH_STEPS = 300  # runs shorter than this refresh batch-norm statistics before each evaluation
@@ -137,7 +137,7 @@ class Stepper:
         """Position the schedule at `step` (0, or where a checkpoint resumes) and start the guard."""
         self.step = step
         self.schedule = build_schedule(self.cfg, self.opt, self.total_steps, self.steps_per_epoch, step)
-        train_live_groups(self.opt, step)
+        train_live_groups(self.opt.param_groups, step)
         if deadline is not None:
             work = work_before(self.cfg, self.total_steps)
             self.guard = StepGuard(deadline, self.total_steps, step, self.cfg.batch_size, work)
@@ -150,7 +150,7 @@ class Stepper:
         self.scaler.update()
         self.schedule.step()
         self.step += 1
-        train_live_groups(self.opt, self.step)
+        train_live_groups(self.opt.param_groups, self.step)
         if self.lookahead is not None and (self.step % Lookahead.every == 0 or self.step == self.total_steps):
             factor = lr_factor(self.cfg, self.step - 1, self.total_steps, self.steps_per_epoch)
             self.lookahead.update(self.model, factor, last=self.step == self.total_steps)
@@ -200,8 +200,9 @@ def train_epoch(
             s.guard.before_step(s.step, where)
         weight, teacher = extra if extra else (None, None)
         x, target = s.mixer(x, y) if s.mixer is not None else (x, y)
-        work += len(y) * work_at(s.cfg, s.step, s.total_steps, x.shape[-1])
-        x = resized(x, side_at(s.cfg, s.step, s.total_steps, x.shape[-1]))
+        side = side_at(s.cfg, s.step, s.total_steps, x.shape[-1])
+        work += len(y) * step_work(side, x.shape[-1]) * stop_work(s.cfg, s.step, s.total_steps)
+        x = resized(x, side)
         with _autocast(s.device, s.dtype):
             logits = s.step_model(_to_model(x, s.cfg))
             loss = loss_fn(s.cfg, logits, target, weight, teacher)

@@ -44,7 +44,8 @@ def param_groups(cfg: TrainConfig, model: torch.nn.Module, total_steps: int) -> 
             if cfg.bn_bias_lr != 1.0:
                 special[id(m.bias)] = {"name": "bn_bias", **bias_group}
         if isinstance(m, PatchWhitening):
-            special[id(m.bias)] = {"name": "whiten_bias", **bias_group, "until_step": int(stop_share(m) * total_steps)}
+            until = stop_step(stop_share(m), total_steps)
+            special[id(m.bias)] = {"name": "whiten_bias", **bias_group, "until_step": until}
     groups: dict[str, dict[str, Any]] = {}
     for p in model.parameters():
         if not p.requires_grad:
@@ -56,12 +57,13 @@ def param_groups(cfg: TrainConfig, model: torch.nn.Module, total_steps: int) -> 
     return list(groups.values())
 
 
-def train_live_groups(opt: torch.optim.Optimizer, step: int) -> None:
-    """At optimizer step `step`, the parameters of a group past its `until_step` stop requiring
+def train_live_groups(groups: list[dict[str, Any]], step: int) -> None:
+    """At optimizer step `step`, the parameters of a group (an optimizer's `param_groups`, or
+    `param_groups`' own) past its `until_step` stop requiring
     gradients: their learning rate is 0 from then on (the schedule), and autograd then skips the
     work only they needed (the whitening stem's bias: the first stage's input gradient, 9-23% of a
     `fast` step in fp32, bench/engine.py). The other parameters' gradients are the same."""
-    for g in opt.param_groups:
+    for g in groups:
         if "until_step" in g:
             for p in g["params"]:
                 p.requires_grad_(step < g["until_step"])
@@ -69,8 +71,13 @@ def train_live_groups(opt: torch.optim.Optimizer, step: int) -> None:
 
 def stop_share(model: torch.nn.Module) -> float:
     """The share of a run's steps after which some of the model's parameters stop training (1.0:
-    none do); `param_groups` stops them at int(share x total steps)."""
+    none do); `param_groups` stops them at `stop_step`."""
     return min((m.bias_train_fraction for m in model.modules() if isinstance(m, PatchWhitening)), default=1.0)
+
+
+def stop_step(share: float, total_steps: int) -> int:
+    """The first step of `total_steps` at which parameters that train for `share` of them no longer do."""
+    return int(share * total_steps)
 
 
 def build_optimizer(cfg: TrainConfig, groups: list[dict[str, Any]], device: torch.device) -> torch.optim.Optimizer:

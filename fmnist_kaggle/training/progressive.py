@@ -19,7 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fmnist_kaggle.models import create_model
 from fmnist_kaggle.training.config import TrainConfig
+from fmnist_kaggle.training.engine import flops_per_image
+from fmnist_kaggle.training.optim import param_groups, stop_share, stop_step, train_live_groups
 
 QUANTUM = 4
 FULL = 28  # the side of every image this product trains on
@@ -66,10 +69,6 @@ def late_work(cfg: TrainConfig) -> tuple[float, float]:
 
 @functools.cache
 def _late_work(model_name: str, kwargs: str) -> tuple[float, float]:
-    from fmnist_kaggle.models import create_model
-    from fmnist_kaggle.training.engine import flops_per_image
-    from fmnist_kaggle.training.optim import param_groups, stop_share, train_live_groups
-
     cfg = TrainConfig(model=model_name, model_kwargs=json.loads(kwargs))
     model = create_model(model_name, num_classes=10, in_chans=1, **cfg.model_kwargs)
     share = stop_share(model)
@@ -77,16 +76,14 @@ def _late_work(model_name: str, kwargs: str) -> tuple[float, float]:
         return 1.0, 1.0
     sample = torch.zeros(2, 1, FULL, FULL)
     before = flops_per_image(model, sample, True)
-    live = torch.optim.SGD(param_groups(cfg, model, 100), lr=0.0)
-    train_live_groups(live, 100)
+    train_live_groups(param_groups(cfg, model, 100), 100)  # as at the end of a 100-step run
     return share, flops_per_image(model, sample, True) / before
 
 
-def work_at(cfg: TrainConfig, step: int, total_steps: int, full: int = FULL) -> float:
-    """Step `step`'s work relative to a full-cost step: its share of the pixels, less once some
-    parameters stopped training."""
+def stop_work(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """Step `step`'s FLOPs relative to a step before any parameter stopped training."""
     share, late = late_work(cfg)
-    return step_work(side_at(cfg, step, total_steps, full), full) * (late if step >= int(share * total_steps) else 1.0)
+    return late if step >= stop_step(share, total_steps) else 1.0
 
 
 def work_before(cfg: TrainConfig, total_steps: int, full: int = FULL) -> np.ndarray:
@@ -96,7 +93,7 @@ def work_before(cfg: TrainConfig, total_steps: int, full: int = FULL) -> np.ndar
     else:
         works = np.ones(total_steps)
     share, late = late_work(cfg)
-    works[int(share * total_steps) :] *= late
+    works[stop_step(share, total_steps) :] *= late
     return np.concatenate([[0.0], np.cumsum(works)])
 
 
