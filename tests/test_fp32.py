@@ -25,7 +25,7 @@ from fmnist_kaggle.training import fit
 from fmnist_kaggle.training.device import cpu_native_bf16
 from fmnist_kaggle.training.engine import flops_per_image, fold_batchnorm
 from fmnist_kaggle.training.inference import _to_model, eval_batches, predict
-from fmnist_kaggle.training.progressive import late_work, work_before
+from fmnist_kaggle.training.progressive import late_work, stop_work, work_before
 
 TOLERANCE = 1e-4  # folded vs plain logits, absolute (fp32 rounding of the folded weights)
 
@@ -135,8 +135,9 @@ def test_the_time_model_charges_a_late_step_the_flops_it_does(small):
     share, late = late_work(cfg)
     assert share == 0.3 and late == pytest.approx(after / before, rel=1e-6) and late < 0.95
     works = np.diff(work_before(cfg, s.total_steps))
-    stop = int(share * s.total_steps)
+    stop = next(g["until_step"] for g in s.opt.param_groups if "until_step" in g)  # where the stepper stopped it
     assert np.allclose(works[:stop], 1.0) and np.allclose(works[stop:], late)
+    assert np.allclose(works, [stop_work(cfg, i, s.total_steps) for i in range(s.total_steps)])  # the loop's charge
     assert late_work(fk.build_config(recipe="cpu")) == (1.0, 1.0)  # nothing stops in a plain stem
 
 
