@@ -303,7 +303,7 @@ def test_a_ray_address_that_is_malformed_unreachable_or_not_ray_is_one_line_with
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)  # answers, but is no Ray cluster
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
     before = _tree(root / "oof")
     cases = [
         (["--address", "127.0.0.9:1"], {}, "cannot reach the Ray cluster at 127.0.0.9:1 (Connection refused"),
