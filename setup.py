@@ -40,7 +40,7 @@ setup(
             "selenium",
             "html5lib",
             "ruff==0.17.5",  # make lint; pinned: the formatter's output changes between releases
-            "pytest-xdist",  # make test runs two workers (measured faster on 2 cores)
+            "pytest-xdist",  # the fast tier runs on two one-thread workers (Makefile)
             "nbclient",  # the notebook in docs/ runs in a real Jupyter kernel in the suite
             "nbformat",
             "ipykernel",
