@@ -247,3 +247,21 @@ def test_the_first_purchase_is_the_safe_part_of_the_run_the_whole_time_buys_and_
     # the fp32 Xeon of docs/results.md (its probe before the stopped stem made late steps cheaper)
     xeon = _options(entries, {8: 3150.0, 16: 1350.0, 24: 690.0, 32: 440.0})
     assert policy.first_part(xeon, budget, 1100.0, 1100.0 / 3, table) is None
+
+
+def test_the_plan_decides_as_a_session_does_a_safe_first_part_then_its_continuation(full_data):
+    """--show-plan's purchases: the first sized to its safe share (the part of the run the whole
+    time buys), the later ones free to continue a run bought before them, each run continued once."""
+    entries, budget, table = full_data
+    options = _options(entries, ZEN3_FP32)
+    seconds = 3300.0
+    plan = policy.purchases(options, budget, seconds, table, 12, share=seconds / 3)
+    first = policy.safe_first(options, budget, seconds, seconds / 3, table)
+    assert plan[0] == first and first.seconds <= seconds / 3
+    grown = plan[1]
+    assert grown.continues == "1" and grown.option == first.option
+    assert grown.total_epochs == pytest.approx(first.fractional_epochs + grown.fractional_epochs)
+    assert [p.continues for p in plan].count("1") == 1 and sum(p.seconds for p in plan) <= seconds
+    # a workspace's finished run is grown by the plan as the session would grow it
+    short = policy.Finished("auto-fast-1", "fast", 8, 1.3)
+    assert policy.purchases(options, budget, 200.0, table, 12, finished=[short])[0].continues == "auto-fast-1"

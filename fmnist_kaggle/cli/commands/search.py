@@ -130,7 +130,8 @@ def _auto_text(r: dict[str, Any]) -> str:
 
 
 def _plan_text(plan: dict[str, Any]) -> str:
-    keys = ["run", "entry", "model", "width", "epochs", "steps", "minutes", "expected_acc", "train_img_s", "precision"]
+    keys = ["run", "entry", "model", "width", "epochs", "steps", "continues", "total_epochs", "minutes", "expected_acc"]
+    keys += ["train_img_s", "precision"]
     lines = [
         f"{plan['rows']} rows, {plan['folds']} folds, {plan['limit_s'] / 60:g} min on {plan['hardware']} "
         f"with {plan['reserve_s']:.0f} s kept for choosing and writing",
@@ -140,7 +141,9 @@ def _plan_text(plan: dict[str, Any]) -> str:
         lines.append(plan["nothing_fits"])
     lines += [
         "",
-        "each row is a k-fold run bought after the ones above, if every run takes its estimate;",
+        f"each row is a k-fold run bought after the ones above, out of {plan['train_s']:.0f} s to train, if every run",
+        f"takes its estimate; the first may take {plan['first_s']:.0f} s (to end on a machine slower than probed);",
+        "a run that `continues` another starts from its fold models (total_epochs: both together);",
         "expected_acc: held-out accuracy measured for that entry, width and length on the real data (frontier.toml)",
         "",
         "speeds measured here (an autopilot session keeps them in oof/autopilot/speeds.json):",

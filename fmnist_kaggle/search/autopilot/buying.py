@@ -52,8 +52,7 @@ def next_purchase(s: Session, options: list[Option], seconds: float) -> Purchase
     the best run that share buys."""
     share = s.safe_share(seconds)
     if share < seconds:
-        first = policy.first_part(options, s.budget(), seconds, share, s.frontier)
-        return first or policy.best_purchase(options, s.budget(), share, s.frontier)
+        return policy.safe_first(options, s.budget(), seconds, share, s.frontier)
     return policy.best_purchase(options, s.budget(), seconds, s.frontier, s.finished())
 
 

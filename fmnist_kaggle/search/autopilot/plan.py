@@ -15,6 +15,8 @@ def plan_row(p: Purchase, index: int) -> dict[str, Any]:
         "width": o.width,
         "model": o.entry.config(o.width).model,
         "epochs": round(p.fractional_epochs, 2),
+        "continues": p.continues,  # the run whose fold models it starts from ("1": this plan's first)
+        "total_epochs": round(p.total_epochs, 2),
         "steps": p.steps,
         "minutes": round(p.seconds / 60, 2),
         "expected_acc": None if p.expected_acc is None else round(p.expected_acc, 4),

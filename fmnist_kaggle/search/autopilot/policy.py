@@ -220,6 +220,15 @@ def first_part(
     return part if (grown.expected_acc or 0.0) > either else None
 
 
+def safe_first(
+    options: list[Option], budget: Budget, seconds: float, share: float, frontier: Frontier
+) -> Purchase | None:
+    """The first purchase when only `share` of the `seconds` may be risked on it: the first part
+    of the run all of them buy, where its continuation is expected to win, else the best run the
+    share buys."""
+    return first_part(options, budget, seconds, share, frontier) or best_purchase(options, budget, share, frontier)
+
+
 def cheapest(options: list[Option], budget: Budget) -> tuple[Option, float] | None:
     """The option whose shortest worthwhile run costs least, and those seconds."""
     costs = [(o, purchase_seconds(o, budget, fewest_steps(o, budget))) for o in options]
@@ -233,18 +242,37 @@ def purchases(
     frontier: Frontier,
     max_runs: int,
     runs_of: dict[str, int] | None = None,
+    share: float | None = None,
+    finished: Sequence[Finished] = (),
 ) -> list[Purchase]:
-    """What `seconds` buy if every run takes its estimate: the best purchase, then the best of what
-    is left, until nothing fits (or `max_runs`); `runs_of` counts purchases already made per entry
-    (an entry with `runs = N` is bought at most N times)."""
+    """What `seconds` buy if every run takes its estimate, decided as a session decides: a first
+    purchase that may take only `share` of them is the first part of the run all of them buy (or
+    the best run the share buys); each later one is the best of what is left, fresh or continuing
+    a run bought before it (named by its place, "1" for the first) or one of the `finished` runs;
+    until nothing fits (or `max_runs`). `runs_of` counts purchases already made per entry (an
+    entry with `runs = N` is bought at most N times)."""
     bought = dict(runs_of or {})
     out: list[Purchase] = []
     while len(out) < max_runs:
         open_options = [o for o in options if not o.entry.runs or bought.get(o.entry.name, 0) < o.entry.runs]
-        p = best_purchase(open_options, budget, seconds, frontier)
+        if not out and share is not None and share < seconds:
+            p = safe_first(open_options, budget, seconds, share, frontier)
+        else:
+            p = best_purchase(open_options, budget, seconds, frontier, _growable(out, finished))
         if p is None:
             break
         out.append(p)
         seconds -= p.seconds
         bought[p.option.entry.name] = bought.get(p.option.entry.name, 0) + 1
     return out
+
+
+def _growable(planned: list[Purchase], finished: Sequence[Finished]) -> list[Finished]:
+    """The runs a planned purchase may continue: those finished before the plan and those it
+    bought, each until a later purchase continues it."""
+    runs = [
+        *finished,
+        *(Finished(str(i + 1), p.option.entry.name, p.option.width, p.total_epochs) for i, p in enumerate(planned)),
+    ]
+    continued = {p.continues for p in planned}
+    return [f for f in runs if f.run not in continued]

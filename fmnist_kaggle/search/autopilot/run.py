@@ -70,11 +70,16 @@ def show_plan(comp: Competition, settings: AutoSettings, executor: Executor | No
         budget = session.budget()
         seconds = session.available()
         options = session.menu.candidates(session.entries, session.affordable(seconds))
-        purchases = policy.purchases(options, budget, seconds, session.frontier, MAX_RUNS)
+        share = session.safe_share(seconds)  # what the first purchase may take, as in a session
+        purchases = policy.purchases(
+            options, budget, seconds, session.frontier, MAX_RUNS, share=share, finished=session.finished()
+        )
         result: dict[str, Any] = {
             "limit_s": settings.time_limit,
             "hardware": session.hardware,  # cpu (fp32), cpu-bf16 or cuda: what the speeds and the choice are for
             "reserve_s": round(session.reserve(), 1),
+            "train_s": round(seconds, 1),
+            "first_s": round(share, 1),
             "purchases": [plan_row(p, i) for i, p in enumerate(purchases)],
             "folds": settings.folds,
             "rows": session.rows,
