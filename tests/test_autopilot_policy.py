@@ -262,6 +262,11 @@ def test_the_plan_decides_as_a_session_does_a_safe_first_part_then_its_continuat
     assert grown.continues == "1" and grown.option == first.option
     assert grown.total_epochs == pytest.approx(first.fractional_epochs + grown.fractional_epochs)
     assert [p.continues for p in plan].count("1") == 1 and sum(p.seconds for p in plan) <= seconds
+    # where the safe share buys nothing, the session buys the cheapest run at its fewest steps: so does the plan
+    opt, need = policy.cheapest(options, budget)
+    assert policy.purchases(options, budget, need * 1.5, table, 12, share=need / 2)[0] == policy.shortest_purchase(
+        opt, budget
+    )
     # a workspace's finished run is grown by the plan as the session would grow it
     short = policy.Finished("auto-fast-1", "fast", 8, 1.3)
     assert policy.purchases(options, budget, 200.0, table, 12, finished=[short])[0].continues == "auto-fast-1"

@@ -256,7 +256,9 @@ def purchases(
     while len(out) < max_runs:
         open_options = [o for o in options if not o.entry.runs or bought.get(o.entry.name, 0) < o.entry.runs]
         if not out and share is not None and share < seconds:
-            p = safe_first(open_options, budget, seconds, share, frontier)
+            p = safe_first(open_options, budget, seconds, share, frontier) or _cheapest_fit(
+                open_options, budget, seconds
+            )
         else:
             p = best_purchase(open_options, budget, seconds, frontier, _growable(out, finished))
         if p is None:
@@ -265,6 +267,13 @@ def purchases(
         seconds -= p.seconds
         bought[p.option.entry.name] = bought.get(p.option.entry.name, 0) + 1
     return out
+
+
+def _cheapest_fit(options: list[Option], budget: Budget, seconds: float) -> Purchase | None:
+    """A session's first purchase where its safe share buys nothing: the cheapest run at its
+    fewest steps, when it fits (its first unit then measures the machine)."""
+    found = cheapest(options, budget)
+    return shortest_purchase(found[0], budget) if found is not None and found[1] <= seconds else None
 
 
 def _growable(planned: list[Purchase], finished: Sequence[Finished]) -> list[Finished]:
