@@ -20,6 +20,6 @@ def plan_row(p: Purchase, index: int) -> dict[str, Any]:
         "steps": p.steps,
         "minutes": round(p.seconds / 60, 2),
         "expected_acc": None if p.expected_acc is None else round(p.expected_acc, 4),
-        "train_img_s": o.speed.train_ips,
+        "train_img_s": round(o.speed.train_ips),
         "precision": o.speed.precision,
     }
