@@ -63,8 +63,10 @@ def run_auto(comp: Competition, settings: AutoSettings, executor: Executor | Non
 
 
 def show_plan(comp: Competition, settings: AutoSettings, executor: Executor | None = None) -> dict[str, Any]:
-    """What the limit would buy here if every run took its estimate: the purchases in order, with
-    measured speeds; when nothing fits, the smallest budget that would. Trains and writes nothing."""
+    """What the limit would buy here if every run took its estimate, decided as the session
+    decides (the first run sized to its safe share, later ones free to grow earlier ones): the
+    purchases in order, with measured speeds; when nothing fits, the smallest budget that would.
+    Trains and writes nothing."""
     with executor or make_executor("local", progress=False) as ex:
         session = open_session(comp, replace(settings, started=None), ex, writable=False)  # as if it started now
         budget = session.budget()
