@@ -46,7 +46,7 @@ demo: install data
 
 PYTEST = $(BIN)/python -m pytest -q -p no:cacheprovider
 # The fast tier on two one-thread workers: most of it is Python (the CLI, pandas, matplotlib), and
-# two 2-thread trainings at once oversubscribe 2 cores (2 cores: 2:08 this way, 3:23 serially, 4:13
+# two 2-thread trainings at once oversubscribe 2 cores (2 cores: 1:52-2:08 this way, 3:23 serially, 4:13
 # as two 2-thread workers). The slow tier (real budgets, kills and resumes, Ray clusters) runs alone.
 FAST_TIER = OMP_NUM_THREADS=1 $(PYTEST) -n 2 -m "not slow and not gpu"
 

@@ -188,7 +188,7 @@ def test_show_plan_measures_and_writes_nothing(ws):
     assert bought and {r["entry"] for r in bought} == {"small"}  # 400 rows: the small-data entry
     assert bought[0]["epochs"] == 30 and len(bought) >= 2  # 20 minutes buy its longest runs, and more than one
     assert plan["speeds"] and all(s["train_ips"] > 0 and s["predict_ips"] > 0 for s in plan["speeds"])
-    assert bought[0]["minutes"] * 60 <= plan["first_s"] < plan["train_s"]  # the first run ends on a slower machine
+    assert bought[0]["minutes"] * 60 <= plan["first_s"] + 0.6 < plan["train_s"]  # it ends on a slower machine too
     earlier = {str(r["run"]) for r in bought}
     assert all(r["continues"] is None or r["continues"] in earlier for r in bought)  # it grows the plan's own runs
     assert not (cwd / "oof").exists()
