@@ -59,10 +59,10 @@ def param_groups(cfg: TrainConfig, model: torch.nn.Module, total_steps: int) -> 
 
 def train_live_groups(groups: list[dict[str, Any]], step: int) -> None:
     """At optimizer step `step`, the parameters of a group (an optimizer's `param_groups`, or
-    `param_groups`' own) past its `until_step` stop requiring
-    gradients: their learning rate is 0 from then on (the schedule), and autograd then skips the
-    work only they needed (the whitening stem's bias: the first stage's input gradient, 9-23% of a
-    `fast` step in fp32, bench/engine.py). The other parameters' gradients are the same."""
+    `param_groups`' own) past its `until_step` stop requiring gradients: their learning rate is 0
+    from then on (the schedule), and autograd then skips the work only they needed (the whitening
+    stem's bias: the first stage's input gradient, 9-23% of a `fast` step in fp32,
+    bench/engine.py). The other parameters' gradients are the same."""
     for g in groups:
         if "until_step" in g:
             for p in g["params"]:
