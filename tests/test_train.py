@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import time
 from dataclasses import replace
@@ -512,9 +513,13 @@ def test_cpu_bf16_under_auto_only_where_the_cpu_has_it(monkeypatch, small):
         np.isfinite(res.history[0]["train_loss"]) and next(res.model.parameters()).dtype == torch.float32
     )  # autocast, fp32 weights
     monkeypatch.undo()
-    assert train.cpu_native_bf16() == (
-        "avx512_bf16" in open("/proc/cpuinfo").read() or "amx_bf16" in open("/proc/cpuinfo").read()
-    )
+    flags = open("/proc/cpuinfo").read()
+    held = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in ("AVX2", "AVX512_CORE")  # make test-avx2
+    assert train.cpu_native_bf16() == (("avx512_bf16" in flags or "amx_bf16" in flags) and not held)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # oneDNN held below bf16: emulated, so auto keeps fp32
+    assert not train.cpu_native_bf16() and train.amp_dtype(build_config(**TINY), cpu) is None
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert train.cpu_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
 
 
 # ----------------------------------------------------------------------------- honest pseudo-labels

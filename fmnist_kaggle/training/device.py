@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import platform
 import re
 from pathlib import Path
@@ -27,14 +28,32 @@ def resolve_device(name: str) -> torch.device:
         raise FkaggleError(f"unknown device {name!r} (auto, cpu, cuda, cuda:1 ...)") from None
 
 
+# oneDNN's own names (ONEDNN_MAX_CPU_ISA) for the instruction sets below AVX512_CORE_BF16: held to one
+# of them, oneDNN computes bf16 without its dot-product instructions, much slower than fp32.
+_ONEDNN_ISAS_WITHOUT_BF16 = frozenset(
+    {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+)
+
+
+def onednn_isa_cap() -> str:
+    """The instruction set oneDNN is held to (`ONEDNN_MAX_CPU_ISA`, or its older `DNNL_` name), or ''."""
+    return (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+
+
 @functools.cache
-def cpu_native_bf16() -> bool:
-    """The CPU computes bf16 in hardware (AVX512-BF16 or AMX): there autocast to bf16 is much
-    faster than fp32; elsewhere bf16 is emulated and slower, so `auto` keeps fp32."""
+def _cpu_flags_bf16() -> bool:
     try:
         return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", Path("/proc/cpuinfo").read_text()))
     except OSError:
         return False
+
+
+def cpu_native_bf16() -> bool:
+    """The CPU computes bf16 in hardware (AVX512-BF16 or AMX) and oneDNN may use it: there autocast
+    to bf16 is much faster than fp32; elsewhere bf16 is emulated and slower, so `auto` keeps fp32.
+    An `ONEDNN_MAX_CPU_ISA` below AVX512_CORE_BF16 (an administrator's setting, or `make
+    test-avx2`'s stand-in for a CPU without bf16) counts as no bf16."""
+    return _cpu_flags_bf16() and onednn_isa_cap() not in _ONEDNN_ISAS_WITHOUT_BF16
 
 
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -61,8 +80,10 @@ def machine_key(device: str) -> str:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name() if device.startswith("cuda") and torch.cuda.is_available() else ""
+    held = f" | oneDNN {onednn_isa_cap()}" if onednn_isa_cap() else ""  # the same CPU, held to fewer instructions
     return (
-        f"{model} | {torch.get_num_threads()} threads | torch {torch.__version__} | {device}{' ' + gpu if gpu else ''}"
+        f"{model}{held} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
+        f"{device}{' ' + gpu if gpu else ''}"
     )
 
 
