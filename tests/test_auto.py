@@ -161,6 +161,10 @@ def test_killed_then_resumed_equals_an_uninterrupted_session(ws, tmp_path):
 
 
 def test_blends_that_lose_to_the_best_run_are_not_chosen(ws):
+    """A near-chance partner drags blends below the best run; those are never chosen. Which blends
+    lose, and by how many rows, follows the CPU's arithmetic (a mean with a near-uniform partner can
+    gain a row of 400 on one instruction set and lose 14 on another), so the test asserts the rule:
+    the chosen candidate has the best CV, a blend only when it beats every single run."""
     cwd, data = ws
     weak = FIXED.replace(
         "lr = 0.05, label_smoothing = 0.1, seeds = [1]", "lr = 1e-6, seeds = [1]"
@@ -169,14 +173,18 @@ def test_blends_that_lose_to_the_best_run_are_not_chosen(ws):
     res, _ = auto(cwd, data, "--portfolio", str(cwd / "weak.toml"), "--time-limit", "2m", "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
-    assert out["chosen"]["method"] == "single" and out["chosen"]["runs"] == ["auto-a-1"]
-    assert "no blend beat it" in out["reason"]
-    blends = [r for r in out["leaderboard"] if r["kind"] == "blend"]
-    assert (
-        len(blends) == 4
-        and all(b["cv_acc"] <= out["cv"]["acc"] for b in blends)
-        and not any(b["chosen"] for b in blends)
-    )
+    board = out["leaderboard"]
+    runs, blends = ([r for r in board if r["kind"] == kind] for kind in ("run", "blend"))
+    best_run = max(runs, key=lambda r: r["cv_acc"])
+    assert best_run["name"] == "auto-a-1" and min(r["cv_acc"] for r in runs) < 0.2  # b is near chance
+    losing = [b for b in blends if b["cv_acc"] < best_run["cv_acc"]]
+    assert len(blends) == 4 and losing and not any(b["chosen"] for b in losing)
+    (chosen,) = [r for r in board if r["chosen"]]
+    assert chosen["cv_acc"] == max(r["cv_acc"] for r in board) == out["cv"]["acc"]
+    if chosen["kind"] == "run":
+        assert out["chosen"]["runs"] == ["auto-a-1"] and "no blend beat it" in out["reason"]
+    else:
+        assert chosen["cv_acc"] > best_run["cv_acc"] and "beats the best single run auto-a-1" in out["reason"]
 
 
 def test_show_plan_measures_and_writes_nothing(ws):
