@@ -9,7 +9,9 @@ every 50 steps, the cache-sized prediction batch). `fkaggle predict`-style predi
 60,000 training images by one fold model is timed end to end as well. A `fast` run's steps after
 its whitening stem stops training (70% of them) are timed apart, with their own FLOPs, and a whole
 run's mean follows. `--glibc-allocator` leaves glibc's allocator as it was before the engine kept
-freed memory (run the bench twice, one after the other, to compare).
+freed memory (run the bench twice, one after the other, to compare). A CPU without bf16 is stood in
+for by holding this one to AVX2: `ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
+MKL_ENABLE_INSTRUCTIONS=AVX2 python bench/engine.py ...` (the header says what holds it).
 
     python bench/engine.py [--models cpu,fast] [--amp off] [--rows 12288] [--train-variants]
                            [--glibc-allocator] [--json out.json]
@@ -30,6 +32,7 @@ import torch
 from fmnist_kaggle.data.competition import resolve_competition
 from fmnist_kaggle.training import engine, fit
 from fmnist_kaggle.training.config import build_config
+from fmnist_kaggle.training.device import onednn_isa_cap
 from fmnist_kaggle.training.inference import predict, prediction_batch
 from fmnist_kaggle.training.progressive import late_work
 
@@ -112,7 +115,8 @@ def main() -> None:
     mm, gemm = engine.matmul_peak(), onednn_peak()
     print(
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"last-level cache {engine.cache_bytes() >> 20} MiB"
+        f"last-level cache {engine.cache_bytes() >> 20} MiB, ATen {torch.backends.cpu.get_cpu_capability()}, "
+        f"oneDNN {onednn_isa_cap() or 'not held'} (make test-avx2's variables hold them to AVX2)"
     )
     print(f"peak fp32: torch.mm 2048^2 {mm:.0f} GFLOP/s, oneDNN 1x1-conv GEMM {gemm:.0f} GFLOP/s")
     print(f"allocator: {'freed memory kept' if engine.keep_freed_memory() else 'as glibc (or the user) set it'}")
@@ -172,7 +176,8 @@ def main() -> None:
             )
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"mm_gflop_s": mm, "gemm_gflop_s": gemm, "amp": args.amp, "rows": rows}, fh, indent=1)
+            held = {"aten": torch.backends.cpu.get_cpu_capability(), "onednn_max_isa": onednn_isa_cap()}
+            json.dump({"mm_gflop_s": mm, "gemm_gflop_s": gemm, "amp": args.amp, **held, "rows": rows}, fh, indent=1)
 
 
 if __name__ == "__main__":
