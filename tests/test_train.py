@@ -516,8 +516,12 @@ def test_cpu_bf16_under_auto_only_where_the_cpu_has_it(monkeypatch, small):
     flags = open("/proc/cpuinfo").read()
     held = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in ("AVX2", "AVX512_CORE")  # make test-avx2
     assert train.cpu_native_bf16() == (("avx512_bf16" in flags or "amx_bf16" in flags) and not held)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    unheld = train.machine_key("cpu")
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # oneDNN held below bf16: emulated, so auto keeps fp32
     assert not train.cpu_native_bf16() and train.amp_dtype(build_config(**TINY), cpu) is None
+    assert train.machine_key("cpu") == unheld.replace(" | ", " | oneDNN AVX2 | ", 1)  # its speeds kept apart
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
     assert train.cpu_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
 

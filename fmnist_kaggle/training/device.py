@@ -80,11 +80,19 @@ def machine_key(device: str) -> str:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name() if device.startswith("cuda") and torch.cuda.is_available() else ""
-    held = f" | oneDNN {onednn_isa_cap()}" if onednn_isa_cap() else ""  # the same CPU, held to fewer instructions
     return (
-        f"{model}{held} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
+        f"{model}{_held()} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
         f"{device}{' ' + gpu if gpu else ''}"
     )
+
+
+def _held() -> str:
+    """What this process holds the CPU to ('' when nothing): the same CPU held to fewer instructions
+    trains at other speeds, so its speeds are kept apart."""
+    held = [f"oneDNN {onednn_isa_cap()}"] if onednn_isa_cap() else []
+    if os.environ.get("ATEN_CPU_CAPABILITY"):
+        held.append(f"ATen {torch.backends.cpu.get_cpu_capability()}")
+    return "".join(f" | {h}" for h in held)
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
