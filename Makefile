@@ -62,9 +62,8 @@ test-fast: install data browser
 # The suite as a CPU without bf16 runs it (most laptops: AVX2 only), on any x86 machine: oneDNN,
 # ATen and MKL held to AVX2, so bf16 is emulated (slow) and `--amp auto` trains fp32.
 AVX2_ONLY = ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2
-test-avx2: install data browser
-	$(AVX2_ONLY) $(FAST_TIER) --durations=10
-	$(AVX2_ONLY) $(PYTEST) -m "slow and not gpu" --durations=25
+test-avx2:
+	$(AVX2_ONLY) $(MAKE) test
 
 lint: install
 	$(BIN)/ruff check .

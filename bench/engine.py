@@ -113,10 +113,11 @@ def main() -> None:
     x, y = train.images[: args.rows], train.labels[: args.rows]
     everything = torch.from_numpy(train.images)
     mm, gemm = engine.matmul_peak(), onednn_peak()
+    held = {"aten": torch.backends.cpu.get_cpu_capability(), "onednn_max_isa": onednn_isa_cap()}
     print(
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"last-level cache {engine.cache_bytes() >> 20} MiB, ATen {torch.backends.cpu.get_cpu_capability()}, "
-        f"oneDNN {onednn_isa_cap() or 'not held'} (make test-avx2's variables hold them to AVX2)"
+        f"last-level cache {engine.cache_bytes() >> 20} MiB, ATen {held['aten']}, "
+        f"oneDNN {held['onednn_max_isa'] or 'not held'} (make test-avx2's variables hold them to AVX2)"
     )
     print(f"peak fp32: torch.mm 2048^2 {mm:.0f} GFLOP/s, oneDNN 1x1-conv GEMM {gemm:.0f} GFLOP/s")
     print(f"allocator: {'freed memory kept' if engine.keep_freed_memory() else 'as glibc (or the user) set it'}")
@@ -176,7 +177,6 @@ def main() -> None:
             )
     if args.json:
         with open(args.json, "w") as fh:
-            held = {"aten": torch.backends.cpu.get_cpu_capability(), "onednn_max_isa": onednn_isa_cap()}
             json.dump({"mm_gflop_s": mm, "gemm_gflop_s": gemm, "amp": args.amp, **held, "rows": rows}, fh, indent=1)
 
 

@@ -89,7 +89,8 @@ def machine_key(device: str) -> str:
 def _held() -> str:
     """What this process holds the CPU to ('' when nothing): the same CPU held to fewer instructions
     trains at other speeds, so its speeds are kept apart."""
-    held = [f"oneDNN {onednn_isa_cap()}"] if onednn_isa_cap() else []
+    cap = onednn_isa_cap()
+    held = [f"oneDNN {cap}"] if cap else []
     if os.environ.get("ATEN_CPU_CAPABILITY"):
         held.append(f"ATen {torch.backends.cpu.get_cpu_capability()}")
     return "".join(f" | {h}" for h in held)
