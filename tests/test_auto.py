@@ -24,9 +24,7 @@ from conftest import run_cli
 
 # Two small fixed entries, each bought once: epochs cannot be sized differently between sessions,
 # so a resumed session must reproduce an uninterrupted one exactly (fmnist_resnet has no dropout).
-_SMALL = (
-    'model = "fmnist_resnet", model_kwargs = { width = 8 }, epochs = 3, folds = 3, batch_size = 32, optimizer = "sgd"'
-)
+_SMALL = 'model = "fmnist_resnet", model_kwargs = { width = 8 }, epochs = 3, batch_size = 32, optimizer = "sgd"'
 
 
 def _entry(name: str, train: str) -> str:
@@ -113,7 +111,7 @@ def test_a_budget_too_small_is_refused_in_one_line_and_nothing_is_written(ws):
 @pytest.mark.slow
 def test_killed_then_resumed_equals_an_uninterrupted_session(ws, tmp_path):
     cwd, data = ws
-    args = ["--portfolio", str(cwd / "fixed.toml"), "--time-limit", "3m", "--json"]
+    args = ["--portfolio", str(cwd / "fixed.toml"), "--folds", "3", "--time-limit", "3m", "--json"]
     whole = cwd / "whole"
     res, _ = auto(whole.parent, data, "--workdir", str(whole), *args)
     assert res.returncode == 0, res.stderr

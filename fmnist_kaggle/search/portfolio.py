@@ -21,6 +21,7 @@ from fmnist_kaggle.storage.layout import check_name
 from fmnist_kaggle.training.config import FIELDS, TrainConfig, build_config
 
 HARDWARE = ("cpu", "cpu-bf16", "cuda")
+_SESSION_KEYS = {"folds", "subset"}  # `fkaggle auto --folds/--subset`: one split for the whole session
 _KEYS = {"name", "hardware", "rows", "train", "widths", "epochs", "min_epochs", "runs", "why"}
 DEFAULT = resources.files("fmnist_kaggle") / "search" / "portfolio.toml"
 FRONTIER = resources.files("fmnist_kaggle") / "search" / "frontier.toml"
@@ -106,6 +107,10 @@ def _entry(row: Any, where: Path) -> Entry:
         if not isinstance(train, dict) or set(train) - set(FIELDS):
             unknown = ", ".join(sorted(set(train) - set(FIELDS))) if isinstance(train, dict) else repr(train)
             raise FkaggleError(f"train must be a table of training settings; unknown: {unknown}")
+        if shared := sorted(_SESSION_KEYS & set(train)):
+            # every run of a session is cut into the same folds, which its blends need; an entry's
+            # own value would be silently replaced
+            raise FkaggleError(f"{shared[0]} is the session's setting, not an entry's: give --{shared[0]}")
         hardware = tuple(row.get("hardware", HARDWARE))
         if not hardware or set(hardware) - set(HARDWARE):
             raise FkaggleError(f"hardware must name some of {', '.join(HARDWARE)}, got {list(hardware)}")
