@@ -123,8 +123,8 @@ def auto_eval_batch(model: torch.nn.Module, sample: torch.Tensor, device: torch.
     activation fits in the last-level cache; on a GPU a large fixed batch."""
     if device.type != "cpu":
         return CUDA_EVAL_BATCH
-    # the whole cache, not half: on a 32 MiB AMD EPYC half chose 128 a batch, 6% slower than 256
-    # (23% held to AVX2); 256 was best on the Xeon too (docs/results.md)
+    # the whole cache, not half: on a 32 MiB AMD EPYC half chose 128 a batch, 6% slower than 256 in
+    # one sweep (23% held to AVX2; within that host's noise in the next); 256 was best on the Xeon too
     fits = cache_bytes() // max(1, activation_bytes(model, sample))
     low, high = CPU_EVAL_BATCHES
     return max(low, min(high, 1 << max(0, fits.bit_length() - 1)))
