@@ -206,10 +206,10 @@ def test_ctrl_c_keeps_the_wall_time_and_the_run_finishes_without_its_portfolio(w
     """A --portfolio session interrupted with Ctrl-C (SIGINT) records the seconds it ran; the same
     command without --portfolio finishes the run it had started from what the state recorded."""
     cwd, data = ws
-    portfolio = cwd / "slow.toml"
+    portfolio = cwd / "slow.toml"  # 24 epochs: a fold lasts seconds, so the Ctrl-C lands mid-run
     portfolio.write_text(
-        '[[entry]]\nname = "p"\ntrain = { model = "fmnist_resnet", model_kwargs = { width = 8 }, epochs = 4, '
-        'batch_size = 16, optimizer = "sgd", lr = 0.05 }\nmin_epochs = 4\nruns = 1\n'
+        '[[entry]]\nname = "p"\ntrain = { model = "fmnist_resnet", model_kwargs = { width = 8 }, epochs = 24, '
+        'batch_size = 16, optimizer = "sgd", lr = 0.05 }\nmin_epochs = 24\nruns = 1\n'
     )
     cli = [sys.executable, "-m", "fmnist_kaggle.cli", "auto", *data, "--no-progress", "--folds", "3"]
     cmd = [*cli, "--portfolio", str(portfolio)]
